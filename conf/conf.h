@@ -1,0 +1,119 @@
+/*
+ * conf: the configuration grammar, its knob table and the parsed result.
+ * The parent parses the file; children receive the same text over IPC and
+ * parse it again, so every process holds an identical struct conf.
+ */
+#ifndef TERN_CONF_H
+#define TERN_CONF_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct buf;
+
+enum knob_type { KNOB_STRING, KNOB_PATH, KNOB_INT, KNOB_SIZE, KNOB_DURATION };
+
+/* Every scalar setting is declared once, in conf.c's knob table. */
+enum knob_id {
+	K_HOSTNAME,		/* string: name in greeting, Received:, EHLO */
+	K_USER,			/* string: unprivileged user children run as */
+	K_SPOOL,		/* path: queue directory */
+	K_PIDFILE,		/* path */
+	K_CONTROL_SOCKET,	/* path: ternctl's socket */
+	K_CONTROL_GROUP,	/* string: group allowed on the control socket */
+	K_ALIASES,		/* path: aliases source; the map is path + ".db" */
+	K_MAILDIR,		/* string: system users' Maildir, "~/" = home */
+	K_VIRTUAL_USER,		/* string: account virtual deliveries run as */
+	K_MAX_MESSAGE_SIZE,	/* size (bytes), per listener */
+	K_MAX_RECIPIENTS,	/* int, per listener */
+	K_MAX_ERRORS,		/* int, per listener */
+	K_MAX_COMMAND_LENGTH,	/* size, per listener */
+	K_MAX_LINE_LENGTH,	/* size: longest DATA line, per listener */
+	K_MAX_CONNECTIONS,	/* int: all listeners together */
+	K_MAX_CONNECTIONS_PER_IP, /* int */
+	K_COMMAND_TIMEOUT,	/* duration (ms), per listener */
+	K_DATA_TIMEOUT,		/* duration (ms), whole DATA phase, per listener */
+	K_GREETING_DELAY,	/* duration (ms), per listener */
+	K_QUEUE_LIFETIME,	/* duration (ms) */
+	K_RETRY_MIN,		/* duration (ms): first retry interval */
+	K_RETRY_MAX,		/* duration (ms): longest retry interval */
+	K__COUNT
+};
+
+struct knob_def {
+	const char	*name;
+	enum knob_type	 type;
+	const char	*def;		/* default, in config syntax; NULL = unset */
+	long long	 min, max;	/* numeric bounds (after unit scaling) */
+	int		 per_listener;	/* may be set on a listen line */
+	const char	*help;
+};
+
+extern const struct knob_def knob_defs[K__COUNT];
+
+struct knob_val {
+	char		*s;		/* STRING and PATH */
+	long long	 n;		/* INT, SIZE (bytes), DURATION (ms) */
+	int		 set;		/* set explicitly (for listener overrides) */
+};
+
+enum role { ROLE_MX, ROLE_MSA };
+
+struct listener {
+	enum role		 role;
+	char			 addr[64];	/* as written: 127.0.0.1, ::1, * */
+	int			 port;
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen;
+	struct knob_val		 knobs[K__COUNT];	/* only per_listener used */
+	int			 line;
+};
+
+struct netmask {
+	int		 family;	/* AF_INET or AF_INET6 */
+	unsigned char	 addr[16];
+	int		 bits;
+};
+
+struct vuser {
+	char		*address;	/* lower-cased local@domain */
+	char		*maildir;	/* absolute path */
+};
+
+struct conf {
+	char		*file;		/* name used in error messages */
+	struct knob_val	 v[K__COUNT];
+	char		**domains;	/* lower-cased local domains */
+	size_t		 ndomains;
+	struct netmask	*trusted;
+	size_t		 ntrusted;
+	struct listener	*listeners;
+	size_t		 nlisteners;
+	struct vuser	*vusers;
+	size_t		 nvusers;
+};
+
+/*
+ * Parse configuration text.  Relative paths are made absolute against
+ * basedir (the directory ternd was started in).  On error returns NULL and
+ * writes "file:line: message" into err.
+ */
+struct conf	*conf_parse(const char *name, const char *text, size_t len,
+		    const char *basedir, char *err, size_t errlen);
+struct conf	*conf_load(const char *path, const char *basedir,
+		    struct buf *text, char *err, size_t errlen);
+void		 conf_free(struct conf *);
+
+const char	*conf_str(const struct conf *, enum knob_id);
+/* Listener value if set there, else global, else default. l may be NULL. */
+long long	 conf_num(const struct conf *, const struct listener *,
+		    enum knob_id);
+int		 conf_is_local_domain(const struct conf *, const char *);
+int		 conf_is_trusted(const struct conf *, const struct sockaddr *);
+const struct vuser *conf_find_vuser(const struct conf *, const char *);
+/* ternd -P: effective settings, globally and per listener. */
+void		 conf_print(const struct conf *, struct buf *);
+
+extern const char conf_default_text[];	/* embedded development config */
+
+#endif

@@ -1,0 +1,2 @@
+/* One SUITE(name) per test_name() function; see main.c. */
+SUITE(util)

@@ -1,0 +1,39 @@
+/* test_util: the string type and checked arithmetic. */
+#include <stdint.h>
+#include <string.h>
+
+#include "unit.h"
+#include "util.h"
+
+void test_util(void);
+
+void
+test_util(void)
+{
+	struct buf b;
+	size_t r;
+	long long v;
+	char small[4];
+
+	buf_init(&b);
+	buf_printf(&b, "%s=%d", "a", 42);
+	CHECK(b.len == 4 && strcmp(b.data, "a=42") == 0);
+	buf_consume(&b, 2);
+	CHECK(strcmp(b.data, "42") == 0);
+	for (int i = 0; i < 1000; i++)
+		buf_putc(&b, 'x');
+	CHECK(b.len == 1002);
+	buf_free(&b);
+
+	CHECK(size_add(SIZE_MAX, 1, &r) == -1);
+	CHECK(size_add(1, 2, &r) == 0 && r == 3);
+	CHECK(size_mul(SIZE_MAX / 2, 3, &r) == -1);
+	CHECK(str_copy(small, "hello", sizeof(small)) == 5);
+	CHECK(strcmp(small, "hel") == 0);
+	CHECK(str_casecmp("PostMaster", "postmaster") == 0);
+	CHECK(parse_ll("123", 0, 1000, &v) == 0 && v == 123);
+	CHECK(parse_ll("1234", 0, 1000, &v) == -1);
+	CHECK(parse_ll("99999999999999999999", 0, 1000, &v) == -1);
+	CHECK(parse_ll("", 0, 10, &v) == -1);
+	CHECK(parse_ll("-1", -5, 10, &v) == -1);
+}
