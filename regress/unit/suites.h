@@ -1,2 +1,5 @@
 /* One SUITE(name) per test_name() function; see main.c. */
 SUITE(util)
+SUITE(smtp_parse)
+SUITE(conf)
+SUITE(aliases)

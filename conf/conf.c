@@ -1,0 +1,1084 @@
+/*
+ * conf: the configuration grammar.  A line-based, pf-like language whose
+ * scalar settings are all declared once in knob_defs[] below; the rest are
+ * the few structured statements (local-domain, trusted-network, listen,
+ * virtual).  The root parent parses the file at start-up and on reload;
+ * every child parses the very same text again from IPC, so this code must
+ * be deterministic and must treat its input as untrusted (it is fuzzed).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "util.h"
+
+#define CONF_MAX_FILE	(1024 * 1024)
+#define KIB		1024LL
+#define MIB		(1024LL * 1024)
+#define GIB		(1024LL * 1024 * 1024)
+#define SEC		1000LL
+#define MIN		(60 * SEC)
+#define HOUR		(60 * MIN)
+#define DAY		(24 * HOUR)
+
+const struct knob_def knob_defs[K__COUNT] = {
+	[K_HOSTNAME] = { "hostname", KNOB_STRING, NULL, 0, 0, 0,
+	    "name used in the greeting, Received: and EHLO (default: gethostname)" },
+	[K_USER] = { "user", KNOB_STRING, "tern", 0, 0, 0,
+	    "unprivileged user the children run as" },
+	[K_SPOOL] = { "spool", KNOB_PATH, "/var/spool/tern", 0, 0, 0,
+	    "queue directory" },
+	[K_PIDFILE] = { "pidfile", KNOB_PATH, "/run/tern/ternd.pid", 0, 0, 0,
+	    "file holding the parent's process id" },
+	[K_CONTROL_SOCKET] = { "control-socket", KNOB_PATH,
+	    "/run/tern/control.sock", 0, 0, 0,
+	    "unix socket ternctl talks to" },
+	[K_CONTROL_GROUP] = { "control-group", KNOB_STRING, "adm", 0, 0, 0,
+	    "group allowed to use the control socket" },
+	[K_ALIASES] = { "aliases", KNOB_PATH, "/etc/tern/aliases", 0, 0, 0,
+	    "aliases source file; newaliases compiles it to <file>.db" },
+	[K_MAILDIR] = { "maildir", KNOB_STRING, "~/Maildir", 0, 0, 0,
+	    "system users' Maildir; \"~/\" is the user's home" },
+	[K_VIRTUAL_USER] = { "virtual-user", KNOB_STRING, "tern", 0, 0, 0,
+	    "account that virtual mailbox deliveries run as" },
+	[K_MAX_MESSAGE_SIZE] = { "max-message-size", KNOB_SIZE, "35M",
+	    KIB, 2 * GIB, 1, "largest message accepted (SIZE in EHLO)" },
+	[K_MAX_RECIPIENTS] = { "max-recipients", KNOB_INT, "100",
+	    1, 100000, 1, "recipients per message" },
+	[K_MAX_ERRORS] = { "max-errors", KNOB_INT, "10",
+	    1, 1000, 1, "failed commands before the session is dropped" },
+	[K_MAX_COMMAND_LENGTH] = { "max-command-length", KNOB_SIZE, "2048",
+	    512, 64 * KIB, 1, "longest SMTP command line" },
+	[K_MAX_LINE_LENGTH] = { "max-line-length", KNOB_SIZE, "16384",
+	    1000, MIB, 1, "longest line inside DATA" },
+	[K_MAX_CONNECTIONS] = { "max-connections", KNOB_INT, "256",
+	    1, 100000, 0, "concurrent SMTP sessions, all listeners together" },
+	[K_MAX_CONNECTIONS_PER_IP] = { "max-connections-per-ip", KNOB_INT,
+	    "20", 1, 10000, 0, "concurrent SMTP sessions from one address" },
+	[K_COMMAND_TIMEOUT] = { "command-timeout", KNOB_DURATION, "5m",
+	    SEC, HOUR, 1, "idle time allowed between commands" },
+	[K_DATA_TIMEOUT] = { "data-timeout", KNOB_DURATION, "10m",
+	    SEC, DAY, 1, "time allowed for the whole DATA phase" },
+	[K_GREETING_DELAY] = { "greeting-delay", KNOB_DURATION, "1s",
+	    0, MIN, 1, "pause before the banner; early talkers are refused" },
+	[K_QUEUE_LIFETIME] = { "queue-lifetime", KNOB_DURATION, "5d",
+	    MIN, 60 * DAY, 0, "how long a message is retried before it bounces" },
+	[K_RETRY_MIN] = { "retry-min", KNOB_DURATION, "1m",
+	    SEC, DAY, 0, "first retry interval after a temporary failure" },
+	[K_RETRY_MAX] = { "retry-max", KNOB_DURATION, "1h",
+	    SEC, 7 * DAY, 0, "longest retry interval" },
+};
+
+/* Per-parse state; nothing survives a call of conf_parse. */
+struct parser {
+	struct conf	*conf;
+	const char	*basedir;
+	char		*err;
+	size_t		 errlen;
+	int		 line;
+	struct buf	 tokbuf;	/* this line's tokens, NUL-separated */
+	char		**tok;
+	size_t		 ntok;
+	int		 knob_line[K__COUNT];
+	int		*domain_line;	/* parallel to conf->domains */
+	int		*vuser_line;	/* parallel to conf->vusers */
+};
+
+static int	 conf_error(struct parser *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+
+static int
+conf_error(struct parser *p, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (p->errlen)
+		snprintf(p->err, p->errlen, "%s:%d: %s", p->conf->file,
+		    p->line, msg);
+	return -1;
+}
+
+/* ---- lexical level ------------------------------------------------------ */
+
+static int
+conf_is_blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Control characters could end up in SMTP replies and logs: refuse them. */
+static int
+conf_check_bytes(struct parser *p, const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '\0')
+			return conf_error(p, "NUL byte in configuration");
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return conf_error(p, "control character 0x%02x in "
+			    "configuration", c);
+	}
+	return 0;
+}
+
+/* Reads a quoted string starting after the quote; returns bytes used. */
+static int
+conf_lex_quoted(struct parser *p, const char *s, size_t len, size_t *used)
+{
+	size_t i = 0;
+
+	for (;;) {
+		if (i >= len)
+			return conf_error(p, "unterminated quoted string");
+		if (s[i] == '"')
+			break;
+		if (s[i] == '\t')
+			return conf_error(p, "tab in quoted string");
+		if (s[i] == '\\') {
+			if (i + 1 >= len)
+				return conf_error(p,
+				    "unterminated quoted string");
+			if (s[i + 1] != '"' && s[i + 1] != '\\')
+				return conf_error(p, "invalid escape \"\\%c\" "
+				    "in quoted string (only \\\" and \\\\)",
+				    s[i + 1]);
+			i++;
+		}
+		buf_putc(&p->tokbuf, s[i]);
+		i++;
+	}
+	*used = i + 1;
+	return 0;
+}
+
+static int
+conf_lex_line(struct parser *p, const char *s, size_t len)
+{
+	size_t i = 0, used = 0, ntok = 0;
+
+	buf_reset(&p->tokbuf);
+	if (conf_check_bytes(p, s, len) == -1)
+		return -1;
+	while (i < len) {
+		if (conf_is_blank(s[i])) {
+			i++;
+			continue;
+		}
+		if (s[i] == '#')
+			break;
+		if (s[i] == '"') {
+			if (conf_lex_quoted(p, s + i + 1, len - i - 1,
+			    &used) == -1)
+				return -1;
+			i += 1 + used;
+		} else {
+			size_t start = i;
+
+			while (i < len && !conf_is_blank(s[i]) &&
+			    s[i] != '"' && s[i] != '#')
+				i++;
+			buf_append(&p->tokbuf, s + start, i - start);
+		}
+		buf_putc(&p->tokbuf, '\0');
+		ntok++;
+	}
+	p->tok = xreallocarray(p->tok, ntok + 1, sizeof(*p->tok));
+	for (size_t t = 0, off = 0; t < ntok; t++) {
+		p->tok[t] = p->tokbuf.data + off;
+		off += strlen(p->tok[t]) + 1;
+	}
+	p->tok[ntok] = NULL;
+	p->ntok = ntok;
+	return 0;
+}
+
+/* ---- values --------------------------------------------------------------- */
+
+/* Leading decimal digits of s as a number; *end is the suffix. */
+static int
+conf_digits(const char *s, long long *v, const char **end)
+{
+	long long n = 0;
+	const char *q = s;
+
+	for (; *q >= '0' && *q <= '9'; q++) {
+		if (n > (9223372036854775807LL - (*q - '0')) / 10)
+			n = -1;		/* remember overflow, keep scanning */
+		if (n >= 0)
+			n = n * 10 + (*q - '0');
+	}
+	if (q == s)
+		return -1;
+	*v = n;
+	*end = q;
+	return 0;
+}
+
+static int
+conf_scale(long long n, long long unit, long long *out)
+{
+	if (n < 0 || n > 9223372036854775807LL / unit)
+		*out = -1;	/* overflow: above any maximum */
+	else
+		*out = n * unit;
+	return 0;
+}
+
+static int
+conf_parse_int(const char *s, long long *out)
+{
+	const char *suf;
+
+	if (conf_digits(s, out, &suf) == -1 || *suf != '\0')
+		return -1;
+	return 0;
+}
+
+static int
+conf_parse_size(const char *s, long long *out)
+{
+	long long n, unit = 1;
+	const char *suf;
+
+	if (conf_digits(s, &n, &suf) == -1)
+		return -1;
+	if (*suf != '\0') {
+		if (suf[1] != '\0')
+			return -1;
+		switch (*suf) {
+		case 'k': case 'K': unit = KIB; break;
+		case 'm': case 'M': unit = MIB; break;
+		case 'g': case 'G': unit = GIB; break;
+		default: return -1;
+		}
+	}
+	return conf_scale(n, unit, out);
+}
+
+static int
+conf_parse_duration(const char *s, long long *out)
+{
+	long long n, unit;
+	const char *suf;
+
+	if (conf_digits(s, &n, &suf) == -1)
+		return -1;
+	if (strcmp(suf, "") == 0 || strcmp(suf, "s") == 0)
+		unit = SEC;
+	else if (strcmp(suf, "ms") == 0)
+		unit = 1;
+	else if (strcmp(suf, "m") == 0)
+		unit = MIN;
+	else if (strcmp(suf, "h") == 0)
+		unit = HOUR;
+	else if (strcmp(suf, "d") == 0)
+		unit = DAY;
+	else
+		return -1;
+	return conf_scale(n, unit, out);
+}
+
+/* A bound in the unit a human would write it in. */
+static void
+conf_fmt_bound(enum knob_type type, long long v, char *out, size_t len)
+{
+	static const struct { long long unit; const char *suffix; }
+	    sizes[] = { { GIB, "G" }, { MIB, "M" }, { KIB, "K" } },
+	    durs[] = { { DAY, "d" }, { HOUR, "h" }, { MIN, "m" },
+		{ SEC, "s" } };
+	const char *last = type == KNOB_DURATION ? "ms" : "";
+
+	for (size_t i = 0; v != 0 && type == KNOB_SIZE && i < 3; i++)
+		if (v % sizes[i].unit == 0) {
+			snprintf(out, len, "%lld%s", v / sizes[i].unit,
+			    sizes[i].suffix);
+			return;
+		}
+	for (size_t i = 0; v != 0 && type == KNOB_DURATION && i < 4; i++)
+		if (v % durs[i].unit == 0) {
+			snprintf(out, len, "%lld%s", v / durs[i].unit,
+			    durs[i].suffix);
+			return;
+		}
+	snprintf(out, len, "%lld%s", v, v ? last : "");
+}
+
+static int
+conf_check_bounds(struct parser *p, enum knob_id id, const char *word,
+    long long n)
+{
+	const struct knob_def *k = &knob_defs[id];
+	char b[32];
+
+	if (n >= 0 && n < k->min) {
+		conf_fmt_bound(k->type, k->min, b, sizeof(b));
+		return conf_error(p, "%s: %s is below the minimum %s",
+		    k->name, word, b);
+	}
+	if (n < 0 || n > k->max) {
+		conf_fmt_bound(k->type, k->max, b, sizeof(b));
+		return conf_error(p, "%s: %s is above the maximum %s",
+		    k->name, word, b);
+	}
+	return 0;
+}
+
+static char *
+conf_abspath(struct parser *p, const char *path)
+{
+	struct buf b;
+	size_t blen;
+
+	if (path[0] == '/')
+		return xstrdup(path);
+	buf_init(&b);
+	buf_puts(&b, p->basedir);
+	blen = strlen(p->basedir);
+	if (blen == 0 || p->basedir[blen - 1] != '/')
+		buf_putc(&b, '/');
+	buf_puts(&b, path);
+	return buf_steal(&b);
+}
+
+/* Why a domain name is not LDH labels, or NULL if it is one. */
+static const char *
+conf_domain_problem(const char *d)
+{
+	size_t total = strlen(d), label = 0;
+
+	if (total == 0)
+		return "empty name";
+	if (total > 253)
+		return "longer than 253 characters";
+	for (const char *s = d;; s++) {
+		if (*s == '.' || *s == '\0') {
+			if (label == 0)
+				return "empty label";
+			if (s[-1] == '-')
+				return "label ends with a hyphen";
+			if (*s == '\0')
+				return NULL;
+			label = 0;
+			continue;
+		}
+		if (++label > 63)
+			return "label longer than 63 characters";
+		if (*s == '-' && label == 1)
+			return "label starts with a hyphen";
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		    (*s >= '0' && *s <= '9') || *s == '-'))
+			return "only letters, digits, hyphens and dots allowed";
+	}
+}
+
+static int
+conf_parse_string(struct parser *p, enum knob_id id, const char *word,
+    struct knob_val *out)
+{
+	const char *why;
+
+	if (id == K_MAILDIR && strncmp(word, "~/", 2) != 0 && word[0] != '/')
+		return conf_error(p, "maildir: must start with \"~/\" or "
+		    "\"/\", got \"%s\"", word);
+	if (id == K_HOSTNAME && (why = conf_domain_problem(word)) != NULL)
+		return conf_error(p, "hostname: invalid host name \"%s\": %s",
+		    word, why);
+	out->s = knob_defs[id].type == KNOB_PATH ? conf_abspath(p, word) :
+	    xstrdup(word);
+	return 0;
+}
+
+/* Parses one knob value; on success the old value in out is replaced. */
+static int
+conf_parse_knob(struct parser *p, enum knob_id id, const char *word,
+    struct knob_val *out)
+{
+	const struct knob_def *k = &knob_defs[id];
+	long long n = 0;
+	int r;
+
+	if (*word == '\0')
+		return conf_error(p, "%s: empty value", k->name);
+	switch (k->type) {
+	case KNOB_STRING:
+	case KNOB_PATH:
+		free(out->s);
+		out->s = NULL;
+		return conf_parse_string(p, id, word, out);
+	case KNOB_INT:
+		if (conf_parse_int(word, &n) == -1)
+			return conf_error(p, "%s: expected a number, got "
+			    "\"%s\"", k->name, word);
+		break;
+	case KNOB_SIZE:
+		if (conf_parse_size(word, &n) == -1)
+			return conf_error(p, "%s: expected a size like 512K, "
+			    "35M or 1G, got \"%s\"", k->name, word);
+		break;
+	case KNOB_DURATION:
+		if (conf_parse_duration(word, &n) == -1)
+			return conf_error(p, "%s: expected a duration like "
+			    "500ms, 30s, 5m, 1h or 2d, got \"%s\"", k->name,
+			    word);
+		break;
+	}
+	if ((r = conf_check_bounds(p, id, word, n)) == 0)
+		out->n = n;
+	return r;
+}
+
+static int
+conf_knob_lookup(const char *name)
+{
+	for (int i = 0; i < K__COUNT; i++)
+		if (strcmp(knob_defs[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+static int
+conf_defaults(struct parser *p)
+{
+	for (int i = 0; i < K__COUNT; i++) {
+		if (knob_defs[i].def == NULL)
+			continue;
+		if (conf_parse_knob(p, i, knob_defs[i].def,
+		    &p->conf->v[i]) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* ---- statements ----------------------------------------------------------- */
+
+static int
+conf_extra(struct parser *p, size_t want)
+{
+	if (p->ntok > want)
+		return conf_error(p, "%s: unexpected \"%s\"", p->tok[0],
+		    p->tok[want]);
+	return 0;
+}
+
+static int
+conf_stmt_knob(struct parser *p, enum knob_id id)
+{
+	struct knob_val *v = &p->conf->v[id];
+
+	if (p->ntok < 2)
+		return conf_error(p, "%s: missing value", knob_defs[id].name);
+	if (conf_extra(p, 2) == -1)
+		return -1;
+	if (p->knob_line[id])
+		return conf_error(p, "%s: already set at line %d",
+		    knob_defs[id].name, p->knob_line[id]);
+	if (conf_parse_knob(p, id, p->tok[1], v) == -1)
+		return -1;
+	v->set = 1;
+	p->knob_line[id] = p->line;
+	return 0;
+}
+
+static int
+conf_stmt_domain(struct parser *p)
+{
+	struct conf *c = p->conf;
+	const char *why;
+	char *d;
+
+	if (p->ntok < 2)
+		return conf_error(p, "local-domain: missing domain");
+	if (conf_extra(p, 2) == -1)
+		return -1;
+	if ((why = conf_domain_problem(p->tok[1])) != NULL)
+		return conf_error(p, "local-domain: invalid domain \"%s\": %s",
+		    p->tok[1], why);
+	d = xstrdup(p->tok[1]);
+	str_lower(d);
+	for (size_t i = 0; i < c->ndomains; i++)
+		if (strcmp(c->domains[i], d) == 0) {
+			free(d);
+			return conf_error(p, "local-domain: \"%s\" already "
+			    "listed at line %d", p->tok[1], p->domain_line[i]);
+		}
+	c->domains = xreallocarray(c->domains, c->ndomains + 1,
+	    sizeof(*c->domains));
+	p->domain_line = xreallocarray(p->domain_line, c->ndomains + 1,
+	    sizeof(*p->domain_line));
+	p->domain_line[c->ndomains] = p->line;
+	c->domains[c->ndomains++] = d;
+	return 0;
+}
+
+/* Parses "a.b.c.d" or an IPv6 literal; returns the family or -1. */
+static int
+conf_parse_addr(const char *s, unsigned char addr[16])
+{
+	memset(addr, 0, 16);
+	if (inet_pton(AF_INET, s, addr) == 1)
+		return AF_INET;
+	if (inet_pton(AF_INET6, s, addr) == 1)
+		return AF_INET6;
+	return -1;
+}
+
+static int
+conf_host_bits_set(const unsigned char *a, int bits, int total)
+{
+	for (int b = bits; b < total; b++)
+		if (a[b / 8] & (0x80 >> (b % 8)))
+			return 1;
+	return 0;
+}
+
+static int
+conf_stmt_network(struct parser *p)
+{
+	struct conf *c = p->conf;
+	struct netmask nm;
+	char host[64];
+	const char *slash;
+	long long bits;
+	size_t hlen;
+	int total;
+
+	if (p->ntok < 2)
+		return conf_error(p, "trusted-network: missing network");
+	if (conf_extra(p, 2) == -1)
+		return -1;
+	slash = strchr(p->tok[1], '/');
+	hlen = slash ? (size_t)(slash - p->tok[1]) : strlen(p->tok[1]);
+	if (hlen >= sizeof(host))
+		return conf_error(p, "trusted-network: invalid address \"%s\"",
+		    p->tok[1]);
+	memcpy(host, p->tok[1], hlen);
+	host[hlen] = '\0';
+	memset(&nm, 0, sizeof(nm));
+	if ((nm.family = conf_parse_addr(host, nm.addr)) == -1)
+		return conf_error(p, "trusted-network: invalid address \"%s\"",
+		    host);
+	total = nm.family == AF_INET ? 32 : 128;
+	bits = total;
+	if (slash && parse_ll(slash + 1, 1, total, &bits) == -1)
+		return conf_error(p, "trusted-network: prefix length must be "
+		    "1-%d, got \"%s\"", total, slash + 1);
+	nm.bits = (int)bits;
+	if (conf_host_bits_set(nm.addr, nm.bits, total))
+		return conf_error(p, "trusted-network: host bits set in %s",
+		    p->tok[1]);
+	c->trusted = xreallocarray(c->trusted, c->ntrusted + 1,
+	    sizeof(*c->trusted));
+	c->trusted[c->ntrusted++] = nm;
+	return 0;
+}
+
+static int
+conf_listen_addr(struct parser *p, struct listener *l, const char *s,
+    long long port)
+{
+	unsigned char a[16];
+	int af = conf_parse_addr(s, a);
+
+	if (af == -1 || strlen(s) >= sizeof(l->addr))
+		return conf_error(p, "listen: expected an IPv4 or IPv6 address, "
+		    "got \"%s\"", s);
+	str_copy(l->addr, s, sizeof(l->addr));
+	memset(&l->ss, 0, sizeof(l->ss));
+	if (af == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&l->ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		memcpy(&sin->sin_addr, a, 4);
+		l->sslen = sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&l->ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		memcpy(&sin6->sin6_addr, a, 16);
+		l->sslen = sizeof(*sin6);
+	}
+	return 0;
+}
+
+static int
+conf_listen_knobs(struct parser *p, struct listener *l, size_t i)
+{
+	int id;
+
+	for (; i < p->ntok; i += 2) {
+		if ((id = conf_knob_lookup(p->tok[i])) == -1)
+			return conf_error(p, "listen: unknown setting \"%s\"",
+			    p->tok[i]);
+		if (!knob_defs[id].per_listener)
+			return conf_error(p, "%s cannot be set per listener",
+			    p->tok[i]);
+		if (i + 1 >= p->ntok)
+			return conf_error(p, "%s: missing value", p->tok[i]);
+		if (l->knobs[id].set)
+			return conf_error(p, "listen: %s given twice",
+			    p->tok[i]);
+		if (conf_parse_knob(p, id, p->tok[i + 1], &l->knobs[id]) == -1)
+			return -1;
+		l->knobs[id].set = 1;
+	}
+	return 0;
+}
+
+static void
+conf_listener_free(struct listener *l)
+{
+	for (int i = 0; i < K__COUNT; i++)
+		free(l->knobs[i].s);
+}
+
+static int
+conf_listen_dup(struct parser *p, const struct listener *l)
+{
+	const struct conf *c = p->conf;
+
+	for (size_t i = 0; i < c->nlisteners; i++) {
+		const struct listener *o = &c->listeners[i];
+
+		if (o->sslen == l->sslen && memcmp(&o->ss, &l->ss,
+		    l->sslen) == 0)
+			return conf_error(p, "listen: %s port %d already used "
+			    "at line %d", l->addr, l->port, o->line);
+	}
+	return 0;
+}
+
+static int
+conf_listen_head(struct parser *p, struct listener *l)
+{
+	long long port;
+
+	if (p->ntok < 2)
+		return conf_error(p, "listen: missing role");
+	if (strcmp(p->tok[1], "mx") == 0)
+		l->role = ROLE_MX;
+	else if (strcmp(p->tok[1], "msa") == 0)
+		l->role = ROLE_MSA;
+	else
+		return conf_error(p, "listen: unknown role \"%s\" (expected "
+		    "mx or msa)", p->tok[1]);
+	if (p->ntok < 3)
+		return conf_error(p, "listen: missing address");
+	if (p->ntok < 4 || strcmp(p->tok[3], "port") != 0)
+		return conf_error(p, "listen: expected \"port\" after the "
+		    "address");
+	if (p->ntok < 5)
+		return conf_error(p, "port: missing value");
+	if (parse_ll(p->tok[4], 1, 65535, &port) == -1)
+		return conf_error(p, "port: expected a number 1-65535, got "
+		    "\"%s\"", p->tok[4]);
+	l->port = (int)port;
+	l->line = p->line;
+	return conf_listen_addr(p, l, p->tok[2], port);
+}
+
+static int
+conf_stmt_listen(struct parser *p)
+{
+	struct conf *c = p->conf;
+	struct listener l;
+
+	memset(&l, 0, sizeof(l));
+	if (conf_listen_head(p, &l) == -1 || conf_listen_knobs(p, &l, 5) == -1
+	    || conf_listen_dup(p, &l) == -1) {
+		conf_listener_free(&l);
+		return -1;
+	}
+	c->listeners = xreallocarray(c->listeners, c->nlisteners + 1,
+	    sizeof(*c->listeners));
+	c->listeners[c->nlisteners++] = l;
+	return 0;
+}
+
+static int
+conf_local_part_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > 64 || s[0] == '.' || s[len - 1] == '.')
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch == '.' && s[i + 1] == '.')
+			return 0;
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') ||
+		    strchr("!#$%&'*+-/=?^_`{|}~.", ch) != NULL))
+			return 0;
+	}
+	return 1;
+}
+
+static int
+conf_vaddr_ok(const char *a)
+{
+	const char *at = strchr(a, '@');
+
+	return at != NULL && conf_local_part_ok(a, (size_t)(at - a)) &&
+	    conf_domain_problem(at + 1) == NULL;
+}
+
+static int
+conf_stmt_virtual(struct parser *p)
+{
+	struct conf *c = p->conf;
+	struct vuser v;
+
+	if (p->ntok < 2)
+		return conf_error(p, "virtual: missing address");
+	if (!conf_vaddr_ok(p->tok[1]))
+		return conf_error(p, "virtual: invalid address \"%s\"",
+		    p->tok[1]);
+	if (p->ntok < 3 || strcmp(p->tok[2], "maildir") != 0)
+		return conf_error(p, "virtual: expected \"maildir\" after the "
+		    "address");
+	if (p->ntok < 4 || p->tok[3][0] == '\0')
+		return conf_error(p, "virtual: missing maildir path");
+	if (conf_extra(p, 4) == -1)
+		return -1;
+	str_lower(p->tok[1]);
+	for (size_t i = 0; i < c->nvusers; i++)
+		if (strcmp(c->vusers[i].address, p->tok[1]) == 0)
+			return conf_error(p, "virtual: \"%s\" already defined "
+			    "at line %d", p->tok[1], p->vuser_line[i]);
+	v.address = xstrdup(p->tok[1]);
+	v.maildir = conf_abspath(p, p->tok[3]);
+	c->vusers = xreallocarray(c->vusers, c->nvusers + 1,
+	    sizeof(*c->vusers));
+	p->vuser_line = xreallocarray(p->vuser_line, c->nvusers + 1,
+	    sizeof(*p->vuser_line));
+	p->vuser_line[c->nvusers] = p->line;
+	c->vusers[c->nvusers++] = v;
+	return 0;
+}
+
+static int
+conf_statement(struct parser *p)
+{
+	const char *kw = p->tok[0];
+	int id;
+
+	if ((id = conf_knob_lookup(kw)) != -1)
+		return conf_stmt_knob(p, id);
+	if (strcmp(kw, "local-domain") == 0)
+		return conf_stmt_domain(p);
+	if (strcmp(kw, "trusted-network") == 0)
+		return conf_stmt_network(p);
+	if (strcmp(kw, "listen") == 0)
+		return conf_stmt_listen(p);
+	if (strcmp(kw, "virtual") == 0)
+		return conf_stmt_virtual(p);
+	return conf_error(p, "unknown keyword \"%s\"", kw);
+}
+
+/* ---- whole file ----------------------------------------------------------- */
+
+/* Checks that need the whole file: they report the offending line. */
+static int
+conf_finish(struct parser *p)
+{
+	struct conf *c = p->conf;
+	char host[256];
+
+	for (size_t i = 0; i < c->nvusers; i++) {
+		const char *d = strchr(c->vusers[i].address, '@') + 1;
+
+		if (!conf_is_local_domain(c, d)) {
+			p->line = p->vuser_line[i];
+			return conf_error(p, "virtual: domain of \"%s\" is not "
+			    "a local-domain", c->vusers[i].address);
+		}
+	}
+	if (c->nlisteners == 0)
+		return conf_error(p, "no listen statement");
+	if (c->v[K_HOSTNAME].s == NULL) {
+		if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
+			str_copy(host, "localhost", sizeof(host));
+		host[sizeof(host) - 1] = '\0';
+		c->v[K_HOSTNAME].s = xstrdup(host);
+	}
+	return 0;
+}
+
+static int
+conf_parse_lines(struct parser *p, const char *text, size_t len)
+{
+	size_t pos = 0, end, llen;
+	const char *nl;
+
+	while (pos < len) {
+		p->line++;
+		nl = memchr(text + pos, '\n', len - pos);
+		end = nl ? (size_t)(nl - text) : len;
+		llen = end - pos;
+		if (llen > 0 && text[end - 1] == '\r')
+			llen--;
+		if (conf_lex_line(p, text + pos, llen) == -1)
+			return -1;
+		if (p->ntok > 0 && conf_statement(p) == -1)
+			return -1;
+		pos = end + 1;
+	}
+	if (p->line == 0)
+		p->line = 1;
+	return 0;
+}
+
+struct conf *
+conf_parse(const char *name, const char *text, size_t len,
+    const char *basedir, char *err, size_t errlen)
+{
+	struct parser p;
+	char cwd[4096];
+	int r;
+
+	memset(&p, 0, sizeof(p));
+	p.conf = xcalloc(1, sizeof(*p.conf));
+	p.conf->file = xstrdup(name ? name : "config");
+	p.err = err;
+	p.errlen = errlen;
+	if (errlen)
+		err[0] = '\0';
+	buf_init(&p.tokbuf);
+	if (basedir == NULL)
+		basedir = getcwd(cwd, sizeof(cwd)) ? cwd : "/";
+	p.basedir = basedir;
+	r = conf_defaults(&p);
+	if (r == 0)
+		r = conf_parse_lines(&p, text, len);
+	if (r == 0)
+		r = conf_finish(&p);
+	buf_free(&p.tokbuf);
+	free(p.tok);
+	free(p.domain_line);
+	free(p.vuser_line);
+	if (r == -1) {
+		conf_free(p.conf);
+		return NULL;
+	}
+	return p.conf;
+}
+
+struct conf *
+conf_load(const char *path, const char *basedir, struct buf *text,
+    char *err, size_t errlen)
+{
+	buf_reset(text);
+	if (file_read_all(path, CONF_MAX_FILE, text) == -1) {
+		if (errno == EFBIG)
+			snprintf(err, errlen, "%s: larger than the 1 MiB limit",
+			    path);
+		else
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	return conf_parse(path, text->data, text->len, basedir, err, errlen);
+}
+
+void
+conf_free(struct conf *c)
+{
+	if (c == NULL)
+		return;
+	free(c->file);
+	for (int i = 0; i < K__COUNT; i++)
+		free(c->v[i].s);
+	for (size_t i = 0; i < c->ndomains; i++)
+		free(c->domains[i]);
+	free(c->domains);
+	free(c->trusted);
+	for (size_t i = 0; i < c->nlisteners; i++)
+		conf_listener_free(&c->listeners[i]);
+	free(c->listeners);
+	for (size_t i = 0; i < c->nvusers; i++) {
+		free(c->vusers[i].address);
+		free(c->vusers[i].maildir);
+	}
+	free(c->vusers);
+	free(c);
+}
+
+/* ---- queries ------------------------------------------------------------- */
+
+const char *
+conf_str(const struct conf *c, enum knob_id id)
+{
+	if ((unsigned)id >= K__COUNT)
+		return NULL;
+	return c->v[id].s;
+}
+
+long long
+conf_num(const struct conf *c, const struct listener *l, enum knob_id id)
+{
+	if ((unsigned)id >= K__COUNT)
+		return 0;
+	if (l != NULL && l->knobs[id].set)
+		return l->knobs[id].n;
+	return c->v[id].n;
+}
+
+int
+conf_is_local_domain(const struct conf *c, const char *domain)
+{
+	for (size_t i = 0; i < c->ndomains; i++)
+		if (str_casecmp(c->domains[i], domain) == 0)
+			return 1;
+	return 0;
+}
+
+static int
+conf_net_match(const struct netmask *n, int family, const unsigned char *a)
+{
+	int full = n->bits / 8, rest = n->bits % 8;
+
+	if (n->family != family)
+		return 0;
+	if (memcmp(n->addr, a, (size_t)full) != 0)
+		return 0;
+	if (rest == 0)
+		return 1;
+	return ((n->addr[full] ^ a[full]) & (0xff << (8 - rest)) & 0xff) == 0;
+}
+
+static int
+conf_trusted_addr(const struct conf *c, int family, const unsigned char *a)
+{
+	for (size_t i = 0; i < c->ntrusted; i++)
+		if (conf_net_match(&c->trusted[i], family, a))
+			return 1;
+	return 0;
+}
+
+int
+conf_is_trusted(const struct conf *c, const struct sockaddr *sa)
+{
+	const struct sockaddr_in6 *sin6;
+	const unsigned char *a6;
+
+	if (sa == NULL)
+		return 0;
+	if (sa->sa_family == AF_INET)
+		return conf_trusted_addr(c, AF_INET, (const unsigned char *)
+		    &((const struct sockaddr_in *)sa)->sin_addr);
+	if (sa->sa_family != AF_INET6)
+		return 0;
+	sin6 = (const struct sockaddr_in6 *)sa;
+	a6 = sin6->sin6_addr.s6_addr;
+	if (conf_trusted_addr(c, AF_INET6, a6))
+		return 1;
+	/* a dual-stack socket shows IPv4 peers as ::ffff:a.b.c.d */
+	return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) &&
+	    conf_trusted_addr(c, AF_INET, a6 + 12);
+}
+
+const struct vuser *
+conf_find_vuser(const struct conf *c, const char *address)
+{
+	for (size_t i = 0; i < c->nvusers; i++)
+		if (str_casecmp(c->vusers[i].address, address) == 0)
+			return &c->vusers[i];
+	return NULL;
+}
+
+/* ---- ternd -P --------------------------------------------------------------- */
+
+static void
+conf_print_quoted(struct buf *b, const char *s)
+{
+	buf_putc(b, '"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			buf_putc(b, '\\');
+		buf_putc(b, *s);
+	}
+	buf_putc(b, '"');
+}
+
+static void
+conf_print_value(struct buf *b, enum knob_id id, const struct knob_val *v)
+{
+	switch (knob_defs[id].type) {
+	case KNOB_STRING:
+	case KNOB_PATH:
+		conf_print_quoted(b, v->s ? v->s : "");
+		break;
+	case KNOB_DURATION:
+		buf_printf(b, "%lldms", v->n);
+		break;
+	default:
+		buf_printf(b, "%lld", v->n);
+		break;
+	}
+}
+
+static void
+conf_print_network(struct buf *b, const struct netmask *n)
+{
+	char a[INET6_ADDRSTRLEN];
+
+	if (inet_ntop(n->family, n->addr, a, sizeof(a)) == NULL)
+		return;
+	buf_printf(b, "trusted-network %s/%d\n", a, n->bits);
+}
+
+static void
+conf_print_listener(struct buf *b, const struct conf *c,
+    const struct listener *l)
+{
+	buf_printf(b, "listen %s %s port %d", l->role == ROLE_MX ? "mx" : "msa",
+	    l->addr, l->port);
+	for (int i = 0; i < K__COUNT; i++) {
+		struct knob_val v;
+
+		if (!knob_defs[i].per_listener)
+			continue;
+		v = l->knobs[i].set ? l->knobs[i] : c->v[i];
+		buf_printf(b, " %s ", knob_defs[i].name);
+		conf_print_value(b, i, &v);
+	}
+	buf_putc(b, '\n');
+}
+
+void
+conf_print(const struct conf *c, struct buf *b)
+{
+	buf_printf(b, "# effective settings of %s\n", c->file);
+	for (int i = 0; i < K__COUNT; i++) {
+		buf_printf(b, "%s ", knob_defs[i].name);
+		conf_print_value(b, i, &c->v[i]);
+		buf_putc(b, '\n');
+	}
+	for (size_t i = 0; i < c->ndomains; i++) {
+		buf_puts(b, "local-domain ");
+		conf_print_quoted(b, c->domains[i]);
+		buf_putc(b, '\n');
+	}
+	for (size_t i = 0; i < c->ntrusted; i++)
+		conf_print_network(b, &c->trusted[i]);
+	for (size_t i = 0; i < c->nvusers; i++) {
+		buf_puts(b, "virtual ");
+		conf_print_quoted(b, c->vusers[i].address);
+		buf_puts(b, " maildir ");
+		conf_print_quoted(b, c->vusers[i].maildir);
+		buf_putc(b, '\n');
+	}
+	for (size_t i = 0; i < c->nlisteners; i++)
+		conf_print_listener(b, c, &c->listeners[i]);
+}

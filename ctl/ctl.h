@@ -1,0 +1,11 @@
+/* ctl: what ternctl's personalities share. */
+#ifndef TERN_CTL_H
+#define TERN_CTL_H
+
+struct conf;
+
+struct conf	*ctl_config(const char *path, int embedded);
+/* sendmail(1) personality: submit stdin as a message. */
+int		 sendmail_main(int argc, char *argv[], const char *confpath);
+
+#endif

@@ -1,0 +1,454 @@
+/* test_conf: the configuration grammar, accepted and rejected inputs. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "conf.h"
+#include "unit.h"
+#include "util.h"
+
+void test_conf(void);
+
+#define LISTEN	"listen mx 127.0.0.1 port 25\n"
+
+static const struct {
+	const char *text;
+	const char *err;
+} rejected[] = {
+	{ "foo bar\n", "t.conf:1: unknown keyword \"foo\"" },
+	{ "\nhostname\n", "t.conf:2: hostname: missing value" },
+	{ "hostname a\n# c\nhostname b\n",
+	    "t.conf:3: hostname: already set at line 1" },
+	{ "hostname a b\n", "t.conf:1: hostname: unexpected \"b\"" },
+	{ "hostname \"\"\n", "t.conf:1: hostname: empty value" },
+	{ "hostname \"abc\n", "t.conf:1: unterminated quoted string" },
+	{ "hostname \"abc\\\"\n", "t.conf:1: unterminated quoted string" },
+	{ "user \"a\\nb\"\n", "t.conf:1: invalid escape \"\\n\" in quoted "
+	    "string (only \\\" and \\\\)" },
+	{ "user \"a\tb\"\n", "t.conf:1: tab in quoted string" },
+	{ "user a\x01\n", "t.conf:1: control character 0x01 in "
+	    "configuration" },
+	{ "hostname \"bad host\"\n", "t.conf:1: hostname: invalid host name "
+	    "\"bad host\": only letters, digits, hyphens and dots allowed" },
+	{ "max-message-size 5\n",
+	    "t.conf:1: max-message-size: 5 is below the minimum 1K" },
+	{ "max-message-size 3G\n",
+	    "t.conf:1: max-message-size: 3G is above the maximum 2G" },
+	{ "max-message-size 10X\n", "t.conf:1: max-message-size: expected "
+	    "a size like 512K, 35M or 1G, got \"10X\"" },
+	{ "max-message-size 1KB\n", "t.conf:1: max-message-size: expected "
+	    "a size like 512K, 35M or 1G, got \"1KB\"" },
+	{ "max-message-size 99999999999999999999K\n",
+	    "t.conf:1: max-message-size: 99999999999999999999K is above the "
+	    "maximum 2G" },
+	{ "max-command-length 100\n",
+	    "t.conf:1: max-command-length: 100 is below the minimum 512" },
+	{ "max-line-length 999\n",
+	    "t.conf:1: max-line-length: 999 is below the minimum 1000" },
+	{ "max-line-length 2M\n",
+	    "t.conf:1: max-line-length: 2M is above the maximum 1M" },
+	{ "max-recipients 0\n",
+	    "t.conf:1: max-recipients: 0 is below the minimum 1" },
+	{ "max-recipients 1k\n",
+	    "t.conf:1: max-recipients: expected a number, got \"1k\"" },
+	{ "max-recipients -1\n",
+	    "t.conf:1: max-recipients: expected a number, got \"-1\"" },
+	{ "command-timeout 5y\n", "t.conf:1: command-timeout: expected a "
+	    "duration like 500ms, 30s, 5m, 1h or 2d, got \"5y\"" },
+	{ "command-timeout 1.5h\n", "t.conf:1: command-timeout: expected a "
+	    "duration like 500ms, 30s, 5m, 1h or 2d, got \"1.5h\"" },
+	{ "command-timeout 2h\n",
+	    "t.conf:1: command-timeout: 2h is above the maximum 1h" },
+	{ "command-timeout 999ms\n",
+	    "t.conf:1: command-timeout: 999ms is below the minimum 1s" },
+	{ "data-timeout 0\n",
+	    "t.conf:1: data-timeout: 0 is below the minimum 1s" },
+	{ "greeting-delay 99999999999999999999\n", "t.conf:1: "
+	    "greeting-delay: 99999999999999999999 is above the maximum 1m" },
+	{ "retry-max 8d\n", "t.conf:1: retry-max: 8d is above the maximum 7d" },
+	{ "queue-lifetime 59s\n",
+	    "t.conf:1: queue-lifetime: 59s is below the minimum 1m" },
+	{ "maildir Maildir\n", "t.conf:1: maildir: must start with \"~/\" "
+	    "or \"/\", got \"Maildir\"" },
+	{ "local-domain\n", "t.conf:1: local-domain: missing domain" },
+	{ "local-domain a..b\n",
+	    "t.conf:1: local-domain: invalid domain \"a..b\": empty label" },
+	{ "local-domain a.org.\n",
+	    "t.conf:1: local-domain: invalid domain \"a.org.\": empty label" },
+	{ "local-domain -a.org\n", "t.conf:1: local-domain: invalid domain "
+	    "\"-a.org\": label starts with a hyphen" },
+	{ "local-domain a_b.org\n", "t.conf:1: local-domain: invalid domain "
+	    "\"a_b.org\": only letters, digits, hyphens and dots allowed" },
+	{ "local-domain "
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    ".org\n", "t.conf:1: local-domain: invalid domain "
+	    "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    ".org\": label longer than 63 characters" },
+	{ "local-domain a b\n", "t.conf:1: local-domain: unexpected \"b\"" },
+	{ "local-domain Example.org\nlocal-domain example.ORG\n",
+	    "t.conf:2: local-domain: \"example.ORG\" already listed at line 1" },
+	{ "trusted-network\n", "t.conf:1: trusted-network: missing network" },
+	{ "trusted-network 10.0.0.1/8\n",
+	    "t.conf:1: trusted-network: host bits set in 10.0.0.1/8" },
+	{ "trusted-network 2001:db8::1/64\n",
+	    "t.conf:1: trusted-network: host bits set in 2001:db8::1/64" },
+	{ "trusted-network 10.0.0.0/33\n", "t.conf:1: trusted-network: "
+	    "prefix length must be 1-32, got \"33\"" },
+	{ "trusted-network 0.0.0.0/0\n", "t.conf:1: trusted-network: "
+	    "prefix length must be 1-32, got \"0\"" },
+	{ "trusted-network fe80::/129\n", "t.conf:1: trusted-network: "
+	    "prefix length must be 1-128, got \"129\"" },
+	{ "trusted-network 10.0.0.0/\n", "t.conf:1: trusted-network: "
+	    "prefix length must be 1-32, got \"\"" },
+	{ "trusted-network bogus/8\n",
+	    "t.conf:1: trusted-network: invalid address \"bogus\"" },
+	{ "listen\n", "t.conf:1: listen: missing role" },
+	{ "listen smtp 127.0.0.1 port 25\n", "t.conf:1: listen: unknown role "
+	    "\"smtp\" (expected mx or msa)" },
+	{ "listen mx\n", "t.conf:1: listen: missing address" },
+	{ "listen mx localhost port 25\n", "t.conf:1: listen: expected an "
+	    "IPv4 or IPv6 address, got \"localhost\"" },
+	{ "listen mx 127.0.0.1 25\n",
+	    "t.conf:1: listen: expected \"port\" after the address" },
+	{ "listen mx 127.0.0.1 port\n", "t.conf:1: port: missing value" },
+	{ "listen mx 127.0.0.1 port x\n",
+	    "t.conf:1: port: expected a number 1-65535, got \"x\"" },
+	{ "listen mx 127.0.0.1 port 65536\n",
+	    "t.conf:1: port: expected a number 1-65535, got \"65536\"" },
+	{ "listen mx 127.0.0.1 port 25 max-connections 5\n",
+	    "t.conf:1: max-connections cannot be set per listener" },
+	{ "listen mx 127.0.0.1 port 25 max-recipients\n",
+	    "t.conf:1: max-recipients: missing value" },
+	{ "listen mx 127.0.0.1 port 25 bogus 1\n",
+	    "t.conf:1: listen: unknown setting \"bogus\"" },
+	{ "listen mx 127.0.0.1 port 25 max-recipients 0\n",
+	    "t.conf:1: max-recipients: 0 is below the minimum 1" },
+	{ "listen mx 127.0.0.1 port 25 max-recipients 5 max-recipients 6\n",
+	    "t.conf:1: listen: max-recipients given twice" },
+	{ LISTEN "listen msa 127.0.0.1 port 25\n",
+	    "t.conf:2: listen: 127.0.0.1 port 25 already used at line 1" },
+	{ "listen mx ::1 port 25\nlisten mx 0:0::1 port 25\n",
+	    "t.conf:2: listen: 0:0::1 port 25 already used at line 1" },
+	{ "virtual\n", "t.conf:1: virtual: missing address" },
+	{ "virtual bogus maildir /x\n",
+	    "t.conf:1: virtual: invalid address \"bogus\"" },
+	{ "virtual a@b..org maildir /x\n",
+	    "t.conf:1: virtual: invalid address \"a@b..org\"" },
+	{ "virtual a@b.org /x\n",
+	    "t.conf:1: virtual: expected \"maildir\" after the address" },
+	{ "virtual a@b.org maildir\n",
+	    "t.conf:1: virtual: missing maildir path" },
+	{ "virtual a@b.org maildir /x /y\n",
+	    "t.conf:1: virtual: unexpected \"/y\"" },
+	{ "local-domain b.org\nvirtual A@b.org maildir /x\n"
+	    "virtual a@B.org maildir /y\n",
+	    "t.conf:3: virtual: \"a@b.org\" already defined at line 2" },
+	{ "local-domain b.org\nvirtual a@c.org maildir /x\n" LISTEN,
+	    "t.conf:2: virtual: domain of \"a@c.org\" is not a local-domain" },
+	{ "", "t.conf:1: no listen statement" },
+	{ "hostname a\n\n# end\n", "t.conf:3: no listen statement" },
+};
+
+static void
+test_conf_rejected(void)
+{
+	char err[256];
+	struct conf *c;
+
+	for (size_t i = 0; i < sizeof(rejected) / sizeof(rejected[0]); i++) {
+		c = conf_parse("t.conf", rejected[i].text,
+		    strlen(rejected[i].text), "/base", err, sizeof(err));
+		CHECK(c == NULL);
+		if (c != NULL || strcmp(err, rejected[i].err) != 0)
+			fprintf(stderr, "rejected[%zu]: got \"%s\"\n", i, err);
+		CHECK(strcmp(err, rejected[i].err) == 0);
+		conf_free(c);
+	}
+	/* a NUL byte, which strlen-based callers would never show us */
+	c = conf_parse("t.conf", "user a\0b\n" LISTEN, 9 + strlen(LISTEN),
+	    "/base", err, sizeof(err));
+	CHECK(c == NULL);
+	CHECK(strcmp(err, "t.conf:1: NUL byte in configuration") == 0);
+}
+
+static struct conf *
+parse(const char *text, const char *basedir)
+{
+	char err[256];
+	struct conf *c;
+
+	c = conf_parse("t.conf", text, strlen(text), basedir, err, sizeof(err));
+	if (c == NULL)
+		fprintf(stderr, "unexpected error: %s\n", err);
+	return c;
+}
+
+static struct sockaddr_storage *
+addr(const char *s)
+{
+	static struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, s, &sin->sin_addr) == 1)
+		sin->sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, s, &sin6->sin6_addr) == 1)
+		sin6->sin6_family = AF_INET6;
+	return &ss;
+}
+
+static int
+trusted(const struct conf *c, const char *s)
+{
+	return conf_is_trusted(c, (const struct sockaddr *)addr(s));
+}
+
+static void
+test_conf_values(void)
+{
+	struct conf *c;
+
+	c = parse("# a comment\r\n"
+	    "hostname \"mx.Example.org\"   # trailing comment\r\n"
+	    "user \"a#b \\\"q\\\" \\\\\"\n"
+	    "spool run/spool\n"
+	    "pidfile ~/x.pid\n"
+	    "aliases \"/etc/my aliases\"\n"
+	    "max-message-size 10m\n"
+	    "max-command-length 1k\n"
+	    "max-line-length 1000\n"
+	    "command-timeout 90\n"
+	    "data-timeout 1d\n"
+	    "greeting-delay 500ms\n"
+	    "queue-lifetime 60d\n"
+	    "retry-max 2h\n"
+	    "local-domain Example.ORG\n"
+	    "local-domain localhost\n"
+	    "trusted-network 192.168.0.0/23\n"
+	    "trusted-network 2001:db8::/32\n"
+	    "trusted-network 10.1.2.3\n"
+	    "listen mx 127.0.0.1 port 25 max-message-size 2G "
+	    "greeting-delay 0 max-recipients 7\n"
+	    "listen msa ::1 port 587\n"
+	    "virtual \"Demo@Example.org\" maildir mail/demo\n", "/srv/tern/");
+	CHECK(c != NULL);
+	if (c == NULL)
+		return;
+	CHECK(strcmp(conf_str(c, K_HOSTNAME), "mx.Example.org") == 0);
+	CHECK(strcmp(conf_str(c, K_USER), "a#b \"q\" \\") == 0);
+	CHECK(strcmp(conf_str(c, K_SPOOL), "/srv/tern/run/spool") == 0);
+	CHECK(strcmp(conf_str(c, K_PIDFILE), "/srv/tern/~/x.pid") == 0);
+	CHECK(strcmp(conf_str(c, K_ALIASES), "/etc/my aliases") == 0);
+	CHECK(strcmp(conf_str(c, K_CONTROL_GROUP), "adm") == 0);
+	CHECK(strcmp(conf_str(c, K_MAILDIR), "~/Maildir") == 0);
+	CHECK(c->v[K_USER].set && !c->v[K_CONTROL_GROUP].set);
+	CHECK(conf_num(c, NULL, K_MAX_MESSAGE_SIZE) == 10LL * 1024 * 1024);
+	CHECK(conf_num(c, NULL, K_MAX_COMMAND_LENGTH) == 1024);
+	CHECK(conf_num(c, NULL, K_MAX_LINE_LENGTH) == 1000);
+	CHECK(conf_num(c, NULL, K_COMMAND_TIMEOUT) == 90000);
+	CHECK(conf_num(c, NULL, K_DATA_TIMEOUT) == 86400000LL);
+	CHECK(conf_num(c, NULL, K_GREETING_DELAY) == 500);
+	CHECK(conf_num(c, NULL, K_QUEUE_LIFETIME) == 60LL * 86400000);
+	CHECK(conf_num(c, NULL, K_RETRY_MIN) == 60000);
+	CHECK(conf_num(c, NULL, K_RETRY_MAX) == 7200000);
+	CHECK(conf_num(c, NULL, K_MAX_RECIPIENTS) == 100);
+	CHECK(conf_num(c, NULL, K_MAX_CONNECTIONS) == 256);
+
+	CHECK(c->nlisteners == 2);
+	if (c->nlisteners == 2) {
+		const struct listener *mx = &c->listeners[0];
+		const struct listener *msa = &c->listeners[1];
+		const struct sockaddr_in *sin = (const void *)&mx->ss;
+		const struct sockaddr_in6 *sin6 = (const void *)&msa->ss;
+
+		CHECK(mx->role == ROLE_MX && msa->role == ROLE_MSA);
+		CHECK(strcmp(mx->addr, "127.0.0.1") == 0 && mx->port == 25);
+		CHECK(sin->sin_family == AF_INET && sin->sin_port == htons(25));
+		CHECK(mx->sslen == sizeof(*sin));
+		CHECK(sin->sin_addr.s_addr == htonl(INADDR_LOOPBACK));
+		CHECK(sin6->sin6_family == AF_INET6 &&
+		    sin6->sin6_port == htons(587));
+		CHECK(msa->sslen == sizeof(*sin6));
+		CHECK(IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr));
+		CHECK(mx->line == 20 && msa->line == 21);
+		/* the listener's value beats the global one */
+		CHECK(conf_num(c, mx, K_MAX_MESSAGE_SIZE) ==
+		    2LL * 1024 * 1024 * 1024);
+		CHECK(conf_num(c, mx, K_GREETING_DELAY) == 0);
+		CHECK(conf_num(c, mx, K_MAX_RECIPIENTS) == 7);
+		/* and falls back to the global one, or the default */
+		CHECK(conf_num(c, msa, K_MAX_MESSAGE_SIZE) == 10LL * 1024 *
+		    1024);
+		CHECK(conf_num(c, msa, K_GREETING_DELAY) == 500);
+		CHECK(conf_num(c, mx, K_MAX_ERRORS) == 10);
+		CHECK(conf_num(c, mx, K_MAX_CONNECTIONS) == 256);
+	}
+
+	CHECK(c->ndomains == 2 && strcmp(c->domains[0], "example.org") == 0);
+	CHECK(conf_is_local_domain(c, "EXAMPLE.org"));
+	CHECK(conf_is_local_domain(c, "localhost"));
+	CHECK(!conf_is_local_domain(c, "sub.example.org"));
+	CHECK(!conf_is_local_domain(c, "example.org."));
+	CHECK(!conf_is_local_domain(c, "xample.org"));
+
+	CHECK(trusted(c, "192.168.0.1"));
+	CHECK(trusted(c, "192.168.1.255"));
+	CHECK(!trusted(c, "192.168.2.0"));
+	CHECK(!trusted(c, "192.167.255.255"));
+	CHECK(trusted(c, "10.1.2.3"));
+	CHECK(!trusted(c, "10.1.2.4"));
+	CHECK(trusted(c, "2001:db8:ffff::1"));
+	CHECK(!trusted(c, "2001:db9::1"));
+	CHECK(trusted(c, "::ffff:192.168.1.7"));
+	CHECK(!trusted(c, "::ffff:192.168.2.7"));
+	CHECK(!trusted(c, "::1"));
+	CHECK(!trusted(c, "::192.168.1.7"));	/* compatible, not mapped */
+	CHECK(!conf_is_trusted(c, NULL));
+
+	CHECK(c->nvusers == 1);
+	CHECK(conf_find_vuser(c, "DEMO@example.ORG") != NULL);
+	CHECK(conf_find_vuser(c, "demo@example.org.") == NULL);
+	if (conf_find_vuser(c, "demo@example.org") != NULL) {
+		const struct vuser *v = conf_find_vuser(c, "demo@example.org");
+
+		CHECK(strcmp(v->address, "demo@example.org") == 0);
+		CHECK(strcmp(v->maildir, "/srv/tern/mail/demo") == 0);
+	}
+	conf_free(c);
+}
+
+static void
+test_conf_defaults(void)
+{
+	struct conf *c;
+	struct buf b;
+
+	c = parse(LISTEN, "/base");
+	CHECK(c != NULL);
+	if (c == NULL)
+		return;
+	CHECK(conf_str(c, K_HOSTNAME) != NULL && *conf_str(c, K_HOSTNAME));
+	CHECK(!c->v[K_HOSTNAME].set);
+	CHECK(strcmp(conf_str(c, K_USER), "tern") == 0);
+	CHECK(strcmp(conf_str(c, K_SPOOL), "/var/spool/tern") == 0);
+	CHECK(strcmp(conf_str(c, K_PIDFILE), "/run/tern/ternd.pid") == 0);
+	CHECK(strcmp(conf_str(c, K_CONTROL_SOCKET),
+	    "/run/tern/control.sock") == 0);
+	CHECK(strcmp(conf_str(c, K_ALIASES), "/etc/tern/aliases") == 0);
+	CHECK(strcmp(conf_str(c, K_VIRTUAL_USER), "tern") == 0);
+	CHECK(conf_str(c, K_MAX_RECIPIENTS) == NULL);
+	CHECK(conf_num(c, NULL, K_MAX_MESSAGE_SIZE) == 35LL * 1024 * 1024);
+	CHECK(conf_num(c, NULL, K_MAX_COMMAND_LENGTH) == 2048);
+	CHECK(conf_num(c, NULL, K_MAX_LINE_LENGTH) == 16384);
+	CHECK(conf_num(c, NULL, K_MAX_CONNECTIONS_PER_IP) == 20);
+	CHECK(conf_num(c, NULL, K_COMMAND_TIMEOUT) == 300000);
+	CHECK(conf_num(c, NULL, K_DATA_TIMEOUT) == 600000);
+	CHECK(conf_num(c, NULL, K_GREETING_DELAY) == 1000);
+	CHECK(conf_num(c, NULL, K_QUEUE_LIFETIME) == 5LL * 86400000);
+	CHECK(conf_num(c, NULL, K_RETRY_MAX) == 3600000);
+	CHECK(conf_num(c, &c->listeners[0], K_COMMAND_TIMEOUT) == 300000);
+	CHECK(c->ndomains == 0 && c->ntrusted == 0 && c->nvusers == 0);
+	CHECK(!trusted(c, "127.0.0.1"));
+
+	buf_init(&b);
+	conf_print(c, &b);
+	CHECK(strstr(b.data, "\nmax-message-size 36700160\n") != NULL);
+	CHECK(strstr(b.data, "\ncommand-timeout 300000ms\n") != NULL);
+	CHECK(strstr(b.data, "\nspool \"/var/spool/tern\"\n") != NULL);
+	CHECK(strstr(b.data, "\nlisten mx 127.0.0.1 port 25 max-message-size "
+	    "36700160 max-recipients 100 ") != NULL);
+	buf_free(&b);
+	conf_free(c);
+
+	/* every row of the table is in enum order and has help */
+	for (int i = 0; i < K__COUNT; i++)
+		CHECK(knob_defs[i].name != NULL && knob_defs[i].help != NULL);
+	CHECK(strcmp(knob_defs[K_RETRY_MAX].name, "retry-max") == 0);
+	CHECK(strcmp(knob_defs[K_HOSTNAME].name, "hostname") == 0);
+}
+
+/* ternd -P output reads back as the same configuration. */
+static void
+test_conf_print_roundtrip(const struct conf *c)
+{
+	struct buf a, b;
+	struct conf *c2;
+	char err[256];
+
+	buf_init(&a);
+	buf_init(&b);
+	conf_print(c, &a);
+	c2 = conf_parse(c->file, a.data, a.len, "/elsewhere", err,
+	    sizeof(err));
+	CHECK(c2 != NULL);
+	if (c2 == NULL)
+		fprintf(stderr, "print round trip: %s\n", err);
+	if (c2 != NULL) {
+		conf_print(c2, &b);
+		CHECK(a.len == b.len && strcmp(a.data, b.data) == 0);
+	}
+	conf_free(c2);
+	buf_free(&a);
+	buf_free(&b);
+}
+
+static void
+test_conf_files(void)
+{
+	struct conf *c;
+	struct buf text;
+	char err[256];
+
+	c = parse(conf_default_text, "/base");
+	CHECK(c != NULL);
+	if (c != NULL) {
+		CHECK(strcmp(conf_str(c, K_HOSTNAME), "localhost") == 0);
+		CHECK(strcmp(conf_str(c, K_SPOOL), "/base/run/spool") == 0);
+		CHECK(strcmp(conf_str(c, K_ALIASES), "/base/run/aliases") == 0);
+		CHECK(c->nlisteners >= 1 && c->listeners[0].port == 2525);
+		CHECK(conf_is_local_domain(c, "localhost"));
+		CHECK(trusted(c, "127.0.0.1") && trusted(c, "::1"));
+		CHECK(trusted(c, "::ffff:127.0.0.1"));
+		CHECK(!trusted(c, "192.0.2.1") && !trusted(c, "::2"));
+		CHECK(conf_num(c, NULL, K_GREETING_DELAY) == 0);
+		CHECK(conf_num(c, NULL, K_RETRY_MIN) == 60000);
+		CHECK(conf_find_vuser(c, "demo@localhost") != NULL);
+		if (conf_find_vuser(c, "demo@localhost") != NULL)
+			CHECK(strcmp(conf_find_vuser(c, "demo@localhost")->
+			    maildir, "/base/run/mail/demo/Maildir") == 0);
+		test_conf_print_roundtrip(c);
+	}
+	conf_free(c);
+
+	buf_init(&text);
+	c = conf_load("conf/tern.conf", "/", &text, err, sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL)
+		fprintf(stderr, "conf/tern.conf: %s\n", err);
+	if (c != NULL) {
+		CHECK(text.len > 0 && strstr(text.data, "listen mx") != NULL);
+		CHECK(c->nlisteners == 2 && c->listeners[0].port == 25);
+		CHECK(strcmp(conf_str(c, K_SPOOL), "/var/spool/tern") == 0);
+		CHECK(trusted(c, "::1") && trusted(c, "127.1.2.3"));
+		test_conf_print_roundtrip(c);
+	}
+	conf_free(c);
+
+	c = conf_load("regress/unit/no-such.conf", "/", &text, err,
+	    sizeof(err));
+	CHECK(c == NULL);
+	CHECK(strcmp(err, "regress/unit/no-such.conf: No such file or "
+	    "directory") == 0);
+	buf_free(&text);
+}
+
+void
+test_conf(void)
+{
+	test_conf_rejected();
+	test_conf_values();
+	test_conf_defaults();
+	test_conf_files();
+}

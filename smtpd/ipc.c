@@ -1,0 +1,267 @@
+/*
+ * ipc: SOCK_SEQPACKET message channels on libevent.  Used by every ternd
+ * process.  Each datagram is one whole message, so there is no framing to
+ * get wrong; an oversized or short datagram closes the channel.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "ipc.h"
+#include "log.h"
+#include "util.h"
+
+struct ipc_out {
+	struct ipc_out	*next;
+	size_t		 len;
+	int		 fd;
+	unsigned char	 data[];
+};
+
+struct ipc {
+	int		 fd;
+	struct event	*rev, *wev;
+	ipc_cb		 cb;
+	ipc_close_cb	 closecb;
+	void		*arg;
+	struct ipc_out	*head, *tail;
+	int		 dead;
+	unsigned char	*rbuf;
+};
+
+static void	ipc_read(evutil_socket_t, short, void *);
+static void	ipc_write(evutil_socket_t, short, void *);
+
+struct ipc *
+ipc_new(struct event_base *base, int fd, ipc_cb cb, ipc_close_cb closecb,
+    void *arg)
+{
+	struct ipc *c = xcalloc(1, sizeof(*c));
+
+	evutil_make_socket_nonblocking(fd);
+	evutil_make_socket_closeonexec(fd);
+	c->fd = fd;
+	c->cb = cb;
+	c->closecb = closecb;
+	c->arg = arg;
+	c->rbuf = xmalloc(IPC_MAX + 4);
+	c->rev = event_new(base, fd, EV_READ | EV_PERSIST, ipc_read, c);
+	c->wev = event_new(base, fd, EV_WRITE, ipc_write, c);
+	event_add(c->rev, NULL);
+	return c;
+}
+
+int
+ipc_fd(const struct ipc *c)
+{
+	return c->fd;
+}
+
+void
+ipc_free(struct ipc *c)
+{
+	struct ipc_out *o, *n;
+
+	if (c == NULL)
+		return;
+	event_free(c->rev);
+	event_free(c->wev);
+	for (o = c->head; o; o = n) {
+		n = o->next;
+		if (o->fd >= 0)
+			close(o->fd);
+		free(o);
+	}
+	close(c->fd);
+	free(c->rbuf);
+	free(c);
+}
+
+static void
+ipc_fail(struct ipc *c)
+{
+	if (c->dead)
+		return;
+	c->dead = 1;
+	event_del(c->rev);
+	event_del(c->wev);
+	if (c->closecb)
+		c->closecb(c, c->arg);
+}
+
+static int
+ipc_sendone(struct ipc *c, struct ipc_out *o)
+{
+	struct msghdr msg;
+	struct iovec iov;
+	union {
+		struct cmsghdr	hdr;
+		char		buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	ssize_t n;
+
+	memset(&msg, 0, sizeof(msg));
+	iov.iov_base = o->data;
+	iov.iov_len = o->len;
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	if (o->fd >= 0) {
+		struct cmsghdr *h;
+
+		memset(&cm, 0, sizeof(cm));
+		msg.msg_control = cm.buf;
+		msg.msg_controllen = sizeof(cm.buf);
+		h = CMSG_FIRSTHDR(&msg);
+		h->cmsg_level = SOL_SOCKET;
+		h->cmsg_type = SCM_RIGHTS;
+		h->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(h), &o->fd, sizeof(int));
+	}
+	do
+		n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+	while (n == -1 && errno == EINTR);
+	if (n == -1)
+		return (errno == EAGAIN || errno == ENOBUFS) ? 0 : -1;
+	return 1;
+}
+
+static void
+ipc_flush(struct ipc *c)
+{
+	struct ipc_out *o;
+	int r;
+
+	while ((o = c->head) != NULL) {
+		r = ipc_sendone(c, o);
+		if (r == 0) {
+			event_add(c->wev, NULL);
+			return;
+		}
+		if (r == -1) {
+			ipc_fail(c);
+			return;
+		}
+		c->head = o->next;
+		if (c->head == NULL)
+			c->tail = NULL;
+		if (o->fd >= 0)
+			close(o->fd);
+		free(o);
+	}
+}
+
+int
+ipc_send(struct ipc *c, int type, const void *payload, size_t len, int fd)
+{
+	struct ipc_out *o;
+
+	if (c->dead || len > IPC_MAX) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	o = xmalloc(sizeof(*o) + len + 4);
+	o->next = NULL;
+	o->fd = fd;
+	o->len = len + 4;
+	o->data[0] = (unsigned char)(type >> 8);
+	o->data[1] = (unsigned char)type;
+	o->data[2] = o->data[3] = 0;
+	if (len)
+		memcpy(o->data + 4, payload, len);
+	if (c->tail)
+		c->tail->next = o;
+	else
+		c->head = o;
+	c->tail = o;
+	if (c->head == o)
+		ipc_flush(c);
+	return 0;
+}
+
+static void
+ipc_write(evutil_socket_t fd, short ev, void *arg)
+{
+	ipc_flush(arg);
+}
+
+/* Receive one datagram; returns its length, 0 on EOF, -1 on error/EAGAIN. */
+static ssize_t
+ipc_recvone(struct ipc *c, int *fdp)
+{
+	struct msghdr msg;
+	struct iovec iov;
+	struct cmsghdr *h;
+	union {
+		struct cmsghdr	hdr;
+		char		buf[CMSG_SPACE(sizeof(int) * 4)];
+	} cm;
+	ssize_t n;
+
+	memset(&msg, 0, sizeof(msg));
+	iov.iov_base = c->rbuf;
+	iov.iov_len = IPC_MAX + 4;
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = cm.buf;
+	msg.msg_controllen = sizeof(cm.buf);
+	do
+		n = recvmsg(c->fd, &msg, MSG_CMSG_CLOEXEC);
+	while (n == -1 && errno == EINTR);
+	*fdp = -1;
+	if (n <= 0)
+		return n;
+	for (h = CMSG_FIRSTHDR(&msg); h; h = CMSG_NXTHDR(&msg, h)) {
+		size_t nfd, i;
+
+		if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+			continue;
+		nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < nfd; i++) {
+			int f;
+
+			memcpy(&f, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
+			if (*fdp == -1)
+				*fdp = f;
+			else
+				close(f);	/* only one fd per message */
+		}
+	}
+	if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+		if (*fdp >= 0)
+			close(*fdp);
+		errno = EMSGSIZE;
+		return -1;
+	}
+	return n;
+}
+
+static void
+ipc_read(evutil_socket_t fd, short ev, void *arg)
+{
+	struct ipc *c = arg;
+	struct rec_reader r;
+	int type, mfd, i;
+	ssize_t n;
+
+	/* Drain what is there, so the receiver sees bursts (group commit). */
+	for (i = 0; i < 256 && !c->dead; i++) {
+		n = ipc_recvone(c, &mfd);
+		if (n == -1 && errno == EAGAIN)
+			return;
+		if (n <= 0 || n < 4) {
+			if (n > 0 && mfd >= 0)
+				close(mfd);
+			ipc_fail(c);
+			return;
+		}
+		type = (c->rbuf[0] << 8) | c->rbuf[1];
+		rec_reader_init(&r, c->rbuf + 4, (size_t)n - 4);
+		c->cb(c, type, &r, mfd, c->arg);
+	}
+}

@@ -1,0 +1,55 @@
+/*
+ * ipc: small typed messages between ternd's processes over SOCK_SEQPACKET
+ * socketpairs, each optionally carrying one file descriptor.  A message is
+ * a 4-byte header (type, reserved) and a rec-encoded payload; the receiver
+ * treats the payload as untrusted and checks every record.
+ */
+#ifndef TERN_IPC_H
+#define TERN_IPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rec.h"
+
+#define IPC_MAX		(192 * 1024)	/* fits a SEQPACKET datagram */
+
+/* Message types; see docs/ARCHITECTURE.md for who sends what. */
+enum ipc_type {
+	IMSG_NONE,
+	IMSG_Q_CREATE,		/* smtp -> queue: a new message file, please */
+	IMSG_Q_CREATED,		/* queue -> smtp: id and fd, or an error */
+	IMSG_Q_RCPTS,		/* smtp -> queue: recipients (may repeat) */
+	IMSG_Q_COMMIT,		/* smtp -> queue: envelope; make it durable */
+	IMSG_Q_COMMITTED,	/* queue -> smtp: durable, or why not */
+	IMSG_Q_ABORT,		/* smtp -> queue: drop an incoming message */
+	IMSG_P_DELIVER,		/* queue -> parent: run a local delivery */
+	IMSG_P_DELIVERED,	/* parent -> queue: its outcome */
+	IMSG_P_PEER,		/* parent -> queue/smtp: a new peer channel */
+	IMSG_P_CONF,		/* parent -> queue: reloaded config text */
+	IMSG__MAX
+};
+
+/* Record tags used in payloads. */
+enum ipc_tag {
+	T_SID = 1, T_ID, T_ERRNO, T_CODE, T_TEXT, T_SENDER, T_RCPT, T_HELO,
+	T_CLIENT, T_PROTO, T_BODY, T_UTF8, T_SIZE, T_ARRIVAL, T_JOB, T_KIND,
+	T_USER, T_UID, T_GID, T_PATH, T_STATUS, T_CONF, T_HOME, T_ORCPT,
+	T_AUTH
+};
+
+struct event_base;
+struct ipc;
+
+typedef void (*ipc_cb)(struct ipc *, int type, struct rec_reader *,
+    int fd, void *arg);
+typedef void (*ipc_close_cb)(struct ipc *, void *arg);
+
+struct ipc	*ipc_new(struct event_base *, int fd, ipc_cb, ipc_close_cb,
+		    void *arg);
+/* Queue a message (payload may be NULL); takes ownership of fd if >= 0. */
+int		 ipc_send(struct ipc *, int type, const void *, size_t, int fd);
+void		 ipc_free(struct ipc *);
+int		 ipc_fd(const struct ipc *);
+
+#endif

@@ -1,0 +1,155 @@
+/*
+ * log: every process's logging.  Records are "role: key=value ..." lines;
+ * values from the network are escaped so one event is always one line.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+static int log_fg;
+static int log_verbose;
+static char log_role[32] = "ternd";
+
+void
+log_init(const char *role, int foreground, int verbose)
+{
+	log_fg = foreground;
+	log_verbose = verbose;
+	log_setrole(role);
+	if (!foreground)
+		openlog("ternd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+void
+log_setrole(const char *role)
+{
+	str_copy(log_role, role, sizeof(log_role));
+}
+
+static void
+log_emit(int pri, const char *fmt, va_list ap)
+{
+	struct buf b;
+
+	buf_init(&b);
+	buf_printf(&b, "%s: ", log_role);
+	buf_vprintf(&b, fmt, ap);
+	if (log_fg) {
+		char ts[32];
+		time_t now = time(NULL);
+		struct tm tm;
+
+		localtime_r(&now, &tm);
+		strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm);
+		fprintf(stderr, "%s ternd[%d]: %s\n", ts, (int)getpid(), b.data);
+	} else
+		syslog(pri, "%s", b.data);
+	buf_free(&b);
+}
+
+void
+log_info(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(LOG_INFO, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_warnx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(LOG_WARNING, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_verbose)
+		return;
+	va_start(ap, fmt);
+	log_emit(LOG_DEBUG, fmt, ap);
+	va_end(ap);
+}
+
+void
+fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(LOG_CRIT, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void
+panicx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(LOG_CRIT, fmt, ap);
+	va_end(ap);
+	abort();
+}
+
+static int
+log_safe(unsigned char c)
+{
+	return c > 32 && c < 127 && c != '"' && c != '\\' && c != '=';
+}
+
+void
+log_value(struct buf *b, const char *s)
+{
+	const unsigned char *p;
+	int plain = *s != '\0';
+
+	for (p = (const unsigned char *)s; *p; p++)
+		if (!log_safe(*p))
+			plain = 0;
+	if (plain) {
+		buf_puts(b, s);
+		return;
+	}
+	buf_putc(b, '"');
+	for (p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			buf_printf(b, "\\%c", *p);
+		else if (*p >= 32 && *p < 127)
+			buf_putc(b, *p);
+		else
+			buf_printf(b, "\\x%02x", *p);
+	}
+	buf_putc(b, '"');
+}
+
+void
+log_sanitize(char *dst, const char *src, unsigned long dstlen)
+{
+	unsigned long i;
+
+	if (dstlen == 0)
+		return;
+	for (i = 0; i + 1 < dstlen && src[i]; i++) {
+		unsigned char c = (unsigned char)src[i];
+
+		dst[i] = (c >= 32 && c < 127) ? (char)c : '?';
+	}
+	dst[i] = '\0';
+}

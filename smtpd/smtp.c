@@ -1,0 +1,1272 @@
+/*
+ * smtp: the SMTP server engine, run by the unprivileged smtp process.  One
+ * engine serves every listener; a listener's role and knobs (its profile)
+ * change limits and checks, never the code path.  Input hygiene lives in
+ * the line reader: only CRLF ends a line, bare CR or LF, NUL bytes and
+ * overlong lines are refused there, before any parser sees the text.
+ * Messages are written into a spool file the queue process creates and
+ * hands over; the 250 goes out only when the queue says it is durable.
+ */
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "aliases.h"
+#include "conf.h"
+#include "ipc.h"
+#include "log.h"
+#include "proc.h"
+#include "resolve.h"
+#include "smtp_parse.h"
+#include "util.h"
+
+#define SMTP_WBUF	(64 * 1024)	/* spool write chunk */
+#define SMTP_INMAX	(256 * 1024)	/* input buffered while busy */
+#define SMTP_OUTMAX	(64 * 1024)	/* unread replies before we pause */
+#define SMTP_DRAIN_SECS	20		/* SIGTERM grace for transactions */
+
+enum sstate {
+	SS_PREGREET,	/* greeting delayed; input now means a bad client */
+	SS_CMD,		/* reading commands */
+	SS_WAIT,	/* waiting for the queue; input is held */
+	SS_DATA,	/* reading message data */
+	SS_CLOSING	/* final reply queued; close when written */
+};
+
+/* Why a message in DATA is refused at its end. */
+enum data_err {
+	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_WRITE
+};
+
+struct session {
+	struct session		*next, *prev;
+	uint64_t		 id;
+	struct bufferevent	*bev;
+	struct event		*timer;
+	const struct listener	*l;
+	struct sockaddr_storage	 ss;
+	char			 addr[INET6_ADDRSTRLEN + 2];
+	enum sstate		 state;
+	int			 esmtp;
+	char			*helo;
+	int			 errors;
+	int			 skip;		/* discarding an overlong line */
+	int			 closing;	/* shutdown: close after txn */
+	/* transaction */
+	char			*sender;	/* NULL = no MAIL yet */
+	struct mail_params	 mp;
+	char			**rcpts;
+	size_t			 nrcpts;
+	char			 qid[32];
+	int			 msgfd;
+	struct buf		 wbuf;
+	uint64_t		 msgsize;
+	enum data_err		 derr;
+	int			 werrno;
+	int			 prevcrlf;	/* last DATA line ended in CRLF */
+	int			 inheaders;
+};
+
+static struct {
+	struct event_base	*base;
+	struct conf		*conf;
+	struct aliases		*aliases;
+	struct ipc		*parent;
+	struct ipc		*queue;
+	struct evconnlistener	**lev;
+	size_t			 nlev;
+	struct session		*sessions;
+	size_t			 nsessions;
+	uint64_t		 nextid;
+	int			 stopping;	/* SIGTERM */
+	int			 draining;	/* SIGUSR1: reload handover */
+	struct event		*deadline;
+	char			*linebuf;
+	size_t			 linecap;
+} smtp;
+
+static void	session_reply(struct session *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+static void	session_process(struct session *);
+static void	session_close(struct session *, const char *);
+static void	session_reset(struct session *);
+static void	smtp_maybe_exit(void);
+
+static long long
+session_knob(const struct session *s, enum knob_id k)
+{
+	return conf_num(smtp.conf, s->l, k);
+}
+
+static void
+session_log(const struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+session_log(const struct session *s, const char *fmt, ...)
+{
+	struct buf b;
+	va_list ap;
+
+	buf_init(&b);
+	va_start(ap, fmt);
+	buf_vprintf(&b, fmt, ap);
+	va_end(ap);
+	if (s->qid[0])
+		log_info("s=%016llx q=%s %s client=%s", (unsigned long long)s->id,
+		    s->qid, b.data, s->addr);
+	else
+		log_info("s=%016llx %s client=%s", (unsigned long long)s->id,
+		    b.data, s->addr);
+	buf_free(&b);
+}
+
+static void
+session_vreply(struct session *s, const char *fmt, va_list ap)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+
+	evbuffer_add_vprintf(out, fmt, ap);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+static void
+session_reply(struct session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	session_vreply(s, fmt, ap);
+	va_end(ap);
+}
+
+/* A refused command: count it, and end sessions that only make errors. */
+static void
+session_error(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+session_error(struct session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	session_vreply(s, fmt, ap);
+	va_end(ap);
+	if (++s->errors >= session_knob(s, K_MAX_ERRORS)) {
+		session_reply(s, "421 4.7.0 %s too many errors, closing",
+		    conf_str(smtp.conf, K_HOSTNAME));
+		session_close(s, "too many errors");
+	}
+}
+
+static void
+session_free(struct session *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		smtp.sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	smtp.nsessions--;
+	if (s->msgfd >= 0)
+		close(s->msgfd);
+	if (s->qid[0] && smtp.queue)
+		ipc_send(smtp.queue, IMSG_Q_ABORT, s->qid, strlen(s->qid), -1);
+	session_reset(s);
+	free(s->helo);
+	buf_free(&s->wbuf);
+	if (s->timer)
+		event_free(s->timer);
+	bufferevent_free(s->bev);
+	free(s);
+	smtp_maybe_exit();
+}
+
+static void
+session_close(struct session *s, const char *why)
+{
+	if (s->state == SS_CLOSING)
+		return;
+	session_log(s, "event=disconnect reason=\"%s\"", why);
+	s->state = SS_CLOSING;
+	bufferevent_disable(s->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		session_free(s);
+}
+
+/* Forget the transaction (RSET, end of DATA); keep HELO. */
+static void
+session_reset(struct session *s)
+{
+	size_t i;
+
+	free(s->sender);
+	s->sender = NULL;
+	for (i = 0; i < s->nrcpts; i++)
+		free(s->rcpts[i]);
+	free(s->rcpts);
+	s->rcpts = NULL;
+	s->nrcpts = 0;
+	if (s->msgfd >= 0) {
+		close(s->msgfd);
+		s->msgfd = -1;
+	}
+	s->qid[0] = '\0';
+	buf_reset(&s->wbuf);
+	s->msgsize = 0;
+	s->derr = DE_NONE;
+	s->werrno = 0;
+}
+
+/* ---- line reader ------------------------------------------------------ */
+
+enum line_status { LN_NONE, LN_OK, LN_LONG, LN_BARE, LN_NUL };
+
+/*
+ * Take one line from the input.  Only CRLF ends a line; a line ended by a
+ * bare LF, or holding a CR not followed by LF, is LN_BARE; an overlong
+ * line is discarded through its end and reported once as LN_LONG.
+ * *len excludes the line terminator.
+ */
+static enum line_status
+session_getline(struct session *s, size_t max, char **line, size_t *len,
+    int *crlf)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer_ptr p;
+	size_t n, avail = evbuffer_get_length(in), need;
+
+	p = evbuffer_search(in, "\n", 1, NULL);
+	if (s->skip) {
+		if (p.pos == -1) {
+			evbuffer_drain(in, avail);
+			return LN_NONE;
+		}
+		evbuffer_drain(in, (size_t)p.pos + 1);
+		s->skip = 0;
+		*crlf = 1;
+		return LN_LONG;
+	}
+	if (p.pos == -1) {
+		if (avail > max + 1) {
+			evbuffer_drain(in, avail);
+			s->skip = 1;
+		}
+		return LN_NONE;
+	}
+	n = (size_t)p.pos + 1;
+	if (n > max + 2) {
+		evbuffer_drain(in, n);
+		*crlf = 1;
+		return LN_LONG;
+	}
+	need = n + 1;
+	if (need > smtp.linecap) {
+		smtp.linebuf = xreallocarray(smtp.linebuf, need, 1);
+		smtp.linecap = need;
+	}
+	evbuffer_remove(in, smtp.linebuf, n);
+	smtp.linebuf[n] = '\0';
+	*line = smtp.linebuf;
+	*crlf = n >= 2 && smtp.linebuf[n - 2] == '\r';
+	*len = *crlf ? n - 2 : n - 1;
+	smtp.linebuf[*len] = '\0';
+	if (!*crlf || memchr(smtp.linebuf, '\r', *len) != NULL)
+		return LN_BARE;
+	if (memchr(smtp.linebuf, '\0', *len) != NULL)
+		return LN_NUL;
+	return LN_OK;
+}
+
+/* ---- commands ----------------------------------------------------------- */
+
+static void
+cmd_helo(struct session *s, const char *arg, int esmtp)
+{
+	const char *why;
+	const char *host = conf_str(smtp.conf, K_HOSTNAME);
+
+	if (smtp_parse_helo(arg, &why) == -1) {
+		session_error(s, "501 5.5.4 %s", why ? why : "bad HELO argument");
+		return;
+	}
+	session_reset(s);
+	free(s->helo);
+	s->helo = xstrdup(arg);
+	s->esmtp = esmtp;
+	if (!esmtp) {
+		session_reply(s, "250 %s", host);
+		return;
+	}
+	session_reply(s, "250-%s", host);
+	session_reply(s, "250-PIPELINING");
+	session_reply(s, "250-SIZE %lld", session_knob(s, K_MAX_MESSAGE_SIZE));
+	session_reply(s, "250-8BITMIME");
+	session_reply(s, "250-SMTPUTF8");
+	session_reply(s, "250 ENHANCEDSTATUSCODES");
+}
+
+static void
+cmd_mail(struct session *s, const char *arg)
+{
+	struct smtp_path p;
+	const char *rest, *why = NULL;
+	char addr[SMTP_PATH_MAX * 2];
+	int flags = PATH_ALLOW_NULL;
+
+	if (s->helo == NULL) {
+		session_error(s, "503 5.5.1 send HELO or EHLO first");
+		return;
+	}
+	if (s->sender != NULL) {
+		session_error(s, "503 5.5.1 sender already given");
+		return;
+	}
+	if (smtp_parse_path(arg, flags | PATH_ALLOW_UTF8, &p, &rest, &why) == -1) {
+		session_error(s, "501 5.1.7 %s", why ? why : "bad sender address");
+		return;
+	}
+	if (!s->esmtp && *rest != '\0') {
+		session_error(s, "501 5.5.4 parameters need EHLO");
+		return;
+	}
+	if (smtp_parse_mail_params(rest, &s->mp, &why) == -1) {
+		session_error(s, "555 5.5.4 %s", why ? why : "bad parameters");
+		return;
+	}
+	if (p.utf8 && !s->mp.smtputf8) {
+		session_error(s, "553 5.6.7 non-ASCII address requires SMTPUTF8");
+		return;
+	}
+	if (s->mp.size > session_knob(s, K_MAX_MESSAGE_SIZE)) {
+		session_error(s, "552 5.3.4 message size exceeds fixed maximum "
+		    "of %lld bytes", session_knob(s, K_MAX_MESSAGE_SIZE));
+		return;
+	}
+	smtp_path_string(&p, addr, sizeof(addr));
+	s->sender = xstrdup(addr);
+	session_reply(s, "250 2.1.0 sender ok");
+}
+
+/* The recipient as stored: Postmaster gets our primary local domain. */
+static void
+rcpt_normalise(const struct smtp_path *p, char *out, size_t len)
+{
+	if (p->domain[0] == '\0') {
+		const char *d = smtp.conf->ndomains ? smtp.conf->domains[0] :
+		    conf_str(smtp.conf, K_HOSTNAME);
+
+		snprintf(out, len, "postmaster@%s", d);
+		return;
+	}
+	smtp_path_string(p, out, len);
+}
+
+static int
+rcpt_local(const struct smtp_path *p)
+{
+	char dom[SMTP_DOMAIN_MAX + 1];
+
+	if (p->domain[0] == '\0')
+		return 1;
+	str_copy(dom, p->domain, sizeof(dom));
+	str_lower(dom);
+	return conf_is_local_domain(smtp.conf, dom);
+}
+
+static void
+cmd_rcpt(struct session *s, const char *arg)
+{
+	struct smtp_path p;
+	const char *rest, *why = NULL;
+	char addr[SMTP_PATH_MAX * 2];
+	int flags = PATH_ALLOW_POSTMASTER, r;
+
+	if (s->sender == NULL) {
+		session_error(s, "503 5.5.1 send MAIL first");
+		return;
+	}
+	if (s->mp.smtputf8)
+		flags |= PATH_ALLOW_UTF8;
+	if (smtp_parse_path(arg, flags, &p, &rest, &why) == -1) {
+		session_error(s, "501 5.1.3 %s", why ? why : "bad recipient address");
+		return;
+	}
+	if (smtp_parse_rcpt_params(rest, &why) == -1) {
+		session_error(s, "555 5.5.4 %s", why ? why : "bad parameters");
+		return;
+	}
+	if (s->nrcpts >= (size_t)session_knob(s, K_MAX_RECIPIENTS)) {
+		session_reply(s, "452 4.5.3 too many recipients");
+		return;
+	}
+	rcpt_normalise(&p, addr, sizeof(addr));
+	if (rcpt_local(&p)) {
+		r = resolve_exists(smtp.conf, smtp.aliases, addr);
+		if (r == -1) {
+			session_log(s, "event=rcpt result=tempfail code=451 "
+			    "esc=4.3.0 reason=\"aliases map unreadable\"");
+			session_reply(s, "451 4.3.0 <%s>: temporary lookup "
+			    "failure", addr);
+			return;
+		}
+		if (r == 0) {
+			session_log(s, "event=rcpt result=reject code=550 "
+			    "esc=5.1.1 reason=\"unknown user\" to=<%s>", addr);
+			session_error(s, "550 5.1.1 <%s>: recipient unknown", addr);
+			return;
+		}
+	} else if (!conf_is_trusted(smtp.conf, (struct sockaddr *)&s->ss)) {
+		session_log(s, "event=rcpt result=reject code=554 esc=5.7.1 "
+		    "reason=\"relaying denied\" to=<%s>", addr);
+		session_error(s, "554 5.7.1 <%s>: relaying denied", addr);
+		return;
+	}
+	s->rcpts = xreallocarray(s->rcpts, s->nrcpts + 1, sizeof(*s->rcpts));
+	s->rcpts[s->nrcpts++] = xstrdup(addr);
+	session_reply(s, "250 2.1.5 recipient ok");
+}
+
+static void
+cmd_data(struct session *s)
+{
+	struct buf b;
+
+	if (s->sender == NULL) {
+		session_error(s, "503 5.5.1 send MAIL first");
+		return;
+	}
+	if (s->nrcpts == 0) {
+		session_error(s, "554 5.5.1 no valid recipients");
+		return;
+	}
+	if (smtp.queue == NULL) {
+		session_reply(s, "451 4.3.0 queue unavailable, try again later");
+		return;
+	}
+	buf_init(&b);
+	rec_put_u64(&b, T_SID, s->id);
+	ipc_send(smtp.queue, IMSG_Q_CREATE, b.data, b.len, -1);
+	buf_free(&b);
+	s->state = SS_WAIT;
+}
+
+static void
+session_command(struct session *s, char *line)
+{
+	struct smtp_command cmd;
+	const char *why = NULL;
+
+	if (smtp_parse_command(line, &cmd, &why) == -1) {
+		session_error(s, "501 5.5.4 %s", why ? why : "syntax error");
+		return;
+	}
+	switch (cmd.verb) {
+	case VERB_HELO:
+		cmd_helo(s, cmd.arg, 0);
+		break;
+	case VERB_EHLO:
+		cmd_helo(s, cmd.arg, 1);
+		break;
+	case VERB_MAIL:
+		cmd_mail(s, cmd.arg);
+		break;
+	case VERB_RCPT:
+		cmd_rcpt(s, cmd.arg);
+		break;
+	case VERB_DATA:
+		cmd_data(s);
+		break;
+	case VERB_RSET:
+		session_reset(s);
+		session_reply(s, "250 2.0.0 reset");
+		break;
+	case VERB_NOOP:
+		session_reply(s, "250 2.0.0 ok");
+		break;
+	case VERB_HELP:
+		session_reply(s, "214 2.0.0 commands: HELO EHLO MAIL RCPT DATA "
+		    "RSET NOOP HELP QUIT");
+		break;
+	case VERB_QUIT:
+		session_reply(s, "221 2.0.0 %s closing",
+		    conf_str(smtp.conf, K_HOSTNAME));
+		session_close(s, "quit");
+		break;
+	case VERB_VRFY:
+	case VERB_EXPN:
+		session_error(s, "502 5.5.1 VRFY and EXPN are disabled");
+		break;
+	case VERB_STARTTLS:
+	case VERB_AUTH:
+	case VERB_BDAT:
+		session_error(s, "502 5.5.1 command not implemented");
+		break;
+	case VERB_UNKNOWN:
+		session_error(s, "500 5.5.2 command unrecognized");
+		break;
+	}
+}
+
+static void
+session_cmdline(struct session *s)
+{
+	enum line_status st;
+	size_t len;
+	char *line;
+	int crlf;
+
+	st = session_getline(s, (size_t)session_knob(s, K_MAX_COMMAND_LENGTH),
+	    &line, &len, &crlf);
+	switch (st) {
+	case LN_NONE:
+		return;
+	case LN_LONG:
+		session_error(s, "500 5.5.2 line too long");
+		return;
+	case LN_BARE:
+		session_error(s, "500 5.5.2 bare CR or LF not allowed, "
+		    "use CRLF");
+		return;
+	case LN_NUL:
+		session_error(s, "500 5.5.2 NUL byte in command");
+		return;
+	case LN_OK:
+		session_command(s, line);
+		return;
+	}
+}
+
+/* ---- DATA ----------------------------------------------------------------- */
+
+static void
+data_write(struct session *s, int final)
+{
+	size_t off = 0;
+	ssize_t n;
+
+	if (s->derr == DE_WRITE || s->msgfd < 0)
+		return;
+	if (!final && s->wbuf.len < SMTP_WBUF)
+		return;
+	while (off < s->wbuf.len) {
+		n = write(s->msgfd, s->wbuf.data + off, s->wbuf.len - off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			s->werrno = n == -1 ? errno : ENOSPC;
+			s->derr = DE_WRITE;
+			break;
+		}
+		off += (size_t)n;
+	}
+	buf_reset(&s->wbuf);
+}
+
+static void
+data_received(struct session *s)
+{
+	char date[64], rcpt[600] = "";
+	time_t now = time(NULL);
+	struct tm tm;
+	const char *proto;
+
+	localtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	if (s->nrcpts == 1)
+		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", s->rcpts[0]);
+	proto = s->mp.smtputf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP";
+	buf_printf(&s->wbuf, "Received: from %s (%s)\r\n\tby %s (Tern) with "
+	    "%s id %s%s;\r\n\t%s\r\n", s->helo, s->addr,
+	    conf_str(smtp.conf, K_HOSTNAME), proto, s->qid, rcpt, date);
+}
+
+static void
+data_commit(struct session *s)
+{
+	struct buf b;
+	size_t i;
+
+	data_write(s, 1);
+	close(s->msgfd);
+	s->msgfd = -1;
+	if (s->derr != DE_NONE) {
+		if (s->derr == DE_WRITE && (s->werrno == ENOSPC ||
+		    s->werrno == EDQUOT)) {
+			session_log(s, "event=data result=tempfail code=452 "
+			    "esc=4.3.1 reason=\"spool full\"");
+			session_reply(s, "452 4.3.1 insufficient system storage");
+		} else if (s->derr == DE_WRITE) {
+			session_log(s, "event=data result=tempfail code=451 "
+			    "reason=\"spool write: %s\"", strerror(s->werrno));
+			session_reply(s, "451 4.3.0 local error writing the "
+			    "message");
+		} else if (s->derr == DE_SIZE) {
+			session_reply(s, "552 5.3.4 message size exceeds fixed "
+			    "maximum of %lld bytes",
+			    session_knob(s, K_MAX_MESSAGE_SIZE));
+		} else if (s->derr == DE_LINE) {
+			session_reply(s, "554 5.6.0 message refused: line "
+			    "longer than %lld octets",
+			    session_knob(s, K_MAX_LINE_LENGTH));
+		} else if (s->derr == DE_BARE) {
+			session_reply(s, "554 5.5.2 message refused: bare CR "
+			    "or LF in DATA, use CRLF");
+		} else {
+			session_reply(s, "554 5.6.0 message refused: NUL byte "
+			    "in DATA");
+		}
+		if (s->derr != DE_WRITE)
+			session_log(s, "event=data result=reject code=5xx "
+			    "reason=%d", (int)s->derr);
+		ipc_send(smtp.queue, IMSG_Q_ABORT, s->qid, strlen(s->qid), -1);
+		s->qid[0] = '\0';
+		session_reset(s);
+		s->state = SS_CMD;
+		return;
+	}
+	buf_init(&b);
+	for (i = 0; i < s->nrcpts; i++) {
+		if (b.len > IPC_MAX / 2) {
+			ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len, -1);
+			buf_reset(&b);
+		}
+		if (b.len == 0) {
+			rec_put_u64(&b, T_SID, s->id);
+			rec_put_str(&b, T_ID, s->qid);
+		}
+		rec_put_str(&b, T_RCPT, s->rcpts[i]);
+	}
+	ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len, -1);
+	buf_reset(&b);
+	rec_put_u64(&b, T_SID, s->id);
+	rec_put_str(&b, T_ID, s->qid);
+	rec_put_str(&b, T_SENDER, s->sender);
+	rec_put_str(&b, T_HELO, s->helo);
+	rec_put_str(&b, T_CLIENT, s->addr);
+	rec_put_str(&b, T_PROTO, s->esmtp ? "ESMTP" : "SMTP");
+	rec_put_u64(&b, T_BODY, s->mp.body != BODY_7BIT);
+	rec_put_u64(&b, T_UTF8, (uint64_t)s->mp.smtputf8);
+	rec_put_u64(&b, T_SIZE, s->msgsize);
+	ipc_send(smtp.queue, IMSG_Q_COMMIT, b.data, b.len, -1);
+	buf_free(&b);
+	s->state = SS_WAIT;
+}
+
+static void
+data_line(struct session *s, const char *line, size_t len)
+{
+	uint64_t max = (uint64_t)session_knob(s, K_MAX_MESSAGE_SIZE);
+
+	if (line[0] == '.') {		/* dot-stuffing, RFC 5321 4.5.2 */
+		line++;
+		len--;
+	}
+	if (s->inheaders && len == 0)
+		s->inheaders = 0;
+	if (s->derr != DE_NONE)
+		return;
+	s->msgsize += len + 2;
+	if (s->msgsize > max) {
+		s->derr = DE_SIZE;
+		return;
+	}
+	buf_append(&s->wbuf, line, len);
+	buf_append(&s->wbuf, "\r\n", 2);
+	data_write(s, 0);
+}
+
+static void
+session_dataline(struct session *s)
+{
+	enum line_status st;
+	size_t len;
+	char *line;
+	int crlf = 0;
+
+	st = session_getline(s, (size_t)session_knob(s, K_MAX_LINE_LENGTH),
+	    &line, &len, &crlf);
+	switch (st) {
+	case LN_NONE:
+		return;
+	case LN_LONG:
+		if (s->derr == DE_NONE)
+			s->derr = DE_LINE;
+		s->prevcrlf = 1;
+		return;
+	case LN_BARE:
+		/* Only CRLF.CRLF ends the data: "\n.\r\n" is not an end. */
+		if (s->derr == DE_NONE)
+			s->derr = DE_BARE;
+		s->prevcrlf = crlf;
+		return;
+	case LN_NUL:
+		if (s->derr == DE_NONE)
+			s->derr = DE_NUL;
+		s->prevcrlf = 1;
+		return;
+	case LN_OK:
+		break;
+	}
+	if (len == 1 && line[0] == '.' && s->prevcrlf) {
+		if (s->timer)
+			event_del(s->timer);
+		data_commit(s);
+		return;
+	}
+	s->prevcrlf = 1;
+	data_line(s, line, len);
+}
+
+static void
+session_datatimeout(evutil_socket_t fd, short ev, void *arg)
+{
+	struct session *s = arg;
+
+	session_reply(s, "421 4.4.2 %s data timeout, closing",
+	    conf_str(smtp.conf, K_HOSTNAME));
+	session_close(s, "data timeout");
+}
+
+static void
+data_start(struct session *s, const char *qid, int fd)
+{
+	struct timeval tv;
+	long long ms = session_knob(s, K_DATA_TIMEOUT);
+
+	str_copy(s->qid, qid, sizeof(s->qid));
+	s->msgfd = fd;
+	s->state = SS_DATA;
+	s->prevcrlf = 1;
+	s->inheaders = 1;
+	data_received(s);
+	session_reply(s, "354 end data with <CR><LF>.<CR><LF>");
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	if (s->timer == NULL)
+		s->timer = evtimer_new(smtp.base, session_datatimeout, s);
+	else
+		event_assign(s->timer, smtp.base, -1, 0, session_datatimeout, s);
+	evtimer_add(s->timer, &tv);
+}
+
+/* ---- the session loop ------------------------------------------------------ */
+
+static void
+session_process(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	int guard;
+
+	for (guard = 0; guard < 100000; guard++) {
+		if (s->state != SS_CMD && s->state != SS_DATA)
+			return;
+		if (evbuffer_get_length(out) > SMTP_OUTMAX)
+			return;	/* resumed by the write callback */
+		if (evbuffer_get_length(in) == 0)
+			return;
+		if (s->state == SS_CMD && s->closing && s->sender == NULL) {
+			session_reply(s, "421 4.3.2 %s shutting down",
+			    conf_str(smtp.conf, K_HOSTNAME));
+			session_close(s, "shutdown");
+			return;
+		}
+		if (s->state == SS_CMD)
+			session_cmdline(s);
+		else
+			session_dataline(s);
+		if (s->state == SS_CMD &&
+		    evbuffer_search(in, "\n", 1, NULL).pos == -1 && !s->skip &&
+		    evbuffer_get_length(in) <= (size_t)session_knob(s,
+		    K_MAX_COMMAND_LENGTH) + 1)
+			return;
+		if (s->state == SS_DATA &&
+		    evbuffer_search(in, "\n", 1, NULL).pos == -1 && !s->skip &&
+		    evbuffer_get_length(in) <= (size_t)session_knob(s,
+		    K_MAX_LINE_LENGTH) + 1)
+			return;
+	}
+}
+
+static void
+session_readcb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state == SS_PREGREET) {
+		session_log(s, "event=pregreet result=reject reason=\"client "
+		    "spoke before the greeting\"");
+		s->state = SS_CLOSING;
+		session_free(s);
+		return;
+	}
+	session_process(s);
+}
+
+static void
+session_writecb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state == SS_CLOSING) {
+		session_free(s);
+		return;
+	}
+	session_process(s);
+}
+
+static void
+session_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session *s = arg;
+
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (s->state == SS_CLOSING) {
+			session_free(s);
+			return;
+		}
+		session_reply(s, "421 4.4.2 %s timeout, closing",
+		    conf_str(smtp.conf, K_HOSTNAME));
+		session_close(s, "timeout");
+		bufferevent_enable(s->bev, EV_WRITE);
+		return;
+	}
+	session_log(s, "event=disconnect reason=\"%s\"",
+	    (what & BEV_EVENT_EOF) ? "client closed" : "connection error");
+	s->state = SS_CLOSING;
+	session_free(s);
+}
+
+static void
+session_greet(struct session *s)
+{
+	char c;
+
+	/* Input already waiting means the client did not wait for us. */
+	if (recv(bufferevent_getfd(s->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0 ||
+	    evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+		session_log(s, "event=pregreet result=reject reason=\"client "
+		    "spoke before the greeting\"");
+		s->state = SS_CLOSING;
+		session_free(s);
+		return;
+	}
+	s->state = SS_CMD;
+	session_reply(s, "220 %s ESMTP Tern", conf_str(smtp.conf, K_HOSTNAME));
+}
+
+static void
+session_greettimer(evutil_socket_t fd, short ev, void *arg)
+{
+	session_greet(arg);
+}
+
+static size_t
+smtp_count_ip(const struct sockaddr_storage *ss)
+{
+	const struct session *s;
+	size_t n = 0;
+
+	for (s = smtp.sessions; s; s = s->next) {
+		if (s->ss.ss_family != ss->ss_family)
+			continue;
+		if (ss->ss_family == AF_INET &&
+		    ((const struct sockaddr_in *)&s->ss)->sin_addr.s_addr ==
+		    ((const struct sockaddr_in *)ss)->sin_addr.s_addr)
+			n++;
+		else if (ss->ss_family == AF_INET6 &&
+		    memcmp(&((const struct sockaddr_in6 *)&s->ss)->sin6_addr,
+		    &((const struct sockaddr_in6 *)ss)->sin6_addr, 16) == 0)
+			n++;
+	}
+	return n;
+}
+
+static void
+smtp_format_addr(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+	char a[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr,
+		    a, sizeof(a));
+	else if (ss->ss_family == AF_INET6)
+		inet_ntop(AF_INET6,
+		    &((const struct sockaddr_in6 *)ss)->sin6_addr, a, sizeof(a));
+	snprintf(out, len, "[%s]", a);
+}
+
+/* Refuse a connection over a limit with one line, without a session. */
+static void
+smtp_refuse(int fd, const char *why)
+{
+	char line[128];
+	int n;
+
+	n = snprintf(line, sizeof(line), "421 4.7.0 %s %s\r\n",
+	    conf_str(smtp.conf, K_HOSTNAME), why);
+	(void)!send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	close(fd);
+}
+
+static void
+smtp_accept(struct evconnlistener *lev, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	const struct listener *l = arg;
+	struct sockaddr_storage ss;
+	struct session *s;
+	struct timeval tv;
+	long long ms;
+	char addr[INET6_ADDRSTRLEN + 2];
+
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, sa, (size_t)salen < sizeof(ss) ? (size_t)salen : sizeof(ss));
+	smtp_format_addr(&ss, addr, sizeof(addr));
+	if (smtp.nsessions >= (size_t)conf_num(smtp.conf, NULL,
+	    K_MAX_CONNECTIONS)) {
+		log_info("event=connect result=reject reason=\"too many "
+		    "connections\" client=%s", addr);
+		smtp_refuse(fd, "too many connections, try again later");
+		return;
+	}
+	if (smtp_count_ip(&ss) >= (size_t)conf_num(smtp.conf, NULL,
+	    K_MAX_CONNECTIONS_PER_IP)) {
+		log_info("event=connect result=reject reason=\"too many "
+		    "connections from this address\" client=%s", addr);
+		smtp_refuse(fd, "too many connections from your address");
+		return;
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->id = smtp.nextid++;
+	s->l = l;
+	s->ss = ss;
+	s->msgfd = -1;
+	str_copy(s->addr, addr, sizeof(s->addr));
+	buf_init(&s->wbuf);
+	s->bev = bufferevent_socket_new(smtp.base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->next = smtp.sessions;
+	if (smtp.sessions)
+		smtp.sessions->prev = s;
+	smtp.sessions = s;
+	smtp.nsessions++;
+	bufferevent_setcb(s->bev, session_readcb, session_writecb,
+	    session_eventcb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INMAX);
+	ms = session_knob(s, K_COMMAND_TIMEOUT);
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	bufferevent_set_timeouts(s->bev, &tv, &tv);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	session_log(s, "event=connect listener=%s:%d",
+	    l->addr, l->port);
+	ms = session_knob(s, K_GREETING_DELAY);
+	if (ms <= 0) {
+		session_greet(s);
+		return;
+	}
+	s->state = SS_PREGREET;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	s->timer = evtimer_new(smtp.base, session_greettimer, s);
+	evtimer_add(s->timer, &tv);
+}
+
+/* ---- queue replies ------------------------------------------------------------ */
+
+static struct session *
+smtp_find(uint64_t sid)
+{
+	struct session *s;
+
+	for (s = smtp.sessions; s; s = s->next)
+		if (s->id == sid)
+			return s;
+	return NULL;
+}
+
+struct qreply {
+	uint64_t	 sid;
+	char		*id;
+	uint64_t	 code;
+	char		*text;
+};
+
+static int
+qreply_parse(struct rec_reader *rd, struct qreply *q)
+{
+	struct rec r;
+	int n;
+
+	memset(q, 0, sizeof(*q));
+	while ((n = rec_next(rd, &r)) == 1) {
+		if (r.tag == T_SID && rec_u64(&r, &q->sid) == -1)
+			return -1;
+		if (r.tag == T_CODE && rec_u64(&r, &q->code) == -1)
+			return -1;
+		if (r.tag == T_ID && q->id == NULL &&
+		    (q->id = rec_str(&r, 31)) == NULL)
+			return -1;
+		if (r.tag == T_TEXT && q->text == NULL &&
+		    (q->text = rec_str(&r, 256)) == NULL)
+			return -1;
+	}
+	return n;
+}
+
+static void
+smtp_created(struct session *s, struct qreply *q, int fd)
+{
+	if (s->state != SS_WAIT || q->code != 0 || fd < 0 || q->id == NULL) {
+		if (fd >= 0)
+			close(fd);
+		if (q->id && q->code == 0)
+			ipc_send(smtp.queue, IMSG_Q_ABORT, q->id,
+			    strlen(q->id), -1);
+		if (s->state == SS_WAIT) {
+			if (q->code == 452)
+				session_reply(s, "452 4.3.1 insufficient "
+				    "system storage");
+			else
+				session_reply(s, "451 4.3.0 queue error, try "
+				    "again later");
+			s->state = SS_CMD;
+			session_reset(s);
+		}
+		return;
+	}
+	data_start(s, q->id, fd);
+}
+
+static void
+smtp_committed(struct session *s, struct qreply *q)
+{
+	if (s->state != SS_WAIT || q->id == NULL || strcmp(q->id, s->qid))
+		return;
+	if (q->code == 0) {
+		session_log(s, "event=queued result=ok from=<%s> nrcpt=%zu "
+		    "size=%llu", s->sender, s->nrcpts,
+		    (unsigned long long)s->msgsize);
+		session_reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
+	} else if (q->code == 452) {
+		session_log(s, "event=queued result=tempfail code=452 "
+		    "esc=4.3.1 reason=\"spool full\"");
+		session_reply(s, "452 4.3.1 insufficient system storage");
+	} else {
+		session_log(s, "event=queued result=tempfail code=451 "
+		    "reason=\"%s\"", q->text ? q->text : "queue error");
+		session_reply(s, "451 4.3.0 queue error, try again later");
+	}
+	s->qid[0] = '\0';	/* committed or refused: nothing to abort */
+	session_reset(s);
+	s->state = SS_CMD;
+	if (s->closing) {
+		session_reply(s, "421 4.3.2 %s shutting down",
+		    conf_str(smtp.conf, K_HOSTNAME));
+		session_close(s, "shutdown");
+		return;
+	}
+	session_process(s);
+}
+
+static void
+smtp_queue_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
+    void *arg)
+{
+	struct session *s;
+	struct qreply q;
+
+	if (qreply_parse(rd, &q) == -1 ||
+	    (type != IMSG_Q_CREATED && type != IMSG_Q_COMMITTED)) {
+		log_warnx("event=ipc result=error reason=\"bad message from "
+		    "queue\" type=%d", type);
+		if (fd >= 0)
+			close(fd);
+		goto done;
+	}
+	if ((s = smtp_find(q.sid)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		if (type == IMSG_Q_CREATED && q.id && q.code == 0)
+			ipc_send(smtp.queue, IMSG_Q_ABORT, q.id, strlen(q.id),
+			    -1);
+		goto done;
+	}
+	if (type == IMSG_Q_CREATED)
+		smtp_created(s, &q, fd);
+	else
+		smtp_committed(s, &q);
+done:
+	free(q.id);
+	free(q.text);
+}
+
+/* The queue went away: refuse what waits on it until a new one comes. */
+static void
+smtp_queue_closed(struct ipc *c, void *arg)
+{
+	struct session *s, *next;
+
+	log_warnx("event=ipc result=error reason=\"queue channel closed\"");
+	smtp.queue = NULL;
+	for (s = smtp.sessions; s; s = next) {
+		next = s->next;
+		if (s->state == SS_WAIT || s->state == SS_DATA) {
+			s->qid[0] = '\0';
+			session_reset(s);
+			if (s->state == SS_DATA) {
+				session_reply(s, "451 4.3.0 queue unavailable");
+				session_close(s, "queue unavailable");
+				continue;
+			}
+			s->state = SS_CMD;
+			session_reply(s, "451 4.3.0 queue unavailable, try "
+			    "again later");
+		}
+	}
+	ipc_free(c);
+}
+
+static void
+smtp_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
+    void *arg)
+{
+	if (type == IMSG_P_PEER && fd >= 0) {
+		if (smtp.queue)
+			ipc_free(smtp.queue);
+		smtp.queue = ipc_new(smtp.base, fd, smtp_queue_msg,
+		    smtp_queue_closed, NULL);
+		log_info("event=ipc result=ok reason=\"new queue channel\"");
+		return;
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+static void
+smtp_parent_closed(struct ipc *c, void *arg)
+{
+	/* The parent is gone: nothing supervises us, stop at once. */
+	_exit(0);
+}
+
+/* ---- shutdown ------------------------------------------------------------------ */
+
+static void
+smtp_maybe_exit(void)
+{
+	if ((smtp.stopping || smtp.draining) && smtp.nsessions == 0) {
+		log_info("event=stop result=ok");
+		exit(0);
+	}
+}
+
+static void
+smtp_stop_listening(void)
+{
+	size_t i;
+
+	for (i = 0; i < smtp.nlev; i++)
+		if (smtp.lev[i])
+			evconnlistener_disable(smtp.lev[i]);
+}
+
+static void
+smtp_deadline(evutil_socket_t fd, short ev, void *arg)
+{
+	log_info("event=stop result=ok reason=\"aborted %zu sessions\"",
+	    smtp.nsessions);
+	exit(0);
+}
+
+static void
+smtp_sigterm(evutil_socket_t sig, short ev, void *arg)
+{
+	struct session *s, *next;
+	struct timeval tv = { SMTP_DRAIN_SECS, 0 };
+
+	if (smtp.stopping)
+		return;
+	smtp.stopping = 1;
+	smtp_stop_listening();
+	for (s = smtp.sessions; s; s = next) {
+		next = s->next;
+		s->closing = 1;
+		if (s->state == SS_CMD && s->sender == NULL) {
+			session_reply(s, "421 4.3.2 %s shutting down",
+			    conf_str(smtp.conf, K_HOSTNAME));
+			session_close(s, "shutdown");
+		} else if (s->state == SS_PREGREET) {
+			s->state = SS_CLOSING;
+			session_free(s);
+		}
+	}
+	smtp.deadline = evtimer_new(smtp.base, smtp_deadline, NULL);
+	evtimer_add(smtp.deadline, &tv);
+	smtp_maybe_exit();
+}
+
+static void
+smtp_sigusr1(evutil_socket_t sig, short ev, void *arg)
+{
+	/* Reload: a new smtp process took the listeners; finish and go. */
+	smtp.draining = 1;
+	smtp_stop_listening();
+	log_info("event=drain sessions=%zu", smtp.nsessions);
+	smtp_maybe_exit();
+}
+
+void
+smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int parentfd,
+    int queuefd)
+{
+	struct event *ev;
+	size_t i;
+
+	smtp.conf = conf;
+	smtp.base = event_base_new();
+	smtp.aliases = aliases_open(conf_str(conf, K_ALIASES));
+	smtp.nextid = ((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8);
+	smtp.parent = ipc_new(smtp.base, parentfd, smtp_parent_msg,
+	    smtp_parent_closed, NULL);
+	smtp.queue = ipc_new(smtp.base, queuefd, smtp_queue_msg,
+	    smtp_queue_closed, NULL);
+	smtp.lev = xcalloc(nls, sizeof(*smtp.lev));
+	smtp.nlev = nls;
+	for (i = 0; i < nls; i++) {
+		evutil_make_socket_nonblocking(ls[i].fd);
+		smtp.lev[i] = evconnlistener_new(smtp.base, smtp_accept,
+		    &conf->listeners[ls[i].listener],
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, ls[i].fd);
+		if (smtp.lev[i] == NULL)
+			fatalx("event=start result=error reason=\"cannot "
+			    "listen on fd %d\"", ls[i].fd);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	ev = evsignal_new(smtp.base, SIGTERM, smtp_sigterm, NULL);
+	evsignal_add(ev, NULL);
+	ev = evsignal_new(smtp.base, SIGUSR1, smtp_sigusr1, NULL);
+	evsignal_add(ev, NULL);
+	log_info("event=start result=ok listeners=%zu", nls);
+	event_base_dispatch(smtp.base);
+	exit(0);
+}
