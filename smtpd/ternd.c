@@ -67,6 +67,7 @@ static struct {
 	int			 ctlfd;
 	struct child		 smtp, queue;
 	pid_t			 oldsmtp;	/* draining after a reload */
+	struct ipc		*oldipc;	/* its channel, kept until it exits */
 	struct worker		*workers;
 	int			 stopping;
 	struct event		*stopev;
@@ -79,6 +80,7 @@ static int	ready_fd = -1;	/* tells the starting process we are up */
 
 static void	parent_spawn_smtp(void);
 static void	parent_spawn_queue(void);
+static void	child_setup(const char *);
 
 static void
 usage(void)
@@ -478,6 +480,7 @@ parent_deliver(struct rec_reader *rd, int msgfd)
 	}
 	if (pid == 0) {
 		close(pfd[0]);
+		child_setup("local");
 		worker_run(&d, pw, msgfd, pfd[1]);
 	}
 	close(pfd[1]);
@@ -580,12 +583,23 @@ parent_fork(const char *role, struct child *ch, int keep[], size_t nkeep)
 static void
 child_setup(const char *role)
 {
+	static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP };
 	struct worker *w;
+	size_t i;
 
+	/* The parent's handlers would report our signals to the parent. */
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		signal(sigs[i], SIG_DFL);
 	log_setrole(role);
-	signal(SIGCHLD, SIG_DFL);
 	for (w = p.workers; w; w = w->next)
 		close(w->pipefd);
+	/* The parent's ends of the other channels are not ours to use. */
+	if (p.smtp.ipc)
+		close(ipc_fd(p.smtp.ipc));
+	if (p.queue.ipc)
+		close(ipc_fd(p.queue.ipc));
+	if (p.oldipc)
+		close(ipc_fd(p.oldipc));
 }
 
 static void
@@ -725,6 +739,8 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 			continue;
 		if (pid == p.oldsmtp) {
 			p.oldsmtp = 0;
+			ipc_free(p.oldipc);
+			p.oldipc = NULL;
 			continue;
 		}
 		if (pid == p.smtp.pid) {
@@ -815,14 +831,14 @@ parent_sighup(evutil_socket_t sig, short ev, void *arg)
 	parent_vdirs(c);
 	if (p.smtp.pid) {
 		if (p.oldsmtp)
-			kill(p.oldsmtp, SIGTERM);
+			kill(p.oldsmtp, SIGTERM);	/* a third generation */
+		if (p.oldipc)
+			ipc_free(p.oldipc);
 		p.oldsmtp = p.smtp.pid;
+		p.oldipc = p.smtp.ipc;
 		kill(p.oldsmtp, SIGUSR1);
 		p.smtp.pid = 0;
-		if (p.smtp.ipc) {
-			ipc_free(p.smtp.ipc);
-			p.smtp.ipc = NULL;
-		}
+		p.smtp.ipc = NULL;
 	}
 	parent_spawn_smtp();
 	if (p.queue.ipc) {
@@ -901,6 +917,13 @@ parent_user(const struct conf *c)
 	p.gid = pw->pw_gid;
 }
 
+static void
+parent_evlog(int severity, const char *msg)
+{
+	if (severity >= EVENT_LOG_WARN)
+		log_debug("event=libevent msg=\"%s\"", msg);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -950,6 +973,7 @@ main(int argc, char *argv[])
 		return 0;
 	}
 	log_init("parent", p.foreground, p.verbose);
+	event_set_log_callback(parent_evlog);
 	parent_user(p.conf);
 	parent_spool(p.conf);
 	parent_vdirs(p.conf);

@@ -142,6 +142,14 @@ test_aliases_accepted(void)
 	CHECK(target_is(&e[5], 0, ALIAS_PIPE, "/bin/cat -n"));
 	aliases_free_entries(e, n);
 
+	for (size_t i = 0; i < sizeof(accepted); i++) {
+		int r = aliases_parse("a", accepted, i, &e, &n, err,
+		    sizeof(err));
+
+		CHECK(r == 0 || strncmp(err, "a:", 2) == 0);
+		if (r == 0)
+			aliases_free_entries(e, n);
+	}
 	CHECK(aliases_parse("a", "", 0, &e, &n, err, sizeof(err)) == 0);
 	CHECK(n == 0);
 	aliases_free_entries(e, n);

@@ -444,6 +444,24 @@ test_conf_files(void)
 	buf_free(&text);
 }
 
+/* Every prefix of a good file parses or fails cleanly (ASan watches). */
+static void
+test_conf_prefixes(void)
+{
+	size_t len = strlen(conf_default_text), fails = 0;
+	char err[256];
+	struct conf *c;
+
+	for (size_t i = 0; i <= len; i++) {
+		c = conf_parse("t.conf", conf_default_text, i, "/base", err,
+		    sizeof(err));
+		if (c == NULL && strncmp(err, "t.conf:", 7) != 0)
+			fails++;
+		conf_free(c);
+	}
+	CHECK(fails == 0);
+}
+
 void
 test_conf(void)
 {
@@ -451,4 +469,5 @@ test_conf(void)
 	test_conf_values();
 	test_conf_defaults();
 	test_conf_files();
+	test_conf_prefixes();
 }

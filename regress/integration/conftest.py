@@ -1,0 +1,259 @@
+"""Fixtures for integration tests: the real ternd on loopback ports.
+
+Each test gets its own daemon (config, spool and Maildirs under a fresh
+temp dir), talks to it with real SMTP clients and stops it afterwards.
+"""
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BUILD = ROOT / os.environ.get("TERN_BUILD", "obj/normal")
+TERND = BUILD / "ternd"
+TERNCTL = BUILD / "ternctl"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout=10.0, step=0.05):
+    """Poll pred() until it is true or timeout seconds pass; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+class Daemon:
+    def __init__(self, base, extra="", vusers=("demo", "alice", "bob")):
+        self.base = pathlib.Path(base)
+        self.port = free_port()
+        self.conf = self.base / "tern.conf"
+        self.spool = self.base / "spool"
+        self.maildirs = self.base / "mail"
+        self.aliases = self.base / "aliases"
+        self.log = self.base / "ternd.log"
+        self.vusers = vusers
+        self.proc = None
+        lines = [
+            'hostname "mx.example.test"',
+            f'spool "{self.spool}"',
+            f'pidfile "{self.base}/ternd.pid"',
+            f'control-socket "{self.base}/control.sock"',
+            f'aliases "{self.aliases}"',
+            'local-domain "example.test"',
+            'local-domain "localhost"',
+            f"listen mx 127.0.0.1 port {self.port}",
+            "greeting-delay 0",
+        ]
+        for u in vusers:
+            lines.append(f'virtual "{u}@example.test" maildir '
+                         f'"{self.maildirs}/{u}/Maildir"')
+        self.conf.write_text("\n".join(lines) + "\n" + extra + "\n")
+        if not self.aliases.exists():
+            self.aliases.write_text("postmaster: alice\n")
+
+    def write_aliases(self, text):
+        self.aliases.write_text(text)
+        self.ctl("newaliases", check=True)
+
+    def start(self, wait=True):
+        self.logf = open(self.log, "ab")
+        self.proc = subprocess.Popen([str(TERND), "-d", "-f", str(self.conf)],
+                                     stdout=self.logf, stderr=self.logf)
+        if wait:
+            ok = wait_for(self.listening, 15)
+            if not ok:
+                self.stop()
+                raise RuntimeError("ternd did not start:\n" + self.logtext())
+        return self
+
+    def listening(self):
+        if self.proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), 0.5) as s:
+                s.settimeout(2)
+                return s.recv(512).startswith(b"220")
+        except OSError:
+            return False
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self.proc = None
+        if getattr(self, "logf", None):
+            self.logf.close()
+            self.logf = None
+
+    def pids(self):
+        """The parent and every descendant (children, workers)."""
+        if not self.proc:
+            return []
+        out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="],
+                             capture_output=True, text=True).stdout
+        kids = {}
+        for line in out.split():
+            pass
+        pairs = [tuple(map(int, l.split())) for l in out.strip().splitlines()]
+        found, todo = [], [self.proc.pid]
+        while todo:
+            p = todo.pop()
+            found.append(p)
+            todo.extend(c for c, pp in pairs if pp == p)
+        return found
+
+    def kill9(self):
+        for p in self.pids():
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.proc:
+            self.proc.wait(10)
+        self.proc = None
+
+    def logtext(self):
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def ctl(self, *args, check=False):
+        r = subprocess.run([str(TERNCTL), "-f", str(self.conf), *args],
+                           capture_output=True, text=True, timeout=30)
+        if check and r.returncode != 0:
+            raise AssertionError(f"ternctl {args} failed: {r.stderr}")
+        return r
+
+    def maildir(self, user, sub="new"):
+        d = self.maildirs / user / "Maildir" / sub
+        return sorted(d.iterdir()) if d.is_dir() else []
+
+    def wait_mail(self, user, count=1, timeout=15):
+        return wait_for(lambda: len(self.maildir(user)) >= count, timeout)
+
+    def queue_files(self, sub="queue"):
+        d = self.spool / sub
+        return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+@pytest.fixture
+def tmpbase():
+    d = tempfile.mkdtemp(prefix="tern-test-")
+    os.chmod(d, 0o755)      # the unprivileged children must reach it
+    yield pathlib.Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(tmpbase):
+    d = Daemon(tmpbase).start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def make_daemon(tmpbase):
+    """Factory for tests that need their own config; stops what it made."""
+    made = []
+
+    def make(extra="", **kw):
+        d = Daemon(tmpbase, extra, **kw)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.stop()
+
+
+class SMTPConn:
+    """A raw SMTP client for tests that must control every byte sent.
+
+    reply() reads one complete (possibly multi-line) reply and returns
+    (code, text); text holds the lines joined by "\\n" without CRLF.
+    Every read is bounded by the socket timeout.
+    """
+
+    def __init__(self, port, timeout=10, greet=True):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self.greeting = self.reply() if greet else None
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _line(self):
+        for _ in range(100000):
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i + 1], self.buf[i + 1:]
+                return line
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed; got %r" % self.buf)
+            self.buf += chunk
+        raise AssertionError("reply line never ended")
+
+    def reply(self):
+        lines = []
+        for _ in range(1000):
+            line = self._line().rstrip(b"\r\n").decode("utf-8", "replace")
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return int(line[:3]), "\n".join(lines)
+        raise AssertionError("reply too long")
+
+    def cmd(self, line):
+        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return self.reply()
+
+    def closed(self, timeout=5):
+        """True if the server closes the connection (any unread data is
+        returned through self.rest)."""
+        self.sock.settimeout(timeout)
+        self.rest = self.buf
+        self.buf = b""
+        try:
+            for _ in range(1000):
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.rest += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+        return False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
