@@ -43,6 +43,9 @@
 #include "resolve.h"
 #include "util.h"
 
+/* Where ternd started: relative config paths resolve against it. */
+const char *proc_basedir = "/";
+
 #define QUEUE_MAX_JOBS		16	/* local deliveries in flight */
 #define QUEUE_CTL_MAX		1024	/* longest control request */
 #define QUEUE_HELD_RETRY	3600	/* seconds between held re-checks */

@@ -37,7 +37,7 @@
 #define TERND_STOP_SECS		30
 #define TERND_WORKER_SECS	600	/* a local delivery that hangs */
 
-const char *proc_basedir = "/";
+
 
 struct worker {
 	struct worker	*next;
@@ -855,7 +855,7 @@ parent_sighup(evutil_socket_t sig, short ev, void *arg)
 static void
 parent_daemonize(void)
 {
-	int pfd[2];
+	int pfd[2], fd;
 	char c;
 	pid_t pid;
 
@@ -869,6 +869,14 @@ parent_daemonize(void)
 	}
 	close(pfd[0]);
 	setsid();
+	/* Errors go to syslog from here; the caller's terminal is let go. */
+	if ((fd = open("/dev/null", O_RDWR)) >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		if (fd > 2)
+			close(fd);
+	}
 	if (chdir("/") == -1)
 		fatalx("event=start result=error reason=\"chdir /\"");
 	p.ctlfd = -1;
@@ -880,20 +888,11 @@ parent_daemonize(void)
 static void
 parent_ready(void)
 {
-	int fd;
-
 	if (ready_fd < 0)
 		return;
 	(void)!write(ready_fd, "1", 1);
 	close(ready_fd);
 	ready_fd = -1;
-	if ((fd = open("/dev/null", O_RDWR)) >= 0) {
-		dup2(fd, STDIN_FILENO);
-		dup2(fd, STDOUT_FILENO);
-		dup2(fd, STDERR_FILENO);
-		if (fd > 2)
-			close(fd);
-	}
 }
 
 static void
