@@ -21,6 +21,7 @@ enum knob_id {
 	K_PIDFILE,		/* path */
 	K_CONTROL_SOCKET,	/* path: ternctl's socket */
 	K_CONTROL_GROUP,	/* string: group allowed on the control socket */
+	K_SUBMIT_SOCKET,	/* path: local submission (sendmail) socket */
 	K_ALIASES,		/* path: aliases source; the map is path + ".db" */
 	K_MAILDIR,		/* string: system users' Maildir, "~/" = home */
 	K_VIRTUAL_USER,		/* string: account virtual deliveries run as */
@@ -57,7 +58,7 @@ struct knob_val {
 	int		 set;		/* set explicitly (for listener overrides) */
 };
 
-enum role { ROLE_MX, ROLE_MSA };
+enum role { ROLE_MX, ROLE_MSA, ROLE_LOCAL };	/* LOCAL: sendmail(1) */
 
 struct listener {
 	enum role		 role;

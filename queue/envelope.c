@@ -283,12 +283,11 @@ envelope_set_error(struct env_rcpt *r, const char *text)
 {
 	char clean[512];
 
+	/* text may be r->last_error itself: copy before freeing. */
+	if (text != NULL)
+		log_sanitize(clean, text, sizeof(clean));
 	free(r->last_error);
-	r->last_error = NULL;
-	if (text == NULL)
-		return;
-	log_sanitize(clean, text, sizeof(clean));
-	r->last_error = xstrdup(clean);
+	r->last_error = text ? xstrdup(clean) : NULL;
 }
 
 const char *

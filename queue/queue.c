@@ -859,6 +859,26 @@ queue_rcpt_jobs(const struct qmsg *m, size_t rcpt)
 	return n;
 }
 
+/*
+ * A target another recipient of the same message already reached, or is
+ * reaching now, is not delivered twice (alice listed twice, or through
+ * two aliases).
+ */
+static int
+queue_target_covered(const struct qmsg *m, size_t ri, const char *key)
+{
+	const struct job *j;
+	size_t i;
+
+	for (i = 0; i < m->env.nrcpts; i++)
+		if (i != ri && envelope_rcpt_done(&m->env.rcpts[i], key))
+			return 1;
+	for (j = q.jobs; j; j = j->next)
+		if (j->msg == m && strcmp(j->target, key) == 0)
+			return 1;
+	return 0;
+}
+
 static int
 queue_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 {
@@ -929,6 +949,10 @@ queue_try_rcpt(struct qmsg *m, size_t ri)
 	for (i = 0; i < n; i++) {
 		if (envelope_rcpt_done(r, t[i].key))
 			continue;
+		if (queue_target_covered(m, ri, t[i].key)) {
+			envelope_mark_done(r, t[i].key);
+			continue;
+		}
 		if (t[i].kind != TG_MAILDIR) {
 			held++;
 			snprintf(why, sizeof(why), "%s delivery to \"%s\" is not "

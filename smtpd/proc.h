@@ -18,8 +18,8 @@ struct lsock {
 /* Drop to the configured user when root; no-op otherwise. */
 void	proc_drop(const struct conf *, const char *role);
 /* Set in children by the signal handlers they install. */
-void	smtp_main(struct conf *, struct lsock *, size_t, int parentfd,
-	    int queuefd) __attribute__((noreturn));
+void	smtp_main(struct conf *, struct lsock *, size_t, int submitfd,
+	    int parentfd, int queuefd) __attribute__((noreturn));
 void	queue_main(struct conf *, const char *conftext, size_t conflen,
 	    int parentfd, int controlfd, int smtpfd) __attribute__((noreturn));
 /* Delivery worker, forked by the parent: returns a sysexits code. */

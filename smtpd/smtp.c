@@ -10,9 +10,12 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include <sys/un.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,13 +62,15 @@ struct session {
 	struct event		*timer;
 	const struct listener	*l;
 	struct sockaddr_storage	 ss;
-	char			 addr[INET6_ADDRSTRLEN + 2];
+	char			 addr[96];
 	enum sstate		 state;
 	int			 esmtp;
 	char			*helo;
 	int			 errors;
 	int			 skip;		/* discarding an overlong line */
 	int			 closing;	/* shutdown: close after txn */
+	int			 local;		/* submit socket: sendmail(1) */
+	uid_t			 uid;		/* its peer's uid */
 	/* transaction */
 	char			*sender;	/* NULL = no MAIL yet */
 	struct mail_params	 mp;
@@ -80,6 +85,9 @@ struct session {
 	int			 prevcrlf;	/* last DATA line ended in CRLF */
 	int			 inheaders;
 };
+
+/* The profile of the local submission socket: no per-address limits. */
+static struct listener smtp_local = { .role = ROLE_LOCAL, .addr = "local" };
 
 static struct {
 	struct event_base	*base;
@@ -432,7 +440,8 @@ cmd_rcpt(struct session *s, const char *arg)
 			session_error(s, "550 5.1.1 <%s>: recipient unknown", addr);
 			return;
 		}
-	} else if (!conf_is_trusted(smtp.conf, (struct sockaddr *)&s->ss)) {
+	} else if (!s->local &&
+	    !conf_is_trusted(smtp.conf, (struct sockaddr *)&s->ss)) {
 		session_log(s, "event=rcpt result=reject code=554 esc=5.7.1 "
 		    "reason=\"relaying denied\" to=<%s>", addr);
 		session_error(s, "554 5.7.1 <%s>: relaying denied", addr);
@@ -591,6 +600,12 @@ data_received(struct session *s)
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
 	if (s->nrcpts == 1)
 		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", s->rcpts[0]);
+	if (s->local) {
+		buf_printf(&s->wbuf, "Received: by %s (Tern, from %s)\r\n\t"
+		    "id %s%s;\r\n\t%s\r\n", conf_str(smtp.conf, K_HOSTNAME),
+		    s->addr, s->qid, rcpt, date);
+		return;
+	}
 	proto = s->mp.smtputf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP";
 	buf_printf(&s->wbuf, "Received: from %s (%s)\r\n\tby %s (Tern) with "
 	    "%s id %s%s;\r\n\t%s\r\n", s->helo, s->addr,
@@ -660,7 +675,8 @@ data_commit(struct session *s)
 	rec_put_str(&b, T_SENDER, s->sender);
 	rec_put_str(&b, T_HELO, s->helo);
 	rec_put_str(&b, T_CLIENT, s->addr);
-	rec_put_str(&b, T_PROTO, s->esmtp ? "ESMTP" : "SMTP");
+	rec_put_str(&b, T_PROTO, s->local ? "LOCAL" : s->esmtp ? "ESMTP" :
+	    "SMTP");
 	rec_put_u64(&b, T_BODY, s->mp.body != BODY_7BIT);
 	rec_put_u64(&b, T_UTF8, (uint64_t)s->mp.smtputf8);
 	rec_put_u64(&b, T_SIZE, s->msgsize);
@@ -926,38 +942,38 @@ smtp_refuse(int fd, const char *why)
 	close(fd);
 }
 
+/* The local submitter, named by the kernel, not by what it says. */
 static void
-smtp_accept(struct evconnlistener *lev, evutil_socket_t fd,
-    struct sockaddr *sa, int salen, void *arg)
+smtp_peer_user(int fd, struct session *s)
 {
-	const struct listener *l = arg;
-	struct sockaddr_storage ss;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	struct passwd *pw;
+
+	s->local = 1;
+	s->uid = (uid_t)-1;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1) {
+		str_copy(s->addr, "local:uid=?", sizeof(s->addr));
+		return;
+	}
+	s->uid = cred.uid;
+	pw = getpwuid(cred.uid);
+	snprintf(s->addr, sizeof(s->addr), "local:uid=%u(%s)",
+	    (unsigned)cred.uid, pw ? pw->pw_name : "?");
+}
+
+static struct session *
+smtp_session_new(evutil_socket_t fd, const struct listener *l,
+    const struct sockaddr_storage *ss, const char *addr)
+{
 	struct session *s;
 	struct timeval tv;
 	long long ms;
-	char addr[INET6_ADDRSTRLEN + 2];
 
-	memset(&ss, 0, sizeof(ss));
-	memcpy(&ss, sa, (size_t)salen < sizeof(ss) ? (size_t)salen : sizeof(ss));
-	smtp_format_addr(&ss, addr, sizeof(addr));
-	if (smtp.nsessions >= (size_t)conf_num(smtp.conf, NULL,
-	    K_MAX_CONNECTIONS)) {
-		log_info("event=connect result=reject reason=\"too many "
-		    "connections\" client=%s", addr);
-		smtp_refuse(fd, "too many connections, try again later");
-		return;
-	}
-	if (smtp_count_ip(&ss) >= (size_t)conf_num(smtp.conf, NULL,
-	    K_MAX_CONNECTIONS_PER_IP)) {
-		log_info("event=connect result=reject reason=\"too many "
-		    "connections from this address\" client=%s", addr);
-		smtp_refuse(fd, "too many connections from your address");
-		return;
-	}
 	s = xcalloc(1, sizeof(*s));
 	s->id = smtp.nextid++;
 	s->l = l;
-	s->ss = ss;
+	s->ss = *ss;
 	s->msgfd = -1;
 	str_copy(s->addr, addr, sizeof(s->addr));
 	buf_init(&s->wbuf);
@@ -975,9 +991,17 @@ smtp_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	tv.tv_usec = (ms % 1000) * 1000;
 	bufferevent_set_timeouts(s->bev, &tv, &tv);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-	session_log(s, "event=connect listener=%s:%d",
-	    l->addr, l->port);
-	ms = session_knob(s, K_GREETING_DELAY);
+	return s;
+}
+
+static void
+smtp_start_session(struct session *s)
+{
+	struct timeval tv;
+	long long ms;
+
+	session_log(s, "event=connect listener=%s:%d", s->l->addr, s->l->port);
+	ms = s->local ? 0 : session_knob(s, K_GREETING_DELAY);
 	if (ms <= 0) {
 		session_greet(s);
 		return;
@@ -987,6 +1011,51 @@ smtp_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	tv.tv_usec = (ms % 1000) * 1000;
 	s->timer = evtimer_new(smtp.base, session_greettimer, s);
 	evtimer_add(s->timer, &tv);
+}
+
+static int
+smtp_over_limits(evutil_socket_t fd, const struct sockaddr_storage *ss,
+    const char *addr)
+{
+	if (smtp.nsessions >= (size_t)conf_num(smtp.conf, NULL,
+	    K_MAX_CONNECTIONS)) {
+		log_info("event=connect result=reject reason=\"too many "
+		    "connections\" client=%s", addr);
+		smtp_refuse(fd, "too many connections, try again later");
+		return 1;
+	}
+	if (ss->ss_family != AF_UNIX && smtp_count_ip(ss) >=
+	    (size_t)conf_num(smtp.conf, NULL, K_MAX_CONNECTIONS_PER_IP)) {
+		log_info("event=connect result=reject reason=\"too many "
+		    "connections from this address\" client=%s", addr);
+		smtp_refuse(fd, "too many connections from your address");
+		return 1;
+	}
+	return 0;
+}
+
+static void
+smtp_accept(struct evconnlistener *lev, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	const struct listener *l = arg;
+	struct sockaddr_storage ss;
+	struct session *s;
+	char addr[INET6_ADDRSTRLEN + 2];
+
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, sa, (size_t)salen < sizeof(ss) ? (size_t)salen : sizeof(ss));
+	if (l->role == ROLE_LOCAL) {
+		ss.ss_family = AF_UNIX;
+		str_copy(addr, "local", sizeof(addr));
+	} else
+		smtp_format_addr(&ss, addr, sizeof(addr));
+	if (smtp_over_limits(fd, &ss, addr))
+		return;
+	s = smtp_session_new(fd, l, &ss, addr);
+	if (l->role == ROLE_LOCAL)
+		smtp_peer_user(fd, s);
+	smtp_start_session(s);
 }
 
 /* ---- queue replies ------------------------------------------------------------ */
@@ -1234,8 +1303,8 @@ smtp_sigusr1(evutil_socket_t sig, short ev, void *arg)
 }
 
 void
-smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int parentfd,
-    int queuefd)
+smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
+    int parentfd, int queuefd)
 {
 	struct event *ev;
 	size_t i;
@@ -1248,8 +1317,8 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int parentfd,
 	    smtp_parent_closed, NULL);
 	smtp.queue = ipc_new(smtp.base, queuefd, smtp_queue_msg,
 	    smtp_queue_closed, NULL);
-	smtp.lev = xcalloc(nls, sizeof(*smtp.lev));
-	smtp.nlev = nls;
+	smtp.lev = xcalloc(nls + 1, sizeof(*smtp.lev));
+	smtp.nlev = nls + (submitfd >= 0);
 	for (i = 0; i < nls; i++) {
 		evutil_make_socket_nonblocking(ls[i].fd);
 		smtp.lev[i] = evconnlistener_new(smtp.base, smtp_accept,
@@ -1258,6 +1327,12 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int parentfd,
 		if (smtp.lev[i] == NULL)
 			fatalx("event=start result=error reason=\"cannot "
 			    "listen on fd %d\"", ls[i].fd);
+	}
+	if (submitfd >= 0) {
+		evutil_make_socket_nonblocking(submitfd);
+		smtp.lev[nls] = evconnlistener_new(smtp.base, smtp_accept,
+		    &smtp_local, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+		    -1, submitfd);
 	}
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);

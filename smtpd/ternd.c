@@ -65,6 +65,7 @@ static struct {
 	struct lsock		*ls;
 	size_t			 nls;
 	int			 ctlfd;
+	int			 submitfd;
 	struct child		 smtp, queue;
 	pid_t			 oldsmtp;	/* draining after a reload */
 	struct ipc		*oldipc;	/* its channel, kept until it exits */
@@ -266,11 +267,9 @@ parent_close_listeners(void)
 }
 
 static int
-parent_control(const struct conf *c)
+parent_unix(const char *path)
 {
-	const char *path = conf_str(c, K_CONTROL_SOCKET);
 	struct sockaddr_un sun;
-	struct group *gr;
 	char dir[sizeof(sun.sun_path)], *slash;
 	int fd;
 
@@ -278,8 +277,8 @@ parent_control(const struct conf *c)
 	sun.sun_family = AF_UNIX;
 	if (str_copy(sun.sun_path, path, sizeof(sun.sun_path)) >=
 	    sizeof(sun.sun_path))
-		fatalx("event=start result=error reason=\"control-socket path "
-		    "too long\"");
+		fatalx("event=start result=error reason=\"socket path too long: "
+		    "%s\"", path);
 	str_copy(dir, path, sizeof(dir));
 	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
 		*slash = '\0';
@@ -290,9 +289,19 @@ parent_control(const struct conf *c)
 		    strerror(errno));
 	unlink(path);
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
-	    listen(fd, 16) == -1)
-		fatalx("event=start result=error reason=\"control socket %s: "
-		    "%s\"", path, strerror(errno));
+	    listen(fd, 64) == -1)
+		fatalx("event=start result=error reason=\"socket %s: %s\"", path,
+		    strerror(errno));
+	return fd;
+}
+
+static int
+parent_control(const struct conf *c)
+{
+	const char *path = conf_str(c, K_CONTROL_SOCKET);
+	struct group *gr;
+	int fd = parent_unix(path);
+
 	/* Root and the control group only; the queue process serves it. */
 	if (p.root) {
 		gr = getgrnam(conf_str(c, K_CONTROL_GROUP));
@@ -306,6 +315,16 @@ parent_control(const struct conf *c)
 		chmod(path, 0660);
 	} else
 		chmod(path, 0600);
+	return fd;
+}
+
+/* Any local user may submit; the smtp process learns who by SO_PEERCRED. */
+static int
+parent_submit(const struct conf *c)
+{
+	int fd = parent_unix(conf_str(c, K_SUBMIT_SOCKET));
+
+	chmod(conf_str(c, K_SUBMIT_SOCKET), 0666);
 	return fd;
 }
 
@@ -329,6 +348,29 @@ parent_pidfile(const struct conf *c)
 	if (fclose(f) != 0 || rename(tmp, path) == -1)
 		fatalx("event=start result=error reason=\"pidfile %s: %s\"",
 		    path, strerror(errno));
+}
+
+/*
+ * fork() with signals blocked across it: until the child has reset the
+ * parent's handlers, a signal meant for the child would be reported to the
+ * parent's event loop instead, and lost to the child.
+ */
+static pid_t
+parent_safe_fork(void)
+{
+	static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+	sigset_t all, old;
+	size_t i;
+	pid_t pid;
+
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	pid = fork();
+	if (pid == 0)
+		for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+			signal(sigs[i], SIG_DFL);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return pid;
 }
 
 /* ---- local delivery workers ------------------------------------------------ */
@@ -474,7 +516,7 @@ parent_deliver(struct rec_reader *rd, int msgfd)
 		    "as another user");
 		goto out;
 	}
-	if (pipe2(pfd, O_CLOEXEC) == -1 || (pid = fork()) == -1) {
+	if (pipe2(pfd, O_CLOEXEC) == -1 || (pid = parent_safe_fork()) == -1) {
 		deliver_reply(d.job, 1, strerror(errno));
 		goto out;
 	}
@@ -555,7 +597,7 @@ parent_fork(const char *role, struct child *ch, int keep[], size_t nkeep)
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) == -1)
 		fatalx("event=start result=error reason=\"socketpair: %s\"",
 		    strerror(errno));
-	if ((pid = fork()) == -1) {
+	if ((pid = parent_safe_fork()) == -1) {
 		log_warnx("event=spawn result=error role=%s reason=\"%s\"", role,
 		    strerror(errno));
 		close(pair[0]);
@@ -583,13 +625,8 @@ parent_fork(const char *role, struct child *ch, int keep[], size_t nkeep)
 static void
 child_setup(const char *role)
 {
-	static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP };
 	struct worker *w;
-	size_t i;
 
-	/* The parent's handlers would report our signals to the parent. */
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		signal(sigs[i], SIG_DFL);
 	log_setrole(role);
 	for (w = p.workers; w; w = w->next)
 		close(w->pipefd);
@@ -616,6 +653,8 @@ parent_spawn_queue(void)
 	if (pid == 0) {
 		child_setup("queue");
 		close(sq[1]);
+		if (p.submitfd >= 0)
+			close(p.submitfd);
 		parent_close_listeners();
 		proc_drop(p.conf, "queue");
 		queue_main(p.conf, p.text.data, p.text.len, keep[0], p.ctlfd,
@@ -645,7 +684,7 @@ parent_spawn_smtp(void)
 		if (p.ctlfd >= 0)
 			close(p.ctlfd);
 		proc_drop(p.conf, "smtp");
-		smtp_main(p.conf, p.ls, p.nls, keep[0], sq[1]);
+		smtp_main(p.conf, p.ls, p.nls, p.submitfd, keep[0], sq[1]);
 	}
 	close(sq[1]);
 	if (pid > 0 && p.queue.ipc)
@@ -724,6 +763,7 @@ parent_maybe_exit(void)
 		return;
 	unlink(conf_str(p.conf, K_PIDFILE));
 	unlink(conf_str(p.conf, K_CONTROL_SOCKET));
+	unlink(conf_str(p.conf, K_SUBMIT_SOCKET));
 	log_info("event=stop result=ok");
 	exit(0);
 }
@@ -934,6 +974,7 @@ main(int argc, char *argv[])
 
 	p.confpath = TERND_CONF;
 	p.ctlfd = -1;
+	p.submitfd = -1;
 	while ((ch = getopt(argc, argv, "dDf:nPv")) != -1) {
 		switch (ch) {
 		case 'd': p.foreground = 1; break;
@@ -981,6 +1022,7 @@ main(int argc, char *argv[])
 	if (!p.foreground)
 		parent_daemonize();
 	p.ctlfd = parent_control(p.conf);
+	p.submitfd = parent_submit(p.conf);
 	parent_pidfile(p.conf);
 	signal(SIGPIPE, SIG_IGN);
 	p.base = event_base_new();

@@ -125,31 +125,48 @@ def fsync_rate(base, seconds, size):
     data = b"x" * size
     dfd = os.open(newd, os.O_RDONLY | os.O_DIRECTORY)
     n = 0
+    clock = time.perf_counter
+    step = {"create": 0.0, "write": 0.0, "fsync": 0.0, "rename": 0.0,
+            "dir_fsync": 0.0}
     try:
-        t0 = time.monotonic()
+        t0 = clock()
         deadline = t0 + seconds
         while n < MAX_FSYNC_FILES:
             name = "%08d" % n
             src = tmpd / name
+            a = clock()
             fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
+                b = clock()
                 off = 0
                 while off < len(data):
                     off += os.write(fd, data[off:])
+                c = clock()
                 os.fsync(fd)
+                e = clock()
             finally:
                 os.close(fd)
             os.rename(src, newd / name)
+            f = clock()
             os.fsync(dfd)
+            g = clock()
+            step["create"] += b - a
+            step["write"] += c - b
+            step["fsync"] += e - c
+            step["rename"] += f - e
+            step["dir_fsync"] += g - f
             n += 1
-            if time.monotonic() >= deadline:
+            if g >= deadline:
                 break
-        elapsed = time.monotonic() - t0
+        elapsed = clock() - t0
     finally:
         os.close(dfd)
-        shutil.rmtree(tmpd, ignore_errors=True)
-        shutil.rmtree(newd, ignore_errors=True)
+    # The files stay until the end of the run: deleting thousands of inodes
+    # here would slow the daemon's file creations that follow (ext4 without
+    # a journal skips inodes freed in the last ~30 s, one by one).
     return {"files": n, "seconds": round(elapsed, 3),
+            "us_per_step": {k: round(v / max(1, n) * 1e6, 1)
+                            for k, v in step.items()},
             "files_per_s": round(n / elapsed, 1) if elapsed > 0 else 0.0}
 
 
@@ -246,17 +263,32 @@ class Daemon:
             todo.extend(children.get(p, []))
         return found
 
+    def role(self, pid):
+        """parent, queue (holds the spool's queue/ open) or smtp."""
+        if self.proc and pid == self.proc.pid:
+            return "parent"
+        qdir = str(self.spool / "queue")
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd")[:4096]:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == qdir:
+                        return "queue"
+                except OSError:
+                    pass
+        except OSError:
+            return "?"
+        return "smtp"
+
     def memory(self):
         """Per process and total VmRSS and Pss, in KiB."""
         procs = []
         for p in self.pids():
-            info = {"pid": p, "name": "?", "rss_kib": 0, "pss_kib": None}
+            info = {"pid": p, "role": self.role(p), "rss_kib": 0,
+                    "pss_kib": None}
             try:
                 with open(f"/proc/{p}/status") as f:
                     for line in f:
-                        if line.startswith("Name:"):
-                            info["name"] = line.split()[1]
-                        elif line.startswith("VmRSS:"):
+                        if line.startswith("VmRSS:"):
                             info["rss_kib"] = int(line.split()[1])
             except OSError:
                 continue
@@ -282,9 +314,9 @@ class Daemon:
                 "detail": procs}
 
     def cpu_seconds(self):
-        """utime+stime of the daemon's processes (live ones only)."""
+        """utime+stime per role of the daemon's processes, in seconds."""
         tck = os.sysconf("SC_CLK_TCK")
-        total = 0.0
+        out = {}
         for p in self.pids():
             try:
                 with open(f"/proc/{p}/stat") as f:
@@ -292,8 +324,10 @@ class Daemon:
             except OSError:
                 continue
             fields = st[st.rindex(")") + 2:].split()
-            total += (int(fields[11]) + int(fields[12])) / tck
-        return total
+            r = self.role(p)
+            out[r] = out.get(r, 0.0) + (int(fields[11]) + int(fields[12])) \
+                / tck
+        return out
 
     def stop(self, timeout=20):
         if self.alive():
@@ -372,6 +406,57 @@ class Daemon:
                 ids.add(head[i + 4:].split(None, 1)[0].rstrip(b";")
                         .decode(errors="replace"))
         return ids, len(files)
+
+
+# ---- optional syscall counts (--strace) ------------------------------------
+
+STRACE_CALLS = "syncfs,fsync,fdatasync,sync_file_range,openat,open,creat," \
+    "renameat,renameat2,rename,linkat,link,unlinkat,unlink"
+
+
+class Strace:
+    """strace -c -f attached to every daemon process, for one level."""
+
+    def __init__(self, daemon, path):
+        self.path = path
+        self.proc = None
+        exe = shutil.which("strace")
+        if not exe:
+            raise BenchError("--strace: strace is not installed")
+        args = [exe, "-f", "-qq", "-c", "-o", str(path), "-e",
+                "trace=" + STRACE_CALLS]
+        for p in daemon.pids():
+            args += ["-p", str(p)]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        time.sleep(0.5)             # let it attach
+
+    def stop(self):
+        """Detach; {syscall: calls} from the summary."""
+        if self.proc is None:
+            return {}
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+        calls = {}
+        try:
+            text = pathlib.Path(self.path).read_text()
+        except OSError:
+            return calls
+        for line in text.splitlines():
+            f = line.split()
+            if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+                try:
+                    calls[f[-1]] = int(f[3])
+                except ValueError:
+                    pass
+        return calls
 
 
 # ---- SMTP client -----------------------------------------------------------
@@ -502,7 +587,7 @@ def client_worker(port, rcpt, body, start_at, deadline, hard_end, ready,
         conn.close()
 
 
-def run_level(daemon, nclients, seconds, rcpt, body):
+def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
     """nclients threads sending for seconds; merged results."""
     out, threads = [], []
     ready = threading.Semaphore(0)
@@ -517,6 +602,7 @@ def run_level(daemon, nclients, seconds, rcpt, body):
                           params["deadline"], params["hard_end"], ready,
                           out, stop)
 
+    tracer = Strace(daemon, strace_path) if strace_path else None
     # Every client connects and says EHLO first; all start sending at one
     # instant fixed ahead, long enough for the connections on loopback.
     for _ in range(nclients):
@@ -540,9 +626,11 @@ def run_level(daemon, nclients, seconds, rcpt, body):
     except KeyboardInterrupt:
         stop.set()
         raise
+    finally:
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        dcpu1 = daemon.cpu_seconds()
+        calls = tracer.stop() if tracer else None
     stop.set()
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    dcpu1 = daemon.cpu_seconds()
     wall = max(1e-9, time.monotonic() - start)
     alive = sum(1 for t in threads if t.is_alive())
     acked = [q for r in out for q in r["acked"]]
@@ -564,8 +652,13 @@ def run_level(daemon, nclients, seconds, rcpt, body):
         "lat_ms_p50": round(percentile(lat, 50) * 1000, 2) if lat else None,
         "lat_ms_p99": round(percentile(lat, 99) * 1000, 2) if lat else None,
         "client_cpu_pct": round(100.0 * ccpu / wall, 1),
-        "daemon_cpu_pct": round(100.0 * (dcpu1 - dcpu0) / wall, 1),
+        "daemon_cpu_pct": round(100.0 * (sum(dcpu1.values()) -
+                                         sum(dcpu0.values())) / wall, 1),
+        "daemon_cpu_pct_by_role": {
+            r: round(100.0 * (dcpu1.get(r, 0) - dcpu0.get(r, 0)) / wall, 1)
+            for r in sorted(dcpu1)},
         "_ids": acked,
+        "syscalls": calls,
     }
 
 
@@ -592,11 +685,12 @@ def verify(daemon, mode, ids, drain_s):
             (len(want - ctl) if ctl is not None else 0)
     else:
         # Deliveries continue after the clients stop: wait, bounded.
-        def settled():
-            env, _ = daemon.queue_ids()
+        def delivered():
             got, _ = daemon.maildir_ids()
-            return not (want - got - env)
-        wait_for(settled, drain_s, 0.2)
+            return not (want - got)
+        t0 = time.monotonic()
+        wait_for(delivered, drain_s, 0.2)
+        res["drain_s"] = round(time.monotonic() - t0, 2)
         env, msg = daemon.queue_ids()
         got, nfiles = daemon.maildir_ids()
         missing = want - got - env
@@ -676,6 +770,8 @@ def print_table(R):
           "one at a time" % R["params"]["size"])
     print("   %10.1f files/s   (%d files in %.2f s)" % (
         f["files_per_s"], f["files"], f["seconds"]))
+    print("   per file, us: " + ", ".join(
+        "%s %.0f" % (k, v) for k, v in f["us_per_step"].items()))
     print()
     for mode, levels in R["accept"].items():
         if mode == "held":
@@ -690,15 +786,14 @@ def print_table(R):
               "client, commands one at a time" % (
                   R["params"]["size"], R["params"]["seconds"]))
         hdr = ("clients", "msg/s", "ratio", "aim", "p50 ms", "p99 ms",
-               "acked", "refused", "in spool", "lost", "cli CPU",
-               "ternd CPU")
-        w = (7, 9, 7, 6, 8, 8, 7, 7, 9, 5, 8, 9)
+               "acked", "refused", "lost", "client", "ternd", "queue")
+        w = (7, 9, 7, 6, 8, 8, 7, 7, 5, 7, 7, 7)
+        print("   " + " ".join(" " * x for x in w[:9]) + " " +
+              "---- CPU (% of a core) ----".rjust(sum(w[9:]) + 2))
         print("   " + " ".join(h.rjust(x) for h, x in zip(hdr, w)))
         for L in levels:
             v = L["verify"]
             aim = AIM_RATIO.get(L["clients"])
-            spool = v.get("queue_env_files") if mode == "held" else \
-                v.get("delivered", 0) + v.get("still_queued", 0)
             row = [
                 str(L["clients"]).rjust(w[0]),
                 fmt(L["msgs_per_s"], ".1f", w[1]),
@@ -708,10 +803,10 @@ def print_table(R):
                 fmt(L["lat_ms_p99"], ".2f", w[5]),
                 str(L["acked"]).rjust(w[6]),
                 str(L["refused"]).rjust(w[7]),
-                fmt(spool, "d", w[8]),
-                str(v["lost"]).rjust(w[9]),
-                (fmt(L["client_cpu_pct"], ".0f", w[10] - 1) + "%"),
-                (fmt(L["daemon_cpu_pct"], ".0f", w[11] - 1) + "%"),
+                str(v["lost"]).rjust(w[8]),
+                fmt(L["client_cpu_pct"], ".0f", w[9]),
+                fmt(L["daemon_cpu_pct"], ".0f", w[10]),
+                fmt(L["daemon_cpu_pct_by_role"].get("queue"), ".0f", w[11]),
             ]
             print("   " + " ".join(row))
         for L in levels:
@@ -723,18 +818,33 @@ def print_table(R):
                           v["queue_msg_files"], v["ternctl_queue"],
                           v["missing"]))
             else:
-                print("   %2d clients: %d acked ids; delivered %d, still "
-                      "queued %d; missing %d" % (
+                print("   %2d clients: %d acked ids; delivered %d (the "
+                      "last %.1f s after the level), still queued %d; "
+                      "missing %d" % (
                           L["clients"], v["acked"], v["delivered"],
-                          v["still_queued"], v["missing"]))
+                          v["drain_s"], v["still_queued"], v["missing"]))
             if L["n_errors"]:
                 print("      client errors (%d): %s" % (
                     L["n_errors"], "; ".join(L["errors"][:3])))
             if L["client_cpu_pct"] >= 85:
                 print("      note: the client used %.0f%% of a CPU: the "
                       "figure may be client-bound" % L["client_cpu_pct"])
-        print("   ratio = msg/s / fsync files/s; 'in spool' counts the "
-              "level's own fresh spool")
+        print("   ratio = msg/s / fsync files/s; msg/s counts the 250s "
+              "received within the level's duration")
+        if any(L.get("syscalls") for L in levels):
+            print("   syscalls per accepted message (strace -c -f on all ternd "
+                  "processes; rates above are slowed by it):")
+            names = ("syncfs", "fsync", "fdatasync", "openat", "renameat",
+                     "unlinkat", "linkat")
+            print("   clients " + " ".join(n.rjust(9) for n in names) +
+                  "  msgs/syncfs")
+            for L in levels:
+                c = L.get("syscalls") or {}
+                n = max(1, L["acked"])
+                per = [c.get(x, 0) / n for x in names]
+                batch = L["acked"] / c["syncfs"] if c.get("syncfs") else None
+                print("   %7d " % L["clients"] + " ".join(
+                    ("%9.2f" % x) for x in per) + fmt(batch, ".1f", 13))
         print()
     M = R.get("memory")
     if M:
@@ -762,8 +872,8 @@ def print_table(R):
                 per["rss"], "-" if per["pss"] is None else
                 "%.1f" % per["pss"]))
         for m in M["idle_conns"]["detail"]:
-            print("      pid %-7d %-10s RSS %7.2f MiB  PSS %s MiB" % (
-                m["pid"], m["name"], m["rss_kib"] / 1024.0,
+            print("      pid %-7d %-7s RSS %7.2f MiB  PSS %s MiB" % (
+                m["pid"], m["role"], m["rss_kib"] / 1024.0,
                 "-" if m["pss_kib"] is None else
                 "%.2f" % (m["pss_kib"] / 1024.0)))
         print()
@@ -795,6 +905,9 @@ def parse_args():
                     help="where the temp dir (spool) goes; default $TMPDIR "
                     "or /tmp")
     ap.add_argument("--json", default="obj/bench/results.json")
+    ap.add_argument("--strace", action="store_true",
+                    help="count the daemon's file and sync syscalls per "
+                    "message with strace -c (slows the daemon down)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temp dir (for inspection)")
     a = ap.parse_args()
@@ -904,7 +1017,8 @@ def main():
                 d = Daemon(build, base / ("%s-%d" % (mode, n)), max_conn)
                 daemons.append(d)
                 d.start()
-                L = run_level(d, n, a.seconds, rcpt, body)
+                L = run_level(d, n, a.seconds, rcpt, body,
+                              d.base / "strace.txt" if a.strace else None)
                 if not d.alive():
                     raise BenchError("ternd died during the %d-client "
                                      "level:\n%s" % (n, d.logtail()))
@@ -933,8 +1047,7 @@ def main():
                 if L["late_start"]:
                     R["notes"].append("%s, %d clients: not all clients were "
                                       "connected at the start" % (mode, n))
-                d.stop()
-                shutil.rmtree(d.base, ignore_errors=True)
+                d.stop()            # its spool stays until the end (above)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         status = 130

@@ -53,6 +53,7 @@ class Daemon:
             f'spool "{self.spool}"',
             f'pidfile "{self.base}/ternd.pid"',
             f'control-socket "{self.base}/control.sock"',
+            f'submit-socket "{self.base}/submit.sock"',
             f'aliases "{self.aliases}"',
             'local-domain "example.test"',
             'local-domain "localhost"',
@@ -257,3 +258,25 @@ class SMTPConn:
 
     def __exit__(self, *a):
         self.close()
+
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+@pytest.fixture
+def sanitizer_check(tmpbase):
+    """Opt-in (pytest.mark.usefixtures): after the test, fail it if any
+    daemon it ran wrote a sanitizer report to ternd.log.  Set up before
+    the daemon fixtures, so it runs after they stopped the daemon."""
+    yield
+    log = tmpbase / "ternd.log"
+    try:
+        text = log.read_text(errors="replace")
+    except FileNotFoundError:
+        return
+    hits = [m for m in SANITIZER_MARKS if m in text]
+    if hits:
+        i = min(text.find(m) for m in hits)
+        pytest.fail("sanitizer report in ternd.log:\n" + text[max(0, i - 2000):i + 6000],
+                    pytrace=False)

@@ -10,6 +10,9 @@ import pytest
 
 from conftest import SMTPConn, wait_for
 
+# Any sanitizer report from the daemon fails the test (ASan build).
+pytestmark = pytest.mark.usefixtures("sanitizer_check")
+
 
 def ehlo(c):
     code, text = c.cmd("EHLO client.example.org")
@@ -166,6 +169,23 @@ def test_smuggling_in_data_refused(daemon, fake_end):
     nothing_delivered(daemon)
 
 
+@pytest.mark.parametrize("longline", [1500, 200000])
+def test_smuggling_after_overlong_line_refused(make_daemon, longline):
+    # An overlong line that ends in a bare LF, then ".\r\n": the bare LF
+    # must not count as the CRLF of an end marker, whether the line was
+    # complete in the buffer (1500) or discarded piecewise (200000).
+    d = make_daemon("max-line-length 1000").start()
+    with SMTPConn(d.port, timeout=30) as c:
+        ehlo(c)
+        start_data(c)
+        c.send(b"Subject: carrier\r\n\r\n" + b"y" * longline + b"\n.\r\n" +
+               SMUGGLE + b".\r\n")
+        code, text = c.reply()
+        assert code == 554 and text.startswith("554 5."), text
+        assert_alive(c)         # the smuggled MAIL/RCPT/DATA got no reply
+    nothing_delivered(d)
+
+
 def test_smuggling_pipelined_then_clean_message_ok(daemon):
     # After a refused smuggling attempt the same session can send a
     # clean message, and only that one arrives.
@@ -265,12 +285,38 @@ def test_message_too_big_refused_at_end(make_daemon):
     assert wait_for(lambda: d.queue_files() == [], 10)
 
 
+def test_message_size_boundary(make_daemon):
+    # A message of exactly the advertised SIZE (CRLFs counted, the dot
+    # of the end marker not) is accepted; one octet more is refused.
+    d = make_daemon("max-message-size 10K").start()
+    head = b"Subject: edge\r\n\r\n"
+    for extra, want in ((0, 250), (1, 552)):
+        fill = 10240 + extra - len(head) - 2
+        body = head + b"e" * (fill % 900)
+        body += b"\r\n" + (b"f" * 898 + b"\r\n") * (fill // 900)
+        assert len(body) == 10240 + extra
+        with SMTPConn(d.port) as c:
+            ehlo(c)
+            start_data(c)
+            c.send(body + b".\r\n")
+            code, text = c.reply()
+            assert code == want, (extra, text)
+    assert d.wait_mail("demo")
+    time.sleep(0.3)
+    assert len(d.maildir("demo")) == 1
+
+
 def test_declared_size_over_limit_refused(make_daemon):
     d = make_daemon("max-message-size 10K").start()
     with SMTPConn(d.port) as c:
         ehlo(c)
         code, text = c.cmd("MAIL FROM:<a@example.org> SIZE=20000")
         assert code == 552 and text.startswith("552 5.3.4"), text
+        code, text = c.cmd("MAIL FROM:<a@example.org> SIZE=10241")
+        assert code == 552, text
+        code, text = c.cmd("MAIL FROM:<a@example.org> SIZE=10240")
+        assert code == 250, text
+        assert c.cmd("RSET")[0] == 250
         code, text = c.cmd("MAIL FROM:<a@example.org> SIZE=5000")
         assert code == 250, text
 
@@ -426,6 +472,33 @@ def test_command_timeout(make_daemon):
         code, text = c.reply()          # sent by the server while idle
         assert code == 421 and text.startswith("421 4.4.2"), text
         assert c.closed()
+
+
+def test_data_timeout_covers_trickling_client(make_daemon):
+    # data-timeout bounds the whole DATA phase: a client that keeps
+    # sending a line now and then cannot hold the session forever.
+    d = make_daemon("data-timeout 2s").start()
+    with SMTPConn(d.port, timeout=15) as c:
+        ehlo(c)
+        start_data(c)
+        c.sock.settimeout(0.3)
+        got = b""
+        for i in range(40):                     # at most ~12 s
+            try:
+                c.send(b"line %d\r\n" % i)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                chunk = c.sock.recv(4096)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                break
+            got += chunk
+            if not chunk or b"\n" in got:
+                break
+        assert got.startswith(b"421 4.4.2"), got
+    nothing_delivered(d)
 
 
 def test_data_timeout(make_daemon):

@@ -13,6 +13,9 @@ import pytest
 
 from conftest import TERNCTL, SMTPConn, wait_for
 
+# Any sanitizer report from the daemon fails the test (ASan build).
+pytestmark = pytest.mark.usefixtures("sanitizer_check")
+
 RELAY = "trusted-network 127.0.0.0/8\n"
 
 
@@ -66,9 +69,12 @@ def test_virtual_users_each_get_one_copy(daemon):
         msg = files[0].read_bytes()
         assert b"Subject: vusers" in msg
         assert f"Delivered-To: {u}@example.test\n".encode() in msg
-    # Maildir discipline: nothing left in tmp/.
+    # Maildir discipline: nothing left in tmp/; virtual mailboxes are
+    # written as the virtual-user account (default "tern"), not root.
+    tern = pwd.getpwnam("tern").pw_uid
     for u in ("demo", "alice", "bob"):
         assert daemon.maildir(u, "tmp") == []
+        assert os.stat(daemon.maildir(u)[0]).st_uid == tern, u
 
 
 def test_maildir_file_names_unique(daemon):
@@ -153,8 +159,10 @@ def test_recipient_twice_via_two_aliases_one_copy(daemon):
         "alice is in both lists and must get one copy"
 
 
-def test_recipient_twice_in_envelope_one_copy(daemon):
-    send(daemon, ["alice@example.test", "ALICE@example.test"], "twice")
+@pytest.mark.parametrize("second", ["alice@example.test",
+                                    "ALICE@example.test"])
+def test_recipient_twice_in_envelope_one_copy(daemon, second):
+    send(daemon, ["alice@example.test", second], "twice")
     settle(daemon)
     assert len(daemon.maildir("alice")) == 1
 
@@ -209,6 +217,29 @@ def test_unsupported_alias_form_held_others_delivered(daemon, tmpbase,
     assert daemon.ctl("flush").returncode == 0
     time.sleep(0.5)
     assert len(daemon.maildir("bob")) == 1
+
+
+@pytest.mark.parametrize("form,kind", [
+    ("|/bin/cat", "pipe"),
+    ("{base}/alias-file", "file"),
+    (":include:{base}/list.inc", "include"),
+    ("someone@remote.example", "remote"),
+])
+def test_unsupported_alias_form_alone_held(daemon, tmpbase, form, kind):
+    form = form.format(base=tmpbase)
+    (tmpbase / "list.inc").write_text("demo\n")
+    daemon.write_aliases(f"postmaster: alice\nonly: {form}\n")
+    qid = queued_as(send(daemon, ["only@example.test"], "only"))
+
+    def held():
+        out = daemon.ctl("show", qid).stdout
+        return out if "status: held" in out else None
+    out = wait_for(held, 10)
+    assert out, daemon.ctl("show", qid)
+    assert re.search(r"last error: .*%s.*not available" % kind, out), out
+    assert not (tmpbase / "alias-file").exists()
+    assert daemon.maildir("demo") == []
+    assert f"{qid}.env" in daemon.queue_files()
 
 
 def test_newaliases_while_running_is_used(daemon):

@@ -10,6 +10,9 @@ import pytest
 
 from conftest import SMTPConn, wait_for
 
+# Any sanitizer report from the daemon fails the test (ASan build).
+pytestmark = pytest.mark.usefixtures("sanitizer_check")
+
 RELAY = "trusted-network 127.0.0.0/8\n"
 
 
@@ -432,6 +435,46 @@ def test_pipelining_two_messages_one_write(daemon):
     assert b"Subject: second" in only_mail(daemon, "bob")
 
 
+def test_pipelined_command_flood_answered_in_order(daemon):
+    # Far more replies than any output buffer: none lost, none reordered.
+    n = 20000
+    with SMTPConn(daemon.port, timeout=30) as c:
+        ehlo(c)
+        c.send(b"NOOP\r\n" * n + b"HELP\r\n")
+        codes = [c.reply()[0] for _ in range(n + 1)]
+        assert codes == [250] * n + [214]
+        assert c.cmd("QUIT")[0] == 221
+
+
+def test_concurrent_sessions_interleaved(daemon):
+    # Two clients in DATA at once, their chunks interleaved: each
+    # message arrives whole and unmixed.
+    a, b = SMTPConn(daemon.port), SMTPConn(daemon.port)
+    try:
+        for c, u in ((a, "alice"), (b, "bob")):
+            ehlo(c)
+            assert c.cmd("MAIL FROM:<%s@example.org>" % u)[0] == 250
+            assert c.cmd("RCPT TO:<%s@example.test>" % u)[0] == 250
+            assert c.cmd("DATA")[0] == 354
+        a.send(b"Subject: from a\r\n\r\n")
+        b.send(b"Subject: from b\r\n\r\n")
+        for i in range(50):
+            a.send(b"a line %d\r\n" % i)
+            b.send(b"b line %d\r\n" % i)
+        b.send(b".\r\n")
+        assert b.reply()[0] == 250
+        a.send(b".\r\n")
+        assert a.reply()[0] == 250
+    finally:
+        a.close()
+        b.close()
+    for u, tag in (("alice", b"a"), ("bob", b"b")):
+        got = strip_trace(only_mail(daemon, u))
+        want = b"Subject: from %s\n\n" % tag + b"".join(
+            b"%s line %d\n" % (tag, i) for i in range(50))
+        assert got == want
+
+
 def test_dot_stuffing(daemon):
     body = (b"Subject: dots\r\n\r\n"
             b"..one dot\r\n"
@@ -571,6 +614,22 @@ def test_trusted_relay_held_show_remove(make_daemon):
     assert r.returncode == 1
     r = d.ctl("remove", qid)
     assert r.returncode == 1
+
+
+def test_show_reports_envelope_flags(make_daemon):
+    d = make_daemon(RELAY).start()
+    with SMTPConn(d.port) as c:
+        ehlo(c)
+        code, text = transaction(c, "j\u00f6rg@example.org",
+                                 ["x@remote.example"],
+                                 b"Subject: flags\r\n\r\nx\r\n",
+                                 " BODY=8BITMIME SMTPUTF8")
+        assert code == 250, text
+        qid = queued_as(text)
+    out = d.ctl("show", qid).stdout
+    assert "body: 8BITMIME SMTPUTF8" in out, out
+    assert "helo: client.example.org" in out, out
+    assert "protocol: ESMTP" in out, out
 
 
 def test_remove_survives_restart(make_daemon):
