@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,16 +122,14 @@ sm_put_clean(FILE *fp, const char *s, size_t len)
 
 /* Each line of a reply, "sendmail: <what>: <line>". */
 static void
-sm_print_reply(const char *what, const char *whatarg, const struct buf *r)
+sm_print_reply(const char *what, const struct buf *r)
 {
 	const char *p = r->data, *nl;
 	size_t left = r->len;
 
 	while (left > 0 && (nl = memchr(p, '\n', left)) != NULL) {
 		fputs("sendmail: ", stderr);
-		fputs(what, stderr);
-		if (whatarg != NULL)
-			sm_put_clean(stderr, whatarg, strlen(whatarg));
+		sm_put_clean(stderr, what, strlen(what));
 		fputs(": ", stderr);
 		sm_put_clean(stderr, p, (size_t)(nl - p));
 		fputc('\n', stderr);
@@ -684,15 +683,16 @@ sm_base64(struct buf *b, const unsigned char *p, size_t n)
 static void
 sm_phrase(struct buf *b, const char *name)
 {
-	const unsigned char *s = (const unsigned char *)name;
+	unsigned char *s = (unsigned char *)xstrdup(name);
 	size_t i, n = strlen(name), take;
 	int eight = 0, special = 0;
 
 	for (i = 0; i < n; i++) {
+		if (s[i] < 32 || s[i] == 127)
+			s[i] = ' ';	/* no line breaks in a header */
 		if (s[i] >= 128)
 			eight = 1;
-		else if (s[i] < 32 || s[i] == 127 ||
-		    strchr("()<>[]:;@\\,.\"", s[i]) != NULL)
+		else if (strchr("()<>[]:;@\\,.\"", s[i]) != NULL)
 			special = 1;
 	}
 	if (eight) {
@@ -705,21 +705,18 @@ sm_phrase(struct buf *b, const char *name)
 			sm_base64(b, s + i, take);
 			buf_puts(b, "?=");
 		}
-		return;
-	}
-	if (special)
-		buf_putc(b, '"');
-	for (i = 0; i < n; i++) {
-		if (s[i] < 32 || s[i] == 127) {
-			buf_putc(b, ' ');
-			continue;
+	} else {
+		if (special)
+			buf_putc(b, '"');
+		for (i = 0; i < n; i++) {
+			if (special && (s[i] == '"' || s[i] == '\\'))
+				buf_putc(b, '\\');
+			buf_putc(b, s[i]);
 		}
-		if (special && (s[i] == '"' || s[i] == '\\'))
-			buf_putc(b, '\\');
-		buf_putc(b, s[i]);
+		if (special)
+			buf_putc(b, '"');
 	}
-	if (special)
-		buf_putc(b, '"');
+	free(s);
 }
 
 static void
@@ -1045,19 +1042,29 @@ sm_exit_for(int code, int permanent)
 	return EX_PROTOCOL;
 }
 
-/* Report a failed step (what + whatarg), end the session, pick the exit. */
+/* What an address was for, in messages: "recipient <a@b>". */
+static const char *
+sm_what(char *out, size_t len, const char *role, const char *addr)
+{
+	snprintf(out, len, "%s <%s>", role, addr);
+	return out;
+}
+
+/* Report a failed step, end the session, pick the exit status. */
 static int
-sm_failed(struct client *c, int code, const char *what, const char *whatarg,
-    int permanent)
+sm_failed(struct client *c, int code, const char *what, int permanent)
 {
 	if (code == -1) {
-		fprintf(stderr, "sendmail: %s", what);
-		if (whatarg != NULL)
-			sm_put_clean(stderr, whatarg, strlen(whatarg));
-		fprintf(stderr, ": %s (%s)\n", c->why, c->path);
+		fputs("sendmail: ", stderr);
+		sm_put_clean(stderr, what, strlen(what));
+		fputs(": ", stderr);
+		fputs(c->why, stderr);
+		fputs(" (", stderr);
+		sm_put_clean(stderr, c->path, strlen(c->path));
+		fputs(")\n", stderr);
 		client_close(c);
 	} else {
-		sm_print_reply(what, whatarg, &c->reply);
+		sm_print_reply(what, &c->reply);
 		if (code == 421)
 			client_close(c);
 		else
@@ -1096,8 +1103,7 @@ sm_hello(struct client *c)
 	int code;
 
 	if ((code = client_reply(c)) != 220)
-		return sm_failed(c, code, "greeting on ", c->path,
-		    EX_UNAVAILABLE);
+		return sm_failed(c, code, "greeting", EX_UNAVAILABLE);
 	code = client_cmd(c, "EHLO localhost");
 	if (code == 250) {
 		sm_extensions(c);
@@ -1106,7 +1112,7 @@ sm_hello(struct client *c)
 	if (code / 100 == 5)
 		code = client_cmd(c, "HELO localhost");
 	if (code != 250)
-		return sm_failed(c, code, "HELO", NULL, EX_UNAVAILABLE);
+		return sm_failed(c, code, "HELO", EX_UNAVAILABLE);
 	return 0;
 }
 
@@ -1124,6 +1130,7 @@ sm_has8bit(const char *s, size_t n)
 static int
 sm_mail(const struct sm *sm, struct client *c)
 {
+	char what[SM_ADDR_MAX + 64];
 	struct buf params;
 	size_t i, lines = 0, size;
 	int utf8, code;
@@ -1148,8 +1155,8 @@ sm_mail(const struct sm *sm, struct client *c)
 	buf_free(&params);
 	if (code == 250)
 		return 0;
-	return sm_failed(c, code, "sender <", sm->from[0] ? sm->from : "",
-	    EX_DATAERR);
+	return sm_failed(c, code, sm_what(what, sizeof(what), "sender",
+	    sm->from), EX_DATAERR);
 }
 
 static int
@@ -1158,15 +1165,15 @@ sm_data(const struct sm *sm, struct client *c)
 	int code;
 
 	if ((code = client_cmd(c, "DATA")) != 354)
-		return sm_failed(c, code, "message refused", NULL, EX_DATAERR);
+		return sm_failed(c, code, "message refused", EX_DATAERR);
 	if (client_body(c, &sm->msg) == -1) {
 		/* ternd may have said why before it closed */
 		if ((code = client_reply(c)) == -1)
-			return sm_failed(c, -1, "sending the message", NULL, 0);
+			return sm_failed(c, -1, "sending the message", 0);
 	} else
 		code = client_reply(c);
 	if (code != 250)
-		return sm_failed(c, code, "message refused", NULL, EX_DATAERR);
+		return sm_failed(c, code, "message refused", EX_DATAERR);
 	return 0;
 }
 
@@ -1180,6 +1187,7 @@ sm_data(const struct sm *sm, struct client *c)
 static int
 sm_rcpts(const struct sm *sm, struct client *c, size_t *b, size_t *nb)
 {
+	char what[SM_ADDR_MAX + 64];
 	size_t i, ok = 0;
 	int code, perm = 0, temp = 0;
 
@@ -1193,20 +1201,19 @@ sm_rcpts(const struct sm *sm, struct client *c, size_t *b, size_t *nb)
 		}
 		if (code == 452 && ok > 0 && !perm && !temp) {
 			if ((code = client_cmd(c, "RSET")) != 250)
-				return sm_failed(c, code, "RSET", NULL,
-				    EX_PROTOCOL);
+				return sm_failed(c, code, "RSET", EX_PROTOCOL);
 			if ((code = sm_mail(sm, c)) != 0)
 				return code;
 			b[++*nb] = i--;
 			ok = 0;
 			continue;
 		}
+		sm_what(what, sizeof(what), "recipient", sm->rcpts.v[i]);
 		if (code == -1 || code == 421) {
-			code = sm_failed(c, code, "recipient <",
-			    sm->rcpts.v[i], EX_NOUSER);
+			code = sm_failed(c, code, what, EX_NOUSER);
 			return perm ? EX_NOUSER : code;
 		}
-		sm_print_reply("recipient <", sm->rcpts.v[i], &c->reply);
+		sm_print_reply(what, &c->reply);
 		if (code / 100 == 5)
 			perm++;
 		else
@@ -1224,6 +1231,7 @@ sm_rcpts(const struct sm *sm, struct client *c, size_t *b, size_t *nb)
 static int
 sm_batch(const struct sm *sm, struct client *c, size_t from, size_t to)
 {
+	char what[SM_ADDR_MAX + 64];
 	size_t i;
 	int code;
 
@@ -1232,8 +1240,8 @@ sm_batch(const struct sm *sm, struct client *c, size_t from, size_t to)
 	for (i = from; i < to; i++) {
 		code = client_cmd(c, "RCPT TO:<%s>", sm->rcpts.v[i]);
 		if (code != 250 && code != 251)
-			return sm_failed(c, code, "recipient <", sm->rcpts.v[i],
-			    EX_NOUSER);
+			return sm_failed(c, code, sm_what(what, sizeof(what),
+			    "recipient", sm->rcpts.v[i]), EX_NOUSER);
 	}
 	return sm_data(sm, c);
 }

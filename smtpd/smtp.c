@@ -68,6 +68,7 @@ struct session {
 	char			*helo;
 	int			 errors;
 	int			 skip;		/* discarding an overlong line */
+	int			 skipcr;	/* ...whose last byte was CR */
 	int			 closing;	/* shutdown: close after txn */
 	int			 local;		/* submit socket: sendmail(1) */
 	uid_t			 uid;		/* its peer's uid */
@@ -263,16 +264,21 @@ session_getline(struct session *s, size_t max, char **line, size_t *len,
 	p = evbuffer_search(in, "\n", 1, NULL);
 	if (s->skip) {
 		if (p.pos == -1) {
+			s->skipcr = avail > 0 &&
+			    evbuffer_pullup(in, -1)[avail - 1] == '\r';
 			evbuffer_drain(in, avail);
 			return LN_NONE;
 		}
+		/* Whether this overlong line ended in CRLF or a bare LF. */
+		*crlf = p.pos > 0 ? evbuffer_pullup(in, p.pos + 1)[p.pos - 1] ==
+		    '\r' : s->skipcr;
 		evbuffer_drain(in, (size_t)p.pos + 1);
 		s->skip = 0;
-		*crlf = 1;
 		return LN_LONG;
 	}
 	if (p.pos == -1) {
 		if (avail > max + 1) {
+			s->skipcr = evbuffer_pullup(in, -1)[avail - 1] == '\r';
 			evbuffer_drain(in, avail);
 			s->skip = 1;
 		}
@@ -280,8 +286,8 @@ session_getline(struct session *s, size_t max, char **line, size_t *len,
 	}
 	n = (size_t)p.pos + 1;
 	if (n > max + 2) {
+		*crlf = evbuffer_pullup(in, (ssize_t)n)[n - 2] == '\r';
 		evbuffer_drain(in, n);
-		*crlf = 1;
 		return LN_LONG;
 	}
 	need = n + 1;
@@ -724,7 +730,7 @@ session_dataline(struct session *s)
 	case LN_LONG:
 		if (s->derr == DE_NONE)
 			s->derr = DE_LINE;
-		s->prevcrlf = 1;
+		s->prevcrlf = crlf;
 		return;
 	case LN_BARE:
 		/* Only CRLF.CRLF ends the data: "\n.\r\n" is not an end. */
