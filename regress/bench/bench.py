@@ -116,10 +116,10 @@ def percentile(sorted_vals, p):
 
 # ---- 1. fsync rate ---------------------------------------------------------
 
-def fsync_rate(base, seconds, size):
+def fsync_rate(base, seconds, size, tag="fsync"):
     """Create, write, fsync, rename, fsync the directory; files per second."""
-    tmpd = base / "fsync-tmp"
-    newd = base / "fsync-new"
+    tmpd = base / (tag + "-tmp")
+    newd = base / (tag + "-new")
     tmpd.mkdir()
     newd.mkdir()
     data = b"x" * size
@@ -785,11 +785,14 @@ def print_table(R):
         print("   %d-byte messages, %.1f s per level, one connection per "
               "client, commands one at a time" % (
                   R["params"]["size"], R["params"]["seconds"]))
-        hdr = ("clients", "msg/s", "ratio", "aim", "p50 ms", "p99 ms",
-               "acked", "refused", "lost", "client", "ternd", "queue")
-        w = (7, 9, 7, 6, 8, 8, 7, 7, 5, 7, 7, 7)
-        print("   " + " ".join(" " * x for x in w[:9]) + " " +
-              "---- CPU (% of a core) ----".rjust(sum(w[9:]) + 2))
+        hdr = ("clients", "msg/s", "ratio", "aim", "fsync/s", "ratio",
+               "p50 ms", "p99 ms", "acked", "refused", "lost", "client",
+               "ternd", "queue")
+        w = (7, 9, 6, 6, 8, 6, 8, 8, 7, 7, 5, 6, 6, 6)
+        print("   " + " " * (sum(w[:4]) + 4) +
+              "-- adjacent --".center(w[4] + w[5] + 1) +
+              " " * (sum(w[6:11]) + 5) +
+              "CPU % of a core".center(sum(w[11:]) + 2))
         print("   " + " ".join(h.rjust(x) for h, x in zip(hdr, w)))
         for L in levels:
             v = L["verify"]
@@ -799,14 +802,17 @@ def print_table(R):
                 fmt(L["msgs_per_s"], ".1f", w[1]),
                 fmt(L.get("ratio"), ".2f", w[2]),
                 (">=%g" % aim if aim else "").rjust(w[3]),
-                fmt(L["lat_ms_p50"], ".2f", w[4]),
-                fmt(L["lat_ms_p99"], ".2f", w[5]),
-                str(L["acked"]).rjust(w[6]),
-                str(L["refused"]).rjust(w[7]),
-                str(v["lost"]).rjust(w[8]),
-                fmt(L["client_cpu_pct"], ".0f", w[9]),
-                fmt(L["daemon_cpu_pct"], ".0f", w[10]),
-                fmt(L["daemon_cpu_pct_by_role"].get("queue"), ".0f", w[11]),
+                fmt((L.get("fsync_adjacent") or {}).get("files_per_s"),
+                    ".0f", w[4]),
+                fmt(L.get("ratio_adjacent"), ".2f", w[5]),
+                fmt(L["lat_ms_p50"], ".2f", w[6]),
+                fmt(L["lat_ms_p99"], ".2f", w[7]),
+                str(L["acked"]).rjust(w[8]),
+                str(L["refused"]).rjust(w[9]),
+                str(v["lost"]).rjust(w[10]),
+                fmt(L["client_cpu_pct"], ".0f", w[11]),
+                fmt(L["daemon_cpu_pct"], ".0f", w[12]),
+                fmt(L["daemon_cpu_pct_by_role"].get("queue"), ".0f", w[13]),
             ]
             print("   " + " ".join(row))
         for L in levels:
@@ -829,8 +835,11 @@ def print_table(R):
             if L["client_cpu_pct"] >= 85:
                 print("      note: the client used %.0f%% of a CPU: the "
                       "figure may be client-bound" % L["client_cpu_pct"])
-        print("   ratio = msg/s / fsync files/s; msg/s counts the 250s "
-              "received within the level's duration")
+        print("   msg/s counts the 250s received within the level's "
+              "duration; ratio = msg/s / the fsync rate of 1.;")
+        print("   adjacent: the fsync rate measured again for %g s just "
+              "before the level, and the ratio to it" %
+              R["params"]["fsync_adjacent_seconds"])
         if any(L.get("syscalls") for L in levels):
             print("   syscalls per accepted message (strace -c -f on all ternd "
                   "processes; rates above are slowed by it):")
@@ -890,7 +899,13 @@ def parse_args():
                     help="directory holding ternd and ternctl")
     ap.add_argument("--seconds", type=float, default=5.0,
                     help="duration of each acceptance level")
-    ap.add_argument("--fsync-seconds", type=float, default=3.0)
+    ap.add_argument("--fsync-seconds", type=float, default=3.0,
+                    help="duration of the fsync-rate measurement")
+    ap.add_argument("--fsync-adjacent", type=float, default=1.0,
+                    metavar="SECONDS",
+                    help="also measure the fsync rate for this long just "
+                    "before each level (0: don't), for a second ratio less "
+                    "exposed to the disk's drift during the run")
     ap.add_argument("--clients", default="1,10,50",
                     help="comma-separated concurrency levels")
     ap.add_argument("--size", type=int, default=4096,
@@ -914,7 +929,8 @@ def parse_args():
     a.levels = [int(x) for x in a.clients.split(",") if x.strip()]
     if not a.levels or min(a.levels) < 1 or max(a.levels) > 1000:
         ap.error("--clients: levels from 1 to 1000")
-    if not (0 < a.seconds <= 600 and 0 < a.fsync_seconds <= 600):
+    if not (0 < a.seconds <= 600 and 0 < a.fsync_seconds <= 600 and
+            0 <= a.fsync_adjacent <= 600):
         ap.error("durations from 0 to 600 s")
     if a.size < 512 or a.size > 16 << 20:
         ap.error("--size: 512 bytes to 16 MiB")
@@ -969,6 +985,7 @@ def main():
                 "fs_device": dev, "python": sys.version.split()[0],
                 "rlimit_nofile": nofile},
         "params": {"seconds": a.seconds, "fsync_seconds": a.fsync_seconds,
+                   "fsync_adjacent_seconds": a.fsync_adjacent,
                    "clients": a.levels, "size": a.size, "mode": a.mode,
                    "idle_connections": a.idle, "message_bytes": len(body)},
         "aims": {"ratio": {str(k): v for k, v in AIM_RATIO.items()},
@@ -1015,6 +1032,9 @@ def main():
                 print("bench: %s, %d client(s), %.1f s ..." % (
                     mode, n, a.seconds), file=sys.stderr)
                 d = Daemon(build, base / ("%s-%d" % (mode, n)), max_conn)
+                adj = None
+                if a.fsync_adjacent:
+                    adj = fsync_rate(d.base, a.fsync_adjacent, a.size)
                 daemons.append(d)
                 d.start()
                 L = run_level(d, n, a.seconds, rcpt, body,
@@ -1026,6 +1046,10 @@ def main():
                 L["verify"] = verify(d, mode, ids, 30 + a.seconds * 2)
                 L["ratio"] = round(L["msgs_per_s"] / frate, 3) \
                     if frate else None
+                L["fsync_adjacent"] = adj
+                if adj and adj["files_per_s"]:
+                    L["ratio_adjacent"] = round(
+                        L["msgs_per_s"] / adj["files_per_s"], 3)
                 if mode == "held" and n == max(a.levels) and "memory" in R:
                     R["memory"]["after_load"] = d.memory()
                     R["memory"]["after_load_clients"] = n

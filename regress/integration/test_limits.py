@@ -186,6 +186,27 @@ def test_smuggling_after_overlong_line_refused(make_daemon, longline):
     nothing_delivered(d)
 
 
+@pytest.mark.parametrize("cr", [b"\r", b""])
+def test_overlong_line_end_split_across_writes(make_daemon, cr):
+    # The overlong line's CR (or its absence) and the LF arrive in
+    # separate writes.  With CRLF the following ".\r\n" is the real end
+    # and must be answered; with a bare LF it is not an end.
+    d = make_daemon("max-line-length 1000").start()
+    with SMTPConn(d.port, timeout=15) as c:
+        ehlo(c)
+        start_data(c)
+        c.send(b"Subject: split\r\n\r\n" + b"y" * 300000 + cr)
+        time.sleep(0.3)
+        if cr:
+            c.send(b"\n.\r\n")
+        else:
+            c.send(b"\n.\r\n" + SMUGGLE + b".\r\n")
+        code, text = c.reply()
+        assert code == 554 and text.startswith("554 5."), text
+        assert_alive(c)
+    nothing_delivered(d)
+
+
 def test_smuggling_pipelined_then_clean_message_ok(daemon):
     # After a refused smuggling attempt the same session can send a
     # clean message, and only that one arrives.
