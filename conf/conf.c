@@ -76,6 +76,32 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    SEC, DAY, 0, "first retry interval after a temporary failure" },
 	[K_RETRY_MAX] = { "retry-max", KNOB_DURATION, "1h",
 	    SEC, 7 * DAY, 0, "longest retry interval" },
+	[K_DELAY_WARNING] = { "delay-warning", KNOB_DURATION, "4h",
+	    0, 30 * DAY, 0, "send a delay notice after this long; 0: never" },
+	[K_MAX_DELIVERIES] = { "max-deliveries", KNOB_INT, "50",
+	    1, 10000, 0, "deliveries in flight, every destination together" },
+	[K_MAX_DOMAIN_CONNECTIONS] = { "max-domain-connections", KNOB_INT,
+	    "5", 1, 1000, 0, "concurrent connections to one destination" },
+	[K_MAX_TXN_RECIPIENTS] = { "max-transaction-recipients", KNOB_INT,
+	    "50", 1, 10000, 0, "recipients sent in one outgoing transaction" },
+	[K_CONNECT_TIMEOUT] = { "connect-timeout", KNOB_DURATION, "30s",
+	    SEC, 10 * MIN, 0, "outgoing TCP connection timeout" },
+	[K_TLS_VERIFY] = { "tls-verify", KNOB_STRING, "no", 0, 0, 0,
+	    "yes: outgoing STARTTLS must present a valid certificate" },
+	[K_CA_FILE] = { "ca-file", KNOB_PATH,
+	    "/etc/ssl/certs/ca-certificates.crt", 0, 0, 0,
+	    "CA bundle used to verify certificates" },
+	[K_SRS_SECRET] = { "srs-secret", KNOB_PATH, "/etc/tern/srs.key",
+	    0, 0, 0, "SRS key file, created with a random key if missing" },
+	[K_SRS_DOMAIN] = { "srs-domain", KNOB_STRING, NULL, 0, 0, 0,
+	    "domain of SRS-rewritten senders (default: the first "
+	    "local-domain, else hostname)" },
+	[K_LOCAL_DELIVERY] = { "local-delivery", KNOB_STRING, "maildir",
+	    0, 0, 0, "how system accounts get mail: maildir, mbox or lmtp" },
+	[K_MBOX_DIR] = { "mbox-dir", KNOB_PATH, "/var/mail", 0, 0, 0,
+	    "directory of mbox files, for local-delivery mbox" },
+	[K_LMTP] = { "lmtp", KNOB_STRING, NULL, 0, 0, 0,
+	    "LMTP server for local-delivery lmtp: unix:/path or host:port" },
 };
 
 /* Per-parse state; nothing survives a call of conf_parse. */
@@ -397,6 +423,20 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	if (id == K_HOSTNAME && (why = conf_domain_problem(word)) != NULL)
 		return conf_error(p, "hostname: invalid host name \"%s\": %s",
 		    word, why);
+	if (id == K_SRS_DOMAIN && (why = conf_domain_problem(word)) != NULL)
+		return conf_error(p, "srs-domain: invalid domain \"%s\": %s",
+		    word, why);
+	if (id == K_TLS_VERIFY && strcmp(word, "yes") && strcmp(word, "no"))
+		return conf_error(p, "tls-verify: expected yes or no, got "
+		    "\"%s\"", word);
+	if (id == K_LOCAL_DELIVERY && strcmp(word, "maildir") &&
+	    strcmp(word, "mbox") && strcmp(word, "lmtp"))
+		return conf_error(p, "local-delivery: expected maildir, mbox "
+		    "or lmtp, got \"%s\"", word);
+	if (id == K_LMTP && strncmp(word, "unix:/", 6) != 0 &&
+	    strchr(word, ':') == NULL)
+		return conf_error(p, "lmtp: expected unix:/path or host:port, "
+		    "got \"%s\"", word);
 	out->s = knob_defs[id].type == KNOB_PATH ? conf_abspath(p, word) :
 	    xstrdup(word);
 	return 0;
@@ -771,6 +811,146 @@ conf_stmt_virtual(struct parser *p)
 	return 0;
 }
 
+/* resolver <address> [port <n>] */
+static int
+conf_stmt_resolver(struct parser *p)
+{
+	struct conf *c = p->conf;
+	struct listener tmp;
+	long long port = 53;
+
+	if (p->ntok < 2)
+		return conf_error(p, "resolver: missing address");
+	if (p->ntok >= 3) {
+		if (strcmp(p->tok[2], "port") != 0)
+			return conf_error(p, "resolver: unexpected \"%s\"",
+			    p->tok[2]);
+		if (p->ntok < 4)
+			return conf_error(p, "port: missing value");
+		if (parse_ll(p->tok[3], 1, 65535, &port) == -1)
+			return conf_error(p, "port: expected a number 1-65535, "
+			    "got \"%s\"", p->tok[3]);
+		if (conf_extra(p, 4) == -1)
+			return -1;
+	}
+	memset(&tmp, 0, sizeof(tmp));
+	if (conf_parse_addr(p->tok[1], (unsigned char[16]){ 0 }) == -1)
+		return conf_error(p, "resolver: expected an IPv4 or IPv6 "
+		    "address, got \"%s\"", p->tok[1]);
+	if (conf_listen_addr(p, &tmp, p->tok[1], port) == -1)
+		return -1;
+	c->resolvers = xreallocarray(c->resolvers, c->nresolvers + 1,
+	    sizeof(*c->resolvers));
+	c->resolverlen = xreallocarray(c->resolverlen, c->nresolvers + 1,
+	    sizeof(*c->resolverlen));
+	c->resolvers[c->nresolvers] = tmp.ss;
+	c->resolverlen[c->nresolvers++] = tmp.sslen;
+	return 0;
+}
+
+static int
+conf_route_opts(struct parser *p, struct route *r, size_t i)
+{
+	long long port;
+
+	for (; i < p->ntok; i++) {
+		const char *o = p->tok[i];
+
+		if (strcmp(o, "port") == 0 && i + 1 < p->ntok) {
+			if (parse_ll(p->tok[++i], 1, 65535, &port) == -1)
+				return conf_error(p, "port: expected a number "
+				    "1-65535, got \"%s\"", p->tok[i]);
+			r->port = (int)port;
+		} else if (strcmp(o, "tls") == 0 && i + 1 < p->ntok) {
+			o = p->tok[++i];
+			if (strcmp(o, "required") == 0)
+				r->tls = ROUTE_TLS_REQUIRED;
+			else if (strcmp(o, "verify") == 0)
+				r->tls = ROUTE_TLS_VERIFY;
+			else if (strcmp(o, "none") == 0)
+				r->tls = ROUTE_TLS_NONE;
+			else if (strcmp(o, "opportunistic") == 0)
+				r->tls = ROUTE_TLS_OPPORTUNISTIC;
+			else
+				return conf_error(p, "route: tls must be "
+				    "opportunistic, required, verify or none, "
+				    "got \"%s\"", o);
+		} else if (strcmp(o, "auth") == 0 && i + 1 < p->ntok &&
+		    r->authfile == NULL) {
+			r->authfile = conf_abspath(p, p->tok[++i]);
+		} else
+			return conf_error(p, "route: unexpected \"%s\"", o);
+	}
+	if (r->authfile && r->tls != ROUTE_TLS_REQUIRED &&
+	    r->tls != ROUTE_TLS_VERIFY)
+		return conf_error(p, "route: auth needs \"tls required\" or "
+		    "\"tls verify\" (no password in clear text)");
+	return 0;
+}
+
+static void
+conf_route_free(struct route *r)
+{
+	free(r->domain);
+	free(r->host);
+	free(r->authfile);
+	free(r->authuser);
+	if (r->authpass)
+		explicit_bzero(r->authpass, strlen(r->authpass));
+	free(r->authpass);
+}
+
+/* route <domain|*> via <host>[:port] [port n] [tls ...] [auth file] */
+static int
+conf_stmt_route(struct parser *p)
+{
+	struct conf *c = p->conf;
+	struct route r;
+	const char *why;
+	char *colon;
+	long long port;
+
+	memset(&r, 0, sizeof(r));
+	r.port = 25;
+	r.line = p->line;
+	if (p->ntok < 4 || strcmp(p->tok[2], "via") != 0)
+		return conf_error(p, "route: expected \"route <domain> via "
+		    "<host>\"");
+	if (strcmp(p->tok[1], "*") != 0 &&
+	    (why = conf_domain_problem(p->tok[1])) != NULL)
+		return conf_error(p, "route: invalid domain \"%s\": %s",
+		    p->tok[1], why);
+	r.domain = xstrdup(p->tok[1]);
+	str_lower(r.domain);
+	r.host = xstrdup(p->tok[3]);
+	if ((colon = strrchr(r.host, ':')) != NULL && strchr(r.host, ']') ==
+	    NULL && strchr(colon + 1, '.') == NULL) {
+		*colon = '\0';
+		if (parse_ll(colon + 1, 1, 65535, &port) == -1) {
+			conf_route_free(&r);
+			return conf_error(p, "route: bad port in \"%s\"",
+			    p->tok[3]);
+		}
+		r.port = (int)port;
+	}
+	if (conf_route_opts(p, &r, 4) == -1) {
+		conf_route_free(&r);
+		return -1;
+	}
+	for (size_t i = 0; i < c->nroutes; i++)
+		if (strcmp(c->routes[i].domain, r.domain) == 0) {
+			int first = c->routes[i].line;
+
+			conf_route_free(&r);
+			return conf_error(p, "route: %s already routed at line "
+			    "%d", p->tok[1], first);
+		}
+	c->routes = xreallocarray(c->routes, c->nroutes + 1,
+	    sizeof(*c->routes));
+	c->routes[c->nroutes++] = r;
+	return 0;
+}
+
 static int
 conf_statement(struct parser *p)
 {
@@ -787,6 +967,10 @@ conf_statement(struct parser *p)
 		return conf_stmt_listen(p);
 	if (strcmp(kw, "virtual") == 0)
 		return conf_stmt_virtual(p);
+	if (strcmp(kw, "resolver") == 0)
+		return conf_stmt_resolver(p);
+	if (strcmp(kw, "route") == 0)
+		return conf_stmt_route(p);
 	return conf_error(p, "unknown keyword \"%s\"", kw);
 }
 
@@ -816,6 +1000,13 @@ conf_finish(struct parser *p)
 		host[sizeof(host) - 1] = '\0';
 		c->v[K_HOSTNAME].s = xstrdup(host);
 	}
+	if (c->v[K_SRS_DOMAIN].s == NULL)
+		c->v[K_SRS_DOMAIN].s = xstrdup(c->ndomains ? c->domains[0] :
+		    c->v[K_HOSTNAME].s);
+	if (strcmp(c->v[K_LOCAL_DELIVERY].s, "lmtp") == 0 &&
+	    c->v[K_LMTP].s == NULL)
+		return conf_error(p, "local-delivery lmtp needs an lmtp "
+		    "setting");
 	return 0;
 }
 
@@ -914,10 +1105,67 @@ conf_free(struct conf *c)
 		free(c->vusers[i].maildir);
 	}
 	free(c->vusers);
+	free(c->resolvers);
+	free(c->resolverlen);
+	for (size_t i = 0; i < c->nroutes; i++)
+		conf_route_free(&c->routes[i]);
+	free(c->routes);
 	free(c);
 }
 
 /* ---- queries ------------------------------------------------------------- */
+
+const struct route *
+conf_find_route(const struct conf *c, const char *domain)
+{
+	const struct route *any = NULL;
+
+	for (size_t i = 0; i < c->nroutes; i++) {
+		if (str_casecmp(c->routes[i].domain, domain) == 0)
+			return &c->routes[i];
+		if (strcmp(c->routes[i].domain, "*") == 0)
+			any = &c->routes[i];
+	}
+	return any;
+}
+
+int
+conf_load_secrets(struct conf *c, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < c->nroutes; i++) {
+		struct route *r = &c->routes[i];
+		struct buf b;
+		char *colon, *nl;
+
+		if (r->authfile == NULL)
+			continue;
+		buf_init(&b);
+		if (file_read_all(r->authfile, 4096, &b) == -1) {
+			snprintf(err, errlen, "%s:%d: route auth file %s: %s",
+			    c->file, r->line, r->authfile, strerror(errno));
+			buf_free(&b);
+			return -1;
+		}
+		if ((nl = memchr(b.data, '\n', b.len)) != NULL)
+			*nl = '\0';
+		if ((colon = strchr(b.data, ':')) == NULL || colon == b.data) {
+			snprintf(err, errlen, "%s:%d: route auth file %s: "
+			    "expected one line \"user:password\"", c->file,
+			    r->line, r->authfile);
+			explicit_bzero(b.data, b.len);
+			buf_free(&b);
+			return -1;
+		}
+		*colon = '\0';
+		free(r->authuser);
+		free(r->authpass);
+		r->authuser = xstrdup(b.data);
+		r->authpass = xstrdup(colon + 1);
+		explicit_bzero(b.data, b.len);
+		buf_free(&b);
+	}
+	return 0;
+}
 
 const char *
 conf_str(const struct conf *c, enum knob_id id)
@@ -1064,6 +1312,11 @@ conf_print(const struct conf *c, struct buf *b)
 {
 	buf_printf(b, "# effective settings of %s\n", c->file);
 	for (int i = 0; i < K__COUNT; i++) {
+		if ((knob_defs[i].type == KNOB_STRING ||
+		    knob_defs[i].type == KNOB_PATH) && c->v[i].s == NULL) {
+			buf_printf(b, "# %s is not set\n", knob_defs[i].name);
+			continue;
+		}
 		buf_printf(b, "%s ", knob_defs[i].name);
 		conf_print_value(b, i, &c->v[i]);
 		buf_putc(b, '\n');
@@ -1084,4 +1337,37 @@ conf_print(const struct conf *c, struct buf *b)
 	}
 	for (size_t i = 0; i < c->nlisteners; i++)
 		conf_print_listener(b, c, &c->listeners[i]);
+	for (size_t i = 0; i < c->nresolvers; i++) {
+		char a[INET6_ADDRSTRLEN] = "?";
+		const struct sockaddr_storage *ss = &c->resolvers[i];
+		int port;
+
+		if (ss->ss_family == AF_INET) {
+			inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->
+			    sin_addr, a, sizeof(a));
+			port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+		} else {
+			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->
+			    sin6_addr, a, sizeof(a));
+			port = ntohs(((const struct sockaddr_in6 *)ss)->
+			    sin6_port);
+		}
+		buf_printf(b, "resolver %s port %d\n", a, port);
+	}
+	for (size_t i = 0; i < c->nroutes; i++) {
+		static const char *tls[] = { "opportunistic", "required",
+		    "verify", "none" };
+		const struct route *r = &c->routes[i];
+
+		buf_puts(b, "route ");
+		conf_print_quoted(b, r->domain);
+		buf_puts(b, " via ");
+		conf_print_quoted(b, r->host);
+		buf_printf(b, " port %d tls %s", r->port, tls[r->tls]);
+		if (r->authfile) {
+			buf_puts(b, " auth ");
+			conf_print_quoted(b, r->authfile);
+		}
+		buf_putc(b, '\n');
+	}
 }

@@ -38,6 +38,18 @@ enum knob_id {
 	K_QUEUE_LIFETIME,	/* duration (ms) */
 	K_RETRY_MIN,		/* duration (ms): first retry interval */
 	K_RETRY_MAX,		/* duration (ms): longest retry interval */
+	K_DELAY_WARNING,	/* duration (ms): delay DSN after this; 0 = none */
+	K_MAX_DELIVERIES,	/* int: deliveries in flight, all destinations */
+	K_MAX_DOMAIN_CONNECTIONS, /* int: connections to one destination */
+	K_MAX_TXN_RECIPIENTS,	/* int: recipients per outgoing transaction */
+	K_CONNECT_TIMEOUT,	/* duration (ms): outgoing TCP connect */
+	K_TLS_VERIFY,		/* string yes|no: verify peers' certificates */
+	K_CA_FILE,		/* path: CA bundle for verification */
+	K_SRS_SECRET,		/* path: SRS key file (made at first start) */
+	K_SRS_DOMAIN,		/* string: domain of rewritten senders */
+	K_LOCAL_DELIVERY,	/* string maildir|mbox|lmtp: system accounts */
+	K_MBOX_DIR,		/* path: mbox spool, /var/mail */
+	K_LMTP,			/* string: "unix:/path" or "host:port" */
 	K__COUNT
 };
 
@@ -81,6 +93,23 @@ struct vuser {
 	char		*maildir;	/* absolute path */
 };
 
+/* A relay for one domain, or for everything ("*": the smarthost). */
+struct route {
+	char		*domain;	/* lower-cased, or "*" */
+	char		*host;
+	int		 port;		/* default 25 */
+	int		 tls;		/* ROUTE_TLS_* */
+	char		*authfile;	/* "user:password" file, or NULL */
+	char		*authuser;	/* read by the parent at load */
+	char		*authpass;
+	int		 line;
+};
+
+#define ROUTE_TLS_OPPORTUNISTIC	0	/* STARTTLS when offered */
+#define ROUTE_TLS_REQUIRED	1	/* STARTTLS or fail (temporarily) */
+#define ROUTE_TLS_VERIFY	2	/* required, certificate verified */
+#define ROUTE_TLS_NONE		3	/* never */
+
 struct conf {
 	char		*file;		/* name used in error messages */
 	struct knob_val	 v[K__COUNT];
@@ -92,6 +121,11 @@ struct conf {
 	size_t		 nlisteners;
 	struct vuser	*vusers;
 	size_t		 nvusers;
+	struct sockaddr_storage *resolvers;	/* empty: /etc/resolv.conf */
+	socklen_t	*resolverlen;
+	size_t		 nresolvers;
+	struct route	*routes;
+	size_t		 nroutes;
 };
 
 /*
@@ -112,6 +146,10 @@ long long	 conf_num(const struct conf *, const struct listener *,
 int		 conf_is_local_domain(const struct conf *, const char *);
 int		 conf_is_trusted(const struct conf *, const struct sockaddr *);
 const struct vuser *conf_find_vuser(const struct conf *, const char *);
+/* The route for a destination domain: exact match, then "*", or NULL. */
+const struct route *conf_find_route(const struct conf *, const char *);
+/* Read every route's auth file (the parent does, as root). */
+int		 conf_load_secrets(struct conf *, char *err, size_t errlen);
 /* ternd -P: effective settings, globally and per listener. */
 void		 conf_print(const struct conf *, struct buf *);
 

@@ -973,6 +973,18 @@ client_reply(struct client *c)
 	}
 }
 
+/* A write failed: ternd may have said why (421) before it closed. */
+static int
+client_last_word(struct client *c)
+{
+	const char *why = c->why;
+	int code;
+
+	if ((code = client_reply(c)) == -1)
+		c->why = why;
+	return code;
+}
+
 static int	 client_cmd(struct client *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
 
@@ -987,7 +999,7 @@ client_cmd(struct client *c, const char *fmt, ...)
 	va_end(ap);
 	buf_puts(&c->out, "\r\n");
 	if (client_write(c, c->out.data, c->out.len) == -1)
-		return -1;
+		return client_last_word(c);
 	return client_reply(c);
 }
 
@@ -1167,8 +1179,7 @@ sm_data(const struct sm *sm, struct client *c)
 	if ((code = client_cmd(c, "DATA")) != 354)
 		return sm_failed(c, code, "message refused", EX_DATAERR);
 	if (client_body(c, &sm->msg) == -1) {
-		/* ternd may have said why before it closed */
-		if ((code = client_reply(c)) == -1)
+		if ((code = client_last_word(c)) == -1)
 			return sm_failed(c, -1, "sending the message", 0);
 	} else
 		code = client_reply(c);
@@ -1211,7 +1222,9 @@ sm_rcpts(const struct sm *sm, struct client *c, size_t *b, size_t *nb)
 		sm_what(what, sizeof(what), "recipient", sm->rcpts.v[i]);
 		if (code == -1 || code == 421) {
 			code = sm_failed(c, code, what, EX_NOUSER);
-			return perm ? EX_NOUSER : code;
+			if (perm)
+				break;
+			return code;
 		}
 		sm_print_reply(what, &c->reply);
 		if (code / 100 == 5)
@@ -1222,7 +1235,7 @@ sm_rcpts(const struct sm *sm, struct client *c, size_t *b, size_t *nb)
 	b[*nb + 1] = sm->rcpts.n;
 	if (perm == 0 && temp == 0)
 		return 0;
-	client_bye(c, 1);
+	client_bye(c, 1);		/* a no-op if the session is gone */
 	fprintf(stderr, "sendmail: message not sent: %d recipient%s refused\n",
 	    perm + temp, perm + temp == 1 ? "" : "s");
 	return perm ? EX_NOUSER : EX_TEMPFAIL;

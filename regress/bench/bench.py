@@ -106,6 +106,18 @@ def fs_of(path):
     return best
 
 
+def host_cpu():
+    """(busy, iowait, total) jiffies over all CPUs, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle, iowait = v[3], v[4] if len(v) > 4 else 0
+    total = sum(v[:8])
+    return total - idle - iowait, iowait, total
+
+
 def percentile(sorted_vals, p):
     if not sorted_vals:
         return None
@@ -241,6 +253,15 @@ class Daemon:
         except OSError:
             return False
 
+    @staticmethod
+    def starttime(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read()
+            return int(st[st.rindex(")") + 2:].split()[19])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def pids(self):
         """The parent and every descendant, from /proc."""
         if not self.alive():
@@ -331,28 +352,28 @@ class Daemon:
 
     def stop(self, timeout=20):
         if self.alive():
-            pids = self.pids()
+            # (pid, start time): a pid is killed only if still the same
+            # process, never one that reused the number.
+            mine = [(p, self.starttime(p)) for p in self.pids()]
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                for p in pids:
+                pass
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and any(
+                    self.starttime(p) == t for p, t in mine[1:]):
+                time.sleep(0.1)
+            for p, t in mine:
+                if t is not None and self.starttime(p) == t:
                     try:
                         os.kill(p, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    pass
-            # children of a parent killed hard may linger: only ours
-            for p in pids[1:]:
-                try:
-                    with open(f"/proc/{p}/cmdline", "rb") as f:
-                        if b"ternd" in f.read():
-                            os.kill(p, signal.SIGKILL)
-                except (OSError, ProcessLookupError):
-                    pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
         self.proc = None
         if self.logf:
             self.logf.close()
@@ -614,6 +635,7 @@ def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
     params.update(start=start, deadline=start + seconds, hard_end=hard_end)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     dcpu0 = daemon.cpu_seconds()
+    host0 = host_cpu()
     gate.set()
     got = 0
     while got < nclients and time.monotonic() < start + setup_s:
@@ -629,6 +651,7 @@ def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
     finally:
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         dcpu1 = daemon.cpu_seconds()
+        host1 = host_cpu()
         calls = tracer.stop() if tracer else None
     stop.set()
     wall = max(1e-9, time.monotonic() - start)
@@ -638,6 +661,15 @@ def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
     errors = [e for r in out for e in r["errors"]]
     in_time = sum(r["acked_in_time"] for r in out)
     ccpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    host = None
+    if host0 and host1 and host1[2] > host0[2]:
+        ncpu = os.cpu_count() or 1
+        tot = host1[2] - host0[2]
+        host = {"busy_pct_of_a_core": round(
+                    100.0 * ncpu * (host1[0] - host0[0]) / tot, 1),
+                "iowait_pct_of_a_core": round(
+                    100.0 * ncpu * (host1[1] - host0[1]) / tot, 1),
+                "cpus": ncpu}
     return {
         "clients": nclients,
         "seconds": seconds,
@@ -657,6 +689,7 @@ def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
         "daemon_cpu_pct_by_role": {
             r: round(100.0 * (dcpu1.get(r, 0) - dcpu0.get(r, 0)) / wall, 1)
             for r in sorted(dcpu1)},
+        "host_cpu": host,
         "_ids": acked,
         "syscalls": calls,
     }
@@ -829,6 +862,14 @@ def print_table(R):
                       "missing %d" % (
                           L["clients"], v["acked"], v["delivered"],
                           v["drain_s"], v["still_queued"], v["missing"]))
+            h = L.get("host_cpu")
+            if h:
+                others = h["busy_pct_of_a_core"] - L["client_cpu_pct"] - \
+                    L["daemon_cpu_pct"]
+                print("      host: %.0f%% of a core busy on %d CPUs (others "
+                      "than bench and ternd: %.0f%%), iowait %.0f%%" % (
+                          h["busy_pct_of_a_core"], h["cpus"],
+                          max(0.0, others), h["iowait_pct_of_a_core"]))
             if L["n_errors"]:
                 print("      client errors (%d): %s" % (
                     L["n_errors"], "; ".join(L["errors"][:3])))
@@ -1084,6 +1125,10 @@ def main():
         R["notes"].append("error: %s" % e)
         status = 1
     finally:
+        # Cleanup is bounded (about 30 s per daemon at worst); a second
+        # signal must not cut it short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         for d in daemons:
             try:
                 d.stop()

@@ -14,3 +14,39 @@ def test_delivers_to_virtual_maildir(daemon):
     assert b"Received: from " in msg and b"by mx.example.test (Tern)" in msg
     assert b"\r\n" not in msg       # Maildir files hold LF lines
     assert daemon.queue_files() == [] or daemon.ctl("queue").stdout
+
+
+def test_swaks_delivers(daemon):
+    import subprocess
+    r = subprocess.run(["swaks", "--to", "alice@example.test", "--from",
+                        "someone@example.org", "--server",
+                        f"127.0.0.1:{daemon.port}", "--header",
+                        "Subject: via swaks"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout
+    assert "250 2.0.0 Ok: queued as" in r.stdout
+    assert daemon.wait_mail("alice")
+    assert b"Subject: via swaks" in daemon.maildir("alice")[0].read_bytes()
+
+
+def test_session_fed_one_byte_at_a_time(daemon):
+    """The line reader must not depend on how TCP splits the input."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", daemon.port), 10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"220")
+    script = (b"EHLO bytes.example\r\nMAIL FROM:<a@example.org>\r\n"
+              b"RCPT TO:<bob@example.test>\r\nDATA\r\n")
+    for b in script:
+        s.send(bytes([b]))
+    replies = [f.readline() for _ in range(6 + 3)]
+    assert replies[-1].startswith(b"354"), replies
+    body = b"Subject: slow\r\n\r\n..dot\r\nend\r\n.\r\n"
+    for b in body:
+        s.send(bytes([b]))
+    assert f.readline().startswith(b"250 2.0.0")
+    s.close()
+    assert daemon.wait_mail("bob")
+    got = daemon.maildir("bob")[0].read_bytes()
+    assert b"\n.dot\nend\n" in got

@@ -139,8 +139,10 @@ def test_max_command_length_knob(make_daemon):
         ehlo(c)
         code, text = c.cmd("NOOP " + "x" * 700)
         assert code == 500 and text.startswith("500 5.5.2"), text
-        code, text = c.cmd("NOOP " + "x" * 500)      # within the limit
+        code, text = c.cmd("NOOP " + "x" * 595)      # exactly 600 octets
         assert code == 250, text
+        code, text = c.cmd("NOOP " + "x" * 596)      # one more
+        assert code == 500 and text.startswith("500 5.5.2"), text
         assert_alive(c)
 
 

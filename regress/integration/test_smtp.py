@@ -115,6 +115,16 @@ def test_helo_works_and_delivers(daemon):
     assert b"with SMTP id" in msg
 
 
+@pytest.mark.parametrize("arg", ["a b", "exa_mple..org", "a" * 300,
+                                 "[999.1.1.1]"])
+def test_helo_bad_domain_refused(daemon, arg):
+    with SMTPConn(daemon.port) as c:
+        code, text = c.cmd("EHLO " + arg)
+        assert code == 501 and text.startswith("501 5.5.4"), text
+        code, text = c.cmd("EHLO [127.0.0.1]")     # literals are fine
+        assert code == 250, text
+
+
 def test_helo_without_argument_refused(daemon):
     with SMTPConn(daemon.port) as c:
         code, text = c.cmd("EHLO")

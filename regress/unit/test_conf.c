@@ -148,7 +148,73 @@ static const struct {
 	    "t.conf:2: virtual: domain of \"a@c.org\" is not a local-domain" },
 	{ "", "t.conf:1: no listen statement" },
 	{ "hostname a\n\n# end\n", "t.conf:3: no listen statement" },
+	{ "resolver\n", "t.conf:1: resolver: missing address" },
+	{ "resolver dns.example\n", "t.conf:1: resolver: expected an IPv4 or "
+	    "IPv6 address, got \"dns.example\"" },
+	{ "resolver 127.0.0.1 port 0\n",
+	    "t.conf:1: port: expected a number 1-65535, got \"0\"" },
+	{ "resolver 127.0.0.1 53\n", "t.conf:1: resolver: unexpected \"53\"" },
+	{ "route example.org\n", "t.conf:1: route: expected \"route <domain> "
+	    "via <host>\"" },
+	{ "route bad..org via relay\n", "t.conf:1: route: invalid domain "
+	    "\"bad..org\": empty label" },
+	{ "route * via relay tls maybe\n", "t.conf:1: route: tls must be "
+	    "opportunistic, required, verify or none, got \"maybe\"" },
+	{ "route * via relay auth /s\n", "t.conf:1: route: auth needs \"tls "
+	    "required\" or \"tls verify\" (no password in clear text)" },
+	{ "route * via relay:99999\n", "t.conf:1: route: bad port in "
+	    "\"relay:99999\"" },
+	{ "route * via a\nroute * via b\n",
+	    "t.conf:2: route: * already routed at line 1" },
+	{ "route * via relay colour blue\n",
+	    "t.conf:1: route: unexpected \"colour\"" },
+	{ "tls-verify maybe\n", "t.conf:1: tls-verify: expected yes or no, "
+	    "got \"maybe\"" },
+	{ "local-delivery procmail\n", "t.conf:1: local-delivery: expected "
+	    "maildir, mbox or lmtp, got \"procmail\"" },
+	{ "local-delivery lmtp\n" LISTEN, "t.conf:2: local-delivery lmtp "
+	    "needs an lmtp setting" },
+	{ "lmtp dovecot\n", "t.conf:1: lmtp: expected unix:/path or "
+	    "host:port, got \"dovecot\"" },
 };
+
+static void
+test_conf_routes(void)
+{
+	static const char text[] = LISTEN
+	    "local-domain example.org\n"
+	    "resolver 127.0.0.1 port 5353\n"
+	    "resolver ::1\n"
+	    "route Example.COM via relay.example:2525 tls required auth sec\n"
+	    "route * via smart.example port 587 tls verify\n";
+	const struct route *r;
+	char err[256];
+	struct conf *c;
+
+	c = conf_parse("t.conf", text, strlen(text), "/base", err, sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL) {
+		fprintf(stderr, "routes: %s\n", err);
+		return;
+	}
+	CHECK(c->nresolvers == 2);
+	CHECK(c->resolvers[0].ss_family == AF_INET);
+	CHECK(ntohs(((struct sockaddr_in *)&c->resolvers[0])->sin_port) == 5353);
+	CHECK(ntohs(((struct sockaddr_in6 *)&c->resolvers[1])->sin6_port) == 53);
+	r = conf_find_route(c, "example.com");
+	CHECK(r && strcmp(r->host, "relay.example") == 0 && r->port == 2525);
+	CHECK(r && r->tls == ROUTE_TLS_REQUIRED);
+	CHECK(r && strcmp(r->authfile, "/base/sec") == 0);
+	r = conf_find_route(c, "other.net");
+	CHECK(r && strcmp(r->host, "smart.example") == 0 && r->port == 587);
+	CHECK(r && r->tls == ROUTE_TLS_VERIFY && r->authfile == NULL);
+	CHECK(strcmp(conf_str(c, K_SRS_DOMAIN), "example.org") == 0);
+	CHECK(conf_num(c, NULL, K_DELAY_WARNING) == 4LL * 3600 * 1000);
+	/* The auth file is read only when the parent asks. */
+	CHECK(conf_load_secrets(c, err, sizeof(err)) == -1);
+	CHECK(strstr(err, "t.conf:5: route auth file /base/sec") == err);
+	conf_free(c);
+}
 
 static void
 test_conf_rejected(void)
@@ -465,6 +531,7 @@ test_conf_prefixes(void)
 void
 test_conf(void)
 {
+	test_conf_routes();
 	test_conf_rejected();
 	test_conf_values();
 	test_conf_defaults();

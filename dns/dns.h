@@ -1,0 +1,93 @@
+/*
+ * dns: the non-blocking stub resolver every lookup of ternd goes through
+ * (MX, A, AAAA, TXT, PTR), on the caller's libevent loop, with a cache
+ * that honours TTLs and negative answers.  Nameservers come from the
+ * config (`resolver 127.0.0.1 port 5353`) or /etc/resolv.conf.
+ *
+ * libevent 2.1's evdns resolves only A, AAAA and PTR; MX and TXT need
+ * arbitrary query types, so the protocol is done here (UDP with TCP
+ * fallback on truncation), with libevent for the I/O and timers.
+ */
+#ifndef TERN_DNS_H
+#define TERN_DNS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct event_base;
+
+enum dns_status {
+	DNS_OK,		/* answer records present */
+	DNS_NODATA,	/* the name exists, no records of this type (permanent) */
+	DNS_NXDOMAIN,	/* the name does not exist (permanent) */
+	DNS_TEMPFAIL	/* timeout, SERVFAIL, REFUSED, network error */
+};
+
+struct dns_mx {
+	char		host[256];	/* lower-case, no trailing dot */
+	uint16_t	pref;
+};
+
+/* A list of answers; the callback does not own it (copy what you keep). */
+struct dns_result {
+	enum dns_status		 status;
+	uint32_t		 ttl;		/* smallest TTL of the answer */
+	struct dns_mx		*mx;		/* MX: sorted by preference */
+	size_t			 nmx;
+	struct sockaddr_storage	*addr;		/* A / AAAA: port 0 */
+	size_t			 naddr;
+	char			**txt;		/* TXT: strings of one record
+						   joined; PTR: names */
+	size_t			 ntxt;
+	const char		*why;		/* for logs: "timeout", ... */
+};
+
+typedef void (*dns_cb)(const struct dns_result *, void *arg);
+
+enum dns_type { DNS_A = 1, DNS_PTR = 12, DNS_MX = 15, DNS_TXT = 16,
+    DNS_AAAA = 28 };
+
+struct dns_server {
+	struct sockaddr_storage	ss;
+	socklen_t		sslen;
+};
+
+/*
+ * Set up the resolver for this process.  servers/nservers may be 0 to read
+ * /etc/resolv.conf (falling back to 127.0.0.1:53).  timeout_ms per try,
+ * attempts tries per server.  Returns 0 or -1.
+ */
+int	 dns_init(struct event_base *, const struct dns_server *,
+	    size_t nservers, int timeout_ms, int attempts);
+void	 dns_shutdown(void);
+
+struct dns_query;
+/*
+ * Start a lookup of name (a domain, or for DNS_PTR an IP address literal).
+ * The callback runs exactly once, later (never from within dns_lookup),
+ * unless the query is cancelled first.  A cached answer also comes through
+ * the event loop.  Returns NULL only for an invalid name (the callback will
+ * not run).
+ */
+struct dns_query *dns_lookup(const char *name, enum dns_type, dns_cb,
+	    void *arg);
+void	 dns_cancel(struct dns_query *);
+
+/* Wire format, exposed for unit tests and the fuzz target. */
+int	 dns_encode_query(uint16_t id, const char *name, enum dns_type,
+	    unsigned char *out, size_t outlen, size_t *len);
+/*
+ * Parse a response to (id, name, type): fills res (caller frees with
+ * dns_result_free).  Returns 0, or -1 for a malformed packet or one that
+ * does not answer this question.  *truncated is set for TC=1.
+ */
+int	 dns_parse_response(const unsigned char *pkt, size_t len, uint16_t id,
+	    const char *name, enum dns_type, struct dns_result *res,
+	    int *truncated);
+void	 dns_result_free(struct dns_result *);
+
+/* Cache statistics for tests. */
+size_t	 dns_cache_hits(void);
+
+#endif
