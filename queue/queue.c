@@ -45,6 +45,8 @@
 
 /* Where ternd started: relative config paths resolve against it. */
 const char *proc_basedir = "/";
+unsigned char proc_srs_key[SRS_KEY_MAX];
+size_t proc_srs_keylen;
 
 #define QUEUE_MAX_JOBS		16	/* local deliveries in flight */
 #define QUEUE_CTL_MAX		1024	/* longest control request */

@@ -28,4 +28,9 @@ int	mda_maildir(int msgfd, const char *path, const char *sender,
 
 extern const char *proc_basedir;
 
+/* The SRS key, read (or made) by the parent before it forks children. */
+#define SRS_KEY_MAX	64
+extern unsigned char	proc_srs_key[SRS_KEY_MAX];
+extern size_t		proc_srs_keylen;
+
 #endif

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/un.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 
 #include <errno.h>
@@ -92,15 +93,61 @@ usage(void)
 
 /* ---- start-up ------------------------------------------------------------- */
 
+/* Parse the config and read the secrets it names (route passwords). */
 static struct conf *
 parent_load(struct buf *text, char *err, size_t errlen)
 {
+	struct conf *c;
+
 	buf_reset(text);
 	if (p.confpath)
-		return conf_load(p.confpath, proc_basedir, text, err, errlen);
-	buf_puts(text, conf_default_text);
-	return conf_parse("(embedded)", text->data, text->len, proc_basedir,
-	    err, errlen);
+		c = conf_load(p.confpath, proc_basedir, text, err, errlen);
+	else {
+		buf_puts(text, conf_default_text);
+		c = conf_parse("(embedded)", text->data, text->len,
+		    proc_basedir, err, errlen);
+	}
+	if (c && conf_load_secrets(c, err, errlen) == -1) {
+		conf_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/*
+ * The SRS key: read it, or make a random one at first start (mode 0600,
+ * root's), so forwarded mail keeps verifiable return paths across restarts.
+ */
+static void
+parent_srs_key(const struct conf *c)
+{
+	const char *path = conf_str(c, K_SRS_SECRET);
+	unsigned char key[32];
+	struct buf b;
+	int fd;
+
+	buf_init(&b);
+	if (file_read_all(path, SRS_KEY_MAX * 2, &b) == 0 && b.len >= 16) {
+		proc_srs_keylen = b.len < SRS_KEY_MAX ? b.len : SRS_KEY_MAX;
+		memcpy(proc_srs_key, b.data, proc_srs_keylen);
+		explicit_bzero(b.data, b.len);
+		buf_free(&b);
+		return;
+	}
+	buf_free(&b);
+	if (getrandom(key, sizeof(key), 0) != (ssize_t)sizeof(key))
+		fatalx("event=start result=error reason=\"no randomness for "
+		    "the SRS key\"");
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd == -1 || write(fd, key, sizeof(key)) != (ssize_t)sizeof(key) ||
+	    fsync(fd) == -1)
+		fatalx("event=start result=error reason=\"SRS key %s: %s\"",
+		    path, strerror(errno));
+	close(fd);
+	memcpy(proc_srs_key, key, sizeof(key));
+	proc_srs_keylen = sizeof(key);
+	explicit_bzero(key, sizeof(key));
+	log_info("event=start result=ok reason=\"created SRS key %s\"", path);
 }
 
 void
@@ -1017,6 +1064,7 @@ main(int argc, char *argv[])
 	parent_user(p.conf);
 	parent_spool(p.conf);
 	parent_vdirs(p.conf);
+	parent_srs_key(p.conf);
 	if (parent_listeners(p.conf, NULL, &p.ls, &p.nls, err, sizeof(err)) == -1)
 		fatalx("event=start result=error reason=\"%s\"", err);
 	if (!p.foreground)

@@ -54,6 +54,7 @@ class Daemon:
             f'pidfile "{self.base}/ternd.pid"',
             f'control-socket "{self.base}/control.sock"',
             f'submit-socket "{self.base}/submit.sock"',
+            f'srs-secret "{self.base}/srs.key"',
             f'aliases "{self.aliases}"',
             'local-domain "example.test"',
             'local-domain "localhost"',
