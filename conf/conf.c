@@ -86,6 +86,8 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    "50", 1, 10000, 0, "recipients sent in one outgoing transaction" },
 	[K_CONNECT_TIMEOUT] = { "connect-timeout", KNOB_DURATION, "30s",
 	    SEC, 10 * MIN, 0, "outgoing TCP connection timeout" },
+	[K_REMOTE_PORT] = { "remote-port", KNOB_INT, "25", 1, 65535, 0,
+	    "TCP port of MX hosts (routes name their own)" },
 	[K_TLS_VERIFY] = { "tls-verify", KNOB_STRING, "no", 0, 0, 0,
 	    "yes: outgoing STARTTLS must present a valid certificate" },
 	[K_CA_FILE] = { "ca-file", KNOB_PATH,

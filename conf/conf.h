@@ -43,6 +43,7 @@ enum knob_id {
 	K_MAX_DOMAIN_CONNECTIONS, /* int: connections to one destination */
 	K_MAX_TXN_RECIPIENTS,	/* int: recipients per outgoing transaction */
 	K_CONNECT_TIMEOUT,	/* duration (ms): outgoing TCP connect */
+	K_REMOTE_PORT,		/* int: port of MX hosts (25; tests change it) */
 	K_TLS_VERIFY,		/* string yes|no: verify peers' certificates */
 	K_CA_FILE,		/* path: CA bundle for verification */
 	K_SRS_SECRET,		/* path: SRS key file (made at first start) */

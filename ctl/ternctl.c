@@ -16,6 +16,7 @@
 #include "aliases.h"
 #include "conf.h"
 #include "ctl.h"
+#include "smtp_parse.h"
 #include "util.h"
 
 #define CTL_CONF	"/etc/tern/tern.conf"
@@ -30,7 +31,10 @@ ctl_usage(void)
 	    "  queue            list the queue (also: mailq)\n"
 	    "  show ID          a message's envelope and recipients\n"
 	    "  remove ID        remove a message from the queue\n"
-	    "  flush            try every queued message now\n"
+	    "  flush [domain]   try every queued message (to domain) now\n"
+	    "  hold ID          keep a message from being delivered\n"
+	    "  release ID       let a held message go\n"
+	    "  summary          the queue per destination domain\n"
 	    "  newaliases       compile the aliases file (also: newaliases)\n");
 	exit(1);
 }
@@ -153,7 +157,7 @@ int
 main(int argc, char *argv[])
 {
 	const char *name = strrchr(argv[0], '/'), *path = CTL_CONF;
-	char req[64];
+	char req[300];
 	struct conf *c;
 	int ch, embedded = 0;
 
@@ -182,9 +186,20 @@ main(int argc, char *argv[])
 		return ctl_request(c, "queue");
 	if (strcmp(argv[0], "flush") == 0 && argc == 1)
 		return ctl_request(c, "flush");
+	if (strcmp(argv[0], "summary") == 0 && argc == 1)
+		return ctl_request(c, "summary");
+	if (strcmp(argv[0], "flush") == 0 && argc == 2) {
+		if (smtp_check_domain(argv[1], 0) == -1) {
+			fprintf(stderr, "ternctl: bad domain \"%s\"\n", argv[1]);
+			return 1;
+		}
+		snprintf(req, sizeof(req), "flush %s", argv[1]);
+		return ctl_request(c, req);
+	}
 	if (strcmp(argv[0], "newaliases") == 0 && argc == 1)
 		return ctl_newaliases(c);
-	if ((strcmp(argv[0], "show") == 0 || strcmp(argv[0], "remove") == 0) &&
+	if ((strcmp(argv[0], "show") == 0 || strcmp(argv[0], "remove") == 0 ||
+	    strcmp(argv[0], "hold") == 0 || strcmp(argv[0], "release") == 0) &&
 	    argc == 2) {
 		if (!ctl_valid_id(argv[1])) {
 			fprintf(stderr, "ternctl: bad queue id \"%s\"\n", argv[1]);

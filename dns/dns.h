@@ -90,4 +90,15 @@ void	 dns_result_free(struct dns_result *);
 /* Cache statistics for tests. */
 size_t	 dns_cache_hits(void);
 
+/*
+ * The name dns_lookup asks for: lower-case, no trailing dot, letters,
+ * digits, '-', '_' only; for DNS_PTR an IPv4 or IPv6 literal becomes its
+ * in-addr.arpa or ip6.arpa name.  out needs 256 bytes.  0, or -1 for an
+ * invalid name.
+ */
+int	 dns_query_name(const char *name, enum dns_type, char *out,
+	    size_t outlen);
+/* A deep copy of src for a caller that keeps a result (free dst). */
+void	 dns_result_copy(struct dns_result *dst, const struct dns_result *src);
+
 #endif

@@ -15,7 +15,7 @@ static const char env_magic[8] = { 'T', 'E', 'R', 'N', 'E', 'N', 'V', 1 };
 enum env_tag {
 	E_ID = 1, E_SENDER, E_HELO, E_CLIENT, E_PROTO, E_BODY8, E_UTF8,
 	E_SIZE, E_ARRIVAL, E_RCPT, E_R_STATE, E_R_ATTEMPTS, E_R_LAST,
-	E_R_NEXT, E_R_ERROR, E_R_DONE, E_END = 0xff
+	E_R_NEXT, E_R_ERROR, E_R_DONE, E_FLAGS, E_END = 0xff
 };
 
 #define ENV_STR_MAX	4096
@@ -37,6 +37,8 @@ envelope_encode(const struct envelope *e, struct buf *b)
 	rec_put_u64(b, E_UTF8, (uint64_t)e->smtputf8);
 	rec_put_u64(b, E_SIZE, e->size);
 	rec_put_u64(b, E_ARRIVAL, e->arrival);
+	if (e->flags)
+		rec_put_u64(b, E_FLAGS, e->flags);
 	for (i = 0; i < e->nrcpts; i++) {
 		const struct env_rcpt *r = &e->rcpts[i];
 
@@ -155,6 +157,8 @@ env_rec(struct envelope *e, const struct rec *r)
 		return env_take_u64(r, &e->size, UINT64_MAX);
 	case E_ARRIVAL:
 		return env_take_u64(r, &e->arrival, UINT64_MAX);
+	case E_FLAGS:
+		return env_take_u64(r, &e->flags, 0xff);
 	case E_RCPT:
 		if (env_take_str(r, &s) == -1)
 			return -1;

@@ -42,9 +42,15 @@ struct envelope {
 	int		 smtputf8;
 	uint64_t	 size;		/* bytes of the spooled message */
 	uint64_t	 arrival;	/* unix seconds */
+	uint64_t	 flags;		/* ENV_* */
 	struct env_rcpt	*rcpts;
 	size_t		 nrcpts;
 };
+
+#define ENV_WARNED	0x01	/* the delay notice went out */
+#define ENV_HOLD	0x02	/* held by the admin: not scheduled */
+#define ENV_DSN		0x04	/* a notice we made (null sender) */
+#define ENV_DOUBLE	0x08	/* a notice to the postmaster: never bounced */
 
 void	envelope_encode(const struct envelope *, struct buf *);
 /* 0 ok; -1 with *why ("truncated", "bad checksum", ...). */

@@ -1,15 +1,27 @@
 /*
- * mda: local delivery into a Maildir.  Runs in a short-lived worker the
- * parent forks and drops to the recipient's uid/gid, reading the spooled
- * message through the descriptor the queue process passed along.  The
- * message is written to tmp/, fsync'd, then linked into new/ and the
- * directory fsync'd: a Maildir delivery is durable before it is reported.
+ * mda: local delivery into a Maildir, an mbox file, or a command.  Runs in
+ * a short-lived worker the parent forks and drops to the account it chose
+ * (never root), reading the spooled message through the descriptor the
+ * queue process passed along.
+ *
+ * Maildir: tmp/, fsync, link into new/, fsync new/.  mbox (the account's
+ * spool file, or a /file target): a dotlock and an fcntl lock, a From_
+ * line, mboxrd quoting, fsync; on any error the file is cut back to its
+ * old size, so no half message remains.  |command: /bin/sh -c with a clean
+ * environment, in its own process group, killed at the deadline; its exit
+ * status decides (0 sent, 75 deferred, other failed, a signal deferred).
+ * Every delivery is durable before it is reported.
  */
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+#include "mda.h"
 #include "proc.h"
 #include "util.h"
 
@@ -164,4 +178,636 @@ mda_maildir(int msgfd, const char *md, const char *sender, const char *rcpt,
 	close(dfd);
 	snprintf(err, errlen, "delivered to maildir %s", md);
 	return EX_OK_;
+}
+
+/* ---- the message as a stream of lines ----------------------------------- */
+
+struct mstream {
+	int	 flags;
+	int	(*put)(void *, const char *, size_t);
+	void	*arg;
+	char	 out[65536];
+	size_t	 olen;
+	char	 line[16384];
+	size_t	 llen;
+	int	 first;		/* line[] holds the start of a line */
+	int	 ended;		/* the last thing written ends a line */
+};
+
+static int
+ms_flush(struct mstream *m)
+{
+	if (m->olen && m->put(m->arg, m->out, m->olen) == -1)
+		return -1;
+	m->olen = 0;
+	return 0;
+}
+
+static int
+ms_out(struct mstream *m, const char *p, size_t n)
+{
+	size_t k;
+
+	while (n > 0) {
+		k = sizeof(m->out) - m->olen;
+		if (k > n)
+			k = n;
+		memcpy(m->out + m->olen, p, k);
+		m->olen += k;
+		p += k;
+		n -= k;
+		if (m->olen == sizeof(m->out) && ms_flush(m) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* Write line[]: a whole line (eol) or a piece of a very long one. */
+static int
+ms_line(struct mstream *m, int eol)
+{
+	const char *l = m->line;
+	size_t n = m->llen, i = 0;
+
+	if (m->first && (m->flags & MS_FROMQUOTE)) {
+		while (i < n && l[i] == '>')
+			i++;
+		if (n - i >= 5 && memcmp(l + i, "From ", 5) == 0 &&
+		    ms_out(m, ">", 1) == -1)
+			return -1;
+	}
+	if (m->first && (m->flags & MS_DOTSTUFF) && n && l[0] == '.' &&
+	    ms_out(m, ".", 1) == -1)
+		return -1;
+	if (ms_out(m, l, n) == -1)
+		return -1;
+	if (eol && ms_out(m, (m->flags & MS_LF) ? "\n" : "\r\n",
+	    (m->flags & MS_LF) ? 1 : 2) == -1)
+		return -1;
+	if (n || eol)
+		m->ended = eol;
+	m->first = eol;
+	m->llen = 0;
+	return 0;
+}
+
+static int
+ms_byte(struct mstream *m, char c)
+{
+	if (c == '\n') {
+		if (m->llen && m->line[m->llen - 1] == '\r')
+			m->llen--;
+		return ms_line(m, 1);
+	}
+	if (m->llen == sizeof(m->line)) {
+		/* Keep a CR at the cut: it may be the CR of a CRLF. */
+		int cr = m->line[m->llen - 1] == '\r';
+
+		m->llen -= (size_t)cr;
+		if (ms_line(m, 0) == -1)
+			return -1;
+		if (cr)
+			m->line[m->llen++] = '\r';
+	}
+	m->line[m->llen++] = c;
+	return 0;
+}
+
+int
+mda_stream(int msgfd, const char *hdr, int flags,
+    int (*put)(void *, const char *, size_t), void *arg)
+{
+	struct mstream *m = xcalloc(1, sizeof(*m));
+	char ib[65536];
+	off_t off = 0;
+	ssize_t n, i;
+	int r = -1;
+
+	m->flags = flags;
+	m->put = put;
+	m->arg = arg;
+	m->first = m->ended = 1;
+	if (hdr && ms_out(m, hdr, strlen(hdr)) == -1)
+		goto out;
+	while ((n = pread(msgfd, ib, sizeof(ib), off)) != 0) {
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			goto out;
+		off += n;
+		for (i = 0; i < n; i++)
+			if (ms_byte(m, ib[i]) == -1)
+				goto out;
+	}
+	if (m->llen && ms_line(m, 0) == -1)
+		goto out;
+	if ((flags & MS_FINALEOL) && !m->ended &&
+	    ms_out(m, (flags & MS_LF) ? "\n" : "\r\n", (flags & MS_LF) ? 1 : 2)
+	    == -1)
+		goto out;
+	r = ms_flush(m);
+out:
+	free(m);
+	return r;
+}
+
+/* ---- mbox: the account's spool file, and /file targets ------------------ */
+
+#define MBOX_LOCK_TRIES		60	/* half seconds, for each lock */
+#define MBOX_LOCK_STALE		300	/* seconds before a dotlock is stale */
+
+enum mbox_how { MBOX_SPOOL, MBOX_FILE };
+
+static int
+fd_put(void *arg, const char *p, size_t n)
+{
+	int fd = *(int *)arg;
+	ssize_t w;
+
+	while (n > 0) {
+		if ((w = write(fd, p, n)) == -1 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			if (w == 0)
+				errno = ENOSPC;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static void
+mda_nap(void)
+{
+	struct timespec ts = { 0, 500 * 1000 * 1000 };
+
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Open (or create, 0600) a mailbox without following a link, and check
+ * what it is: a regular file with one link, the same file the name still
+ * names; a spool mailbox must be ours, a /file must not be group or world
+ * writable.
+ */
+static int
+mbox_open(const char *path, enum mbox_how how, char *err, size_t errlen)
+{
+	const int fl = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+	struct stat st, lst;
+	const char *why = NULL;
+	int fd = -1, tries;
+
+	for (tries = 0; fd == -1 && tries < 3; tries++) {
+		if ((fd = open(path, fl)) == -1 && errno == ENOENT)
+			fd = open(path, fl | O_CREAT | O_EXCL, 0600);
+		if (fd == -1 && errno != ENOENT && errno != EEXIST)
+			break;
+	}
+	if (fd == -1) {
+		snprintf(err, errlen, "cannot open %s: %s", path, errno == ELOOP ?
+		    "it is a symbolic link" : strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || lstat(path, &lst) == -1)
+		why = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		why = "not a regular file";
+	else if (st.st_dev != lst.st_dev || st.st_ino != lst.st_ino)
+		why = "replaced while being opened";
+	else if (st.st_nlink != 1)
+		why = "it has more than one hard link";
+	else if (how == MBOX_SPOOL && st.st_uid != getuid())
+		why = "owned by another user";
+	else if (how == MBOX_FILE && (st.st_mode & (S_IWGRP | S_IWOTH)))
+		why = "group or world writable";
+	if (why) {
+		snprintf(err, errlen, "refusing to write %s: %s", path, why);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * <file>.lock, made with O_EXCL; one older than 5 minutes is stale.  A
+ * directory we may not write in gets no dotlock: the fcntl lock does.
+ */
+static int
+mbox_dotlock(const char *lock, int *held, char *err, size_t errlen)
+{
+	struct stat st;
+	char pid[32];
+	int fd, i;
+
+	*held = 0;
+	for (i = 0; i < MBOX_LOCK_TRIES; i++) {
+		fd = open(lock, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+			(void)!write(fd, pid, strlen(pid));
+			close(fd);
+			*held = 1;
+			return 0;
+		}
+		if (errno == EACCES || errno == EPERM || errno == EROFS)
+			return 0;
+		if (errno != EEXIST) {
+			snprintf(err, errlen, "cannot create %s: %s", lock,
+			    strerror(errno));
+			return -1;
+		}
+		if (lstat(lock, &st) == 0 &&
+		    time(NULL) - st.st_mtime > MBOX_LOCK_STALE) {
+			unlink(lock);
+			continue;
+		}
+		mda_nap();
+	}
+	snprintf(err, errlen, "mailbox locked: %s exists", lock);
+	return -1;
+}
+
+static int
+mbox_fcntl(int fd, const char *path, char *err, size_t errlen)
+{
+	struct flock fl;
+	int i;
+
+	for (i = 0; i < MBOX_LOCK_TRIES; i++) {
+		memset(&fl, 0, sizeof(fl));
+		fl.l_type = F_WRLCK;
+		fl.l_whence = SEEK_SET;
+		if (fcntl(fd, F_SETLK, &fl) == 0)
+			return 0;
+		if (errno != EAGAIN && errno != EACCES && errno != EINTR) {
+			snprintf(err, errlen, "cannot lock %s: %s", path,
+			    strerror(errno));
+			return -1;
+		}
+		mda_nap();
+	}
+	snprintf(err, errlen, "mailbox locked: %s", path);
+	return -1;
+}
+
+/* The "From sender date" line, trace headers, the message, a blank line. */
+static int
+mbox_write(int fd, const struct mda_job *j)
+{
+	char date[64], from[600], hdr[2048];
+	time_t now = time(NULL);
+	struct tm tm;
+	size_t i;
+
+	localtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a %b %e %H:%M:%S %Y", &tm);
+	str_copy(from, j->sender[0] ? j->sender : "MAILER-DAEMON",
+	    sizeof(from));
+	for (i = 0; from[i]; i++)
+		if ((unsigned char)from[i] <= ' ' || from[i] == 0x7f)
+			from[i] = '_';
+	snprintf(hdr, sizeof(hdr), "From %s %s\nReturn-Path: <%s>\n"
+	    "Delivered-To: %s\n", from, date, j->sender, j->rcpt);
+	if (mda_stream(j->msgfd, hdr, MS_LF | MS_FROMQUOTE | MS_FINALEOL,
+	    fd_put, &fd) == -1 || fd_put(&fd, "\n", 1) == -1)
+		return -1;
+	return fsync(fd);
+}
+
+static int
+mbox_append(const struct mda_job *j, const char *path, enum mbox_how how,
+    char *err, size_t errlen)
+{
+	char lock[4200];
+	struct stat st;
+	int fd, held = 0, code = MDA_TEMP;
+
+	if (snprintf(lock, sizeof(lock), "%s.lock", path) >= (int)sizeof(lock)) {
+		snprintf(err, errlen, "mailbox path too long");
+		return MDA_CANTCREAT;
+	}
+	if ((fd = mbox_open(path, how, err, errlen)) == -1)
+		return MDA_TEMP;
+	if (mbox_dotlock(lock, &held, err, errlen) == -1 ||
+	    mbox_fcntl(fd, path, err, errlen) == -1)
+		goto out;
+	if (fstat(fd, &st) == -1) {
+		snprintf(err, errlen, "stat %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (mbox_write(fd, j) == -1) {
+		snprintf(err, errlen, "write %s: %s", path, strerror(errno));
+		/* No half message stays behind. */
+		if (ftruncate(fd, st.st_size) == 0)
+			(void)fsync(fd);
+		goto out;
+	}
+	snprintf(err, errlen, "delivered to %s %s", how == MBOX_SPOOL ?
+	    "mailbox" : "file", path);
+	code = MDA_OK;
+out:
+	close(fd);		/* drops the fcntl lock */
+	if (held)
+		unlink(lock);
+	return code;
+}
+
+int
+mda_mbox(const struct mda_job *j, const char *path, char *err, size_t errlen)
+{
+	return mbox_append(j, path, MBOX_SPOOL, err, errlen);
+}
+
+int
+mda_file(const struct mda_job *j, const char *path, char *err, size_t errlen)
+{
+	return mbox_append(j, path, MBOX_FILE, err, errlen);
+}
+
+/* ---- |command --------------------------------------------------------------- */
+
+struct pipe_io {
+	int	 in;		/* the command's stdin; -1 once closed */
+	int	 out;		/* its stdout and stderr; -1 at end */
+	char	 keep[MDA_OUTPUT_MAX];
+	size_t	 nkeep;
+	time_t	 deadline;
+	int	 timedout;
+};
+
+static int
+mda_ms_left(time_t deadline, int most)
+{
+	time_t now = time(NULL);
+
+	if (now >= deadline)
+		return 0;
+	return deadline - now > most / 1000 ? most : (int)(deadline - now) * 1000;
+}
+
+/* Keep the first bytes of the command's output; read and drop the rest. */
+static void
+pipe_drain(struct pipe_io *io)
+{
+	char b[4096];
+	ssize_t n;
+	size_t k;
+
+	while (io->out >= 0) {
+		n = read(io->out, b, sizeof(b));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			close(io->out);
+			io->out = -1;
+			return;
+		}
+		k = sizeof(io->keep) - io->nkeep;
+		if (k > (size_t)n)
+			k = (size_t)n;
+		memcpy(io->keep + io->nkeep, b, k);
+		io->nkeep += k;
+	}
+}
+
+/* Feed the command, reading its output meanwhile so neither side blocks. */
+static int
+pipe_put(void *arg, const char *p, size_t n)
+{
+	struct pipe_io *io = arg;
+	struct pollfd pf[2];
+	ssize_t w;
+	int ms;
+
+	while (n > 0 && io->in >= 0) {
+		if ((ms = mda_ms_left(io->deadline, 1000)) == 0) {
+			io->timedout = 1;
+			return -1;
+		}
+		pf[0].fd = io->in;
+		pf[0].events = POLLOUT;
+		pf[1].fd = io->out;	/* ignored by poll() when -1 */
+		pf[1].events = POLLIN;
+		pf[0].revents = pf[1].revents = 0;
+		if (poll(pf, 2, ms) == -1 && errno != EINTR)
+			return -1;
+		if (pf[1].revents)
+			pipe_drain(io);
+		if (pf[0].revents == 0)
+			continue;
+		if ((w = write(io->in, p, n)) > 0) {
+			p += w;
+			n -= (size_t)w;
+		} else if (w == -1 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		else {
+			/* It stopped reading: its exit status decides. */
+			close(io->in);
+			io->in = -1;
+		}
+	}
+	return 0;
+}
+
+/* Printable, one line: what a command said, for the log and a DSN. */
+static void
+mda_clean(char *dst, size_t dstlen, const char *src, size_t n)
+{
+	size_t i, o = 0;
+
+	for (i = 0; i < n && o + 1 < dstlen; i++) {
+		unsigned char c = (unsigned char)src[i];
+
+		if (c == '\n' || c == '\r' || c == '\t' || c == ' ') {
+			if (o > 0 && dst[o - 1] != ' ')
+				dst[o++] = ' ';
+		} else
+			dst[o++] = (c > ' ' && c < 0x7f) ? (char)c : '?';
+	}
+	while (o > 0 && dst[o - 1] == ' ')
+		o--;
+	dst[o] = '\0';
+}
+
+static void
+pipe_env_add(char **env, size_t *n, const char *name, const char *value)
+{
+	struct buf b;
+
+	buf_init(&b);
+	buf_printf(&b, "%s=%s", name, value ? value : "");
+	env[(*n)++] = buf_steal(&b);
+}
+
+/* The clean environment: the account and the message's addresses. */
+static void
+pipe_env(const struct mda_job *j, char **env)
+{
+	char local[512] = "", *domain, *plus;
+	const char *at = strrchr(j->rcpt, '@');
+	size_t n = 0;
+
+	str_copy(local, j->rcpt, sizeof(local));
+	if (at && (size_t)(at - j->rcpt) < sizeof(local))
+		local[at - j->rcpt] = '\0';
+	domain = at ? (char *)at + 1 : (char *)"";
+	plus = strchr(local, '+');
+	pipe_env_add(env, &n, "PATH", "/usr/bin:/bin");
+	pipe_env_add(env, &n, "SHELL", "/bin/sh");
+	pipe_env_add(env, &n, "HOME", j->home);
+	pipe_env_add(env, &n, "USER", j->user);
+	pipe_env_add(env, &n, "LOGNAME", j->user);
+	pipe_env_add(env, &n, "SENDER", j->sender);
+	pipe_env_add(env, &n, "RECIPIENT", j->rcpt);
+	pipe_env_add(env, &n, "EXTENSION", plus && plus != local ? plus + 1 :
+	    "");
+	pipe_env_add(env, &n, "LOCAL", local);
+	pipe_env_add(env, &n, "DOMAIN", domain);
+	pipe_env_add(env, &n, "ORIGINAL_RECIPIENT", j->orcpt);
+	env[n] = NULL;
+}
+
+static void __attribute__((noreturn))
+pipe_child(int in, int out, const char *cmd, char **env)
+{
+	char *argv[] = { "sh", "-c", (char *)cmd, NULL };
+	sigset_t none;
+	int sig, fd;
+
+	setpgid(0, 0);
+	if (dup2(in, 0) == -1 || dup2(out, 1) == -1 || dup2(out, 2) == -1)
+		_exit(MDA_TEMP);
+	if (close_range(3, ~0U, 0) == -1)
+		for (fd = 3; fd < 1024; fd++)
+			close(fd);
+	/* The daemon ignores SIGPIPE; a command gets the usual defaults. */
+	for (sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (chdir("/") == -1)
+		_exit(MDA_TEMP);
+	execve("/bin/sh", argv, env);
+	_exit(MDA_TEMP);
+}
+
+/* Wait for the command until the deadline, reading what it still says. */
+static int
+pipe_wait(pid_t pid, struct pipe_io *io)
+{
+	struct pollfd pf;
+	struct timespec ts = { 0, 100 * 1000 * 1000 };
+	int status, ms;
+
+	for (;;) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			break;
+		if (io->timedout || (ms = mda_ms_left(io->deadline, 200)) == 0) {
+			io->timedout = 1;
+			kill(-pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			break;
+		}
+		if (io->out >= 0) {
+			pf.fd = io->out;
+			pf.events = POLLIN;
+			if (poll(&pf, 1, ms) > 0)
+				pipe_drain(io);
+		} else
+			nanosleep(&ts, NULL);
+	}
+	pipe_drain(io);
+	return status;
+}
+
+static int
+pipe_outcome(const char *cmd, int status, struct pipe_io *io, char *err,
+    size_t errlen)
+{
+	char said[MDA_OUTPUT_MAX + 1];
+
+	mda_clean(said, sizeof(said), io->keep, io->nkeep);
+	if (io->timedout) {
+		snprintf(err, errlen, "command timed out: %s", cmd);
+		return MDA_TEMP;
+	}
+	if (WIFSIGNALED(status)) {
+		snprintf(err, errlen, "command killed by signal %d%s%s",
+		    WTERMSIG(status), said[0] ? ": " : "", said);
+		return MDA_TEMP;
+	}
+	if (WEXITSTATUS(status) == 0) {
+		snprintf(err, errlen, "delivered to command: %s", cmd);
+		return MDA_OK;
+	}
+	snprintf(err, errlen, "command exited %d%s%s%s", WEXITSTATUS(status),
+	    WEXITSTATUS(status) == MDA_TEMP ? " (temporary failure)" : "",
+	    said[0] ? ": " : "", said);
+	return WEXITSTATUS(status) == MDA_TEMP ? MDA_TEMP : MDA_PERM;
+}
+
+int
+mda_pipe(const struct mda_job *j, const char *cmd, char *err, size_t errlen)
+{
+	struct pipe_io io;
+	char hdr[2048], *env[16];
+	int in[2], out[2], status, i, readerr = 0;
+	pid_t pid;
+
+	memset(&io, 0, sizeof(io));
+	io.deadline = j->deadline;
+	if (pipe2(in, O_CLOEXEC) == -1) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		return MDA_TEMP;
+	}
+	if (pipe2(out, O_CLOEXEC) == -1) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		close(in[0]);
+		close(in[1]);
+		return MDA_TEMP;
+	}
+	pipe_env(j, env);
+	if ((pid = fork()) == 0)
+		pipe_child(in[0], out[1], cmd, env);
+	for (i = 0; env[i]; i++)
+		free(env[i]);
+	close(in[0]);
+	close(out[1]);
+	if (pid == -1) {
+		snprintf(err, errlen, "fork: %s", strerror(errno));
+		close(in[1]);
+		close(out[0]);
+		return MDA_TEMP;
+	}
+	setpgid(pid, pid);
+	io.in = in[1];
+	io.out = out[0];
+	fcntl(io.in, F_SETFL, O_NONBLOCK);
+	fcntl(io.out, F_SETFL, O_NONBLOCK);
+	snprintf(hdr, sizeof(hdr), "Return-Path: <%s>\nDelivered-To: %s\n",
+	    j->sender, j->rcpt);
+	if (mda_stream(j->msgfd, hdr, MS_LF, pipe_put, &io) == -1 &&
+	    !io.timedout) {
+		/* The command must not take half a message for all of it. */
+		snprintf(err, errlen, "cannot read the message: %s",
+		    strerror(errno));
+		kill(-pid, SIGKILL);
+		readerr = 1;
+	}
+	if (io.in >= 0)
+		close(io.in);
+	io.in = -1;
+	status = pipe_wait(pid, &io);
+	if (io.out >= 0)
+		close(io.out);
+	if (readerr)
+		return MDA_TEMP;
+	return pipe_outcome(cmd, status, &io, err, errlen);
 }

@@ -36,11 +36,13 @@
 
 #include "aliases.h"
 #include "conf.h"
+#include "dsn.h"
 #include "envelope.h"
 #include "ipc.h"
 #include "log.h"
 #include "proc.h"
 #include "resolve.h"
+#include "srs.h"
 #include "util.h"
 
 /* Where ternd started: relative config paths resolve against it. */
@@ -48,7 +50,8 @@ const char *proc_basedir = "/";
 unsigned char proc_srs_key[SRS_KEY_MAX];
 size_t proc_srs_keylen;
 
-#define QUEUE_MAX_JOBS		16	/* local deliveries in flight */
+#define QUEUE_DSN_READ		(256 * 1024)	/* of the original, for DSNs */
+#define QUEUE_DSN_FULL		50000	/* returned whole up to this size */
 #define QUEUE_CTL_MAX		1024	/* longest control request */
 #define QUEUE_HELD_RETRY	3600	/* seconds between held re-checks */
 
@@ -61,21 +64,31 @@ struct incoming {
 	int		 batched;
 };
 
+struct rround;
+struct failure;
+
 struct qmsg {
 	struct qmsg	*next;
 	struct envelope	 env;
 	int		 jobs;		/* deliveries in flight */
 	int		 removed;	/* removed by the admin while busy */
 	int		 dirty;		/* envelope changed since written */
+	struct rround	*rr;		/* per recipient: the current round */
+	size_t		 nrr;
+	struct failure	*fails;		/* owed to the sender in a DSN */
 };
 
+/* One target in flight; a remote transaction is several with one id. */
 struct job {
 	struct job	*next;
 	uint64_t	 id;
 	struct qmsg	*msg;
 	size_t		 rcpt;
-	char		*target;
-	char		*desc;
+	char		*target;	/* the target's key */
+	char		*desc;		/* its address */
+	int		 remote;
+	struct ipc	*peer;		/* remote: the smtp process doing it */
+	char		*domain;	/* remote: the destination */
 	time_t		 start;
 };
 
@@ -97,9 +110,11 @@ static struct {
 	struct event		*flushev;
 	struct qmsg		*msgs;
 	struct job		*jobs;
-	size_t			 njobs;
+	size_t			 nlocal;	/* local deliveries in flight */
+	size_t			 nremote;	/* remote transactions in flight */
 	uint64_t		 nextjob;
 	struct event		*runev;
+	struct event		*stateev;	/* lazy envelope updates */
 	struct event		*ctlev;
 	int			 ctlfd;
 	int			 stopping;
@@ -107,6 +122,9 @@ static struct {
 
 static void	queue_run(evutil_socket_t, short, void *);
 static void	queue_write_env(struct qmsg *);
+static int	queue_commit_incoming(struct incoming *);
+static void	queue_remote_result(struct rec_reader *);
+static void	queue_txn_lost(struct ipc *);
 
 static void
 queue_kick(long secs)
@@ -277,7 +295,8 @@ queue_drop_incoming(struct incoming *in)
 			*p = in->next;
 			break;
 		}
-	queue_unlink_incoming(in->id);
+	if (in->batched != 2)		/* published files are not here */
+		queue_unlink_incoming(in->id);
 	envelope_free(&in->env);
 	free(in);
 }
@@ -365,8 +384,7 @@ queue_do_commit(struct ipc *peer, struct rec_reader *rd)
 	struct rec_reader copy = *rd;
 	struct incoming *in;
 	struct rec r;
-	char *id = queue_rec_id(&copy, &r), envname[QID_LEN + 8];
-	struct buf b;
+	char *id = queue_rec_id(&copy, &r);
 	uint64_t sid = 0;
 
 	copy = *rd;
@@ -388,10 +406,7 @@ queue_do_commit(struct ipc *peer, struct rec_reader *rd)
 		queue_drop_incoming(in);
 		return;
 	}
-	buf_init(&b);
-	envelope_encode(&in->env, &b);
-	snprintf(envname, sizeof(envname), "%s.env", in->id);
-	if (queue_write_file(q.incfd, envname, &b, 0) == -1) {
+	if (queue_commit_incoming(in) == -1) {
 		int full = errno == ENOSPC || errno == EDQUOT;
 
 		log_warnx("q=%s event=commit result=error reason=\"%s\"",
@@ -399,14 +414,33 @@ queue_do_commit(struct ipc *peer, struct rec_reader *rd)
 		queue_reply(peer, IMSG_Q_COMMITTED, in->sid, in->id,
 		    full ? 452 : 451, strerror(errno), -1);
 		queue_drop_incoming(in);
-		buf_free(&b);
-		return;
 	}
+}
+
+/*
+ * Write the envelope next to the message in incoming/ and join the batch
+ * the next flush makes durable.  0, or -1 with errno (files left for the
+ * caller to drop).
+ */
+static int
+queue_commit_incoming(struct incoming *in)
+{
+	char envname[QID_LEN + 8];
+	struct buf b;
+	int r;
+
+	buf_init(&b);
+	envelope_encode(&in->env, &b);
+	snprintf(envname, sizeof(envname), "%s.env", in->id);
+	r = queue_write_file(q.incfd, envname, &b, 0);
 	buf_free(&b);
+	if (r == -1)
+		return -1;
 	in->batched = 1;
 	q.batch = xreallocarray(q.batch, q.nbatch + 1, sizeof(*q.batch));
 	q.batch[q.nbatch++] = in;
 	event_active(q.flushev, EV_TIMEOUT, 1);
+	return 0;
 }
 
 static void
@@ -445,6 +479,9 @@ queue_peer_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 	case IMSG_Q_ABORT:
 		queue_do_abort(c, rd);
 		break;
+	case IMSG_M_RESULT:
+		queue_remote_result(rd);
+		break;
 	default:
 		log_warnx("event=ipc result=error reason=\"unexpected "
 		    "message %d from smtp\"", type);
@@ -471,6 +508,7 @@ queue_peer_closed(struct ipc *c, void *arg)
 			free(pe);
 			break;
 		}
+	queue_txn_lost(c);
 	ipc_free(c);
 }
 
@@ -710,6 +748,76 @@ queue_recover(void)
 
 /* ---- scheduling and delivery -------------------------------------------------- */
 
+/*
+ * Per-destination state, kept in one place: how many transactions are open
+ * to a domain, the limit, and how recent attempts went.  Pacing builds on
+ * this (a later version adapts the limit to what the destination accepts).
+ */
+struct dest {
+	struct dest	*next;
+	char		 domain[256];
+	int		 active;	/* transactions in flight */
+	int		 limit;
+	uint32_t	 ok, temp, perm;	/* outcomes since start */
+	uint32_t	 streak;	/* consecutive temporary failures */
+	time_t		 last;		/* last outcome */
+	char		 lasterr[256];
+};
+
+static struct dest *dests;
+
+static struct dest *
+dest_get(const char *domain)
+{
+	struct dest *d;
+
+	for (d = dests; d; d = d->next)
+		if (strcmp(d->domain, domain) == 0)
+			return d;
+	d = xcalloc(1, sizeof(*d));
+	str_copy(d->domain, domain, sizeof(d->domain));
+	d->next = dests;
+	dests = d;
+	return d;
+}
+
+static int
+dest_limit(const struct dest *d)
+{
+	(void)d;	/* one limit for all, until pacing adapts it */
+	return (int)conf_num(q.conf, NULL, K_MAX_DOMAIN_CONNECTIONS);
+}
+
+static void
+dest_outcome(struct dest *d, int status, const char *text)
+{
+	d->last = time(NULL);
+	if (status == 0) {
+		d->ok++;
+		d->streak = 0;
+		return;
+	}
+	if (status == 1) {
+		d->temp++;
+		d->streak++;
+	} else
+		d->perm++;
+	log_sanitize(d->lasterr, text ? text : "", sizeof(d->lasterr));
+}
+
+/* What a recipient's current round of deliveries came to. */
+struct rround {
+	int	 temp, perm, held, wait;
+	char	 err[512];
+};
+
+/* A permanent failure owed to the sender in a DSN. */
+struct failure {
+	struct failure	*next;
+	char		*rcpt, *orcpt, *status, *diag, *relay;
+	int		 delayed;
+};
+
 static uint64_t
 queue_backoff(uint32_t attempts)
 {
@@ -741,6 +849,23 @@ queue_remove_files(const char *id)
 }
 
 static void
+queue_failures_free(struct qmsg *m)
+{
+	struct failure *f, *n;
+
+	for (f = m->fails; f; f = n) {
+		n = f->next;
+		free(f->rcpt);
+		free(f->orcpt);
+		free(f->status);
+		free(f->diag);
+		free(f->relay);
+		free(f);
+	}
+	m->fails = NULL;
+}
+
+static void
 queue_unlink_msg(struct qmsg *m)
 {
 	struct qmsg **p, *x;
@@ -750,6 +875,8 @@ queue_unlink_msg(struct qmsg *m)
 			*p = m->next;
 			break;
 		}
+	queue_failures_free(m);
+	free(m->rr);
 	envelope_free(&m->env);
 	free(m);
 }
@@ -760,9 +887,67 @@ queue_all_final(const struct qmsg *m)
 	size_t i;
 
 	for (i = 0; i < m->env.nrcpts; i++)
-		if (m->env.rcpts[i].state != RS_DONE)
+		if (m->env.rcpts[i].state != RS_DONE &&
+		    m->env.rcpts[i].state != RS_FAILED)
 			return 0;
 	return 1;
+}
+
+/*
+ * Delivery state (attempts, next try, served targets) is written lazily
+ * and in groups: every changed envelope is written to a temp file, one
+ * syncfs covers them all, then each is renamed over its old version.  A
+ * crash loses at most the latest state, which means an earlier retry or a
+ * duplicate delivery, never a lost message.
+ */
+static void
+queue_state_flush(evutil_socket_t fd, short ev, void *arg)
+{
+	char tmp[QID_LEN + 16], name[QID_LEN + 8];
+	struct qmsg *m;
+	struct buf b;
+	size_t n = 0;
+
+	buf_init(&b);
+	for (m = q.msgs; m; m = m->next) {
+		if (!m->dirty || m->removed)
+			continue;
+		buf_reset(&b);
+		envelope_encode(&m->env, &b);
+		snprintf(tmp, sizeof(tmp), "%s.env.tmp", m->env.id);
+		if (queue_write_file(q.qfd, tmp, &b, 0) == -1) {
+			log_warnx("q=%s event=update result=error reason=\"%s\"",
+			    m->env.id, strerror(errno));
+			continue;
+		}
+		m->dirty = 2;	/* written, not yet renamed */
+		n++;
+	}
+	buf_free(&b);
+	if (n == 0)
+		return;
+	if (syncfs(q.spoolfd) == -1)
+		log_warnx("event=update result=error reason=\"syncfs: %s\"",
+		    strerror(errno));
+	for (m = q.msgs; m; m = m->next) {
+		if (m->dirty != 2)
+			continue;
+		snprintf(tmp, sizeof(tmp), "%s.env.tmp", m->env.id);
+		snprintf(name, sizeof(name), "%s.env", m->env.id);
+		if (renameat(q.qfd, tmp, q.qfd, name) == 0)
+			m->dirty = 0;
+		else
+			m->dirty = 1;
+	}
+}
+
+static void
+queue_state_later(void)
+{
+	struct timeval tv = { 0, 200 * 1000 };
+
+	if (!evtimer_pending(q.stateev, NULL))
+		evtimer_add(q.stateev, &tv);
 }
 
 static void
@@ -785,68 +970,16 @@ queue_write_env(struct qmsg *m)
 	buf_free(&b);
 }
 
-/* Called when a message has no deliveries in flight. */
-static void
-queue_settle(struct qmsg *m)
+static struct rround *
+queue_rr(struct qmsg *m, size_t ri)
 {
-	if (m->jobs > 0)
-		return;
-	if (m->removed) {
-		queue_remove_files(m->env.id);
-		queue_unlink_msg(m);
-		return;
+	if (m->rr == NULL || m->nrr < m->env.nrcpts) {
+		m->rr = xreallocarray(m->rr, m->env.nrcpts, sizeof(*m->rr));
+		memset(m->rr + m->nrr, 0, (m->env.nrcpts - m->nrr) *
+		    sizeof(*m->rr));
+		m->nrr = m->env.nrcpts;
 	}
-	if (queue_all_final(m)) {
-		queue_remove_files(m->env.id);
-		log_info("q=%s event=removed reason=\"delivered\"", m->env.id);
-		queue_unlink_msg(m);
-		return;
-	}
-	if (m->dirty)
-		queue_write_env(m);
-}
-
-static void
-queue_rcpt_outcome(struct qmsg *m, struct env_rcpt *r, int temp,
-    int held, const char *err)
-{
-	time_t now = time(NULL);
-	uint64_t life = (uint64_t)conf_num(q.conf, NULL, K_QUEUE_LIFETIME) /
-	    1000;
-
-	m->dirty = 1;
-	if (!temp && !held && err == NULL) {
-		r->state = RS_DONE;
-		envelope_set_error(r, NULL);
-		return;
-	}
-	envelope_set_error(r, err);
-	if (temp && (uint64_t)now > m->env.arrival + life) {
-		r->state = RS_FAILED;
-		envelope_set_error(r, "queue lifetime exceeded");
-		return;
-	}
-	if (temp) {
-		r->state = RS_PENDING;
-		r->next_try = (uint64_t)now + queue_backoff(r->attempts);
-	} else if (held) {
-		r->state = RS_HELD;
-		r->next_try = (uint64_t)now + QUEUE_HELD_RETRY;
-	} else
-		r->state = RS_FAILED;
-}
-
-static struct job *
-queue_job_find(uint64_t id, struct job ***pp)
-{
-	struct job **p, *j;
-
-	for (p = &q.jobs; (j = *p) != NULL; p = &j->next)
-		if (j->id == id) {
-			*pp = p;
-			return j;
-		}
-	return NULL;
+	return &m->rr[ri];
 }
 
 static int
@@ -859,6 +992,108 @@ queue_rcpt_jobs(const struct qmsg *m, size_t rcpt)
 		if (j->msg == m && j->rcpt == rcpt)
 			n++;
 	return n;
+}
+
+/* "550 5.1.1 ..." -> "5.1.1"; else the class from the reply code. */
+static void
+queue_esc(const char *text, int perm, char *out, size_t len)
+{
+	const char *p = text ? strchr(text, ' ') : NULL;
+
+	if (p && (p[1] == '2' || p[1] == '4' || p[1] == '5') && p[2] == '.') {
+		size_t n = strcspn(p + 1, " ");
+
+		if (n < len && n >= 5) {
+			memcpy(out, p + 1, n);
+			out[n] = '\0';
+			return;
+		}
+	}
+	str_copy(out, perm ? "5.0.0" : "4.0.0", len);
+}
+
+static void
+queue_add_failure(struct qmsg *m, size_t ri, const char *rcpt,
+    const char *text, const char *relay, int delayed)
+{
+	struct failure *f = xcalloc(1, sizeof(*f));
+	char esc[16];
+
+	queue_esc(text, !delayed, esc, sizeof(esc));
+	f->rcpt = xstrdup(rcpt);
+	f->orcpt = strcmp(rcpt, m->env.rcpts[ri].addr) ? xstrdup(m->env.rcpts[ri].addr) :
+	    NULL;
+	f->status = xstrdup(esc);
+	f->diag = text ? xstrdup(text) : NULL;
+	f->relay = relay ? xstrdup(relay) : NULL;
+	f->delayed = delayed;
+	f->next = m->fails;
+	m->fails = f;
+}
+
+/* Settle a recipient whose round has no deliveries left in flight. */
+static void
+queue_rcpt_finish(struct qmsg *m, size_t ri)
+{
+	struct env_rcpt *r = &m->env.rcpts[ri];
+	struct rround *rr = queue_rr(m, ri);
+	time_t now = time(NULL);
+	uint64_t life = (uint64_t)conf_num(q.conf, NULL, K_QUEUE_LIFETIME) /
+	    1000;
+
+	m->dirty = 1;
+	if (rr->temp && (uint64_t)now > m->env.arrival + life) {
+		r->state = RS_FAILED;
+		envelope_set_error(r, rr->err[0] ? rr->err : "expired");
+		queue_add_failure(m, ri, r->addr, "message expired: retried for "
+		    "the whole queue lifetime; last error follows", NULL, 0);
+		if (rr->err[0])
+			queue_add_failure(m, ri, r->addr, rr->err, NULL, 0);
+	} else if (rr->temp) {
+		r->state = RS_PENDING;
+		r->next_try = (uint64_t)now + queue_backoff(r->attempts);
+		envelope_set_error(r, rr->err);
+	} else if (rr->held) {
+		r->state = RS_HELD;
+		r->next_try = (uint64_t)now + QUEUE_HELD_RETRY;
+		envelope_set_error(r, rr->err);
+	} else if (rr->wait) {
+		/* Waiting for a free slot at the destination: not an attempt. */
+		r->state = RS_PENDING;
+		r->next_try = (uint64_t)now + 1;
+	} else if (rr->perm) {
+		r->state = RS_FAILED;
+		envelope_set_error(r, rr->err);
+	} else {
+		r->state = RS_DONE;
+		envelope_set_error(r, NULL);
+	}
+	memset(rr, 0, sizeof(*rr));
+}
+
+static void	queue_notify(struct qmsg *);
+
+/* Called when a message has no deliveries in flight. */
+static void
+queue_settle(struct qmsg *m)
+{
+	if (m->jobs > 0)
+		return;
+	if (m->removed) {
+		queue_remove_files(m->env.id);
+		queue_unlink_msg(m);
+		return;
+	}
+	queue_notify(m);
+	if (queue_all_final(m)) {
+		queue_remove_files(m->env.id);
+		log_info("q=%s event=removed reason=\"%s\"", m->env.id,
+		    "delivered or bounced");
+		queue_unlink_msg(m);
+		return;
+	}
+	if (m->dirty)
+		queue_state_later();
 }
 
 /*
@@ -881,31 +1116,45 @@ queue_target_covered(const struct qmsg *m, size_t ri, const char *key)
 	return 0;
 }
 
+static struct job *
+queue_job_new(struct qmsg *m, size_t ri, const struct target *t, uint64_t id)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+
+	j->id = id;
+	j->msg = m;
+	j->rcpt = ri;
+	j->target = xstrdup(t->key);
+	j->desc = xstrdup(t->kind == TG_REMOTE ? t->path : t->rcpt);
+	j->start = time(NULL);
+	j->next = q.jobs;
+	q.jobs = j;
+	m->jobs++;
+	return j;
+}
+
+static int
+queue_msg_fd(const struct qmsg *m)
+{
+	char name[QID_LEN + 8];
+
+	snprintf(name, sizeof(name), "%s.msg", m->env.id);
+	return openat(q.qfd, name, O_RDONLY | O_CLOEXEC);
+}
+
 static int
 queue_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 {
 	struct env_rcpt *r = &m->env.rcpts[ri];
-	char name[QID_LEN + 8];
-	struct job *j;
 	struct buf b;
 	int fd;
 
-	snprintf(name, sizeof(name), "%s.msg", m->env.id);
-	if ((fd = openat(q.qfd, name, O_RDONLY | O_CLOEXEC)) == -1)
+	if ((fd = queue_msg_fd(m)) == -1)
 		return -1;
-	j = xcalloc(1, sizeof(*j));
-	j->id = ++q.nextjob;
-	j->msg = m;
-	j->rcpt = ri;
-	j->target = xstrdup(t->key);
-	j->desc = xstrdup(t->rcpt);
-	j->start = time(NULL);
-	j->next = q.jobs;
-	q.jobs = j;
-	q.njobs++;
-	m->jobs++;
+	queue_job_new(m, ri, t, ++q.nextjob);
+	q.nlocal++;
 	buf_init(&b);
-	rec_put_u64(&b, T_JOB, j->id);
+	rec_put_u64(&b, T_JOB, q.nextjob);
 	rec_put_str(&b, T_KIND, resolve_kind_name(t->kind));
 	rec_put_str(&b, T_USER, t->user);
 	rec_put_str(&b, T_PATH, t->path);
@@ -918,34 +1167,181 @@ queue_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 	return 0;
 }
 
+/* ---- remote transactions ---- */
+
+struct pending {
+	size_t		 rcpt;
+	struct target	 t;	/* copied: key, rcpt, path (the address) */
+	char		 domain[256];
+	int		 forwarded;
+};
+
+static struct pending *pend;
+static size_t npend;
+
+static void
+queue_pend_add(size_t ri, const struct target *t, int forwarded)
+{
+	struct pending *p;
+	const char *at = strrchr(t->path, '@');
+
+	pend = xreallocarray(pend, npend + 1, sizeof(*pend));
+	p = &pend[npend++];
+	memset(p, 0, sizeof(*p));
+	p->rcpt = ri;
+	p->t.kind = t->kind;
+	p->t.key = xstrdup(t->key);
+	p->t.rcpt = xstrdup(t->rcpt);
+	p->t.path = xstrdup(t->path);
+	p->t.user = xstrdup("");
+	str_copy(p->domain, at ? at + 1 : "", sizeof(p->domain));
+	str_lower(p->domain);
+	p->forwarded = forwarded;
+}
+
+static void
+queue_pend_clear(void)
+{
+	size_t i;
+
+	for (i = 0; i < npend; i++) {
+		free(pend[i].t.key);
+		free(pend[i].t.rcpt);
+		free(pend[i].t.path);
+		free(pend[i].t.user);
+	}
+	npend = 0;
+}
+
+static struct peer *
+queue_smtp_peer(void)
+{
+	return q.peers;		/* the newest smtp process */
+}
+
+/*
+ * The envelope sender of a copy: forwarded mail to another domain goes out
+ * with an SRS sender, so it passes SPF where it lands; bounces to it come
+ * back to us and are reversed at RCPT.
+ */
+static void
+queue_sender_for(const struct qmsg *m, int forwarded, char *out, size_t len)
+{
+	if (!forwarded || m->env.sender[0] == '\0' || proc_srs_keylen == 0 ||
+	    srs_forward(m->env.sender, conf_str(q.conf, K_SRS_DOMAIN),
+	    proc_srs_key, proc_srs_keylen, time(NULL), out, len) == -1)
+		str_copy(out, m->env.sender, len);
+}
+
+/* Send one transaction: entries [from, to) of pend, all one domain. */
+static void
+queue_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded)
+{
+	struct peer *pe = queue_smtp_peer();
+	char sender[600];
+	struct dest *d;
+	struct buf b;
+	size_t i;
+	int fd;
+
+	if (pe == NULL || (fd = queue_msg_fd(m)) == -1) {
+		for (i = 0; i < n; i++)
+			queue_rr(m, pend[idx[i]].rcpt)->wait = 1;
+		return;
+	}
+	d = dest_get(pend[idx[0]].domain);
+	d->active++;
+	q.nremote++;
+	queue_sender_for(m, forwarded, sender, sizeof(sender));
+	++q.nextjob;
+	buf_init(&b);
+	rec_put_u64(&b, T_JOB, q.nextjob);
+	rec_put_str(&b, T_ID, m->env.id);
+	rec_put_str(&b, T_SENDER, sender);
+	rec_put_str(&b, T_DOMAIN, d->domain);
+	rec_put_u64(&b, T_SIZE, m->env.size);
+	rec_put_u64(&b, T_BODY, (uint64_t)m->env.body8bit);
+	rec_put_u64(&b, T_UTF8, (uint64_t)m->env.smtputf8);
+	for (i = 0; i < n; i++) {
+		struct pending *p = &pend[idx[i]];
+		struct job *j = queue_job_new(m, p->rcpt, &p->t, q.nextjob);
+
+		j->remote = 1;
+		j->peer = pe->ipc;
+		j->domain = xstrdup(d->domain);
+		rec_put_str(&b, T_RCPT, p->t.path);
+	}
+	ipc_send(pe->ipc, IMSG_M_DELIVER, b.data, b.len, fd);
+	buf_free(&b);
+}
+
+/*
+ * Group the message's remote targets by domain and by sender (forwarded
+ * copies carry another one) into transactions of at most
+ * max-transaction-recipients, within the destination's connection limit.
+ */
+static void
+queue_flush_remote(struct qmsg *m)
+{
+	size_t max = (size_t)conf_num(q.conf, NULL, K_MAX_TXN_RECIPIENTS);
+	size_t *idx = xcalloc(npend + 1, sizeof(*idx));
+	char *used = xcalloc(npend + 1, 1);
+	size_t i, k, n;
+
+	for (i = 0; i < npend; i++) {
+		struct dest *d;
+
+		if (used[i])
+			continue;
+		d = dest_get(pend[i].domain);
+		n = 0;
+		for (k = i; k < npend && n < max; k++)
+			if (!used[k] && strcmp(pend[k].domain, pend[i].domain) ==
+			    0 && pend[k].forwarded == pend[i].forwarded) {
+				idx[n++] = k;
+				used[k] = 1;
+			}
+		if (d->active >= dest_limit(d) || q.nlocal + q.nremote >=
+		    (size_t)conf_num(q.conf, NULL, K_MAX_DELIVERIES)) {
+			for (k = 0; k < n; k++)
+				queue_rr(m, pend[idx[k]].rcpt)->wait = 1;
+			continue;
+		}
+		queue_send_txn(m, idx, n, pend[i].forwarded);
+	}
+	free(idx);
+	free(used);
+	queue_pend_clear();
+}
+
 /*
  * Try one recipient: expand it with the current aliases and config, hand
- * every target not yet served to the parent, and note what cannot be
+ * every target not yet served to its agent, and note what cannot be
  * delivered by this version (it stays queued, held, with the reason).
  */
 static void
 queue_try_rcpt(struct qmsg *m, size_t ri)
 {
 	struct env_rcpt *r = &m->env.rcpts[ri];
+	struct rround *rr = queue_rr(m, ri);
 	struct target *t;
-	size_t n, i;
-	char err[512], why[600] = "";
-	int dispatched = 0, held = 0;
+	size_t n, i, before = npend;
+	char err[512];
+	int started = 0;
 
+	memset(rr, 0, sizeof(*rr));
 	r->attempts++;
 	r->last_try = (uint64_t)time(NULL);
 	m->dirty = 1;
 	if (resolve_expand(q.conf, q.aliases, r->addr, &t, &n, err,
-	    sizeof(err)) == -1) {
+	    sizeof(err)) == -1 || n == 0) {
 		log_info("q=%s event=deliver to=<%s> status=deferred "
-		    "reason=\"%s\"", m->env.id, r->addr, err);
-		queue_rcpt_outcome(m, r, 1, 0, err);
-		return;
-	}
-	if (n == 0) {
-		log_info("q=%s event=deliver to=<%s> status=deferred "
-		    "reason=\"%s\"", m->env.id, r->addr, err);
-		queue_rcpt_outcome(m, r, 1, 0, err[0] ? err : "no targets");
+		    "reason=\"%s\"", m->env.id, r->addr, err[0] ? err :
+		    "no targets");
+		rr->temp = 1;
+		str_copy(rr->err, err[0] ? err : "no delivery targets",
+		    sizeof(rr->err));
+		queue_rcpt_finish(m, ri);
 		return;
 	}
 	for (i = 0; i < n; i++) {
@@ -955,27 +1351,62 @@ queue_try_rcpt(struct qmsg *m, size_t ri)
 			envelope_mark_done(r, t[i].key);
 			continue;
 		}
+		if (t[i].kind == TG_REMOTE) {
+			/* Through an alias or .forward: the copy is forwarded. */
+			queue_pend_add(ri, &t[i], str_casecmp(t[i].path,
+			    r->addr) != 0);
+			continue;
+		}
 		if (t[i].kind != TG_MAILDIR) {
-			held++;
-			snprintf(why, sizeof(why), "%s delivery to \"%s\" is not "
-			    "available in this version; kept in the queue",
-			    resolve_kind_name(t[i].kind), t[i].path);
+			rr->held = 1;
+			snprintf(rr->err, sizeof(rr->err), "%s delivery to \"%s\" "
+			    "is not available in this version; kept in the "
+			    "queue", resolve_kind_name(t[i].kind), t[i].path);
+			log_info("q=%s event=deliver to=<%s> status=held "
+			    "reason=\"%s\"", m->env.id, r->addr, rr->err);
 			continue;
 		}
 		if (queue_dispatch(m, ri, &t[i]) == 0)
-			dispatched++;
+			started++;
 	}
 	resolve_free(t, n);
-	if (dispatched == 0 && held) {
-		log_info("q=%s event=deliver to=<%s> status=held reason=\"%s\"",
-		    m->env.id, r->addr, why);
-		queue_rcpt_outcome(m, r, 0, 1, why);
-	} else if (dispatched == 0) {
-		queue_rcpt_outcome(m, r, 0, 0, NULL);
-	} else if (held) {
-		envelope_set_error(r, why);
-		r->state = RS_HELD;	/* refined when the jobs return */
+	if (started == 0 && npend == before)
+		queue_rcpt_finish(m, ri);
+}
+
+static void
+queue_try_msg(struct qmsg *m, time_t now, uint64_t *soonest)
+{
+	size_t i;
+
+	if (m->env.flags & ENV_HOLD)
+		return;
+	for (i = 0; i < m->env.nrcpts; i++) {
+		struct env_rcpt *r = &m->env.rcpts[i];
+
+		if (r->state != RS_PENDING && r->state != RS_HELD)
+			continue;
+		if (r->next_try > (uint64_t)now) {
+			if (*soonest == 0 || r->next_try < *soonest)
+				*soonest = r->next_try;
+			continue;
+		}
+		if (q.nlocal + q.nremote >= (size_t)conf_num(q.conf, NULL,
+		    K_MAX_DELIVERIES)) {
+			*soonest = (uint64_t)now + 1;
+			break;
+		}
+		if (queue_rcpt_jobs(m, i) == 0)
+			queue_try_rcpt(m, i);
 	}
+	queue_flush_remote(m);
+	/* Recipients whose copies all waited for a slot end their round. */
+	for (i = 0; i < m->env.nrcpts; i++)
+		if (queue_rcpt_jobs(m, i) == 0 && m->rr && i < m->nrr &&
+		    m->rr[i].wait) {
+			queue_rcpt_finish(m, i);
+			*soonest = (uint64_t)now + 1;
+		}
 }
 
 static void
@@ -984,34 +1415,79 @@ queue_run(evutil_socket_t fd, short ev, void *arg)
 	struct qmsg *m, *next;
 	time_t now = time(NULL);
 	uint64_t soonest = 0;
-	size_t i;
 
 	if (q.stopping)
 		return;
 	for (m = q.msgs; m; m = next) {
 		next = m->next;
-		for (i = 0; i < m->env.nrcpts; i++) {
-			struct env_rcpt *r = &m->env.rcpts[i];
-
-			if (r->state != RS_PENDING && r->state != RS_HELD)
-				continue;
-			if (r->next_try > (uint64_t)now) {
-				if (soonest == 0 || r->next_try < soonest)
-					soonest = r->next_try;
-				continue;
-			}
-			if (q.njobs >= QUEUE_MAX_JOBS) {
-				soonest = (uint64_t)now + 1;
-				break;
-			}
-			if (queue_rcpt_jobs(m, i) == 0)
-				queue_try_rcpt(m, i);
-		}
+		queue_try_msg(m, now, &soonest);
 		queue_settle(m);
 	}
 	if (soonest)
 		queue_kick((long)(soonest > (uint64_t)now ?
 		    soonest - (uint64_t)now : 1));
+}
+
+/* One target's outcome, from a local worker or a remote transaction. */
+static void
+queue_target_result(struct job *j, int status, const char *text,
+    const char *relay)
+{
+	struct qmsg *m = j->msg;
+	struct env_rcpt *rc = &m->env.rcpts[j->rcpt];
+	struct rround *rr = queue_rr(m, j->rcpt);
+	char esc[16];
+
+	queue_esc(text, status == 2, esc, sizeof(esc));
+	log_info("q=%s event=deliver to=<%s> orig_to=<%s> relay=%s delay=%lds "
+	    "dsn=%s status=%s reason=\"%s\"", m->env.id, j->desc, rc->addr,
+	    relay, (long)(time(NULL) - (time_t)m->env.arrival),
+	    status == 0 ? "2.0.0" : esc, status == 0 ? "sent" : status == 1 ?
+	    "deferred" : "bounced", text ? text : "");
+	if (status == 0)
+		envelope_mark_done(rc, j->target);
+	else if (status == 1) {
+		rr->temp = 1;
+		str_copy(rr->err, text ? text : "temporary failure",
+		    sizeof(rr->err));
+	} else {
+		/* Served, with a failure the sender hears about in a DSN. */
+		envelope_mark_done(rc, j->target);
+		rr->perm = 1;
+		str_copy(rr->err, text ? text : "permanent failure",
+		    sizeof(rr->err));
+		queue_add_failure(m, j->rcpt, j->desc, text, relay, 0);
+	}
+	m->dirty = 1;
+}
+
+static void
+queue_job_free(struct job *j)
+{
+	struct qmsg *m = j->msg;
+	size_t ri = j->rcpt;
+
+	m->jobs--;
+	if (queue_rcpt_jobs(m, ri) == 0)
+		queue_rcpt_finish(m, ri);
+	free(j->target);
+	free(j->desc);
+	free(j->domain);
+	free(j);
+}
+
+static struct job *
+queue_job_take(uint64_t id, const char *desc)
+{
+	struct job **pp, *j;
+
+	for (pp = &q.jobs; (j = *pp) != NULL; pp = &j->next)
+		if (j->id == id && (desc == NULL ||
+		    str_casecmp(j->desc, desc) == 0)) {
+			*pp = j->next;
+			return j;
+		}
+	return NULL;
 }
 
 static void
@@ -1020,8 +1496,8 @@ queue_delivered(struct rec_reader *rd)
 	struct rec r;
 	uint64_t jid = 0, status = 1;
 	char *text = NULL;
-	struct job *j, **pp;
-	struct env_rcpt *rc;
+	struct job *j;
+	struct qmsg *m;
 
 	while (rec_next(rd, &r) == 1) {
 		if (r.tag == T_JOB)
@@ -1031,38 +1507,294 @@ queue_delivered(struct rec_reader *rd)
 		else if (r.tag == T_TEXT && text == NULL)
 			text = rec_str(&r, 1024);
 	}
-	if ((j = queue_job_find(jid, &pp)) == NULL) {
+	if ((j = queue_job_take(jid, NULL)) == NULL) {
 		free(text);
 		return;
 	}
-	*pp = j->next;
-	q.njobs--;
-	j->msg->jobs--;
-	rc = &j->msg->env.rcpts[j->rcpt];
-	log_info("q=%s event=deliver to=<%s> orig_to=<%s> relay=local "
-	    "delay=%lds status=%s reason=\"%s\"", j->msg->env.id, j->desc,
-	    rc->addr, (long)(time(NULL) - (time_t)j->msg->env.arrival),
-	    status == 0 ? "sent" : status == 1 ? "deferred" : "bounced",
-	    text ? text : "");
-	if (status == 0)
-		envelope_mark_done(rc, j->target);
-	j->msg->dirty = 1;
-	if (queue_rcpt_jobs(j->msg, j->rcpt) == 0 || status != 0) {
-		if (status == 0 && rc->state == RS_HELD)
-			queue_rcpt_outcome(j->msg, rc, 0, 1, rc->last_error);
-		else if (status == 0 && queue_rcpt_jobs(j->msg, j->rcpt) == 0)
-			queue_rcpt_outcome(j->msg, rc, 0, 0, NULL);
-		else if (status != 0)
-			/* Local failures are kept and retried: no local DSN yet. */
-			queue_rcpt_outcome(j->msg, rc, 1, 0, text ? text :
-			    "delivery failed");
-	}
-	queue_settle(j->msg);
-	free(j->target);
-	free(j->desc);
-	free(j);
+	q.nlocal--;
+	m = j->msg;
+	queue_target_result(j, status > 2 ? 1 : (int)status, text, "local");
+	queue_job_free(j);
+	queue_settle(m);
 	free(text);
 	queue_kick(0);
+}
+
+/* IMSG_M_RESULT: one outcome per recipient of a remote transaction. */
+static void
+queue_remote_result(struct rec_reader *rd)
+{
+	struct rec r;
+	uint64_t jid = 0, status = 1;
+	char *relay = NULL, *addr = NULL, *text = NULL, *tls = NULL;
+	struct qmsg *m = NULL;
+	struct dest *d = NULL;
+	struct job *j;
+
+	while (rec_next(rd, &r) == 1) {
+		switch (r.tag) {
+		case T_JOB:
+			rec_u64(&r, &jid);
+			break;
+		case T_RELAY:
+			free(relay);
+			relay = rec_str(&r, 320);
+			break;
+		case T_TLS:
+			free(tls);
+			tls = rec_str(&r, 200);
+			break;
+		case T_RCPT:
+			free(addr);
+			addr = rec_str(&r, 512);
+			break;
+		case T_STATUS:
+			rec_u64(&r, &status);
+			break;
+		case T_TEXT:
+			free(text);
+			text = rec_str(&r, 1024);
+			if (addr == NULL ||
+			    (j = queue_job_take(jid, addr)) == NULL)
+				break;
+			m = j->msg;
+			if (d == NULL && j->domain)
+				d = dest_get(j->domain);
+			if (d)
+				dest_outcome(d, status > 2 ? 1 : (int)status, text);
+			queue_target_result(j, status > 2 ? 1 : (int)status,
+			    text, relay ? relay : "none");
+			queue_job_free(j);
+			break;
+		}
+	}
+	/* Recipients the reply did not mention are retried. */
+	while ((j = queue_job_take(jid, NULL)) != NULL) {
+		m = j->msg;
+		if (d == NULL && j->domain)
+			d = dest_get(j->domain);
+		queue_target_result(j, 1, "no outcome reported", relay ?
+		    relay : "none");
+		queue_job_free(j);
+	}
+	if (d && d->active > 0)
+		d->active--;
+	if (q.nremote > 0)
+		q.nremote--;
+	if (m)
+		queue_settle(m);
+	free(relay);
+	free(addr);
+	free(text);
+	free(tls);
+	queue_kick(0);
+}
+
+/*
+ * The smtp process that had these transactions is gone: their outcome
+ * will never come, so every recipient in them is retried.
+ */
+static void
+queue_txn_lost(struct ipc *peer)
+{
+	struct job *j;
+	struct qmsg *m;
+	struct dest *d;
+	uint64_t id;
+
+	for (;;) {
+		for (j = q.jobs; j; j = j->next)
+			if (j->remote && j->peer == peer)
+				break;
+		if (j == NULL)
+			return;
+		id = j->id;
+		d = j->domain ? dest_get(j->domain) : NULL;
+		while ((j = queue_job_take(id, NULL)) != NULL) {
+			m = j->msg;
+			queue_target_result(j, 1, "the delivering process went "
+			    "away", "none");
+			queue_job_free(j);
+			queue_settle(m);
+		}
+		if (d && d->active > 0)
+			d->active--;
+		if (q.nremote > 0)
+			q.nremote--;
+	}
+}
+
+/* ---- notices to senders ---------------------------------------------------- */
+
+/*
+ * Queue a message we wrote ourselves (a DSN) the same way a received one
+ * is queued: files in incoming/, then the group commit publishes them.
+ */
+static int
+queue_inject(const char *to, const struct buf *content, uint64_t flags)
+{
+	struct incoming *in;
+	char id[QID_LEN + 1];
+	size_t off = 0;
+	ssize_t n;
+	int fd;
+
+	if ((fd = queue_create_file(id)) == -1)
+		return -1;
+	while (off < content->len) {
+		n = write(fd, content->data + off, content->len - off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			close(fd);
+			unlinkat(q.incfd, id, 0);
+			return -1;
+		}
+		off += (size_t)n;
+	}
+	close(fd);
+	in = xcalloc(1, sizeof(*in));
+	memcpy(in->id, id, sizeof(in->id));
+	memcpy(in->env.id, id, sizeof(in->env.id));
+	in->env.sender = xstrdup("");
+	in->env.helo = xstrdup(conf_str(q.conf, K_HOSTNAME));
+	in->env.client = xstrdup("local");
+	in->env.proto = xstrdup("LOCAL");
+	in->env.size = content->len;
+	in->env.arrival = (uint64_t)time(NULL);
+	in->env.flags = flags;
+	envelope_add_rcpt(&in->env, to);
+	in->next = q.incoming;
+	q.incoming = in;
+	return queue_commit_incoming(in);
+}
+
+static void
+queue_read_original(const struct qmsg *m, struct buf *b, int *whole)
+{
+	char tmp[8192];
+	ssize_t n = -1;
+	off_t off = 0;
+	int fd = queue_msg_fd(m);
+
+	*whole = 0;
+	if (fd == -1)
+		return;
+	while (b->len < QUEUE_DSN_READ &&
+	    (n = pread(fd, tmp, sizeof(tmp), off)) > 0) {
+		buf_append(b, tmp, (size_t)n);
+		off += n;
+	}
+	*whole = n == 0;
+	close(fd);
+}
+
+static const char *
+queue_postmaster(char *out, size_t len)
+{
+	snprintf(out, len, "postmaster@%s", q.conf->ndomains ?
+	    q.conf->domains[0] : conf_str(q.conf, K_HOSTNAME));
+	return out;
+}
+
+/* One DSN for the given failures (or delays) of m. */
+static int
+queue_send_dsn(struct qmsg *m, struct failure *list, int delayed)
+{
+	struct dsn_rcpt *dr;
+	struct dsn_msg dm;
+	struct failure *f;
+	struct buf orig, out;
+	char to[300], relay[340];
+	size_t n = 0, i;
+	int whole, r;
+	uint64_t flags = ENV_DSN;
+
+	for (f = list; f; f = f->next)
+		n++;
+	if (n == 0)
+		return 0;
+	if (m->env.sender[0] == '\0') {
+		if (m->env.flags & ENV_DOUBLE) {
+			log_warnx("q=%s event=dsn result=dropped reason=\"a "
+			    "failed notice to the postmaster is not bounced\"",
+			    m->env.id);
+			return 0;
+		}
+		if (delayed)
+			return 0;
+		/* No bounce to <>: a failing bounce goes to the postmaster. */
+		queue_postmaster(to, sizeof(to));
+		flags |= ENV_DOUBLE;
+	} else
+		str_copy(to, m->env.sender, sizeof(to));
+	dr = xcalloc(n, sizeof(*dr));
+	for (f = list, i = 0; f; f = f->next, i++) {
+		dr[i].rcpt = f->rcpt;
+		dr[i].orcpt = f->orcpt;
+		dr[i].status = f->status;
+		dr[i].action = delayed ? "delayed" : "failed";
+		if (f->relay && strcmp(f->relay, "local") && strcmp(f->relay,
+		    "none")) {
+			snprintf(relay, sizeof(relay), "dns; %.*s", (int)strcspn(
+			    f->relay, "["), f->relay);
+			dr[i].remote_mta = xstrdup(relay);
+		}
+		dr[i].diagnostic = f->diag;
+		dr[i].last_attempt = (long long)time(NULL);
+	}
+	memset(&dm, 0, sizeof(dm));
+	dm.reporting_mta = conf_str(q.conf, K_HOSTNAME);
+	dm.to = to;
+	dm.queue_id = m->env.id;
+	dm.arrival = (long long)m->env.arrival;
+	dm.delayed = delayed;
+	buf_init(&orig);
+	buf_init(&out);
+	queue_read_original(m, &orig, &whole);
+	dm.original = orig.data;
+	dm.original_len = orig.len;
+	dm.return_full = whole;
+	dm.max_full = QUEUE_DSN_FULL;
+	r = dsn_build(&dm, dr, n, &out);
+	if (r == 0)
+		r = queue_inject(to, &out, flags);
+	log_info("q=%s event=dsn result=%s to=<%s> type=%s nrcpt=%zu", m->env.id,
+	    r == 0 ? "ok" : "error", to, delayed ? "delay" : "failure", n);
+	for (i = 0; i < n; i++)
+		free((char *)dr[i].remote_mta);
+	free(dr);
+	buf_free(&orig);
+	buf_free(&out);
+	return r;
+}
+
+/* Owed notices of m: failures at once, one delay warning when late. */
+static void
+queue_notify(struct qmsg *m)
+{
+	time_t now = time(NULL);
+	long long warn = conf_num(q.conf, NULL, K_DELAY_WARNING) / 1000;
+	size_t i;
+
+	if (m->fails && queue_send_dsn(m, m->fails, 0) == 0)
+		queue_failures_free(m);
+	if (m->fails)
+		return;		/* could not queue it: try again next time */
+	if (warn <= 0 || (m->env.flags & (ENV_WARNED | ENV_DSN)) ||
+	    m->env.sender[0] == '\0' || now - (time_t)m->env.arrival < warn)
+		return;
+	for (i = 0; i < m->env.nrcpts; i++) {
+		const struct env_rcpt *r = &m->env.rcpts[i];
+
+		if (r->state == RS_PENDING && r->attempts > 0)
+			queue_add_failure(m, i, r->addr, r->last_error, NULL, 1);
+	}
+	if (m->fails && queue_send_dsn(m, m->fails, 1) == 0) {
+		m->env.flags |= ENV_WARNED;
+		m->dirty = 1;
+	}
+	queue_failures_free(m);
 }
 
 /* ---- control socket ------------------------------------------------------------ */
@@ -1105,7 +1837,8 @@ ctl_list(struct buf *o)
 			    "-Sender/Recipient-------\n");
 		localtime_r(&t, &tm);
 		strftime(date, sizeof(date), "%a %b %e %H:%M:%S", &tm);
-		buf_printf(o, "%-17s %8llu %-20s  %s\n", m->env.id,
+		buf_printf(o, "%-16s%c %8llu %-20s  %s\n", m->env.id,
+		    (m->env.flags & ENV_HOLD) ? '!' : ' ',
 		    (unsigned long long)m->env.size, date,
 		    m->env.sender[0] ? m->env.sender : "MAILER-DAEMON");
 		bytes += m->env.size;
@@ -1144,6 +1877,8 @@ ctl_show(struct buf *o, const struct qmsg *m)
 	    m->env.client ? m->env.client : "", m->env.helo ? m->env.helo : "",
 	    m->env.proto ? m->env.proto : "", m->env.body8bit ? "8BITMIME" :
 	    "7BIT", m->env.smtputf8 ? " SMTPUTF8" : "");
+	if (m->env.flags & ENV_HOLD)
+		buf_puts(o, "held: by the admin (ternctl release)\n");
 	for (i = 0; i < m->env.nrcpts; i++) {
 		const struct env_rcpt *r = &m->env.rcpts[i];
 
@@ -1169,8 +1904,17 @@ ctl_show(struct buf *o, const struct qmsg *m)
 	}
 }
 
+static int
+ctl_domain_match(const char *addr, const char *domain)
+{
+	const char *at = strrchr(addr, '@');
+
+	return domain == NULL || (at && str_casecmp(at + 1, domain) == 0);
+}
+
+/* Retry now: everything, or the recipients at one domain. */
 static void
-ctl_flush(void)
+ctl_flush(const char *domain)
 {
 	struct qmsg *m;
 	size_t i;
@@ -1179,7 +1923,8 @@ ctl_flush(void)
 		for (i = 0; i < m->env.nrcpts; i++) {
 			struct env_rcpt *r = &m->env.rcpts[i];
 
-			if (r->state == RS_PENDING || r->state == RS_HELD) {
+			if ((r->state == RS_PENDING || r->state == RS_HELD) &&
+			    ctl_domain_match(r->addr, domain)) {
 				r->next_try = 0;
 				r->state = RS_PENDING;
 			}
@@ -1188,34 +1933,120 @@ ctl_flush(void)
 }
 
 static void
+ctl_hold(struct buf *o, struct qmsg *m, int hold)
+{
+	if (hold)
+		m->env.flags |= ENV_HOLD;
+	else
+		m->env.flags &= ~(uint64_t)ENV_HOLD;
+	queue_write_env(m);
+	log_info("q=%s event=%s reason=\"admin\"", m->env.id, hold ? "hold" :
+	    "release");
+	buf_printf(o, "ok\n%s %s\n", m->env.id, hold ? "held" : "released");
+	if (!hold)
+		ctl_flush(NULL);
+}
+
+struct ctl_dom {
+	char		 domain[256];
+	size_t		 rcpts, msgs;
+	uint64_t	 oldest;
+	char		 lasterr[160];
+	const struct qmsg *lastmsg;
+};
+
+/* Per destination domain: what waits, since when, and why. */
+static void
+ctl_summary(struct buf *o)
+{
+	struct ctl_dom *d = NULL;
+	size_t nd = 0, i, k;
+	struct qmsg *m;
+	struct dest *de;
+
+	for (m = q.msgs; m; m = m->next)
+		for (i = 0; i < m->env.nrcpts; i++) {
+			const struct env_rcpt *r = &m->env.rcpts[i];
+			const char *at = strrchr(r->addr, '@');
+
+			if (r->state == RS_DONE || m->removed)
+				continue;
+			for (k = 0; k < nd; k++)
+				if (str_casecmp(d[k].domain, at ? at + 1 : "") == 0)
+					break;
+			if (k == nd) {
+				d = xreallocarray(d, nd + 1, sizeof(*d));
+				memset(&d[nd], 0, sizeof(*d));
+				str_copy(d[nd].domain, at ? at + 1 : "",
+				    sizeof(d[nd].domain));
+				str_lower(d[nd].domain);
+				nd++;
+			}
+			d[k].rcpts++;
+			if (d[k].lastmsg != m)
+				d[k].msgs++;
+			d[k].lastmsg = m;
+			if (d[k].oldest == 0 || m->env.arrival < d[k].oldest)
+				d[k].oldest = m->env.arrival;
+			if (r->last_error)
+				str_copy(d[k].lasterr, r->last_error,
+				    sizeof(d[k].lasterr));
+		}
+	buf_printf(o, "%-30s %6s %6s %8s %6s  %s\n", "domain", "msgs", "rcpts",
+	    "oldest", "conns", "last error");
+	for (k = 0; k < nd; k++) {
+		long age = (long)(time(NULL) - (time_t)d[k].oldest);
+		int conns = 0;
+
+		for (de = dests; de; de = de->next)
+			if (strcmp(de->domain, d[k].domain) == 0)
+				conns = de->active;
+		buf_printf(o, "%-30s %6zu %6zu %7ldm %6d  %s\n", d[k].domain,
+		    d[k].msgs, d[k].rcpts, age / 60, conns, d[k].lasterr);
+	}
+	if (nd == 0)
+		buf_puts(o, "(queue empty)\n");
+	free(d);
+}
+
+static void
 ctl_execute(const char *req, struct buf *o)
 {
 	const char *arg = strchr(req, ' ');
-	struct qmsg *m;
+	struct qmsg *m = NULL;
 
+	if (arg && (strncmp(req, "show ", 5) == 0 || strncmp(req, "remove ",
+	    7) == 0 || strncmp(req, "hold ", 5) == 0 ||
+	    strncmp(req, "release ", 8) == 0)) {
+		if ((m = queue_find_msg(arg + 1)) == NULL || m->removed) {
+			buf_puts(o, "error no such message\n");
+			return;
+		}
+	}
 	if (strcmp(req, "queue") == 0) {
 		buf_puts(o, "ok\n");
 		ctl_list(o);
+	} else if (strcmp(req, "summary") == 0) {
+		buf_puts(o, "ok\n");
+		ctl_summary(o);
 	} else if (strcmp(req, "flush") == 0) {
-		ctl_flush();
+		ctl_flush(NULL);
 		buf_puts(o, "ok\nqueue flush started\n");
-	} else if (arg && strncmp(req, "show ", 5) == 0) {
-		if ((m = queue_find_msg(arg + 1)) == NULL || m->removed)
-			buf_puts(o, "error no such message\n");
-		else {
-			buf_puts(o, "ok\n");
-			ctl_show(o, m);
-		}
-	} else if (arg && strncmp(req, "remove ", 7) == 0) {
-		if ((m = queue_find_msg(arg + 1)) == NULL || m->removed)
-			buf_puts(o, "error no such message\n");
-		else {
-			log_info("q=%s event=removed reason=\"admin\"",
-			    m->env.id);
-			buf_printf(o, "ok\n%s removed\n", m->env.id);
-			m->removed = 1;
-			queue_settle(m);
-		}
+	} else if (arg && strncmp(req, "flush ", 6) == 0) {
+		ctl_flush(arg + 1);
+		buf_printf(o, "ok\nflush of %s started\n", arg + 1);
+	} else if (m && strncmp(req, "show ", 5) == 0) {
+		buf_puts(o, "ok\n");
+		ctl_show(o, m);
+	} else if (m && strncmp(req, "hold ", 5) == 0) {
+		ctl_hold(o, m, 1);
+	} else if (m && strncmp(req, "release ", 8) == 0) {
+		ctl_hold(o, m, 0);
+	} else if (m && strncmp(req, "remove ", 7) == 0) {
+		log_info("q=%s event=removed reason=\"admin\"", m->env.id);
+		buf_printf(o, "ok\n%s removed\n", m->env.id);
+		m->removed = 1;
+		queue_settle(m);
 	} else
 		buf_puts(o, "error unknown request\n");
 }
@@ -1299,7 +2130,7 @@ queue_reload(struct rec_reader *rd)
 	aliases_close(q.aliases);
 	q.aliases = aliases_open(conf_str(c, K_ALIASES));
 	log_info("event=reload result=ok");
-	ctl_flush();
+	ctl_flush(NULL);
 }
 
 static void
@@ -1338,6 +2169,7 @@ queue_sigterm(evutil_socket_t sig, short ev, void *arg)
 	/* A batch is never half done here: flush runs to completion. */
 	q.stopping = 1;
 	queue_flush(-1, 0, NULL);
+	queue_state_flush(-1, 0, NULL);
 	for (m = q.msgs; m; m = m->next)
 		if (m->dirty)
 			queue_write_env(m);
@@ -1373,6 +2205,8 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	event_priority_set(q.flushev, 1);
 	q.runev = evtimer_new(q.base, queue_run, NULL);
 	event_priority_set(q.runev, 1);
+	q.stateev = evtimer_new(q.base, queue_state_flush, NULL);
+	event_priority_set(q.stateev, 1);
 	q.ctlfd = controlfd;
 	if (controlfd >= 0) {
 		evutil_make_socket_nonblocking(controlfd);

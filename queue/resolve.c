@@ -2,9 +2,16 @@
  * resolve: local recipient lookup and alias expansion, shared by the smtp
  * process (existence at RCPT) and the queue process (targets at delivery).
  * Addresses are data: they select map entries, never become paths or
- * commands themselves; commands and paths come only from the aliases file
- * or the config.
+ * commands themselves; commands and paths come only from the aliases file,
+ * the :include: files it names, or the config.  The parent runs the same
+ * expansion again to check every delivery request the queue sends it.
+ *
+ * A |command or /file runs as the owner of the file that names it (the
+ * aliases source, or the :include: file), and as "nobody" when that owner
+ * is root: nothing an alias names ever runs as root.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +26,14 @@
 
 #define RESOLVE_DEPTH	10
 #define RESOLVE_MAX	1000	/* targets one recipient may expand to */
+#define RESOLVE_INCLUDE_MAX	(1024 * 1024)	/* bytes of one :include: */
+
+/* The account a command or file runs as. */
+struct runas {
+	char	name[64];
+	uid_t	uid;
+	gid_t	gid;
+};
 
 struct expand {
 	const struct conf	*conf;
@@ -30,6 +45,8 @@ struct expand {
 	char			*err;
 	size_t			 errlen;
 	int			 temp;
+	int			 have_owner;	/* aliases_owner is known */
+	struct runas		 aliases_owner;
 };
 
 int
@@ -135,15 +152,14 @@ resolve_exists(const struct conf *c, struct aliases *al, const char *addr)
 
 static void
 expand_add(struct expand *x, enum target_kind kind, const char *rcpt,
-    const struct passwd *pw, const char *path)
+    const char *user, uid_t uid, gid_t gid, const char *path, int account)
 {
 	struct target *t;
 	struct buf key;
 	size_t i;
 
 	buf_init(&key);
-	buf_printf(&key, "%s:%s:%s", resolve_kind_name(kind),
-	    pw ? pw->pw_name : "", path);
+	buf_printf(&key, "%s:%s:%s", resolve_kind_name(kind), user, path);
 	for (i = 0; i < x->n; i++)
 		if (strcmp(x->t[i].key, key.data) == 0) {
 			buf_free(&key);
@@ -158,25 +174,84 @@ expand_add(struct expand *x, enum target_kind kind, const char *rcpt,
 	t->kind = kind;
 	t->key = buf_steal(&key);
 	t->rcpt = xstrdup(rcpt);
-	t->user = xstrdup(pw ? pw->pw_name : "");
-	t->uid = pw ? pw->pw_uid : (uid_t)-1;
-	t->gid = pw ? pw->pw_gid : (gid_t)-1;
+	t->user = xstrdup(user);
+	t->uid = uid;
+	t->gid = gid;
 	t->path = xstrdup(path);
+	t->account = account;
 }
 
+/* A system account's own mailbox, in the form local-delivery names. */
 static void
-expand_maildir(struct expand *x, const char *rcpt, const struct passwd *pw)
+expand_mailbox(struct expand *x, const char *rcpt, const struct passwd *pw)
 {
+	const char *how = conf_str(x->conf, K_LOCAL_DELIVERY);
 	const char *md = conf_str(x->conf, K_MAILDIR);
+	enum target_kind kind = TG_MAILDIR;
 	struct buf p;
 
 	buf_init(&p);
-	if (md[0] == '~' && md[1] == '/')
+	if (strcmp(how, "mbox") == 0) {
+		kind = TG_MBOX;
+		buf_printf(&p, "%s/%s", conf_str(x->conf, K_MBOX_DIR),
+		    pw->pw_name);
+	} else if (strcmp(how, "lmtp") == 0) {
+		kind = TG_LMTP;
+		buf_puts(&p, conf_str(x->conf, K_LMTP));
+	} else if (md[0] == '~' && md[1] == '/')
 		buf_printf(&p, "%s/%s", pw->pw_dir, md + 2);
 	else
 		buf_puts(&p, md);
-	expand_add(x, TG_MAILDIR, rcpt, pw, p.data);
+	expand_add(x, kind, rcpt, pw->pw_name, pw->pw_uid, pw->pw_gid, p.data,
+	    1);
 	buf_free(&p);
+}
+
+int
+resolve_runas(uid_t uid, char *name, size_t len, uid_t *uidp, gid_t *gidp)
+{
+	struct passwd *pw = uid == 0 ? getpwnam("nobody") : getpwuid(uid);
+
+	if (pw == NULL || pw->pw_uid == 0 ||
+	    str_copy(name, pw->pw_name, len) >= len)
+		return -1;
+	*uidp = pw->pw_uid;
+	*gidp = pw->pw_gid;
+	return 0;
+}
+
+static int
+expand_runas(struct expand *x, uid_t owner, const char *file,
+    struct runas *ra)
+{
+	if (resolve_runas(owner, ra->name, sizeof(ra->name), &ra->uid,
+	    &ra->gid) == 0)
+		return 0;
+	snprintf(x->err, x->errlen, "%s: no account to run as (owner uid "
+	    "%lu%s)", file, (unsigned long)owner, owner == 0 ?
+	    ", and no \"nobody\"" : "");
+	x->temp = 1;
+	return -1;
+}
+
+/* Commands and files of the aliases file run as its owner. */
+static const struct runas *
+expand_aliases_owner(struct expand *x)
+{
+	const char *src = conf_str(x->conf, K_ALIASES);
+	struct stat st;
+
+	if (x->have_owner)
+		return &x->aliases_owner;
+	if (stat(src, &st) == -1) {
+		snprintf(x->err, x->errlen, "%s: %s", src, strerror(errno));
+		x->temp = 1;
+		return NULL;
+	}
+	if (expand_runas(x, st.st_uid, src, &x->aliases_owner) == -1)
+		return NULL;
+	x->have_owner = 1;
+	return &x->aliases_owner;
 }
 
 static int	expand_name(struct expand *, const char *local,
@@ -195,9 +270,125 @@ expand_seen(struct expand *x, const char *what)
 	return 0;
 }
 
+static void	expand_targets(struct expand *, struct alias_target *, size_t,
+		    const char *, const char *, int, const struct runas *);
+
+/* Read an :include: file: a regular file nobody else may write. */
+static int
+include_read(struct expand *x, const char *path, struct buf *text,
+    struct stat *st)
+{
+	char tmp[8192];
+	const char *why = NULL;
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd == -1 || fstat(fd, st) == -1)
+		why = strerror(errno);
+	else if (!S_ISREG(st->st_mode))
+		why = "not a regular file";
+	else if (st->st_mode & (S_IWGRP | S_IWOTH))
+		why = "group or world writable";
+	else if (st->st_size > RESOLVE_INCLUDE_MAX)
+		why = "larger than 1 MiB";
+	while (why == NULL && (n = read(fd, tmp, sizeof(tmp))) != 0) {
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			why = strerror(errno);
+		else if (text->len + (size_t)n > RESOLVE_INCLUDE_MAX)
+			why = "larger than 1 MiB";
+		else
+			buf_append(text, tmp, (size_t)n);
+	}
+	if (fd >= 0)
+		close(fd);
+	if (why == NULL)
+		return 0;
+	snprintf(x->err, x->errlen, ":include:%s: %s", path, why);
+	x->temp = 1;	/* kept queued until the admin fixes the file */
+	return -1;
+}
+
+/* One line of an include without its blanks; 0 when nothing is left. */
+static size_t
+include_trim(const char **line, size_t len)
+{
+	const char *s = *line;
+
+	if (len && s[len - 1] == '\r')
+		len--;
+	while (len && (*s == ' ' || *s == '\t')) {
+		s++;
+		len--;
+	}
+	while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+		len--;
+	*line = s;
+	return (len == 0 || *s == '#') ? 0 : len;
+}
+
+/*
+ * :include:/path: each line of the file is a target list, as after the
+ * colon of an alias; '#' lines and blank lines are skipped.  Its commands
+ * and files run as the file's owner ("nobody" for root).
+ */
+static void
+expand_include(struct expand *x, const char *path, const char *rcpt,
+    const char *domain, int depth)
+{
+	struct alias_target *t;
+	struct runas owner;
+	struct stat st;
+	struct buf text, seen;
+	const char *line, *end, *why;
+	size_t n, len;
+	int lineno = 0, dup;
+
+	if (depth + 1 > RESOLVE_DEPTH) {
+		snprintf(x->err, x->errlen, ":include:%s: nested too deep",
+		    path);
+		x->temp = 1;
+		return;
+	}
+	buf_init(&seen);
+	buf_printf(&seen, ":include:%s", path);
+	dup = expand_seen(x, seen.data);
+	buf_free(&seen);
+	if (dup)
+		return;		/* expanded once already */
+	buf_init(&text);
+	buf_append(&text, "", 0);
+	if (include_read(x, path, &text, &st) == -1 ||
+	    expand_runas(x, st.st_uid, path, &owner) == -1) {
+		buf_free(&text);
+		return;
+	}
+	for (line = text.data; line < text.data + text.len && !x->temp;
+	    line = end + 1) {
+		end = memchr(line, '\n', (size_t)(text.data + text.len - line));
+		if (end == NULL)
+			end = text.data + text.len;
+		lineno++;
+		if ((len = include_trim(&line, (size_t)(end - line))) == 0)
+			continue;
+		if (aliases_parse_targets(line, len, &t, &n, &why) == -1) {
+			snprintf(x->err, x->errlen, ":include:%s:%d: %s", path,
+			    lineno, why);
+			x->temp = 1;
+			break;
+		}
+		expand_targets(x, t, n, rcpt, domain, depth + 1, &owner);
+		aliases_free_targets(t, n);
+	}
+	buf_free(&text);
+}
+
+/* owner: who runs the list's commands and files (NULL: the aliases file's). */
 static void
 expand_targets(struct expand *x, struct alias_target *t, size_t n,
-    const char *rcpt, const char *domain, int depth)
+    const char *rcpt, const char *domain, int depth, const struct runas *owner)
 {
 	char local[256], dom[256];
 	size_t i;
@@ -213,17 +404,20 @@ expand_targets(struct expand *x, struct alias_target *t, size_t n,
 			    conf_is_local_domain(x->conf, dom))
 				expand_name(x, local, dom, depth + 1);
 			else
-				expand_add(x, TG_REMOTE, t[i].value, NULL,
-				    t[i].value);
+				expand_add(x, TG_REMOTE, t[i].value, "",
+				    (uid_t)-1, (gid_t)-1, t[i].value, 0);
 			break;
 		case ALIAS_PIPE:
-			expand_add(x, TG_PIPE, rcpt, NULL, t[i].value);
-			break;
 		case ALIAS_FILE:
-			expand_add(x, TG_FILE, rcpt, NULL, t[i].value);
+			if (owner == NULL &&
+			    (owner = expand_aliases_owner(x)) == NULL)
+				break;
+			expand_add(x, t[i].kind == ALIAS_PIPE ? TG_PIPE :
+			    TG_FILE, rcpt, owner->name, owner->uid, owner->gid,
+			    t[i].value, 0);
 			break;
 		case ALIAS_INCLUDE:
-			expand_add(x, TG_INCLUDE, rcpt, NULL, t[i].value);
+			expand_include(x, t[i].value, rcpt, domain, depth);
 			break;
 		}
 	}
@@ -242,7 +436,7 @@ expand_account(struct expand *x, const char *name, const char *rcpt)
 		snprintf(x->err, x->errlen, "unknown user \"%s\"", name);
 		return -1;
 	}
-	expand_maildir(x, rcpt, pw);
+	expand_mailbox(x, rcpt, pw);
 	return 0;
 }
 
@@ -270,7 +464,8 @@ expand_name(struct expand *x, const char *local, const char *domain,
 			x->temp = 1;
 			return -1;
 		}
-		expand_add(x, TG_MAILDIR, rcpt, pw, v->maildir);
+		expand_add(x, TG_MAILDIR, rcpt, pw->pw_name, pw->pw_uid,
+		    pw->pw_gid, v->maildir, 0);
 		return 0;
 	}
 	if (expand_seen(x, local))
@@ -284,7 +479,7 @@ expand_name(struct expand *x, const char *local, const char *domain,
 		return -1;
 	}
 	if (r == 1) {
-		expand_targets(x, t, n, rcpt, domain, depth);
+		expand_targets(x, t, n, rcpt, domain, depth, NULL);
 		aliases_free_targets(t, n);
 		return 0;
 	}
@@ -317,7 +512,8 @@ resolve_expand(const struct conf *c, struct aliases *al, const char *addr,
 	if (conf_is_local_domain(c, domain))
 		expand_name(&x, local, domain, 0);
 	else
-		expand_add(&x, TG_REMOTE, addr, NULL, addr);
+		expand_add(&x, TG_REMOTE, addr, "", (uid_t)-1, (gid_t)-1, addr,
+		    0);
 	for (i = 0; i < x.nseen; i++)
 		free(x.seen[i]);
 	free(x.seen);
@@ -360,6 +556,52 @@ resolve_kind_name(enum target_kind k)
 		return "file";
 	case TG_INCLUDE:
 		return "include";
+	case TG_MBOX:
+		return "mbox";
+	case TG_LMTP:
+		return "lmtp";
 	}
 	return "?";
+}
+
+int
+resolve_is_local(enum target_kind k)
+{
+	return k == TG_MAILDIR || k == TG_MBOX || k == TG_LMTP ||
+	    k == TG_PIPE || k == TG_FILE;
+}
+
+int
+resolve_check(const struct conf *c, struct aliases *al, const char *orcpt,
+    const char *kind, const char *user, const char *path,
+    struct target **out, char *why, size_t whylen)
+{
+	struct target *t, *one;
+	size_t n, i;
+	char err[512];
+
+	*out = NULL;
+	if (resolve_expand(c, al, orcpt, &t, &n, err, sizeof(err)) == -1) {
+		snprintf(why, whylen, "cannot check the request: %s", err);
+		return -1;
+	}
+	for (i = 0; i < n; i++)
+		if (resolve_is_local(t[i].kind) &&
+		    strcmp(resolve_kind_name(t[i].kind), kind) == 0 &&
+		    strcmp(t[i].user, user) == 0 &&
+		    strcmp(t[i].path, path) == 0)
+			break;
+	if (i == n) {
+		resolve_free(t, n);
+		snprintf(why, whylen, "%s delivery as \"%s\" to \"%s\" is not "
+		    "what the configuration gives <%s>", kind, user, path,
+		    orcpt);
+		return 1;
+	}
+	one = xcalloc(1, sizeof(*one));
+	*one = t[i];
+	t[i].key = t[i].rcpt = t[i].user = t[i].path = NULL;
+	resolve_free(t, n);
+	*out = one;
+	return 0;
 }

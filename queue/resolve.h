@@ -18,17 +18,21 @@ enum target_kind {
 	TG_REMOTE,	/* an address at another domain */
 	TG_PIPE,	/* |command from the aliases file */
 	TG_FILE,	/* /path from the aliases file */
-	TG_INCLUDE	/* :include:/path */
+	TG_INCLUDE,	/* not produced: :include: files are expanded */
+	TG_MBOX,	/* an account's mbox in mbox-dir (local-delivery mbox) */
+	TG_LMTP		/* an account's mail to the LMTP server (path: lmtp) */
 };
 
 struct target {
 	enum target_kind kind;
 	char	*key;		/* stable identity, for "already delivered" */
 	char	*rcpt;		/* final address (Delivered-To:) */
-	char	*user;		/* account the delivery runs as */
+	char	*user;		/* account the delivery runs as: the owner,
+				   for a pipe or file (root's: "nobody") */
 	uid_t	 uid;
 	gid_t	 gid;
 	char	*path;		/* Maildir path, command, file or address */
+	int	 account;	/* a system account's mailbox: ~/.forward applies */
 };
 
 /* 1 exists, 0 unknown, -1 temporary failure (map unreadable). */
@@ -41,6 +45,20 @@ int	resolve_expand(const struct conf *, struct aliases *, const char *addr,
 	    struct target **, size_t *, char *err, size_t errlen);
 void	resolve_free(struct target *, size_t);
 const char *resolve_kind_name(enum target_kind);
+/* Delivered by a local worker the parent runs (not TG_REMOTE). */
+int	resolve_is_local(enum target_kind);
+/*
+ * The parent's check of a delivery request: expand orcpt again and find
+ * the target with this kind, user and path.  0 with *out filled (free it
+ * with resolve_free(out, 1)), 1 not among the targets (why set), -1
+ * temporary failure (why set).
+ */
+int	resolve_check(const struct conf *, struct aliases *, const char *orcpt,
+	    const char *kind, const char *user, const char *path,
+	    struct target **out, char *why, size_t whylen);
+/* Where a command or file named by a file owned by uid runs: the owner, or
+   "nobody" for root; 0 or -1 when that account does not exist. */
+int	resolve_runas(uid_t uid, char *name, size_t, uid_t *, gid_t *);
 /* Split "local@domain" at the last '@' into lower-cased parts. */
 int	resolve_split(const char *addr, char *local, size_t, char *domain,
 	    size_t);

@@ -52,6 +52,9 @@ ipc_new(struct event_base *base, int fd, ipc_cb cb, ipc_close_cb closecb,
 	c->rbuf = xmalloc(IPC_MAX + 4);
 	c->rev = event_new(base, fd, EV_READ | EV_PERSIST, ipc_read, c);
 	c->wev = event_new(base, fd, EV_WRITE, ipc_write, c);
+	/* Top priority where the loop has several: requests before flushes. */
+	event_priority_set(c->rev, 0);
+	event_priority_set(c->wev, 0);
 	event_add(c->rev, NULL);
 	return c;
 }

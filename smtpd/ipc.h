@@ -27,6 +27,8 @@ enum ipc_type {
 	IMSG_P_DELIVERED,	/* parent -> queue: its outcome */
 	IMSG_P_PEER,		/* parent -> queue/smtp: a new peer channel */
 	IMSG_P_CONF,		/* parent -> queue: reloaded config text */
+	IMSG_M_DELIVER,		/* queue -> smtp: a remote delivery job */
+	IMSG_M_RESULT,		/* smtp -> queue: its per-recipient outcome */
 	IMSG__MAX
 };
 
@@ -35,7 +37,7 @@ enum ipc_tag {
 	T_SID = 1, T_ID, T_ERRNO, T_CODE, T_TEXT, T_SENDER, T_RCPT, T_HELO,
 	T_CLIENT, T_PROTO, T_BODY, T_UTF8, T_SIZE, T_ARRIVAL, T_JOB, T_KIND,
 	T_USER, T_UID, T_GID, T_PATH, T_STATUS, T_CONF, T_HOME, T_ORCPT,
-	T_AUTH
+	T_AUTH, T_DOMAIN, T_RELAY, T_TLS, T_DSN,
 };
 
 struct event_base;

@@ -30,11 +30,14 @@
 
 #include "aliases.h"
 #include "conf.h"
+#include "dns.h"
 #include "ipc.h"
 #include "log.h"
+#include "mta.h"
 #include "proc.h"
 #include "resolve.h"
 #include "smtp_parse.h"
+#include "srs.h"
 #include "util.h"
 
 #define SMTP_WBUF	(64 * 1024)	/* spool write chunk */
@@ -404,6 +407,43 @@ rcpt_local(const struct smtp_path *p)
 	return conf_is_local_domain(smtp.conf, dom);
 }
 
+#define SMTP_SRS_DAYS	21	/* how long a rewritten sender stays valid */
+
+/*
+ * A bounce to an address we rewrote with SRS when forwarding: reverse it,
+ * and relay to the original sender.  1 reversed (addr replaced), 0 not an
+ * SRS address of ours, -1 refused with a reply sent.
+ */
+static int
+rcpt_srs(struct session *s, const struct smtp_path *p, char *addr,
+    size_t len)
+{
+	char out[SMTP_PATH_MAX * 2];
+	const char *why = NULL;
+	int r;
+
+	if (p->domain[0] == '\0' || !srs_is_srs(p->local) ||
+	    str_casecmp(p->domain, conf_str(smtp.conf, K_SRS_DOMAIN)) != 0 ||
+	    proc_srs_keylen == 0)
+		return 0;
+	r = srs_reverse(addr, proc_srs_key, proc_srs_keylen, time(NULL),
+	    SMTP_SRS_DAYS, out, sizeof(out), &why);
+	if (r == 1) {
+		session_log(s, "event=rcpt result=ok reason=\"SRS reversed\" "
+		    "to=<%s> orig_to=<%s>", out, addr);
+		str_copy(addr, out, len);
+		return 1;
+	}
+	if (r == 0)
+		return 0;
+	session_log(s, "event=rcpt result=reject code=550 esc=5.1.1 "
+	    "reason=\"bad SRS address: %s\" to=<%s>", why ? why : "invalid",
+	    addr);
+	session_error(s, "550 5.1.1 <%s>: invalid or expired return address",
+	    addr);
+	return -1;
+}
+
 static void
 cmd_rcpt(struct session *s, const char *arg)
 {
@@ -431,7 +471,11 @@ cmd_rcpt(struct session *s, const char *arg)
 		return;
 	}
 	rcpt_normalise(&p, addr, sizeof(addr));
-	if (rcpt_local(&p)) {
+	if ((r = rcpt_srs(s, &p, addr, sizeof(addr))) == -1)
+		return;
+	if (r == 1)
+		;	/* a bounce back to a forwarded message's sender */
+	else if (rcpt_local(&p)) {
 		r = resolve_exists(smtp.conf, smtp.aliases, addr);
 		if (r == -1) {
 			session_log(s, "event=rcpt result=tempfail code=451 "
@@ -1168,6 +1212,10 @@ smtp_queue_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 	struct session *s;
 	struct qreply q;
 
+	if (type == IMSG_M_DELIVER) {
+		mta_job(c, rd, fd);
+		return;
+	}
 	if (qreply_parse(rd, &q) == -1 ||
 	    (type != IMSG_Q_CREATED && type != IMSG_Q_COMMITTED)) {
 		log_warnx("event=ipc result=error reason=\"bad message from "
@@ -1200,6 +1248,7 @@ smtp_queue_closed(struct ipc *c, void *arg)
 	struct session *s, *next;
 
 	log_warnx("event=ipc result=error reason=\"queue channel closed\"");
+	mta_forget(c);
 	smtp.queue = NULL;
 	for (s = smtp.sessions; s; s = next) {
 		next = s->next;
@@ -1247,10 +1296,19 @@ smtp_parent_closed(struct ipc *c, void *arg)
 static void
 smtp_maybe_exit(void)
 {
-	if ((smtp.stopping || smtp.draining) && smtp.nsessions == 0) {
+	/* A draining process also finishes the deliveries it started. */
+	if ((smtp.stopping || smtp.draining) && smtp.nsessions == 0 &&
+	    (smtp.stopping || mta_busy() == 0)) {
+		mta_shutdown();
 		log_info("event=stop result=ok");
 		exit(0);
 	}
+}
+
+static void
+smtp_drain_check(evutil_socket_t fd, short ev, void *arg)
+{
+	smtp_maybe_exit();
 }
 
 static void
@@ -1302,10 +1360,32 @@ static void
 smtp_sigusr1(evutil_socket_t sig, short ev, void *arg)
 {
 	/* Reload: a new smtp process took the listeners; finish and go. */
+	struct timeval tv = { 1, 0 };
+	struct event *tick;
+
 	smtp.draining = 1;
 	smtp_stop_listening();
-	log_info("event=drain sessions=%zu", smtp.nsessions);
+	log_info("event=drain sessions=%zu deliveries=%zu", smtp.nsessions,
+	    mta_busy());
+	tick = event_new(smtp.base, -1, EV_PERSIST, smtp_drain_check, NULL);
+	evtimer_add(tick, &tv);
 	smtp_maybe_exit();
+}
+
+static void
+smtp_dns_init(const struct conf *conf)
+{
+	struct dns_server *sv = xcalloc(conf->nresolvers + 1, sizeof(*sv));
+	size_t i;
+
+	for (i = 0; i < conf->nresolvers; i++) {
+		sv[i].ss = conf->resolvers[i];
+		sv[i].sslen = conf->resolverlen[i];
+	}
+	if (dns_init(smtp.base, sv, conf->nresolvers, 0, 0) == -1)
+		fatalx("event=start result=error reason=\"resolver set-up "
+		    "failed\"");
+	free(sv);
 }
 
 void
@@ -1318,6 +1398,8 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 	smtp.conf = conf;
 	smtp.base = event_base_new();
 	smtp.aliases = aliases_open(conf_str(conf, K_ALIASES));
+	smtp_dns_init(conf);
+	mta_init(smtp.base, conf);
 	smtp.nextid = ((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8);
 	smtp.parent = ipc_new(smtp.base, parentfd, smtp_parent_msg,
 	    smtp_parent_closed, NULL);

@@ -56,7 +56,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 HOSTNAME = "mx.example.test"
 LOCAL_DOMAIN = "example.test"
 SINK_ALIAS = "benchsink"                        # alias -> remote address
-REMOTE_ADDR = "sink@remote.example.net"         # never delivered (no remote)
+REMOTE_DOMAIN = "relay.bench.invalid"           # RFC 2606: never resolves
+REMOTE_ADDR = "sink@" + REMOTE_DOMAIN           # never delivered
 VUSER = "bench"                                 # virtual user, Maildir
 
 AIM_RATIO = {1: 0.8, 50: 4.0}
@@ -240,8 +241,53 @@ class Daemon:
             f'"{self.mail}/{VUSER}/Maildir"',
         ]
         self.conf.write_text("\n".join(lines) + "\n")
+        lines += self.relocations()
+        # Once the daemon delivers remote mail, keep the held mode off the
+        # network: DNS and the route go to a loopback port nobody listens
+        # on, so every attempt fails at once and the message stays queued.
+        # Only with a build that knows these statements (checked by -n).
+        dead = free_port()
+        offline = [f"resolver 127.0.0.1 port {dead}",
+                   f"route {REMOTE_DOMAIN} via 127.0.0.1:{dead}"]
+        self.conf.write_text("\n".join(lines + offline) + "\n")
+        if self.check():
+            lines += offline
+        self.conf.write_text("\n".join(lines) + "\n")
         self.aliases.write_text(f"postmaster: {VUSER}\n"
                                 f"{SINK_ALIAS}: {REMOTE_ADDR}\n")
+
+    def check(self):
+        try:
+            return subprocess.run([str(self.build / "ternd"), "-n", "-f",
+                                   str(self.conf)], capture_output=True,
+                                  timeout=30).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    # Files the daemon owns (sockets, keys, state) whose defaults are
+    # system paths: moved into the temp dir, whatever knobs this build has.
+    SYSTEM_DIRS = ("/run/tern/", "/var/run/tern/", "/etc/tern/",
+                   "/var/spool/tern", "/var/lib/tern/")
+
+    def relocations(self):
+        """Statements moving every knob that `ternd -P` shows under a
+        system directory of Tern's into the temp dir."""
+        try:
+            r = subprocess.run([str(self.build / "ternd"), "-P", "-f",
+                                str(self.conf)], capture_output=True,
+                               text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        out = []
+        for line in r.stdout.splitlines()[:1000]:
+            parts = line.split(None, 1)
+            if len(parts) != 2 or not parts[1].startswith('"/'):
+                continue
+            knob, val = parts[0], parts[1].strip().strip('"')
+            if val.startswith(self.SYSTEM_DIRS):
+                out.append(f'{knob} "{self.base}/{knob}.'
+                           f'{os.path.basename(val.rstrip("/")) or "x"}"')
+        return out
 
     def ctl(self, *args, timeout=60):
         return subprocess.run([str(self.build / "ternctl"), "-f",
@@ -256,7 +302,8 @@ class Daemon:
         self.proc = subprocess.Popen(
             [str(self.build / "ternd"), "-d", "-f", str(self.conf)],
             stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf)
-        if not wait_for(self.listening, 15):
+        if not wait_for(lambda: self.listening() or not self.alive(), 15) \
+                or not self.alive():
             tail = self.logtail()
             self.stop()
             raise BenchError("ternd did not start:\n" + tail)
@@ -576,7 +623,7 @@ def client_worker(port, rcpt, body, start_at, deadline, hard_end, ready,
                   out, stop):
     """Connect, EHLO, wait for the common start, then send until deadline."""
     res = {"acked": [], "acked_in_time": 0, "refused": 0, "errors": [],
-           "lat": []}
+           "refusals": [], "lat": []}
     out.append(res)
     conn = None
     try:
@@ -598,19 +645,16 @@ def client_worker(port, rcpt, body, start_at, deadline, hard_end, ready,
             if t0 >= deadline or t0 >= hard_end:
                 break
             n += 1
-            code, line = conn.cmd(mail)
-            if code != 250:
+            refused = None
+            for c, want in ((mail, 250), (rcpt_cmd, 250), (b"DATA\r\n", 354)):
+                code, line = conn.cmd(c)
+                if code != want:
+                    refused = line
+                    break
+            if refused is not None:
                 res["refused"] += 1
-                conn.cmd(b"RSET\r\n")
-                continue
-            code, line = conn.cmd(rcpt_cmd)
-            if code != 250:
-                res["refused"] += 1
-                conn.cmd(b"RSET\r\n")
-                continue
-            code, line = conn.cmd(b"DATA\r\n")
-            if code != 354:
-                res["refused"] += 1
+                if len(res["refusals"]) < 5:
+                    res["refusals"].append(refused.decode(errors="replace"))
                 conn.cmd(b"RSET\r\n")
                 continue
             code, line = conn.cmd(body)
@@ -624,8 +668,8 @@ def client_worker(port, rcpt, body, start_at, deadline, hard_end, ready,
                     res["acked_in_time"] += 1
             else:
                 res["refused"] += 1
-                if len(res["errors"]) < 5:
-                    res["errors"].append("DATA: %r" % line)
+                if len(res["refusals"]) < 5:
+                    res["refusals"].append(line.decode(errors="replace"))
     except (OSError, BenchError, ValueError) as e:
         res["errors"].append("session: %s" % e)
     finally:
@@ -683,6 +727,7 @@ def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
     acked = [q for r in out for q in r["acked"]]
     lat = sorted(x for r in out for x in r["lat"])
     errors = [e for r in out for e in r["errors"]]
+    refusals = [e for r in out for e in r["refusals"]]
     in_time = sum(r["acked_in_time"] for r in out)
     ccpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     host = None
@@ -701,6 +746,7 @@ def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
         "acked_in_time": in_time,
         "msgs_per_s": round(in_time / seconds, 1),
         "refused": sum(r["refused"] for r in out),
+        "refusal_samples": refusals[:10],
         "errors": errors[:10],
         "n_errors": len(errors),
         "stuck_clients": alive,
@@ -1146,6 +1192,11 @@ def main():
                                           mode, n, L["n_errors"],
                                           L["stuck_clients"],
                                           "; ".join(L["errors"][:3])))
+                if L["refused"]:
+                    R["notes"].append("%s, %d clients: %d message(s) refused "
+                                      "(not lost: never acknowledged): %s" % (
+                                          mode, n, L["refused"], "; ".join(
+                                              L["refusal_samples"][:3])))
                 if L["late_start"]:
                     R["notes"].append("%s, %d clients: not all clients were "
                                       "connected at the start" % (mode, n))

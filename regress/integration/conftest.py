@@ -41,6 +41,7 @@ class Daemon:
     def __init__(self, base, extra="", vusers=("demo", "alice", "bob")):
         self.base = pathlib.Path(base)
         self.port = free_port()
+        self.dns_port = free_port()
         self.conf = self.base / "tern.conf"
         self.spool = self.base / "spool"
         self.maildirs = self.base / "mail"
@@ -59,6 +60,9 @@ class Daemon:
             'local-domain "example.test"',
             'local-domain "localhost"',
             f"listen mx 127.0.0.1 port {self.port}",
+            # Nothing answers there: remote destinations stay deferred
+            # unless a test starts its own DNS server and points here.
+            f"resolver 127.0.0.1 port {self.dns_port}",
             "greeting-delay 0",
         ]
         for u in vusers:

@@ -185,7 +185,6 @@ def test_alias_loop_does_not_deliver_forever(daemon):
     ('"|/bin/cat -u"', "pipe"),
     ("{base}/alias-file", "file"),
     (":include:{base}/list.inc", "include"),
-    ("someone@remote.example", "remote"),
 ])
 def test_unsupported_alias_form_held_others_delivered(daemon, tmpbase,
                                                       form, kind):
@@ -223,7 +222,6 @@ def test_unsupported_alias_form_held_others_delivered(daemon, tmpbase,
     ("|/bin/cat", "pipe"),
     ("{base}/alias-file", "file"),
     (":include:{base}/list.inc", "include"),
-    ("someone@remote.example", "remote"),
 ])
 def test_unsupported_alias_form_alone_held(daemon, tmpbase, form, kind):
     form = form.format(base=tmpbase)
@@ -348,7 +346,7 @@ def test_system_account_without_home_refused(daemon):
 
 # ---- mailq, show -------------------------------------------------------------------
 
-def test_mailq_lists_held_message(make_daemon, tmpbase):
+def test_mailq_lists_queued_message(make_daemon, tmpbase):
     d = make_daemon(RELAY).start()
     body = b"x" * 3000 + b"\r\n"
     qid = queued_as(send(d, ["far@remote.example"], "mailq",
@@ -360,7 +358,7 @@ def test_mailq_lists_held_message(make_daemon, tmpbase):
         r = subprocess.run([str(mailq), "-f", str(d.conf)],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
-        return r.stdout if "held" in r.stdout else None
+        return r.stdout if "MX lookup" in r.stdout else None
     out = wait_for(listing, 10)
     assert out, d.ctl("queue").stdout
     lines = out.splitlines()

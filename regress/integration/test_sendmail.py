@@ -5,6 +5,8 @@ pointing at the test's config."""
 import os
 import pwd
 import re
+import signal
+import smtplib
 import subprocess
 import time
 
@@ -235,6 +237,17 @@ def test_bcc_removed_without_t(d, sendmail):
     assert b"Bcc" not in msg
     time.sleep(0.5)
     assert d.maildir("alice") == []      # without -t headers are not read
+
+
+def test_t_resent_fields_take_precedence(d, sendmail):
+    ok(run(d, sendmail, ["-t"],
+           b"Resent-To: alice@example.test\nResent-Bcc: bob@example.test\n"
+           b"To: demo@example.test\nSubject: resent\n\nx\n"))
+    for u in ("alice", "bob"):
+        [msg] = mail_of(d, u)
+        assert b"Resent-Bcc" not in msg and b"Resent-To: alice" in msg
+    time.sleep(0.5)
+    assert d.maildir("demo") == []
 
 
 def test_t_without_any_recipient(d, sendmail):
@@ -494,3 +507,67 @@ def test_lone_dot_ends_input_while_stdin_stays_open(d, sendmail):
         p.stdin.close()
     [msg] = mail_of(d, "demo")
     assert head_body(msg)[1] == b"typed\n"
+
+
+# ---- the submit socket across reloads ---------------------------------------------
+
+def reloaded(d, n):
+    return d.logtext().count("event=reload result=ok") >= n
+
+
+def test_submit_after_reload(d, sendmail):
+    for n in (1, 2):
+        d.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: reloaded(d, n), 10), d.logtext()[-2000:]
+        ok(run(d, sendmail, ["demo@example.test"], b"Subject: r%d\n\nx\n" % n))
+        mail_of(d, "demo", n)
+
+
+def test_submit_while_old_smtp_process_drains(d, sendmail):
+    old = smtplib.SMTP("127.0.0.1", d.port, timeout=10)
+    try:
+        old.ehlo("old.example.org")
+        old.mail("a@example.org")
+        d.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: reloaded(d, 1), 10), d.logtext()[-2000:]
+        for i in range(3):
+            ok(run(d, sendmail, ["alice@example.test"],
+                   b"Subject: during drain %d\n\nx\n" % i))
+        mail_of(d, "alice", 3)
+        assert old.rcpt("demo@example.test")[0] == 250
+        assert old.data(b"Subject: old session\r\n\r\nx\r\n")[0] == 250
+        old.quit()
+    finally:
+        old.close()
+    mail_of(d, "demo")
+
+
+def test_submit_waits_out_a_restarting_smtp_process(d, sendmail):
+    # While the smtp child is down the parent still holds the socket, so
+    # a submission waits in the backlog for the restarted child.
+    for victim in d.pids()[1:]:
+        os.kill(victim, signal.SIGKILL)
+    ok(run(d, sendmail, ["demo@example.test"], b"Subject: restarted\n\nx\n"))
+    assert "action=restart" in d.logtext()
+    mail_of(d, "demo")
+
+
+def test_parallel_submissions(d, sendmail):
+    env = dict(os.environ, TERN_CONF=str(d.conf))
+    procs = [subprocess.Popen([str(sendmail), "bob@example.test"],
+                              stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env) for _ in range(20)]
+    try:
+        for i, p in enumerate(procs):
+            p.stdin.write(b"Subject: parallel %d\n\nx\n" % i)
+            p.stdin.close()
+        for p in procs:
+            assert p.wait(60) == 0, p.stderr.read()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+    msgs = mail_of(d, "bob", 20)
+    assert {re.search(rb"Subject: (parallel \d+)", m).group(1)
+            for m in msgs} == {b"parallel %d" % i for i in range(20)}

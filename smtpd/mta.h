@@ -1,0 +1,38 @@
+/*
+ * mta: the SMTP client, run by the unprivileged smtp process, which already
+ * does all of ternd's network I/O.  The queue process sends it jobs (one
+ * message, one destination domain, some recipients, the message fd); it
+ * finds the hosts (route, MX, or the domain's own address), connects,
+ * speaks ESMTP with opportunistic or required STARTTLS, and reports one
+ * outcome per recipient.  Idle connections are kept briefly and reused for
+ * the next message to the same destination.
+ */
+#ifndef TERN_MTA_H
+#define TERN_MTA_H
+
+#include <stddef.h>
+
+struct conf;
+struct event_base;
+struct ipc;
+struct rec_reader;
+
+void	mta_init(struct event_base *, const struct conf *);
+/* IMSG_M_DELIVER from the queue channel c; takes the fd. */
+void	mta_job(struct ipc *c, struct rec_reader *, int fd);
+/* The queue channel c went away: finish nothing for it. */
+void	mta_forget(struct ipc *c);
+/* Jobs or connections still active (a draining process waits for them). */
+size_t	mta_busy(void);
+/* Close idle connections (process stopping). */
+void	mta_shutdown(void);
+
+/* Status of one recipient in IMSG_M_RESULT. */
+#define MTA_OK		0
+#define MTA_TEMP	1
+#define MTA_PERM	2
+
+/* Parse one SMTP reply line "250-text"; exposed for tests and fuzzing. */
+int	mta_reply_line(const char *line, size_t len, int *code, int *more);
+
+#endif
