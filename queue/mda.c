@@ -615,8 +615,7 @@ pipe_put(void *arg, const char *p, size_t n)
 	return 0;
 }
 
-/* Printable, one line: what a command said, for the log and a DSN. */
-static void
+void
 mda_clean(char *dst, size_t dstlen, const char *src, size_t n)
 {
 	size_t i, o = 0;

@@ -52,6 +52,9 @@ struct mda_job {
 int	mda_stream(int msgfd, const char *hdr, int flags,
 	    int (*put)(void *, const char *, size_t), void *arg);
 
+/* Printable ASCII on one line: what a command or a server said. */
+void	mda_clean(char *dst, size_t dstlen, const char *src, size_t n);
+
 int	mda_maildir(int msgfd, const char *path, const char *sender,
 	    const char *rcpt, const char *qid, char *err, size_t errlen);
 /* The account's mailbox in mbox-dir: created 0600, may be 0660 user:mail. */

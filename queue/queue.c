@@ -1357,7 +1357,7 @@ queue_try_rcpt(struct qmsg *m, size_t ri)
 			    r->addr) != 0);
 			continue;
 		}
-		if (t[i].kind != TG_MAILDIR) {
+		if (!resolve_is_local(t[i].kind)) {
 			rr->held = 1;
 			snprintf(rr->err, sizeof(rr->err), "%s delivery to \"%s\" "
 			    "is not available in this version; kept in the "
@@ -1490,10 +1490,47 @@ queue_job_take(uint64_t id, const char *desc)
 	return NULL;
 }
 
+/*
+ * T_FORWARD records of a delivery to an account: the addresses its
+ * ~/.forward sends the message on to become new recipients, delivered by
+ * the usual path.  One already a recipient is not added again; a chain
+ * back to a target already served ends in the per-message de-duplication
+ * of targets (queue_target_covered), so a loop delivers nothing twice.
+ */
+static void
+queue_forward(struct qmsg *m, size_t ri, struct rec_reader *rd)
+{
+	const size_t most = 1000;	/* recipients, forwarded ones included */
+	struct rec r;
+	char *addr;
+	size_t i;
+
+	while (rec_next(rd, &r) == 1) {
+		if (r.tag != T_FORWARD || (addr = rec_str(&r, 512)) == NULL)
+			continue;
+		for (i = 0; i < m->env.nrcpts; i++)
+			if (str_casecmp(m->env.rcpts[i].addr, addr) == 0)
+				break;
+		log_info("q=%s event=forward orig_to=<%s> to=<%s> result=%s",
+		    m->env.id, m->env.rcpts[ri].addr, addr, i < m->env.nrcpts ?
+		    "duplicate" : m->env.nrcpts >= most ? "too-many" : "ok");
+		/*
+		 * SRS: a forwarded copy to a remote domain should go out with
+		 * a rewritten sender; mark this recipient as forwarded here.
+		 */
+		if (i == m->env.nrcpts && m->env.nrcpts < most) {
+			envelope_add_rcpt(&m->env, addr);
+			m->dirty = 1;
+		}
+		free(addr);
+	}
+}
+
 static void
 queue_delivered(struct rec_reader *rd)
 {
 	struct rec r;
+	struct rec_reader fwd = *rd;
 	uint64_t jid = 0, status = 1;
 	char *text = NULL;
 	struct job *j;
@@ -1514,6 +1551,8 @@ queue_delivered(struct rec_reader *rd)
 	q.nlocal--;
 	m = j->msg;
 	queue_target_result(j, status > 2 ? 1 : (int)status, text, "local");
+	if (status == 0)
+		queue_forward(m, j->rcpt, &fwd);
 	queue_job_free(j);
 	queue_settle(m);
 	free(text);

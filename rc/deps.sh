@@ -119,3 +119,115 @@ main() {
 }
 
 main "$@"
+
+# ---- interop peer -----------------------------------------------------------
+#
+# regress/integration/test_interop.py delivers to a second, real MTA:
+# OpenSMTPD, which the test runs itself in the foreground on a loopback
+# address with a private config.  The package conflicts with every other
+# MTA, so it is installed only where none is installed: apt would otherwise
+# remove the admin's exim or postfix to make room.  Its system service is
+# never started by the install and is left stopped and disabled.  Where the
+# package is missing the interop tests skip.
+
+INTEROP_MTA=opensmtpd
+POLICY_RC=/usr/sbin/policy-rc.d
+POLICY_SAVED=/usr/sbin/policy-rc.d.tern-deps-saved
+
+# Packages other than ours that provide mail-transport-agent and are
+# installed, even half-installed (removed ones with only config files left,
+# "rc", do not count).
+other_mtas() {
+	dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Provides}\n' \
+	    2>/dev/null |
+	    awk -v us="$INTEROP_MTA" '$1 !~ /^.[nc]/ && $2 != us &&
+	        / mail-transport-agent( |,|$)|,mail-transport-agent( |,|$)/ {
+	            printf " %s", $2 }'
+}
+
+# policy-rc.d exiting 101 tells invoke-rc.d (which the postinst uses) to
+# start no service.  An existing one (Docker images have their own) is kept
+# aside and put back; one kept aside by a run that was killed is not
+# overwritten.
+policy_block() {
+	if [ ! -e "$POLICY_SAVED" ] && { [ -e "$POLICY_RC" ] ||
+	    [ -L "$POLICY_RC" ]; }; then
+		mv "$POLICY_RC" "$POLICY_SAVED"
+	fi
+	printf '#!/bin/sh\n# rc/deps.sh: start no service during an install\nexit 101\n' \
+	    >"$POLICY_RC"
+	chmod 755 "$POLICY_RC"
+}
+
+policy_restore() {
+	rm -f "$POLICY_RC"
+	if [ -e "$POLICY_SAVED" ] || [ -L "$POLICY_SAVED" ]; then
+		mv "$POLICY_SAVED" "$POLICY_RC"
+	fi
+}
+
+# --no-remove: if apt still wanted to remove a package (a conflict we did
+# not foresee) it aborts instead.
+interop_apt_install() {
+	DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    --no-install-recommends --no-remove "$INTEROP_MTA"
+}
+
+# The service is for the admin to enable, not for the tests: disable it for
+# sysvinit and systemd, and stop it if something started it anyway.  (The
+# init script's "status" always exits 0, so ask start-stop-daemon about the
+# pidfile the service uses; the tests' own instances do not write it.)
+# deb-systemd-helper only runs for maintainer scripts; naming the package
+# as one does also records "disabled" for the package's later upgrades.
+interop_service_off() {
+	if command -v deb-systemd-helper >/dev/null 2>&1; then
+		DPKG_MAINTSCRIPT_PACKAGE=$INTEROP_MTA deb-systemd-helper \
+		    disable "$INTEROP_MTA.service" >/dev/null 2>&1 || true
+	fi
+	if command -v update-rc.d >/dev/null 2>&1; then
+		update-rc.d "$INTEROP_MTA" disable >/dev/null 2>&1 || true
+	fi
+	if start-stop-daemon --status --pidfile /run/smtpd.pid \
+	    --exec /usr/sbin/smtpd >/dev/null 2>&1; then
+		echo "deps: stopping the $INTEROP_MTA system service"
+		start-stop-daemon --stop --retry 10 --pidfile /run/smtpd.pid \
+		    --exec /usr/sbin/smtpd >/dev/null 2>&1 || true
+	fi
+}
+
+install_interop_mta() {
+	if is_installed "$INTEROP_MTA"; then
+		return 0
+	fi
+	others=$(other_mtas)
+	if [ -n "$others" ]; then
+		echo "deps: note: not installing $INTEROP_MTA for the interop" \
+		    "tests: another MTA is installed (${others# });" \
+		    "those tests will skip" >&2
+		return 0
+	fi
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "deps: note: $INTEROP_MTA is missing, so the interop tests" \
+		    "will skip; as root, run rc/deps.sh to install it" >&2
+		return 0
+	fi
+	echo "deps: installing $INTEROP_MTA for the interop tests" \
+	    "(its service stays off)"
+	trap policy_restore EXIT
+	trap 'exit 1' HUP INT TERM
+	policy_block
+	if ! interop_apt_install; then
+		echo "deps: install failed; running apt-get update and retrying"
+		apt-get update
+		interop_apt_install
+	fi
+	policy_restore
+	trap - EXIT HUP INT TERM
+	interop_service_off
+	if ! is_installed "$INTEROP_MTA"; then
+		echo "deps: still missing after install: $INTEROP_MTA" >&2
+		exit 1
+	fi
+}
+
+install_interop_mta

@@ -38,6 +38,8 @@ enum ipc_tag {
 	T_CLIENT, T_PROTO, T_BODY, T_UTF8, T_SIZE, T_ARRIVAL, T_JOB, T_KIND,
 	T_USER, T_UID, T_GID, T_PATH, T_STATUS, T_CONF, T_HOME, T_ORCPT,
 	T_AUTH, T_DOMAIN, T_RELAY, T_TLS, T_DSN,
+	T_FORWARD,	/* an address a ~/.forward sends the message on to */
+	T_SELF,		/* worker -> parent: ~/.forward keeps a copy */
 };
 
 struct event_base;

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
@@ -28,10 +29,13 @@
 
 #include <event2/event.h>
 
+#include "aliases.h"
 #include "conf.h"
 #include "ipc.h"
 #include "log.h"
+#include "mda.h"
 #include "proc.h"
+#include "resolve.h"
 #include "util.h"
 
 #define TERND_CONF		"/etc/tern/tern.conf"
@@ -422,10 +426,51 @@ parent_safe_fork(void)
 
 /* ---- local delivery workers ------------------------------------------------ */
 
+/*
+ * The queue process asks for a delivery (P_DELIVER); the parent trusts
+ * none of it.  It expands the original recipient again with its own
+ * config and aliases map, takes the target (kind, account, path) from that
+ * expansion, decides the account the worker runs as (never root), forks
+ * the worker and reports the outcome (P_DELIVERED).  A system account's
+ * delivery has two workers: the first, as the account, carries out its
+ * ~/.forward; the second delivers to its mailbox, if the .forward keeps a
+ * copy (or there is none): Maildir as the account, mbox as the account
+ * with the mail group when mbox-dir needs it, LMTP as virtual-user.
+ */
+
+#define DELIVER_LIMIT_SECS	540	/* commands, LMTP: under the watchdog */
+#define DELIVER_RESULT_MAX	(128 * 1024)	/* what a worker may report */
+
+enum { DS_FORWARD, DS_MAILBOX };
+
 struct deliver_req {
 	uint64_t	 job;
-	char		*kind, *user, *path, *sender, *rcpt, *id;
+	char		*kind, *user, *path, *sender, *rcpt, *orcpt, *id;
 };
+
+struct delivery {
+	struct delivery	*next;
+	pid_t		 pid;		/* its worker now */
+	uint64_t	 job;
+	int		 stage;
+	int		 msgfd;
+	struct target	*t;		/* from the parent's own expansion */
+	char		*sender, *orcpt, *id;
+	char		 runas[64];	/* the account the worker runs as */
+	char		 home[1024];
+	uid_t		 uid;
+	gid_t		 gid;
+	gid_t		 mailgid;	/* extra group for mbox-dir, or -1 */
+	struct event	*ev;		/* reads the worker's report */
+	int		 pipefd;
+	struct buf	 out;		/* the worker's report */
+	struct buf	 fwd;		/* T_FORWARD records from ~/.forward */
+	char		 note[1024];	/* what ~/.forward did */
+};
+
+static struct delivery	*deliveries;
+static struct aliases	*deliver_aliases;
+static char		*deliver_aliases_src;
 
 static void
 deliver_req_free(struct deliver_req *d)
@@ -435,6 +480,7 @@ deliver_req_free(struct deliver_req *d)
 	free(d->path);
 	free(d->sender);
 	free(d->rcpt);
+	free(d->orcpt);
 	free(d->id);
 }
 
@@ -458,19 +504,52 @@ deliver_req_parse(struct rec_reader *rd, struct deliver_req *d)
 		case T_PATH: dst = &d->path; break;
 		case T_SENDER: dst = &d->sender; break;
 		case T_RCPT: dst = &d->rcpt; break;
+		case T_ORCPT: dst = &d->orcpt; break;
 		case T_ID: dst = &d->id; break;
 		}
 		if (dst && (*dst != NULL || (*dst = rec_str(&r, 4000)) == NULL))
 			return -1;
 	}
 	if (n == -1 || !d->kind || !d->user || !d->path || !d->sender ||
-	    !d->rcpt || !d->id)
+	    !d->rcpt || !d->orcpt || !d->id)
 		return -1;
 	return 0;
 }
 
+/* Text that goes into headers, an environment or a file name: no controls. */
+static int
+deliver_plain(const char *s, size_t max)
+{
+	size_t n = 0;
+
+	for (; *s; s++, n++)
+		if ((unsigned char)*s < ' ' || *s == 0x7f || n >= max)
+			return 0;
+	return 1;
+}
+
+static const char *
+deliver_req_valid(const struct deliver_req *d)
+{
+	size_t i;
+
+	if (strlen(d->id) != 16)
+		return "bad queue id";
+	for (i = 0; i < 16; i++)
+		if (!((d->id[i] >= '0' && d->id[i] <= '9') ||
+		    (d->id[i] >= 'A' && d->id[i] <= 'F')))
+			return "bad queue id";
+	if (!deliver_plain(d->sender, 998) || strchr(d->sender, ' ') ||
+	    strchr(d->sender, '>') || strchr(d->sender, '<'))
+		return "bad sender";
+	if (!deliver_plain(d->orcpt, 998))
+		return "bad recipient";
+	return NULL;
+}
+
 static void
-deliver_reply(uint64_t job, int status, const char *text)
+deliver_reply(uint64_t job, int status, const char *text,
+    const struct buf *fwd)
 {
 	struct buf b;
 
@@ -480,119 +559,407 @@ deliver_reply(uint64_t job, int status, const char *text)
 	rec_put_u64(&b, T_JOB, job);
 	rec_put_u64(&b, T_STATUS, (uint64_t)status);
 	rec_put_str(&b, T_TEXT, text);
+	if (fwd && fwd->len)
+		buf_append(&b, fwd->data, fwd->len);
 	ipc_send(p.queue.ipc, IMSG_P_DELIVERED, b.data, b.len, -1);
 	buf_free(&b);
 }
 
-/*
- * The queue process is not trusted to name an arbitrary path and uid: the
- * request must be a Maildir this config gives that account.
- */
-static const char *
-deliver_check(const struct deliver_req *d, struct passwd **pwp)
+/* The parent's own read-only view of the aliases map (reopened on reload). */
+static struct aliases *
+deliver_aliases_map(void)
 {
-	const char *md = conf_str(p.conf, K_MAILDIR);
-	struct passwd *pw;
-	char want[4096];
-	size_t i;
+	const char *src = conf_str(p.conf, K_ALIASES);
 
-	if (strcmp(d->kind, "maildir") != 0)
-		return "unsupported delivery kind";
-	if ((pw = getpwnam(d->user)) == NULL)
-		return "no such user";
-	*pwp = pw;
-	if (strcmp(d->user, conf_str(p.conf, K_VIRTUAL_USER)) == 0)
-		for (i = 0; i < p.conf->nvusers; i++)
-			if (strcmp(p.conf->vusers[i].maildir, d->path) == 0)
-				return NULL;
-	if (md[0] == '~' && md[1] == '/')
-		snprintf(want, sizeof(want), "%s/%s", pw->pw_dir, md + 2);
-	else
-		str_copy(want, md, sizeof(want));
-	if (strcmp(want, d->path) == 0)
-		return NULL;
-	return "maildir path does not match the configuration";
+	if (deliver_aliases == NULL || strcmp(deliver_aliases_src, src) != 0) {
+		aliases_close(deliver_aliases);
+		free(deliver_aliases_src);
+		deliver_aliases = aliases_open(src);
+		deliver_aliases_src = xstrdup(src);
+	}
+	return deliver_aliases;
 }
 
 static void
-worker_run(const struct deliver_req *d, const struct passwd *pw, int msgfd,
-    int out)
+delivery_free(struct delivery *dl)
+{
+	struct delivery **pp;
+
+	for (pp = &deliveries; *pp; pp = &(*pp)->next)
+		if (*pp == dl) {
+			*pp = dl->next;
+			break;
+		}
+	if (dl->msgfd >= 0)
+		close(dl->msgfd);
+	if (dl->ev)
+		event_free(dl->ev);
+	if (dl->t)
+		resolve_free(dl->t, 1);
+	free(dl->sender);
+	free(dl->orcpt);
+	free(dl->id);
+	buf_free(&dl->out);
+	buf_free(&dl->fwd);
+	free(dl);
+}
+
+/*
+ * Is the request one of the targets the parent's own expansion of the
+ * original recipient gives?  NULL, or why not (*temp: worth a retry).
+ */
+static const char *
+deliver_check(const struct deliver_req *d, struct delivery *dl, char *why,
+    size_t whylen)
+{
+	const char *bad;
+
+	if ((bad = deliver_req_valid(d)) != NULL)
+		return bad;
+	if (resolve_check(p.conf, deliver_aliases_map(), d->orcpt, d->kind,
+	    d->user, d->path, &dl->t, why, whylen) != 0)
+		return why;
+	dl->stage = dl->t->account ? DS_FORWARD : DS_MAILBOX;
+	return NULL;
+}
+
+/* mbox-dir writable by the mail group (Debian's /var/mail, 2775 root:mail). */
+static gid_t
+delivery_mailgid(const char *mbox)
+{
+	char dir[4096], *slash;
+	struct group *gr;
+	struct stat st;
+
+	str_copy(dir, mbox, sizeof(dir));
+	if ((slash = strrchr(dir, '/')) == NULL || slash == dir)
+		return (gid_t)-1;
+	*slash = '\0';
+	if ((gr = getgrnam("mail")) == NULL || stat(dir, &st) == -1 ||
+	    st.st_gid != gr->gr_gid || !(st.st_mode & S_IWGRP))
+		return (gid_t)-1;
+	return gr->gr_gid;
+}
+
+/* Who the worker of the delivery's current stage runs as: never root. */
+static const char *
+delivery_account(struct delivery *dl)
+{
+	const char *name = dl->t->user;
+	struct passwd *pw;
+
+	dl->mailgid = (gid_t)-1;
+	if (dl->stage == DS_MAILBOX && dl->t->kind == TG_LMTP)
+		name = conf_str(p.conf, K_VIRTUAL_USER);	/* a socket only */
+	if ((pw = getpwnam(name)) == NULL)
+		return "the account to deliver as does not exist";
+	if (pw->pw_uid == 0)
+		return "refusing to deliver as root (alias root and postmaster "
+		    "to a user)";
+	if (dl->stage == DS_MAILBOX && dl->t->kind == TG_MBOX)
+		dl->mailgid = delivery_mailgid(dl->t->path);
+	str_copy(dl->runas, pw->pw_name, sizeof(dl->runas));
+	str_copy(dl->home, pw->pw_dir ? pw->pw_dir : "/", sizeof(dl->home));
+	dl->uid = pw->pw_uid;
+	dl->gid = pw->pw_gid;
+	if (!p.root && dl->uid != getuid())
+		return "not running as root: cannot deliver as another user";
+	return NULL;
+}
+
+static int
+worker_become(const struct delivery *dl, char *err, size_t errlen)
+{
+	gid_t groups[NGROUPS_MAX + 1];
+	int n;
+
+	if (!p.root)
+		return 0;
+	if (initgroups(dl->runas, dl->gid) == -1)
+		goto fail;
+	if (dl->mailgid != (gid_t)-1) {
+		if ((n = getgroups(NGROUPS_MAX, groups)) == -1)
+			goto fail;
+		groups[n++] = dl->mailgid;
+		if (setgroups((size_t)n, groups) == -1)
+			goto fail;
+	}
+	if (setgid(dl->gid) == -1 || setuid(dl->uid) == -1)
+		goto fail;
+	if (setuid(0) != -1) {
+		snprintf(err, errlen, "still root after dropping to %s",
+		    dl->runas);
+		return -1;
+	}
+	return 0;
+fail:
+	snprintf(err, errlen, "cannot become %s: %s", dl->runas,
+	    strerror(errno));
+	return -1;
+}
+
+/* The address LMTP is given: the account's own, with its +extension. */
+static void
+worker_lmtp_addr(const struct target *t, char *out, size_t len)
+{
+	const char *at = strrchr(t->rcpt, '@');
+	size_t n = strlen(t->user);
+
+	if (at && (size_t)(at - t->rcpt) >= n &&
+	    strncmp(t->rcpt, t->user, n) == 0 &&
+	    (t->rcpt[n] == '@' || t->rcpt[n] == '+'))
+		str_copy(out, t->rcpt, len);
+	else
+		snprintf(out, len, "%s@%s", t->user, at ? at + 1 : "localhost");
+}
+
+static int
+worker_mailbox(const struct delivery *dl, const struct mda_job *j,
+    char *err, size_t errlen)
+{
+	const struct target *t = dl->t;
+	char addr[600];
+
+	switch (t->kind) {
+	case TG_MAILDIR:
+		return mda_maildir(j->msgfd, t->path, j->sender, j->rcpt,
+		    j->qid, err, errlen);
+	case TG_MBOX:
+		return mda_mbox(j, t->path, err, errlen);
+	case TG_FILE:
+		return mda_file(j, t->path, err, errlen);
+	case TG_PIPE:
+		return mda_pipe(j, t->path, err, errlen);
+	case TG_LMTP:
+		worker_lmtp_addr(t, addr, sizeof(addr));
+		return lmtp_deliver(j, t->path, addr, err, errlen);
+	default:
+		snprintf(err, errlen, "unsupported delivery kind");
+		return MDA_TEMP;
+	}
+}
+
+/* In the worker: become the account, deliver, report, exit. */
+static void __attribute__((noreturn))
+worker_run(const struct delivery *dl, int out)
 {
 	char err[1024] = "";
-	int code;
+	struct mda_job j;
+	struct buf res, fwd;
+	int code, self = 0;
+	size_t off = 0;
+	ssize_t w;
 
-	if (p.root) {
-		if (initgroups(pw->pw_name, pw->pw_gid) == -1 ||
-		    setgid(pw->pw_gid) == -1 || setuid(pw->pw_uid) == -1) {
-			snprintf(err, sizeof(err), "cannot become %s: %s",
-			    pw->pw_name, strerror(errno));
-			(void)!write(out, err, strlen(err));
-			_exit(75);
-		}
+	signal(SIGPIPE, SIG_IGN);
+	buf_init(&res);
+	buf_init(&fwd);
+	if (worker_become(dl, err, sizeof(err)) == -1) {
+		code = MDA_TEMP;
+		goto report;
 	}
 	umask(077);
-	code = mda_maildir(msgfd, d->path, d->sender, d->rcpt, d->id, err,
-	    sizeof(err));
-	(void)!write(out, err, strlen(err));
+	memset(&j, 0, sizeof(j));
+	j.msgfd = dl->msgfd;
+	j.sender = dl->sender;
+	j.rcpt = dl->t->rcpt;
+	j.orcpt = dl->orcpt;
+	j.qid = dl->id;
+	j.user = dl->runas;
+	j.home = dl->home;
+	j.helo = conf_str(p.conf, K_HOSTNAME);
+	j.deadline = time(NULL) + DELIVER_LIMIT_SECS;
+	if (dl->stage == DS_FORWARD)
+		code = forward_deliver(&j, p.conf, &self, &fwd, err,
+		    sizeof(err));
+	else
+		code = worker_mailbox(dl, &j, err, sizeof(err));
+report:
+	rec_put_str(&res, T_TEXT, err);
+	if (self)
+		rec_put_u64(&res, T_SELF, 1);
+	buf_append(&res, fwd.data ? fwd.data : "", fwd.len);
+	while (off < res.len) {
+		if ((w = write(out, res.data + off, res.len - off)) == -1 &&
+		    errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
 	_exit(code);
+}
+
+static void
+worker_read(evutil_socket_t fd, short ev, void *arg)
+{
+	struct delivery *dl = arg;
+	char b[8192];
+	ssize_t n;
+
+	while ((n = read(fd, b, sizeof(b))) > 0)
+		if (dl->out.len + (size_t)n <= DELIVER_RESULT_MAX)
+			buf_append(&dl->out, b, (size_t)n);
+	if (n == 0 && dl->ev)
+		event_del(dl->ev);	/* the end: the rest comes with SIGCHLD */
+}
+
+static int
+delivery_start(struct delivery *dl, char *why, size_t whylen)
+{
+	const char *bad;
+	struct delivery *o;
+	struct worker *w;
+	int pfd[2];
+	pid_t pid;
+
+	if ((bad = delivery_account(dl)) != NULL) {
+		str_copy(why, bad, whylen);
+		return -1;
+	}
+	if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) == -1) {
+		str_copy(why, strerror(errno), whylen);
+		return -1;
+	}
+	if ((pid = parent_safe_fork()) == -1) {
+		str_copy(why, strerror(errno), whylen);
+		close(pfd[0]);
+		close(pfd[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(pfd[0]);
+		fcntl(pfd[1], F_SETFL, 0);
+		child_setup("local");
+		for (o = deliveries; o; o = o->next)
+			if (o != dl && o->msgfd >= 0)
+				close(o->msgfd);
+		worker_run(dl, pfd[1]);
+	}
+	close(pfd[1]);
+	buf_reset(&dl->out);
+	if (dl->ev)
+		event_free(dl->ev);
+	dl->pid = pid;
+	dl->pipefd = pfd[0];
+	dl->ev = event_new(p.base, pfd[0], EV_READ | EV_PERSIST, worker_read,
+	    dl);
+	event_add(dl->ev, NULL);
+	w = xcalloc(1, sizeof(*w));
+	w->pid = pid;
+	w->job = dl->job;
+	w->pipefd = pfd[0];
+	w->start = time(NULL);
+	w->next = p.workers;
+	p.workers = w;
+	return 0;
 }
 
 static void
 parent_deliver(struct rec_reader *rd, int msgfd)
 {
 	struct deliver_req d;
-	struct passwd *pw = NULL;
-	struct worker *w;
-	const char *why;
-	int pfd[2];
-	pid_t pid;
+	struct delivery *dl = NULL;
+	char why[1024];
+	const char *bad;
 
 	if (deliver_req_parse(rd, &d) == -1) {
 		log_warnx("event=deliver result=error reason=\"malformed "
 		    "request from queue\"");
 		goto out;
 	}
-	if (msgfd < 0 || (why = deliver_check(&d, &pw)) != NULL) {
+	dl = xcalloc(1, sizeof(*dl));
+	dl->job = d.job;
+	dl->msgfd = msgfd;
+	msgfd = -1;
+	dl->pipefd = -1;
+	dl->sender = xstrdup(d.sender);
+	dl->orcpt = xstrdup(d.orcpt);
+	dl->id = xstrdup(d.id);
+	buf_init(&dl->out);
+	buf_init(&dl->fwd);
+	if (dl->msgfd < 0)
+		bad = "no message";
+	else
+		bad = deliver_check(&d, dl, why, sizeof(why));
+	if (bad == NULL && delivery_start(dl, why, sizeof(why)) == -1)
+		bad = why;
+	if (bad) {
 		log_warnx("q=%s event=deliver result=refused reason=\"%s\" "
-		    "user=%s", d.id, msgfd < 0 ? "no message" : why, d.user);
-		deliver_reply(d.job, 1, msgfd < 0 ? "no message" : why);
+		    "kind=%s user=%s", d.id, bad, d.kind, d.user);
+		deliver_reply(d.job, 1, bad, NULL);
+		delivery_free(dl);
 		goto out;
 	}
-	if (!p.root && pw->pw_uid != getuid()) {
-		deliver_reply(d.job, 1, "not running as root: cannot deliver "
-		    "as another user");
-		goto out;
-	}
-	if (pipe2(pfd, O_CLOEXEC) == -1 || (pid = parent_safe_fork()) == -1) {
-		deliver_reply(d.job, 1, strerror(errno));
-		goto out;
-	}
-	if (pid == 0) {
-		close(pfd[0]);
-		child_setup("local");
-		worker_run(&d, pw, msgfd, pfd[1]);
-	}
-	close(pfd[1]);
-	w = xcalloc(1, sizeof(*w));
-	w->pid = pid;
-	w->job = d.job;
-	w->pipefd = pfd[0];
-	w->start = time(NULL);
-	w->next = p.workers;
-	p.workers = w;
+	dl->next = deliveries;
+	deliveries = dl;
 out:
 	if (msgfd >= 0)
 		close(msgfd);
 	deliver_req_free(&d);
 }
 
+/* A worker's report (it ran as the account: untrusted, checked here). */
+static void
+worker_report(struct delivery *dl, char *text, size_t textlen, int *self,
+    struct buf *fwd)
+{
+	struct rec_reader rd;
+	struct rec r;
+	char *s;
+	size_t nfwd = 0;
+	uint64_t v;
+
+	text[0] = '\0';
+	*self = 0;
+	rec_reader_init(&rd, dl->out.data ? dl->out.data : "", dl->out.len);
+	while (rec_next(&rd, &r) == 1) {
+		if (r.tag == T_TEXT && text[0] == '\0' &&
+		    (s = rec_str(&r, 4000)) != NULL) {
+			log_sanitize(text, s, textlen);
+			free(s);
+		} else if (r.tag == T_SELF && rec_u64(&r, &v) == 0)
+			*self = v != 0;
+		else if (r.tag == T_FORWARD && nfwd < FORWARD_MAX &&
+		    (s = rec_str(&r, FORWARD_ADDR_MAX)) != NULL) {
+			if (deliver_plain(s, FORWARD_ADDR_MAX) &&
+			    strchr(s, '@') && !strchr(s, ' ')) {
+				rec_put_str(fwd, T_FORWARD, s);
+				nfwd++;
+			}
+			free(s);
+		}
+	}
+}
+
+/* The ~/.forward stage is done: on to the mailbox, or report. */
+static int
+delivery_next(struct delivery *dl, int st, const char *text, int self,
+    struct buf *fwd)
+{
+	char why[1024];
+
+	if (dl->stage != DS_FORWARD || st != 0 || !self)
+		return 0;
+	str_copy(dl->note, text, sizeof(dl->note));
+	buf_reset(&dl->fwd);
+	buf_append(&dl->fwd, fwd->data ? fwd->data : "", fwd->len);
+	dl->stage = DS_MAILBOX;
+	if (p.stopping)
+		str_copy(why, "stopping", sizeof(why));
+	else if (delivery_start(dl, why, sizeof(why)) == 0)
+		return 1;
+	deliver_reply(dl->job, 1, why, NULL);
+	return -1;
+}
+
 static int
 worker_reaped(pid_t pid, int status)
 {
 	struct worker **pp, *w;
-	char text[1024];
-	ssize_t n;
-	int st;
+	struct delivery *dl;
+	char text[1024], all[2100];
+	struct buf fwd;
+	int st, self, next;
 
 	for (pp = &p.workers; (w = *pp) != NULL; pp = &w->next)
 		if (w->pid == pid)
@@ -600,21 +967,52 @@ worker_reaped(pid_t pid, int status)
 	if (w == NULL)
 		return 0;
 	*pp = w->next;
-	n = read(w->pipefd, text, sizeof(text) - 1);
-	text[n > 0 ? n : 0] = '\0';
+	for (dl = deliveries; dl; dl = dl->next)
+		if (dl->pid == pid)
+			break;
+	if (dl) {
+		worker_read(w->pipefd, EV_READ, dl);
+		if (dl->ev)
+			event_free(dl->ev);
+		dl->ev = NULL;
+		dl->pipefd = -1;
+	}
 	close(w->pipefd);
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		st = 0;
-	else if (WIFEXITED(status) && WEXITSTATUS(status) != 75 &&
-	    WEXITSTATUS(status) != 73)
+	else if (WIFEXITED(status) && WEXITSTATUS(status) != MDA_TEMP &&
+	    WEXITSTATUS(status) != MDA_CANTCREAT)
 		st = 2;
 	else
 		st = 1;
+	if (dl == NULL) {
+		deliver_reply(w->job, st, "delivery failed", NULL);
+		free(w);
+		return 1;
+	}
+	free(w);
+	buf_init(&fwd);
+	worker_report(dl, text, sizeof(text), &self, &fwd);
 	if (WIFSIGNALED(status))
 		snprintf(text, sizeof(text), "delivery worker killed by signal "
 		    "%d", WTERMSIG(status));
-	deliver_reply(w->job, st, text[0] ? text : "delivery failed");
-	free(w);
+	if ((next = delivery_next(dl, st, text, self, &fwd)) == 1) {
+		buf_free(&fwd);
+		return 1;	/* the mailbox worker runs now */
+	}
+	if (next == 0) {
+		if (dl->stage == DS_MAILBOX && dl->note[0])
+			snprintf(all, sizeof(all), "%s; %s", text[0] ? text :
+			    "delivery failed", dl->note);
+		else
+			str_copy(all, text[0] ? text : st ? "delivery failed" :
+			    "delivered", sizeof(all));
+		/* Forwarded copies only with a delivery that is whole. */
+		deliver_reply(dl->job, st, all, st != 0 ? NULL :
+		    dl->stage == DS_FORWARD ? &fwd : &dl->fwd);
+	}
+	buf_free(&fwd);
+	delivery_free(dl);
 	return 1;
 }
 

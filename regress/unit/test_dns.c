@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -872,6 +873,45 @@ never_cb(const struct dns_result *r, void *arg)
 	(*(int *)arg)++;
 }
 
+struct batch {
+	int			 left;
+	int			 ok;
+	struct event_base	*base;
+};
+
+static void
+batch_cb(const struct dns_result *r, void *arg)
+{
+	struct batch *b = arg;
+
+	if (r->status == DNS_OK)
+		b->ok++;
+	if (--b->left == 0)
+		event_base_loopbreak(b->base);
+}
+
+/* Look up names n0..n1-1, 100 at a time (the responder's socket buffer
+ * holds no more); how many came back OK. */
+static int
+batch_run(struct event_base *base, int n0, int n1)
+{
+	struct batch b = { 0, 0, base };
+	char name[64];
+
+	for (int i = n0; i < n1; ) {
+		struct timeval tv = { 5, 0 };
+
+		for (int j = 0; j < 100 && i < n1; j++, i++) {
+			snprintf(name, sizeof(name), "n%d.example.test", i);
+			if (dns_lookup(name, DNS_A, batch_cb, &b) != NULL)
+				b.left++;
+		}
+		event_base_loopexit(base, &tv);
+		event_base_dispatch(base);
+	}
+	return b.ok;
+}
+
 static void
 loop_run(struct event_base *base, int ms)
 {
@@ -960,6 +1000,16 @@ test_resolver(void)
 	CHECK(dns_lookup("dropped.example.test", DNS_A, probe_cb, &pr) != NULL);
 	loop_run(base, 500);
 	CHECK(pr.calls == 1 && pr.status == DNS_TEMPFAIL && rs.queries == 5);
+
+	/* the cache holds 10000 answers: the oldest go first */
+	rs.mode = 0;
+	rs.queries = 0;
+	hits = dns_cache_hits();
+	CHECK(batch_run(base, 0, 10100) == 10100 && rs.queries == 10100);
+	CHECK(batch_run(base, 10099, 10100) == 1 && rs.queries == 10100 &&
+	    dns_cache_hits() == hits + 1);
+	CHECK(batch_run(base, 0, 1) == 1 && rs.queries == 10101);
+	CHECK(batch_run(base, 200, 201) == 1 && rs.queries == 10101);
 
 	/* shutdown drops what is in flight without a callback */
 	CHECK(dns_lookup("late.example.test", DNS_A, never_cb, &never) != NULL);
