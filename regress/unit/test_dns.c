@@ -946,6 +946,19 @@ test_resolver(void)
 	memset(&srv, 0, sizeof(srv));
 	memcpy(&srv.ss, &sin, sizeof(sin));
 	srv.sslen = sizeof(sin);
+	/* set-up: bad arguments refused; no servers reads resolv.conf */
+	{
+		struct dns_server bad = srv;
+
+		bad.ss.ss_family = AF_UNIX;
+		CHECK(dns_init(base, &bad, 1, 300, 1) == -1);
+		bad = srv;
+		bad.sslen = 4;
+		CHECK(dns_init(base, &bad, 1, 300, 1) == -1);
+		CHECK(dns_init(NULL, &srv, 1, 300, 1) == -1);
+		CHECK(dns_init(base, &srv, 1, -1, 1) == -1);
+		CHECK(dns_init(base, NULL, 0, 0, 0) == 0);
+	}
 	CHECK(dns_init(base, &srv, 1, 300, 1) == 0);
 
 	CHECK(dns_lookup("bad name", DNS_A, probe_cb, &pr) == NULL);
