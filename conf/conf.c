@@ -1190,6 +1190,10 @@ conf_num(const struct conf *c, const struct listener *l, enum knob_id id)
 int
 conf_is_local_domain(const struct conf *c, const char *domain)
 {
+	/* Like Postfix's mydestination: the host's own name is always ours. */
+	if (str_casecmp(domain, "localhost") == 0 ||
+	    (c->v[K_HOSTNAME].s && str_casecmp(domain, c->v[K_HOSTNAME].s) == 0))
+		return 1;
 	for (size_t i = 0; i < c->ndomains; i++)
 		if (str_casecmp(c->domains[i], domain) == 0)
 			return 1;

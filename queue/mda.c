@@ -525,6 +525,11 @@ mda_mbox(const struct mda_job *j, const char *path, char *err, size_t errlen)
 int
 mda_file(const struct mda_job *j, const char *path, char *err, size_t errlen)
 {
+	/* The classic "devnull: /dev/null" alias: mail to it is discarded. */
+	if (strcmp(path, "/dev/null") == 0) {
+		snprintf(err, errlen, "discarded (delivered to /dev/null)");
+		return MDA_OK;
+	}
 	return mbox_append(j, path, MBOX_FILE, err, errlen);
 }
 
@@ -556,8 +561,10 @@ pipe_drain(struct pipe_io *io)
 	char b[4096];
 	ssize_t n;
 	size_t k;
+	int reads = 0;
 
-	while (io->out >= 0) {
+	/* Bounded: a background process that keeps talking cannot hold us. */
+	while (io->out >= 0 && reads++ < 64) {
 		n = read(io->out, b, sizeof(b));
 		if (n == -1 && errno == EINTR)
 			continue;

@@ -123,14 +123,15 @@ main "$@"
 # ---- interop peer -----------------------------------------------------------
 #
 # regress/integration/test_interop.py delivers to a second, real MTA:
-# OpenSMTPD, which the test runs itself in the foreground on a loopback
-# address with a private config.  The package conflicts with every other
-# MTA, so it is installed only where none is installed: apt would otherwise
-# remove the admin's exim or postfix to make room.  Its system service is
-# never started by the install and is left stopped and disabled.  Where the
-# package is missing the interop tests skip.
+# Postfix (OpenSMTPD 6.8 offers no PIPELINING), which the test runs itself
+# as a private instance: its own config, queue and log under a temp dir, on
+# a loopback address.  The package conflicts with every other MTA, so it is
+# installed only where none is installed: apt would otherwise remove the
+# admin's exim or OpenSMTPD to make room.  The system instance is never
+# configured ("No configuration") nor started by the install, and is left
+# stopped and disabled.  Where the package is missing the interop tests skip.
 
-INTEROP_MTA=opensmtpd
+INTEROP_MTA=postfix
 POLICY_RC=/usr/sbin/policy-rc.d
 POLICY_SAVED=/usr/sbin/policy-rc.d.tern-deps-saved
 
@@ -173,25 +174,28 @@ interop_apt_install() {
 	    --no-install-recommends --no-remove "$INTEROP_MTA"
 }
 
-# The service is for the admin to enable, not for the tests: disable it for
-# sysvinit and systemd, and stop it if something started it anyway.  (The
-# init script's "status" always exits 0, so ask start-stop-daemon about the
-# pidfile the service uses; the tests' own instances do not write it.)
-# deb-systemd-helper only runs for maintainer scripts; naming the package
-# as one does also records "disabled" for the package's later upgrades.
+# The service is for the admin to set up, not for the tests: disable it for
+# sysvinit and systemd, and stop the system instance if something started
+# it anyway (the tests' instances have pidfiles of their own).
+# deb-systemd-helper only runs for maintainer scripts; naming the package as
+# one does also records "disabled" for the package's later upgrades.
 interop_service_off() {
 	if command -v deb-systemd-helper >/dev/null 2>&1; then
-		DPKG_MAINTSCRIPT_PACKAGE=$INTEROP_MTA deb-systemd-helper \
-		    disable "$INTEROP_MTA.service" >/dev/null 2>&1 || true
+		for unit in postfix.service postfix@-.service; do
+			DPKG_MAINTSCRIPT_PACKAGE=$INTEROP_MTA \
+			    deb-systemd-helper disable "$unit" \
+			    >/dev/null 2>&1 || true
+		done
 	fi
 	if command -v update-rc.d >/dev/null 2>&1; then
 		update-rc.d "$INTEROP_MTA" disable >/dev/null 2>&1 || true
 	fi
-	if start-stop-daemon --status --pidfile /run/smtpd.pid \
-	    --exec /usr/sbin/smtpd >/dev/null 2>&1; then
-		echo "deps: stopping the $INTEROP_MTA system service"
-		start-stop-daemon --stop --retry 10 --pidfile /run/smtpd.pid \
-		    --exec /usr/sbin/smtpd >/dev/null 2>&1 || true
+	pidfile=/var/spool/postfix/pid/master.pid
+	if start-stop-daemon --status --pidfile "$pidfile" \
+	    --exec /usr/lib/postfix/sbin/master >/dev/null 2>&1; then
+		echo "deps: stopping the $INTEROP_MTA system instance"
+		start-stop-daemon --stop --retry 10 --pidfile "$pidfile" \
+		    --exec /usr/lib/postfix/sbin/master >/dev/null 2>&1 || true
 	fi
 }
 
@@ -212,7 +216,9 @@ install_interop_mta() {
 		return 0
 	fi
 	echo "deps: installing $INTEROP_MTA for the interop tests" \
-	    "(its service stays off)"
+	    "(unconfigured, its service stays off)"
+	echo "postfix postfix/main_mailer_type select No configuration" |
+	    debconf-set-selections
 	trap policy_restore EXIT
 	trap 'exit 1' HUP INT TERM
 	policy_block

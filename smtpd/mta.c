@@ -231,6 +231,7 @@ mta_ehlo_line(struct mta_conn *c, const char *kw)
 	else if (strcmp(up, "STARTTLS") == 0)
 		c->ext_tls = 1;
 	else if (strcmp(up, "SIZE") == 0) {
+		c->ext_size = 1;
 		c->maxsize = kw[i] == ' ' ? strtoll(kw + i + 1, NULL, 10) : 0;
 		if (c->maxsize < 0)
 			c->maxsize = 0;
@@ -257,13 +258,17 @@ mta_send(struct mta_conn *c, const char *fmt, ...)
 static void
 mta_send(struct mta_conn *c, const char *fmt, ...)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct buf b;
 	va_list ap;
 
+	/* One piece per command: under TLS each piece becomes a record. */
+	buf_init(&b);
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(out, fmt, ap);
+	buf_vprintf(&b, fmt, ap);
 	va_end(ap);
-	evbuffer_add(out, "\r\n", 2);
+	buf_append(&b, "\r\n", 2);
+	bufferevent_write(c->bev, b.data, b.len);
+	buf_free(&b);
 }
 
 static void

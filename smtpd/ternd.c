@@ -539,8 +539,7 @@ deliver_req_valid(const struct deliver_req *d)
 		if (!((d->id[i] >= '0' && d->id[i] <= '9') ||
 		    (d->id[i] >= 'A' && d->id[i] <= 'F')))
 			return "bad queue id";
-	if (!deliver_plain(d->sender, 998) || strchr(d->sender, ' ') ||
-	    strchr(d->sender, '>') || strchr(d->sender, '<'))
+	if (!deliver_plain(d->sender, 998))
 		return "bad sender";
 	if (!deliver_plain(d->orcpt, 998))
 		return "bad recipient";
@@ -978,10 +977,11 @@ worker_reaped(pid_t pid, int status)
 		dl->pipefd = -1;
 	}
 	close(w->pipefd);
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+	/* Only the agents' own permanent verdict is permanent: a worker that
+	   crashed or was killed is retried. */
+	if (WIFEXITED(status) && WEXITSTATUS(status) == MDA_OK)
 		st = 0;
-	else if (WIFEXITED(status) && WEXITSTATUS(status) != MDA_TEMP &&
-	    WEXITSTATUS(status) != MDA_CANTCREAT)
+	else if (WIFEXITED(status) && WEXITSTATUS(status) == MDA_PERM)
 		st = 2;
 	else
 		st = 1;

@@ -20,8 +20,9 @@ What it measures, all in one temp dir on one filesystem:
    keeping one connection open and sending 4 KiB messages back to back,
    one command at a time (MAIL, RCPT, DATA, body; each reply awaited).
    By default ("held" mode) the recipient is an alias to a remote
-   address, so the queue keeps the message (no remote delivery yet) and
-   the figure is acceptance alone; "maildir" mode delivers to a virtual
+   address routed to a dead loopback port, so each message gets one
+   refused connection, is deferred for an hour and stays queued, and the
+   figure is acceptance alone; "maildir" mode delivers to a virtual
    user's Maildir as well.  Afterwards every queue id a client got in a
    250 reply is looked up in the spool (queue/ID.env and queue/ID.msg, or
    the Maildir once delivered) and cross-checked with `ternctl queue`.
@@ -32,6 +33,14 @@ What it measures, all in one temp dir on one filesystem:
 4. daemon memory (parent and all its descendants): sum of VmRSS and sum
    of Pss (smaps_rollup, shared pages counted once), idle and with N open
    idle connections that got the greeting and said EHLO.
+5. relay: N messages to recipients at a remote domain whose MX (served
+   by regress/integration/dnsserver.py on loopback) is an aiosmtpd sink
+   on 127.0.0.2, in its own process; ternd relays them (trusted-network).
+   Accept rate, delivered rate (messages at the sink per second from the
+   first 250 to the last arrival), the time from the last 250 until the
+   queue is empty, and every acknowledged message checked at the sink by
+   its Message-ID.  The sink's own rate at the same concurrency is
+   measured too, as the limit the relay rate is compared with.
 
 Every loop is bounded in time and count; the daemon and the temp dir are
 removed on the way out, also on error or Ctrl-C.
@@ -59,6 +68,14 @@ SINK_ALIAS = "benchsink"                        # alias -> remote address
 REMOTE_DOMAIN = "relay.bench.invalid"           # RFC 2606: never resolves
 REMOTE_ADDR = "sink@" + REMOTE_DOMAIN           # never delivered
 VUSER = "bench"                                 # virtual user, Maildir
+SINK_DOMAIN = "sink.bench.test"                 # relay: its MX is the sink
+SINK_MX = "mx." + SINK_DOMAIN
+SINK_IP = "127.0.0.2"
+# Relay daemons: a deferral is retried soon, so one does not stall the
+# drain for the default minute (deferrals are counted and shown).
+RELAY_CONF = ["retry-min 1s", "retry-max 5s"]
+RELAY_KNOBS = ("max-domain-connections", "max-deliveries",
+               "max-transaction-recipients", "retry-min", "retry-max")
 
 AIM_RATIO = {1: 0.8, 50: 4.0}
 AIM_IDLE_MIB = 16.0
@@ -212,7 +229,10 @@ def fsync_rate(base, seconds, size, tag="fsync", use_syncfs=False):
 class Daemon:
     """A ternd on a loopback port with its own config and spool."""
 
-    def __init__(self, build, base, max_conn):
+    def __init__(self, build, base, max_conn, relay=None):
+        """relay: None for the acceptance levels (remote mail kept off
+        the network), else a dict with the DNS server's port, the sink's
+        port and extra config lines, for the relay levels."""
         self.build = build
         self.base = pathlib.Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
@@ -225,6 +245,7 @@ class Daemon:
         self.log = self.base / "ternd.log"
         self.proc = None
         self.logf = None
+        self.offline = False
         lines = [
             f'hostname "{HOSTNAME}"',
             f'spool "{self.spool}"',
@@ -242,19 +263,65 @@ class Daemon:
         ]
         self.conf.write_text("\n".join(lines) + "\n")
         lines += self.relocations()
-        # Once the daemon delivers remote mail, keep the held mode off the
-        # network: DNS and the route go to a loopback port nobody listens
-        # on, so every attempt fails at once and the message stays queued.
-        # Only with a build that knows these statements (checked by -n).
-        dead = free_port()
-        offline = [f"resolver 127.0.0.1 port {dead}",
-                   f"route {REMOTE_DOMAIN} via 127.0.0.1:{dead}"]
-        self.conf.write_text("\n".join(lines + offline) + "\n")
+        if relay is None:
+            # Keep the held mode off the network and its delivery work to
+            # one failed attempt per message: DNS and the route go to a
+            # loopback port nobody listens on, so the connection is
+            # refused at once and the recipient is deferred for an hour.
+            # The limits are lifted so that no message waits for a
+            # delivery slot: with the default 5 per destination, all the
+            # others would be re-resolved and have their envelope
+            # rewritten every second (queue_rcpt_finish, "wait"), work
+            # that grows with the queue and is not acceptance.  Only with
+            # a build that knows these statements (checked by -n).
+            dead = free_port()
+            extra = [f"resolver 127.0.0.1 port {dead}",
+                     f"route {REMOTE_DOMAIN} via 127.0.0.1:{dead}",
+                     "max-domain-connections 1000",
+                     "max-deliveries 10000",
+                     "retry-min 1h", "retry-max 1h"]
+        else:
+            extra = [f"resolver 127.0.0.1 port {relay['dns_port']}",
+                     f"remote-port {relay['sink_port']}"]
+            user = list(relay.get("conf", []))
+            knobs = {u.split()[0] for u in user if u.split()}
+            extra += [x for x in RELAY_CONF if x.split()[0] not in knobs]
+            extra += user
+        self.conf.write_text("\n".join(lines + extra) + "\n")
         if self.check():
-            lines += offline
+            lines += extra
+            self.offline = relay is None
+        elif relay is not None:
+            raise BenchError("this ternd does not take the relay "
+                             "config:\n" + self.check_error())
+        self.extra = extra
         self.conf.write_text("\n".join(lines) + "\n")
         self.aliases.write_text(f"postmaster: {VUSER}\n"
                                 f"{SINK_ALIAS}: {REMOTE_ADDR}\n")
+
+    def knobs(self, names):
+        """{knob: value} as `ternd -P` shows them (the effective config)."""
+        try:
+            r = subprocess.run([str(self.build / "ternd"), "-P", "-f",
+                                str(self.conf)], capture_output=True,
+                               text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        out = {}
+        for line in r.stdout.splitlines()[:2000]:
+            parts = line.split(None, 1)
+            if len(parts) == 2 and parts[0] in names:
+                out[parts[0]] = parts[1].strip()
+        return out
+
+    def check_error(self):
+        try:
+            r = subprocess.run([str(self.build / "ternd"), "-n", "-f",
+                                str(self.conf)], capture_output=True,
+                               text=True, timeout=30)
+            return (r.stderr or r.stdout).strip()[:2000]
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return str(e)
 
     def check(self):
         try:
@@ -556,8 +623,8 @@ class Strace:
 class Conn:
     """One SMTP connection, one command at a time, replies awaited."""
 
-    def __init__(self, port, timeout=IO_TIMEOUT, src=None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout,
+    def __init__(self, port, timeout=IO_TIMEOUT, src=None, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout,
                                              source_address=src)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
@@ -601,12 +668,13 @@ class Conn:
         self.sock.close()
 
 
-def make_body(size):
+def make_body(size, msgid="bench@client.bench.test",
+              to=f"{SINK_ALIAS}@{LOCAL_DOMAIN}"):
     """A message of exactly size bytes (CRLF lines, dot-terminated apart)."""
     head = ("From: <bench@client.bench.test>\r\n"
-            f"To: <{SINK_ALIAS}@{LOCAL_DOMAIN}>\r\n"
+            f"To: <{to}>\r\n"
             "Subject: tern benchmark\r\n"
-            "Message-ID: <bench@client.bench.test>\r\n\r\n").encode()
+            f"Message-ID: <{msgid}>\r\n\r\n").encode()
     line = b"0123456789abcdefghijklmnopqrstuvwxyz" * 2 + b"\r\n"
     body = head
     while len(body) + len(line) <= size:
@@ -617,6 +685,19 @@ def make_body(size):
     elif pad:
         body = body[:-2] + b"z\r\n"         # one byte longer last line
     return body + b".\r\n"
+
+
+def tagged_bodies(size, tag, n, to):
+    """n messages of size bytes, each with its own Message-ID
+    <TAG-SEQ@client.bench.test> (SEQ 0..n-1, six digits): [(mid, body)]."""
+    mid0 = "%s-%06d@client.bench.test" % (tag, 0)
+    ph = "#" * len(mid0)
+    tmpl = make_body(size, ph, to)
+    out = []
+    for i in range(n):
+        mid = "%s-%06d@client.bench.test" % (tag, i)
+        out.append((mid, tmpl.replace(ph.encode(), mid.encode(), 1)))
+    return out
 
 
 def client_worker(port, rcpt, body, start_at, deadline, hard_end, ready,
@@ -765,6 +846,137 @@ def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
     }
 
 
+def count_worker(host, port, rcpts, msgs, start_at, hard_end, ready, res,
+                 stop):
+    """Send the (mid, body) messages msgs on one connection from start_at,
+    one command at a time; (queue id or None, mid, time) per 250."""
+    conn = None
+    try:
+        conn = Conn(port, host=host)
+        conn.hello()
+    except (OSError, BenchError) as e:
+        res["errors"].append("connect: %s" % e)
+        ready.release()
+        if conn:
+            conn.sock.close()
+        return
+    ready.release()
+    cmds = [b"RCPT TO:<%s>\r\n" % r.encode() for r in rcpts]
+    try:
+        while time.monotonic() < start_at and not stop.is_set():
+            time.sleep(min(0.01, max(0.0, start_at - time.monotonic())))
+        for mid, body in msgs:
+            t0 = time.monotonic()
+            if stop.is_set() or t0 >= hard_end:
+                break
+            mail = b"MAIL FROM:<bench@client.bench.test> SIZE=%d\r\n" % \
+                len(body)
+            refused = None
+            for c, want in [(mail, 250)] + [(x, 250) for x in cmds] + \
+                    [(b"DATA\r\n", 354)]:
+                code, line = conn.cmd(c)
+                if code != want:
+                    refused = line
+                    break
+            if refused is None:
+                code, line = conn.cmd(body)
+                t1 = time.monotonic()
+                if code == 250:
+                    qid = line.split()[-1].decode(errors="replace") \
+                        if b"queued" in line else None
+                    res["acked"].append((qid, mid, t1))
+                    res["lat"].append(t1 - t0)
+                    continue
+                refused = line
+            else:
+                conn.cmd(b"RSET\r\n")
+            res["refused"] += 1
+            if len(res["refusals"]) < 5:
+                res["refusals"].append(refused.decode(errors="replace"))
+    except (OSError, BenchError, ValueError) as e:
+        res["errors"].append("session: %s" % e)
+    finally:
+        conn.close()
+
+
+def send_messages(host, port, nclients, msgs, rcpts, time_cap):
+    """Send msgs [(mid, body)] over nclients connections (client k sends
+    msgs[k::nclients]), every client connected and past EHLO before they
+    all start at one instant.  Bounded by time_cap seconds of sending."""
+    out, threads = [], []
+    ready = threading.Semaphore(0)
+    stop = threading.Event()
+    setup_s = 10.0 + 0.05 * nclients
+    start = time.monotonic() + 0.3 + 0.01 * nclients
+    hard_end = start + time_cap
+    for k in range(nclients):
+        res = {"acked": [], "refused": 0, "errors": [], "refusals": [],
+               "lat": []}
+        out.append(res)
+        t = threading.Thread(target=count_worker, daemon=True, args=(
+            host, port, rcpts, msgs[k::nclients], start, hard_end, ready,
+            res, stop))
+        threads.append(t)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    for t in threads:
+        t.start()
+    got = 0
+    while got < nclients and time.monotonic() < start + setup_s:
+        if ready.acquire(timeout=0.5):
+            got += 1
+    late = time.monotonic() > start
+    try:
+        for t in threads:
+            t.join(max(0.0, hard_end + IO_TIMEOUT - time.monotonic()))
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    stop.set()
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    acked = sorted((a for r in out for a in r["acked"]), key=lambda a: a[2])
+    lat = sorted(x for r in out for x in r["lat"])
+    errors = [e for r in out for e in r["errors"]]
+    wall = max(1e-9, (acked[-1][2] if acked else time.monotonic()) - start)
+    return {
+        "start": start,
+        "acked": acked,
+        "refused": sum(r["refused"] for r in out),
+        "refusal_samples": [e for r in out for e in r["refusals"]][:10],
+        "errors": errors[:10],
+        "n_errors": len(errors),
+        "stuck_clients": sum(1 for t in threads if t.is_alive()),
+        "late_start": late,
+        "rate": round(len(acked) / wall, 1) if acked else 0.0,
+        "lat_ms_p50": round(percentile(lat, 50) * 1000, 2) if lat else None,
+        "lat_ms_p99": round(percentile(lat, 99) * 1000, 2) if lat else None,
+        "client_cpu_pct": round(100.0 * ((cpu1.ru_utime + cpu1.ru_stime) -
+                                         (cpu0.ru_utime + cpu0.ru_stime)) /
+                                max(1e-9, time.monotonic() - start), 1),
+    }
+
+
+def held_attempts(daemon):
+    """Delivery attempts the held daemon logged (event=deliver lines):
+    total, messages tried, the most tries of one message, outcomes."""
+    per, status = {}, {}
+    try:
+        with open(daemon.log, errors="replace") as f:
+            for line in f:
+                if "event=deliver " not in line:
+                    continue
+                i = line.find(" q=")
+                q = line[i + 3:].split(None, 1)[0] if i >= 0 else "?"
+                per[q] = per.get(q, 0) + 1
+                j = line.find(" status=")
+                st = line[j + 8:].split(None, 1)[0] if j >= 0 else "?"
+                status[st] = status.get(st, 0) + 1
+    except OSError:
+        pass
+    return {"total": sum(per.values()), "messages": len(per),
+            "max_per_message": max(per.values()) if per else 0,
+            "status": status}
+
+
 def verify(daemon, mode, ids, drain_s):
     """Every 250-acknowledged id is in the spool (or its Maildir)."""
     want = set(i for i in ids if i)
@@ -848,6 +1060,323 @@ def measure_memory(daemon, nidle, settle_s=0.5):
     return out
 
 
+# ---- 5. relay: accept to a remote sink -------------------------------------
+
+def serve_sink(hostport, logpath):
+    """The sink, run as a child (bench.py --serve-sink HOST:PORT --sink-log
+    FILE): an aiosmtpd server that accepts everything and appends to FILE
+    one line per message, "M <monotonic time> <Message-ID> <rcpt,...>",
+    and one per EHLO, "E <time>" (a file, not a pipe: a slow reader must
+    not slow the sink down).  It says READY on stdout and runs until its
+    stdin closes (so it ends with the bench, whatever happens to it) or
+    SIGTERM."""
+    from aiosmtpd.controller import Controller
+    host, port = hostport.rsplit(":", 1)
+    fd = os.open(logpath, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def out(text):
+        os.write(fd, text.encode())
+
+    class Handler:
+        async def handle_EHLO(self, server, session, envelope, hostname,
+                              responses):
+            session.host_name = hostname
+            out("E %.6f\n" % time.monotonic())
+            return responses
+
+        async def handle_DATA(self, server, session, envelope):
+            head = (envelope.original_content or b"")[:16384]
+            i = head.find(b"\nMessage-ID: <")
+            j = head.find(b">", i) if i >= 0 else -1
+            mid = head[i + 14:j].decode("ascii", "replace") \
+                if j > i >= 0 else "-"
+            out("M %.6f %s %s\n" % (time.monotonic(), mid or "-",
+                                    ",".join(envelope.rcpt_tos)))
+            return "250 2.0.0 accepted"
+
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    ctl = Controller(Handler(), hostname=host, port=int(port),
+                     ready_timeout=10)
+    ctl.start()
+    try:
+        sys.stdout.write("READY\n")
+        sys.stdout.flush()
+        sys.stdin.read()
+    finally:
+        ctl.stop()
+    return 0
+
+
+class Sink:
+    """The sink process on SINK_IP:port and what it received, by tag (the
+    Message-ID up to its last '-')."""
+
+    def __init__(self, port, logpath):
+        self.port = port
+        self.path = logpath
+        self.msgs = {}          # tag -> [(time, mid, (rcpts))]
+        self.pairs = {}         # tag -> number of distinct (mid, rcpt)
+        self.seen = set()
+        self.ehlos = 0
+        self.off = 0
+        self.partial = b""
+        self.errpath = pathlib.Path(str(logpath) + ".stderr")
+        with open(self.errpath, "ab") as errf:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(pathlib.Path(__file__).resolve()),
+                 "--serve-sink", "%s:%d" % (SINK_IP, port), "--sink-log",
+                 str(logpath)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=errf)
+        line = self.readline_bounded(20)
+        if line != "READY":
+            err = self.stop()
+            raise BenchError("the sink did not start (%r): %s" % (line, err))
+
+    def readline_bounded(self, timeout):
+        box = []
+        t = threading.Thread(target=lambda: box.append(
+            self.proc.stdout.readline()), daemon=True)
+        t.start()
+        t.join(timeout)
+        return box[0].decode(errors="replace").strip() if box else None
+
+    def refresh(self):
+        """Take in the lines the sink appended since the last call."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.off)
+                data = f.read(64 << 20)
+        except OSError:
+            return
+        self.off += len(data)
+        data = self.partial + data
+        lines = data.split(b"\n")
+        self.partial = lines.pop()
+        for raw in lines:
+            f = raw.decode(errors="replace").split()
+            if f and f[0] == "E":
+                self.ehlos += 1
+            elif len(f) >= 3 and f[0] == "M":
+                t, mid = float(f[1]), f[2]
+                rcpts = tuple(f[3].split(",")) if len(f) > 3 else ()
+                tag = mid.split("@")[0].rsplit("-", 1)[0]
+                self.msgs.setdefault(tag, []).append((t, mid, rcpts))
+                for r in rcpts:
+                    if (mid, r) not in self.seen:
+                        self.seen.add((mid, r))
+                        self.pairs[tag] = self.pairs.get(tag, 0) + 1
+
+    def npairs(self, tag):
+        self.refresh()
+        return self.pairs.get(tag, 0)
+
+    def received(self, tag):
+        self.refresh()
+        return list(self.msgs.get(tag, []))
+
+    def connections(self):
+        self.refresh()
+        return self.ehlos
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_seconds(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                st = f.read()
+            v = st[st.rindex(")") + 2:].split()
+            return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError, AttributeError):
+            return None
+
+    def stop(self):
+        """Close its stdin (it exits), else SIGTERM, else SIGKILL."""
+        p, self.proc = self.proc, None
+        if p is None:
+            return ""
+        try:
+            p.stdin.close()
+        except OSError:
+            pass
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None and p.poll() is None:
+                p.send_signal(sig)
+            try:
+                p.wait(5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            p.stdout.close()
+            err = self.errpath.read_text(errors="replace")[-4000:]
+        except (OSError, ValueError):
+            err = ""
+        return err.strip()
+
+
+class DNS:
+    """regress/integration/dnsserver.py on loopback: SINK_DOMAIN has one MX,
+    SINK_MX, whose address is SINK_IP."""
+
+    def __init__(self):
+        sys.path.insert(0, str(ROOT / "regress" / "integration"))
+        try:
+            from dnsserver import DNSServer
+        except ImportError as e:
+            raise BenchError("relay: cannot load the DNS server (%s); "
+                             "make deps installs python3-dnslib" % e)
+        finally:
+            sys.path.pop(0)
+        self.server = DNSServer({
+            SINK_DOMAIN + ".": {"MX": [(10, SINK_MX + ".")]},
+            SINK_MX + ".": {"A": [SINK_IP]},
+        }).start()
+        self.port = self.server.port
+
+    def stop(self):
+        if self.server:
+            self.server.stop()
+            self.server = None
+
+
+def free_port_on(addr):
+    with socket.socket() as s:
+        s.bind((addr, 0))
+        return s.getsockname()[1]
+
+
+def relay_rcpts(nrcpt):
+    return ["rcpt%d@%s" % (i, SINK_DOMAIN) for i in range(1, nrcpt + 1)]
+
+
+def sink_capacity(sink, nclients, nmsgs, nrcpt, size, tag):
+    """The sink's own rate: the same messages sent to it directly over
+    nclients connections, one command at a time (as the bench's clients
+    talk to ternd)."""
+    msgs = tagged_bodies(size, tag, nmsgs, relay_rcpts(nrcpt)[0])
+    c0 = sink.cpu_seconds()
+    t0 = time.monotonic()
+    r = send_messages(SINK_IP, sink.port, nclients, msgs, relay_rcpts(nrcpt),
+                      60.0)
+    t1 = time.monotonic()
+    c1 = sink.cpu_seconds()
+    wait_for(lambda: sink.npairs(tag) >= len(r["acked"]) * nrcpt, 5, 0.01)
+    return {"clients": nclients, "msgs_per_s": r["rate"],
+            "acked": len(r["acked"]), "n_errors": r["n_errors"],
+            "errors": r["errors"][:3],
+            "received": len(sink.received(tag)),
+            "lat_ms_p50": r["lat_ms_p50"],
+            "sink_cpu_pct": None if c0 is None or c1 is None else
+            round(100.0 * (c1 - c0) / max(1e-9, t1 - t0), 1),
+            "client_cpu_pct": r["client_cpu_pct"]}
+
+
+def log_counts(path, words):
+    """How many lines of the log contain each word."""
+    out = dict.fromkeys(words, 0)
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                for w in words:
+                    if w in line:
+                        out[w] += 1
+    except OSError:
+        pass
+    return out
+
+
+def relay_level(d, sink, nclients, nmsgs, nrcpt, size, drain_cap, tag):
+    """N messages to nrcpt recipients at SINK_DOMAIN through ternd, which
+    relays them to the sink: accept rate, delivered rate, drain time, and
+    every acknowledged message checked at the sink and gone from the
+    queue."""
+    rcpts = relay_rcpts(nrcpt)
+    msgs = tagged_bodies(size, tag, nmsgs, rcpts[0])
+    conns0 = sink.connections()
+    s0, dcpu0 = sink.cpu_seconds(), d.cpu_seconds()
+    r = send_messages("127.0.0.1", d.port, nclients, msgs, rcpts,
+                      max(60.0, drain_cap))
+    acked = r["acked"]
+    t_last_ack = acked[-1][2] if acked else time.monotonic()
+    want = len(acked) * nrcpt
+    # Wait (bounded) for every acknowledged message at the sink, then for
+    # the queue to be empty; the poll is 10 ms.
+    wait_for(lambda: sink.npairs(tag) >= want or not d.alive(), drain_cap,
+             0.01)
+
+    def empty():
+        env, msg = d.queue_ids()
+        return not env and not msg
+    t_arrived = time.monotonic()
+    wait_for(lambda: empty() or not d.alive(), max(5.0, drain_cap -
+                                                   (t_arrived - t_last_ack)),
+             0.01)
+    t_empty = time.monotonic() if empty() else None
+    s1, dcpu1 = sink.cpu_seconds(), d.cpu_seconds()
+    t_end = time.monotonic()
+    wall = max(1e-9, t_end - r["start"])
+    got = sink.received(tag)
+    by_mid = {}
+    for t, mid, rc in got:
+        by_mid.setdefault(mid, []).append((t, rc))
+    missing, dup_pairs, e2e, last_arrival = [], 0, [], None
+    env, msgf = d.queue_ids()
+    for qid, mid, t_ack in acked:
+        arr = by_mid.get(mid, [])
+        seen = [x for _, rc in arr for x in rc]
+        dup_pairs += len(seen) - len(set(seen))
+        if set(rcpts) - set(seen):
+            missing.append((qid, mid))
+            continue
+        t_done = max(t for t, _ in arr)
+        e2e.append(t_done - t_ack)
+        last_arrival = t_done if last_arrival is None else \
+            max(last_arrival, t_done)
+    delivered = len(acked) - len(missing)
+    still_queued = sum(1 for q, _ in missing if q in env)
+    lost = len(missing) - still_queued     # neither at the sink nor queued
+    e2e.sort()
+    first_ack = acked[0][2] if acked else None
+    span = (last_arrival - first_ack) if delivered and first_ack else None
+    ctl = d.ctl_queue_ids()
+    logc = log_counts(d.log, ("status=sent", "status=deferred",
+                              "status=bounced"))
+    return {
+        "clients": nclients, "rcpts_per_msg": nrcpt, "messages": nmsgs,
+        "acked": len(acked), "refused": r["refused"],
+        "refusal_samples": r["refusal_samples"],
+        "n_errors": r["n_errors"], "errors": r["errors"],
+        "stuck_clients": r["stuck_clients"], "late_start": r["late_start"],
+        "accept_per_s": r["rate"],
+        "accept_lat_ms_p50": r["lat_ms_p50"],
+        "accept_lat_ms_p99": r["lat_ms_p99"],
+        "delivered": delivered,
+        "sink_transactions": len(got),
+        "delivered_per_s": round(delivered / span, 1) if span else None,
+        "drain_s": round(t_empty - t_last_ack, 3) if t_empty else None,
+        "e2e_ms_p50": round(percentile(e2e, 50) * 1000, 1) if e2e else None,
+        "e2e_ms_p99": round(percentile(e2e, 99) * 1000, 1) if e2e else None,
+        "e2e_ms_max": round(e2e[-1] * 1000, 1) if e2e else None,
+        "sink_connections": sink.connections() - conns0,
+        "duplicate_deliveries": dup_pairs,
+        "missing": len(missing), "still_queued": still_queued, "lost": lost,
+        "missing_sample": [q for q, _ in missing[:5]],
+        "queue_empty": t_empty is not None,
+        "ternctl_queue": len(ctl) if ctl is not None else None,
+        "log": logc,
+        "client_cpu_pct": r["client_cpu_pct"],
+        "daemon_cpu_pct_by_role": {
+            k: round(100.0 * (dcpu1.get(k, 0) - dcpu0.get(k, 0)) / wall, 1)
+            for k in sorted(dcpu1)},
+        "daemon_cpu_pct": round(100.0 * (sum(dcpu1.values()) -
+                                         sum(dcpu0.values())) / wall, 1),
+        "sink_cpu_pct": None if s0 is None or s1 is None else
+        round(100.0 * (s1 - s0) / wall, 1),
+    }
+
+
 # ---- output ----------------------------------------------------------------
 
 def mib(kib):
@@ -858,6 +1387,84 @@ def fmt(v, spec, width):
     if v is None:
         return "-".rjust(width)
     return format(v, spec).rjust(width)
+
+
+def print_relay(R):
+    X = R.get("relay")
+    if not X or not X.get("levels"):
+        return
+    k = X.get("knobs", {})
+    print("5. relay: accepted, then delivered to a remote sink (%s, the MX "
+          "of %s, found" % (X["sink"], SINK_DOMAIN))
+    print("   through dnsserver.py; aiosmtpd in its own process), %d "
+          "messages of %d B per run" % (R["params"]["relay_messages"],
+                                        R["params"]["size"]))
+    print("   ternd: " + ", ".join("%s %s" % (n, k[n]) for n in RELAY_KNOBS
+                                   if n in k))
+    hdr = ("rcpt", "clients", "accept", "deliv", "d/a", "sink", "d/sink",
+           "drain s", "e2e p50", "p99", "max", "acked", "deliv", "txns",
+           "conns", "defer", "lost", "ternd", "queue", "smtp", "sink")
+    w = (4, 7, 7, 7, 5, 7, 6, 7, 7, 7, 7, 5, 5, 5, 5, 5, 4, 5, 5, 5, 5)
+    print("   " + " " * (sum(w[:2]) + 2) + "-- msg/s --".center(
+        sum(w[2:4]) + 1) + " " * (w[4] + 1) + "cap/s".rjust(w[5]) + " " +
+        " " * (w[6] + w[7] + 2) + "- end to end, ms -".center(
+            sum(w[8:11]) + 2) + " " * (sum(w[11:17]) + 7) +
+        "CPU % of a core".center(sum(w[17:]) + 3))
+    print("   " + " ".join(h.rjust(x) for h, x in zip(hdr, w)))
+    for L in X["levels"]:
+        c = L["sink_capacity"]
+        ro = L["daemon_cpu_pct_by_role"]
+        row = [str(L["rcpts_per_msg"]).rjust(w[0]),
+               str(L["clients"]).rjust(w[1]),
+               fmt(L["accept_per_s"], ".1f", w[2]),
+               fmt(L["delivered_per_s"], ".1f", w[3]),
+               fmt(L["delivered_per_s"] / L["accept_per_s"]
+                   if L["delivered_per_s"] and L["accept_per_s"] else None,
+                   ".2f", w[4]),
+               fmt(c["msgs_per_s"], ".0f", w[5]),
+               fmt(L["ratio_to_sink"], ".3f", w[6]),
+               fmt(L["drain_s"], ".2f", w[7]),
+               fmt(L["e2e_ms_p50"], ".0f", w[8]),
+               fmt(L["e2e_ms_p99"], ".0f", w[9]),
+               fmt(L["e2e_ms_max"], ".0f", w[10]),
+               str(L["acked"]).rjust(w[11]),
+               str(L["delivered"]).rjust(w[12]),
+               str(L["sink_transactions"]).rjust(w[13]),
+               str(L["sink_connections"]).rjust(w[14]),
+               str(L["log"].get("status=deferred", 0)).rjust(w[15]),
+               str(L["lost"]).rjust(w[16]),
+               fmt(L["daemon_cpu_pct"], ".0f", w[17]),
+               fmt(ro.get("queue"), ".0f", w[18]),
+               fmt(ro.get("smtp"), ".0f", w[19]),
+               fmt(L["sink_cpu_pct"], ".0f", w[20])]
+        print("   " + " ".join(row))
+    print("   accept: 250s per second from the start to the last 250; deliv: "
+          "messages whose every")
+    print("   recipient reached the sink, per second from the first 250 to "
+          "the last arrival; d/a = deliv/accept;")
+    print("   sink cap/s: the same messages sent straight to the sink at the "
+          "same concurrency (the")
+    print("   bench's client, one command at a time), d/sink = deliv / that "
+          "limit; drain: from the last")
+    print("   250 until the queue is empty; e2e: from a message's 250 to its "
+          "arrival; txns: transactions")
+    print("   the sink got (several recipients share one when grouped), "
+          "conns: EHLOs it saw;")
+    print("   defer: status=deferred in ternd's log; lost: acknowledged, "
+          "neither at the sink nor queued")
+    for L in X["levels"]:
+        c = L["sink_capacity"]
+        print("   %d rcpt, %2d clients: acked %d, all at the sink: %s, queue "
+              "empty: %s (ternctl queue: %s); accept p50/p99 %s/%s ms; "
+              "sink cap run: sink CPU %s%%" % (
+                  L["rcpts_per_msg"], L["clients"], L["acked"],
+                  "yes" if not L["missing"] else "NO, %d missing (%d still "
+                  "queued)" % (L["missing"], L["still_queued"]),
+                  "yes" if L["queue_empty"] else "NO",
+                  L["ternctl_queue"], fmt(L["accept_lat_ms_p50"], ".1f", 0),
+                  fmt(L["accept_lat_ms_p99"], ".1f", 0),
+                  fmt(c["sink_cpu_pct"], ".0f", 0)))
+    print()
 
 
 def print_table(R):
@@ -885,9 +1492,15 @@ def print_table(R):
     print()
     for mode, levels in R["accept"].items():
         if mode == "held":
+            off = all(L.get("offline") for L in levels)
             what = ("recipient %s@%s, an alias of %s:\n   accepted and kept "
-                    "in the queue (no remote delivery yet), not delivered" % (
-                        SINK_ALIAS, LOCAL_DOMAIN, REMOTE_ADDR))
+                    "in the queue, not delivered%s" % (
+                        SINK_ALIAS, LOCAL_DOMAIN, REMOTE_ADDR,
+                        " (its route goes to a dead loopback port: one "
+                        "refused\n   connection per message, deferred for "
+                        "1 h, no delivery slot limit)" if off else
+                        " (this build takes no resolver/route/limits "
+                        "config)"))
         else:
             what = ("recipient %s@%s, a virtual user:\n   accepted and "
                     "delivered to its Maildir" % (VUSER, LOCAL_DOMAIN))
@@ -933,6 +1546,14 @@ def print_table(R):
                           L["clients"], v["acked"], v["queue_env_files"],
                           v["queue_msg_files"], v["ternctl_queue"],
                           v["missing"]))
+                at = L.get("delivery_attempts")
+                if at:
+                    print("      delivery attempts logged: %d for %d messages"
+                          " (at most %d for one), %s" % (
+                              at["total"], at["messages"],
+                              at["max_per_message"], ", ".join(
+                                  "%s %d" % kv for kv in
+                                  sorted(at["status"].items())) or "-"))
             else:
                 print("   %2d clients: %d acked ids; delivered %d (the "
                       "last %.1f s after the level), still queued %d; "
@@ -1004,6 +1625,7 @@ def print_table(R):
                 "-" if m["pss_kib"] is None else
                 "%.2f" % (m["pss_kib"] / 1024.0)))
         print()
+    print_relay(R)
     for n in R.get("notes", []):
         print("note: " + n)
     print("results: %s" % R["json"])
@@ -1035,6 +1657,23 @@ def parse_args():
                     default="held",
                     help="held: alias to a remote address, kept queued "
                     "(acceptance only, default); maildir: delivered too")
+    ap.add_argument("--relay-messages", type=int, default=150, metavar="N",
+                    help="messages per relay level (0: no relay levels)")
+    ap.add_argument("--sink-messages", type=int, default=1000, metavar="N",
+                    help="messages per run of the sink's own rate")
+    ap.add_argument("--relay-rcpts", default="1,5",
+                    help="comma-separated recipients per message at the "
+                    "sink domain, one relay run per value and level")
+    ap.add_argument("--relay-drain", type=float, default=90.0,
+                    metavar="SECONDS",
+                    help="longest wait for the relayed messages to reach "
+                    "the sink and leave the queue, after the last 250")
+    ap.add_argument("--relay-conf", action="append", default=[],
+                    metavar="LINE",
+                    help="a config line for the relay daemons, e.g. "
+                    "'max-domain-connections 20' (repeatable)")
+    ap.add_argument("--serve-sink", help=argparse.SUPPRESS)
+    ap.add_argument("--sink-log", help=argparse.SUPPRESS)
     ap.add_argument("--idle", type=int, default=500,
                     help="idle connections for the memory figure")
     ap.add_argument("--tmpdir", default=None,
@@ -1048,6 +1687,22 @@ def parse_args():
                     help="keep the temp dir (for inspection)")
     a = ap.parse_args()
     a.levels = [int(x) for x in a.clients.split(",") if x.strip()]
+    if a.serve_sink:
+        return a
+    try:
+        a.rcpt_levels = [int(x) for x in a.relay_rcpts.split(",")
+                         if x.strip()]
+    except ValueError:
+        ap.error("--relay-rcpts: numbers")
+    if not a.rcpt_levels or min(a.rcpt_levels) < 1 or \
+            max(a.rcpt_levels) > 100:
+        ap.error("--relay-rcpts: from 1 to 100")
+    if not 0 <= a.relay_messages <= 100000:
+        ap.error("--relay-messages: 0 to 100000")
+    if not 1 <= a.sink_messages <= 100000:
+        ap.error("--sink-messages: 1 to 100000")
+    if not 1 <= a.relay_drain <= 3600:
+        ap.error("--relay-drain: 1 to 3600 s")
     if not a.levels or min(a.levels) < 1 or max(a.levels) > 1000:
         ap.error("--clients: levels from 1 to 1000")
     if not (0 < a.seconds <= 600 and 0 < a.fsync_seconds <= 600 and
@@ -1073,6 +1728,8 @@ def raise_nofile(need):
 
 def main():
     a = parse_args()
+    if a.serve_sink:
+        return serve_sink(a.serve_sink, a.sink_log)
     build = pathlib.Path(a.build)
     if not build.is_absolute():
         build = ROOT / build
@@ -1108,7 +1765,12 @@ def main():
         "params": {"seconds": a.seconds, "fsync_seconds": a.fsync_seconds,
                    "fsync_adjacent_seconds": a.fsync_adjacent,
                    "clients": a.levels, "size": a.size, "mode": a.mode,
-                   "idle_connections": a.idle, "message_bytes": len(body)},
+                   "idle_connections": a.idle, "message_bytes": len(body),
+                   "relay_messages": a.relay_messages,
+                   "sink_messages": a.sink_messages,
+                   "relay_rcpts": a.rcpt_levels,
+                   "relay_drain_s": a.relay_drain,
+                   "relay_conf": a.relay_conf},
         "aims": {"ratio": {str(k): v for k, v in AIM_RATIO.items()},
                  "idle_connections_mib": AIM_IDLE_MIB},
         "accept": {},
@@ -1116,6 +1778,7 @@ def main():
         "json": str(jpath),
     }
     daemons = []
+    sink = dns = None
     status = 0
     try:
         if nofile < a.idle + 64:
@@ -1168,6 +1831,9 @@ def main():
                                      "level:\n%s" % (n, d.logtail()))
                 ids = L.pop("_ids")
                 L["verify"] = verify(d, mode, ids, 30 + a.seconds * 2)
+                if mode == "held":
+                    L["offline"] = d.offline
+                    L["delivery_attempts"] = held_attempts(d)
                 L["ratio"] = round(L["msgs_per_s"] / frate, 3) \
                     if frate else None
                 L["fsync_adjacent"] = adj
@@ -1201,6 +1867,77 @@ def main():
                     R["notes"].append("%s, %d clients: not all clients were "
                                       "connected at the start" % (mode, n))
                 d.stop()            # its spool stays until the end (above)
+
+        # Relay last: its deliveries delete files, which would slow the
+        # file creations of the levels above on some filesystems.
+        if a.relay_messages:
+            dns = DNS()
+            sink = Sink(free_port_on(SINK_IP), base / "sink.log")
+            R["relay"] = {"sink": "%s:%d" % (SINK_IP, sink.port),
+                          "levels": []}
+            for nrcpt in a.rcpt_levels:
+                for n in a.levels:
+                    tag = "r%d-c%d" % (nrcpt, n)
+                    print("bench: relay, %d recipient(s) per message, %d "
+                          "client(s), %d messages ..." % (
+                              nrcpt, n, a.relay_messages), file=sys.stderr)
+                    cap = sink_capacity(sink, n, a.sink_messages, nrcpt,
+                                        a.size, "cap-" + tag)
+                    d = Daemon(build, base / ("relay-" + tag), max_conn,
+                               relay={"dns_port": dns.port,
+                                      "sink_port": sink.port,
+                                      "conf": a.relay_conf})
+                    daemons.append(d)
+                    if "knobs" not in R["relay"]:
+                        R["relay"]["knobs"] = d.knobs(RELAY_KNOBS)
+                        R["relay"]["conf"] = d.extra
+                    d.start()
+                    L = relay_level(d, sink, n, a.relay_messages, nrcpt,
+                                    a.size, a.relay_drain, "relay-" + tag)
+                    if not d.alive():
+                        raise BenchError("ternd died during the relay "
+                                         "level:\n" + d.logtail())
+                    if not sink.alive():
+                        raise BenchError("the sink died: " + sink.stop())
+                    L["sink_capacity"] = cap
+                    L["ratio_to_sink"] = round(
+                        L["delivered_per_s"] / cap["msgs_per_s"], 3) \
+                        if L["delivered_per_s"] and cap["msgs_per_s"] \
+                        else None
+                    R["relay"]["levels"].append(L)
+                    what = "relay, %d rcpt, %d clients" % (nrcpt, n)
+                    if L["missing"] or not L["queue_empty"]:
+                        status = 1
+                        R["notes"].append(
+                            "%s: %d acknowledged message(s) not at the sink "
+                            "%.0f s after the last 250 (%d still queued, %d "
+                            "lost: %s); queue %s" % (
+                                what, L["missing"], a.relay_drain,
+                                L["still_queued"], L["lost"],
+                                " ".join(L["missing_sample"]),
+                                "empty" if L["queue_empty"] else
+                                "not empty"))
+                    if L["n_errors"] or L["stuck_clients"] or \
+                            cap["n_errors"]:
+                        status = 1
+                        R["notes"].append("%s: %d client error(s), %d stuck, "
+                                          "%d sink-capacity error(s): %s" % (
+                                              what, L["n_errors"],
+                                              L["stuck_clients"],
+                                              cap["n_errors"], "; ".join(
+                                                  (L["errors"] +
+                                                   cap["errors"])[:3])))
+                    if L["refused"]:
+                        R["notes"].append("%s: %d message(s) refused (never "
+                                          "acknowledged): %s" % (
+                                              what, L["refused"], "; ".join(
+                                                  L["refusal_samples"][:3])))
+                    if L["duplicate_deliveries"]:
+                        R["notes"].append("%s: %d recipient(s) got a message "
+                                          "twice" % (
+                                              what,
+                                              L["duplicate_deliveries"]))
+                    d.stop()
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         status = 130
@@ -1222,6 +1959,12 @@ def main():
                 d.stop()
             except Exception as e:          # keep cleaning up
                 print("bench: stopping ternd: %s" % e, file=sys.stderr)
+        for what, x in (("the sink", sink), ("the DNS server", dns)):
+            try:
+                if x is not None:
+                    x.stop()
+            except Exception as e:          # keep cleaning up
+                print("bench: stopping %s: %s" % (what, e), file=sys.stderr)
         if a.keep:
             print("bench: kept %s" % base, file=sys.stderr)
         else:

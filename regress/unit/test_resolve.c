@@ -1,0 +1,211 @@
+/*
+ * test_resolve: the parent's check of delivery requests (resolve_check):
+ * a request is run only if expanding its original recipient again gives
+ * exactly that kind, account and path; and the ~/.forward parser.
+ */
+#include <sys/stat.h>
+
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "aliases.h"
+#include "conf.h"
+#include "mda.h"
+#include "resolve.h"
+#include "unit.h"
+#include "util.h"
+
+void test_resolve(void);
+
+static int
+put_file(const char *path, const char *text, mode_t mode)
+{
+	FILE *f = fopen(path, "w");
+
+	if (f == NULL)
+		return -1;
+	fputs(text, f);
+	if (fclose(f) != 0)
+		return -1;
+	return chmod(path, mode);
+}
+
+/* 0 allowed, 1 refused, -1 temporary; out's account checked when given. */
+static int
+check(const struct conf *c, struct aliases *a, const char *orcpt,
+    const char *kind, const char *user, const char *path)
+{
+	struct target *t;
+	char why[512];
+	int r;
+
+	r = resolve_check(c, a, orcpt, kind, user, path, &t, why, sizeof(why));
+	if (r == 0) {
+		if (strcmp(t->user, user) != 0 || strcmp(t->path, path) != 0)
+			r = 99;
+		resolve_free(t, 1);
+	} else if (why[0] == '\0')
+		r = 98;		/* a refusal always says why */
+	return r;
+}
+
+static void
+test_resolve_check(void)
+{
+	char dir[] = "/tmp/tern-resolve-XXXXXX", src[256], inc[256], err[512];
+	char owner[64], conftext[2048], md[300], cmd[1024];
+	struct passwd *me = getpwuid(getuid());
+	const char *other = getuid() == 0 ? "daemon" : "root";
+	struct aliases *a;
+	struct conf *c;
+	uid_t ouid;
+	gid_t ogid;
+
+	if (me == NULL || mkdtemp(dir) == NULL) {
+		CHECK(!"setup");
+		return;
+	}
+	/* Root's files run as nobody; anyone else's as that account. */
+	CHECK(resolve_runas(getuid(), owner, sizeof(owner), &ouid, &ogid) == 0);
+	CHECK(ouid != 0);
+	snprintf(src, sizeof(src), "%s/aliases", dir);
+	snprintf(inc, sizeof(inc), "%s/list.inc", dir);
+	snprintf(md, sizeof(md), "%s/v/Maildir", dir);
+	snprintf(conftext, sizeof(conftext), "listen mx 127.0.0.1 port 25\n"
+	    "local-domain example.org\naliases \"%s\"\nvirtual-user \"%s\"\n"
+	    "virtual \"v@example.org\" maildir \"%s\"\n", src, me->pw_name, md);
+	c = conf_parse("t.conf", conftext, strlen(conftext), "/", err,
+	    sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL) {
+		fprintf(stderr, "resolve: %s\n", err);
+		return;
+	}
+	CHECK(put_file(inc, "# list\nv\n|/usr/bin/inc-cmd\n", 0644) == 0);
+	snprintf(cmd, sizeof(cmd), "postmaster: v\nprog: \"|/usr/bin/prog -x\"\n"
+	    "box: /var/tmp/box\nlist: :include:%s\nwide: :include:%s.w\n",
+	    inc, inc);
+	CHECK(put_file(src, cmd, 0644) == 0);
+	snprintf(cmd, sizeof(cmd), "%s.w", inc);
+	CHECK(put_file(cmd, "v\n", 0666) == 0);
+	CHECK(chmod(cmd, 0666) == 0);
+	CHECK(aliases_compile(src, err, sizeof(err), NULL) == 0);
+	a = aliases_open(src);
+
+	/* what the config gives */
+	CHECK(check(c, a, "v@example.org", "maildir", me->pw_name, md) == 0);
+	CHECK(check(c, a, "V+tag@Example.org", "maildir", me->pw_name, md)
+	    == 0);
+	CHECK(check(c, a, "prog@example.org", "pipe", owner,
+	    "/usr/bin/prog -x") == 0);
+	CHECK(check(c, a, "prog+x@example.org", "pipe", owner,
+	    "/usr/bin/prog -x") == 0);
+	CHECK(check(c, a, "box@example.org", "file", owner, "/var/tmp/box")
+	    == 0);
+	CHECK(check(c, a, "list@example.org", "maildir", me->pw_name, md) == 0);
+	CHECK(check(c, a, "list@example.org", "pipe", owner,
+	    "/usr/bin/inc-cmd") == 0);
+
+	/* a forged path, command, account or kind is refused */
+	CHECK(check(c, a, "v@example.org", "maildir", me->pw_name,
+	    "/etc/cron.d") == 1);
+	CHECK(check(c, a, "v@example.org", "maildir", other, md) == 1);
+	CHECK(check(c, a, "v@example.org", "mbox", me->pw_name, md) == 1);
+	CHECK(check(c, a, "prog@example.org", "pipe", owner, "/bin/sh -c id")
+	    == 1);
+	CHECK(check(c, a, "prog@example.org", "pipe", other,
+	    "/usr/bin/prog -x") == 1);
+	CHECK(check(c, a, "prog@example.org", "file", owner,
+	    "/usr/bin/prog -x") == 1);
+	CHECK(check(c, a, "box@example.org", "file", owner, "/etc/passwd")
+	    == 1);
+	CHECK(check(c, a, "box@example.org", "pipe", owner, "/var/tmp/box")
+	    == 1);
+	CHECK(check(c, a, "v@example.org", "pipe", owner, "/usr/bin/prog -x")
+	    == 1);
+	CHECK(check(c, a, "far@remote.example", "remote", "",
+	    "far@remote.example") == 1);
+	CHECK(check(c, a, "nosuchuser-xyz@example.org", "maildir",
+	    me->pw_name, md) == 1);
+	CHECK(check(c, a, "not an address", "maildir", me->pw_name, md) == 1);
+	/* a writable include is not expanded at all */
+	CHECK(check(c, a, "wide@example.org", "maildir", me->pw_name, md)
+	    == -1);
+
+	aliases_close(a);
+	conf_free(c);
+	unlink(src);
+	snprintf(cmd, sizeof(cmd), "%s.db", src);
+	unlink(cmd);
+	unlink(inc);
+	snprintf(cmd, sizeof(cmd), "%s.w", inc);
+	unlink(cmd);
+	rmdir(dir);
+}
+
+static int
+fwd_is(const struct fwd_target *t, size_t n, size_t i, enum fwd_kind k,
+    const char *v)
+{
+	return i < n && t[i].kind == k && strcmp(t[i].value, v) == 0;
+}
+
+static void
+test_resolve_forward(void)
+{
+	static const char text[] =
+	    "# comment\n"
+	    "\\joe, bob\n"
+	    "\n"
+	    "  far@remote.example,\"|/usr/bin/vacation -a joe\"\n"
+	    "|/usr/bin/procmail\n"
+	    "/home/joe/archive, joe@example.org, Joe+x@Example.Org, bob\n";
+	static const char ctext[] = "listen mx 127.0.0.1 port 25\n"
+	    "local-domain example.org\n";
+	static const char *bad[] = {
+	    ":include:/etc/list\n", "\"|unterminated\n", "a b\n",
+	    "x@\n", "-rf\n",
+	};
+	struct fwd_target *t;
+	char err[512], why[256];
+	struct conf *c;
+	struct buf many;
+	size_t n, i;
+
+	c = conf_parse("t.conf", ctext, strlen(ctext), "/", err, sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL)
+		return;
+	CHECK(forward_parse(c, text, strlen(text), "joe", "example.org", &t, &n,
+	    why, sizeof(why)) == 0);
+	CHECK(n == 6);
+	CHECK(fwd_is(t, n, 0, FWD_SELF, ""));
+	CHECK(fwd_is(t, n, 1, FWD_ADDRESS, "bob@example.org"));
+	CHECK(fwd_is(t, n, 2, FWD_ADDRESS, "far@remote.example"));
+	CHECK(fwd_is(t, n, 3, FWD_PIPE, "/usr/bin/vacation -a joe"));
+	CHECK(fwd_is(t, n, 4, FWD_PIPE, "/usr/bin/procmail"));
+	CHECK(fwd_is(t, n, 5, FWD_FILE, "/home/joe/archive"));
+	forward_free(t, n);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK(forward_parse(c, bad[i], strlen(bad[i]), "joe",
+		    "example.org", &t, &n, why, sizeof(why)) == -1);
+		CHECK(t == NULL && n == 0 && why[0] != '\0');
+	}
+	buf_init(&many);
+	for (i = 0; i <= FORWARD_MAX; i++)
+		buf_printf(&many, "u%zu@remote.example\n", i);
+	CHECK(forward_parse(c, many.data, many.len, "joe", "example.org", &t,
+	    &n, why, sizeof(why)) == -1);
+	buf_free(&many);
+	conf_free(c);
+}
+
+void
+test_resolve(void)
+{
+	test_resolve_check();
+	test_resolve_forward();
+}
