@@ -925,8 +925,23 @@ conf_stmt_route(struct parser *p)
 	r.domain = xstrdup(p->tok[1]);
 	str_lower(r.domain);
 	r.host = xstrdup(p->tok[3]);
-	if ((colon = strrchr(r.host, ':')) != NULL && strchr(r.host, ']') ==
-	    NULL && strchr(colon + 1, '.') == NULL) {
+	if (r.host[0] == '[' && (colon = strchr(r.host, ']')) != NULL) {
+		/* [2001:db8::1] or [2001:db8::1]:587 */
+		char *inner = xstrndup(r.host + 1, (size_t)(colon - r.host - 1));
+
+		if (colon[1] == ':') {
+			if (parse_ll(colon + 2, 1, 65535, &port) == -1) {
+				free(inner);
+				conf_route_free(&r);
+				return conf_error(p, "route: bad port in \"%s\"",
+				    p->tok[3]);
+			}
+			r.port = (int)port;
+		}
+		free(r.host);
+		r.host = inner;
+	} else if ((colon = strrchr(r.host, ':')) != NULL &&
+	    strchr(r.host, ':') == colon && strchr(colon + 1, '.') == NULL) {
 		*colon = '\0';
 		if (parse_ll(colon + 1, 1, 65535, &port) == -1) {
 			conf_route_free(&r);
@@ -985,6 +1000,13 @@ conf_finish(struct parser *p)
 	struct conf *c = p->conf;
 	char host[256];
 
+	/* First: the hostname counts as a local domain in the checks below. */
+	if (c->v[K_HOSTNAME].s == NULL) {
+		if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
+			str_copy(host, "localhost", sizeof(host));
+		host[sizeof(host) - 1] = '\0';
+		c->v[K_HOSTNAME].s = xstrdup(host);
+	}
 	for (size_t i = 0; i < c->nvusers; i++) {
 		const char *d = strchr(c->vusers[i].address, '@') + 1;
 
@@ -996,12 +1018,6 @@ conf_finish(struct parser *p)
 	}
 	if (c->nlisteners == 0)
 		return conf_error(p, "no listen statement");
-	if (c->v[K_HOSTNAME].s == NULL) {
-		if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
-			str_copy(host, "localhost", sizeof(host));
-		host[sizeof(host) - 1] = '\0';
-		c->v[K_HOSTNAME].s = xstrdup(host);
-	}
 	if (c->v[K_SRS_DOMAIN].s == NULL)
 		c->v[K_SRS_DOMAIN].s = xstrdup(c->ndomains ? c->domains[0] :
 		    c->v[K_HOSTNAME].s);
@@ -1150,6 +1166,8 @@ conf_load_secrets(struct conf *c, char *err, size_t errlen)
 		}
 		if ((nl = memchr(b.data, '\n', b.len)) != NULL)
 			*nl = '\0';
+		if ((nl = strchr(b.data, '\r')) != NULL)
+			*nl = '\0';	/* a file written with CRLF */
 		if ((colon = strchr(b.data, ':')) == NULL || colon == b.data) {
 			snprintf(err, errlen, "%s:%d: route auth file %s: "
 			    "expected one line \"user:password\"", c->file,

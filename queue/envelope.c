@@ -15,7 +15,7 @@ static const char env_magic[8] = { 'T', 'E', 'R', 'N', 'E', 'N', 'V', 1 };
 enum env_tag {
 	E_ID = 1, E_SENDER, E_HELO, E_CLIENT, E_PROTO, E_BODY8, E_UTF8,
 	E_SIZE, E_ARRIVAL, E_RCPT, E_R_STATE, E_R_ATTEMPTS, E_R_LAST,
-	E_R_NEXT, E_R_ERROR, E_R_DONE, E_FLAGS, E_END = 0xff
+	E_R_NEXT, E_R_ERROR, E_R_DONE, E_FLAGS, E_R_FWD, E_END = 0xff
 };
 
 #define ENV_STR_MAX	4096
@@ -51,6 +51,8 @@ envelope_encode(const struct envelope *e, struct buf *b)
 			rec_put_str(b, E_R_ERROR, r->last_error);
 		for (j = 0; j < r->ndone; j++)
 			rec_put_str(b, E_R_DONE, r->done[j]);
+		if (r->fwd_from)
+			rec_put_str(b, E_R_FWD, r->fwd_from);
 	}
 	crc = crc32_update(0, b->data, b->len);
 	c[0] = (unsigned char)(crc >> 24);
@@ -107,6 +109,8 @@ env_rcpt_rec(struct envelope *e, const struct rec *r)
 		return env_take_u64(r, &rc->next_try, UINT64_MAX);
 	case E_R_ERROR:
 		return env_take_str(r, &rc->last_error);
+	case E_R_FWD:
+		return env_take_str(r, &rc->fwd_from);
 	case E_R_DONE:
 		if (env_take_str(r, &s) == -1)
 			return -1;
@@ -238,6 +242,7 @@ envelope_free(struct envelope *e)
 	for (i = 0; i < e->nrcpts; i++) {
 		free(e->rcpts[i].addr);
 		free(e->rcpts[i].last_error);
+		free(e->rcpts[i].fwd_from);
 		for (j = 0; j < e->rcpts[i].ndone; j++)
 			free(e->rcpts[i].done[j]);
 		free(e->rcpts[i].done);

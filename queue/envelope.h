@@ -30,6 +30,7 @@ struct env_rcpt {
 	char		*last_error;	/* sanitised; NULL = none */
 	char		**done;		/* delivery targets already served */
 	size_t		 ndone;
+	char		*fwd_from;	/* added by that recipient's .forward */
 };
 
 struct envelope {

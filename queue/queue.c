@@ -109,6 +109,7 @@ static struct {
 	size_t			 nbatch;
 	struct event		*flushev;
 	struct qmsg		*msgs;
+	struct qmsg		*tail;		/* last of msgs, or NULL */
 	struct job		*jobs;
 	size_t			 nlocal;	/* local deliveries in flight */
 	size_t			 nremote;	/* remote transactions in flight */
@@ -542,6 +543,20 @@ queue_publish(struct incoming *in)
 	return 0;
 }
 
+/* Oldest first: the scheduler serves messages in arrival order. */
+static void
+queue_append_msg(struct qmsg *m)
+{
+	struct qmsg **pp = q.tail ? &q.tail->next : &q.msgs;
+
+	if (q.tail == NULL)
+		for (pp = &q.msgs; *pp; pp = &(*pp)->next)
+			;
+	m->next = NULL;
+	*pp = m;
+	q.tail = m;
+}
+
 static void
 queue_adopt(struct incoming *in)
 {
@@ -549,8 +564,7 @@ queue_adopt(struct incoming *in)
 
 	m->env = in->env;
 	memset(&in->env, 0, sizeof(in->env));
-	m->next = q.msgs;
-	q.msgs = m;
+	queue_append_msg(m);
 	log_info("q=%s event=queued from=<%s> nrcpt=%zu size=%llu client=%s",
 	    m->env.id, m->env.sender, m->env.nrcpts,
 	    (unsigned long long)m->env.size, m->env.client);
@@ -678,8 +692,7 @@ queue_load(const char *id)
 	}
 	m = xcalloc(1, sizeof(*m));
 	m->env = e;
-	m->next = q.msgs;
-	q.msgs = m;
+	queue_append_msg(m);
 }
 
 static void
@@ -809,6 +822,10 @@ dest_outcome(struct dest *d, int status, const char *text)
 struct rround {
 	int	 temp, perm, held, wait;
 	char	 err[512];
+	char	 waitdom[256];	/* waiting for a slot at this destination */
+	uint32_t saved_attempts;	/* a round that only waited is undone */
+	uint64_t saved_last;
+	int	 saved_dirty;
 };
 
 /* A permanent failure owed to the sender in a DSN. */
@@ -875,6 +892,7 @@ queue_unlink_msg(struct qmsg *m)
 			*p = m->next;
 			break;
 		}
+	q.tail = NULL;		/* found again on the next append */
 	queue_failures_free(m);
 	free(m->rr);
 	envelope_free(&m->env);
@@ -1058,9 +1076,19 @@ queue_rcpt_finish(struct qmsg *m, size_t ri)
 		r->next_try = (uint64_t)now + QUEUE_HELD_RETRY;
 		envelope_set_error(r, rr->err);
 	} else if (rr->wait) {
-		/* Waiting for a free slot at the destination: not an attempt. */
-		r->state = RS_PENDING;
-		r->next_try = (uint64_t)now + 1;
+		/*
+		 * Only waited for a slot at the destination: not an attempt,
+		 * nothing to write; still due, tried when a slot frees.
+		 */
+		char dom[256];
+
+		r->attempts = rr->saved_attempts;
+		r->last_try = rr->saved_last;
+		m->dirty = rr->saved_dirty;
+		str_copy(dom, rr->waitdom, sizeof(dom));
+		memset(rr, 0, sizeof(*rr));
+		str_copy(rr->waitdom, dom, sizeof(rr->waitdom));
+		return;
 	} else if (rr->perm) {
 		r->state = RS_FAILED;
 		envelope_set_error(r, rr->err);
@@ -1303,8 +1331,13 @@ queue_flush_remote(struct qmsg *m)
 			}
 		if (d->active >= dest_limit(d) || q.nlocal + q.nremote >=
 		    (size_t)conf_num(q.conf, NULL, K_MAX_DELIVERIES)) {
-			for (k = 0; k < n; k++)
-				queue_rr(m, pend[idx[k]].rcpt)->wait = 1;
+			for (k = 0; k < n; k++) {
+				struct rround *w = queue_rr(m, pend[idx[k]].rcpt);
+
+				w->wait = 1;
+				str_copy(w->waitdom, d->domain,
+				    sizeof(w->waitdom));
+			}
 			continue;
 		}
 		queue_send_txn(m, idx, n, pend[i].forwarded);
@@ -1330,6 +1363,9 @@ queue_try_rcpt(struct qmsg *m, size_t ri)
 	int started = 0;
 
 	memset(rr, 0, sizeof(*rr));
+	rr->saved_attempts = r->attempts;
+	rr->saved_last = r->last_try;
+	rr->saved_dirty = m->dirty;
 	r->attempts++;
 	r->last_try = (uint64_t)time(NULL);
 	m->dirty = 1;
@@ -1353,8 +1389,8 @@ queue_try_rcpt(struct qmsg *m, size_t ri)
 		}
 		if (t[i].kind == TG_REMOTE) {
 			/* Through an alias or .forward: the copy is forwarded. */
-			queue_pend_add(ri, &t[i], str_casecmp(t[i].path,
-			    r->addr) != 0);
+			queue_pend_add(ri, &t[i], r->fwd_from != NULL ||
+			    str_casecmp(t[i].path, r->addr) != 0);
 			continue;
 		}
 		if (!resolve_is_local(t[i].kind)) {
@@ -1372,6 +1408,20 @@ queue_try_rcpt(struct qmsg *m, size_t ri)
 	resolve_free(t, n);
 	if (started == 0 && npend == before)
 		queue_rcpt_finish(m, ri);
+}
+
+/* A recipient still waiting for a destination that has no free slot. */
+static int
+queue_still_waiting(struct qmsg *m, size_t ri)
+{
+	struct dest *d;
+
+	if (m->rr == NULL || ri >= m->nrr || m->rr[ri].waitdom[0] == '\0')
+		return 0;
+	d = dest_get(m->rr[ri].waitdom);
+	if (d->active < dest_limit(d))
+		return 0;
+	return 1;
 }
 
 static void
@@ -1392,10 +1442,10 @@ queue_try_msg(struct qmsg *m, time_t now, uint64_t *soonest)
 			continue;
 		}
 		if (q.nlocal + q.nremote >= (size_t)conf_num(q.conf, NULL,
-		    K_MAX_DELIVERIES)) {
-			*soonest = (uint64_t)now + 1;
-			break;
-		}
+		    K_MAX_DELIVERIES))
+			break;		/* a finishing delivery kicks us again */
+		if (queue_still_waiting(m, i))
+			continue;	/* so does a slot freeing there */
 		if (queue_rcpt_jobs(m, i) == 0)
 			queue_try_rcpt(m, i);
 	}
@@ -1403,10 +1453,8 @@ queue_try_msg(struct qmsg *m, time_t now, uint64_t *soonest)
 	/* Recipients whose copies all waited for a slot end their round. */
 	for (i = 0; i < m->env.nrcpts; i++)
 		if (queue_rcpt_jobs(m, i) == 0 && m->rr && i < m->nrr &&
-		    m->rr[i].wait) {
+		    m->rr[i].wait)
 			queue_rcpt_finish(m, i);
-			*soonest = (uint64_t)now + 1;
-		}
 }
 
 static void
@@ -1514,12 +1562,11 @@ queue_forward(struct qmsg *m, size_t ri, struct rec_reader *rd)
 		log_info("q=%s event=forward orig_to=<%s> to=<%s> result=%s",
 		    m->env.id, m->env.rcpts[ri].addr, addr, i < m->env.nrcpts ?
 		    "duplicate" : m->env.nrcpts >= most ? "too-many" : "ok");
-		/*
-		 * SRS: a forwarded copy to a remote domain should go out with
-		 * a rewritten sender; mark this recipient as forwarded here.
-		 */
+		/* Marked as forwarded: a remote copy gets an SRS sender. */
 		if (i == m->env.nrcpts && m->env.nrcpts < most) {
 			envelope_add_rcpt(&m->env, addr);
+			m->env.rcpts[m->env.nrcpts - 1].fwd_from =
+			    xstrdup(m->env.rcpts[ri].addr);
 			m->dirty = 1;
 		}
 		free(addr);
@@ -2225,6 +2272,8 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	(void)text;
 	(void)len;
 	q.conf = conf;
+	/* Job ids of an earlier queue process may still come back. */
+	q.nextjob = (uint64_t)time(NULL) << 24;
 	q.base = event_base_new();
 	event_base_priority_init(q.base, 2);
 	q.aliases = aliases_open(conf_str(conf, K_ALIASES));

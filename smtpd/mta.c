@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1086,9 +1087,18 @@ mta_connect(struct mta_job *j, const struct sockaddr_storage *ss)
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	log_debug("q=%s event=mta-connect relay=%s", j->qid, c->relay);
 	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&sa,
-	    (int)salen) == -1)
+	    (int)salen) == -1) {
 		mta_conn_abandon(c, 1, "cannot connect to %s: %s", c->relay,
 		    strerror(errno));
+		return;
+	}
+	/* Commands and the final dot are small: do not wait for ACKs. */
+	{
+		int on = 1;
+
+		setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY,
+		    &on, sizeof(on));
+	}
 }
 
 static void

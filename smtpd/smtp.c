@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1102,6 +1103,12 @@ smtp_accept(struct evconnlistener *lev, evutil_socket_t fd,
 		smtp_format_addr(&ss, addr, sizeof(addr));
 	if (smtp_over_limits(fd, &ss, addr))
 		return;
+	if (l->role != ROLE_LOCAL) {
+		int on = 1;
+
+		/* Replies are small; pipelined clients wait for each. */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	}
 	s = smtp_session_new(fd, l, &ss, addr);
 	if (l->role == ROLE_LOCAL)
 		smtp_peer_user(fd, s);

@@ -214,6 +214,38 @@ test_conf_routes(void)
 	CHECK(conf_load_secrets(c, err, sizeof(err)) == -1);
 	CHECK(strstr(err, "t.conf:5: route auth file /base/sec") == err);
 	conf_free(c);
+
+	/* A bracketed IPv6 relay, with and without a port. */
+	{
+		static const char v6[] = LISTEN
+		    "route a.example via [2001:db8::1]:2525\n"
+		    "route b.example via [2001:db8::2]\n";
+
+		c = conf_parse("t.conf", v6, strlen(v6), "/base", err,
+		    sizeof(err));
+		CHECK(c != NULL);
+		if (c) {
+			r = conf_find_route(c, "a.example");
+			CHECK(r && strcmp(r->host, "2001:db8::1") == 0 &&
+			    r->port == 2525);
+			r = conf_find_route(c, "b.example");
+			CHECK(r && strcmp(r->host, "2001:db8::2") == 0 &&
+			    r->port == 25);
+			conf_free(c);
+		}
+	}
+	/* The hostname is local, so a virtual user may live there. */
+	{
+		static const char vh[] = LISTEN "hostname mx.example\n"
+		    "virtual \"u@mx.example\" maildir /m\n";
+
+		c = conf_parse("t.conf", vh, strlen(vh), "/base", err,
+		    sizeof(err));
+		CHECK(c != NULL && conf_is_local_domain(c, "MX.example"));
+		CHECK(c != NULL && conf_is_local_domain(c, "localhost"));
+		CHECK(c != NULL && !conf_is_local_domain(c, "example"));
+		conf_free(c);
+	}
 }
 
 static void

@@ -26,6 +26,8 @@ sample(struct envelope *e)
 	e->rcpts[1].attempts = 3;
 	envelope_set_error(&e->rcpts[1], "pipe\x01 not available");
 	envelope_mark_done(&e->rcpts[1], "maildir:alice:/m");
+	e->rcpts[1].fwd_from = xstrdup("b@example.test");
+	e->flags = ENV_WARNED | ENV_HOLD;
 }
 
 void
@@ -49,6 +51,9 @@ test_envelope(void)
 	CHECK(envelope_rcpt_done(&d.rcpts[1], "maildir:alice:/m"));
 	CHECK(!envelope_rcpt_done(&d.rcpts[0], "maildir:alice:/m"));
 	CHECK(d.size == 1234 && d.arrival == 1700000000);
+	CHECK(d.rcpts[1].fwd_from && strcmp(d.rcpts[1].fwd_from,
+	    "b@example.test") == 0 && d.rcpts[0].fwd_from == NULL);
+	CHECK(d.flags == (ENV_WARNED | ENV_HOLD));
 	envelope_free(&d);
 
 	/* Every truncation is refused, never half-read. */
