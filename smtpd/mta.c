@@ -4,6 +4,7 @@
  * checked, text sanitised before it is stored or logged.  Timeouts follow
  * RFC 5321 section 4.5.3.2.
  */
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -1218,6 +1219,37 @@ mta_add_host(struct mta_job *j, const char *name, int port)
 	j->hosts[j->nhosts++].port = port;
 }
 
+/*
+ * RFC 5321 5.1: hosts of equal preference are tried in random order, so
+ * load spreads over them.  hosts[] follows res->mx[] (sorted), minus
+ * null entries, which only a lone null MX has.
+ */
+static void
+mta_shuffle_equal(struct mta_job *j, const struct dns_result *res)
+{
+	size_t a, b, k;
+	uint32_t r;
+
+	if (j->nhosts != res->nmx || j->nhosts > 16)
+		return;
+	for (a = 0; a < j->nhosts; a = b) {
+		for (b = a + 1; b < j->nhosts && res->mx[b].pref ==
+		    res->mx[a].pref; b++)
+			;
+		for (k = b - 1; k > a; k--) {
+			struct mta_host tmp;
+			size_t m;
+
+			if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+				return;
+			m = a + r % (k - a + 1);
+			tmp = j->hosts[k];
+			j->hosts[k] = j->hosts[m];
+			j->hosts[m] = tmp;
+		}
+	}
+}
+
 static int
 mta_port(void)
 {
@@ -1243,6 +1275,7 @@ mta_mx_cb(const struct dns_result *res, void *arg)
 		for (i = 0; i < res->nmx && i < 16; i++)
 			if (res->mx[i].host[0])
 				mta_add_host(j, res->mx[i].host, mta_port());
+		mta_shuffle_equal(j, res);
 		break;
 	case DNS_NODATA:
 		/* RFC 5321 5.1: no MX, the domain itself is the host. */
