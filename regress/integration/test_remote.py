@@ -393,3 +393,29 @@ def test_flush_one_domain(remote):
     r = d.ctl("flush", "remote.test")
     assert r.returncode == 0 and "remote.test" in r.stdout
     assert d.ctl("flush", "bad..domain").returncode == 1
+
+
+def test_dot_forward_to_remote_uses_srs(remote):
+    import pwd
+    name = f"tr{os.getpid() % 100000}"
+    subprocess.run(["userdel", "-r", name], capture_output=True)
+    subprocess.run(["useradd", "-m", "-s", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True)
+    try:
+        pw = pwd.getpwnam(name)
+        fwd = os.path.join(pw.pw_dir, ".forward")
+        with open(fwd, "w") as f:
+            f.write("away@remote.test\n")
+        os.chown(fwd, pw.pw_uid, pw.pw_gid)
+        os.chmod(fwd, 0o644)
+        make, port = remote
+        with MX("127.0.0.2", port) as mx1:
+            d = make()
+            send(d, [f"{name}@localhost"], "dotfwd", sender="x@sender.test")
+            assert wait_for(lambda: len(mx1.messages) == 1, 20), d.logtext()
+        frm, rcpts, _ = mx1.messages[0]
+        assert rcpts == ["away@remote.test"]
+        assert re.match(r"SRS0=[^=]{4}=[A-Z2-7]{2}=sender\.test=x@", frm,
+                        re.I), frm
+    finally:
+        subprocess.run(["userdel", "-r", name], capture_output=True)
