@@ -93,7 +93,7 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_CA_FILE] = { "ca-file", KNOB_PATH,
 	    "/etc/ssl/certs/ca-certificates.crt", 0, 0, 0,
 	    "CA bundle used to verify certificates" },
-	[K_SRS_SECRET] = { "srs-secret", KNOB_PATH, "/etc/tern/srs.key",
+	[K_SRS_SECRET] = { "srs-secret", KNOB_PATH, "/var/lib/tern/srs.key",
 	    0, 0, 0, "SRS key file, created with a random key if missing" },
 	[K_SRS_DOMAIN] = { "srs-domain", KNOB_STRING, NULL, 0, 0, 0,
 	    "domain of SRS-rewritten senders (default: the first "

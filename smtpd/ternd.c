@@ -83,6 +83,7 @@ static struct {
 } p;
 
 static int	ready_fd = -1;	/* tells the starting process we are up */
+static void	parent_mkdirs(const char *, mode_t, uid_t, gid_t);
 
 static void	parent_spawn_smtp(void);
 static void	parent_spawn_queue(void);
@@ -127,9 +128,15 @@ parent_srs_key(const struct conf *c)
 {
 	const char *path = conf_str(c, K_SRS_SECRET);
 	unsigned char key[32];
+	char dir[4096], *slash;
 	struct buf b;
 	int fd;
 
+	str_copy(dir, path, sizeof(dir));
+	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
+		*slash = '\0';
+		parent_mkdirs(dir, 0700, 0, 0);	/* root's: secrets only */
+	}
 	buf_init(&b);
 	if (file_read_all(path, SRS_KEY_MAX * 2, &b) == 0 && b.len >= 16) {
 		proc_srs_keylen = b.len < SRS_KEY_MAX ? b.len : SRS_KEY_MAX;
