@@ -124,7 +124,7 @@ static struct {
 static void	queue_run(evutil_socket_t, short, void *);
 static void	queue_write_env(struct qmsg *);
 static int	queue_commit_incoming(struct incoming *);
-static void	queue_remote_result(struct rec_reader *);
+static void	queue_remote_result(struct ipc *, struct rec_reader *);
 static void	queue_txn_lost(struct ipc *);
 
 static void
@@ -481,7 +481,7 @@ queue_peer_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 		queue_do_abort(c, rd);
 		break;
 	case IMSG_M_RESULT:
-		queue_remote_result(rd);
+		queue_remote_result(c, rd);
 		break;
 	default:
 		log_warnx("event=ipc result=error reason=\"unexpected "
@@ -1524,14 +1524,20 @@ queue_job_free(struct job *j)
 	free(j);
 }
 
+/*
+ * Take a job for an outcome.  peer NULL: a local job (the parent reports);
+ * otherwise a remote job that this smtp process was given, so one process
+ * cannot settle another's deliveries or a local one.
+ */
 static struct job *
-queue_job_take(uint64_t id, const char *desc)
+queue_job_take(uint64_t id, const char *desc, struct ipc *peer)
 {
 	struct job **pp, *j;
 
 	for (pp = &q.jobs; (j = *pp) != NULL; pp = &j->next)
 		if (j->id == id && (desc == NULL ||
-		    str_casecmp(j->desc, desc) == 0)) {
+		    str_casecmp(j->desc, desc) == 0) &&
+		    (peer ? (j->remote && j->peer == peer) : !j->remote)) {
 			*pp = j->next;
 			return j;
 		}
@@ -1591,7 +1597,7 @@ queue_delivered(struct rec_reader *rd)
 		else if (r.tag == T_TEXT && text == NULL)
 			text = rec_str(&r, 1024);
 	}
-	if ((j = queue_job_take(jid, NULL)) == NULL) {
+	if ((j = queue_job_take(jid, NULL, NULL)) == NULL) {
 		free(text);
 		return;
 	}
@@ -1608,7 +1614,7 @@ queue_delivered(struct rec_reader *rd)
 
 /* IMSG_M_RESULT: one outcome per recipient of a remote transaction. */
 static void
-queue_remote_result(struct rec_reader *rd)
+queue_remote_result(struct ipc *peer, struct rec_reader *rd)
 {
 	struct rec r;
 	uint64_t jid = 0, status = 1;
@@ -1641,7 +1647,7 @@ queue_remote_result(struct rec_reader *rd)
 			free(text);
 			text = rec_str(&r, 1024);
 			if (addr == NULL ||
-			    (j = queue_job_take(jid, addr)) == NULL)
+			    (j = queue_job_take(jid, addr, peer)) == NULL)
 				break;
 			m = j->msg;
 			if (d == NULL && j->domain)
@@ -1655,7 +1661,7 @@ queue_remote_result(struct rec_reader *rd)
 		}
 	}
 	/* Recipients the reply did not mention are retried. */
-	while ((j = queue_job_take(jid, NULL)) != NULL) {
+	while ((j = queue_job_take(jid, NULL, peer)) != NULL) {
 		m = j->msg;
 		if (d == NULL && j->domain)
 			d = dest_get(j->domain);
@@ -1696,7 +1702,7 @@ queue_txn_lost(struct ipc *peer)
 			return;
 		id = j->id;
 		d = j->domain ? dest_get(j->domain) : NULL;
-		while ((j = queue_job_take(id, NULL)) != NULL) {
+		while ((j = queue_job_take(id, NULL, peer)) != NULL) {
 			m = j->msg;
 			queue_target_result(j, 1, "the delivering process went "
 			    "away", "none");

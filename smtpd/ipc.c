@@ -26,6 +26,7 @@ struct ipc_out {
 struct ipc {
 	int		 fd;
 	struct event	*rev, *wev;
+	struct event	*closeev;	/* the close callback, from the loop */
 	ipc_cb		 cb;
 	ipc_close_cb	 closecb;
 	void		*arg;
@@ -36,6 +37,7 @@ struct ipc {
 
 static void	ipc_read(evutil_socket_t, short, void *);
 static void	ipc_write(evutil_socket_t, short, void *);
+static void	ipc_closed(evutil_socket_t, short, void *);
 
 struct ipc *
 ipc_new(struct event_base *base, int fd, ipc_cb cb, ipc_close_cb closecb,
@@ -52,6 +54,7 @@ ipc_new(struct event_base *base, int fd, ipc_cb cb, ipc_close_cb closecb,
 	c->rbuf = xmalloc(IPC_MAX + 4);
 	c->rev = event_new(base, fd, EV_READ | EV_PERSIST, ipc_read, c);
 	c->wev = event_new(base, fd, EV_WRITE, ipc_write, c);
+	c->closeev = event_new(base, -1, 0, ipc_closed, c);
 	/* Top priority where the loop has several: requests before flushes. */
 	event_priority_set(c->rev, 0);
 	event_priority_set(c->wev, 0);
@@ -74,6 +77,7 @@ ipc_free(struct ipc *c)
 		return;
 	event_free(c->rev);
 	event_free(c->wev);
+	event_free(c->closeev);
 	for (o = c->head; o; o = n) {
 		n = o->next;
 		if (o->fd >= 0)
@@ -85,6 +89,11 @@ ipc_free(struct ipc *c)
 	free(c);
 }
 
+/*
+ * A dead channel is reported from the event loop, never from inside
+ * ipc_send() or a receive callback: the owner's close callback frees the
+ * channel, and its callers must not find it freed under them.
+ */
 static void
 ipc_fail(struct ipc *c)
 {
@@ -93,6 +102,14 @@ ipc_fail(struct ipc *c)
 	c->dead = 1;
 	event_del(c->rev);
 	event_del(c->wev);
+	event_active(c->closeev, EV_TIMEOUT, 1);
+}
+
+static void
+ipc_closed(evutil_socket_t fd, short ev, void *arg)
+{
+	struct ipc *c = arg;
+
 	if (c->closecb)
 		c->closecb(c, c->arg);
 }

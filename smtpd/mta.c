@@ -77,6 +77,7 @@ struct mta_conn {
 	char			 key[300];	/* host:port, for reuse */
 	char			 relay[320];	/* host[addr]:port, for logs */
 	char			 host[256];
+	const struct route	*route;		/* its TLS and AUTH policy */
 	enum cstate		 st;
 	int			 tls;		/* TLS is up */
 	int			 notls;		/* handshake failed: plain */
@@ -465,13 +466,17 @@ mta_conn_park(struct mta_conn *c)
 	mta_timeout(c, MTA_IDLE_SECS + 5);
 }
 
+/*
+ * A kept connection serves only jobs with the same route: the TLS level it
+ * reached and the AUTH identity it holds were decided by that policy.
+ */
 static struct mta_conn *
-mta_conn_reuse(const char *key)
+mta_conn_reuse(const char *key, const struct route *route)
 {
 	struct mta_conn **pp, *c;
 
 	for (pp = &mta.idle; (c = *pp) != NULL; pp = &c->next)
-		if (strcmp(c->key, key) == 0) {
+		if (strcmp(c->key, key) == 0 && c->route == route) {
 			*pp = c->next;
 			evtimer_del(c->idle);
 			return c;
@@ -1072,6 +1077,7 @@ mta_connect(struct mta_job *j, const struct sockaddr_storage *ss)
 	c->notls = j->notls;
 	j->notls = 0;
 	str_copy(c->host, h->name, sizeof(c->host));
+	c->route = j->route;
 	snprintf(c->key, sizeof(c->key), "%s:%d", h->name, h->port);
 	mta_format_relay(h, ss, c->relay, sizeof(c->relay));
 	if (sa.ss_family == AF_INET) {
@@ -1178,7 +1184,7 @@ mta_next_host(struct mta_job *j)
 	}
 	h = &j->hosts[j->hi++];
 	snprintf(key, sizeof(key), "%s:%d", h->name, h->port);
-	if (!j->noreuse && (c = mta_conn_reuse(key)) != NULL) {
+	if (!j->noreuse && (c = mta_conn_reuse(key, j->route)) != NULL) {
 		j->reusing = 1;
 		log_debug("q=%s event=mta-reuse relay=%s", j->qid, c->relay);
 		c->job = j;

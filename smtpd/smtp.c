@@ -522,7 +522,11 @@ cmd_data(struct session *s)
 	}
 	buf_init(&b);
 	rec_put_u64(&b, T_SID, s->id);
-	ipc_send(smtp.queue, IMSG_Q_CREATE, b.data, b.len, -1);
+	if (ipc_send(smtp.queue, IMSG_Q_CREATE, b.data, b.len, -1) == -1) {
+		buf_free(&b);
+		session_reply(s, "451 4.3.0 queue unavailable, try again later");
+		return;
+	}
 	buf_free(&b);
 	s->state = SS_WAIT;
 }

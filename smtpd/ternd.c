@@ -292,7 +292,7 @@ parent_listeners(const struct conf *c, const struct conf *old,
 		for (j = 0; old && j < p.nls; j++)
 			if (p.ls[j].fd >= 0 && parent_same_addr(&c->listeners[i],
 			    &old->listeners[p.ls[j].listener]))
-				ls[i].fd = dup(p.ls[j].fd);
+				ls[i].fd = fcntl(p.ls[j].fd, F_DUPFD_CLOEXEC, 0);
 		if (ls[i].fd >= 0)
 			continue;
 		if ((ls[i].fd = parent_bind(&c->listeners[i])) == -1) {

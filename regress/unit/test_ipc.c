@@ -1,0 +1,51 @@
+/*
+ * test_ipc: a channel whose peer vanished while its requests were still
+ * queued.  The reply fails inside the receive callback; the close callback
+ * (which frees the channel) must run later, from the loop, exactly once.
+ */
+#include <sys/socket.h>
+
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "ipc.h"
+#include "unit.h"
+
+void test_ipc(void);
+
+static int got, closed;
+
+static void
+ipc_test_closecb(struct ipc *c, void *arg)
+{
+	closed++;
+	ipc_free(c);
+}
+
+static void
+ipc_test_cb(struct ipc *c, int type, struct rec_reader *r, int fd, void *arg)
+{
+	got++;
+	ipc_send(c, 2, "x", 1, -1);	/* fails: the peer is gone */
+}
+
+void
+test_ipc(void)
+{
+	struct event_base *base = event_base_new();
+	char m[4] = { 0, 1, 0, 0 };
+	int sv[2], i;
+
+	CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0);
+	ipc_new(base, sv[0], ipc_test_cb, ipc_test_closecb, NULL);
+	CHECK(send(sv[1], m, sizeof(m), 0) == 4);
+	CHECK(send(sv[1], m, sizeof(m), 0) == 4);
+	close(sv[1]);
+	for (i = 0; i < 10 && closed == 0; i++)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	CHECK(got >= 1);
+	CHECK(closed == 1);
+	event_base_free(base);
+}
