@@ -302,16 +302,20 @@ queue_drop_incoming(struct incoming *in)
 	free(in);
 }
 
+/* The queue id and session id of a request, read from a copy of it. */
 static char *
-queue_rec_id(struct rec_reader *rd, struct rec *first)
+queue_rec_ids(struct rec_reader rd, uint64_t *sid)
 {
 	struct rec r;
+	char *id = NULL;
 
-	while (rec_next(rd, &r) == 1)
-		if (r.tag == T_ID)
-			return rec_str(&r, QID_LEN);
-	(void)first;
-	return NULL;
+	while (rec_next(&rd, &r) == 1) {
+		if (r.tag == T_ID && id == NULL)
+			id = rec_str(&r, QID_LEN);
+		else if (r.tag == T_SID)
+			rec_u64(&r, sid);
+	}
+	return id;
 }
 
 static void
@@ -382,16 +386,10 @@ queue_fill_env(struct envelope *e, struct rec_reader *rd)
 static void
 queue_do_commit(struct ipc *peer, struct rec_reader *rd)
 {
-	struct rec_reader copy = *rd;
 	struct incoming *in;
-	struct rec r;
-	char *id = queue_rec_id(&copy, &r);
 	uint64_t sid = 0;
+	char *id = queue_rec_ids(*rd, &sid);
 
-	copy = *rd;
-	while (rec_next(&copy, &r) == 1)
-		if (r.tag == T_SID)
-			rec_u64(&r, &sid);
 	if (id == NULL || (in = queue_find_incoming(id, peer, NULL)) == NULL ||
 	    in->batched) {
 		queue_reply(peer, IMSG_Q_COMMITTED, sid, id, 451,

@@ -415,11 +415,11 @@ class Daemon:
                 continue
             ppid = int(st[st.rindex(")") + 2:].split()[1])
             children.setdefault(ppid, []).append(int(d))
-        found, todo = [], [self.proc.pid]
-        while todo and len(found) < 10000:
-            p = todo.pop()
+        found, queue = [], [self.proc.pid]
+        while queue and len(found) < 10000:
+            p = queue.pop()
             found.append(p)
-            todo.extend(children.get(p, []))
+            queue.extend(children.get(p, []))
         return found
 
     def role(self, pid):

@@ -115,15 +115,12 @@ class Daemon:
             return []
         out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="],
                              capture_output=True, text=True).stdout
-        kids = {}
-        for line in out.split():
-            pass
         pairs = [tuple(map(int, l.split())) for l in out.strip().splitlines()]
-        found, todo = [], [self.proc.pid]
-        while todo:
-            p = todo.pop()
+        found, queue = [], [self.proc.pid]
+        while queue and len(found) < 10000:     # bounded, even if ps lies
+            p = queue.pop()
             found.append(p)
-            todo.extend(c for c, pp in pairs if pp == p)
+            queue.extend(c for c, pp in pairs if pp == p)
         return found
 
     def kill9(self):
