@@ -2,6 +2,8 @@
 Maildir, and the queue is empty afterwards."""
 import smtplib
 
+from conftest import wait_for
+
 
 def test_delivers_to_virtual_maildir(daemon):
     with smtplib.SMTP("127.0.0.1", daemon.port, timeout=10) as s:
@@ -13,7 +15,8 @@ def test_delivers_to_virtual_maildir(daemon):
     assert b"Return-Path: <sender@example.org>" in msg
     assert b"Received: from " in msg and b"by mx.example.test (Tern)" in msg
     assert b"\r\n" not in msg       # Maildir files hold LF lines
-    assert daemon.queue_files() == [] or daemon.ctl("queue").stdout
+    assert wait_for(lambda: daemon.queue_files() == [], 10), \
+        daemon.ctl("queue").stdout
 
 
 def test_swaks_delivers(daemon):

@@ -112,7 +112,8 @@ def test_plain_lf_message_delivered_with_added_fields(d, sendmail):
                      head), head
     assert re.search(rb"Received: by mx\.example\.test .*local:uid=%d\(%s\)"
                      % (os.getuid(), ME.encode()), head), head
-    assert d.wait_mail("demo") and d.queue_files() == []
+    # The Maildir file appears before the queue removes its copy.
+    assert wait_for(lambda: d.queue_files() == [], 10), d.ctl("queue").stdout
 
 
 def test_message_ids_are_unique(d, sendmail):
