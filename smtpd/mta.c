@@ -152,17 +152,30 @@ static void	mta_eventcb(struct bufferevent *, short, void *);
 void
 mta_init(struct event_base *base, const struct conf *conf)
 {
+	const char *ca;
+
 	mta.base = base;
 	mta.conf = conf;
 	mta.ctx = SSL_CTX_new(TLS_client_method());
 	if (mta.ctx == NULL)
 		fatalx("event=start result=error reason=\"TLS client context\"");
 	SSL_CTX_set_min_proto_version(mta.ctx, TLS1_2_VERSION);
-	if (SSL_CTX_load_verify_locations(mta.ctx, conf_str(conf, K_CA_FILE),
-	    NULL) != 1)
-		log_warnx("event=start result=warn reason=\"cannot load ca-file "
-		    "%s: certificates will not verify\"",
-		    conf_str(conf, K_CA_FILE));
+	/*
+	 * A bundle is parsed whole into memory (over a megabyte for the
+	 * system one); the hashed directory is read a certificate at a time
+	 * as chains need them, so it is the default.
+	 */
+	if ((ca = conf_str(conf, K_CA_FILE)) != NULL && *ca != '\0') {
+		if (SSL_CTX_load_verify_locations(mta.ctx, ca, NULL) != 1)
+			log_warnx("event=start result=warn reason=\"cannot "
+			    "load ca-file %s: certificates will not verify\"",
+			    ca);
+	} else if ((ca = conf_str(conf, K_CA_PATH)) != NULL && *ca != '\0') {
+		if (SSL_CTX_load_verify_locations(mta.ctx, NULL, ca) != 1)
+			log_warnx("event=start result=warn reason=\"cannot "
+			    "use ca-path %s: certificates will not verify\"",
+			    ca);
+	}
 	ERR_clear_error();
 }
 

@@ -13,7 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from conftest import free_port, wait_for
+from conftest import TERND, free_port, wait_for
 from dnsserver import DNSServer
 
 RELAY = "trusted-network 127.0.0.0/8\nretry-min 1s\nretry-max 2s\n"
@@ -281,6 +281,28 @@ def test_starttls_with_verified_certificate(remote, tmpbase):
         assert wait_for(lambda: len(mx1.messages) == 1, 20), d.logtext()
     assert re.search(r"event=tls relay=mx1.remote.test\[127.0.0.2\]:\d+ "
                      r"protocol=TLSv1\.[23] .*verified=yes", d.logtext())
+
+def test_starttls_verified_through_hashed_ca_path(remote, tmpbase):
+    # The default trust store is a c_rehash directory, read on demand; a
+    # CA found there by subject hash verifies, and without it nothing does.
+    make, port = remote
+    ctx = make_ca(tmpbase, "mx1.remote.test")
+    cadir = tmpbase / "cadir"
+    cadir.mkdir()
+    h = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in",
+                        str(tmpbase / "ca.pem")], check=True,
+                       capture_output=True, text=True).stdout.strip()
+    (cadir / f"{h}.0").write_bytes((tmpbase / "ca.pem").read_bytes())
+    with MX("127.0.0.2", port, tls_context=ctx) as mx1:
+        d = make(f'tls-verify yes\nca-path "{cadir}"\n')
+        shown = subprocess.run([str(TERND), "-P", "-f", str(d.conf)],
+                               capture_output=True, text=True).stdout
+        assert "ca-file is not set" in shown and str(cadir) in shown
+        send(d, ["t@remote.test"], "tls-path")
+        assert wait_for(lambda: len(mx1.messages) == 1, 20), d.logtext()
+    assert re.search(r"event=tls relay=mx1.remote.test\[127.0.0.2\]:\d+ "
+                     r"protocol=TLSv1\.[23] .*verified=yes", d.logtext())
+
 
 
 def test_unverifiable_certificate_defers_when_verifying(remote, tmpbase):
