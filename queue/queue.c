@@ -14,6 +14,7 @@
  *   queue/ID.env     committed envelope: its presence is the commit point
  *   corrupt/         envelopes that failed to decode, kept for the admin
  */
+#include <sys/queue.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -68,8 +69,12 @@ struct rround;
 struct failure;
 
 struct qmsg {
-	struct qmsg	*next;
+	TAILQ_ENTRY(qmsg) entry;	/* all messages, oldest first */
+	TAILQ_ENTRY(qmsg) bentry;	/* blocked: due, waiting for a slot */
 	struct envelope	 env;
+	uint64_t	 due;		/* when the scheduler looks again */
+	size_t		 slot;		/* 1 + index in the run heap; 0: none */
+	int		 blocked;	/* on the blocked list */
 	int		 jobs;		/* deliveries in flight */
 	int		 removed;	/* removed by the admin while busy */
 	int		 dirty;		/* envelope changed since written */
@@ -97,6 +102,8 @@ struct peer {
 	struct ipc	*ipc;
 };
 
+TAILQ_HEAD(qmsgs, qmsg);
+
 static struct {
 	struct event_base	*base;
 	struct conf		*conf;
@@ -108,8 +115,14 @@ static struct {
 	struct incoming		**batch;
 	size_t			 nbatch;
 	struct event		*flushev;
-	struct qmsg		*msgs;
-	struct qmsg		*tail;		/* last of msgs, or NULL */
+	struct qmsgs		 msgs;		/* every message, oldest first */
+	struct qmsg		**heap;		/* scheduled, earliest due first */
+	size_t			 nheap, heapcap;
+	struct qmsgs		 blocked;	/* due, no delivery slot free */
+	struct qmsg		**runbuf;	/* one run's due messages */
+	size_t			 runcap;
+	uint64_t		 runat;		/* when runev fires */
+	time_t			 lastsweep;
 	struct job		*jobs;
 	size_t			 nlocal;	/* local deliveries in flight */
 	size_t			 nremote;	/* remote transactions in flight */
@@ -123,16 +136,144 @@ static struct {
 
 static void	queue_run(evutil_socket_t, short, void *);
 static void	queue_write_env(struct qmsg *);
+static void	queue_wake(struct qmsg *, uint64_t);
 static int	queue_commit_incoming(struct incoming *);
 static void	queue_remote_result(struct ipc *, struct rec_reader *);
 static void	queue_txn_lost(struct ipc *);
 
-static void
-queue_kick(long secs)
-{
-	struct timeval tv = { secs, 0 };
+/* ---- the run heap ------------------------------------------------------------
+ *
+ * A run visits only the messages that are due: every message is in the
+ * heap keyed by when it next needs a look (a recipient's next try, a
+ * delay warning, now after a delivery ends), on the blocked list (due,
+ * but no delivery slot was free: a finishing delivery puts the list back
+ * in the heap), or in neither (held, or waiting for deliveries in flight,
+ * whose end wakes it).  A queue of thousands of deferred messages costs
+ * nothing until they are due; a sweep every QUEUE_SWEEP seconds looks at
+ * everything, so a missed wake-up delays mail, never strands it.
+ */
+#define QUEUE_SWEEP	300
 
+static int
+heap_less(size_t a, size_t b)
+{
+	return q.heap[a]->due < q.heap[b]->due;
+}
+
+static void
+heap_swap(size_t a, size_t b)
+{
+	struct qmsg *t = q.heap[a];
+
+	q.heap[a] = q.heap[b];
+	q.heap[b] = t;
+	q.heap[a]->slot = a + 1;
+	q.heap[b]->slot = b + 1;
+}
+
+static void
+heap_up(size_t i)
+{
+	while (i > 0 && heap_less(i, (i - 1) / 2)) {
+		heap_swap(i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static void
+heap_down(size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+
+		if (l < q.nheap && heap_less(l, m))
+			m = l;
+		if (r < q.nheap && heap_less(r, m))
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(i, m);
+		i = m;
+	}
+}
+
+static void
+heap_remove(struct qmsg *m)
+{
+	size_t i;
+
+	if (m->slot == 0)
+		return;
+	i = m->slot - 1;
+	m->slot = 0;
+	if (i != --q.nheap) {
+		q.heap[i] = q.heap[q.nheap];
+		q.heap[i]->slot = i + 1;
+		heap_down(i);
+		heap_up(i);
+	}
+}
+
+/* Make sure the run event fires by time t (seconds since the epoch). */
+static void
+queue_arm(uint64_t t)
+{
+	uint64_t now = (uint64_t)time(NULL);
+	struct timeval tv = { 0, 0 };
+
+	if (evtimer_pending(q.runev, NULL) && q.runat <= t)
+		return;
+	if (t > now)
+		tv.tv_sec = (time_t)(t - now);
+	q.runat = t;
 	evtimer_add(q.runev, &tv);
+}
+
+/* Look at m by time t (0: now). */
+static void
+queue_wake(struct qmsg *m, uint64_t t)
+{
+	if (m->blocked && t <= (uint64_t)time(NULL)) {
+		TAILQ_REMOVE(&q.blocked, m, bentry);
+		m->blocked = 0;
+	}
+	if (m->slot) {
+		if (t < m->due) {
+			m->due = t;
+			heap_up(m->slot - 1);
+		}
+	} else {
+		if (q.nheap == q.heapcap) {
+			q.heapcap = q.heapcap ? q.heapcap * 2 : 64;
+			q.heap = xreallocarray(q.heap, q.heapcap,
+			    sizeof(*q.heap));
+		}
+		m->due = t;
+		q.heap[q.nheap++] = m;
+		m->slot = q.nheap;
+		heap_up(q.nheap - 1);
+	}
+	queue_arm(q.heap[0]->due);
+}
+
+/* A delivery slot freed: what waited for one is due again. */
+static void
+queue_unblock(void)
+{
+	struct qmsg *m;
+
+	while ((m = TAILQ_FIRST(&q.blocked)) != NULL)
+		queue_wake(m, 0);
+	queue_arm(0);
+}
+
+static void
+queue_wake_all(void)
+{
+	struct qmsg *m;
+
+	TAILQ_FOREACH(m, &q.msgs, entry)
+		queue_wake(m, 0);
 }
 
 /* ---- spool ------------------------------------------------------------------- */
@@ -541,18 +682,12 @@ queue_publish(struct incoming *in)
 	return 0;
 }
 
-/* Oldest first: the scheduler serves messages in arrival order. */
+/* Oldest first; a new message is due at once. */
 static void
 queue_append_msg(struct qmsg *m)
 {
-	struct qmsg **pp = q.tail ? &q.tail->next : &q.msgs;
-
-	if (q.tail == NULL)
-		for (pp = &q.msgs; *pp; pp = &(*pp)->next)
-			;
-	m->next = NULL;
-	*pp = m;
-	q.tail = m;
+	TAILQ_INSERT_TAIL(&q.msgs, m, entry);
+	queue_wake(m, 0);
 }
 
 static void
@@ -616,7 +751,6 @@ queue_flush(evutil_socket_t fd, short ev, void *arg)
 		queue_drop_incoming(in);
 	}
 	free(batch);
-	queue_kick(0);
 }
 
 /* ---- recovery --------------------------------------------------------------- */
@@ -746,7 +880,7 @@ queue_recover(void)
 		}
 		closedir(d);
 	}
-	for (m = q.msgs; m; m = m->next) {
+	TAILQ_FOREACH(m, &q.msgs, entry) {
 		size_t i;
 
 		for (i = 0; i < m->env.nrcpts; i++)
@@ -883,14 +1017,10 @@ queue_failures_free(struct qmsg *m)
 static void
 queue_unlink_msg(struct qmsg *m)
 {
-	struct qmsg **p, *x;
-
-	for (p = &q.msgs; (x = *p) != NULL; p = &x->next)
-		if (x == m) {
-			*p = m->next;
-			break;
-		}
-	q.tail = NULL;		/* found again on the next append */
+	TAILQ_REMOVE(&q.msgs, m, entry);
+	heap_remove(m);
+	if (m->blocked)
+		TAILQ_REMOVE(&q.blocked, m, bentry);
 	queue_failures_free(m);
 	free(m->rr);
 	envelope_free(&m->env);
@@ -925,7 +1055,7 @@ queue_state_flush(evutil_socket_t fd, short ev, void *arg)
 	size_t n = 0;
 
 	buf_init(&b);
-	for (m = q.msgs; m; m = m->next) {
+	TAILQ_FOREACH(m, &q.msgs, entry) {
 		if (!m->dirty || m->removed)
 			continue;
 		buf_reset(&b);
@@ -945,7 +1075,7 @@ queue_state_flush(evutil_socket_t fd, short ev, void *arg)
 	if (syncfs(q.spoolfd) == -1)
 		log_warnx("event=update result=error reason=\"syncfs: %s\"",
 		    strerror(errno));
-	for (m = q.msgs; m; m = m->next) {
+	TAILQ_FOREACH(m, &q.msgs, entry) {
 		if (m->dirty != 2)
 			continue;
 		snprintf(tmp, sizeof(tmp), "%s.env.tmp", m->env.id);
@@ -1099,16 +1229,16 @@ queue_rcpt_finish(struct qmsg *m, size_t ri)
 
 static void	queue_notify(struct qmsg *);
 
-/* Called when a message has no deliveries in flight. */
-static void
+/* Called when a message may have no deliveries in flight; 1: m is gone. */
+static int
 queue_settle(struct qmsg *m)
 {
 	if (m->jobs > 0)
-		return;
+		return 0;
 	if (m->removed) {
 		queue_remove_files(m->env.id);
 		queue_unlink_msg(m);
-		return;
+		return 1;
 	}
 	queue_notify(m);
 	if (queue_all_final(m)) {
@@ -1116,10 +1246,11 @@ queue_settle(struct qmsg *m)
 		log_info("q=%s event=removed reason=\"%s\"", m->env.id,
 		    "delivered or bounced");
 		queue_unlink_msg(m);
-		return;
+		return 1;
 	}
 	if (m->dirty)
 		queue_state_later();
+	return 0;
 }
 
 /*
@@ -1427,7 +1558,7 @@ queue_try_msg(struct qmsg *m, time_t now, uint64_t *soonest)
 {
 	size_t i;
 
-	if (m->env.flags & ENV_HOLD)
+	if ((m->env.flags & ENV_HOLD) || m->removed)
 		return;
 	for (i = 0; i < m->env.nrcpts; i++) {
 		struct env_rcpt *r = &m->env.rcpts[i];
@@ -1455,23 +1586,91 @@ queue_try_msg(struct qmsg *m, time_t now, uint64_t *soonest)
 			queue_rcpt_finish(m, i);
 }
 
+/*
+ * When m next needs a look, given what it has now: a recipient's next
+ * try, or the delay warning; 0 if only an event (a delivery ending, the
+ * admin) can change it.  *blocked: a recipient is due and has no delivery
+ * in flight, so it waits for a slot.
+ */
+static uint64_t
+queue_next_look(const struct qmsg *m, time_t now, int *blocked)
+{
+	long long warn = conf_num(q.conf, NULL, K_DELAY_WARNING) / 1000;
+	uint64_t soonest = 0, t;
+	int late = 0;
+	size_t i;
+
+	*blocked = 0;
+	if (m->env.flags & ENV_HOLD)
+		return 0;
+	for (i = 0; i < m->env.nrcpts; i++) {
+		const struct env_rcpt *r = &m->env.rcpts[i];
+
+		if (r->state != RS_PENDING && r->state != RS_HELD)
+			continue;
+		if (r->state == RS_PENDING && r->attempts > 0)
+			late = 1;
+		if (r->next_try > (uint64_t)now) {
+			if (soonest == 0 || r->next_try < soonest)
+				soonest = r->next_try;
+		} else if (queue_rcpt_jobs(m, i) == 0)
+			*blocked = 1;
+	}
+	if (late && warn > 0 && m->env.sender[0] != '\0' &&
+	    !(m->env.flags & (ENV_WARNED | ENV_DSN)) &&
+	    (t = m->env.arrival + (uint64_t)warn) > (uint64_t)now &&
+	    (soonest == 0 || t < soonest))
+		soonest = t;
+	if (m->fails && (soonest == 0 || (uint64_t)now + 60 < soonest))
+		soonest = (uint64_t)now + 60;	/* a DSN that could not queue */
+	return soonest;
+}
+
 static void
 queue_run(evutil_socket_t fd, short ev, void *arg)
 {
-	struct qmsg *m, *next;
+	struct qmsg *m;
 	time_t now = time(NULL);
-	uint64_t soonest = 0;
+	uint64_t soonest;
+	size_t i, n = 0;
+	int blocked;
 
 	if (q.stopping)
 		return;
-	for (m = q.msgs; m; m = next) {
-		next = m->next;
-		queue_try_msg(m, now, &soonest);
-		queue_settle(m);
+	if (now - q.lastsweep >= QUEUE_SWEEP) {
+		q.lastsweep = now;
+		queue_wake_all();
 	}
-	if (soonest)
-		queue_kick((long)(soonest > (uint64_t)now ?
-		    soonest - (uint64_t)now : 1));
+	/* What is due now; whatever becomes due meanwhile waits a run. */
+	while (q.nheap > 0 && q.heap[0]->due <= (uint64_t)now) {
+		m = q.heap[0];
+		heap_remove(m);
+		if (n == q.runcap) {
+			q.runcap = q.runcap ? q.runcap * 2 : 64;
+			q.runbuf = xreallocarray(q.runbuf, q.runcap,
+			    sizeof(*q.runbuf));
+		}
+		q.runbuf[n++] = m;
+	}
+	/* Settling one message never frees another. */
+	for (i = 0; i < n; i++) {
+		m = q.runbuf[i];
+		soonest = 0;
+		queue_try_msg(m, now, &soonest);
+		if (queue_settle(m))
+			continue;
+		soonest = queue_next_look(m, now, &blocked);
+		if (blocked && !m->blocked && m->slot == 0) {
+			TAILQ_INSERT_TAIL(&q.blocked, m, bentry);
+			m->blocked = 1;
+		}
+		if (soonest)
+			queue_wake(m, soonest);
+	}
+	if (q.nheap > 0)
+		queue_arm(q.heap[0]->due);
+	else
+		queue_arm((uint64_t)now + QUEUE_SWEEP);
 }
 
 /* One target's outcome, from a local worker or a remote transaction. */
@@ -1516,6 +1715,7 @@ queue_job_free(struct job *j)
 	m->jobs--;
 	if (queue_rcpt_jobs(m, ri) == 0)
 		queue_rcpt_finish(m, ri);
+	queue_wake(m, 0);	/* to settle, and for what is due next */
 	free(j->target);
 	free(j->desc);
 	free(j->domain);
@@ -1607,7 +1807,7 @@ queue_delivered(struct rec_reader *rd)
 	queue_job_free(j);
 	queue_settle(m);
 	free(text);
-	queue_kick(0);
+	queue_unblock();
 }
 
 /* IMSG_M_RESULT: one outcome per recipient of a remote transaction. */
@@ -1677,7 +1877,7 @@ queue_remote_result(struct ipc *peer, struct rec_reader *rd)
 	free(addr);
 	free(text);
 	free(tls);
-	queue_kick(0);
+	queue_unblock();
 }
 
 /*
@@ -1697,7 +1897,7 @@ queue_txn_lost(struct ipc *peer)
 			if (j->remote && j->peer == peer)
 				break;
 		if (j == NULL)
-			return;
+			break;
 		id = j->id;
 		d = j->domain ? dest_get(j->domain) : NULL;
 		while ((j = queue_job_take(id, NULL, peer)) != NULL) {
@@ -1712,6 +1912,7 @@ queue_txn_lost(struct ipc *peer)
 		if (q.nremote > 0)
 			q.nremote--;
 	}
+	queue_unblock();
 }
 
 /* ---- notices to senders ---------------------------------------------------- */
@@ -1894,7 +2095,7 @@ queue_find_msg(const char *id)
 {
 	struct qmsg *m;
 
-	for (m = q.msgs; m; m = m->next)
+	TAILQ_FOREACH(m, &q.msgs, entry)
 		if (str_casecmp(m->env.id, id) == 0)
 			return m;
 	return NULL;
@@ -1916,7 +2117,7 @@ ctl_list(struct buf *o)
 	uint64_t bytes = 0;
 	char date[64];
 
-	for (m = q.msgs; m; m = m->next) {
+	TAILQ_FOREACH(m, &q.msgs, entry) {
 		time_t t = (time_t)m->env.arrival;
 		struct tm tm;
 
@@ -2009,7 +2210,7 @@ ctl_flush(const char *domain)
 	struct qmsg *m;
 	size_t i;
 
-	for (m = q.msgs; m; m = m->next)
+	TAILQ_FOREACH(m, &q.msgs, entry)
 		for (i = 0; i < m->env.nrcpts; i++) {
 			struct env_rcpt *r = &m->env.rcpts[i];
 
@@ -2017,9 +2218,10 @@ ctl_flush(const char *domain)
 			    ctl_domain_match(r->addr, domain)) {
 				r->next_try = 0;
 				r->state = RS_PENDING;
+				queue_wake(m, 0);
 			}
 		}
-	queue_kick(0);
+	queue_unblock();
 }
 
 static void
@@ -2054,7 +2256,7 @@ ctl_summary(struct buf *o)
 	struct qmsg *m;
 	struct dest *de;
 
-	for (m = q.msgs; m; m = m->next)
+	TAILQ_FOREACH(m, &q.msgs, entry)
 		for (i = 0; i < m->env.nrcpts; i++) {
 			const struct env_rcpt *r = &m->env.rcpts[i];
 			const char *at = strrchr(r->addr, '@');
@@ -2260,7 +2462,7 @@ queue_sigterm(evutil_socket_t sig, short ev, void *arg)
 	q.stopping = 1;
 	queue_flush(-1, 0, NULL);
 	queue_state_flush(-1, 0, NULL);
-	for (m = q.msgs; m; m = m->next)
+	TAILQ_FOREACH(m, &q.msgs, entry)
 		if (m->dirty)
 			queue_write_env(m);
 	log_info("event=stop result=ok");
@@ -2288,6 +2490,10 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 		    conf_str(conf, K_SPOOL), strerror(errno));
 	q.incfd = queue_open_dir(q.spoolfd, "incoming");
 	q.qfd = queue_open_dir(q.spoolfd, "queue");
+	TAILQ_INIT(&q.msgs);
+	TAILQ_INIT(&q.blocked);
+	q.runev = evtimer_new(q.base, queue_run, NULL);
+	event_priority_set(q.runev, 1);
 	queue_recover();
 	q.parent = ipc_new(q.base, parentfd, queue_parent_msg,
 	    queue_parent_closed, NULL);
@@ -2295,8 +2501,6 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	/* Lower priority: runs once every ready request has been read. */
 	q.flushev = event_new(q.base, -1, 0, queue_flush, NULL);
 	event_priority_set(q.flushev, 1);
-	q.runev = evtimer_new(q.base, queue_run, NULL);
-	event_priority_set(q.runev, 1);
 	q.stateev = evtimer_new(q.base, queue_state_flush, NULL);
 	event_priority_set(q.stateev, 1);
 	q.ctlfd = controlfd;
@@ -2311,7 +2515,7 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	signal(SIGINT, SIG_IGN);
 	ev = evsignal_new(q.base, SIGTERM, queue_sigterm, NULL);
 	evsignal_add(ev, NULL);
-	queue_kick(0);
+	queue_arm(0);
 	log_info("event=start result=ok");
 	event_base_dispatch(q.base);
 	exit(0);
