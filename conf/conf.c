@@ -60,6 +60,8 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    512, 64 * KIB, 1, "longest SMTP command line" },
 	[K_MAX_LINE_LENGTH] = { "max-line-length", KNOB_SIZE, "16384",
 	    1000, MIB, 1, "longest line inside DATA" },
+	[K_MAX_HOPS] = { "max-hops", KNOB_INT, "100", 10, 1000, 0,
+	    "Received: headers a message may carry (mail loop guard)" },
 	[K_MAX_CONNECTIONS] = { "max-connections", KNOB_INT, "256",
 	    1, 100000, 0, "concurrent SMTP sessions, all listeners together" },
 	[K_MAX_CONNECTIONS_PER_IP] = { "max-connections-per-ip", KNOB_INT,

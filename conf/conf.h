@@ -30,6 +30,7 @@ enum knob_id {
 	K_MAX_ERRORS,		/* int, per listener */
 	K_MAX_COMMAND_LENGTH,	/* size, per listener */
 	K_MAX_LINE_LENGTH,	/* size: longest DATA line, per listener */
+	K_MAX_HOPS,		/* int: Received: headers before a loop */
 	K_MAX_CONNECTIONS,	/* int: all listeners together */
 	K_MAX_CONNECTIONS_PER_IP, /* int */
 	K_COMMAND_TIMEOUT,	/* duration (ms), per listener */

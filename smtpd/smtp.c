@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,7 +57,10 @@ enum sstate {
 
 /* Why a message in DATA is refused at its end. */
 enum data_err {
-	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_WRITE
+	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_HOPS, DE_WRITE
+};
+static const char *const data_err_name[] = {
+	"none", "size", "line-length", "bare-cr-lf", "nul", "hops", "write"
 };
 
 struct session {
@@ -89,6 +93,7 @@ struct session {
 	int			 werrno;
 	int			 prevcrlf;	/* last DATA line ended in CRLF */
 	int			 inheaders;
+	long long		 hops;		/* Received: fields seen */
 };
 
 /* The profile of the local submission socket: no per-address limits. */
@@ -695,6 +700,10 @@ data_commit(struct session *s)
 			session_reply(s, "554 5.6.0 message refused: line "
 			    "longer than %lld octets",
 			    session_knob(s, K_MAX_LINE_LENGTH));
+		} else if (s->derr == DE_HOPS) {
+			session_reply(s, "554 5.4.6 message refused: too many "
+			    "hops (%lld Received: header fields), a mail loop?",
+			    s->hops);
 		} else if (s->derr == DE_BARE) {
 			session_reply(s, "554 5.5.2 message refused: bare CR "
 			    "or LF in DATA, use CRLF");
@@ -704,7 +713,7 @@ data_commit(struct session *s)
 		}
 		if (s->derr != DE_WRITE)
 			session_log(s, "event=data result=reject code=5xx "
-			    "reason=%d", (int)s->derr);
+			    "reason=%s", data_err_name[s->derr]);
 		ipc_send(smtp.queue, IMSG_Q_ABORT, s->qid, strlen(s->qid), -1);
 		s->qid[0] = '\0';
 		session_reset(s);
@@ -751,6 +760,14 @@ data_line(struct session *s, const char *line, size_t len)
 	}
 	if (s->inheaders && len == 0)
 		s->inheaders = 0;
+	/*
+	 * RFC 5321 6.3: counting Received: fields finds loops; ours is one
+	 * more, so the client may bring one fewer than max-hops.
+	 */
+	if (s->inheaders && len >= 9 && strncasecmp(line, "Received:", 9) == 0 &&
+	    ++s->hops >= conf_num(smtp.conf, NULL, K_MAX_HOPS) &&
+	    s->derr == DE_NONE)
+		s->derr = DE_HOPS;
 	if (s->derr != DE_NONE)
 		return;
 	s->msgsize += len + 2;
@@ -826,6 +843,7 @@ data_start(struct session *s, const char *qid, int fd)
 	s->state = SS_DATA;
 	s->prevcrlf = 1;
 	s->inheaders = 1;
+	s->hops = 0;
 	data_received(s);
 	session_reply(s, "354 end data with <CR><LF>.<CR><LF>");
 	tv.tv_sec = ms / 1000;
