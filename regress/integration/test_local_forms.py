@@ -525,9 +525,13 @@ def test_lmtp_per_recipient_outcome(make_daemon, tmpbase, users):
         qid = send(d, [f"{ok.pw_name}@localhost", f"{bad.pw_name}@localhost",
                        f"{busy.pw_name}@localhost"], "lmtp",
                    sender="demo@example.test", body=b".leading dot\r\n")
+        # Each account is its own delivery job: the sent line of the
+        # accepted one is logged after the store has its copy.
         assert wait_for(lambda: store.messages and
                         log_lines(d, qid, "status=bounced") and
-                        log_lines(d, qid, "status=deferred"), 15), \
+                        log_lines(d, qid, "status=deferred") and
+                        log_lines(d, qid, f"to=<{ok.pw_name}@localhost>",
+                                  "status=sent"), 15), \
             d.logtext()[-3000:]
         (frm, rcpts, data), = store.messages
         assert frm == "demo@example.test"

@@ -54,6 +54,10 @@ def test_children_run_unprivileged(daemon):
     if os.geteuid() != 0:
         return
     tern = pwd.getpwnam("tern").pw_uid
+    # The greeting shows only that the smtp child is up: the queue child
+    # drops its privileges before it serves the control socket, so wait
+    # for that before looking at its uids.
+    daemon.ctl("queue", check=True)
     kids = children(daemon)
     assert len(kids) >= 2
     for p in kids:
