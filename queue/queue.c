@@ -24,6 +24,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +136,22 @@ static struct {
 } q;
 
 static void	queue_run(evutil_socket_t, short, void *);
+static void	queue_remove_files(const char *);
+
+/* The commit thread: syncs a batch while the loop fills the next. */
+static struct {
+	pthread_t	 thread;
+	pthread_mutex_t	 mu;
+	pthread_cond_t	 cv;
+	int		 wakefd[2];	/* thread -> loop: a batch is done */
+	struct event	*doneev;
+	int		 running;	/* the thread is there */
+	int		 busy;		/* loop side: a batch is out */
+	int		 pending;	/* under mu: the thread has work */
+	struct incoming	**work;		/* the batch out, its results */
+	int		*res;
+	size_t		 nwork;
+} qc;
 static void	queue_write_env(struct qmsg *);
 static void	queue_wake(struct qmsg *, uint64_t);
 static int	queue_commit_incoming(struct incoming *);
@@ -707,50 +724,184 @@ queue_adopt(struct incoming *in)
  * One sync for the whole batch: syncfs() writes back every message and
  * envelope file the batch holds, the renames publish them, and one fsync
  * of the queue directory makes the renames durable.  Only then is any
- * client told 250.
+ * client told 250.  res[i] is 0 or the errno that sank entry i.
+ *
+ * This runs in the commit thread, so the loop goes on reading requests
+ * while the disk works: the next batch fills with every message that
+ * arrives meanwhile, which is what makes the commit a group commit under
+ * load.  It touches only the entries' ids and the spool's directory fds.
  */
 static void
-queue_flush(evutil_socket_t fd, short ev, void *arg)
+queue_commit_batch(struct incoming **batch, size_t n, int *res)
 {
-	size_t i, n = q.nbatch;
-	struct incoming **batch = q.batch;
+	size_t i;
 	int err = 0;
 
-	if (n == 0)
-		return;
-	q.batch = NULL;
-	q.nbatch = 0;
 	if (syncfs(q.spoolfd) == -1)
 		err = errno;
 	for (i = 0; i < n; i++) {
-		struct incoming *in = batch[i];
-		int e = err;
-
-		if (e == 0 && queue_publish(in) == -1)
-			e = errno;
-		if (e == 0 && i == n - 1 && fsync(q.qfd) == -1)
-			e = errno;
-		in->batched = e ? -e : 2;
+		res[i] = err;
+		if (res[i] == 0 && queue_publish(batch[i]) == -1)
+			res[i] = errno;
+		if (res[i] == 0 && i == n - 1 && fsync(q.qfd) == -1)
+			res[i] = errno;
 	}
-	/* The directory fsync covered all renames; answer in order. */
+	/* A failed directory sync sinks every entry it covered. */
+	for (i = 0; i + 1 < n; i++)
+		if (res[i] == 0 && res[n - 1] != 0 && err == 0)
+			res[i] = res[n - 1];
+	for (i = 0; i < n; i++)
+		if (res[i] && n > 1 && fsync(q.qfd) == -1)
+			res[i] = EIO;
+}
+
+/* Back in the loop: answer in order, adopt what is durable. */
+static void
+queue_commit_done(struct incoming **batch, size_t n, const int *res)
+{
+	size_t i;
+
 	for (i = 0; i < n; i++) {
 		struct incoming *in = batch[i];
-		int e = in->batched < 0 ? -in->batched : 0;
+		int e = res[i];
 		int code = e == 0 ? 0 : (e == ENOSPC || e == EDQUOT) ? 452 : 451;
 
-		if (e && n > 1 && fsync(q.qfd) == -1)
-			code = 451;
 		if (in->peer)
 			queue_reply(in->peer, IMSG_Q_COMMITTED, in->sid, in->id,
 			    code, e ? strerror(e) : NULL, -1);
-		if (code == 0)
+		if (code == 0) {
+			in->batched = 2;	/* its files are in queue/ now */
 			queue_adopt(in);
-		else
+		} else {
+			/* Refused: no copy may stay behind, published or not. */
+			queue_remove_files(in->id);
 			log_warnx("q=%s event=commit result=error reason=\"%s\"",
 			    in->id, strerror(e));
+		}
 		queue_drop_incoming(in);
 	}
-	free(batch);
+}
+
+static void *
+queue_commit_thread(void *arg)
+{
+	pthread_mutex_lock(&qc.mu);
+	for (;;) {
+		while (!qc.pending)
+			pthread_cond_wait(&qc.cv, &qc.mu);
+		pthread_mutex_unlock(&qc.mu);
+		queue_commit_batch(qc.work, qc.nwork, qc.res);
+		pthread_mutex_lock(&qc.mu);
+		qc.pending = 0;
+		pthread_cond_broadcast(&qc.cv);
+		/* A full pipe already holds a wake-up. */
+		(void)!write(qc.wakefd[1], "", 1);
+	}
+	return NULL;
+}
+
+/* Hand the current batch to the commit thread (or commit it here). */
+static void
+queue_flush(evutil_socket_t fd, short ev, void *arg)
+{
+	struct incoming **batch = q.batch;
+	size_t n = q.nbatch;
+	int *res;
+
+	if (n == 0 || qc.busy)
+		return;
+	q.batch = NULL;
+	q.nbatch = 0;
+	res = xcalloc(n, sizeof(*res));
+	if (!qc.running) {
+		queue_commit_batch(batch, n, res);
+		queue_commit_done(batch, n, res);
+		free(res);
+		free(batch);
+		return;
+	}
+	qc.busy = 1;
+	pthread_mutex_lock(&qc.mu);
+	qc.work = batch;
+	qc.nwork = n;
+	qc.res = res;
+	qc.pending = 1;
+	pthread_cond_broadcast(&qc.cv);
+	pthread_mutex_unlock(&qc.mu);
+}
+
+/* The thread's batch is durable (or failed): finish it, start the next. */
+static void
+queue_flush_done(evutil_socket_t fd, short ev, void *arg)
+{
+	char tmp[64];
+	int pending;
+
+	while (read(qc.wakefd[0], tmp, sizeof(tmp)) > 0)
+		;
+	pthread_mutex_lock(&qc.mu);
+	pending = qc.pending;
+	pthread_mutex_unlock(&qc.mu);
+	if (!qc.busy || pending)
+		return;
+	qc.busy = 0;
+	queue_commit_done(qc.work, qc.nwork, qc.res);
+	free(qc.work);
+	free(qc.res);
+	qc.work = NULL;
+	qc.res = NULL;
+	qc.nwork = 0;
+	queue_flush(-1, 0, NULL);
+}
+
+/* Shutdown: the batch out and the one filling both end durable. */
+static void
+queue_flush_all(void)
+{
+	if (qc.busy) {
+		pthread_mutex_lock(&qc.mu);
+		while (qc.pending)
+			pthread_cond_wait(&qc.cv, &qc.mu);
+		pthread_mutex_unlock(&qc.mu);
+		queue_flush_done(-1, 0, NULL);
+	}
+	qc.running = 0;		/* what is left is committed here */
+	queue_flush(-1, 0, NULL);
+}
+
+static void
+queue_commit_start(void)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	int r;
+
+	if (pipe2(qc.wakefd, O_CLOEXEC | O_NONBLOCK) == -1) {
+		log_warnx("event=start result=warn reason=\"commit thread: "
+		    "%s; committing in the loop\"", strerror(errno));
+		return;
+	}
+	pthread_mutex_init(&qc.mu, NULL);
+	pthread_cond_init(&qc.cv, NULL);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	/* Signals are the loop's: the thread blocks them all. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	r = pthread_create(&qc.thread, &attr, queue_commit_thread, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (r != 0) {
+		log_warnx("event=start result=warn reason=\"commit thread: "
+		    "%s; committing in the loop\"", strerror(r));
+		close(qc.wakefd[0]);
+		close(qc.wakefd[1]);
+		return;
+	}
+	qc.doneev = event_new(q.base, qc.wakefd[0], EV_READ | EV_PERSIST,
+	    queue_flush_done, NULL);
+	event_add(qc.doneev, NULL);
+	qc.running = 1;
 }
 
 /* ---- recovery --------------------------------------------------------------- */
@@ -2460,7 +2611,7 @@ queue_sigterm(evutil_socket_t sig, short ev, void *arg)
 
 	/* A batch is never half done here: flush runs to completion. */
 	q.stopping = 1;
-	queue_flush(-1, 0, NULL);
+	queue_flush_all();
 	queue_state_flush(-1, 0, NULL);
 	TAILQ_FOREACH(m, &q.msgs, entry)
 		if (m->dirty)
@@ -2501,6 +2652,7 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	/* Lower priority: runs once every ready request has been read. */
 	q.flushev = event_new(q.base, -1, 0, queue_flush, NULL);
 	event_priority_set(q.flushev, 1);
+	queue_commit_start();
 	q.stateev = evtimer_new(q.base, queue_state_flush, NULL);
 	event_priority_set(q.stateev, 1);
 	q.ctlfd = controlfd;

@@ -48,7 +48,10 @@ def test_delay_warning_comes_between_retries(sched):
         assert time.monotonic() - t0 >= 2.5      # not before it was due
         b = status_blocks(dsn_of(d))[0]
         assert b["Action"] == "delayed" and b["Status"].startswith("4.2.0")
-        qid = re.search(r"^([0-9A-F]{16})", d.ctl("queue").stdout, re.M)[1]
+        listing = d.ctl("queue")
+        qid = re.search(r"^([0-9A-F]{16})", listing.stdout, re.M)
+        assert qid, (listing, d.logtext())
+        qid = qid[1]
         show = d.ctl("show", qid).stdout
         assert "attempts: 1" in show, show         # no retry was made early
         assert len(mx1.messages) + len(mx2.messages) == 0
