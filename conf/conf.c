@@ -48,7 +48,7 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    "aliases source file; newaliases compiles it to <file>.db" },
 	[K_MAILDIR] = { "maildir", KNOB_STRING, "~/Maildir", 0, 0, 0,
 	    "system users' Maildir; \"~/\" is the user's home" },
-	[K_VIRTUAL_USER] = { "virtual-user", KNOB_STRING, "tern", 0, 0, 0,
+	[K_VIRTUAL_USER] = { "virtual-user", KNOB_STRING, "vmail", 0, 0, 0,
 	    "account that virtual mailbox deliveries run as" },
 	[K_MAX_MESSAGE_SIZE] = { "max-message-size", KNOB_SIZE, "35M",
 	    KIB, 2 * GIB, 1, "largest message accepted (SIZE in EHLO)" },

@@ -21,6 +21,8 @@ python3-spf swaks opendkim-tools openssl procps iproute2"
 
 TERN_USER=tern
 TERN_HOME=/var/spool/tern
+VMAIL_USER=vmail
+VMAIL_HOME=/var/mail/vhosts
 
 is_installed() {
 	dpkg-query -W -f='${Status}' "$1" 2>/dev/null |
@@ -52,27 +54,24 @@ install_packages() {
 }
 
 # adduser is Debian's tool; useradd/groupadd (package passwd, always
-# present) are the fallback for minimal images.
+# present) are the fallback for minimal images.  create_user NAME HOME
 create_user() {
-	if getent passwd "$TERN_USER" >/dev/null 2>&1; then
+	if getent passwd "$1" >/dev/null 2>&1; then
 		return 0
 	fi
-	echo "deps: creating system user $TERN_USER"
+	echo "deps: creating system user $1"
 	if command -v adduser >/dev/null 2>&1; then
-		if getent group "$TERN_USER" >/dev/null 2>&1; then
-			adduser --quiet --system --ingroup "$TERN_USER" \
-			    --home "$TERN_HOME" --no-create-home \
-			    --disabled-login "$TERN_USER"
+		if getent group "$1" >/dev/null 2>&1; then
+			adduser --quiet --system --ingroup "$1" \
+			    --home "$2" --no-create-home --disabled-login "$1"
 		else
 			adduser --quiet --system --group \
-			    --home "$TERN_HOME" --no-create-home \
-			    --disabled-login "$TERN_USER"
+			    --home "$2" --no-create-home --disabled-login "$1"
 		fi
 	else
-		getent group "$TERN_USER" >/dev/null 2>&1 ||
-		    groupadd --system "$TERN_USER"
-		useradd --system --gid "$TERN_USER" --home-dir "$TERN_HOME" \
-		    --no-create-home --shell /usr/sbin/nologin "$TERN_USER"
+		getent group "$1" >/dev/null 2>&1 || groupadd --system "$1"
+		useradd --system --gid "$1" --home-dir "$2" \
+		    --no-create-home --shell /usr/sbin/nologin "$1"
 	fi
 }
 
@@ -102,16 +101,22 @@ main() {
 		fi
 	fi
 
-	if ! getent passwd "$TERN_USER" >/dev/null 2>&1; then
+	# tern runs the children; vmail owns the virtual mailboxes, so the
+	# network-facing smtp process cannot read or change them.
+	for u in "$TERN_USER:$TERN_HOME" "$VMAIL_USER:$VMAIL_HOME"; do
+		name=${u%%:*}
+		if getent passwd "$name" >/dev/null 2>&1; then
+			continue
+		fi
 		if [ "$uid" -eq 0 ]; then
-			create_user
+			create_user "$name" "${u#*:}"
 			did=1
 		else
 			# Not fatal: without root ternd cannot change user either.
-			echo "deps: note: system user $TERN_USER is missing;" \
+			echo "deps: note: system user $name is missing;" \
 			    "run rc/deps.sh as root to create it" >&2
 		fi
-	fi
+	done
 
 	if [ "$did" -eq 0 ]; then
 		echo "deps: all present"

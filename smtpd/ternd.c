@@ -653,10 +653,17 @@ delivery_account(struct delivery *dl)
 {
 	const char *name = dl->t->user;
 	struct passwd *pw;
+	char self[256];
 
 	dl->mailgid = (gid_t)-1;
 	if (dl->stage == DS_MAILBOX && dl->t->kind == TG_LMTP)
 		name = conf_str(p.conf, K_VIRTUAL_USER);	/* a socket only */
+	/* Started as a normal user, virtual mailboxes are that user's. */
+	if (!p.root && strcmp(name, conf_str(p.conf, K_VIRTUAL_USER)) == 0 &&
+	    (pw = getpwuid(getuid())) != NULL) {
+		str_copy(self, pw->pw_name, sizeof(self));
+		name = self;
+	}
 	if ((pw = getpwnam(name)) == NULL)
 		return "the account to deliver as does not exist";
 	if (pw->pw_uid == 0)

@@ -22,7 +22,7 @@ from conftest import wait_for
 pytestmark = pytest.mark.usefixtures("sanitizer_check")
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
-TERN = pwd.getpwnam("tern").pw_uid
+VMAIL = pwd.getpwnam("vmail").pw_uid    # the default virtual-user
 ASCTIME = r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \d{4}"
 
 
@@ -545,7 +545,7 @@ def test_lmtp_per_recipient_outcome(make_daemon, tmpbase, users):
         assert log_lines(d, qid, f"to=<{ok.pw_name}@localhost>",
                          "status=sent")
         # The worker only needs the socket: it ran as virtual-user.
-        assert set(store.peers) == {TERN}
+        assert set(store.peers) == {VMAIL}
         assert f"{qid}.env" in d.queue_files()   # busy is retried
     finally:
         ctl.stop()

@@ -435,7 +435,7 @@ test_conf_defaults(void)
 	CHECK(strcmp(conf_str(c, K_CONTROL_SOCKET),
 	    "/run/tern/control.sock") == 0);
 	CHECK(strcmp(conf_str(c, K_ALIASES), "/etc/tern/aliases") == 0);
-	CHECK(strcmp(conf_str(c, K_VIRTUAL_USER), "tern") == 0);
+	CHECK(strcmp(conf_str(c, K_VIRTUAL_USER), "vmail") == 0);
 	CHECK(conf_str(c, K_MAX_RECIPIENTS) == NULL);
 	CHECK(conf_num(c, NULL, K_MAX_MESSAGE_SIZE) == 35LL * 1024 * 1024);
 	CHECK(conf_num(c, NULL, K_MAX_COMMAND_LENGTH) == 2048);
