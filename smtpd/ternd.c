@@ -206,9 +206,16 @@ parent_spool(const struct conf *c)
 {
 	static const char *sub[] = { "incoming", "queue", "corrupt" };
 	const char *spool = conf_str(c, K_SPOOL);
-	char path[4096];
+	char path[4096], *slash;
 	size_t i;
 
+	/* Levels above the spool are root's and searchable (./run of the
+	 * development config also holds the virtual Maildirs). */
+	str_copy(path, spool, sizeof(path));
+	if ((slash = strrchr(path, '/')) != NULL && slash != path) {
+		*slash = '\0';
+		parent_mkdirs(path, 0755, 0, 0);
+	}
 	parent_mkdirs(spool, 0700, p.uid, p.gid);
 	if (p.root && chown(spool, p.uid, p.gid) == -1)
 		fatalx("event=start result=error reason=\"chown %s: %s\"", spool,

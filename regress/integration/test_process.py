@@ -9,6 +9,8 @@ import smtplib
 import socket
 import subprocess
 
+import pytest
+
 from conftest import TERND, wait_for, free_port
 
 
@@ -48,6 +50,46 @@ def test_embedded_config_checks():
     r = subprocess.run([str(TERND), "-n", "-D"], capture_output=True,
                        text=True)
     assert r.returncode == 0
+
+
+def test_embedded_config_serves_the_demo_delivery(tmpbase):
+    # What `make run` does: ternd -D in a fresh directory, mail to the
+    # demo user lands in ./run/mail/demo/Maildir/new/.
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 2525)) == 0:
+            pytest.skip("port 2525 is in use")
+    cwd = tmpbase / "demo"
+    cwd.mkdir()
+    os.chmod(tmpbase, 0o755)
+    log = open(tmpbase / "demo.log", "wb")
+    proc = subprocess.Popen([str(TERND), "-D", "-d"], cwd=cwd, stdout=log,
+                            stderr=log)
+    try:
+        def up():
+            with socket.socket() as c:
+                return c.connect_ex(("127.0.0.1", 2525)) == 0
+        assert wait_for(up, 15), (tmpbase / "demo.log").read_text()
+        with smtplib.SMTP("127.0.0.1", 2525, timeout=10) as s:
+            s.sendmail("someone@example.org", ["demo@localhost"],
+                       b"Subject: demo\r\n\r\nhello\r\n")
+        new = cwd / "run" / "mail" / "demo" / "Maildir" / "new"
+        assert wait_for(lambda: new.is_dir() and any(new.iterdir()), 15), \
+            (tmpbase / "demo.log").read_text()
+        msg = next(new.iterdir())
+        assert b"Subject: demo" in msg.read_bytes()
+        if os.geteuid() == 0:
+            # Root starts it: the mailbox is vmail's, the spool tern's.
+            assert msg.stat().st_uid == pwd.getpwnam("vmail").pw_uid
+            assert (cwd / "run" / "spool").stat().st_uid == \
+                pwd.getpwnam("tern").pw_uid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
 
 
 def test_children_run_unprivileged(daemon):
