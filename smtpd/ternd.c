@@ -230,6 +230,47 @@ parent_spool(const struct conf *c)
 	}
 }
 
+/*
+ * Warn at start when an account cannot search its way down to dir (a
+ * checkout under /root, mode 0700, say): its deliveries there would only
+ * ever be deferred.  The mode bits, as the kernel would apply them.
+ */
+static void
+parent_reachable(const char *dir, const struct passwd *pw)
+{
+	gid_t groups[64];
+	int ngroups = 64, k, in;
+	char path[4096];
+	struct stat st;
+	mode_t bit;
+	size_t i, len;
+
+	if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &ngroups) == -1)
+		ngroups = 0;
+	if ((len = str_copy(path, dir, sizeof(path))) >= sizeof(path))
+		return;
+	for (i = 1; i <= len; i++) {
+		if (path[i] != '/' && path[i] != '\0')
+			continue;
+		path[i] = '\0';
+		if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+			for (in = 0, k = 0; k < ngroups; k++)
+				if (groups[k] == st.st_gid)
+					in = 1;
+			bit = st.st_uid == pw->pw_uid ? S_IXUSR : in ? S_IXGRP :
+			    S_IXOTH;
+			if (!(st.st_mode & bit)) {
+				log_warnx("event=start result=warn reason=\"%s "
+				    "cannot enter %s (mode %03o): deliveries "
+				    "below it will be deferred\"", pw->pw_name,
+				    path, (unsigned)(st.st_mode & 0777));
+				return;
+			}
+		}
+		path[i] = dir[i];
+	}
+}
+
 /* Virtual Maildirs' parent folders, so the virtual user can create them. */
 static void
 parent_vdirs(const struct conf *c)
@@ -250,6 +291,8 @@ parent_vdirs(const struct conf *c)
 		*slash = '\0';
 		parent_mkdirs(dir, 0755, pw ? pw->pw_uid : getuid(),
 		    pw ? pw->pw_gid : getgid());
+		if (p.root && pw)
+			parent_reachable(dir, pw);
 	}
 }
 
