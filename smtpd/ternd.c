@@ -231,43 +231,66 @@ parent_spool(const struct conf *c)
 }
 
 /*
- * Warn at start when an account cannot search its way down to dir (a
- * checkout under /root, mode 0700, say): its deliveries there would only
- * ever be deferred.  The mode bits, as the kernel would apply them.
+ * The first level of dir that uid/gid cannot search (a checkout under
+ * /root, mode 0700, say), copied to out, or NULL if it can reach dir.
+ * The mode bits, as the kernel applies them.
  */
-static void
-parent_reachable(const char *dir, const struct passwd *pw)
+static const char *
+parent_blocked(const char *dir, uid_t uid, gid_t gid, char *out, size_t len)
 {
+	const struct passwd *pw = getpwuid(uid);
 	gid_t groups[64];
 	int ngroups = 64, k, in;
-	char path[4096];
 	struct stat st;
 	mode_t bit;
-	size_t i, len;
+	size_t i, n;
 
-	if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &ngroups) == -1)
+	if (pw == NULL || getgrouplist(pw->pw_name, gid, groups, &ngroups) == -1)
 		ngroups = 0;
-	if ((len = str_copy(path, dir, sizeof(path))) >= sizeof(path))
-		return;
-	for (i = 1; i <= len; i++) {
-		if (path[i] != '/' && path[i] != '\0')
+	if ((n = str_copy(out, dir, len)) >= len)
+		return NULL;
+	for (i = 1; i <= n; i++) {
+		if (out[i] != '/' && out[i] != '\0')
 			continue;
-		path[i] = '\0';
-		if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-			for (in = 0, k = 0; k < ngroups; k++)
+		out[i] = '\0';
+		if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
+			for (in = st.st_gid == gid, k = 0; k < ngroups; k++)
 				if (groups[k] == st.st_gid)
 					in = 1;
-			bit = st.st_uid == pw->pw_uid ? S_IXUSR : in ? S_IXGRP :
-			    S_IXOTH;
-			if (!(st.st_mode & bit)) {
-				log_warnx("event=start result=warn reason=\"%s "
-				    "cannot enter %s (mode %03o): deliveries "
-				    "below it will be deferred\"", pw->pw_name,
-				    path, (unsigned)(st.st_mode & 0777));
-				return;
-			}
+			bit = st.st_uid == uid ? S_IXUSR : in ? S_IXGRP : S_IXOTH;
+			if (!(st.st_mode & bit))
+				return out;
 		}
-		path[i] = dir[i];
+		out[i] = dir[i];
+	}
+	return NULL;
+}
+
+/*
+ * The children open the spool and the aliases map as `user`: refuse to
+ * start, saying why, rather than have them fail over and over.
+ */
+static void
+parent_reach(const struct conf *c)
+{
+	const char *paths[] = { conf_str(c, K_SPOOL), conf_str(c, K_ALIASES) };
+	char dir[4096], level[4096], *slash;
+	const char *b;
+	size_t i;
+
+	if (!p.root)
+		return;
+	for (i = 0; i < 2; i++) {
+		if (paths[i] == NULL)
+			continue;
+		str_copy(dir, paths[i], sizeof(dir));
+		if (i == 1 && (slash = strrchr(dir, '/')) != NULL && slash != dir)
+			*slash = '\0';
+		if ((b = parent_blocked(dir, p.uid, p.gid, level,
+		    sizeof(level))) != NULL)
+			fatalx("event=start result=error reason=\"user %s "
+			    "cannot enter %s, above %s: use a directory it can "
+			    "enter\"", conf_str(c, K_USER), b, paths[i]);
 	}
 }
 
@@ -291,8 +314,6 @@ parent_vdirs(const struct conf *c)
 		*slash = '\0';
 		parent_mkdirs(dir, 0755, pw ? pw->pw_uid : getuid(),
 		    pw ? pw->pw_gid : getgid());
-		if (p.root && pw)
-			parent_reachable(dir, pw);
 	}
 }
 
@@ -776,16 +797,44 @@ worker_lmtp_addr(const struct target *t, char *out, size_t len)
 		snprintf(out, len, "%s@%s", t->user, at ? at + 1 : "localhost");
 }
 
+/*
+ * A Maildir is entered while still root: the worker then needs search
+ * permission on none of the levels above it (a checkout under /root for
+ * the development config, a virtual tree under a private directory), only
+ * write permission where it writes.  Entered only when that level belongs
+ * to the account or to root.  Returns the path to deliver to.
+ */
+static const char *
+worker_enter_maildir(const struct delivery *dl, char *dir, size_t len)
+{
+	const char *path = dl->t->path, *base;
+	struct stat st;
+
+	if (!p.root || dl->stage != DS_MAILBOX || dl->t->kind != TG_MAILDIR ||
+	    (base = strrchr(path, '/')) == NULL || base == path ||
+	    base[1] == '\0' || (size_t)(base - path) >= len)
+		return path;
+	memcpy(dir, path, (size_t)(base - path));
+	dir[base - path] = '\0';
+	if (chdir(dir) == -1)
+		return path;
+	if (stat(".", &st) == -1 || (st.st_uid != dl->uid && st.st_uid != 0)) {
+		(void)!chdir("/");
+		return path;
+	}
+	return base + 1;
+}
+
 static int
 worker_mailbox(const struct delivery *dl, const struct mda_job *j,
-    char *err, size_t errlen)
+    const char *md, char *err, size_t errlen)
 {
 	const struct target *t = dl->t;
 	char addr[600];
 
 	switch (t->kind) {
 	case TG_MAILDIR:
-		return mda_maildir(j->msgfd, t->path, j->sender, j->rcpt,
+		return mda_maildir(j->msgfd, md, j->sender, j->rcpt,
 		    j->qid, err, errlen);
 	case TG_MBOX:
 		return mda_mbox(j, t->path, err, errlen);
@@ -806,9 +855,10 @@ worker_mailbox(const struct delivery *dl, const struct mda_job *j,
 static void __attribute__((noreturn))
 worker_run(const struct delivery *dl, int out)
 {
-	char err[1024] = "";
+	char err[1024] = "", dir[4096];
 	struct mda_job j;
 	struct buf res, fwd;
+	const char *md;
 	int code, self = 0;
 	size_t off = 0;
 	ssize_t w;
@@ -816,6 +866,7 @@ worker_run(const struct delivery *dl, int out)
 	signal(SIGPIPE, SIG_IGN);
 	buf_init(&res);
 	buf_init(&fwd);
+	md = worker_enter_maildir(dl, dir, sizeof(dir));
 	if (worker_become(dl, err, sizeof(err)) == -1) {
 		code = MDA_TEMP;
 		goto report;
@@ -835,7 +886,7 @@ worker_run(const struct delivery *dl, int out)
 		code = forward_deliver(&j, p.conf, &self, &fwd, err,
 		    sizeof(err));
 	else
-		code = worker_mailbox(dl, &j, err, sizeof(err));
+		code = worker_mailbox(dl, &j, md, err, sizeof(err));
 report:
 	rec_put_str(&res, T_TEXT, err);
 	if (self)
@@ -1525,6 +1576,7 @@ main(int argc, char *argv[])
 	event_set_log_callback(parent_evlog);
 	parent_user(p.conf);
 	parent_spool(p.conf);
+	parent_reach(p.conf);
 	parent_vdirs(p.conf);
 	parent_srs_key(p.conf);
 	if (parent_listeners(p.conf, NULL, &p.ls, &p.nls, err, sizeof(err)) == -1)
