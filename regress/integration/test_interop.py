@@ -90,6 +90,21 @@ class Interop:
         return wait_for(lambda: "Mail queue is empty" in
                         self.d.ctl("queue").stdout, timeout, 0.2)
 
+    def pf_log(self, *rcpts, timeout=30):
+        """The Postfix log once it records the delivery to each of rcpts.
+        postlogd writes the log from datagrams, behind the processes that
+        sent them, so a copy can be in its Maildir before the session's
+        lines are in the file; the delivery agent's status=sent line is
+        sent after all of them."""
+        def logged():
+            text = self.pf.logtext()
+            return text if all(re.search(rf"to=<{re.escape(r)}>, .*"
+                                         r"status=sent", text)
+                               for r in rcpts) else None
+        text = wait_for(logged, timeout, 0.2)
+        assert text, self.diag()
+        return text
+
     def diag(self):
         return ("\n=== ternd.log\n" + self.d.logtext()[-8000:] +
                 "\n=== postfix (dialogue and events)\n" +
@@ -227,7 +242,7 @@ def test_delivers_over_verified_starttls_with_pipelining(interop):
                      rf"relay={relay} .*status=sent", log), t.diag()
 
     # Postfix: the mail came in over TLS, after STARTTLS, as ESMTPS.
-    pflog = t.pf.logtext()
+    pflog = t.pf_log("someone@interop.test")
     assert re.search(r"postfix/smtpd\[\d+\]: Anonymous TLS connection "
                      r"established from \S+: TLSv1\.[23] with cipher",
                      pflog), t.diag()
@@ -277,7 +292,7 @@ def test_one_transaction_for_many_recipients_and_dsn_for_refused(interop):
         assert m, copies[0][:1500]
         ids.add(m.group(1))
     assert len(ids) == 1, ids
-    pflog = t.pf.logtext()
+    pflog = t.pf_log(*good)
     assert len(re.findall(r"postfix/qmgr\[\d+\]: \w+: from=<demo@example"
                           r"\.test>, size=\d+, nrcpt=3 ", pflog)) == 1, \
         t.diag()
@@ -328,7 +343,7 @@ def test_size_and_8bitmime_parameters(interop):
     (raw,) = t.pf.messages("someone@interop.test")
     assert body_of(raw) == body.replace(b"\r\n", b"\n")
     assert t.queue_empty(), t.diag()
-    s = delivery_session(t.pf.logtext())
+    s = delivery_session(t.pf_log("someone@interop.test"))
     (mail,) = [c for _, c in client_lines(s)
                if c.upper().startswith("MAIL FROM:")]
     assert re.search(r" BODY=8BITMIME(\s|$)", mail), mail
@@ -394,7 +409,7 @@ def test_no_pipelining_when_the_peer_does_not_offer_it(interop):
     assert wait_for(lambda: all(t.pf.messages(r) for r in rcpts), 30), \
         t.diag()
     assert t.queue_empty(), t.diag()
-    s = delivery_session(t.pf.logtext())
+    s = delivery_session(t.pf_log(*rcpts))
     assert not any(m.startswith("> ") and "PIPELINING" in m for m in s), s
     (req,) = t.policy_requests("MAIL")
     assert req["encryption_protocol"].startswith("TLSv1."), req
