@@ -199,3 +199,39 @@ def test_runs_as_plain_user(tmpbase, make_daemon):
         s.sendmail("a@example.org", ["demo@example.test"], b"x\r\n")
     assert d.wait_mail("demo")
     assert os.stat(d.maildir("demo")[0]).st_uid == pwd.getpwnam("tern").pw_uid
+
+
+def test_refuses_to_start_when_tern_cannot_reach_the_spool(tmpbase,
+                                                            make_daemon):
+    # A checkout under /root (mode 0700): the unprivileged children could
+    # never open the spool, so the parent says so and stops.
+    if os.geteuid() != 0:
+        return
+    d = make_daemon()
+    os.chmod(tmpbase, 0o700)
+    d.start(wait=False)
+    try:
+        assert d.proc.wait(15) == 1
+    finally:
+        os.chmod(tmpbase, 0o755)
+    assert re.search(r"user tern cannot enter \S+, above \S+/spool: ",
+                     d.logtext()), d.logtext()
+
+
+def test_virtual_maildir_below_a_private_directory(tmpbase, make_daemon):
+    # The worker enters the Maildir's folder before dropping to vmail, so
+    # no level above it needs to be searchable by vmail.
+    private = tmpbase / "private"
+    private.mkdir(mode=0o700)
+    md = private / "priv" / "Maildir"
+    d = make_daemon(f'virtual "priv@example.test" maildir "{md}"\n').start()
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+        s.sendmail("a@example.org", ["priv@example.test"],
+                   b"Subject: private\r\n\r\nx\r\n")
+    assert wait_for(lambda: (md / "new").is_dir() and
+                    any((md / "new").iterdir()), 15), d.logtext()
+    msg = next((md / "new").iterdir())
+    assert b"Subject: private" in msg.read_bytes()
+    if os.geteuid() == 0:
+        assert msg.stat().st_uid == pwd.getpwnam("vmail").pw_uid
+        assert private.stat().st_mode & 0o777 == 0o700
