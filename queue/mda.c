@@ -119,8 +119,8 @@ mda_copy(int in, int out, const char *hdr, size_t *size)
 }
 
 int
-mda_maildir(int msgfd, const char *md, const char *sender, const char *rcpt,
-    const char *qid, char *err, size_t errlen)
+mda_maildir(int msgfd, const char *md, const char *shown, const char *sender,
+    const char *rcpt, const char *qid, char *err, size_t errlen)
 {
 	char host[256] = "localhost", name[512], tmp[4096], new[4096];
 	char final[4200], hdr[2048];
@@ -142,14 +142,15 @@ mda_maildir(int msgfd, const char *md, const char *sender, const char *rcpt,
 		return EX_CANTCREAT_;
 	}
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1) {
-		snprintf(err, errlen, "cannot create %s: %s", tmp,
+		snprintf(err, errlen, "cannot create %s/tmp/%s: %s", shown, name,
 		    strerror(errno));
 		return EX_TEMPFAIL_;
 	}
 	snprintf(hdr, sizeof(hdr), "Return-Path: <%s>\nDelivered-To: %s\n",
 	    sender, rcpt);
 	if (mda_copy(msgfd, fd, hdr, &size) == -1 || fsync(fd) == -1) {
-		snprintf(err, errlen, "write %s: %s", tmp, strerror(errno));
+		snprintf(err, errlen, "write %s/tmp/%s: %s", shown, name,
+		    strerror(errno));
 		close(fd);
 		unlink(tmp);
 		return EX_TEMPFAIL_;
@@ -162,7 +163,8 @@ mda_maildir(int msgfd, const char *md, const char *sender, const char *rcpt,
 		return EX_CANTCREAT_;
 	}
 	if (link(tmp, new) == -1 && rename(tmp, new) == -1) {
-		snprintf(err, errlen, "link %s: %s", new, strerror(errno));
+		snprintf(err, errlen, "link %s/new/%s: %s", shown, final,
+		    strerror(errno));
 		unlink(tmp);
 		return EX_TEMPFAIL_;
 	}
@@ -170,13 +172,13 @@ mda_maildir(int msgfd, const char *md, const char *sender, const char *rcpt,
 	(void)!snprintf(tmp, sizeof(tmp), "%s/new", md);
 	if ((dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
 	    fsync(dfd) == -1) {
-		snprintf(err, errlen, "fsync %s: %s", tmp, strerror(errno));
+		snprintf(err, errlen, "fsync %s/new: %s", shown, strerror(errno));
 		if (dfd >= 0)
 			close(dfd);
 		return EX_TEMPFAIL_;
 	}
 	close(dfd);
-	snprintf(err, errlen, "delivered to maildir %s", md);
+	snprintf(err, errlen, "delivered to maildir %s", shown);
 	return EX_OK_;
 }
 

@@ -55,8 +55,10 @@ int	mda_stream(int msgfd, const char *hdr, int flags,
 /* Printable ASCII on one line: what a command or a server said. */
 void	mda_clean(char *dst, size_t dstlen, const char *src, size_t n);
 
-int	mda_maildir(int msgfd, const char *path, const char *sender,
-	    const char *rcpt, const char *qid, char *err, size_t errlen);
+/* path is where to write; shown is how messages name it (the full path). */
+int	mda_maildir(int msgfd, const char *path, const char *shown,
+	    const char *sender, const char *rcpt, const char *qid, char *err,
+	    size_t errlen);
 /* The account's mailbox in mbox-dir: created 0600, may be 0660 user:mail. */
 int	mda_mbox(const struct mda_job *, const char *path, char *err, size_t);
 /* A /file target: regular, not a link, not group or world writable. */

@@ -677,6 +677,9 @@ queue_add_peer(int fd)
 	p->ipc = ipc_new(q.base, fd, queue_peer_msg, queue_peer_closed, NULL);
 	p->next = q.peers;
 	q.peers = p;
+	/* Remote deliveries that found no smtp process can start now. */
+	if (q.runev)
+		queue_unblock();
 }
 
 /* ---- group commit ----------------------------------------------------------- */
@@ -734,7 +737,7 @@ queue_adopt(struct incoming *in)
 static void
 queue_commit_batch(struct incoming **batch, size_t n, int *res)
 {
-	size_t i;
+	size_t i, published = 0;
 	int err = 0;
 
 	if (syncfs(q.spoolfd) == -1)
@@ -743,16 +746,16 @@ queue_commit_batch(struct incoming **batch, size_t n, int *res)
 		res[i] = err;
 		if (res[i] == 0 && queue_publish(batch[i]) == -1)
 			res[i] = errno;
-		if (res[i] == 0 && i == n - 1 && fsync(q.qfd) == -1)
-			res[i] = errno;
+		if (res[i] == 0)
+			published++;
 	}
-	/* A failed directory sync sinks every entry it covered. */
-	for (i = 0; i + 1 < n; i++)
-		if (res[i] == 0 && res[n - 1] != 0 && err == 0)
-			res[i] = res[n - 1];
-	for (i = 0; i < n; i++)
-		if (res[i] && n > 1 && fsync(q.qfd) == -1)
-			res[i] = EIO;
+	/* One directory sync covers every rename; failed, it sinks them all. */
+	if (published > 0 && fsync(q.qfd) == -1) {
+		err = errno;
+		for (i = 0; i < n; i++)
+			if (res[i] == 0)
+				res[i] = err;
+	}
 }
 
 /* Back in the loop: answer in order, adopt what is durable. */
@@ -863,10 +866,12 @@ queue_flush_all(void)
 		while (qc.pending)
 			pthread_cond_wait(&qc.cv, &qc.mu);
 		pthread_mutex_unlock(&qc.mu);
-		queue_flush_done(-1, 0, NULL);
 	}
 	qc.running = 0;		/* what is left is committed here */
-	queue_flush(-1, 0, NULL);
+	if (qc.busy)
+		queue_flush_done(-1, 0, NULL);	/* and starts the rest here */
+	else
+		queue_flush(-1, 0, NULL);
 }
 
 static void
@@ -1684,6 +1689,14 @@ queue_try_rcpt(struct qmsg *m, size_t ri)
 		}
 		if (queue_dispatch(m, ri, &t[i]) == 0)
 			started++;
+		else {
+			/* Not delivered, so not done: retried later. */
+			rr->temp = 1;
+			snprintf(rr->err, sizeof(rr->err), "cannot open the "
+			    "queued message: %s", strerror(errno));
+			log_warnx("q=%s event=deliver to=<%s> status=deferred "
+			    "reason=\"%s\"", m->env.id, r->addr, rr->err);
+		}
 	}
 	resolve_free(t, n);
 	if (started == 0 && npend == before)
@@ -1818,10 +1831,10 @@ queue_run(evutil_socket_t fd, short ev, void *arg)
 		if (soonest)
 			queue_wake(m, soonest);
 	}
-	if (q.nheap > 0)
-		queue_arm(q.heap[0]->due);
-	else
-		queue_arm((uint64_t)now + QUEUE_SWEEP);
+	soonest = (uint64_t)q.lastsweep + QUEUE_SWEEP;
+	if (q.nheap > 0 && q.heap[0]->due < soonest)
+		soonest = q.heap[0]->due;
+	queue_arm(soonest);
 }
 
 /* One target's outcome, from a local worker or a remote transaction. */

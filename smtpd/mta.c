@@ -6,6 +6,7 @@
  */
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <arpa/inet.h>
@@ -171,7 +172,11 @@ mta_init(struct event_base *base, const struct conf *conf)
 			    "load ca-file %s: certificates will not verify\"",
 			    ca);
 	} else if ((ca = conf_str(conf, K_CA_PATH)) != NULL && *ca != '\0') {
-		if (SSL_CTX_load_verify_locations(mta.ctx, NULL, ca) != 1)
+		struct stat st;
+
+		/* OpenSSL takes a missing directory without a word. */
+		if (stat(ca, &st) == -1 || !S_ISDIR(st.st_mode) ||
+		    SSL_CTX_load_verify_locations(mta.ctx, NULL, ca) != 1)
 			log_warnx("event=start result=warn reason=\"cannot "
 			    "use ca-path %s: certificates will not verify\"",
 			    ca);

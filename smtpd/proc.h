@@ -23,8 +23,10 @@ void	smtp_main(struct conf *, struct lsock *, size_t, int submitfd,
 void	queue_main(struct conf *, const char *conftext, size_t conflen,
 	    int parentfd, int controlfd, int smtpfd) __attribute__((noreturn));
 /* Delivery worker, forked by the parent: returns a sysexits code. */
-int	mda_maildir(int msgfd, const char *path, const char *sender,
-	    const char *rcpt, const char *qid, char *err, size_t errlen);
+/* path is where to write; shown is how messages name it (the full path). */
+int	mda_maildir(int msgfd, const char *path, const char *shown,
+	    const char *sender, const char *rcpt, const char *qid, char *err,
+	    size_t errlen);
 
 extern const char *proc_basedir;
 

@@ -233,20 +233,15 @@ parent_spool(const struct conf *c)
 /*
  * The first level of dir that uid/gid cannot search (a checkout under
  * /root, mode 0700, say), copied to out, or NULL if it can reach dir.
- * The mode bits, as the kernel applies them.
+ * The mode bits as the kernel applies them (ACLs are not read).
  */
 static const char *
 parent_blocked(const char *dir, uid_t uid, gid_t gid, char *out, size_t len)
 {
-	const struct passwd *pw = getpwuid(uid);
-	gid_t groups[64];
-	int ngroups = 64, k, in;
 	struct stat st;
 	mode_t bit;
 	size_t i, n;
 
-	if (pw == NULL || getgrouplist(pw->pw_name, gid, groups, &ngroups) == -1)
-		ngroups = 0;
 	if ((n = str_copy(out, dir, len)) >= len)
 		return NULL;
 	for (i = 1; i <= n; i++) {
@@ -254,10 +249,9 @@ parent_blocked(const char *dir, uid_t uid, gid_t gid, char *out, size_t len)
 			continue;
 		out[i] = '\0';
 		if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
-			for (in = st.st_gid == gid, k = 0; k < ngroups; k++)
-				if (groups[k] == st.st_gid)
-					in = 1;
-			bit = st.st_uid == uid ? S_IXUSR : in ? S_IXGRP : S_IXOTH;
+			/* The children keep gid alone (setgroups(1, &gid)). */
+			bit = st.st_uid == uid ? S_IXUSR : st.st_gid == gid ?
+			    S_IXGRP : S_IXOTH;
 			if (!(st.st_mode & bit))
 				return out;
 		}
@@ -801,27 +795,46 @@ worker_lmtp_addr(const struct target *t, char *out, size_t len)
  * A Maildir is entered while still root: the worker then needs search
  * permission on none of the levels above it (a checkout under /root for
  * the development config, a virtual tree under a private directory), only
- * write permission where it writes.  Entered only when that level belongs
- * to the account or to root.  Returns the path to deliver to.
+ * write permission where it writes.  Root walks the levels without
+ * following a symbolic link at any of them, so an account that owns one
+ * of the levels cannot point root elsewhere, and enters only a folder
+ * that belongs to the account or to root.  Anything unusual: the worker
+ * uses the full path with its own permissions, as without this.  Returns
+ * the path to deliver to.
  */
 static const char *
 worker_enter_maildir(const struct delivery *dl, char *dir, size_t len)
 {
 	const char *path = dl->t->path, *base;
+	char *comp, *next;
 	struct stat st;
+	int fd, nfd;
 
 	if (!p.root || dl->stage != DS_MAILBOX || dl->t->kind != TG_MAILDIR ||
-	    (base = strrchr(path, '/')) == NULL || base == path ||
-	    base[1] == '\0' || (size_t)(base - path) >= len)
+	    path[0] != '/' || (base = strrchr(path, '/')) == NULL ||
+	    base == path || base[1] == '\0' || (size_t)(base - path) >= len)
 		return path;
 	memcpy(dir, path, (size_t)(base - path));
 	dir[base - path] = '\0';
-	if (chdir(dir) == -1)
+	if ((fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) == -1)
 		return path;
-	if (stat(".", &st) == -1 || (st.st_uid != dl->uid && st.st_uid != 0)) {
-		(void)!chdir("/");
+	for (comp = dir + 1; comp && *comp; comp = next) {
+		if ((next = strchr(comp, '/')) != NULL)
+			*next++ = '\0';
+		if (*comp == '\0')
+			continue;
+		nfd = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW |
+		    O_CLOEXEC);
+		close(fd);
+		if ((fd = nfd) == -1)
+			return path;
+	}
+	if (fstat(fd, &st) == -1 || (st.st_uid != dl->uid && st.st_uid != 0) ||
+	    fchdir(fd) == -1) {
+		close(fd);
 		return path;
 	}
+	close(fd);
 	return base + 1;
 }
 
@@ -834,7 +847,7 @@ worker_mailbox(const struct delivery *dl, const struct mda_job *j,
 
 	switch (t->kind) {
 	case TG_MAILDIR:
-		return mda_maildir(j->msgfd, md, j->sender, j->rcpt,
+		return mda_maildir(j->msgfd, md, t->path, j->sender, j->rcpt,
 		    j->qid, err, errlen);
 	case TG_MBOX:
 		return mda_mbox(j, t->path, err, errlen);

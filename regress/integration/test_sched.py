@@ -92,3 +92,25 @@ def test_flush_brings_a_deferred_message_back_at_once(sched):
         assert d.ctl("flush", "remote.test").returncode == 0
         assert wait_for(lambda: len(mx1.messages) == 1, 20), d.logtext()
         assert wait_for(lambda: empty(d), 10)
+
+
+def test_flush_while_the_smtp_process_is_away(sched):
+    # A delivery that finds no smtp process waits; the process that comes
+    # back must pick it up, not the next unrelated delivery.
+    import os
+    import signal
+    make, port = sched
+    with MX("127.0.0.2", port) as mx1, MX("127.0.0.3", port) as mx2:
+        for mx in (mx1, mx2):
+            mx.rcpt_reply["g@remote.test"] = "451 4.3.0 later"
+        d = make("retry-min 1h\nretry-max 1h\n")
+        send(d, ["g@remote.test"], "away")
+        assert wait_for(lambda: "4.3.0 later" in d.ctl("queue").stdout, 20)
+        for mx in (mx1, mx2):
+            del mx.rcpt_reply["g@remote.test"]
+        smtp = int(re.findall(r"role=smtp pid=(\d+)", d.logtext())[-1])
+        os.kill(smtp, signal.SIGKILL)
+        assert wait_for(lambda: f"pid={smtp} status=" in d.logtext(), 10)
+        assert d.ctl("flush", "remote.test").returncode == 0
+        assert wait_for(lambda: len(mx1.messages) == 1, 30), d.logtext()
+        assert wait_for(lambda: empty(d), 10)
