@@ -568,7 +568,7 @@ static void
 flight_next(struct dns_flight *f)
 {
 	log_debug("dns: name=%s type=%s event=try-failed try=%u why=\"%s\"",
-	    f->qname, type_name(f->type), f->try + 1, f->why);
+	    f->qname, type_name(f->type), f->try + 1, log_q(f->why));
 	flight_close(f);
 	if (++f->try >= f->ntries) {
 		memset(&f->res, 0, sizeof(f->res));
@@ -621,7 +621,7 @@ flight_done(struct dns_flight *f)
 		cache_put(f->qname, f->type, &f->res);
 	log_debug("dns: name=%s type=%s event=answer status=%d ttl=%u "
 	    "why=\"%s\"", f->qname, type_name(f->type), (int)f->res.status,
-	    f->res.ttl, f->res.why ? f->res.why : "");
+	    f->res.ttl, log_q(f->res.why ? f->res.why : ""));
 	dns.delivering = f;
 	while ((q = f->waiters) != NULL) {
 		query_unlink(q);
@@ -801,7 +801,7 @@ resolv_conf_read(void)
 		*p = '\0';
 		if (server_add(tok, 53) == -1)
 			log_debug("dns: %s: ignoring nameserver \"%s\"",
-			    RESOLV_CONF, tok);
+			    RESOLV_CONF, log_q(tok));
 	}
 	buf_free(&b);
 }

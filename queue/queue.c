@@ -719,7 +719,7 @@ queue_adopt(struct incoming *in)
 	memset(&in->env, 0, sizeof(in->env));
 	queue_append_msg(m);
 	log_info("q=%s event=queued from=<%s> nrcpt=%zu size=%llu client=%s",
-	    m->env.id, m->env.sender, m->env.nrcpts,
+	    m->env.id, log_a(m->env.sender), m->env.nrcpts,
 	    (unsigned long long)m->env.size, m->env.client);
 }
 
@@ -929,7 +929,7 @@ queue_to_corrupt(const char *id, const char *why)
 	char name[QID_LEN + 8];
 	int cfd = openat(q.spoolfd, "corrupt", O_RDONLY | O_DIRECTORY);
 
-	log_warnx("q=%s event=recover result=corrupt reason=\"%s\"", id, why);
+	log_warnx("q=%s event=recover result=corrupt reason=\"%s\"", id, log_q(why));
 	if (cfd == -1)
 		return;
 	snprintf(name, sizeof(name), "%s.env", id);
@@ -1657,8 +1657,8 @@ queue_try_rcpt(struct qmsg *m, size_t ri)
 	if (resolve_expand(q.conf, q.aliases, r->addr, &t, &n, err,
 	    sizeof(err)) == -1 || n == 0) {
 		log_info("q=%s event=deliver to=<%s> status=deferred "
-		    "reason=\"%s\"", m->env.id, r->addr, err[0] ? err :
-		    "no targets");
+		    "reason=\"%s\"", m->env.id, log_a(r->addr), log_q(err[0] ? err :
+		    "no targets"));
 		rr->temp = 1;
 		str_copy(rr->err, err[0] ? err : "no delivery targets",
 		    sizeof(rr->err));
@@ -1684,7 +1684,7 @@ queue_try_rcpt(struct qmsg *m, size_t ri)
 			    "is not available in this version; kept in the "
 			    "queue", resolve_kind_name(t[i].kind), t[i].path);
 			log_info("q=%s event=deliver to=<%s> status=held "
-			    "reason=\"%s\"", m->env.id, r->addr, rr->err);
+			    "reason=\"%s\"", m->env.id, log_a(r->addr), log_q(rr->err));
 			continue;
 		}
 		if (queue_dispatch(m, ri, &t[i]) == 0)
@@ -1695,7 +1695,7 @@ queue_try_rcpt(struct qmsg *m, size_t ri)
 			snprintf(rr->err, sizeof(rr->err), "cannot open the "
 			    "queued message: %s", strerror(errno));
 			log_warnx("q=%s event=deliver to=<%s> status=deferred "
-			    "reason=\"%s\"", m->env.id, r->addr, rr->err);
+			    "reason=\"%s\"", m->env.id, log_a(r->addr), log_q(rr->err));
 		}
 	}
 	resolve_free(t, n);
@@ -1849,10 +1849,10 @@ queue_target_result(struct job *j, int status, const char *text,
 
 	queue_esc(text, status == 2, esc, sizeof(esc));
 	log_info("q=%s event=deliver to=<%s> orig_to=<%s> relay=%s delay=%lds "
-	    "dsn=%s status=%s reason=\"%s\"", m->env.id, j->desc, rc->addr,
+	    "dsn=%s status=%s reason=\"%s\"", m->env.id, log_a(j->desc), log_a(rc->addr),
 	    relay, (long)(time(NULL) - (time_t)m->env.arrival),
 	    status == 0 ? "2.0.0" : esc, status == 0 ? "sent" : status == 1 ?
-	    "deferred" : "bounced", text ? text : "");
+	    "deferred" : "bounced", log_q(text ? text : ""));
 	if (status == 0)
 		envelope_mark_done(rc, j->target);
 	else if (status == 1) {
@@ -1928,7 +1928,7 @@ queue_forward(struct qmsg *m, size_t ri, struct rec_reader *rd)
 			if (str_casecmp(m->env.rcpts[i].addr, addr) == 0)
 				break;
 		log_info("q=%s event=forward orig_to=<%s> to=<%s> result=%s",
-		    m->env.id, m->env.rcpts[ri].addr, addr, i < m->env.nrcpts ?
+		    m->env.id, log_a(m->env.rcpts[ri].addr), log_a(addr), i < m->env.nrcpts ?
 		    "duplicate" : m->env.nrcpts >= most ? "too-many" : "ok");
 		/* Marked as forwarded: a remote copy gets an SRS sender. */
 		if (i == m->env.nrcpts && m->env.nrcpts < most) {
@@ -2215,7 +2215,7 @@ queue_send_dsn(struct qmsg *m, struct failure *list, int delayed)
 	if (r == 0)
 		r = queue_inject(to, &out, flags);
 	log_info("q=%s event=dsn result=%s to=<%s> type=%s nrcpt=%zu", m->env.id,
-	    r == 0 ? "ok" : "error", to, delayed ? "delay" : "failure", n);
+	    r == 0 ? "ok" : "error", log_a(to), delayed ? "delay" : "failure", n);
 	for (i = 0; i < n; i++)
 		free((char *)dr[i].remote_mta);
 	free(dr);
@@ -2575,7 +2575,7 @@ queue_reload(struct rec_reader *rd)
 	c = conf_parse(q.conf->file, (const char *)r.data, r.len,
 	    proc_basedir, err, sizeof(err));
 	if (c == NULL) {
-		log_warnx("event=reload result=error reason=\"%s\"", err);
+		log_warnx("event=reload result=error reason=\"%s\"", log_q(err));
 		return;
 	}
 	if (strcmp(conf_str(c, K_SPOOL), conf_str(q.conf, K_SPOOL)) != 0)
@@ -2651,7 +2651,7 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	    O_CLOEXEC);
 	if (q.spoolfd == -1)
 		fatalx("event=start result=error reason=\"spool %s: %s\"",
-		    conf_str(conf, K_SPOOL), strerror(errno));
+		    log_q(conf_str(conf, K_SPOOL)), strerror(errno));
 	q.incfd = queue_open_dir(q.spoolfd, "incoming");
 	q.qfd = queue_open_dir(q.spoolfd, "queue");
 	TAILQ_INIT(&q.msgs);

@@ -139,6 +139,52 @@ log_value(struct buf *b, const char *s)
 	buf_putc(b, '"');
 }
 
+/*
+ * s made safe for the inside of a "quoted" (log_q) or <bracketed> (log_a)
+ * log value: a backslash before '"' and '\\', and \xNN for bytes outside
+ * printable ASCII (log_a: for '<' and '>' too), so nothing a peer sends can
+ * end the value early and forge a key=value of its own.  The results of
+ * the last LOG_RING calls stay valid: enough for one log line.
+ */
+#define LOG_RING	8
+#define LOG_QMAX	4096
+
+static const char *
+log_escape(const char *s, const char *also)
+{
+	static char ring[LOG_RING][LOG_QMAX];
+	static unsigned next;
+	char *o = ring[next++ % LOG_RING];
+	size_t i = 0;
+
+	for (; s && *s && i + 5 < LOG_QMAX; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\') {
+			o[i++] = '\\';
+			o[i++] = (char)c;
+		} else if (c < 32 || c >= 127 || strchr(also, c)) {
+			snprintf(o + i, 5, "\\x%02x", c);
+			i += 4;
+		} else
+			o[i++] = (char)c;
+	}
+	o[i] = '\0';
+	return o;
+}
+
+const char *
+log_q(const char *s)
+{
+	return log_escape(s, "");
+}
+
+const char *
+log_a(const char *s)
+{
+	return log_escape(s, "<>");
+}
+
 void
 log_sanitize(char *dst, const char *src, unsigned long dstlen)
 {

@@ -19,6 +19,9 @@ void	panicx(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 /* Append s as a log value: bare if safe, else quoted with \xNN escapes. */
 void	log_value(struct buf *, const char *);
+/* A value escaped for inside "..." (log_q) or <...> (log_a) in a line. */
+const char *log_q(const char *);
+const char *log_a(const char *);
 /* Copy untrusted text (a peer's reply) into dst, printable ASCII only. */
 void	log_sanitize(char *dst, const char *src, unsigned long dstlen);
 

@@ -170,7 +170,7 @@ mta_init(struct event_base *base, const struct conf *conf)
 		if (SSL_CTX_load_verify_locations(mta.ctx, ca, NULL) != 1)
 			log_warnx("event=start result=warn reason=\"cannot "
 			    "load ca-file %s: certificates will not verify\"",
-			    ca);
+			    log_q(ca));
 	} else if ((ca = conf_str(conf, K_CA_PATH)) != NULL && *ca != '\0') {
 		struct stat st;
 
@@ -179,7 +179,7 @@ mta_init(struct event_base *base, const struct conf *conf)
 		    SSL_CTX_load_verify_locations(mta.ctx, NULL, ca) != 1)
 			log_warnx("event=start result=warn reason=\"cannot "
 			    "use ca-path %s: certificates will not verify\"",
-			    ca);
+			    log_q(ca));
 	}
 	ERR_clear_error();
 }
@@ -429,7 +429,7 @@ mta_conn_abandon(struct mta_conn *c, int temp, const char *fmt, ...)
 	if (j) {
 		mta_lasterr(j, temp, "%s", raw);
 		log_info("q=%s event=mta relay=%s result=fail reason=\"%s\"",
-		    j->qid, c->relay, j->lasterr);
+		    j->qid, c->relay, log_q(j->lasterr));
 		j->conn = NULL;
 		if (j->reusing) {
 			/* A kept connection died: the host gets a fresh one. */
@@ -1036,7 +1036,7 @@ mta_eventcb(struct bufferevent *bev, short what, void *arg)
 
 		log_info("q=%s event=tls relay=%s result=fail reason=\"%s\" "
 		    "action=retry-plain", j->qid, c->relay,
-		    e ? ERR_reason_error_string(e) : "handshake failed");
+		    log_q(e ? ERR_reason_error_string(e) : "handshake failed"));
 		j->notls = 1;
 		j->ai--;
 		c->job = NULL;

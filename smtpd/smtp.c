@@ -221,7 +221,7 @@ session_close(struct session *s, const char *why)
 {
 	if (s->state == SS_CLOSING)
 		return;
-	session_log(s, "event=disconnect reason=\"%s\"", why);
+	session_log(s, "event=disconnect reason=\"%s\"", log_q(why));
 	s->state = SS_CLOSING;
 	bufferevent_disable(s->bev, EV_READ);
 	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
@@ -436,15 +436,15 @@ rcpt_srs(struct session *s, const struct smtp_path *p, char *addr,
 	    SMTP_SRS_DAYS, out, sizeof(out), &why);
 	if (r == 1) {
 		session_log(s, "event=rcpt result=ok reason=\"SRS reversed\" "
-		    "to=<%s> orig_to=<%s>", out, addr);
+		    "to=<%s> orig_to=<%s>", log_a(out), log_a(addr));
 		str_copy(addr, out, len);
 		return 1;
 	}
 	if (r == 0)
 		return 0;
 	session_log(s, "event=rcpt result=reject code=550 esc=5.1.1 "
-	    "reason=\"bad SRS address: %s\" to=<%s>", why ? why : "invalid",
-	    addr);
+	    "reason=\"bad SRS address: %s\" to=<%s>", log_q(why ? why : "invalid"),
+	    log_a(addr));
 	session_error(s, "550 5.1.1 <%s>: invalid or expired return address",
 	    addr);
 	return -1;
@@ -492,14 +492,14 @@ cmd_rcpt(struct session *s, const char *arg)
 		}
 		if (r == 0) {
 			session_log(s, "event=rcpt result=reject code=550 "
-			    "esc=5.1.1 reason=\"unknown user\" to=<%s>", addr);
+			    "esc=5.1.1 reason=\"unknown user\" to=<%s>", log_a(addr));
 			session_error(s, "550 5.1.1 <%s>: recipient unknown", addr);
 			return;
 		}
 	} else if (!s->local &&
 	    !conf_is_trusted(smtp.conf, (struct sockaddr *)&s->ss)) {
 		session_log(s, "event=rcpt result=reject code=554 esc=5.7.1 "
-		    "reason=\"relaying denied\" to=<%s>", addr);
+		    "reason=\"relaying denied\" to=<%s>", log_a(addr));
 		session_error(s, "554 5.7.1 <%s>: relaying denied", addr);
 		return;
 	}
@@ -1210,7 +1210,7 @@ smtp_committed(struct session *s, struct qreply *q)
 		return;
 	if (q->code == 0) {
 		session_log(s, "event=queued result=ok from=<%s> nrcpt=%zu "
-		    "size=%llu", s->sender, s->nrcpts,
+		    "size=%llu", log_a(s->sender), s->nrcpts,
 		    (unsigned long long)s->msgsize);
 		session_reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
 	} else if (q->code == 452) {
@@ -1219,7 +1219,7 @@ smtp_committed(struct session *s, struct qreply *q)
 		session_reply(s, "452 4.3.1 insufficient system storage");
 	} else {
 		session_log(s, "event=queued result=tempfail code=451 "
-		    "reason=\"%s\"", q->text ? q->text : "queue error");
+		    "reason=\"%s\"", log_q(q->text ? q->text : "queue error"));
 		session_reply(s, "451 4.3.0 queue error, try again later");
 	}
 	s->qid[0] = '\0';	/* committed or refused: nothing to abort */

@@ -153,12 +153,12 @@ parent_srs_key(const struct conf *c)
 	if (fd == -1 || write(fd, key, sizeof(key)) != (ssize_t)sizeof(key) ||
 	    fsync(fd) == -1)
 		fatalx("event=start result=error reason=\"SRS key %s: %s\"",
-		    path, strerror(errno));
+		    log_q(path), strerror(errno));
 	close(fd);
 	memcpy(proc_srs_key, key, sizeof(key));
 	proc_srs_keylen = sizeof(key);
 	explicit_bzero(key, sizeof(key));
-	log_info("event=start result=ok reason=\"created SRS key %s\"", path);
+	log_info("event=start result=ok reason=\"created SRS key %s\"", log_q(path));
 }
 
 void
@@ -169,7 +169,7 @@ proc_drop(const struct conf *c, const char *role)
 	if (setgroups(1, &p.gid) == -1 || setgid(p.gid) == -1 ||
 	    setuid(p.uid) == -1)
 		fatalx("event=start result=error reason=\"cannot drop to user "
-		    "%s: %s\"", conf_str(c, K_USER), strerror(errno));
+		    "%s: %s\"", log_q(conf_str(c, K_USER)), strerror(errno));
 	if (setuid(0) != -1)
 		panicx("event=start result=error reason=\"%s still root\"",
 		    role);
@@ -184,7 +184,7 @@ parent_mkdirs(const char *path, mode_t mode, uid_t uid, gid_t gid)
 
 	if (len >= sizeof(tmp))
 		fatalx("event=start result=error reason=\"path too long: %s\"",
-		    path);
+		    log_q(path));
 	memcpy(tmp, path, len + 1);
 	for (i = 1; i <= len; i++) {
 		if (tmp[i] != '/' && tmp[i] != '\0')
@@ -193,10 +193,10 @@ parent_mkdirs(const char *path, mode_t mode, uid_t uid, gid_t gid)
 		if (mkdir(tmp, mode) == 0) {
 			if (p.root && chown(tmp, uid, gid) == -1)
 				fatalx("event=start result=error reason=\"chown "
-				    "%s: %s\"", tmp, strerror(errno));
+				    "%s: %s\"", log_q(tmp), strerror(errno));
 		} else if (errno != EEXIST)
 			fatalx("event=start result=error reason=\"mkdir %s: "
-			    "%s\"", tmp, strerror(errno));
+			    "%s\"", log_q(tmp), strerror(errno));
 		tmp[i] = path[i];
 	}
 }
@@ -218,7 +218,7 @@ parent_spool(const struct conf *c)
 	}
 	parent_mkdirs(spool, 0700, p.uid, p.gid);
 	if (p.root && chown(spool, p.uid, p.gid) == -1)
-		fatalx("event=start result=error reason=\"chown %s: %s\"", spool,
+		fatalx("event=start result=error reason=\"chown %s: %s\"", log_q(spool),
 		    strerror(errno));
 	chmod(spool, 0700);
 	for (i = 0; i < 3; i++) {
@@ -226,7 +226,7 @@ parent_spool(const struct conf *c)
 		parent_mkdirs(path, 0700, p.uid, p.gid);
 		if (p.root && chown(path, p.uid, p.gid) == -1)
 			fatalx("event=start result=error reason=\"chown %s: "
-			    "%s\"", path, strerror(errno));
+			    "%s\"", log_q(path), strerror(errno));
 	}
 }
 
@@ -284,7 +284,7 @@ parent_reach(const struct conf *c)
 		    sizeof(level))) != NULL)
 			fatalx("event=start result=error reason=\"user %s "
 			    "cannot enter %s, above %s: use a directory it can "
-			    "enter\"", conf_str(c, K_USER), b, paths[i]);
+			    "enter\"", log_q(conf_str(c, K_USER)), log_q(b), log_q(paths[i]));
 	}
 }
 
@@ -300,7 +300,7 @@ parent_vdirs(const struct conf *c)
 		return;
 	if (pw == NULL && p.root)
 		fatalx("event=start result=error reason=\"virtual-user %s does "
-		    "not exist\"", conf_str(c, K_VIRTUAL_USER));
+		    "not exist\"", log_q(conf_str(c, K_VIRTUAL_USER)));
 	for (i = 0; i < c->nvusers; i++) {
 		str_copy(dir, c->vusers[i].maildir, sizeof(dir));
 		if ((slash = strrchr(dir, '/')) == NULL || slash == dir)
@@ -401,7 +401,7 @@ parent_unix(const char *path)
 	if (str_copy(sun.sun_path, path, sizeof(sun.sun_path)) >=
 	    sizeof(sun.sun_path))
 		fatalx("event=start result=error reason=\"socket path too long: "
-		    "%s\"", path);
+		    "%s\"", log_q(path));
 	str_copy(dir, path, sizeof(dir));
 	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
 		*slash = '\0';
@@ -413,7 +413,7 @@ parent_unix(const char *path)
 	unlink(path);
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
 	    listen(fd, 64) == -1)
-		fatalx("event=start result=error reason=\"socket %s: %s\"", path,
+		fatalx("event=start result=error reason=\"socket %s: %s\"", log_q(path),
 		    strerror(errno));
 	return fd;
 }
@@ -430,11 +430,11 @@ parent_control(const struct conf *c)
 		gr = getgrnam(conf_str(c, K_CONTROL_GROUP));
 		if (chown(path, 0, gr ? gr->gr_gid : 0) == -1)
 			fatalx("event=start result=error reason=\"chown %s: "
-			    "%s\"", path, strerror(errno));
+			    "%s\"", log_q(path), strerror(errno));
 		if (gr == NULL)
 			log_warnx("event=start result=warn reason=\"control-group "
 			    "%s does not exist; root only\"",
-			    conf_str(c, K_CONTROL_GROUP));
+			    log_q(conf_str(c, K_CONTROL_GROUP)));
 		chmod(path, 0660);
 	} else
 		chmod(path, 0600);
@@ -465,12 +465,12 @@ parent_pidfile(const struct conf *c)
 	}
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	if ((f = fopen(tmp, "w")) == NULL)
-		fatalx("event=start result=error reason=\"pidfile %s: %s\"", tmp,
+		fatalx("event=start result=error reason=\"pidfile %s: %s\"", log_q(tmp),
 		    strerror(errno));
 	fprintf(f, "%d\n", (int)getpid());
 	if (fclose(f) != 0 || rename(tmp, path) == -1)
 		fatalx("event=start result=error reason=\"pidfile %s: %s\"",
-		    path, strerror(errno));
+		    log_q(path), strerror(errno));
 }
 
 /*
@@ -1012,7 +1012,7 @@ parent_deliver(struct rec_reader *rd, int msgfd)
 		bad = why;
 	if (bad) {
 		log_warnx("q=%s event=deliver result=refused reason=\"%s\" "
-		    "kind=%s user=%s", d.id, bad, d.kind, d.user);
+		    "kind=%s user=%s", d.id, log_q(bad), d.kind, d.user);
 		deliver_reply(d.job, 1, bad, NULL);
 		delivery_free(dl);
 		goto out;
@@ -1424,12 +1424,12 @@ parent_sighup(evutil_socket_t sig, short ev, void *arg)
 		return;
 	buf_init(&text);
 	if ((c = parent_load(&text, err, sizeof(err))) == NULL) {
-		log_warnx("event=reload result=refused reason=\"%s\"", err);
+		log_warnx("event=reload result=refused reason=\"%s\"", log_q(err));
 		buf_free(&text);
 		return;
 	}
 	if (parent_listeners(c, p.conf, &ls, &nls, err, sizeof(err)) == -1) {
-		log_warnx("event=reload result=refused reason=\"%s\"", err);
+		log_warnx("event=reload result=refused reason=\"%s\"", log_q(err));
 		conf_free(c);
 		buf_free(&text);
 		return;
@@ -1521,10 +1521,10 @@ parent_user(const struct conf *c)
 	}
 	if ((pw = getpwnam(conf_str(c, K_USER))) == NULL)
 		fatalx("event=start result=error reason=\"user %s does not "
-		    "exist (rc/deps.sh creates it)\"", conf_str(c, K_USER));
+		    "exist (rc/deps.sh creates it)\"", log_q(conf_str(c, K_USER)));
 	if (pw->pw_uid == 0)
 		fatalx("event=start result=error reason=\"user %s is root\"",
-		    conf_str(c, K_USER));
+		    log_q(conf_str(c, K_USER)));
 	p.uid = pw->pw_uid;
 	p.gid = pw->pw_gid;
 }
@@ -1533,7 +1533,7 @@ static void
 parent_evlog(int severity, const char *msg)
 {
 	if (severity >= EVENT_LOG_WARN)
-		log_debug("event=libevent msg=\"%s\"", msg);
+		log_debug("event=libevent msg=\"%s\"", log_q(msg));
 }
 
 int
@@ -1593,7 +1593,7 @@ main(int argc, char *argv[])
 	parent_vdirs(p.conf);
 	parent_srs_key(p.conf);
 	if (parent_listeners(p.conf, NULL, &p.ls, &p.nls, err, sizeof(err)) == -1)
-		fatalx("event=start result=error reason=\"%s\"", err);
+		fatalx("event=start result=error reason=\"%s\"", log_q(err));
 	if (!p.foreground)
 		parent_daemonize();
 	p.ctlfd = parent_control(p.conf);
