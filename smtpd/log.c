@@ -15,6 +15,7 @@
 
 static int log_fg;
 static int log_verbose;
+static int log_startfd = -1;	/* start-up errors also go here */
 static char log_role[32] = "ternd";
 
 void
@@ -25,6 +26,12 @@ log_init(const char *role, int foreground, int verbose)
 	log_setrole(role);
 	if (!foreground)
 		openlog("ternd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+void
+log_startup(int fd)
+{
+	log_startfd = fd;
 }
 
 void
@@ -51,6 +58,9 @@ log_emit(int pri, const char *fmt, va_list ap)
 		fprintf(stderr, "%s ternd[%d]: %s\n", ts, (int)getpid(), b.data);
 	} else
 		syslog(pri, "%s", b.data);
+	/* Until the daemon is up, whoever started it hears why it failed. */
+	if (log_startfd >= 0 && pri <= LOG_ERR)
+		(void)!dprintf(log_startfd, "ternd: %s\n", b.data);
 	buf_free(&b);
 }
 

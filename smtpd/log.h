@@ -9,6 +9,8 @@ struct buf;
 
 void	log_init(const char *role, int foreground, int verbose);
 void	log_setrole(const char *role);
+/* Until set back to -1, fatal errors are also written to fd (start-up). */
+void	log_startup(int fd);
 void	log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));

@@ -489,9 +489,16 @@ parent_safe_fork(void)
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, &old);
 	pid = fork();
-	if (pid == 0)
+	if (pid == 0) {
 		for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 			signal(sigs[i], SIG_DFL);
+		/* Only the parent reports to whoever started the daemon. */
+		log_startup(-1);
+		if (ready_fd >= 0) {
+			close(ready_fd);
+			ready_fd = -1;
+		}
+	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return pid;
 }
@@ -1476,11 +1483,25 @@ parent_daemonize(void)
 		fatalx("event=start result=error reason=\"fork: %s\"",
 		    strerror(errno));
 	if (pid > 0) {
-		/* Exit 0 only once the daemon is listening with its pidfile. */
+		/*
+		 * Exit 0 only once the daemon is listening with its pidfile;
+		 * anything else it sends is why it failed, for the terminal.
+		 */
+		char msg[2048];
+		ssize_t n;
+
 		close(pfd[1]);
-		_exit(read(pfd[0], &c, 1) == 1 ? 0 : 1);
+		if (read(pfd[0], &c, 1) == 1 && c == '1')
+			_exit(0);
+		if (c != '1') {
+			(void)!write(STDERR_FILENO, &c, 1);
+			while ((n = read(pfd[0], msg, sizeof(msg))) > 0)
+				(void)!write(STDERR_FILENO, msg, (size_t)n);
+		}
+		_exit(1);
 	}
 	close(pfd[0]);
+	log_startup(-1);
 	setsid();
 	/* Errors go to syslog from here; the caller's terminal is let go. */
 	if ((fd = open("/dev/null", O_RDWR)) >= 0) {
@@ -1496,6 +1517,7 @@ parent_daemonize(void)
 	fcntl(pfd[1], F_SETFD, FD_CLOEXEC);
 	/* Reported after the pidfile exists; see parent_ready(). */
 	ready_fd = pfd[1];
+	log_startup(ready_fd);
 }
 
 static void
@@ -1503,6 +1525,7 @@ parent_ready(void)
 {
 	if (ready_fd < 0)
 		return;
+	log_startup(-1);
 	(void)!write(ready_fd, "1", 1);
 	close(ready_fd);
 	ready_fd = -1;
@@ -1586,6 +1609,8 @@ main(int argc, char *argv[])
 		return 0;
 	}
 	log_init("parent", p.foreground, p.verbose);
+	if (!p.foreground)
+		log_startup(STDERR_FILENO);	/* the terminal, until detached */
 	event_set_log_callback(parent_evlog);
 	parent_user(p.conf);
 	parent_spool(p.conf);

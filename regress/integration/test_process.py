@@ -235,3 +235,19 @@ def test_virtual_maildir_below_a_private_directory(tmpbase, make_daemon):
     if os.geteuid() == 0:
         assert msg.stat().st_uid == pwd.getpwnam("vmail").pw_uid
         assert private.stat().st_mode & 0o777 == 0o700
+
+
+def test_background_start_failure_is_told_on_the_terminal(make_daemon):
+    # Without -d, ternd detaches; if it cannot start (the port is taken)
+    # the command still exits 1 and says why on stderr, not only in a
+    # syslog that may not exist.
+    d = make_daemon()
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", d.port))
+        busy.listen(1)
+        r = subprocess.run([str(TERND), "-f", str(d.conf)],
+                           capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "Address already in use" in r.stderr, r.stderr
+    assert f"port {d.port}" in r.stderr, r.stderr
