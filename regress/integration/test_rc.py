@@ -30,6 +30,9 @@ def test_install_layout(destdir):
     for link in ["sendmail", "mailq", "newaliases"]:
         p = destdir / "usr/sbin" / link
         assert p.is_symlink() and os.readlink(p) == "ternctl"
+        # man sendmail (mailq, newaliases) finds ternctl's page.
+        page = destdir / "usr/share/man/man8" / f"{link}.8"
+        assert page.read_text() == ".so man8/ternctl.8\n"
     assert os.access(destdir / "usr/sbin/ternd", os.X_OK)
     r = subprocess.run([str(destdir / "usr/sbin/ternd"), "-n", "-f",
                         str(destdir / "etc/tern/tern.conf")],
