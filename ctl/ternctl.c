@@ -95,8 +95,14 @@ ctl_request(const struct conf *c, const char *req)
 	}
 	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) == -1 ||
 	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
-		fprintf(stderr, "ternctl: %s: %s (is ternd running?)\n", path,
-		    strerror(errno));
+		if (errno == EACCES)
+			fprintf(stderr, "ternctl: %s: permission denied: the "
+			    "queue is shown to root and to members of group "
+			    "%s (control-group)\n", path,
+			    conf_str(c, K_CONTROL_GROUP));
+		else
+			fprintf(stderr, "ternctl: %s: %s (is ternd running?)\n",
+			    path, strerror(errno));
 		return 1;
 	}
 	if (write(fd, req, strlen(req)) == -1 || write(fd, "\n", 1) == -1) {

@@ -1012,6 +1012,7 @@ mta_state_name(enum cstate st)
 static void
 mta_eventcb(struct bufferevent *bev, short what, void *arg)
 {
+	int err = EVUTIL_SOCKET_ERROR();	/* before anything resets it */
 	struct mta_conn *c = arg;
 	struct mta_job *j = c->job;
 
@@ -1055,10 +1056,13 @@ mta_eventcb(struct bufferevent *bev, short what, void *arg)
 		mta_job_done(j);
 		return;
 	}
-	mta_conn_abandon(c, 1, "%s with %s while in %s",
+	mta_conn_abandon(c, 1, "%s with %s while in %s%s%s",
 	    (what & BEV_EVENT_TIMEOUT) ? "timeout" : (what & BEV_EVENT_EOF) ?
 	    "lost connection" : c->st == C_CONNECT ? "cannot connect" :
-	    "connection error", c->relay, mta_state_name(c->st));
+	    "connection error", c->relay, mta_state_name(c->st),
+	    (what & BEV_EVENT_ERROR) && err ? ": " : "",
+	    (what & BEV_EVENT_ERROR) && err ?
+	    evutil_socket_error_to_string(err) : "");
 }
 
 /* ---- routing -------------------------------------------------------------------- */

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import TERND, wait_for, free_port
+from conftest import TERNCTL, TERND, wait_for, free_port
 
 
 def greet(port):
@@ -251,3 +251,16 @@ def test_background_start_failure_is_told_on_the_terminal(make_daemon):
     assert r.returncode == 1
     assert "Address already in use" in r.stderr, r.stderr
     assert f"port {d.port}" in r.stderr, r.stderr
+
+
+def test_control_socket_refusal_names_the_group(daemon):
+    # Someone outside control-group is told why, not that ternd is down.
+    if os.geteuid() != 0:
+        return
+    os.chmod(daemon.conf, 0o644)
+    r = subprocess.run(["runuser", "-u", "nobody", "--", str(TERNCTL), "-f",
+                        str(daemon.conf), "queue"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1
+    assert "permission denied" in r.stderr and "control-group" in r.stderr, \
+        r.stderr

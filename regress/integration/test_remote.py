@@ -149,6 +149,10 @@ def test_falls_over_to_second_mx(remote):
     # outcome only after the reply reached it.
     assert wait_for(lambda: "relay=mx2.remote.test[127.0.0.3]" in
                     d.logtext(), 10), d.logtext()
+    # Why the first host failed, with the system's reason.
+    assert re.search(r"cannot connect with mx1\.remote\.test\[127\.0\.0\.2\]"
+                     r":\d+ while in connect: Connection refused",
+                     d.logtext()), d.logtext()
 
 
 def test_4xx_is_retried_then_delivered(remote):
