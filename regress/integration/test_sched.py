@@ -2,7 +2,9 @@
 try, at its delay warning, when a delivery slot frees.  These tests pick
 settings where a scheduler that only woke at retry times, or forgot the
 messages waiting for a slot, would leave mail in the queue."""
+import os
 import re
+import signal
 import time
 
 import pytest
@@ -79,16 +81,23 @@ def test_messages_waiting_for_a_slot_all_go_out(sched):
     assert "status=deferred" not in d.logtext()
 
 
+def deferred_for_an_hour(make, mx1, mx2, rcpt):
+    """A daemon holding one message to rcpt, deferred by both MX hosts
+    with the next try an hour away; then the hosts accept."""
+    for mx in (mx1, mx2):
+        mx.rcpt_reply[rcpt] = "451 4.3.0 later"
+    d = make("retry-min 1h\nretry-max 1h\n")
+    send(d, [rcpt], "later")
+    assert wait_for(lambda: "4.3.0 later" in d.ctl("queue").stdout, 20)
+    for mx in (mx1, mx2):
+        del mx.rcpt_reply[rcpt]
+    return d
+
+
 def test_flush_brings_a_deferred_message_back_at_once(sched):
     make, port = sched
     with MX("127.0.0.2", port) as mx1, MX("127.0.0.3", port) as mx2:
-        for mx in (mx1, mx2):
-            mx.rcpt_reply["f@remote.test"] = "451 4.3.0 later"
-        d = make("retry-min 1h\nretry-max 1h\n")
-        send(d, ["f@remote.test"], "flushme")
-        assert wait_for(lambda: "4.3.0 later" in d.ctl("queue").stdout, 20)
-        for mx in (mx1, mx2):
-            del mx.rcpt_reply["f@remote.test"]
+        d = deferred_for_an_hour(make, mx1, mx2, "f@remote.test")
         assert d.ctl("flush", "remote.test").returncode == 0
         assert wait_for(lambda: len(mx1.messages) == 1, 20), d.logtext()
         assert wait_for(lambda: empty(d), 10)
@@ -97,17 +106,9 @@ def test_flush_brings_a_deferred_message_back_at_once(sched):
 def test_flush_while_the_smtp_process_is_away(sched):
     # A delivery that finds no smtp process waits; the process that comes
     # back must pick it up, not the next unrelated delivery.
-    import os
-    import signal
     make, port = sched
     with MX("127.0.0.2", port) as mx1, MX("127.0.0.3", port) as mx2:
-        for mx in (mx1, mx2):
-            mx.rcpt_reply["g@remote.test"] = "451 4.3.0 later"
-        d = make("retry-min 1h\nretry-max 1h\n")
-        send(d, ["g@remote.test"], "away")
-        assert wait_for(lambda: "4.3.0 later" in d.ctl("queue").stdout, 20)
-        for mx in (mx1, mx2):
-            del mx.rcpt_reply["g@remote.test"]
+        d = deferred_for_an_hour(make, mx1, mx2, "g@remote.test")
         smtp = int(re.findall(r"role=smtp pid=(\d+)", d.logtext())[-1])
         os.kill(smtp, signal.SIGKILL)
         assert wait_for(lambda: f"pid={smtp} status=" in d.logtext(), 10)
