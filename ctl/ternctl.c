@@ -96,9 +96,9 @@ ctl_request(const struct conf *c, const char *req)
 	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) == -1 ||
 	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
 		if (errno == EACCES)
-			fprintf(stderr, "ternctl: %s: permission denied: the "
-			    "queue is shown to root and to members of group "
-			    "%s (control-group)\n", path,
+			fprintf(stderr, "ternctl: %s: permission denied: it "
+			    "needs root or group %s (control-group), and "
+			    "search access to the socket's directory\n", path,
 			    conf_str(c, K_CONTROL_GROUP));
 		else
 			fprintf(stderr, "ternctl: %s: %s (is ternd running?)\n",

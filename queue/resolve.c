@@ -70,6 +70,14 @@ resolve_split(const char *addr, char *local, size_t llen, char *domain,
 }
 
 /* "user+tag" -> "user"; returns 0 when there is no extension. */
+const char *resolve_self;
+
+const char *
+resolve_vaccount(const struct conf *c)
+{
+	return resolve_self ? resolve_self : conf_str(c, K_VIRTUAL_USER);
+}
+
 static int
 resolve_base(const char *local, char *base, size_t len)
 {
@@ -458,9 +466,9 @@ expand_name(struct expand *x, const char *local, const char *domain,
 		return -1;
 	}
 	if ((v = resolve_vuser(x->conf, local, domain)) != NULL) {
-		if ((pw = getpwnam(conf_str(x->conf, K_VIRTUAL_USER))) == NULL) {
+		if ((pw = getpwnam(resolve_vaccount(x->conf))) == NULL) {
 			snprintf(x->err, x->errlen, "virtual-user \"%s\" does "
-			    "not exist", conf_str(x->conf, K_VIRTUAL_USER));
+			    "not exist", resolve_vaccount(x->conf));
 			x->temp = 1;
 			return -1;
 		}

@@ -48,6 +48,13 @@ const char *resolve_kind_name(enum target_kind);
 /* Delivered by a local worker the parent runs (not TG_REMOTE). */
 int	resolve_is_local(enum target_kind);
 /*
+ * The account virtual mailboxes belong to: virtual-user, or, in a daemon
+ * started by a normal user (resolve_self set before the children fork),
+ * that user.
+ */
+extern const char *resolve_self;
+const char *resolve_vaccount(const struct conf *);
+/*
  * The parent's check of a delivery request: expand orcpt again and find
  * the target with this kind, user and path.  0 with *out filled (free it
  * with resolve_free(out, 1)), 1 not among the targets (why set), -1

@@ -1060,8 +1060,9 @@ mta_eventcb(struct bufferevent *bev, short what, void *arg)
 	    (what & BEV_EVENT_TIMEOUT) ? "timeout" : (what & BEV_EVENT_EOF) ?
 	    "lost connection" : c->st == C_CONNECT ? "cannot connect" :
 	    "connection error", c->relay, mta_state_name(c->st),
-	    (what & BEV_EVENT_ERROR) && err ? ": " : "",
-	    (what & BEV_EVENT_ERROR) && err ?
+	    (what & BEV_EVENT_ERROR) && err && !c->tls && c->st != C_TLS ?
+	    ": " : "",
+	    (what & BEV_EVENT_ERROR) && err && !c->tls && c->st != C_TLS ?
 	    evutil_socket_error_to_string(err) : "");
 }
 

@@ -292,7 +292,7 @@ parent_reach(const struct conf *c)
 static void
 parent_vdirs(const struct conf *c)
 {
-	struct passwd *pw = getpwnam(conf_str(c, K_VIRTUAL_USER));
+	struct passwd *pw = getpwnam(resolve_vaccount(c));
 	char dir[4096], *slash;
 	size_t i;
 
@@ -300,7 +300,7 @@ parent_vdirs(const struct conf *c)
 		return;
 	if (pw == NULL && p.root)
 		fatalx("event=start result=error reason=\"virtual-user %s does "
-		    "not exist\"", log_q(conf_str(c, K_VIRTUAL_USER)));
+		    "not exist\"", log_q(resolve_vaccount(c)));
 	for (i = 0; i < c->nvusers; i++) {
 		str_copy(dir, c->vusers[i].maildir, sizeof(dir));
 		if ((slash = strrchr(dir, '/')) == NULL || slash == dir)
@@ -725,17 +725,10 @@ delivery_account(struct delivery *dl)
 {
 	const char *name = dl->t->user;
 	struct passwd *pw;
-	char self[256];
 
 	dl->mailgid = (gid_t)-1;
 	if (dl->stage == DS_MAILBOX && dl->t->kind == TG_LMTP)
-		name = conf_str(p.conf, K_VIRTUAL_USER);	/* a socket only */
-	/* Started as a normal user, virtual mailboxes are that user's. */
-	if (!p.root && strcmp(name, conf_str(p.conf, K_VIRTUAL_USER)) == 0 &&
-	    (pw = getpwuid(getuid())) != NULL) {
-		str_copy(self, pw->pw_name, sizeof(self));
-		name = self;
-	}
+		name = resolve_vaccount(p.conf);	/* a socket only */
 	if ((pw = getpwnam(name)) == NULL)
 		return "the account to deliver as does not exist";
 	if (pw->pw_uid == 0)
@@ -1019,7 +1012,8 @@ parent_deliver(struct rec_reader *rd, int msgfd)
 		bad = why;
 	if (bad) {
 		log_warnx("q=%s event=deliver result=refused reason=\"%s\" "
-		    "kind=%s user=%s", d.id, log_q(bad), d.kind, d.user);
+		    "kind=\"%s\" user=\"%s\"", d.id, log_q(bad), log_q(d.kind),
+		    log_q(d.user));
 		deliver_reply(d.job, 1, bad, NULL);
 		delivery_free(dl);
 		goto out;
@@ -1491,12 +1485,17 @@ parent_daemonize(void)
 		ssize_t n;
 
 		close(pfd[1]);
-		if (read(pfd[0], &c, 1) == 1 && c == '1')
+		if ((n = read(pfd[0], &c, 1)) == 1 && c == '1')
 			_exit(0);
-		if (c != '1') {
+		if (n == 1) {
 			(void)!write(STDERR_FILENO, &c, 1);
 			while ((n = read(pfd[0], msg, sizeof(msg))) > 0)
 				(void)!write(STDERR_FILENO, msg, (size_t)n);
+		} else {
+			static const char gone[] = "ternd: exited during "
+			    "start-up (see the mail log)\n";
+
+			(void)!write(STDERR_FILENO, gone, sizeof(gone) - 1);
 		}
 		_exit(1);
 	}
@@ -1538,8 +1537,15 @@ parent_user(const struct conf *c)
 
 	p.root = geteuid() == 0;
 	if (!p.root) {
+		static char self[256];
+
 		p.uid = getuid();
 		p.gid = getgid();
+		/* Virtual mailboxes are this user's too (children inherit). */
+		if ((pw = getpwuid(p.uid)) != NULL) {
+			str_copy(self, pw->pw_name, sizeof(self));
+			resolve_self = self;
+		}
 		return;
 	}
 	if ((pw = getpwnam(conf_str(c, K_USER))) == NULL)

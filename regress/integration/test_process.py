@@ -183,10 +183,13 @@ def test_dead_children_are_restarted(daemon):
     assert daemon.wait_mail("demo")
 
 
-def test_runs_as_plain_user(tmpbase, make_daemon):
+@pytest.mark.parametrize("extra", ["", 'virtual-user "nosuch-vu"\n'])
+def test_runs_as_plain_user(tmpbase, make_daemon, extra):
+    # Started by a normal user, everything is that user's, virtual
+    # mailboxes included, whether or not the virtual-user account exists.
     if os.geteuid() != 0:
         return
-    d = make_daemon()
+    d = make_daemon(extra)
     os.chown(tmpbase, pwd.getpwnam("tern").pw_uid, -1)
     for p in tmpbase.iterdir():
         os.chown(p, pwd.getpwnam("tern").pw_uid, -1)
