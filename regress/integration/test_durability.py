@@ -52,6 +52,53 @@ def test_kill9_right_after_250_still_delivers(make_daemon):
     assert any(b"Subject: durable" in p.read_bytes() for p in d.maildir("demo"))
 
 
+def test_kill9_under_load_keeps_every_acknowledged_message(make_daemon):
+    # Several clients at once, so commits go in groups through the commit
+    # thread; kill -9 in the middle.  Every message that got its 250 must
+    # be in the queue after the restart, whole; nothing half-received may
+    # remain in incoming/.
+    import re
+    import threading
+    d = make_daemon(RELAY).start()
+    acked, stop, lock = [], threading.Event(), threading.Lock()
+    errors = []
+
+    def client(n):
+        try:
+            with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+                s.ehlo()
+                for i in range(400):
+                    if stop.is_set():
+                        return
+                    s.mail("s@example.org")
+                    s.rcpt("held@remote.example")
+                    code, text = s.data(b"Subject: load %d-%d\r\n\r\n"
+                                        b"x\r\n" % (n, i))
+                    m = re.search(rb"queued as ([0-9A-F]{16})", text)
+                    if code == 250 and m:
+                        with lock:
+                            acked.append(m.group(1).decode())
+        except (OSError, smtplib.SMTPException) as e:
+            errors.append(repr(e))  # the daemon went away under it
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    assert wait_for(lambda: len(acked) >= 40, 20), (len(acked), errors)
+    d.kill9()
+    stop.set()
+    for t in threads:
+        t.join(20)
+    got = list(acked)
+    d.start()
+    listing = d.ctl("queue", check=True).stdout
+    files = set(d.queue_files())
+    for qid in got:
+        assert qid in listing, qid
+        assert f"{qid}.env" in files and f"{qid}.msg" in files, qid
+    assert d.queue_files("incoming") == []
+
+
 def test_kill9_mid_data_leaves_nothing(make_daemon):
     d = make_daemon(RELAY).start()
     with socket.create_connection(("127.0.0.1", d.port), 10) as s:
