@@ -124,6 +124,19 @@ def fs_of(path):
     return best
 
 
+def fs_journal(fstype, dev):
+    """For ext3/ext4: whether the filesystem has a journal (jbd2 lists one
+    per journaled device), which changes what file creation costs."""
+    if fstype not in ("ext3", "ext4"):
+        return ""
+    name = os.path.basename(os.path.realpath(dev))
+    try:
+        found = any(e.startswith(name + "-") for e in os.listdir("/proc/fs/jbd2"))
+    except OSError:
+        found = False
+    return " with a journal" if found else " without a journal"
+
+
 def host_cpu():
     """(busy, iowait, total) jiffies over all CPUs, from /proc/stat."""
     try:
@@ -1471,9 +1484,9 @@ def print_table(R):
     env = R["env"]
     print()
     print("Tern benchmark  %s  build %s" % (env["date"], env["build"]))
-    print("host: %s, %d CPUs, kernel %s; spool on %s (%s, %s)" % (
+    print("host: %s, %d CPUs, kernel %s; spool on %s (%s%s, %s)" % (
         env["host"], env["cpus"], env["kernel"], env["tmpdir"],
-        env["fs_type"], env["fs_device"]))
+        env["fs_type"], env.get("fs_journal", ""), env["fs_device"]))
     print()
     f = R["fsync"]
     print("1. disk: create + write %d B + fsync + rename + dir fsync, "
@@ -1760,6 +1773,7 @@ def main():
                 "build": str(a.build), "host": platform.node(),
                 "cpus": os.cpu_count(), "kernel": platform.release(),
                 "tmpdir": str(base), "fs_mount": mnt, "fs_type": fstype,
+                "fs_journal": fs_journal(fstype, dev),
                 "fs_device": dev, "python": sys.version.split()[0],
                 "rlimit_nofile": nofile},
         "params": {"seconds": a.seconds, "fsync_seconds": a.fsync_seconds,
