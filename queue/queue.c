@@ -1,10 +1,11 @@
 /*
  * queue: the queue process, sole writer of the spool.  It creates the
  * files the smtp process writes messages into, commits them in groups
- * (one syncfs and one directory fsync for every message that arrived
- * meanwhile, each client answered only after its own message is durable),
- * recovers the spool at start, schedules deliveries, and answers ternctl on
- * the control socket.  Runs unprivileged; local deliveries are run by the
+ * (one sync of the files and one directory fsync for every message that
+ * arrived meanwhile, each client answered only after its own message is
+ * durable), recovers the spool at start, schedules deliveries and sends
+ * notices; ctl.c answers ternctl on the control socket.  Runs
+ * unprivileged; local deliveries are run by the
  * parent as the recipient user, with the message fd passed along.
  *
  * Spool layout (see docs/ARCHITECTURE.md):
@@ -33,7 +34,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "aliases.h"
@@ -43,6 +43,7 @@
 #include "ipc.h"
 #include "log.h"
 #include "proc.h"
+#include "qint.h"
 #include "resolve.h"
 #include "srs.h"
 #include "util.h"
@@ -54,7 +55,6 @@ size_t proc_srs_keylen;
 
 #define QUEUE_DSN_READ		(256 * 1024)	/* of the original, for DSNs */
 #define QUEUE_DSN_FULL		50000	/* returned whole up to this size */
-#define QUEUE_CTL_MAX		1024	/* longest control request */
 #define QUEUE_HELD_RETRY	3600	/* seconds between held re-checks */
 
 struct incoming {
@@ -69,20 +69,6 @@ struct incoming {
 struct rround;
 struct failure;
 
-struct qmsg {
-	TAILQ_ENTRY(qmsg) entry;	/* all messages, oldest first */
-	TAILQ_ENTRY(qmsg) bentry;	/* blocked: due, waiting for a slot */
-	struct envelope	 env;
-	uint64_t	 due;		/* when the scheduler looks again */
-	size_t		 slot;		/* 1 + index in the run heap; 0: none */
-	int		 blocked;	/* on the blocked list */
-	int		 jobs;		/* deliveries in flight */
-	int		 removed;	/* removed by the admin while busy */
-	int		 dirty;		/* envelope changed since written */
-	struct rround	*rr;		/* per recipient: the current round */
-	size_t		 nrr;
-	struct failure	*fails;		/* owed to the sender in a DSN */
-};
 
 /* One target in flight; a remote transaction is several with one id. */
 struct job {
@@ -103,7 +89,6 @@ struct peer {
 	struct ipc	*ipc;
 };
 
-TAILQ_HEAD(qmsgs, qmsg);
 
 static struct {
 	struct event_base	*base;
@@ -116,8 +101,7 @@ static struct {
 	struct incoming		**batch;
 	size_t			 nbatch;
 	struct event		*flushev;
-	struct qmsgs		 msgs;		/* every message, oldest first */
-	struct qmsg		**heap;		/* scheduled, earliest due first */
+		struct qmsg		**heap;		/* scheduled, earliest due first */
 	size_t			 nheap, heapcap;
 	struct qmsgs		 blocked;	/* due, no delivery slot free */
 	struct qmsg		**runbuf;	/* one run's due messages */
@@ -130,10 +114,10 @@ static struct {
 	uint64_t		 nextjob;
 	struct event		*runev;
 	struct event		*stateev;	/* lazy envelope updates */
-	struct event		*ctlev;
-	int			 ctlfd;
 	int			 stopping;
 } q;
+
+struct qmsgs queue_all = TAILQ_HEAD_INITIALIZER(queue_all);
 
 static void	queue_run(evutil_socket_t, short, void *);
 static void	queue_remove_files(const char *);
@@ -156,8 +140,6 @@ static struct {
 	double		 fsync_us;	/* one file's fdatasync, smoothed */
 	unsigned	 nbatches;
 } qc;
-static void	queue_write_env(struct qmsg *);
-static void	queue_wake(struct qmsg *, uint64_t);
 static int	queue_commit_incoming(struct incoming *);
 static void	queue_remote_result(struct ipc *, struct rec_reader *);
 static void	queue_txn_lost(struct ipc *);
@@ -251,7 +233,7 @@ queue_arm(uint64_t t)
 }
 
 /* Look at m by time t (0: now). */
-static void
+void
 queue_wake(struct qmsg *m, uint64_t t)
 {
 	if (m->blocked && t <= (uint64_t)time(NULL)) {
@@ -278,7 +260,7 @@ queue_wake(struct qmsg *m, uint64_t t)
 }
 
 /* A delivery slot freed: what waited for one is due again. */
-static void
+void
 queue_unblock(void)
 {
 	struct qmsg *m;
@@ -293,7 +275,7 @@ queue_wake_all(void)
 {
 	struct qmsg *m;
 
-	TAILQ_FOREACH(m, &q.msgs, entry)
+	TAILQ_FOREACH(m, &queue_all, entry)
 		queue_wake(m, 0);
 }
 
@@ -710,7 +692,7 @@ queue_publish(struct incoming *in)
 static void
 queue_append_msg(struct qmsg *m)
 {
-	TAILQ_INSERT_TAIL(&q.msgs, m, entry);
+	TAILQ_INSERT_TAIL(&queue_all, m, entry);
 	queue_wake(m, 0);
 }
 
@@ -1095,7 +1077,7 @@ queue_recover(void)
 		}
 		closedir(d);
 	}
-	TAILQ_FOREACH(m, &q.msgs, entry) {
+	TAILQ_FOREACH(m, &queue_all, entry) {
 		size_t i;
 
 		for (i = 0; i < m->env.nrcpts; i++)
@@ -1113,31 +1095,21 @@ queue_recover(void)
  * to a domain, the limit, and how recent attempts went.  Pacing builds on
  * this (a later version adapts the limit to what the destination accepts).
  */
-struct dest {
-	struct dest	*next;
-	char		 domain[256];
-	int		 active;	/* transactions in flight */
-	int		 limit;
-	uint32_t	 ok, temp, perm;	/* outcomes since start */
-	uint32_t	 streak;	/* consecutive temporary failures */
-	time_t		 last;		/* last outcome */
-	char		 lasterr[256];
-};
 
-static struct dest *dests;
+struct dest *queue_dests;	/* every destination seen */
 
 static struct dest *
 dest_get(const char *domain)
 {
 	struct dest *d;
 
-	for (d = dests; d; d = d->next)
+	for (d = queue_dests; d; d = d->next)
 		if (strcmp(d->domain, domain) == 0)
 			return d;
 	d = xcalloc(1, sizeof(*d));
 	str_copy(d->domain, domain, sizeof(d->domain));
-	d->next = dests;
-	dests = d;
+	d->next = queue_dests;
+	queue_dests = d;
 	return d;
 }
 
@@ -1232,7 +1204,7 @@ queue_failures_free(struct qmsg *m)
 static void
 queue_unlink_msg(struct qmsg *m)
 {
-	TAILQ_REMOVE(&q.msgs, m, entry);
+	TAILQ_REMOVE(&queue_all, m, entry);
 	heap_remove(m);
 	if (m->blocked)
 		TAILQ_REMOVE(&q.blocked, m, bentry);
@@ -1270,7 +1242,7 @@ queue_state_flush(evutil_socket_t fd, short ev, void *arg)
 	size_t n = 0;
 
 	buf_init(&b);
-	TAILQ_FOREACH(m, &q.msgs, entry) {
+	TAILQ_FOREACH(m, &queue_all, entry) {
 		if (!m->dirty || m->removed)
 			continue;
 		buf_reset(&b);
@@ -1290,7 +1262,7 @@ queue_state_flush(evutil_socket_t fd, short ev, void *arg)
 	if (syncfs(q.spoolfd) == -1)
 		log_warnx("event=update result=error reason=\"syncfs: %s\"",
 		    strerror(errno));
-	TAILQ_FOREACH(m, &q.msgs, entry) {
+	TAILQ_FOREACH(m, &queue_all, entry) {
 		if (m->dirty != 2)
 			continue;
 		snprintf(tmp, sizeof(tmp), "%s.env.tmp", m->env.id);
@@ -1311,7 +1283,7 @@ queue_state_later(void)
 		evtimer_add(q.stateev, &tv);
 }
 
-static void
+void
 queue_write_env(struct qmsg *m)
 {
 	char tmp[QID_LEN + 16], name[QID_LEN + 8];
@@ -1445,7 +1417,7 @@ queue_rcpt_finish(struct qmsg *m, size_t ri)
 static void	queue_notify(struct qmsg *);
 
 /* Called when a message may have no deliveries in flight; 1: m is gone. */
-static int
+int
 queue_settle(struct qmsg *m)
 {
 	if (m->jobs > 0)
@@ -2311,315 +2283,6 @@ queue_notify(struct qmsg *m)
 	queue_failures_free(m);
 }
 
-/* ---- control socket ------------------------------------------------------------ */
-
-static struct qmsg *
-queue_find_msg(const char *id)
-{
-	struct qmsg *m;
-
-	TAILQ_FOREACH(m, &q.msgs, entry)
-		if (str_casecmp(m->env.id, id) == 0)
-			return m;
-	return NULL;
-}
-
-static void
-ctl_rcpt_status(struct buf *o, const struct env_rcpt *r)
-{
-	buf_printf(o, "%s", envelope_state_name(r->state));
-	if (r->last_error)
-		buf_printf(o, ": %s", r->last_error);
-}
-
-static void
-ctl_list(struct buf *o)
-{
-	struct qmsg *m;
-	size_t i, n = 0;
-	uint64_t bytes = 0;
-	char date[64];
-
-	TAILQ_FOREACH(m, &q.msgs, entry) {
-		time_t t = (time_t)m->env.arrival;
-		struct tm tm;
-
-		if (m->removed)
-			continue;
-		if (n++ == 0)
-			buf_puts(o, "-Queue ID-------- --Size-- ----Arrival Time---- "
-			    "-Sender/Recipient-------\n");
-		localtime_r(&t, &tm);
-		strftime(date, sizeof(date), "%a %b %e %H:%M:%S", &tm);
-		buf_printf(o, "%-16s%c %8llu %-20s  %s\n", m->env.id,
-		    (m->env.flags & ENV_HOLD) ? '!' : ' ',
-		    (unsigned long long)m->env.size, date,
-		    m->env.sender[0] ? m->env.sender : "MAILER-DAEMON");
-		bytes += m->env.size;
-		for (i = 0; i < m->env.nrcpts; i++) {
-			const struct env_rcpt *r = &m->env.rcpts[i];
-
-			if (r->state == RS_DONE)
-				continue;
-			buf_printf(o, "%49s(", "");
-			ctl_rcpt_status(o, r);
-			buf_printf(o, ")\n%49s%s\n", "", r->addr);
-		}
-		buf_putc(o, '\n');
-	}
-	if (n == 0)
-		buf_puts(o, "Mail queue is empty\n");
-	else
-		buf_printf(o, "-- %llu Kbytes in %zu Request%s.\n",
-		    (unsigned long long)((bytes + 1023) / 1024), n,
-		    n == 1 ? "" : "s");
-}
-
-static void
-ctl_show(struct buf *o, const struct qmsg *m)
-{
-	char date[64];
-	time_t t = (time_t)m->env.arrival;
-	struct tm tm;
-	size_t i, j;
-
-	localtime_r(&t, &tm);
-	strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S %z", &tm);
-	buf_printf(o, "id: %s\narrival: %s\nsize: %llu\nsender: <%s>\n"
-	    "client: %s\nhelo: %s\nprotocol: %s\nbody: %s%s\n", m->env.id,
-	    date, (unsigned long long)m->env.size, m->env.sender,
-	    m->env.client ? m->env.client : "", m->env.helo ? m->env.helo : "",
-	    m->env.proto ? m->env.proto : "", m->env.body8bit ? "8BITMIME" :
-	    "7BIT", m->env.smtputf8 ? " SMTPUTF8" : "");
-	if (m->env.flags & ENV_HOLD)
-		buf_puts(o, "held: by the admin (ternctl release)\n");
-	for (i = 0; i < m->env.nrcpts; i++) {
-		const struct env_rcpt *r = &m->env.rcpts[i];
-
-		buf_printf(o, "recipient: <%s>\n  status: %s\n  attempts: %u\n",
-		    r->addr, envelope_state_name(r->state), r->attempts);
-		if (r->last_try) {
-			t = (time_t)r->last_try;
-			localtime_r(&t, &tm);
-			strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
-			buf_printf(o, "  last try: %s\n", date);
-		}
-		if (r->next_try && r->state != RS_DONE &&
-		    r->state != RS_FAILED) {
-			t = (time_t)r->next_try;
-			localtime_r(&t, &tm);
-			strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
-			buf_printf(o, "  next try: %s\n", date);
-		}
-		if (r->last_error)
-			buf_printf(o, "  last error: %s\n", r->last_error);
-		for (j = 0; j < r->ndone; j++)
-			buf_printf(o, "  delivered: %s\n", r->done[j]);
-	}
-}
-
-static int
-ctl_domain_match(const char *addr, const char *domain)
-{
-	const char *at = strrchr(addr, '@');
-
-	return domain == NULL || (at && str_casecmp(at + 1, domain) == 0);
-}
-
-/* Retry now: everything, or the recipients at one domain. */
-static void
-ctl_flush(const char *domain)
-{
-	struct qmsg *m;
-	size_t i;
-
-	TAILQ_FOREACH(m, &q.msgs, entry)
-		for (i = 0; i < m->env.nrcpts; i++) {
-			struct env_rcpt *r = &m->env.rcpts[i];
-
-			if ((r->state == RS_PENDING || r->state == RS_HELD) &&
-			    ctl_domain_match(r->addr, domain)) {
-				r->next_try = 0;
-				r->state = RS_PENDING;
-				queue_wake(m, 0);
-			}
-		}
-	queue_unblock();
-}
-
-static void
-ctl_hold(struct buf *o, struct qmsg *m, int hold)
-{
-	if (hold)
-		m->env.flags |= ENV_HOLD;
-	else
-		m->env.flags &= ~(uint64_t)ENV_HOLD;
-	queue_write_env(m);
-	log_info("q=%s event=%s reason=\"admin\"", m->env.id, hold ? "hold" :
-	    "release");
-	buf_printf(o, "ok\n%s %s\n", m->env.id, hold ? "held" : "released");
-	if (!hold)
-		ctl_flush(NULL);
-}
-
-struct ctl_dom {
-	char		 domain[256];
-	size_t		 rcpts, msgs;
-	uint64_t	 oldest;
-	char		 lasterr[160];
-	const struct qmsg *lastmsg;
-};
-
-/* Per destination domain: what waits, since when, and why. */
-static void
-ctl_summary(struct buf *o)
-{
-	struct ctl_dom *d = NULL;
-	size_t nd = 0, i, k;
-	struct qmsg *m;
-	struct dest *de;
-
-	TAILQ_FOREACH(m, &q.msgs, entry)
-		for (i = 0; i < m->env.nrcpts; i++) {
-			const struct env_rcpt *r = &m->env.rcpts[i];
-			const char *at = strrchr(r->addr, '@');
-
-			if (r->state == RS_DONE || m->removed)
-				continue;
-			for (k = 0; k < nd; k++)
-				if (str_casecmp(d[k].domain, at ? at + 1 : "") == 0)
-					break;
-			if (k == nd) {
-				d = xreallocarray(d, nd + 1, sizeof(*d));
-				memset(&d[nd], 0, sizeof(*d));
-				str_copy(d[nd].domain, at ? at + 1 : "",
-				    sizeof(d[nd].domain));
-				str_lower(d[nd].domain);
-				nd++;
-			}
-			d[k].rcpts++;
-			if (d[k].lastmsg != m)
-				d[k].msgs++;
-			d[k].lastmsg = m;
-			if (d[k].oldest == 0 || m->env.arrival < d[k].oldest)
-				d[k].oldest = m->env.arrival;
-			if (r->last_error)
-				str_copy(d[k].lasterr, r->last_error,
-				    sizeof(d[k].lasterr));
-		}
-	buf_printf(o, "%-30s %6s %6s %8s %6s  %s\n", "domain", "msgs", "rcpts",
-	    "oldest", "conns", "last error");
-	for (k = 0; k < nd; k++) {
-		long age = (long)(time(NULL) - (time_t)d[k].oldest);
-		int conns = 0;
-
-		for (de = dests; de; de = de->next)
-			if (strcmp(de->domain, d[k].domain) == 0)
-				conns = de->active;
-		buf_printf(o, "%-30s %6zu %6zu %7ldm %6d  %s\n", d[k].domain,
-		    d[k].msgs, d[k].rcpts, age / 60, conns, d[k].lasterr);
-	}
-	if (nd == 0)
-		buf_puts(o, "(queue empty)\n");
-	free(d);
-}
-
-static void
-ctl_execute(const char *req, struct buf *o)
-{
-	const char *arg = strchr(req, ' ');
-	struct qmsg *m = NULL;
-
-	if (arg && (strncmp(req, "show ", 5) == 0 || strncmp(req, "remove ",
-	    7) == 0 || strncmp(req, "hold ", 5) == 0 ||
-	    strncmp(req, "release ", 8) == 0)) {
-		if ((m = queue_find_msg(arg + 1)) == NULL || m->removed) {
-			buf_puts(o, "error no such message\n");
-			return;
-		}
-	}
-	if (strcmp(req, "queue") == 0) {
-		buf_puts(o, "ok\n");
-		ctl_list(o);
-	} else if (strcmp(req, "summary") == 0) {
-		buf_puts(o, "ok\n");
-		ctl_summary(o);
-	} else if (strcmp(req, "flush") == 0) {
-		ctl_flush(NULL);
-		buf_puts(o, "ok\nqueue flush started\n");
-	} else if (arg && strncmp(req, "flush ", 6) == 0) {
-		ctl_flush(arg + 1);
-		buf_printf(o, "ok\nflush of %s started\n", arg + 1);
-	} else if (m && strncmp(req, "show ", 5) == 0) {
-		buf_puts(o, "ok\n");
-		ctl_show(o, m);
-	} else if (m && strncmp(req, "hold ", 5) == 0) {
-		ctl_hold(o, m, 1);
-	} else if (m && strncmp(req, "release ", 8) == 0) {
-		ctl_hold(o, m, 0);
-	} else if (m && strncmp(req, "remove ", 7) == 0) {
-		log_info("q=%s event=removed reason=\"admin\"", m->env.id);
-		buf_printf(o, "ok\n%s removed\n", m->env.id);
-		m->removed = 1;
-		queue_settle(m);
-	} else
-		buf_puts(o, "error unknown request\n");
-}
-
-static void
-ctl_done(struct bufferevent *bev, void *arg)
-{
-	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		bufferevent_free(bev);
-}
-
-static void
-ctl_event(struct bufferevent *bev, short what, void *arg)
-{
-	bufferevent_free(bev);
-}
-
-static void
-ctl_read(struct bufferevent *bev, void *arg)
-{
-	struct evbuffer *in = bufferevent_get_input(bev);
-	char *line;
-	size_t len;
-	struct buf o;
-
-	line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF);
-	if (line == NULL) {
-		if (evbuffer_get_length(in) > QUEUE_CTL_MAX)
-			bufferevent_free(bev);
-		return;
-	}
-	buf_init(&o);
-	if (len > QUEUE_CTL_MAX || memchr(line, '\0', len))
-		buf_puts(&o, "error request too long\n");
-	else
-		ctl_execute(line, &o);
-	free(line);
-	bufferevent_disable(bev, EV_READ);
-	bufferevent_setcb(bev, NULL, ctl_done, ctl_event, NULL);
-	bufferevent_write(bev, o.data, o.len);
-	buf_free(&o);
-}
-
-static void
-ctl_accept(evutil_socket_t lfd, short ev, void *arg)
-{
-	struct bufferevent *bev;
-	struct timeval tv = { 10, 0 };
-	int fd;
-
-	if ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) == -1)
-		return;
-	bev = bufferevent_socket_new(q.base, fd, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(bev, ctl_read, NULL, ctl_event, NULL);
-	bufferevent_set_timeouts(bev, &tv, &tv);
-	bufferevent_enable(bev, EV_READ | EV_WRITE);
-}
-
 /* ---- parent channel --------------------------------------------------------------- */
 
 static void
@@ -2685,7 +2348,7 @@ queue_sigterm(evutil_socket_t sig, short ev, void *arg)
 	q.stopping = 1;
 	queue_flush_all();
 	queue_state_flush(-1, 0, NULL);
-	TAILQ_FOREACH(m, &q.msgs, entry)
+	TAILQ_FOREACH(m, &queue_all, entry)
 		if (m->dirty)
 			queue_write_env(m);
 	log_info("event=stop result=ok");
@@ -2713,7 +2376,6 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 		    log_q(conf_str(conf, K_SPOOL)), strerror(errno));
 	q.incfd = queue_open_dir(q.spoolfd, "incoming");
 	q.qfd = queue_open_dir(q.spoolfd, "queue");
-	TAILQ_INIT(&q.msgs);
 	TAILQ_INIT(&q.blocked);
 	q.runev = evtimer_new(q.base, queue_run, NULL);
 	event_priority_set(q.runev, 1);
@@ -2727,13 +2389,7 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	queue_commit_start();
 	q.stateev = evtimer_new(q.base, queue_state_flush, NULL);
 	event_priority_set(q.stateev, 1);
-	q.ctlfd = controlfd;
-	if (controlfd >= 0) {
-		evutil_make_socket_nonblocking(controlfd);
-		q.ctlev = event_new(q.base, controlfd, EV_READ | EV_PERSIST,
-		    ctl_accept, NULL);
-		event_add(q.ctlev, NULL);
-	}
+	ctl_start(q.base, controlfd);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
