@@ -16,7 +16,7 @@
 #include <openssl/hmac.h>
 
 #include "auth/srs.h"
-#include "util.h"
+#include "lib/util.h"
 
 #define SRS_HASH_LEN	4
 #define SRS_STAMP_LEN	2

@@ -19,8 +19,8 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "aliases.h"
-#include "util.h"
+#include "conf/aliases.h"
+#include "lib/util.h"
 
 #define ALIASES_MAX_FILE	(16 * 1024 * 1024)
 #define ALIASES_MAX_LINE	(64 * 1024)

@@ -15,8 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "conf.h"
-#include "util.h"
+#include "conf/conf.h"
+#include "lib/util.h"
 
 #define CONF_MAX_FILE	(1024 * 1024)
 #define KIB		1024LL

@@ -26,9 +26,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "conf.h"
-#include "ctl.h"
-#include "util.h"
+#include "conf/conf.h"
+#include "ctl/ctl.h"
+#include "lib/util.h"
 
 #define SM_MSG_MAX	(64u << 20)	/* largest message read into memory */
 #define SM_ADDR_MAX	1000		/* longer is no address (RFC 5321: 256) */

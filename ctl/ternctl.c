@@ -13,11 +13,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "aliases.h"
-#include "conf.h"
-#include "ctl.h"
-#include "smtp_parse.h"
-#include "util.h"
+#include "conf/aliases.h"
+#include "conf/conf.h"
+#include "ctl/ctl.h"
+#include "smtpd/smtp_parse.h"
+#include "lib/util.h"
 
 #define CTL_CONF	"/etc/tern/tern.conf"
 #define CTL_REPLY_MAX	(64u << 20)

@@ -27,9 +27,9 @@
 
 #include <event2/event.h>
 
-#include "dns.h"
-#include "log.h"
-#include "util.h"
+#include "dns/dns.h"
+#include "lib/log.h"
+#include "lib/util.h"
 
 #define MAXSERVERS	8
 #define DEF_TIMEOUT_MS	2000

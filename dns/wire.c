@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dns.h"
-#include "util.h"
+#include "dns/dns.h"
+#include "lib/util.h"
 
 #define HDRLEN		12
 #define MAXNAME		253	/* text form, without the trailing dot */

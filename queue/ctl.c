@@ -17,10 +17,10 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#include "envelope.h"
-#include "log.h"
-#include "qint.h"
-#include "util.h"
+#include "queue/envelope.h"
+#include "lib/log.h"
+#include "queue/qint.h"
+#include "lib/util.h"
 
 #define QUEUE_CTL_MAX		1024	/* longest control request */
 

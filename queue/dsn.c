@@ -14,8 +14,8 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "dsn.h"
-#include "util.h"
+#include "queue/dsn.h"
+#include "lib/util.h"
 
 #define DSN_WIDTH	76	/* soft fold column */
 #define DSN_HARD	990	/* a word longer than this is cut */

@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 
-#include "util.h"
+#include "lib/util.h"
 
 #define DSN_LINE_MAX	998	/* RFC 5322 line limit, CRLF excluded */
 

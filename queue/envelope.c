@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "envelope.h"
-#include "log.h"
-#include "rec.h"
-#include "util.h"
+#include "queue/envelope.h"
+#include "lib/log.h"
+#include "lib/rec.h"
+#include "lib/util.h"
 
 static const char env_magic[8] = { 'T', 'E', 'R', 'N', 'E', 'N', 'V', 1 };
 

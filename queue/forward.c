@@ -23,12 +23,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "aliases.h"
-#include "conf.h"
-#include "ipc.h"
-#include "mda.h"
-#include "resolve.h"
-#include "util.h"
+#include "conf/aliases.h"
+#include "conf/conf.h"
+#include "lib/ipc.h"
+#include "queue/mda.h"
+#include "queue/resolve.h"
+#include "lib/util.h"
 
 struct fparse {
 	const struct conf	*conf;

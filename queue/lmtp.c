@@ -22,8 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mda.h"
-#include "util.h"
+#include "queue/mda.h"
+#include "lib/util.h"
 
 #define LMTP_CONNECT_SECS	30
 #define LMTP_CMD_SECS		300

@@ -29,10 +29,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "mda.h"
-#include "proc.h"
-#include "util.h"
+#include "lib/log.h"
+#include "queue/mda.h"
+#include "lib/proc.h"
+#include "lib/util.h"
 
 #define EX_OK_		0
 #define EX_TEMPFAIL_	75

@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "envelope.h"
+#include "queue/envelope.h"
 
 struct event_base;
 struct rround;

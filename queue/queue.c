@@ -36,17 +36,17 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
-#include "aliases.h"
-#include "conf.h"
-#include "dsn.h"
-#include "envelope.h"
-#include "ipc.h"
-#include "log.h"
-#include "proc.h"
-#include "qint.h"
-#include "resolve.h"
-#include "srs.h"
-#include "util.h"
+#include "conf/aliases.h"
+#include "conf/conf.h"
+#include "queue/dsn.h"
+#include "queue/envelope.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "lib/proc.h"
+#include "queue/qint.h"
+#include "queue/resolve.h"
+#include "auth/srs.h"
+#include "lib/util.h"
 
 /* Where ternd started: relative config paths resolve against it. */
 const char *proc_basedir = "/";

@@ -19,10 +19,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "aliases.h"
-#include "conf.h"
-#include "resolve.h"
-#include "util.h"
+#include "conf/aliases.h"
+#include "conf/conf.h"
+#include "queue/resolve.h"
+#include "lib/util.h"
 
 #define RESOLVE_DEPTH	10
 #define RESOLVE_MAX	1000	/* targets one recipient may expand to */

@@ -30,17 +30,17 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#include "aliases.h"
-#include "conf.h"
-#include "dns.h"
-#include "ipc.h"
-#include "log.h"
-#include "mta.h"
-#include "proc.h"
-#include "resolve.h"
-#include "smtp_parse.h"
-#include "srs.h"
-#include "util.h"
+#include "conf/aliases.h"
+#include "conf/conf.h"
+#include "dns/dns.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "queue/mta.h"
+#include "lib/proc.h"
+#include "queue/resolve.h"
+#include "smtpd/smtp_parse.h"
+#include "auth/srs.h"
+#include "lib/util.h"
 
 #define SMTP_WBUF	(64 * 1024)	/* spool write chunk */
 #define SMTP_INMAX	(256 * 1024)	/* input buffered while busy */

@@ -13,8 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "smtp_parse.h"
-#include "util.h"
+#include "smtpd/smtp_parse.h"
+#include "lib/util.h"
 
 /* Options for domain_check(). */
 #define DOM_UTF8	0x01	/* U-labels (UTF-8) allowed */

@@ -29,14 +29,14 @@
 
 #include <event2/event.h>
 
-#include "aliases.h"
-#include "conf.h"
-#include "ipc.h"
-#include "log.h"
-#include "mda.h"
-#include "proc.h"
-#include "resolve.h"
-#include "util.h"
+#include "conf/aliases.h"
+#include "conf/conf.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "queue/mda.h"
+#include "lib/proc.h"
+#include "queue/resolve.h"
+#include "lib/util.h"
 
 #define TERND_CONF		"/etc/tern/tern.conf"
 #define TERND_STOP_SECS		30

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "aliases.h"
+#include "conf/aliases.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 

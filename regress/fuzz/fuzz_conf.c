@@ -6,8 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "conf.h"
-#include "util.h"
+#include "conf/conf.h"
+#include "lib/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "envelope.h"
-#include "util.h"
+#include "queue/envelope.h"
+#include "lib/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 

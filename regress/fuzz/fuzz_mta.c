@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mta.h"
+#include "queue/mta.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 

@@ -11,7 +11,7 @@
 #include <time.h>
 
 #include "auth/srs.h"
-#include "util.h"
+#include "lib/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 

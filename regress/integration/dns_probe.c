@@ -29,8 +29,8 @@
 #include <event2/event.h>
 
 #include "dns/dns.h"
-#include "log.h"
-#include "util.h"
+#include "lib/log.h"
+#include "lib/util.h"
 
 static struct event_base *base;
 static int outstanding, round_no, stray;

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "unit.h"
+#include "regress/unit/unit.h"
 
 static int passed, failed;
 
@@ -20,14 +20,14 @@ unit_check(int ok, const char *expr, const char *file, int line)
 }
 
 #define SUITE(name)	void test_##name(void);
-#include "suites.h"
+#include "regress/unit/suites.h"
 #undef SUITE
 
 int
 main(void)
 {
 #define SUITE(name)	test_##name();
-#include "suites.h"
+#include "regress/unit/suites.h"
 #undef SUITE
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;

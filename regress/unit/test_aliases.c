@@ -8,9 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "aliases.h"
-#include "unit.h"
-#include "util.h"
+#include "conf/aliases.h"
+#include "regress/unit/unit.h"
+#include "lib/util.h"
 
 void test_aliases(void);
 

@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "conf.h"
-#include "unit.h"
-#include "util.h"
+#include "conf/conf.h"
+#include "regress/unit/unit.h"
+#include "lib/util.h"
 
 void test_conf(void);
 

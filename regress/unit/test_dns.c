@@ -15,8 +15,8 @@
 #include <event2/event.h>
 
 #include "dns/dns.h"
-#include "unit.h"
-#include "util.h"
+#include "regress/unit/unit.h"
+#include "lib/util.h"
 
 void test_dns(void);
 

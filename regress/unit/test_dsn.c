@@ -9,9 +9,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "dsn.h"
-#include "unit.h"
-#include "util.h"
+#include "queue/dsn.h"
+#include "regress/unit/unit.h"
+#include "lib/util.h"
 
 void test_dsn(void);
 

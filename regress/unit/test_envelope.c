@@ -2,10 +2,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "envelope.h"
-#include "rec.h"
-#include "unit.h"
-#include "util.h"
+#include "queue/envelope.h"
+#include "lib/rec.h"
+#include "regress/unit/unit.h"
+#include "lib/util.h"
 
 void test_envelope(void);
 

@@ -10,8 +10,8 @@
 
 #include <event2/event.h>
 
-#include "ipc.h"
-#include "unit.h"
+#include "lib/ipc.h"
+#include "regress/unit/unit.h"
 
 void test_ipc(void);
 

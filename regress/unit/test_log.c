@@ -1,8 +1,8 @@
 /* test_log: escaping of log values (log_q inside "...", log_a in <...>). */
 #include <string.h>
 
-#include "log.h"
-#include "unit.h"
+#include "lib/log.h"
+#include "regress/unit/unit.h"
 
 void test_log(void);
 

@@ -11,12 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "aliases.h"
-#include "conf.h"
-#include "mda.h"
-#include "resolve.h"
-#include "unit.h"
-#include "util.h"
+#include "conf/aliases.h"
+#include "conf/conf.h"
+#include "queue/mda.h"
+#include "queue/resolve.h"
+#include "regress/unit/unit.h"
+#include "lib/util.h"
 
 void test_resolve(void);
 

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp_parse.h"
-#include "unit.h"
-#include "util.h"
+#include "smtpd/smtp_parse.h"
+#include "regress/unit/unit.h"
+#include "lib/util.h"
 
 void test_smtp_parse(void);
 

@@ -8,8 +8,8 @@
 #include <time.h>
 
 #include "auth/srs.h"
-#include "unit.h"
-#include "util.h"
+#include "regress/unit/unit.h"
+#include "lib/util.h"
 
 void test_srs(void);
 

@@ -2,8 +2,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "unit.h"
-#include "util.h"
+#include "regress/unit/unit.h"
+#include "lib/util.h"
 
 void test_util(void);
 

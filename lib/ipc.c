@@ -12,9 +12,9 @@
 
 #include <event2/event.h>
 
-#include "ipc.h"
-#include "log.h"
-#include "util.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "lib/util.h"
 
 struct ipc_out {
 	struct ipc_out	*next;

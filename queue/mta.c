@@ -28,13 +28,13 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "conf.h"
-#include "dns.h"
-#include "ipc.h"
-#include "log.h"
-#include "mta.h"
-#include "rec.h"
-#include "util.h"
+#include "conf/conf.h"
+#include "dns/dns.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "queue/mta.h"
+#include "lib/rec.h"
+#include "lib/util.h"
 
 #define MTA_LINE_MAX	4096		/* longest reply line we read */
 #define MTA_REPLY_LINES	200		/* lines of one multi-line reply */

@@ -5,8 +5,8 @@
  */
 #include <string.h>
 
-#include "rec.h"
-#include "util.h"
+#include "lib/rec.h"
+#include "lib/util.h"
 
 void
 rec_put(struct buf *b, uint8_t tag, const void *data, size_t len)

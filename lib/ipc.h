@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "rec.h"
+#include "lib/rec.h"
 
 #define IPC_MAX		(192 * 1024)	/* fits a SEQPACKET datagram */
 
