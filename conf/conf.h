@@ -1,7 +1,9 @@
 /*
  * conf: the configuration grammar, its knob table and the parsed result.
- * The parent parses the file; children receive the same text over IPC and
- * parse it again, so every process holds an identical struct conf.
+ * The parent parses the file; the smtp and queue roles receive the same
+ * text over their channel (IMSG_P_INIT, IMSG_P_CONF) and parse it again, so
+ * they hold an identical struct conf.  Secrets the file names (route auth
+ * files) are read by the parent alone and go to the vault only.
  */
 #ifndef TERN_CONF_H
 #define TERN_CONF_H

@@ -1,8 +1,8 @@
 /*
  * dns: the non-blocking stub resolver and its cache, on the libevent loop
- * of whichever process resolves (the smtp sessions for SPF, DMARC and
- * client names; the queue for MX and addresses).  Each process calls
- * dns_init once, on its own event base, after fork.
+ * of the smtp process, which does every lookup (MX and addresses for the
+ * SMTP client; client names, and later SPF and DMARC, for the sessions).
+ * It calls dns_init once, on its own event base, at start.
  *
  * A lookup joins the transaction ("flight") already asking for the same
  * (name, type), or starts one.  Each try of a flight uses a fresh UDP

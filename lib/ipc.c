@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -210,9 +211,9 @@ ipc_write(evutil_socket_t fd, short ev, void *arg)
 	ipc_flush(arg);
 }
 
-/* Receive one datagram; returns its length, 0 on EOF, -1 on error/EAGAIN. */
+/* One datagram into rbuf: its length, 0 on EOF, -1 on error or EAGAIN. */
 static ssize_t
-ipc_recvone(struct ipc *c, int *fdp)
+ipc_recvbuf(int fd, unsigned char *rbuf, size_t cap, int *fdp)
 {
 	struct msghdr msg;
 	struct iovec iov;
@@ -224,14 +225,14 @@ ipc_recvone(struct ipc *c, int *fdp)
 	ssize_t n;
 
 	memset(&msg, 0, sizeof(msg));
-	iov.iov_base = c->rbuf;
-	iov.iov_len = IPC_MAX + 4;
+	iov.iov_base = rbuf;
+	iov.iov_len = cap;
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
 	msg.msg_control = cm.buf;
 	msg.msg_controllen = sizeof(cm.buf);
 	do
-		n = recvmsg(c->fd, &msg, MSG_CMSG_CLOEXEC);
+		n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
 	while (n == -1 && errno == EINTR);
 	*fdp = -1;
 	if (n <= 0)
@@ -261,6 +262,40 @@ ipc_recvone(struct ipc *c, int *fdp)
 	return n;
 }
 
+static ssize_t
+ipc_recvone(struct ipc *c, int *fdp)
+{
+	return ipc_recvbuf(c->fd, c->rbuf, IPC_MAX + 4, fdp);
+}
+
+int
+ipc_recv_wait(int fd, int *type, void *buf, size_t cap, size_t *len,
+    int *msgfd, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	unsigned char *b = buf;
+	ssize_t n;
+	int r;
+
+	*msgfd = -1;
+	do
+		r = poll(&pfd, 1, timeout_ms);
+	while (r == -1 && errno == EINTR);
+	if (r != 1)
+		return -1;
+	n = ipc_recvbuf(fd, buf, cap, msgfd);
+	if (n < 4) {
+		if (n > 0 && *msgfd >= 0)
+			close(*msgfd);
+		*msgfd = -1;
+		return -1;
+	}
+	*type = (b[0] << 8) | b[1];
+	*len = (size_t)n - 4;
+	memmove(b, b + 4, *len);
+	return 0;
+}
+
 static void
 ipc_read(evutil_socket_t fd, short ev, void *arg)
 {
@@ -283,5 +318,7 @@ ipc_read(evutil_socket_t fd, short ev, void *arg)
 		type = (c->rbuf[0] << 8) | c->rbuf[1];
 		rec_reader_init(&r, c->rbuf + 4, (size_t)n - 4);
 		c->cb(c, type, &r, mfd, c->arg);
+		/* What a message carried (a route password) is not kept. */
+		explicit_bzero(c->rbuf, (size_t)n);
 	}
 }

@@ -25,10 +25,19 @@ enum ipc_type {
 	IMSG_Q_ABORT,		/* smtp -> queue: drop an incoming message */
 	IMSG_P_DELIVER,		/* queue -> parent: run a local delivery */
 	IMSG_P_DELIVERED,	/* parent -> queue: its outcome */
-	IMSG_P_PEER,		/* parent -> queue/smtp: a new peer channel */
+	IMSG_P_PEER,		/* parent -> role: a peer channel (T_KIND) */
 	IMSG_P_CONF,		/* parent -> queue: reloaded config text */
+	IMSG_P_INIT,		/* parent -> new role: config and identity */
+	IMSG_P_FD,		/* parent -> new role: a listener or socket */
+	IMSG_P_SECRETS,		/* parent -> vault: SRS key, route credentials */
+	IMSG_P_GO,		/* parent -> new role: start-up is complete */
+	IMSG_P_SECCOMP,		/* role -> parent: a system call was refused */
 	IMSG_M_DELIVER,		/* queue -> smtp: a remote delivery job */
 	IMSG_M_RESULT,		/* smtp -> queue: its per-recipient outcome */
+	IMSG_V_SRS_REVERSE,	/* smtp -> vault: reverse an SRS address */
+	IMSG_V_SRS_FORWARD,	/* smtp -> vault: rewrite a forwarded sender */
+	IMSG_V_ROUTE_AUTH,	/* smtp -> vault: one route's credentials */
+	IMSG_V_REPLY,		/* vault -> smtp: the answer (T_JOB names it) */
 	IMSG__MAX
 };
 
@@ -40,7 +49,23 @@ enum ipc_tag {
 	T_AUTH, T_DOMAIN, T_RELAY, T_TLS, T_DSN,
 	T_FORWARD,	/* an address a ~/.forward sends the message on to */
 	T_SELF,		/* worker -> parent: ~/.forward keeps a copy */
+	T_KEY,		/* parent -> vault: the SRS key */
+	T_PASS,		/* parent -> vault, vault -> smtp: a route password */
+	T_FLAGS,	/* parent -> role: ROLE_F_* */
+	T_INDEX,	/* parent -> role: a listener's index in the config */
 };
+
+/* IMSG_P_FD kinds (T_KIND) and IMSG_P_PEER kinds. */
+#define FD_LISTENER	"listener"
+#define FD_SUBMIT	"submit"
+#define FD_CONTROL	"control"
+#define PEER_QUEUE	"queue"
+#define PEER_SMTP	"smtp"
+#define PEER_VAULT	"vault"
+
+/* IMSG_P_INIT flags. */
+#define ROLE_F_FOREGROUND	0x1
+#define ROLE_F_VERBOSE		0x2
 
 struct event_base;
 struct ipc;
@@ -55,5 +80,13 @@ struct ipc	*ipc_new(struct event_base *, int fd, ipc_cb, ipc_close_cb,
 int		 ipc_send(struct ipc *, int type, const void *, size_t, int fd);
 void		 ipc_free(struct ipc *);
 int		 ipc_fd(const struct ipc *);
+/*
+ * Blocking receive of one message, for a role's start-up before its event
+ * loop runs: the type, the payload in buf (cap bytes) and its length, and
+ * a descriptor or -1.  Waits at most timeout_ms.  -1 on error, EOF or
+ * timeout.
+ */
+int		 ipc_recv_wait(int fd, int *type, void *buf, size_t cap,
+		    size_t *len, int *msgfd, int timeout_ms);
 
 #endif

@@ -29,6 +29,20 @@ log_init(const char *role, int foreground, int verbose)
 }
 
 void
+log_close(void)
+{
+	if (!log_fg)
+		closelog();
+}
+
+void
+log_reopen(void)
+{
+	if (!log_fg)
+		openlog("ternd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+void
 log_startup(int fd)
 {
 	log_startfd = fd;

@@ -9,6 +9,9 @@ struct buf;
 
 void	log_init(const char *role, int foreground, int verbose);
 void	log_setrole(const char *role);
+/* Let go of the syslog socket (before closing descriptors), or reopen it. */
+void	log_close(void);
+void	log_reopen(void);
 /* Until set back to -1, fatal errors are also written to fd (start-up). */
 void	log_startup(int fd);
 void	log_info(const char *, ...) __attribute__((format(printf, 1, 2)));

@@ -1,6 +1,7 @@
 /*
- * proc: what ternd's processes share: the process entry points, privilege
- * dropping and the parent's bookkeeping of listening sockets.
+ * proc: what ternd's processes share: the role entry points, privilege
+ * dropping, kernel confinement and the parent's bookkeeping of listening
+ * sockets.
  */
 #ifndef TERN_PROC_H
 #define TERN_PROC_H
@@ -15,13 +16,28 @@ struct lsock {
 	size_t	listener;	/* index into conf->listeners */
 };
 
-/* Drop to the configured user when root; no-op otherwise. */
-void	proc_drop(const struct conf *, const char *role);
-/* Set in children by the signal handlers they install. */
+/* The role's channel to the parent, in an exec'd role process. */
+#define PROC_PARENT_FD	3
+
+/* Role entry points, after role_start() (smtpd/role.c) set them up. */
 void	smtp_main(struct conf *, struct lsock *, size_t, int submitfd,
-	    int parentfd, int queuefd) __attribute__((noreturn));
+	    int parentfd, int queuefd, int vaultfd) __attribute__((noreturn));
 void	queue_main(struct conf *, const char *conftext, size_t conflen,
 	    int parentfd, int controlfd, int smtpfd) __attribute__((noreturn));
+void	vault_main(const void *secrets, size_t len, int parentfd, int *peers,
+	    size_t npeers) __attribute__((noreturn));
+/* The vault's secrets message (also used by tests): 0 or -1 malformed. */
+int	vault_load(const void *, size_t);
+
+/*
+ * Enter the role's seccomp filter (lib/confine.c): from here on, a system
+ * call outside the role's list kills the process, which first reports it
+ * to the parent.  Call last, just before the event loop.
+ */
+void	proc_confine(const char *role);
+/* The process title `ternd: role` (in ps and /proc/PID/cmdline). */
+void	proc_title(int argc, char *argv[], const char *role);
+
 /* Delivery worker, forked by the parent: returns a sysexits code. */
 /* path is where to write; shown is how messages name it (the full path). */
 int	mda_maildir(int msgfd, const char *path, const char *shown,
@@ -30,9 +46,6 @@ int	mda_maildir(int msgfd, const char *path, const char *shown,
 
 extern const char *proc_basedir;
 
-/* The SRS key, read (or made) by the parent before it forks children. */
 #define SRS_KEY_MAX	64
-extern unsigned char	proc_srs_key[SRS_KEY_MAX];
-extern size_t		proc_srs_keylen;
 
 #endif

@@ -294,3 +294,31 @@ file_read_all(const char *path, size_t max, struct buf *out)
 		buf_append(out, "", 0);
 	return 0;
 }
+
+/*
+ * Between each kept descriptor and the next, close_range(2) closes the
+ * rest; keep is small (a delivery worker keeps two or three).
+ */
+void
+fd_close_except(const int *keep, size_t n)
+{
+	int sorted[16], lo = 3, t;
+	size_t i, j, m = 0;
+
+	for (i = 0; i < n && m < 16; i++)
+		if (keep[i] >= 3)
+			sorted[m++] = keep[i];
+	for (i = 1; i < m; i++)
+		for (j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+			t = sorted[j];
+			sorted[j] = sorted[j - 1];
+			sorted[j - 1] = t;
+		}
+	for (i = 0; i < m; i++) {
+		if (sorted[i] > lo)
+			close_range((unsigned)lo, (unsigned)sorted[i] - 1, 0);
+		if (sorted[i] >= lo)
+			lo = sorted[i] + 1;
+	}
+	close_range((unsigned)lo, ~0U, 0);
+}

@@ -49,5 +49,7 @@ int	 parse_ll(const char *, long long, long long, long long *);
 
 /* Read a whole file (at most max bytes); 0 ok, -1 with errno. */
 int	 file_read_all(const char *, size_t, struct buf *);
+/* Close every descriptor above 2 but the n in keep (any order). */
+void	 fd_close_except(const int *keep, size_t n);
 
 #endif

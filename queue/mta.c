@@ -28,6 +28,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "auth/vault.h"
 #include "conf/conf.h"
 #include "dns/dns.h"
 #include "lib/ipc.h"
@@ -53,7 +54,8 @@
 #define TO_DOT		600
 
 enum cstate {
-	C_CONNECT, C_GREETING, C_EHLO, C_HELO, C_STARTTLS, C_TLS, C_AUTH,
+	C_CONNECT, C_GREETING, C_EHLO, C_HELO, C_STARTTLS, C_TLS, C_CREDS,
+	C_AUTH,
 	C_AUTH_USER, C_AUTH_PASS, C_IDLE, C_RSET, C_TXN, C_BODY, C_DOT, C_QUIT
 };
 
@@ -83,6 +85,9 @@ struct mta_conn {
 	int			 tls;		/* TLS is up */
 	int			 notls;		/* handshake failed: plain */
 	int			 authed;
+	uint64_t		 id;		/* names it to the vault */
+	char			*authuser;	/* the route's, for this */
+	char			*authpass;	/* connection only */
 	int			 ext_pipe, ext_8bit, ext_utf8, ext_tls, ext_size;
 	int			 ext_plain, ext_login;
 	long long		 maxsize;
@@ -128,6 +133,8 @@ struct mta_job {
 	int			 notls;		/* retry this address in plain */
 	int			 reusing;	/* on a kept-open connection */
 	int			 noreuse;	/* that failed: open a new one */
+	uint64_t		 flags;		/* MTA_F_* */
+	int			 srswait;	/* waiting for the vault */
 };
 
 static struct {
@@ -389,6 +396,22 @@ mta_lasterr(struct mta_job *j, int temp, const char *fmt, ...)
 
 /* ---- connections ----------------------------------------------------------------- */
 
+/* A route's credentials live only while a connection logs in. */
+static void
+mta_creds_wipe(struct mta_conn *c)
+{
+	if (c->authuser) {
+		explicit_bzero(c->authuser, strlen(c->authuser));
+		free(c->authuser);
+		c->authuser = NULL;
+	}
+	if (c->authpass) {
+		explicit_bzero(c->authpass, strlen(c->authpass));
+		free(c->authpass);
+		c->authpass = NULL;
+	}
+}
+
 static void
 mta_conn_free(struct mta_conn *c)
 {
@@ -408,6 +431,7 @@ mta_conn_free(struct mta_conn *c)
 	if (mta.inreply == c)
 		mta.inreply = NULL;
 	mta.nconns--;
+	mta_creds_wipe(c);
 	free(c);
 }
 
@@ -535,15 +559,14 @@ mta_b64(const char *in, size_t len, char *out, size_t outlen)
 static void
 mta_auth(struct mta_conn *c)
 {
-	const struct route *r = c->job->route;
 	char raw[600], enc[900];
-	size_t ul = strlen(r->authuser), pl = strlen(r->authpass);
+	size_t ul = strlen(c->authuser), pl = strlen(c->authpass);
 
 	if (c->ext_plain && ul + pl + 2 < sizeof(raw)) {
 		raw[0] = '\0';
-		memcpy(raw + 1, r->authuser, ul);
+		memcpy(raw + 1, c->authuser, ul);
 		raw[1 + ul] = '\0';
-		memcpy(raw + 2 + ul, r->authpass, pl);
+		memcpy(raw + 2 + ul, c->authpass, pl);
 		if (mta_b64(raw, ul + pl + 2, enc, sizeof(enc)) == 0) {
 			mta_send(c, "AUTH PLAIN %s", enc);
 			explicit_bzero(raw, sizeof(raw));
@@ -576,6 +599,53 @@ mta_auth_step(struct mta_conn *c, const char *secret)
 	c->st = c->st == C_AUTH_USER ? C_AUTH_PASS : C_AUTH;
 }
 
+static struct mta_conn *
+mta_conn_by_id(uint64_t id)
+{
+	struct mta_job *j;
+
+	for (j = mta.jobs; j; j = j->next)
+		if (j->conn && j->conn->id == id)
+			return j->conn;
+	return NULL;
+}
+
+/* The vault's answer: the route's credentials for this connection. */
+static void
+mta_creds_done(uint64_t cookie, int status, const char *user,
+    const char *pass)
+{
+	struct mta_conn *c = mta_conn_by_id(cookie);
+
+	if (c == NULL || c->st != C_CREDS)
+		return;
+	if (status != VAULT_OK || user == NULL || pass == NULL) {
+		mta_conn_abandon(c, 1, "no credentials for the route to %s%s",
+		    c->host, status == VAULT_TEMP ? " (vault unavailable)" :
+		    "");
+		return;
+	}
+	c->authuser = xstrdup(user);
+	c->authpass = xstrdup(pass);
+	mta_auth(c);
+}
+
+/* Credentials come from the vault, for this connection only. */
+static void
+mta_creds(struct mta_conn *c)
+{
+	static uint64_t nextid;
+
+	c->id = ++nextid;
+	if (vault_route_auth(c->job->route->authfile, mta_creds_done,
+	    c->id) == -1) {
+		mta_conn_abandon(c, 1, "no credentials for the route to %s "
+		    "(vault unavailable)", c->host);
+		return;
+	}
+	c->st = C_CREDS;
+}
+
 /* After EHLO (or HELO, or TLS): TLS, then AUTH, then the transaction. */
 static void
 mta_ready(struct mta_conn *c)
@@ -594,8 +664,11 @@ mta_ready(struct mta_conn *c)
 		    "STARTTLS", c->host);
 		return;
 	}
-	if (j->route && j->route->authuser && !c->authed) {
-		mta_auth(c);
+	if (j->route && j->route->authfile && !c->authed) {
+		if (c->authuser == NULL)
+			mta_creds(c);
+		else
+			mta_auth(c);
 		return;
 	}
 	mta_start_txn(c);
@@ -892,6 +965,7 @@ mta_reply(struct mta_conn *c)
 			return;
 		}
 		c->authed = 1;
+		mta_creds_wipe(c);
 		mta_start_txn(c);
 		return;
 	case C_AUTH_USER:
@@ -901,8 +975,8 @@ mta_reply(struct mta_conn *c)
 			    c->host, c->text);
 			return;
 		}
-		mta_auth_step(c, c->st == C_AUTH_USER ? c->job->route->authuser :
-		    c->job->route->authpass);
+		mta_auth_step(c, c->st == C_AUTH_USER ? c->authuser :
+		    c->authpass);
 		return;
 	case C_RSET:
 		if (!ok) {
@@ -920,6 +994,7 @@ mta_reply(struct mta_conn *c)
 		return;
 	case C_QUIT:
 	case C_IDLE:
+	case C_CREDS:
 	case C_CONNECT:
 	case C_TLS:
 	case C_BODY:
@@ -1390,6 +1465,10 @@ mta_parse_job(struct mta_job *j, struct rec_reader *rd)
 				return -1;
 			j->body8 = v != 0;
 			break;
+		case T_FLAGS:
+			if (rec_u64(&r, &j->flags) == -1)
+				return -1;
+			break;
 		case T_UTF8:
 			if (rec_u64(&r, &v) == -1)
 				return -1;
@@ -1404,6 +1483,50 @@ mta_parse_job(struct mta_job *j, struct rec_reader *rd)
 		if (strpbrk(j->r[i].addr, "\r\n<> ") != NULL)
 			return -1;
 	return strpbrk(j->sender, "\r\n<> ") != NULL ? -1 : 0;
+}
+
+static struct mta_job *
+mta_job_by_id(uint64_t id)
+{
+	struct mta_job *j;
+
+	for (j = mta.jobs; j; j = j->next)
+		if (j->id == id)
+			return j;
+	return NULL;
+}
+
+/* The vault's SRS sender for a forwarded copy; none: the original. */
+static void
+mta_srs_done(uint64_t cookie, int status, const char *sender,
+    const char *unused)
+{
+	struct mta_job *j = mta_job_by_id(cookie);
+
+	if (j == NULL || !j->srswait)
+		return;
+	j->srswait = 0;
+	if (status == VAULT_TEMP) {
+		mta_fail_all(j, MTA_TEMP, "SRS rewriting unavailable");
+		mta_job_done(j);
+		return;
+	}
+	if (status == VAULT_OK && sender) {
+		free(j->sender);
+		j->sender = xstrdup(sender);
+	}
+	mta_route(j);
+}
+
+static void
+mta_srs(struct mta_job *j)
+{
+	j->srswait = 1;
+	if (vault_srs_forward(j->sender, mta_srs_done, j->id) == -1) {
+		j->srswait = 0;
+		mta_fail_all(j, MTA_TEMP, "SRS rewriting unavailable");
+		mta_job_done(j);
+	}
 }
 
 void
@@ -1430,7 +1553,10 @@ mta_job(struct ipc *c, struct rec_reader *rd, int fd)
 	}
 	j->next = mta.jobs;
 	mta.jobs = j;
-	mta_route(j);
+	if (j->flags & MTA_F_SRS)
+		mta_srs(j);
+	else
+		mta_route(j);
 }
 
 void

@@ -27,6 +27,9 @@ size_t	mta_busy(void);
 /* Close idle connections (process stopping). */
 void	mta_shutdown(void);
 
+/* IMSG_M_DELIVER flags (T_FLAGS). */
+#define MTA_F_SRS	0x1	/* forwarded: send with the vault's SRS sender */
+
 /* Status of one recipient in IMSG_M_RESULT. */
 #define MTA_OK		0
 #define MTA_TEMP	1

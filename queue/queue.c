@@ -40,18 +40,16 @@
 #include "conf/conf.h"
 #include "queue/dsn.h"
 #include "queue/envelope.h"
+#include "queue/mta.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "lib/proc.h"
 #include "queue/qint.h"
 #include "queue/resolve.h"
-#include "auth/srs.h"
 #include "lib/util.h"
 
 /* Where ternd started: relative config paths resolve against it. */
 const char *proc_basedir = "/";
-unsigned char proc_srs_key[SRS_KEY_MAX];
-size_t proc_srs_keylen;
 
 #define QUEUE_DSN_READ		(256 * 1024)	/* of the original, for DSNs */
 #define QUEUE_DSN_FULL		50000	/* returned whole up to this size */
@@ -1563,26 +1561,11 @@ queue_smtp_peer(void)
 	return q.peers;		/* the newest smtp process */
 }
 
-/*
- * The envelope sender of a copy: forwarded mail to another domain goes out
- * with an SRS sender, so it passes SPF where it lands; bounces to it come
- * back to us and are reversed at RCPT.
- */
-static void
-queue_sender_for(const struct qmsg *m, int forwarded, char *out, size_t len)
-{
-	if (!forwarded || m->env.sender[0] == '\0' || proc_srs_keylen == 0 ||
-	    srs_forward(m->env.sender, conf_str(q.conf, K_SRS_DOMAIN),
-	    proc_srs_key, proc_srs_keylen, time(NULL), out, len) == -1)
-		str_copy(out, m->env.sender, len);
-}
-
 /* Send one transaction: entries [from, to) of pend, all one domain. */
 static void
 queue_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded)
 {
 	struct peer *pe = queue_smtp_peer();
-	char sender[600];
 	struct dest *d;
 	struct buf b;
 	size_t i;
@@ -1596,12 +1579,16 @@ queue_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded)
 	d = dest_get(pend[idx[0]].domain);
 	d->active++;
 	q.nremote++;
-	queue_sender_for(m, forwarded, sender, sizeof(sender));
 	++q.nextjob;
 	buf_init(&b);
 	rec_put_u64(&b, T_JOB, q.nextjob);
 	rec_put_str(&b, T_ID, m->env.id);
-	rec_put_str(&b, T_SENDER, sender);
+	rec_put_str(&b, T_SENDER, m->env.sender);
+	/* Forwarded mail to another domain goes out with an SRS sender, so it
+	   passes SPF where it lands; the smtp process asks the vault for it,
+	   and bounces to it come back and are reversed at RCPT. */
+	if (forwarded && m->env.sender[0] != '\0')
+		rec_put_u64(&b, T_FLAGS, MTA_F_SRS);
 	rec_put_str(&b, T_DOMAIN, d->domain);
 	rec_put_u64(&b, T_SIZE, m->env.size);
 	rec_put_u64(&b, T_BODY, (uint64_t)m->env.body8bit);
@@ -2382,7 +2369,8 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	queue_recover();
 	q.parent = ipc_new(q.base, parentfd, queue_parent_msg,
 	    queue_parent_closed, NULL);
-	queue_add_peer(smtpfd);
+	if (smtpfd >= 0)
+		queue_add_peer(smtpfd);
 	/* Lower priority: runs once every ready request has been read. */
 	q.flushev = event_new(q.base, -1, 0, queue_flush, NULL);
 	event_priority_set(q.flushev, 1);
@@ -2396,6 +2384,7 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	ev = evsignal_new(q.base, SIGTERM, queue_sigterm, NULL);
 	evsignal_add(ev, NULL);
 	queue_arm(0);
+	proc_confine("queue");
 	log_info("event=start result=ok");
 	event_base_dispatch(q.base);
 	exit(0);

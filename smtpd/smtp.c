@@ -40,6 +40,7 @@
 #include "queue/resolve.h"
 #include "smtpd/smtp_parse.h"
 #include "auth/srs.h"
+#include "auth/vault.h"
 #include "lib/util.h"
 
 #define SMTP_WBUF	(64 * 1024)	/* spool write chunk */
@@ -51,6 +52,7 @@ enum sstate {
 	SS_PREGREET,	/* greeting delayed; input now means a bad client */
 	SS_CMD,		/* reading commands */
 	SS_WAIT,	/* waiting for the queue; input is held */
+	SS_VAULT,	/* waiting for the vault (SRS); input is held */
 	SS_DATA,	/* reading message data */
 	SS_CLOSING	/* final reply queued; close when written */
 };
@@ -94,6 +96,7 @@ struct session {
 	int			 prevcrlf;	/* last DATA line ended in CRLF */
 	int			 inheaders;
 	long long		 hops;		/* Received: fields seen */
+	char			*vaultrcpt;	/* RCPT the vault is checking */
 };
 
 /* The profile of the local submission socket: no per-address limits. */
@@ -208,6 +211,7 @@ session_free(struct session *s)
 		ipc_send(smtp.queue, IMSG_Q_ABORT, s->qid, strlen(s->qid), -1);
 	session_reset(s);
 	free(s->helo);
+	free(s->vaultrcpt);
 	buf_free(&s->wbuf);
 	if (s->timer)
 		event_free(s->timer);
@@ -401,87 +405,44 @@ rcpt_normalise(const struct smtp_path *p, char *out, size_t len)
 	smtp_path_string(p, out, len);
 }
 
+static struct session	*smtp_find(uint64_t);
+
+/* Is it a bounce to an address we rewrote with SRS when forwarding? */
 static int
-rcpt_local(const struct smtp_path *p)
+rcpt_is_srs(const struct smtp_path *p)
 {
+	return p->domain[0] != '\0' && srs_is_srs(p->local) &&
+	    str_casecmp(p->domain, conf_str(smtp.conf, K_SRS_DOMAIN)) == 0;
+}
+
+static int
+rcpt_local_addr(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
 	char dom[SMTP_DOMAIN_MAX + 1];
 
-	if (p->domain[0] == '\0')
+	if (at == NULL)
 		return 1;
-	str_copy(dom, p->domain, sizeof(dom));
+	str_copy(dom, at + 1, sizeof(dom));
 	str_lower(dom);
 	return conf_is_local_domain(smtp.conf, dom);
 }
 
-#define SMTP_SRS_DAYS	21	/* how long a rewritten sender stays valid */
-
-/*
- * A bounce to an address we rewrote with SRS when forwarding: reverse it,
- * and relay to the original sender.  1 reversed (addr replaced), 0 not an
- * SRS address of ours, -1 refused with a reply sent.
- */
-static int
-rcpt_srs(struct session *s, const struct smtp_path *p, char *addr,
-    size_t len)
+static void
+rcpt_add(struct session *s, const char *addr)
 {
-	char out[SMTP_PATH_MAX * 2];
-	const char *why = NULL;
-	int r;
-
-	if (p->domain[0] == '\0' || !srs_is_srs(p->local) ||
-	    str_casecmp(p->domain, conf_str(smtp.conf, K_SRS_DOMAIN)) != 0 ||
-	    proc_srs_keylen == 0)
-		return 0;
-	r = srs_reverse(addr, proc_srs_key, proc_srs_keylen, time(NULL),
-	    SMTP_SRS_DAYS, out, sizeof(out), &why);
-	if (r == 1) {
-		session_log(s, "event=rcpt result=ok reason=\"SRS reversed\" "
-		    "to=<%s> orig_to=<%s>", log_a(out), log_a(addr));
-		str_copy(addr, out, len);
-		return 1;
-	}
-	if (r == 0)
-		return 0;
-	session_log(s, "event=rcpt result=reject code=550 esc=5.1.1 "
-	    "reason=\"bad SRS address: %s\" to=<%s>", log_q(why ? why : "invalid"),
-	    log_a(addr));
-	session_error(s, "550 5.1.1 <%s>: invalid or expired return address",
-	    addr);
-	return -1;
+	s->rcpts = xreallocarray(s->rcpts, s->nrcpts + 1, sizeof(*s->rcpts));
+	s->rcpts[s->nrcpts++] = xstrdup(addr);
+	session_reply(s, "250 2.1.5 recipient ok");
 }
 
+/* A local recipient must exist; any other needs a client allowed to relay. */
 static void
-cmd_rcpt(struct session *s, const char *arg)
+rcpt_check(struct session *s, const char *addr)
 {
-	struct smtp_path p;
-	const char *rest, *why = NULL;
-	char addr[SMTP_PATH_MAX * 2];
-	int flags = PATH_ALLOW_POSTMASTER, r;
+	int r;
 
-	if (s->sender == NULL) {
-		session_error(s, "503 5.5.1 send MAIL first");
-		return;
-	}
-	if (s->mp.smtputf8)
-		flags |= PATH_ALLOW_UTF8;
-	if (smtp_parse_path(arg, flags, &p, &rest, &why) == -1) {
-		session_error(s, "501 5.1.3 %s", why ? why : "bad recipient address");
-		return;
-	}
-	if (smtp_parse_rcpt_params(rest, &why) == -1) {
-		session_error(s, "555 5.5.4 %s", why ? why : "bad parameters");
-		return;
-	}
-	if (s->nrcpts >= (size_t)session_knob(s, K_MAX_RECIPIENTS)) {
-		session_reply(s, "452 4.5.3 too many recipients");
-		return;
-	}
-	rcpt_normalise(&p, addr, sizeof(addr));
-	if ((r = rcpt_srs(s, &p, addr, sizeof(addr))) == -1)
-		return;
-	if (r == 1)
-		;	/* a bounce back to a forwarded message's sender */
-	else if (rcpt_local(&p)) {
+	if (rcpt_local_addr(addr)) {
 		r = resolve_exists(smtp.conf, smtp.aliases, addr);
 		if (r == -1) {
 			session_log(s, "event=rcpt result=tempfail code=451 "
@@ -503,9 +464,93 @@ cmd_rcpt(struct session *s, const char *arg)
 		session_error(s, "554 5.7.1 <%s>: relaying denied", addr);
 		return;
 	}
-	s->rcpts = xreallocarray(s->rcpts, s->nrcpts + 1, sizeof(*s->rcpts));
-	s->rcpts[s->nrcpts++] = xstrdup(addr);
-	session_reply(s, "250 2.1.5 recipient ok");
+	rcpt_add(s, addr);
+}
+
+/*
+ * The vault's verdict on an SRS recipient: reversed, it is relayed to the
+ * original sender; not one of ours, it is an ordinary recipient.
+ */
+static void
+rcpt_srs_done(uint64_t sid, int status, const char *out, const char *unused)
+{
+	struct session *s = smtp_find(sid);
+	char *addr;
+
+	if (s == NULL || s->state != SS_VAULT || s->vaultrcpt == NULL)
+		return;
+	addr = s->vaultrcpt;
+	s->vaultrcpt = NULL;
+	s->state = SS_CMD;
+	if (status == VAULT_OK && out) {
+		session_log(s, "event=rcpt result=ok reason=\"SRS reversed\" "
+		    "to=<%s> orig_to=<%s>", log_a(out), log_a(addr));
+		rcpt_add(s, out);
+	} else if (status == VAULT_NONE)
+		rcpt_check(s, addr);
+	else if (status == VAULT_INVALID) {
+		session_log(s, "event=rcpt result=reject code=550 esc=5.1.1 "
+		    "reason=\"bad SRS address: %s\" to=<%s>",
+		    log_q(out ? out : "invalid"), log_a(addr));
+		session_error(s, "550 5.1.1 <%s>: invalid or expired return "
+		    "address", addr);
+	} else {
+		session_log(s, "event=rcpt result=tempfail code=451 esc=4.3.0 "
+		    "reason=\"vault unavailable\" to=<%s>", log_a(addr));
+		session_reply(s, "451 4.3.0 <%s>: temporary failure, try again "
+		    "later", addr);
+	}
+	free(addr);
+	if (s->state == SS_CMD)
+		session_process(s);
+}
+
+/* The SRS key is the vault's: ask it, holding the session's input. */
+static void
+rcpt_srs(struct session *s, const char *addr)
+{
+	if (vault_srs_reverse(addr, rcpt_srs_done, s->id) == -1) {
+		session_log(s, "event=rcpt result=tempfail code=451 esc=4.3.0 "
+		    "reason=\"vault unavailable\" to=<%s>", log_a(addr));
+		session_reply(s, "451 4.3.0 <%s>: temporary failure, try again "
+		    "later", addr);
+		return;
+	}
+	s->vaultrcpt = xstrdup(addr);
+	s->state = SS_VAULT;
+}
+
+static void
+cmd_rcpt(struct session *s, const char *arg)
+{
+	struct smtp_path p;
+	const char *rest, *why = NULL;
+	char addr[SMTP_PATH_MAX * 2];
+	int flags = PATH_ALLOW_POSTMASTER;
+
+	if (s->sender == NULL) {
+		session_error(s, "503 5.5.1 send MAIL first");
+		return;
+	}
+	if (s->mp.smtputf8)
+		flags |= PATH_ALLOW_UTF8;
+	if (smtp_parse_path(arg, flags, &p, &rest, &why) == -1) {
+		session_error(s, "501 5.1.3 %s", why ? why : "bad recipient address");
+		return;
+	}
+	if (smtp_parse_rcpt_params(rest, &why) == -1) {
+		session_error(s, "555 5.5.4 %s", why ? why : "bad parameters");
+		return;
+	}
+	if (s->nrcpts >= (size_t)session_knob(s, K_MAX_RECIPIENTS)) {
+		session_reply(s, "452 4.5.3 too many recipients");
+		return;
+	}
+	rcpt_normalise(&p, addr, sizeof(addr));
+	if (rcpt_is_srs(&p))
+		rcpt_srs(s, addr);
+	else
+		rcpt_check(s, addr);
 }
 
 static void
@@ -1297,10 +1342,27 @@ smtp_queue_closed(struct ipc *c, void *arg)
 	ipc_free(c);
 }
 
+static int
+smtp_peer_kind(struct rec_reader *rd, const char *kind)
+{
+	struct rec r;
+
+	while (rec_next(rd, &r) == 1)
+		if (r.tag == T_KIND && r.len == strlen(kind) &&
+		    memcmp(r.data, kind, r.len) == 0)
+			return 1;
+	return 0;
+}
+
 static void
 smtp_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
     void *arg)
 {
+	if (type == IMSG_P_PEER && fd >= 0 && smtp_peer_kind(rd, PEER_VAULT)) {
+		vault_client_channel(smtp.base, fd);
+		log_info("event=ipc result=ok reason=\"new vault channel\"");
+		return;
+	}
 	if (type == IMSG_P_PEER && fd >= 0) {
 		if (smtp.queue)
 			ipc_free(smtp.queue);
@@ -1419,7 +1481,7 @@ smtp_dns_init(const struct conf *conf)
 
 void
 smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
-    int parentfd, int queuefd)
+    int parentfd, int queuefd, int vaultfd)
 {
 	struct event *ev;
 	size_t i;
@@ -1432,8 +1494,11 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 	smtp.nextid = ((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8);
 	smtp.parent = ipc_new(smtp.base, parentfd, smtp_parent_msg,
 	    smtp_parent_closed, NULL);
-	smtp.queue = ipc_new(smtp.base, queuefd, smtp_queue_msg,
-	    smtp_queue_closed, NULL);
+	if (queuefd >= 0)
+		smtp.queue = ipc_new(smtp.base, queuefd, smtp_queue_msg,
+		    smtp_queue_closed, NULL);
+	if (vaultfd >= 0)
+		vault_client_channel(smtp.base, vaultfd);
 	smtp.lev = xcalloc(nls + 1, sizeof(*smtp.lev));
 	smtp.nlev = nls + (submitfd >= 0);
 	for (i = 0; i < nls; i++) {
@@ -1458,6 +1523,7 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 	evsignal_add(ev, NULL);
 	ev = evsignal_new(smtp.base, SIGUSR1, smtp_sigusr1, NULL);
 	evsignal_add(ev, NULL);
+	proc_confine("smtp");
 	log_info("event=start result=ok listeners=%zu", nls);
 	event_base_dispatch(smtp.base);
 	exit(0);

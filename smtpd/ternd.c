@@ -1,11 +1,12 @@
 /*
  * ternd: start-up and the parent process.  The parent is the only process
- * that stays root: it reads the configuration, binds the listening ports
- * and the control socket, prepares the spool, forks the unprivileged smtp
- * and queue processes (restarting one that dies, with a throttle), runs
- * local deliveries in workers dropped to the recipient's uid/gid, and
- * handles SIGHUP (reload) and SIGTERM (orderly stop).  It never parses
- * network input.
+ * that stays root: it reads the configuration and the secrets it names,
+ * binds the listening ports and the control socket, prepares the spool,
+ * starts the roles (smtp, queue, vault) by fork and exec of ternd itself
+ * with only their channel open, hands each what it needs over that
+ * channel, restarts one that dies (with a throttle), runs local deliveries
+ * in workers dropped to the recipient's uid/gid, and handles SIGHUP
+ * (reload) and SIGTERM (orderly stop).  It never parses network input.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <seccomp.h>
 
 #include "conf/aliases.h"
 #include "conf/conf.h"
@@ -37,6 +39,7 @@
 #include "lib/proc.h"
 #include "queue/resolve.h"
 #include "lib/util.h"
+#include "smtpd/role.h"
 
 #define TERND_CONF		"/etc/tern/tern.conf"
 #define TERND_STOP_SECS		30
@@ -53,11 +56,14 @@ struct worker {
 };
 
 struct child {
+	const char	*role;
 	pid_t		 pid;
 	struct ipc	*ipc;
 	time_t		 started;
 	int		 restarts;
 	struct event	*restart;
+	int64_t		 sysnr;		/* its seccomp report, or -1 */
+	struct ipc	*deadipc;	/* its channel, seen failing */
 };
 
 static struct {
@@ -71,7 +77,9 @@ static struct {
 	size_t			 nls;
 	int			 ctlfd;
 	int			 submitfd;
-	struct child		 smtp, queue;
+	struct child		 smtp, queue, vault;
+	unsigned char		 srskey[SRS_KEY_MAX];
+	size_t			 srskeylen;
 	pid_t			 oldsmtp;	/* draining after a reload */
 	struct ipc		*oldipc;	/* its channel, kept until it exits */
 	struct worker		*workers;
@@ -85,14 +93,13 @@ static struct {
 static int	ready_fd = -1;	/* tells the starting process we are up */
 static void	parent_mkdirs(const char *, mode_t, uid_t, gid_t);
 
-static void	parent_spawn_smtp(void);
-static void	parent_spawn_queue(void);
-static void	child_setup(const char *);
+static void	parent_spawn(struct child *);
 
 static void
 usage(void)
 {
 	fprintf(stderr, "usage: ternd [-dDnPv] [-f file]\n");
+	fprintf(stderr, "       ternd -X smtp|queue|vault (started by ternd)\n");
 	exit(1);
 }
 
@@ -139,8 +146,8 @@ parent_srs_key(const struct conf *c)
 	}
 	buf_init(&b);
 	if (file_read_all(path, SRS_KEY_MAX * 2, &b) == 0 && b.len >= 16) {
-		proc_srs_keylen = b.len < SRS_KEY_MAX ? b.len : SRS_KEY_MAX;
-		memcpy(proc_srs_key, b.data, proc_srs_keylen);
+		p.srskeylen = b.len < SRS_KEY_MAX ? b.len : SRS_KEY_MAX;
+		memcpy(p.srskey, b.data, p.srskeylen);
 		explicit_bzero(b.data, b.len);
 		buf_free(&b);
 		return;
@@ -155,24 +162,10 @@ parent_srs_key(const struct conf *c)
 		fatalx("event=start result=error reason=\"SRS key %s: %s\"",
 		    log_q(path), strerror(errno));
 	close(fd);
-	memcpy(proc_srs_key, key, sizeof(key));
-	proc_srs_keylen = sizeof(key);
+	memcpy(p.srskey, key, sizeof(key));
+	p.srskeylen = sizeof(key);
 	explicit_bzero(key, sizeof(key));
 	log_info("event=start result=ok reason=\"created SRS key %s\"", log_q(path));
-}
-
-void
-proc_drop(const struct conf *c, const char *role)
-{
-	if (!p.root)
-		return;
-	if (setgroups(1, &p.gid) == -1 || setgid(p.gid) == -1 ||
-	    setuid(p.uid) == -1)
-		fatalx("event=start result=error reason=\"cannot drop to user "
-		    "%s: %s\"", log_q(conf_str(c, K_USER)), strerror(errno));
-	if (setuid(0) != -1)
-		panicx("event=start result=error reason=\"%s still root\"",
-		    role);
 }
 
 /* mkdir -p path; levels it creates are given to uid/gid. */
@@ -930,11 +923,28 @@ worker_read(evutil_socket_t fd, short ev, void *arg)
 		event_del(dl->ev);	/* the end: the rest comes with SIGCHLD */
 }
 
+/*
+ * A worker keeps its message and its report pipe, nothing else of the
+ * parent's (listeners, the control and submit sockets, the roles'
+ * channels, the event loop, other deliveries' messages), before it runs
+ * anything of the account's.  The syslog socket is let go first and
+ * opened again, so no closed number is written to by mistake.
+ */
+static void
+worker_isolate(const struct delivery *dl, int out)
+{
+	int keep[2] = { dl->msgfd, out };
+
+	log_close();
+	fd_close_except(keep, 2);
+	log_setrole("local");
+	log_reopen();
+}
+
 static int
 delivery_start(struct delivery *dl, char *why, size_t whylen)
 {
 	const char *bad;
-	struct delivery *o;
 	struct worker *w;
 	int pfd[2];
 	pid_t pid;
@@ -954,12 +964,8 @@ delivery_start(struct delivery *dl, char *why, size_t whylen)
 		return -1;
 	}
 	if (pid == 0) {
-		close(pfd[0]);
 		fcntl(pfd[1], F_SETFL, 0);
-		child_setup("local");
-		for (o = deliveries; o; o = o->next)
-			if (o != dl && o->msgfd >= 0)
-				close(o->msgfd);
+		worker_isolate(dl, pfd[1]);
 		worker_run(dl, pfd[1]);
 	}
 	close(pfd[1]);
@@ -1162,27 +1168,41 @@ static void	parent_child_msg(struct ipc *, int, struct rec_reader *, int,
 		    void *);
 static void	parent_child_closed(struct ipc *, void *);
 
+#define PARENT_CONF_CHUNK	(128 * 1024)	/* config text per message */
+
+/*
+ * fork and exec ternd itself as the role, with descriptors 0-2 and its
+ * channel (PROC_PARENT_FD) alone: nothing of the parent (its event loop,
+ * its signal pipe, the other channels, the secrets in its memory) reaches
+ * the role.  What the role needs follows over the channel.
+ */
 static pid_t
-parent_fork(const char *role, struct child *ch, int keep[], size_t nkeep)
+parent_exec(struct child *ch)
 {
+	char *argv[] = { "ternd", "-X", (char *)ch->role, NULL };
 	int pair[2];
 	pid_t pid;
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) == -1)
-		fatalx("event=start result=error reason=\"socketpair: %s\"",
-		    strerror(errno));
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) == -1) {
+		log_warnx("event=spawn result=error role=%s reason=\"socketpair: "
+		    "%s\"", ch->role, strerror(errno));
+		return -1;
+	}
 	if ((pid = parent_safe_fork()) == -1) {
-		log_warnx("event=spawn result=error role=%s reason=\"%s\"", role,
-		    strerror(errno));
+		log_warnx("event=spawn result=error role=%s reason=\"%s\"",
+		    ch->role, strerror(errno));
 		close(pair[0]);
 		close(pair[1]);
 		return -1;
 	}
 	if (pid == 0) {
-		close(pair[0]);
-		keep[0] = pair[1];
-		(void)nkeep;
-		return 0;
+		if (pair[1] == PROC_PARENT_FD)
+			fcntl(pair[1], F_SETFD, 0);
+		else if (dup2(pair[1], PROC_PARENT_FD) == -1)
+			_exit(127);
+		close_range(PROC_PARENT_FD + 1, ~0U, 0);
+		execv("/proc/self/exe", argv);
+		_exit(127);
 	}
 	close(pair[1]);
 	if (ch->ipc)
@@ -1191,80 +1211,175 @@ parent_fork(const char *role, struct child *ch, int keep[], size_t nkeep)
 	    parent_child_closed, ch);
 	ch->pid = pid;
 	ch->started = time(NULL);
-	log_info("event=spawn result=ok role=%s pid=%d", role, (int)pid);
+	ch->sysnr = -1;
+	log_info("event=spawn result=ok role=%s pid=%d", ch->role, (int)pid);
 	return pid;
 }
 
-/* In a fresh child: leave the parent's event loop behind. */
+/* Identity and (for smtp and queue) the config text, in chunks. */
 static void
-child_setup(const char *role)
+parent_send_init(struct child *ch, int with_conf)
 {
-	struct worker *w;
+	size_t off = 0, n;
+	struct buf b;
 
-	log_setrole(role);
-	for (w = p.workers; w; w = w->next)
-		close(w->pipefd);
-	/* The parent's ends of the other channels are not ours to use. */
-	if (p.smtp.ipc)
-		close(ipc_fd(p.smtp.ipc));
-	if (p.queue.ipc)
-		close(ipc_fd(p.queue.ipc));
-	if (p.oldipc)
-		close(ipc_fd(p.oldipc));
+	do {
+		buf_init(&b);
+		if (off == 0) {
+			rec_put_u64(&b, T_FLAGS, (p.foreground ?
+			    ROLE_F_FOREGROUND : 0) | (p.verbose ?
+			    ROLE_F_VERBOSE : 0));
+			rec_put_u64(&b, T_UID, p.root ? p.uid : 0);
+			rec_put_u64(&b, T_GID, p.root ? p.gid : 0);
+			rec_put_str(&b, T_PATH, proc_basedir);
+			if (resolve_self)
+				rec_put_str(&b, T_USER, resolve_self);
+		}
+		n = with_conf ? p.text.len - off : 0;
+		if (n > PARENT_CONF_CHUNK)
+			n = PARENT_CONF_CHUNK;
+		if (n)
+			rec_put(&b, T_CONF, p.text.data + off, n);
+		off += n;
+		ipc_send(ch->ipc, IMSG_P_INIT, b.data, b.len, -1);
+		buf_free(&b);
+	} while (off < (with_conf ? p.text.len : 0));
+}
+
+/* A descriptor for a role: ours is kept (a copy goes) unless give. */
+static void
+parent_send_fd(struct child *ch, int type, const char *kind, size_t index,
+    int fd, int give)
+{
+	struct buf b;
+
+	if (!give && (fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) == -1) {
+		log_warnx("event=spawn result=error role=%s reason=\"dup: %s\"",
+		    ch->role, strerror(errno));
+		return;
+	}
+	buf_init(&b);
+	rec_put_str(&b, T_KIND, kind);
+	rec_put_u64(&b, T_INDEX, index);
+	ipc_send(ch->ipc, type, b.data, b.len, fd);
+	buf_free(&b);
+}
+
+/* A channel between two running roles; each learns the other's role. */
+static void
+parent_pair(struct child *a, struct child *b)
+{
+	int sp[2];
+
+	if (a->ipc == NULL || b->ipc == NULL)
+		return;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == -1) {
+		log_warnx("event=spawn result=error reason=\"socketpair: %s\"",
+		    strerror(errno));
+		return;
+	}
+	parent_send_fd(a, IMSG_P_PEER, b->role, 0, sp[0], 1);
+	parent_send_fd(b, IMSG_P_PEER, a->role, 0, sp[1], 1);
+}
+
+/*
+ * What the vault holds: the SRS key, the SRS domain, and each route's
+ * auth file with its user and password (read by the parent, as root).
+ */
+static void
+parent_secrets(struct buf *b)
+{
+	size_t i;
+
+	rec_put(b, T_KEY, p.srskey, p.srskeylen);
+	rec_put_str(b, T_DOMAIN, conf_str(p.conf, K_SRS_DOMAIN));
+	for (i = 0; i < p.conf->nroutes; i++) {
+		const struct route *r = &p.conf->routes[i];
+
+		if (r->authfile == NULL || r->authuser == NULL)
+			continue;
+		rec_put_str(b, T_PATH, r->authfile);
+		rec_put_str(b, T_USER, r->authuser);
+		rec_put_str(b, T_PASS, r->authpass);
+	}
 }
 
 static void
-parent_spawn_queue(void)
+parent_send_secrets(struct child *ch)
 {
-	int sq[2], keep[1];
-	pid_t pid;
+	struct buf b;
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sq) == -1) {
-		log_warnx("event=spawn result=error reason=\"socketpair\"");
-		return;
-	}
-	pid = parent_fork("queue", &p.queue, keep, 1);
-	if (pid == 0) {
-		child_setup("queue");
-		close(sq[1]);
+	buf_init(&b);
+	parent_secrets(&b);
+	ipc_send(ch->ipc, IMSG_P_SECRETS, b.data, b.len, -1);
+	explicit_bzero(b.data, b.cap);
+	buf_free(&b);
+}
+
+static void
+parent_send_role(struct child *ch)
+{
+	size_t i;
+
+	if (ch == &p.vault) {
+		parent_send_init(ch, 0);
+		parent_send_secrets(ch);
+		parent_pair(ch, &p.smtp);
+	} else if (ch == &p.queue) {
+		parent_send_init(ch, 1);
+		parent_send_fd(ch, IMSG_P_FD, FD_CONTROL, 0, p.ctlfd, 0);
+		parent_pair(ch, &p.smtp);
+	} else {
+		parent_send_init(ch, 1);
+		for (i = 0; i < p.nls; i++)
+			parent_send_fd(ch, IMSG_P_FD, FD_LISTENER,
+			    p.ls[i].listener, p.ls[i].fd, 0);
 		if (p.submitfd >= 0)
-			close(p.submitfd);
-		parent_close_listeners();
-		proc_drop(p.conf, "queue");
-		queue_main(p.conf, p.text.data, p.text.len, keep[0], p.ctlfd,
-		    sq[0]);
+			parent_send_fd(ch, IMSG_P_FD, FD_SUBMIT, 0,
+			    p.submitfd, 0);
+		parent_pair(ch, &p.queue);
+		parent_pair(ch, &p.vault);
 	}
-	close(sq[0]);
-	if (pid > 0 && p.smtp.ipc)
-		ipc_send(p.smtp.ipc, IMSG_P_PEER, NULL, 0, sq[1]);
-	else
-		close(sq[1]);
+	ipc_send(ch->ipc, IMSG_P_GO, NULL, 0, -1);
 }
 
 static void
-parent_spawn_smtp(void)
+parent_spawn(struct child *ch)
 {
-	int sq[2], keep[1];
-	pid_t pid;
+	if (parent_exec(ch) > 0)
+		parent_send_role(ch);
+}
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sq) == -1) {
-		log_warnx("event=spawn result=error reason=\"socketpair\"");
-		return;
-	}
-	pid = parent_fork("smtp", &p.smtp, keep, 1);
-	if (pid == 0) {
-		child_setup("smtp");
-		close(sq[0]);
-		if (p.ctlfd >= 0)
-			close(p.ctlfd);
-		proc_drop(p.conf, "smtp");
-		smtp_main(p.conf, p.ls, p.nls, p.submitfd, keep[0], sq[1]);
-	}
-	close(sq[1]);
-	if (pid > 0 && p.queue.ipc)
-		ipc_send(p.queue.ipc, IMSG_P_PEER, NULL, 0, sq[0]);
-	else
-		close(sq[0]);
+/*
+ * A role's last word before SIGSYS: the system call its filter refused.
+ * Kept until the role is seen dead of SIGSYS; only then logged, so a
+ * role cannot make the parent say anything by sending one.
+ */
+static void
+parent_seccomp(struct child *ch, struct rec_reader *rd)
+{
+	struct rec r;
+	uint64_t nr = 0;
+
+	while (rec_next(rd, &r) == 1)
+		if (r.tag == T_CODE)
+			rec_u64(&r, &nr);
+	ch->sysnr = nr < 100000 ? (int64_t)nr : -1;
+}
+
+static void
+parent_seccomp_log(struct child *ch)
+{
+	char *name = NULL;
+
+	if (ch->sysnr >= 0)
+		name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE,
+		    (int)ch->sysnr);
+	log_warnx("event=seccomp result=killed role=%s pid=%d syscall=%s "
+	    "nr=%lld reason=\"system call outside the role's filter\"",
+	    ch->role, (int)ch->pid, name ? name : "unknown",
+	    (long long)ch->sysnr);
+	free(name);
 }
 
 static void
@@ -1277,16 +1392,48 @@ parent_child_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 		parent_deliver(rd, fd);
 		return;
 	}
+	if (type == IMSG_P_SECCOMP) {
+		parent_seccomp(ch, rd);
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
 	if (fd >= 0)
 		close(fd);
 	log_warnx("event=ipc result=error reason=\"unexpected message %d\"",
 	    type);
 }
 
+/*
+ * A role's channel failed while the role runs: it sent what no role
+ * sends (a malformed datagram) or closed its end.  Such a role is broken
+ * or taken over: it is killed, and restarted as after any crash.  A role
+ * that is exiting closes its channel too, a moment before SIGCHLD; so the
+ * verdict waits a second, and SIGCHLD (which forgets the channel) wins.
+ */
+static void
+parent_channel_check(evutil_socket_t fd, short ev, void *arg)
+{
+	struct child *ch = arg;
+
+	if (ch->ipc == NULL || ch->ipc != ch->deadipc || ch->pid <= 0 ||
+	    p.stopping)
+		return;
+	log_warnx("event=ipc result=error role=%s pid=%d reason=\"channel "
+	    "closed or malformed\" action=kill", ch->role, (int)ch->pid);
+	kill(ch->pid, SIGKILL);
+}
+
 static void
 parent_child_closed(struct ipc *c, void *arg)
 {
-	/* The exit is handled by SIGCHLD; only the channel goes here. */
+	struct child *ch = arg;
+	struct timeval tv = { 1, 0 };
+
+	if (c != ch->ipc || ch->pid <= 0 || p.stopping)
+		return;
+	ch->deadipc = c;
+	event_base_once(p.base, -1, EV_TIMEOUT, parent_channel_check, ch, &tv);
 }
 
 static void
@@ -1296,21 +1443,46 @@ parent_restart_cb(evutil_socket_t fd, short ev, void *arg)
 
 	if (p.stopping)
 		return;
-	if (ch == &p.smtp)
-		parent_spawn_smtp();
-	else
-		parent_spawn_queue();
+	parent_spawn(ch);
+}
+
+/* What a dead role sent last (its seccomp report) is still read. */
+static void
+parent_drain(struct child *ch)
+{
+	static unsigned char b[IPC_MAX + 4];
+	struct rec_reader rd;
+	int type, fd, i;
+	size_t len;
+
+	for (i = 0; i < 64 && ch->ipc; i++) {
+		if (ipc_recv_wait(ipc_fd(ch->ipc), &type, b, sizeof(b), &len,
+		    &fd, 0) == -1)
+			return;
+		if (fd >= 0)
+			close(fd);
+		rec_reader_init(&rd, b, len);
+		if (type == IMSG_P_SECCOMP)
+			parent_seccomp(ch, &rd);
+	}
 }
 
 /* Restart a dead child at once, then with a growing delay if it repeats. */
 static void
-parent_child_died(struct child *ch, const char *role, int status)
+parent_child_died(struct child *ch, int status)
 {
 	struct timeval tv = { 0, 0 };
 
-	log_warnx("event=child-exit role=%s pid=%d status=%d%s", role,
+	if (ch->ipc)
+		parent_drain(ch);
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
+		parent_seccomp_log(ch);
+	ch->sysnr = -1;
+	log_warnx("event=child-exit role=%s pid=%d status=%d%s%s", ch->role,
 	    (int)ch->pid, WIFEXITED(status) ? WEXITSTATUS(status) :
-	    128 + WTERMSIG(status), p.stopping ? "" : " action=restart");
+	    128 + WTERMSIG(status), WIFSIGNALED(status) &&
+	    WTERMSIG(status) == SIGSYS ? " reason=seccomp" : "",
+	    p.stopping ? "" : " action=restart");
 	ch->pid = 0;
 	if (ch->ipc) {
 		ipc_free(ch->ipc);
@@ -1331,7 +1503,8 @@ parent_child_died(struct child *ch, const char *role, int status)
 static void
 parent_maybe_exit(void)
 {
-	if (!p.stopping || p.smtp.pid || p.queue.pid || p.oldsmtp)
+	if (!p.stopping || p.smtp.pid || p.queue.pid || p.vault.pid ||
+	    p.oldsmtp)
 		return;
 	if (p.workers)
 		return;
@@ -1355,15 +1528,21 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 			p.oldsmtp = 0;
 			ipc_free(p.oldipc);
 			p.oldipc = NULL;
+			if (p.stopping && p.vault.pid && !p.smtp.pid)
+				kill(p.vault.pid, SIGTERM);
 			continue;
 		}
 		if (pid == p.smtp.pid) {
-			parent_child_died(&p.smtp, "smtp", status);
-			/* Once smtp has stopped, stop the queue. */
+			parent_child_died(&p.smtp, status);
+			/* Once smtp has stopped, stop the queue and vault. */
 			if (p.stopping && p.queue.pid)
 				kill(p.queue.pid, SIGTERM);
+			if (p.stopping && p.vault.pid && !p.oldsmtp)
+				kill(p.vault.pid, SIGTERM);
 		} else if (pid == p.queue.pid)
-			parent_child_died(&p.queue, "queue", status);
+			parent_child_died(&p.queue, status);
+		else if (pid == p.vault.pid)
+			parent_child_died(&p.vault, status);
 	}
 	parent_maybe_exit();
 }
@@ -1378,6 +1557,8 @@ parent_stop_timeout(evutil_socket_t fd, short ev, void *arg)
 		kill(p.smtp.pid, SIGKILL);
 	if (p.queue.pid)
 		kill(p.queue.pid, SIGKILL);
+	if (p.vault.pid)
+		kill(p.vault.pid, SIGKILL);
 	if (p.oldsmtp)
 		kill(p.oldsmtp, SIGKILL);
 	for (w = p.workers; w; w = w->next)
@@ -1399,8 +1580,12 @@ parent_sigterm(evutil_socket_t sig, short ev, void *arg)
 		kill(p.oldsmtp, SIGTERM);
 	if (p.smtp.pid)
 		kill(p.smtp.pid, SIGTERM);
-	else if (p.queue.pid)
-		kill(p.queue.pid, SIGTERM);
+	else {
+		if (p.queue.pid)
+			kill(p.queue.pid, SIGTERM);
+		if (p.vault.pid && !p.oldsmtp)
+			kill(p.vault.pid, SIGTERM);
+	}
 	p.stopev = evtimer_new(p.base, parent_stop_timeout, NULL);
 	evtimer_add(p.stopev, &tv);
 	parent_maybe_exit();
@@ -1454,7 +1639,9 @@ parent_sighup(evutil_socket_t sig, short ev, void *arg)
 		p.smtp.pid = 0;
 		p.smtp.ipc = NULL;
 	}
-	parent_spawn_smtp();
+	if (p.vault.ipc)
+		parent_send_secrets(&p.vault);
+	parent_spawn(&p.smtp);
 	if (p.queue.ipc) {
 		buf_init(&b);
 		rec_put(&b, T_CONF, p.text.data, p.text.len);
@@ -1577,8 +1764,15 @@ main(int argc, char *argv[])
 	p.confpath = TERND_CONF;
 	p.ctlfd = -1;
 	p.submitfd = -1;
-	while ((ch = getopt(argc, argv, "dDf:nPv")) != -1) {
+	p.smtp.role = "smtp";
+	p.queue.role = "queue";
+	p.vault.role = "vault";
+	while ((ch = getopt(argc, argv, "dDf:nPvX:")) != -1) {
 		switch (ch) {
+		case 'X':
+			if (optind != argc)
+				usage();
+			role_start(argc, argv, optarg);
 		case 'd': p.foreground = 1; break;
 		case 'D': embedded = 1; break;
 		case 'f': p.confpath = optarg; break;
@@ -1632,8 +1826,9 @@ main(int argc, char *argv[])
 	parent_pidfile(p.conf);
 	signal(SIGPIPE, SIG_IGN);
 	p.base = event_base_new();
-	parent_spawn_queue();
-	parent_spawn_smtp();
+	parent_spawn(&p.vault);
+	parent_spawn(&p.queue);
+	parent_spawn(&p.smtp);
 	ev = evsignal_new(p.base, SIGCHLD, parent_sigchld, NULL);
 	evsignal_add(ev, NULL);
 	ev = evsignal_new(p.base, SIGTERM, parent_sigterm, NULL);

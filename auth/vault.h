@@ -1,0 +1,47 @@
+/*
+ * vault: the process that holds the secrets and parses no network input.
+ * It gets them from the root parent (IMSG_P_SECRETS: the SRS key and every
+ * route's credentials, again at each reload) and answers small,
+ * length-checked requests from the smtp process over its channel: reverse
+ * an SRS address, rewrite a forwarded sender, hand over one route's
+ * credentials for one connection.  Nothing in it reads a file or a socket
+ * other than its channels.
+ *
+ * The client half (vault_client_*) runs in the smtp process: requests
+ * carry a cookie and complete by callback, always from the event loop.
+ */
+#ifndef TERN_VAULT_H
+#define TERN_VAULT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+
+#define VAULT_SRS_DAYS	21	/* how long a rewritten sender stays valid */
+#define VAULT_ROUTES_MAX 256	/* route credentials it holds at most */
+
+/* Outcomes given to a client callback. */
+#define VAULT_OK	0	/* done: the answer is in a (and b) */
+#define VAULT_NONE	1	/* nothing to do: not ours, no credentials */
+#define VAULT_INVALID	2	/* an SRS address of ours that fails: a = why */
+#define VAULT_TEMP	3	/* the vault is unavailable: try again later */
+
+/*
+ * cookie names the requester's object (a session or job id) so that an
+ * answer for one that is gone finds nothing.  a and b live only during
+ * the call: copy what is kept (b, a password, is wiped after).
+ */
+typedef void (*vault_cb)(uint64_t cookie, int status, const char *a,
+    const char *b);
+
+/* The smtp process's channel to the vault (a new one replaces the old). */
+void	vault_client_channel(struct event_base *, int fd);
+/* Requests: 0 sent, -1 no vault now (the callback is not called). */
+int	vault_srs_reverse(const char *addr, vault_cb, uint64_t cookie);
+int	vault_srs_forward(const char *sender, vault_cb, uint64_t cookie);
+int	vault_route_auth(const char *authfile, vault_cb, uint64_t cookie);
+/* Requests waiting for an answer (shutdown waits for none). */
+size_t	vault_client_pending(void);
+
+#endif

@@ -1,0 +1,193 @@
+/*
+ * vault_client: the smtp process's side of the vault channel.  Each
+ * request gets a number; the answer names it, and the requester's
+ * callback runs with the cookie it gave.  If the channel closes, every
+ * waiting request completes with VAULT_TEMP, from the event loop.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth/vault.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+struct vreq {
+	struct vreq	*next;
+	uint64_t	 id;
+	int		 type;
+	vault_cb	 cb;
+	uint64_t	 cookie;
+};
+
+static struct {
+	struct ipc	*ipc;
+	struct vreq	*reqs;
+	size_t		 nreqs;
+	uint64_t	 nextid;
+} vc;
+
+static struct vreq *
+vault_req_take(uint64_t id)
+{
+	struct vreq **pp, *r;
+
+	for (pp = &vc.reqs; (r = *pp) != NULL; pp = &r->next)
+		if (r->id == id) {
+			*pp = r->next;
+			vc.nreqs--;
+			return r;
+		}
+	return NULL;
+}
+
+struct vreply {
+	uint64_t	 job, kind, status;
+	char		*text, *pass;
+};
+
+static int
+vault_reply_parse(struct rec_reader *rd, struct vreply *a)
+{
+	struct rec r;
+	char **dst;
+	int n;
+
+	memset(a, 0, sizeof(*a));
+	while ((n = rec_next(rd, &r)) == 1) {
+		dst = NULL;
+		if ((r.tag == T_JOB && rec_u64(&r, &a->job) == -1) ||
+		    (r.tag == T_KIND && rec_u64(&r, &a->kind) == -1) ||
+		    (r.tag == T_STATUS && rec_u64(&r, &a->status) == -1))
+			return -1;
+		if (r.tag == T_TEXT)
+			dst = &a->text;
+		else if (r.tag == T_PASS)
+			dst = &a->pass;
+		if (dst && (*dst != NULL || (*dst = rec_str(&r, 1024)) == NULL))
+			return -1;
+	}
+	return n == 0 && a->status <= VAULT_TEMP ? 0 : -1;
+}
+
+static void
+vault_reply_free(struct vreply *a)
+{
+	free(a->text);
+	if (a->pass) {
+		explicit_bzero(a->pass, strlen(a->pass));
+		free(a->pass);
+	}
+}
+
+static void
+vault_client_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
+    void *arg)
+{
+	struct vreply a;
+	struct vreq *r;
+
+	if (fd >= 0)
+		close(fd);
+	if (type != IMSG_V_REPLY || vault_reply_parse(rd, &a) == -1) {
+		log_warnx("event=ipc result=error reason=\"bad message from "
+		    "vault\" type=%d", type);
+		return;
+	}
+	if ((r = vault_req_take(a.job)) != NULL) {
+		if ((uint64_t)r->type == a.kind)
+			r->cb(r->cookie, (int)a.status, a.text, a.pass);
+		else
+			r->cb(r->cookie, VAULT_TEMP, NULL, NULL);
+		free(r);
+	}
+	vault_reply_free(&a);
+}
+
+/* Waiting requests fail as temporary; a new vault answers the next ones. */
+static void
+vault_client_fail_all(void)
+{
+	struct vreq *r;
+
+	while ((r = vc.reqs) != NULL) {
+		vc.reqs = r->next;
+		vc.nreqs--;
+		r->cb(r->cookie, VAULT_TEMP, NULL, NULL);
+		free(r);
+	}
+}
+
+static void
+vault_client_closed(struct ipc *c, void *arg)
+{
+	log_warnx("event=ipc result=error reason=\"vault channel closed\"");
+	if (vc.ipc == c)
+		vc.ipc = NULL;
+	ipc_free(c);
+	vault_client_fail_all();
+}
+
+void
+vault_client_channel(struct event_base *base, int fd)
+{
+	if (vc.ipc) {
+		ipc_free(vc.ipc);
+		vc.ipc = NULL;
+		vault_client_fail_all();
+	}
+	vc.ipc = ipc_new(base, fd, vault_client_msg, vault_client_closed, NULL);
+}
+
+static int
+vault_request(int type, uint8_t tag, const char *arg, vault_cb cb,
+    uint64_t cookie)
+{
+	struct vreq *r;
+	struct buf b;
+	int rv;
+
+	if (vc.ipc == NULL)
+		return -1;
+	buf_init(&b);
+	rec_put_u64(&b, T_JOB, ++vc.nextid);
+	rec_put_str(&b, tag, arg);
+	rv = ipc_send(vc.ipc, type, b.data, b.len, -1);
+	buf_free(&b);
+	if (rv == -1)
+		return -1;
+	r = xcalloc(1, sizeof(*r));
+	r->id = vc.nextid;
+	r->type = type;
+	r->cb = cb;
+	r->cookie = cookie;
+	r->next = vc.reqs;
+	vc.reqs = r;
+	vc.nreqs++;
+	return 0;
+}
+
+int
+vault_srs_reverse(const char *addr, vault_cb cb, uint64_t cookie)
+{
+	return vault_request(IMSG_V_SRS_REVERSE, T_RCPT, addr, cb, cookie);
+}
+
+int
+vault_srs_forward(const char *sender, vault_cb cb, uint64_t cookie)
+{
+	return vault_request(IMSG_V_SRS_FORWARD, T_SENDER, sender, cb, cookie);
+}
+
+int
+vault_route_auth(const char *authfile, vault_cb cb, uint64_t cookie)
+{
+	return vault_request(IMSG_V_ROUTE_AUTH, T_PATH, authfile, cb, cookie);
+}
+
+size_t
+vault_client_pending(void)
+{
+	return vc.nreqs;
+}
