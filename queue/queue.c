@@ -1024,59 +1024,89 @@ queue_load(const char *id)
 	queue_append_msg(m);
 }
 
-static void
-queue_recover(void)
+/*
+ * Call fn for every entry of a spool directory.  Each scan reads its own
+ * descriptor, opened afresh: a dup() of dirfd would share its position
+ * with every earlier scan, and a second scan would start at the end.
+ */
+static int
+queue_scan(int dirfd, int (*fn)(int, const char *))
 {
 	struct dirent *de;
 	DIR *d;
-	int fd, removed = 0, loaded = 0;
-	struct qmsg *m;
-	char name[QID_LEN + 8];
+	int fd, n = 0;
 
-	/* Nothing in incoming/ was ever acknowledged. */
-	if ((d = fdopendir(dup(q.incfd))) != NULL) {
-		while ((de = readdir(d)) != NULL)
-			if (de->d_name[0] != '.' &&
-			    unlinkat(q.incfd, de->d_name, 0) == 0)
-				removed++;
-		closedir(d);
+	if ((fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return -1;
 	}
-	if ((fd = dup(q.qfd)) == -1 || (d = fdopendir(fd)) == NULL)
-		fatalx("event=start result=error reason=\"spool unreadable\"");
-	while ((de = readdir(d)) != NULL) {
-		size_t len = strlen(de->d_name);
-
-		if (len == QID_LEN + 4 &&
-		    strcmp(de->d_name + QID_LEN, ".env") == 0) {
-			char id[QID_LEN + 1];
-
-			memcpy(id, de->d_name, QID_LEN);
-			id[QID_LEN] = '\0';
-			if (queue_valid_id(id)) {
-				queue_load(id);
-				loaded++;
-			}
-		} else if (len > 4 && strcmp(de->d_name + len - 4, ".tmp") == 0)
-			unlinkat(q.qfd, de->d_name, 0);
-	}
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n += fn(dirfd, de->d_name);
 	closedir(d);
-	/* A message without its envelope was never committed, or is done. */
-	if ((fd = dup(q.qfd)) != -1 && (d = fdopendir(fd)) != NULL) {
-		while ((de = readdir(d)) != NULL) {
-			size_t len = strlen(de->d_name);
-			struct stat st;
+	return n;
+}
 
-			if (len != QID_LEN + 4 ||
-			    strcmp(de->d_name + QID_LEN, ".msg") != 0)
-				continue;
-			memcpy(name, de->d_name, QID_LEN);
-			memcpy(name + QID_LEN, ".env", 5);
-			if (fstatat(q.qfd, name, &st, 0) == -1 &&
-			    unlinkat(q.qfd, de->d_name, 0) == 0)
-				removed++;
-		}
-		closedir(d);
+/* incoming/: nothing in it was ever acknowledged. */
+static int
+queue_recover_incoming(int dirfd, const char *name)
+{
+	return unlinkat(dirfd, name, 0) == 0;
+}
+
+/* queue/: load each envelope; an update left half written goes. */
+static int
+queue_recover_env(int dirfd, const char *name)
+{
+	size_t len = strlen(name);
+	char id[QID_LEN + 1];
+
+	if (len > 4 && strcmp(name + len - 4, ".tmp") == 0) {
+		unlinkat(dirfd, name, 0);
+		return 0;
 	}
+	if (len != QID_LEN + 4 || strcmp(name + QID_LEN, ".env") != 0)
+		return 0;
+	memcpy(id, name, QID_LEN);
+	id[QID_LEN] = '\0';
+	if (!queue_valid_id(id))
+		return 0;
+	queue_load(id);
+	return 1;
+}
+
+/* queue/: a message without its envelope was never committed, or is done. */
+static int
+queue_recover_msg(int dirfd, const char *name)
+{
+	char env[QID_LEN + 8];
+	struct stat st;
+
+	if (strlen(name) != QID_LEN + 4 || strcmp(name + QID_LEN, ".msg") != 0)
+		return 0;
+	memcpy(env, name, QID_LEN);
+	memcpy(env + QID_LEN, ".env", 5);
+	if (fstatat(dirfd, env, &st, 0) == 0 || errno != ENOENT ||
+	    unlinkat(dirfd, name, 0) == -1)
+		return 0;
+	log_info("q=%.*s event=recover result=removed reason=\"message "
+	    "without envelope\"", QID_LEN, name);
+	return 1;
+}
+
+static void
+queue_recover(void)
+{
+	int removed, orphans, loaded;
+	struct qmsg *m;
+
+	removed = queue_scan(q.incfd, queue_recover_incoming);
+	if ((loaded = queue_scan(q.qfd, queue_recover_env)) == -1)
+		fatalx("event=start result=error reason=\"spool unreadable\"");
+	/* After the envelopes: one moved to corrupt/ took its message along. */
+	orphans = queue_scan(q.qfd, queue_recover_msg);
 	TAILQ_FOREACH(m, &queue_all, entry) {
 		size_t i;
 
@@ -1085,7 +1115,7 @@ queue_recover(void)
 				m->env.rcpts[i].state = RS_PENDING;
 	}
 	log_info("event=recover result=ok messages=%d removed_partial=%d",
-	    loaded, removed);
+	    loaded, (removed > 0 ? removed : 0) + (orphans > 0 ? orphans : 0));
 }
 
 /* ---- scheduling and delivery -------------------------------------------------- */
