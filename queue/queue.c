@@ -56,6 +56,7 @@ size_t proc_srs_keylen;
 #define QUEUE_DSN_READ		(256 * 1024)	/* of the original, for DSNs */
 #define QUEUE_DSN_FULL		50000	/* returned whole up to this size */
 #define QUEUE_HELD_RETRY	3600	/* seconds between held re-checks */
+#define QUEUE_STOP_SECS		25	/* the parent kills at 30 s */
 
 struct incoming {
 	struct incoming	*next;
@@ -114,13 +115,15 @@ static struct {
 	uint64_t		 nextjob;
 	struct event		*runev;
 	struct event		*stateev;	/* lazy envelope updates */
-	int			 stopping;
+	int			 stopping;	/* SIGTERM: no new deliveries */
+	struct event		*stopev;	/* the stop's deadline */
 } q;
 
 struct qmsgs queue_all = TAILQ_HEAD_INITIALIZER(queue_all);
 
 static void	queue_run(evutil_socket_t, short, void *);
 static void	queue_remove_files(const char *);
+static void	queue_stop_check(void);
 
 /* The commit thread: syncs a batch while the loop fills the next. */
 static struct {
@@ -653,6 +656,7 @@ queue_peer_closed(struct ipc *c, void *arg)
 		}
 	queue_txn_lost(c);
 	ipc_free(c);
+	queue_stop_check();
 }
 
 static void
@@ -2033,6 +2037,7 @@ queue_delivered(struct rec_reader *rd)
 	queue_settle(m);
 	free(text);
 	queue_unblock();
+	queue_stop_check();
 }
 
 /* IMSG_M_RESULT: one outcome per recipient of a remote transaction. */
@@ -2369,20 +2374,63 @@ queue_parent_closed(struct ipc *c, void *arg)
 	_exit(0);
 }
 
-static void
-queue_sigterm(evutil_socket_t sig, short ev, void *arg)
+/* Stopping: the last batch and every changed envelope go to disk. */
+static void __attribute__((noreturn))
+queue_stop(const char *result)
 {
 	struct qmsg *m;
 
-	/* A batch is never half done here: flush runs to completion. */
-	q.stopping = 1;
 	queue_flush_all();
 	queue_state_flush(-1, 0, NULL);
 	TAILQ_FOREACH(m, &queue_all, entry)
 		if (m->dirty)
 			queue_write_env(m);
-	log_info("event=stop result=ok");
+	/* The renames and removals of the last outcomes, too. */
+	if (fsync(q.qfd) == -1)
+		log_warnx("event=stop result=warn reason=\"fsync queue/: %s\"",
+		    strerror(errno));
+	log_info("event=stop result=%s deliveries=%zu", result, q.nlocal);
 	exit(0);
+}
+
+/*
+ * Once stopping, the queue exits when nothing can bring it news: every
+ * smtp process it serves is gone (their last commits answered) and every
+ * local delivery it started has reported.  A delivery whose outcome is
+ * not recorded would be made again at the next start.
+ */
+static void
+queue_stop_check(void)
+{
+	if (q.stopping && q.nlocal == 0 && q.peers == NULL)
+		queue_stop("ok");
+}
+
+static void
+queue_stop_deadline(evutil_socket_t fd, short ev, void *arg)
+{
+	/* What is still out may be delivered again: a duplicate, no loss. */
+	queue_stop("timeout");
+}
+
+/*
+ * SIGTERM (from the parent, with the smtp processes'): start no more
+ * deliveries, go on answering the smtp processes until they have gone and
+ * recording the outcomes of local deliveries in flight, then exit; at the
+ * latest after QUEUE_STOP_SECS, under the parent's own stop timeout.
+ */
+static void
+queue_sigterm(evutil_socket_t sig, short ev, void *arg)
+{
+	struct timeval tv = { QUEUE_STOP_SECS, 0 };
+
+	if (q.stopping)
+		return;
+	q.stopping = 1;
+	log_info("event=stop result=wait deliveries=%zu", q.nlocal);
+	q.stopev = evtimer_new(q.base, queue_stop_deadline, NULL);
+	evtimer_add(q.stopev, &tv);
+	queue_stop_check();
 }
 
 void

@@ -1072,8 +1072,12 @@ delivery_next(struct delivery *dl, int st, const char *text, int self,
 	buf_reset(&dl->fwd);
 	buf_append(&dl->fwd, fwd->data ? fwd->data : "", fwd->len);
 	dl->stage = DS_MAILBOX;
-	if (p.stopping)
-		str_copy(why, "stopping", sizeof(why));
+	/*
+	 * Stopping, the queue waits for this outcome: the .forward stage's
+	 * commands and files are done, and a refusal would do them again.
+	 */
+	if (p.queue.ipc == NULL)
+		str_copy(why, "the queue process is gone", sizeof(why));
 	else if (delivery_start(dl, why, sizeof(why)) == 0)
 		return 1;
 	deliver_reply(dl->job, 1, why, NULL);
@@ -1357,12 +1361,9 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 			p.oldipc = NULL;
 			continue;
 		}
-		if (pid == p.smtp.pid) {
+		if (pid == p.smtp.pid)
 			parent_child_died(&p.smtp, "smtp", status);
-			/* Once smtp has stopped, stop the queue. */
-			if (p.stopping && p.queue.pid)
-				kill(p.queue.pid, SIGTERM);
-		} else if (pid == p.queue.pid)
+		else if (pid == p.queue.pid)
 			parent_child_died(&p.queue, "queue", status);
 	}
 	parent_maybe_exit();
@@ -1399,7 +1400,8 @@ parent_sigterm(evutil_socket_t sig, short ev, void *arg)
 		kill(p.oldsmtp, SIGTERM);
 	if (p.smtp.pid)
 		kill(p.smtp.pid, SIGTERM);
-	else if (p.queue.pid)
+	/* It serves smtp until smtp has gone, then waits for deliveries. */
+	if (p.queue.pid)
 		kill(p.queue.pid, SIGTERM);
 	p.stopev = evtimer_new(p.base, parent_stop_timeout, NULL);
 	evtimer_add(p.stopev, &tv);
