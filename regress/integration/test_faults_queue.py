@@ -3,6 +3,7 @@ leaves behind must be cleaned up or reported truly.
 
 * an orphaned queue/ID.msg (no envelope) is removed at start;
 * SIGTERM under load neither duplicates nor loses a local delivery;
+* a Maildir's tmp/ loses the files a killed delivery left (36 hours old);
 """
 import os
 import pwd
@@ -211,3 +212,41 @@ def test_sigterm_during_forward_stage_records_it(make_daemon, tmpbase,
     new = os.path.join(pw.pw_dir, "Maildir", "new")
     assert len(os.listdir(new)) == 1, d.logtext()[-3000:]
     assert len(list(drop.glob("m.*"))) == 1, d.logtext()[-3000:]
+
+
+# ---- Maildir tmp/ -----------------------------------------------------------
+
+def test_maildir_tmp_old_files_removed_on_delivery(daemon):
+    # A delivery killed between tmp/ and new/ leaves its file in tmp/.
+    # The Maildir convention: a file in tmp/ untouched for 36 hours is
+    # garbage.  Delivering into the Maildir cleans them; tmp/ is looked at
+    # when its atime says nobody did for hours, so it costs one stat in
+    # between.
+    d = daemon
+    send(d, ["demo@example.test"], "first")
+    assert d.wait_mail("demo")
+    tmp = d.maildirs / "demo" / "Maildir" / "tmp"
+    now = time.time()
+    old = tmp / "1700000000.M1P1Q1.stale"
+    old.write_bytes(b"half a message")
+    os.utime(old, (now - 40 * 3600, now - 40 * 3600))
+    fresh = tmp / "1700000001.M2P2Q2.fresh"
+    fresh.write_bytes(b"a delivery in progress")
+    os.utime(fresh, (now - 3600, now - 3600))
+    st = tmp.stat()
+    os.utime(tmp, (now - 9 * 3600, st.st_mtime))   # not looked at for 9 h
+    send(d, ["demo@example.test"], "second")
+    assert d.wait_mail("demo", 2)
+    assert not old.exists(), d.logtext()[-2000:]
+    assert fresh.exists()
+    assert re.search(r'event=maildir-clean result=ok removed=1 '
+                     r'dir=".*/demo/Maildir/tmp"', d.logtext()), \
+        d.logtext()[-2000:]
+    # Just looked at: the next delivery leaves tmp/ alone.
+    old.write_bytes(b"half a message")
+    os.utime(old, (now - 40 * 3600, now - 40 * 3600))
+    send(d, ["demo@example.test"], "third")
+    assert d.wait_mail("demo", 3)
+    assert old.exists()
+    assert sorted(p.name for p in tmp.iterdir()) == sorted(
+        [old.name, fresh.name])
