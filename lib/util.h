@@ -49,5 +49,12 @@ int	 parse_ll(const char *, long long, long long, long long *);
 
 /* Read a whole file (at most max bytes); 0 ok, -1 with errno. */
 int	 file_read_all(const char *, size_t, struct buf *);
+/*
+ * Write all n bytes, again after EINTR and short writes; 0 ok, -1 with the
+ * errno of the write that failed (ENOSPC on a full disk), or errno 0 if a
+ * write took nothing and said nothing.  fd_strerror() names either.
+ */
+int	 fd_write_all(int, const void *, size_t);
+const char *fd_strerror(int);
 
 #endif

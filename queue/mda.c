@@ -92,7 +92,7 @@ mda_copy(int in, int out, const char *hdr, size_t *size)
 	int cr = 0;
 	off_t off = 0;
 
-	if (write(out, hdr, hl) != (ssize_t)hl)
+	if (fd_write_all(out, hdr, hl) == -1)
 		return -1;
 	*size = hl;
 	while ((n = pread(in, ib, sizeof(ib), off)) > 0) {
@@ -106,7 +106,7 @@ mda_copy(int in, int out, const char *hdr, size_t *size)
 			if (!cr)
 				ob[o++] = ib[i];
 			if (o >= sizeof(ob) - 4) {
-				if (write(out, ob, o) != (ssize_t)o)
+				if (fd_write_all(out, ob, o) == -1)
 					return -1;
 				*size += o;
 				o = 0;
@@ -117,7 +117,7 @@ mda_copy(int in, int out, const char *hdr, size_t *size)
 		return -1;
 	if (cr)
 		ob[o++] = '\r';
-	if (o && write(out, ob, o) != (ssize_t)o)
+	if (o && fd_write_all(out, ob, o) == -1)
 		return -1;
 	*size += o;
 	return 0;
@@ -211,7 +211,7 @@ mda_maildir(int msgfd, const char *md, const char *shown, const char *sender,
 	    sender, rcpt);
 	if (mda_copy(msgfd, fd, hdr, &size) == -1 || fsync(fd) == -1) {
 		snprintf(err, errlen, "write %s/tmp/%s: %s", shown, name,
-		    strerror(errno));
+		    fd_strerror(errno));
 		close(fd);
 		unlink(tmp);
 		return EX_TEMPFAIL_;
@@ -384,21 +384,7 @@ enum mbox_how { MBOX_SPOOL, MBOX_FILE };
 static int
 fd_put(void *arg, const char *p, size_t n)
 {
-	int fd = *(int *)arg;
-	ssize_t w;
-
-	while (n > 0) {
-		if ((w = write(fd, p, n)) == -1 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			if (w == 0)
-				errno = ENOSPC;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
+	return fd_write_all(*(int *)arg, p, n);
 }
 
 static void
@@ -563,7 +549,7 @@ mbox_append(const struct mda_job *j, const char *path, enum mbox_how how,
 		goto out;
 	}
 	if (mbox_write(fd, j) == -1) {
-		snprintf(err, errlen, "write %s: %s", path, strerror(errno));
+		snprintf(err, errlen, "write %s: %s", path, fd_strerror(errno));
 		/* No half message stays behind. */
 		if (ftruncate(fd, st.st_size) == 0)
 			(void)fsync(fd);

@@ -338,21 +338,13 @@ queue_valid_id(const char *id)
 static int
 queue_write_file(int dirfd, const char *name, const struct buf *b, int sync)
 {
-	size_t off = 0;
-	ssize_t n;
 	int fd, e;
 
 	fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd == -1)
 		return -1;
-	while (off < b->len) {
-		n = write(fd, b->data + off, b->len - off);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			goto fail;
-		off += (size_t)n;
-	}
+	if (fd_write_all(fd, b->data, b->len) == -1)
+		goto fail;
 	if (sync && fsync(fd) == -1)
 		goto fail;
 	if (close(fd) == -1) {
@@ -361,7 +353,7 @@ queue_write_file(int dirfd, const char *name, const struct buf *b, int sync)
 	}
 	return 0;
 fail:
-	e = errno ? errno : ENOSPC;
+	e = errno;		/* 0: a short write that said nothing */
 	if (fd >= 0)
 		close(fd);
 	unlinkat(dirfd, name, 0);
@@ -556,9 +548,9 @@ queue_do_commit(struct ipc *peer, struct rec_reader *rd)
 		int full = errno == ENOSPC || errno == EDQUOT;
 
 		log_warnx("q=%s event=commit result=error reason=\"%s\"",
-		    in->id, strerror(errno));
+		    in->id, fd_strerror(errno));
 		queue_reply(peer, IMSG_Q_COMMITTED, in->sid, in->id,
-		    full ? 452 : 451, strerror(errno), -1);
+		    full ? 452 : 451, fd_strerror(errno), -1);
 		queue_drop_incoming(in);
 	}
 }
@@ -1284,7 +1276,7 @@ queue_state_flush(evutil_socket_t fd, short ev, void *arg)
 		snprintf(tmp, sizeof(tmp), "%s.env.tmp", m->env.id);
 		if (queue_write_file(q.qfd, tmp, &b, 0) == -1) {
 			log_warnx("q=%s event=update result=error reason=\"%s\"",
-			    m->env.id, strerror(errno));
+			    m->env.id, fd_strerror(errno));
 			continue;
 		}
 		m->dirty = 2;	/* written, not yet renamed */
@@ -1333,7 +1325,7 @@ queue_write_env(struct qmsg *m)
 		m->dirty = 0;
 	else
 		log_warnx("q=%s event=update result=error reason=\"%s\"",
-		    m->env.id, strerror(errno));
+		    m->env.id, fd_strerror(errno));
 	buf_free(&b);
 }
 
@@ -2156,22 +2148,16 @@ queue_inject(const char *to, const struct buf *content, uint64_t flags)
 {
 	struct incoming *in;
 	char id[QID_LEN + 1];
-	size_t off = 0;
-	ssize_t n;
 	int fd;
 
 	if ((fd = queue_create_file(id)) == -1)
 		return -1;
-	while (off < content->len) {
-		n = write(fd, content->data + off, content->len - off);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			close(fd);
-			unlinkat(q.incfd, id, 0);
-			return -1;
-		}
-		off += (size_t)n;
+	if (fd_write_all(fd, content->data, content->len) == -1) {
+		log_warnx("event=dsn result=error reason=\"%s\"",
+		    fd_strerror(errno));
+		close(fd);
+		unlinkat(q.incfd, id, 0);
+		return -1;
 	}
 	close(fd);
 	in = xcalloc(1, sizeof(*in));

@@ -4,6 +4,8 @@ leaves behind must be cleaned up or reported truly.
 * an orphaned queue/ID.msg (no envelope) is removed at start;
 * SIGTERM under load neither duplicates nor loses a local delivery;
 * a Maildir's tmp/ loses the files a killed delivery left (36 hours old);
+* a full disk is reported with its real cause, wherever the write fell
+  short (the spool, a Maildir).
 """
 import os
 import pwd
@@ -250,3 +252,56 @@ def test_maildir_tmp_old_files_removed_on_delivery(daemon):
     assert old.exists()
     assert sorted(p.name for p in tmp.iterdir()) == sorted(
         [old.name, fresh.name])
+
+
+# ---- full disk ---------------------------------------------------------------
+
+@pytest.fixture
+def tmpfs(tmpbase):
+    """mount(dir, size, uid): a small tmpfs there; unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = []
+
+    def mount(path, size, uid=0, gid=0):
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o",
+                        f"size={size},mode=755,uid={uid},gid={gid}",
+                        "tmpfs", str(path)], check=True)
+        mounted.append(path)
+        return path
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_full_spool_452_names_the_cause(make_daemon, tmpbase, tmpfs):
+    tmpfs(tmpbase / "spool", "1m")
+    d = make_daemon("trusted-network 127.0.0.0/8\nmax-message-size 10M\n")
+    d.start()
+    big = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 2000   # 2 MB
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as s:
+            s.sendmail("s@example.org", ["x@remote.example"], big)
+    assert e.value.smtp_code == 452 and b"4.3.1" in e.value.smtp_error
+    assert re.search(r"code=452 esc=4\.3\.1 reason=\"[^\"]*No space left "
+                     r"on device\"", d.logtext()), d.logtext()[-2000:]
+    assert "File exists" not in d.logtext()
+    assert wait_for(lambda: d.queue_files("incoming") == [], 10)
+
+
+def test_full_maildir_deferred_with_the_cause(make_daemon, tmpbase, tmpfs):
+    # The Maildir's file system fills during the copy: the write comes up
+    # short, the next one fails with ENOSPC.  The delivery is deferred,
+    # nothing half written stays, and the log says why.
+    vmail = pwd.getpwnam("vmail")
+    tmpfs(tmpbase / "mail" / "demo", "64k", vmail.pw_uid, vmail.pw_gid)
+    d = make_daemon().start()
+    body = (b"z" * 998 + b"\r\n") * 200          # 200 kB
+    send(d, ["demo@example.test"], "toolarge", body)
+    pat = (r"event=deliver to=<demo@example\.test> .*status=deferred "
+           r"reason=\"write [^\"]*/Maildir/tmp/[^\"]*: ([^\"]*)\"")
+    assert wait_for(lambda: re.search(pat, d.logtext()), 15), \
+        d.logtext()[-2000:]
+    assert re.search(pat, d.logtext()).group(1) == "No space left on device"
+    assert d.maildir("demo", "tmp") == [] and d.maildir("demo") == []
