@@ -322,3 +322,36 @@ fd_close_except(const int *keep, size_t n)
 	}
 	close_range((unsigned)lo, ~0U, 0);
 }
+
+/*
+ * A write that comes up short sets no errno: the file took what it could
+ * (a full disk, a file size limit), and only the next write says why.  So
+ * every write goes on until all is written or one fails; errno is that
+ * failure's, never one left over from an earlier call.
+ */
+int
+fd_write_all(int fd, const void *p, size_t n)
+{
+	const char *s = p;
+	ssize_t w;
+
+	while (n > 0) {
+		if ((w = write(fd, s, n)) == -1 && errno == EINTR)
+			continue;
+		if (w == -1)
+			return -1;
+		if (w == 0) {
+			errno = 0;	/* took nothing, said nothing */
+			return -1;
+		}
+		s += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+const char *
+fd_strerror(int e)
+{
+	return e == 0 ? "short write" : strerror(e);
+}

@@ -51,5 +51,12 @@ int	 parse_ll(const char *, long long, long long, long long *);
 int	 file_read_all(const char *, size_t, struct buf *);
 /* Close every descriptor above 2 but the n in keep (any order). */
 void	 fd_close_except(const int *keep, size_t n);
+/*
+ * Write all n bytes, again after EINTR and short writes; 0 ok, -1 with the
+ * errno of the write that failed (ENOSPC on a full disk), or errno 0 if a
+ * write took nothing and said nothing.  fd_strerror() names either.
+ */
+int	 fd_write_all(int, const void *, size_t);
+const char *fd_strerror(int);
 
 #endif

@@ -4,7 +4,8 @@
  * (never root), reading the spooled message through the descriptor the
  * queue process passed along.
  *
- * Maildir: tmp/, fsync, link into new/, fsync new/.  mbox (the account's
+ * Maildir: tmp/, fsync, link into new/, fsync new/; files a killed
+ * delivery left in tmp/ go after 36 hours.  mbox (the account's
  * spool file, or a /file target): a dotlock and an fcntl lock, a From_
  * line, mboxrd quoting, fsync; on any error the file is cut back to its
  * old size, so no half message remains.  |command: /bin/sh -c with a clean
@@ -18,6 +19,7 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -37,6 +39,9 @@
 #define EX_OK_		0
 #define EX_TEMPFAIL_	75
 #define EX_CANTCREAT_	73
+
+#define MDA_TMP_STALE	(36 * 3600)	/* the Maildir convention */
+#define MDA_TMP_SCAN	(8 * 3600)	/* between two looks into a tmp/ */
 
 /* mkdir -p, each created level 0700. */
 static int
@@ -87,7 +92,7 @@ mda_copy(int in, int out, const char *hdr, size_t *size)
 	int cr = 0;
 	off_t off = 0;
 
-	if (write(out, hdr, hl) != (ssize_t)hl)
+	if (fd_write_all(out, hdr, hl) == -1)
 		return -1;
 	*size = hl;
 	while ((n = pread(in, ib, sizeof(ib), off)) > 0) {
@@ -101,7 +106,7 @@ mda_copy(int in, int out, const char *hdr, size_t *size)
 			if (!cr)
 				ob[o++] = ib[i];
 			if (o >= sizeof(ob) - 4) {
-				if (write(out, ob, o) != (ssize_t)o)
+				if (fd_write_all(out, ob, o) == -1)
 					return -1;
 				*size += o;
 				o = 0;
@@ -112,10 +117,65 @@ mda_copy(int in, int out, const char *hdr, size_t *size)
 		return -1;
 	if (cr)
 		ob[o++] = '\r';
-	if (o && write(out, ob, o) != (ssize_t)o)
+	if (o && fd_write_all(out, ob, o) == -1)
 		return -1;
 	*size += o;
 	return 0;
+}
+
+/* Untouched (neither read nor written) for 36 hours: garbage. */
+static int
+mda_tmp_stale(int dirfd, const char *name, time_t now)
+{
+	struct stat st;
+	time_t t;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
+	    S_ISDIR(st.st_mode))
+		return 0;
+	t = st.st_mtime > st.st_atime ? st.st_mtime : st.st_atime;
+	return t < now - MDA_TMP_STALE;
+}
+
+/*
+ * A delivery killed between tmp/ and new/ leaves its file in tmp/, where
+ * no reader ever looks.  Looking costs a readdir and a stat per entry, so
+ * tmp/ is looked at only when its atime says nobody did for MDA_TMP_SCAN
+ * hours (as Dovecot does); the look sets the atime itself, so this holds
+ * on a noatime mount too.  In between, the cost is one fstat of a
+ * directory the delivery is about to write in anyway.
+ */
+static void
+mda_tmp_clean(const char *md, const char *shown, const char *qid)
+{
+	const struct timespec ts[2] = { { 0, UTIME_NOW }, { 0, UTIME_OMIT } };
+	time_t now = time(NULL);
+	char path[4096];
+	struct dirent *de;
+	struct stat st;
+	int fd, removed = 0;
+	DIR *d;
+
+	if (snprintf(path, sizeof(path), "%s/tmp", md) >= (int)sizeof(path) ||
+	    (fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC)) == -1)
+		return;
+	/* An atime in the future (the clock went back) is not trusted. */
+	if (fstat(fd, &st) == -1 || (st.st_atime > now - MDA_TMP_SCAN &&
+	    st.st_atime <= now + 60) || (d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") &&
+		    mda_tmp_stale(dirfd(d), de->d_name, now) &&
+		    unlinkat(dirfd(d), de->d_name, 0) == 0)
+			removed++;
+	(void)futimens(dirfd(d), ts);
+	closedir(d);
+	if (removed)
+		log_info("q=%s event=maildir-clean result=ok removed=%d "
+		    "dir=\"%s/tmp\"", qid, removed, log_q(shown));
 }
 
 int
@@ -130,6 +190,7 @@ mda_maildir(int msgfd, const char *md, const char *shown, const char *sender,
 
 	if (mda_prepare(md, err, errlen) == -1)
 		return EX_TEMPFAIL_;
+	mda_tmp_clean(md, shown, qid);
 	gethostname(host, sizeof(host) - 1);
 	for (char *p = host; *p; p++)
 		if (*p == '/' || *p == ':')
@@ -150,7 +211,7 @@ mda_maildir(int msgfd, const char *md, const char *shown, const char *sender,
 	    sender, rcpt);
 	if (mda_copy(msgfd, fd, hdr, &size) == -1 || fsync(fd) == -1) {
 		snprintf(err, errlen, "write %s/tmp/%s: %s", shown, name,
-		    strerror(errno));
+		    fd_strerror(errno));
 		close(fd);
 		unlink(tmp);
 		return EX_TEMPFAIL_;
@@ -323,21 +384,7 @@ enum mbox_how { MBOX_SPOOL, MBOX_FILE };
 static int
 fd_put(void *arg, const char *p, size_t n)
 {
-	int fd = *(int *)arg;
-	ssize_t w;
-
-	while (n > 0) {
-		if ((w = write(fd, p, n)) == -1 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			if (w == 0)
-				errno = ENOSPC;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
+	return fd_write_all(*(int *)arg, p, n);
 }
 
 static void
@@ -502,7 +549,7 @@ mbox_append(const struct mda_job *j, const char *path, enum mbox_how how,
 		goto out;
 	}
 	if (mbox_write(fd, j) == -1) {
-		snprintf(err, errlen, "write %s: %s", path, strerror(errno));
+		snprintf(err, errlen, "write %s: %s", path, fd_strerror(errno));
 		/* No half message stays behind. */
 		if (ftruncate(fd, st.st_size) == 0)
 			(void)fsync(fd);

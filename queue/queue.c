@@ -54,6 +54,7 @@ const char *proc_basedir = "/";
 #define QUEUE_DSN_READ		(256 * 1024)	/* of the original, for DSNs */
 #define QUEUE_DSN_FULL		50000	/* returned whole up to this size */
 #define QUEUE_HELD_RETRY	3600	/* seconds between held re-checks */
+#define QUEUE_STOP_SECS		25	/* the parent kills at 30 s */
 
 struct incoming {
 	struct incoming	*next;
@@ -112,13 +113,15 @@ static struct {
 	uint64_t		 nextjob;
 	struct event		*runev;
 	struct event		*stateev;	/* lazy envelope updates */
-	int			 stopping;
+	int			 stopping;	/* SIGTERM: no new deliveries */
+	struct event		*stopev;	/* the stop's deadline */
 } q;
 
 struct qmsgs queue_all = TAILQ_HEAD_INITIALIZER(queue_all);
 
 static void	queue_run(evutil_socket_t, short, void *);
 static void	queue_remove_files(const char *);
+static void	queue_stop_check(void);
 
 /* The commit thread: syncs a batch while the loop fills the next. */
 static struct {
@@ -333,21 +336,13 @@ queue_valid_id(const char *id)
 static int
 queue_write_file(int dirfd, const char *name, const struct buf *b, int sync)
 {
-	size_t off = 0;
-	ssize_t n;
 	int fd, e;
 
 	fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd == -1)
 		return -1;
-	while (off < b->len) {
-		n = write(fd, b->data + off, b->len - off);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			goto fail;
-		off += (size_t)n;
-	}
+	if (fd_write_all(fd, b->data, b->len) == -1)
+		goto fail;
 	if (sync && fsync(fd) == -1)
 		goto fail;
 	if (close(fd) == -1) {
@@ -356,7 +351,7 @@ queue_write_file(int dirfd, const char *name, const struct buf *b, int sync)
 	}
 	return 0;
 fail:
-	e = errno ? errno : ENOSPC;
+	e = errno;		/* 0: a short write that said nothing */
 	if (fd >= 0)
 		close(fd);
 	unlinkat(dirfd, name, 0);
@@ -551,9 +546,9 @@ queue_do_commit(struct ipc *peer, struct rec_reader *rd)
 		int full = errno == ENOSPC || errno == EDQUOT;
 
 		log_warnx("q=%s event=commit result=error reason=\"%s\"",
-		    in->id, strerror(errno));
+		    in->id, fd_strerror(errno));
 		queue_reply(peer, IMSG_Q_COMMITTED, in->sid, in->id,
-		    full ? 452 : 451, strerror(errno), -1);
+		    full ? 452 : 451, fd_strerror(errno), -1);
 		queue_drop_incoming(in);
 	}
 }
@@ -651,6 +646,7 @@ queue_peer_closed(struct ipc *c, void *arg)
 		}
 	queue_txn_lost(c);
 	ipc_free(c);
+	queue_stop_check();
 }
 
 static void
@@ -1022,59 +1018,89 @@ queue_load(const char *id)
 	queue_append_msg(m);
 }
 
-static void
-queue_recover(void)
+/*
+ * Call fn for every entry of a spool directory.  Each scan reads its own
+ * descriptor, opened afresh: a dup() of dirfd would share its position
+ * with every earlier scan, and a second scan would start at the end.
+ */
+static int
+queue_scan(int dirfd, int (*fn)(int, const char *))
 {
 	struct dirent *de;
 	DIR *d;
-	int fd, removed = 0, loaded = 0;
-	struct qmsg *m;
-	char name[QID_LEN + 8];
+	int fd, n = 0;
 
-	/* Nothing in incoming/ was ever acknowledged. */
-	if ((d = fdopendir(dup(q.incfd))) != NULL) {
-		while ((de = readdir(d)) != NULL)
-			if (de->d_name[0] != '.' &&
-			    unlinkat(q.incfd, de->d_name, 0) == 0)
-				removed++;
-		closedir(d);
+	if ((fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return -1;
 	}
-	if ((fd = dup(q.qfd)) == -1 || (d = fdopendir(fd)) == NULL)
-		fatalx("event=start result=error reason=\"spool unreadable\"");
-	while ((de = readdir(d)) != NULL) {
-		size_t len = strlen(de->d_name);
-
-		if (len == QID_LEN + 4 &&
-		    strcmp(de->d_name + QID_LEN, ".env") == 0) {
-			char id[QID_LEN + 1];
-
-			memcpy(id, de->d_name, QID_LEN);
-			id[QID_LEN] = '\0';
-			if (queue_valid_id(id)) {
-				queue_load(id);
-				loaded++;
-			}
-		} else if (len > 4 && strcmp(de->d_name + len - 4, ".tmp") == 0)
-			unlinkat(q.qfd, de->d_name, 0);
-	}
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n += fn(dirfd, de->d_name);
 	closedir(d);
-	/* A message without its envelope was never committed, or is done. */
-	if ((fd = dup(q.qfd)) != -1 && (d = fdopendir(fd)) != NULL) {
-		while ((de = readdir(d)) != NULL) {
-			size_t len = strlen(de->d_name);
-			struct stat st;
+	return n;
+}
 
-			if (len != QID_LEN + 4 ||
-			    strcmp(de->d_name + QID_LEN, ".msg") != 0)
-				continue;
-			memcpy(name, de->d_name, QID_LEN);
-			memcpy(name + QID_LEN, ".env", 5);
-			if (fstatat(q.qfd, name, &st, 0) == -1 &&
-			    unlinkat(q.qfd, de->d_name, 0) == 0)
-				removed++;
-		}
-		closedir(d);
+/* incoming/: nothing in it was ever acknowledged. */
+static int
+queue_recover_incoming(int dirfd, const char *name)
+{
+	return unlinkat(dirfd, name, 0) == 0;
+}
+
+/* queue/: load each envelope; an update left half written goes. */
+static int
+queue_recover_env(int dirfd, const char *name)
+{
+	size_t len = strlen(name);
+	char id[QID_LEN + 1];
+
+	if (len > 4 && strcmp(name + len - 4, ".tmp") == 0) {
+		unlinkat(dirfd, name, 0);
+		return 0;
 	}
+	if (len != QID_LEN + 4 || strcmp(name + QID_LEN, ".env") != 0)
+		return 0;
+	memcpy(id, name, QID_LEN);
+	id[QID_LEN] = '\0';
+	if (!queue_valid_id(id))
+		return 0;
+	queue_load(id);
+	return 1;
+}
+
+/* queue/: a message without its envelope was never committed, or is done. */
+static int
+queue_recover_msg(int dirfd, const char *name)
+{
+	char env[QID_LEN + 8];
+	struct stat st;
+
+	if (strlen(name) != QID_LEN + 4 || strcmp(name + QID_LEN, ".msg") != 0)
+		return 0;
+	memcpy(env, name, QID_LEN);
+	memcpy(env + QID_LEN, ".env", 5);
+	if (fstatat(dirfd, env, &st, 0) == 0 || errno != ENOENT ||
+	    unlinkat(dirfd, name, 0) == -1)
+		return 0;
+	log_info("q=%.*s event=recover result=removed reason=\"message "
+	    "without envelope\"", QID_LEN, name);
+	return 1;
+}
+
+static void
+queue_recover(void)
+{
+	int removed, orphans, loaded;
+	struct qmsg *m;
+
+	removed = queue_scan(q.incfd, queue_recover_incoming);
+	if ((loaded = queue_scan(q.qfd, queue_recover_env)) == -1)
+		fatalx("event=start result=error reason=\"spool unreadable\"");
+	/* After the envelopes: one moved to corrupt/ took its message along. */
+	orphans = queue_scan(q.qfd, queue_recover_msg);
 	TAILQ_FOREACH(m, &queue_all, entry) {
 		size_t i;
 
@@ -1083,7 +1109,7 @@ queue_recover(void)
 				m->env.rcpts[i].state = RS_PENDING;
 	}
 	log_info("event=recover result=ok messages=%d removed_partial=%d",
-	    loaded, removed);
+	    loaded, (removed > 0 ? removed : 0) + (orphans > 0 ? orphans : 0));
 }
 
 /* ---- scheduling and delivery -------------------------------------------------- */
@@ -1248,7 +1274,7 @@ queue_state_flush(evutil_socket_t fd, short ev, void *arg)
 		snprintf(tmp, sizeof(tmp), "%s.env.tmp", m->env.id);
 		if (queue_write_file(q.qfd, tmp, &b, 0) == -1) {
 			log_warnx("q=%s event=update result=error reason=\"%s\"",
-			    m->env.id, strerror(errno));
+			    m->env.id, fd_strerror(errno));
 			continue;
 		}
 		m->dirty = 2;	/* written, not yet renamed */
@@ -1297,7 +1323,7 @@ queue_write_env(struct qmsg *m)
 		m->dirty = 0;
 	else
 		log_warnx("q=%s event=update result=error reason=\"%s\"",
-		    m->env.id, strerror(errno));
+		    m->env.id, fd_strerror(errno));
 	buf_free(&b);
 }
 
@@ -1990,6 +2016,7 @@ queue_delivered(struct rec_reader *rd)
 	queue_settle(m);
 	free(text);
 	queue_unblock();
+	queue_stop_check();
 }
 
 /* IMSG_M_RESULT: one outcome per recipient of a remote transaction. */
@@ -2108,22 +2135,16 @@ queue_inject(const char *to, const struct buf *content, uint64_t flags)
 {
 	struct incoming *in;
 	char id[QID_LEN + 1];
-	size_t off = 0;
-	ssize_t n;
 	int fd;
 
 	if ((fd = queue_create_file(id)) == -1)
 		return -1;
-	while (off < content->len) {
-		n = write(fd, content->data + off, content->len - off);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			close(fd);
-			unlinkat(q.incfd, id, 0);
-			return -1;
-		}
-		off += (size_t)n;
+	if (fd_write_all(fd, content->data, content->len) == -1) {
+		log_warnx("event=dsn result=error reason=\"%s\"",
+		    fd_strerror(errno));
+		close(fd);
+		unlinkat(q.incfd, id, 0);
+		return -1;
 	}
 	close(fd);
 	in = xcalloc(1, sizeof(*in));
@@ -2326,20 +2347,63 @@ queue_parent_closed(struct ipc *c, void *arg)
 	_exit(0);
 }
 
-static void
-queue_sigterm(evutil_socket_t sig, short ev, void *arg)
+/* Stopping: the last batch and every changed envelope go to disk. */
+static void __attribute__((noreturn))
+queue_stop(const char *result)
 {
 	struct qmsg *m;
 
-	/* A batch is never half done here: flush runs to completion. */
-	q.stopping = 1;
 	queue_flush_all();
 	queue_state_flush(-1, 0, NULL);
 	TAILQ_FOREACH(m, &queue_all, entry)
 		if (m->dirty)
 			queue_write_env(m);
-	log_info("event=stop result=ok");
+	/* The renames and removals of the last outcomes, too. */
+	if (fsync(q.qfd) == -1)
+		log_warnx("event=stop result=warn reason=\"fsync queue/: %s\"",
+		    strerror(errno));
+	log_info("event=stop result=%s deliveries=%zu", result, q.nlocal);
 	exit(0);
+}
+
+/*
+ * Once stopping, the queue exits when nothing can bring it news: every
+ * smtp process it serves is gone (their last commits answered) and every
+ * local delivery it started has reported.  A delivery whose outcome is
+ * not recorded would be made again at the next start.
+ */
+static void
+queue_stop_check(void)
+{
+	if (q.stopping && q.nlocal == 0 && q.peers == NULL)
+		queue_stop("ok");
+}
+
+static void
+queue_stop_deadline(evutil_socket_t fd, short ev, void *arg)
+{
+	/* What is still out may be delivered again: a duplicate, no loss. */
+	queue_stop("timeout");
+}
+
+/*
+ * SIGTERM (from the parent, with the smtp processes'): start no more
+ * deliveries, go on answering the smtp processes until they have gone and
+ * recording the outcomes of local deliveries in flight, then exit; at the
+ * latest after QUEUE_STOP_SECS, under the parent's own stop timeout.
+ */
+static void
+queue_sigterm(evutil_socket_t sig, short ev, void *arg)
+{
+	struct timeval tv = { QUEUE_STOP_SECS, 0 };
+
+	if (q.stopping)
+		return;
+	q.stopping = 1;
+	log_info("event=stop result=wait deliveries=%zu", q.nlocal);
+	q.stopev = evtimer_new(q.base, queue_stop_deadline, NULL);
+	evtimer_add(q.stopev, &tv);
+	queue_stop_check();
 }
 
 void

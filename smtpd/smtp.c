@@ -672,23 +672,13 @@ session_cmdline(struct session *s)
 static void
 data_write(struct session *s, int final)
 {
-	size_t off = 0;
-	ssize_t n;
-
 	if (s->derr == DE_WRITE || s->msgfd < 0)
 		return;
 	if (!final && s->wbuf.len < SMTP_WBUF)
 		return;
-	while (off < s->wbuf.len) {
-		n = write(s->msgfd, s->wbuf.data + off, s->wbuf.len - off);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			s->werrno = n == -1 ? errno : ENOSPC;
-			s->derr = DE_WRITE;
-			break;
-		}
-		off += (size_t)n;
+	if (fd_write_all(s->msgfd, s->wbuf.data, s->wbuf.len) == -1) {
+		s->werrno = errno;	/* the real cause, or 0: short write */
+		s->derr = DE_WRITE;
 	}
 	buf_reset(&s->wbuf);
 }
@@ -730,11 +720,13 @@ data_commit(struct session *s)
 		if (s->derr == DE_WRITE && (s->werrno == ENOSPC ||
 		    s->werrno == EDQUOT)) {
 			session_log(s, "event=data result=tempfail code=452 "
-			    "esc=4.3.1 reason=\"spool full\"");
+			    "esc=4.3.1 reason=\"spool full: %s\"",
+			    strerror(s->werrno));
 			session_reply(s, "452 4.3.1 insufficient system storage");
 		} else if (s->derr == DE_WRITE) {
 			session_log(s, "event=data result=tempfail code=451 "
-			    "reason=\"spool write: %s\"", strerror(s->werrno));
+			    "reason=\"spool write: %s\"",
+			    fd_strerror(s->werrno));
 			session_reply(s, "451 4.3.0 local error writing the "
 			    "message");
 		} else if (s->derr == DE_SIZE) {
@@ -1260,7 +1252,8 @@ smtp_committed(struct session *s, struct qreply *q)
 		session_reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
 	} else if (q->code == 452) {
 		session_log(s, "event=queued result=tempfail code=452 "
-		    "esc=4.3.1 reason=\"spool full\"");
+		    "esc=4.3.1 reason=\"spool full: %s\"",
+		    log_q(q->text ? q->text : "no reason given"));
 		session_reply(s, "452 4.3.1 insufficient system storage");
 	} else {
 		session_log(s, "event=queued result=tempfail code=451 "

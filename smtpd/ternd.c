@@ -1078,8 +1078,12 @@ delivery_next(struct delivery *dl, int st, const char *text, int self,
 	buf_reset(&dl->fwd);
 	buf_append(&dl->fwd, fwd->data ? fwd->data : "", fwd->len);
 	dl->stage = DS_MAILBOX;
-	if (p.stopping)
-		str_copy(why, "stopping", sizeof(why));
+	/*
+	 * Stopping, the queue waits for this outcome: the .forward stage's
+	 * commands and files are done, and a refusal would do them again.
+	 */
+	if (p.queue.ipc == NULL)
+		str_copy(why, "the queue process is gone", sizeof(why));
 	else if (delivery_start(dl, why, sizeof(why)) == 0)
 		return 1;
 	deliver_reply(dl->job, 1, why, NULL);
@@ -1534,9 +1538,7 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 		}
 		if (pid == p.smtp.pid) {
 			parent_child_died(&p.smtp, status);
-			/* Once smtp has stopped, stop the queue and vault. */
-			if (p.stopping && p.queue.pid)
-				kill(p.queue.pid, SIGTERM);
+			/* The vault serves smtp until smtp has gone. */
 			if (p.stopping && p.vault.pid && !p.oldsmtp)
 				kill(p.vault.pid, SIGTERM);
 		} else if (pid == p.queue.pid)
@@ -1580,12 +1582,11 @@ parent_sigterm(evutil_socket_t sig, short ev, void *arg)
 		kill(p.oldsmtp, SIGTERM);
 	if (p.smtp.pid)
 		kill(p.smtp.pid, SIGTERM);
-	else {
-		if (p.queue.pid)
-			kill(p.queue.pid, SIGTERM);
-		if (p.vault.pid && !p.oldsmtp)
-			kill(p.vault.pid, SIGTERM);
-	}
+	/* It serves smtp until smtp has gone, then waits for deliveries. */
+	if (p.queue.pid)
+		kill(p.queue.pid, SIGTERM);
+	if (!p.smtp.pid && !p.oldsmtp && p.vault.pid)
+		kill(p.vault.pid, SIGTERM);
 	p.stopev = evtimer_new(p.base, parent_stop_timeout, NULL);
 	evtimer_add(p.stopev, &tv);
 	parent_maybe_exit();

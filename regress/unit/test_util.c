@@ -1,11 +1,41 @@
-/* test_util: the string type and checked arithmetic. */
+/* test_util: the string type, checked arithmetic, whole writes. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "regress/unit/unit.h"
 #include "lib/util.h"
 
 void test_util(void);
+
+/* A full disk says ENOSPC, and that is what the caller gets to report. */
+static void
+test_util_write_all(void)
+{
+	char tmpl[] = "/tmp/tern-unit-write.XXXXXX", big[100000];
+	int fd;
+
+	memset(big, 'x', sizeof(big));
+	if ((fd = open("/dev/full", O_WRONLY | O_CLOEXEC)) >= 0) {
+		errno = EEXIST;			/* left over from elsewhere */
+		CHECK(fd_write_all(fd, big, sizeof(big)) == -1);
+		CHECK(errno == ENOSPC);
+		CHECK(strcmp(fd_strerror(errno), strerror(ENOSPC)) == 0);
+		close(fd);
+	}
+	if ((fd = mkstemp(tmpl)) >= 0) {
+		unlink(tmpl);
+		CHECK(fd_write_all(fd, big, sizeof(big)) == 0);
+		CHECK(lseek(fd, 0, SEEK_END) == (off_t)sizeof(big));
+		CHECK(fd_write_all(fd, big, 0) == 0);
+		close(fd);
+	}
+	CHECK(strcmp(fd_strerror(0), "short write") == 0);
+}
 
 void
 test_util(void)
@@ -36,4 +66,5 @@ test_util(void)
 	CHECK(parse_ll("99999999999999999999", 0, 1000, &v) == -1);
 	CHECK(parse_ll("", 0, 10, &v) == -1);
 	CHECK(parse_ll("-1", -5, 10, &v) == -1);
+	test_util_write_all();
 }
