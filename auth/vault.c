@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/crypto.h>
 
 #include "auth/srs.h"
 #include "auth/vault.h"
@@ -322,6 +323,24 @@ vault_sigterm(evutil_socket_t sig, short ev, void *arg)
 	exit(0);
 }
 
+/*
+ * OpenSSL reads its configuration and loads its provider on first use;
+ * the vault may open no file under its filter, so that first use is now.
+ */
+static void
+vault_warm_up(void)
+{
+	static const unsigned char key[SRS_SECRET_MIN] = { 1 };
+	char out[SRS_ADDR_MAX + 1], back[SRS_ADDR_MAX + 1];
+	const char *why;
+
+	OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, NULL);
+	if (srs_forward("warm@up.invalid", "vault.invalid", key, sizeof(key),
+	    time(NULL), out, sizeof(out)) == 0)
+		(void)srs_reverse(out, key, sizeof(key), time(NULL),
+		    VAULT_SRS_DAYS, back, sizeof(back), &why);
+}
+
 void
 vault_main(const void *secrets, size_t len, int parentfd, int *peers,
     size_t npeers)
@@ -344,6 +363,7 @@ vault_main(const void *secrets, size_t len, int parentfd, int *peers,
 	signal(SIGINT, SIG_IGN);
 	ev = evsignal_new(v.base, SIGTERM, vault_sigterm, NULL);
 	evsignal_add(ev, NULL);
+	vault_warm_up();
 	proc_confine("vault");
 	log_info("event=start result=ok routes=%zu srs=%s", v.nroutes,
 	    v.keylen ? "yes" : "no");

@@ -17,7 +17,7 @@ publicsuffix libpwquality-dev libcrypt-dev libseccomp-dev"
 
 # Tests: the Python harness and the real peers it talks to.
 TEST_PKGS="python3 python3-pytest python3-aiosmtpd python3-dnslib python3-dkim
-python3-spf swaks opendkim-tools openssl procps iproute2"
+python3-spf swaks opendkim-tools openssl procps iproute2 gdb"
 
 TERN_USER=tern
 TERN_HOME=/var/spool/tern

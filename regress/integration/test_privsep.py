@@ -322,3 +322,33 @@ def test_writes_into_role_descriptors_do_not_drive_the_parent(daemon):
                    b"Subject: after\r\n\r\nstill here\r\n")
     assert wait_for(lambda: len(daemon.maildir("alice")) == 1, 20), \
         daemon.logtext()[mark:]
+
+
+def force_syscall(pid, nr):
+    """Make pid call system call nr, from inside (gdb calls syscall(2))."""
+    import subprocess
+    return subprocess.run(
+        ["gdb", "-p", str(pid), "-batch", "-nx",
+         "-ex", "handle SIGSYS nostop noprint pass",
+         "-ex", f"call (long)syscall({nr})"],
+        capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(not IS_X86_64, reason="syscall numbers are x86_64's")
+@pytest.mark.parametrize("role", ROLES)
+def test_call_outside_the_filter_kills_logs_and_restarts(daemon, role):
+    # fork (57) is on no role's list: the role dies of SIGSYS, the parent
+    # names the call and starts the role again.
+    pid = role_pids(daemon)[role]
+    force_syscall(pid, 57)
+    assert wait_for(lambda: f"event=seccomp result=killed role={role} "
+                    f"pid={pid} syscall=fork" in daemon.logtext(), 15), \
+        daemon.logtext()
+    assert f"role={role} pid={pid} status=159 reason=seccomp" in \
+        daemon.logtext()
+    assert wait_for(lambda: role_pids(daemon)[role] != pid, 15)
+    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as s:
+        s.sendmail("a@example.org", ["alice@example.test"],
+                   b"Subject: after\r\n\r\nstill here\r\n")
+    assert wait_for(lambda: len(daemon.maildir("alice")) == 1, 20), \
+        daemon.logtext()
