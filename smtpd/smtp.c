@@ -57,10 +57,11 @@ enum sstate {
 
 /* Why a message in DATA is refused at its end. */
 enum data_err {
-	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_HOPS, DE_WRITE
+	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_HOPS, DE_WRITE, DE_QUEUE
 };
 static const char *const data_err_name[] = {
-	"none", "size", "line-length", "bare-cr-lf", "nul", "hops", "write"
+	"none", "size", "line-length", "bare-cr-lf", "nul", "hops", "write",
+	"queue"
 };
 
 struct session {
@@ -86,6 +87,7 @@ struct session {
 	char			**rcpts;
 	size_t			 nrcpts;
 	char			 qid[32];
+	int			 committing;	/* Q_COMMIT sent, no answer yet */
 	int			 msgfd;
 	struct buf		 wbuf;
 	uint64_t		 msgsize;
@@ -150,6 +152,26 @@ session_log(const struct session *s, const char *fmt, ...)
 	else
 		log_info("s=%016llx %s client=%s", (unsigned long long)s->id,
 		    b.data, s->addr);
+	buf_free(&b);
+}
+
+/* The same line at warning level, for what the admin should look at. */
+static void
+session_warn(const struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+session_warn(const struct session *s, const char *fmt, ...)
+{
+	struct buf b;
+	va_list ap;
+
+	buf_init(&b);
+	va_start(ap, fmt);
+	buf_vprintf(&b, fmt, ap);
+	va_end(ap);
+	log_warnx("s=%016llx q=%s %s client=%s", (unsigned long long)s->id,
+	    s->qid[0] ? s->qid : "-", b.data, s->addr);
 	buf_free(&b);
 }
 
@@ -246,6 +268,7 @@ session_reset(struct session *s)
 		s->msgfd = -1;
 	}
 	s->qid[0] = '\0';
+	s->committing = 0;
 	buf_reset(&s->wbuf);
 	s->msgsize = 0;
 	s->derr = DE_NONE;
@@ -672,58 +695,70 @@ data_received(struct session *s)
 	    conf_str(smtp.conf, K_HOSTNAME), proto, s->qid, rcpt, date);
 }
 
+/* The message is refused at its end; tell the client why. */
 static void
-data_commit(struct session *s)
+data_refuse(struct session *s)
+{
+	if (s->derr == DE_WRITE && (s->werrno == ENOSPC ||
+	    s->werrno == EDQUOT)) {
+		session_log(s, "event=data result=tempfail code=452 "
+		    "esc=4.3.1 reason=\"spool full\"");
+		session_reply(s, "452 4.3.1 insufficient system storage");
+	} else if (s->derr == DE_WRITE) {
+		session_log(s, "event=data result=tempfail code=451 "
+		    "reason=\"spool write: %s\"", strerror(s->werrno));
+		session_reply(s, "451 4.3.0 local error writing the "
+		    "message");
+	} else if (s->derr == DE_QUEUE) {
+		session_log(s, "event=data result=tempfail code=451 "
+		    "esc=4.3.0 reason=\"queue lost during DATA\"");
+		session_reply(s, "451 4.3.0 queue unavailable, try again "
+		    "later");
+	} else if (s->derr == DE_SIZE) {
+		session_reply(s, "552 5.3.4 message size exceeds fixed "
+		    "maximum of %lld bytes",
+		    session_knob(s, K_MAX_MESSAGE_SIZE));
+	} else if (s->derr == DE_LINE) {
+		session_reply(s, "554 5.6.0 message refused: line "
+		    "longer than %lld octets",
+		    session_knob(s, K_MAX_LINE_LENGTH));
+	} else if (s->derr == DE_HOPS) {
+		session_reply(s, "554 5.4.6 message refused: too many "
+		    "hops (%lld Received: header fields), a mail loop?",
+		    s->hops);
+	} else if (s->derr == DE_BARE) {
+		session_reply(s, "554 5.5.2 message refused: bare CR "
+		    "or LF in DATA, use CRLF");
+	} else {
+		session_reply(s, "554 5.6.0 message refused: NUL byte "
+		    "in DATA");
+	}
+	if (s->derr != DE_WRITE && s->derr != DE_QUEUE)
+		session_log(s, "event=data result=reject code=5xx "
+		    "reason=%s", data_err_name[s->derr]);
+	if (s->qid[0] && smtp.queue)
+		ipc_send(smtp.queue, IMSG_Q_ABORT, s->qid, strlen(s->qid), -1);
+	s->qid[0] = '\0';
+	session_reset(s);
+	s->state = SS_CMD;
+}
+
+/*
+ * Send the recipients and the envelope facts.  -1 when the queue channel
+ * is already dead: the commit never left, so the outcome is known.
+ */
+static int
+data_send_commit(struct session *s)
 {
 	struct buf b;
 	size_t i;
+	int r = 0;
 
-	data_write(s, 1);
-	close(s->msgfd);
-	s->msgfd = -1;
-	if (s->derr != DE_NONE) {
-		if (s->derr == DE_WRITE && (s->werrno == ENOSPC ||
-		    s->werrno == EDQUOT)) {
-			session_log(s, "event=data result=tempfail code=452 "
-			    "esc=4.3.1 reason=\"spool full\"");
-			session_reply(s, "452 4.3.1 insufficient system storage");
-		} else if (s->derr == DE_WRITE) {
-			session_log(s, "event=data result=tempfail code=451 "
-			    "reason=\"spool write: %s\"", strerror(s->werrno));
-			session_reply(s, "451 4.3.0 local error writing the "
-			    "message");
-		} else if (s->derr == DE_SIZE) {
-			session_reply(s, "552 5.3.4 message size exceeds fixed "
-			    "maximum of %lld bytes",
-			    session_knob(s, K_MAX_MESSAGE_SIZE));
-		} else if (s->derr == DE_LINE) {
-			session_reply(s, "554 5.6.0 message refused: line "
-			    "longer than %lld octets",
-			    session_knob(s, K_MAX_LINE_LENGTH));
-		} else if (s->derr == DE_HOPS) {
-			session_reply(s, "554 5.4.6 message refused: too many "
-			    "hops (%lld Received: header fields), a mail loop?",
-			    s->hops);
-		} else if (s->derr == DE_BARE) {
-			session_reply(s, "554 5.5.2 message refused: bare CR "
-			    "or LF in DATA, use CRLF");
-		} else {
-			session_reply(s, "554 5.6.0 message refused: NUL byte "
-			    "in DATA");
-		}
-		if (s->derr != DE_WRITE)
-			session_log(s, "event=data result=reject code=5xx "
-			    "reason=%s", data_err_name[s->derr]);
-		ipc_send(smtp.queue, IMSG_Q_ABORT, s->qid, strlen(s->qid), -1);
-		s->qid[0] = '\0';
-		session_reset(s);
-		s->state = SS_CMD;
-		return;
-	}
 	buf_init(&b);
 	for (i = 0; i < s->nrcpts; i++) {
 		if (b.len > IPC_MAX / 2) {
-			ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len, -1);
+			r |= ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len,
+			    -1);
 			buf_reset(&b);
 		}
 		if (b.len == 0) {
@@ -732,7 +767,7 @@ data_commit(struct session *s)
 		}
 		rec_put_str(&b, T_RCPT, s->rcpts[i]);
 	}
-	ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len, -1);
+	r |= ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len, -1);
 	buf_reset(&b);
 	rec_put_u64(&b, T_SID, s->id);
 	rec_put_str(&b, T_ID, s->qid);
@@ -744,8 +779,27 @@ data_commit(struct session *s)
 	rec_put_u64(&b, T_BODY, s->mp.body != BODY_7BIT);
 	rec_put_u64(&b, T_UTF8, (uint64_t)s->mp.smtputf8);
 	rec_put_u64(&b, T_SIZE, s->msgsize);
-	ipc_send(smtp.queue, IMSG_Q_COMMIT, b.data, b.len, -1);
+	if (r == 0)
+		r = ipc_send(smtp.queue, IMSG_Q_COMMIT, b.data, b.len, -1);
 	buf_free(&b);
+	return r == 0 ? 0 : -1;
+}
+
+static void
+data_commit(struct session *s)
+{
+	data_write(s, 1);
+	if (s->msgfd >= 0)
+		close(s->msgfd);
+	s->msgfd = -1;
+	if (s->derr == DE_NONE && (smtp.queue == NULL ||
+	    data_send_commit(s) == -1))
+		s->derr = DE_QUEUE;
+	if (s->derr != DE_NONE) {
+		data_refuse(s);
+		return;
+	}
+	s->committing = 1;
 	s->state = SS_WAIT;
 }
 
@@ -1270,31 +1324,104 @@ done:
 	free(q.text);
 }
 
-/* The queue went away: refuse what waits on it until a new one comes. */
+/*
+ * The queue died after this session's commit request left and before its
+ * answer came: the message may be on disk (the new queue then delivers
+ * it) or not.  RFC 5321 has no "maybe"; 421 and closing the connection
+ * tell the client not to trust the transaction, and the log names the
+ * queue id so the admin can look it up (ternctl show).
+ */
 static void
-smtp_queue_closed(struct ipc *c, void *arg)
+smtp_commit_unknown(struct session *s)
+{
+	session_warn(s, "event=queued result=unknown code=421 esc=4.3.0 "
+	    "reason=\"queue lost before answering the commit; the message "
+	    "may be queued\" from=<%s> nrcpt=%zu size=%llu", log_a(s->sender),
+	    s->nrcpts, (unsigned long long)s->msgsize);
+	session_reply(s, "421 4.3.0 %s queue lost before confirming "
+	    "message %s: transaction outcome unknown, closing",
+	    conf_str(smtp.conf, K_HOSTNAME), s->qid);
+	s->qid[0] = '\0';
+	session_reset(s);
+	session_close(s, "commit outcome unknown");
+}
+
+/* One session's answer when the queue it waits on is gone. */
+static void
+smtp_queue_gone(struct session *s)
+{
+	if (s->state == SS_WAIT && s->committing) {
+		smtp_commit_unknown(s);
+		return;
+	}
+	if (s->state == SS_DATA) {
+		/* Known not committed: 451 at the end of the data. */
+		close(s->msgfd);
+		s->msgfd = -1;
+		s->qid[0] = '\0';
+		if (s->derr == DE_NONE)
+			s->derr = DE_QUEUE;
+		return;
+	}
+	if (s->state != SS_WAIT)
+		return;
+	s->qid[0] = '\0';
+	session_reset(s);
+	s->state = SS_CMD;
+	session_log(s, "event=data result=tempfail code=451 esc=4.3.0 "
+	    "reason=\"queue lost\"");
+	session_reply(s, "451 4.3.0 queue unavailable, try again later");
+	session_process(s);
+}
+
+/*
+ * The queue channel is gone: answer every session waiting on it, now,
+ * and refuse new transactions until a new channel comes.
+ */
+static void
+smtp_queue_lost(struct ipc *c)
 {
 	struct session *s, *next;
 
-	log_warnx("event=ipc result=error reason=\"queue channel closed\"");
 	mta_forget(c);
-	smtp.queue = NULL;
+	if (smtp.queue == c)
+		smtp.queue = NULL;
+	ipc_free(c);
 	for (s = smtp.sessions; s; s = next) {
 		next = s->next;
-		if (s->state == SS_WAIT || s->state == SS_DATA) {
-			s->qid[0] = '\0';
-			session_reset(s);
-			if (s->state == SS_DATA) {
-				session_reply(s, "451 4.3.0 queue unavailable");
-				session_close(s, "queue unavailable");
-				continue;
-			}
-			s->state = SS_CMD;
-			session_reply(s, "451 4.3.0 queue unavailable, try "
-			    "again later");
-		}
+		smtp_queue_gone(s);
 	}
-	ipc_free(c);
+}
+
+static void
+smtp_queue_closed(struct ipc *c, void *arg)
+{
+	log_warnx("event=ipc result=error reason=\"queue channel closed\"");
+	smtp_queue_lost(c);
+}
+
+/*
+ * A new queue channel.  The parent sends one only when the old queue is
+ * gone, and it may arrive before the old channel's end: read what the old
+ * queue answered before it died, then answer whoever it left waiting.
+ */
+static void
+smtp_queue_replace(int fd)
+{
+	struct ipc *old = smtp.queue;
+
+	if (old != NULL) {
+		if (ipc_drain(old) == 0)
+			log_warnx("event=ipc result=error reason=\"old queue "
+			    "channel still open; closing it\"");
+		else
+			log_warnx("event=ipc result=error reason=\"queue "
+			    "channel closed\"");
+		smtp_queue_lost(old);
+	}
+	smtp.queue = ipc_new(smtp.base, fd, smtp_queue_msg,
+	    smtp_queue_closed, NULL);
+	log_info("event=ipc result=ok reason=\"new queue channel\"");
 }
 
 static void
@@ -1302,11 +1429,7 @@ smtp_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
     void *arg)
 {
 	if (type == IMSG_P_PEER && fd >= 0) {
-		if (smtp.queue)
-			ipc_free(smtp.queue);
-		smtp.queue = ipc_new(smtp.base, fd, smtp_queue_msg,
-		    smtp_queue_closed, NULL);
-		log_info("event=ipc result=ok reason=\"new queue channel\"");
+		smtp_queue_replace(fd);
 		return;
 	}
 	if (fd >= 0)
