@@ -7,6 +7,7 @@
  * Messages are written into a spool file the queue process creates and
  * hands over; the 250 goes out only when the queue says it is durable.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -46,6 +47,9 @@
 #define SMTP_INMAX	(256 * 1024)	/* input buffered while busy */
 #define SMTP_OUTMAX	(64 * 1024)	/* unread replies before we pause */
 #define SMTP_DRAIN_SECS	20		/* SIGTERM grace for transactions */
+#define SMTP_FD_RESERVE	32		/* listeners, channels, maps, spare */
+#define SMTP_FD_PER_DELIVERY 3		/* connection, message, DNS query */
+#define SMTP_ACCEPT_PAUSE 1		/* seconds without accept() on EMFILE */
 
 enum sstate {
 	SS_PREGREET,	/* greeting delayed; input now means a bad client */
@@ -115,6 +119,10 @@ static struct {
 	int			 stopping;	/* SIGTERM */
 	int			 draining;	/* SIGUSR1: reload handover */
 	struct event		*deadline;
+	size_t			 maxconn;	/* max-connections, or fewer */
+	struct event		*resume;	/* accepting again after EMFILE */
+	int			 paused;	/* ...not until then */
+	time_t			 pauselog;	/* last time a pause was logged */
 	char			*linebuf;
 	size_t			 linecap;
 } smtp;
@@ -125,6 +133,7 @@ static void	session_process(struct session *);
 static void	session_close(struct session *, const char *);
 static void	session_reset(struct session *);
 static void	smtp_maybe_exit(void);
+static void	smtp_accept_resume(evutil_socket_t, short, void *);
 
 static long long
 session_knob(const struct session *s, enum knob_id k)
@@ -235,6 +244,8 @@ session_free(struct session *s)
 		event_free(s->timer);
 	bufferevent_free(s->bev);
 	free(s);
+	/* A descriptor is free: a pause for EMFILE can end now. */
+	smtp_accept_resume(-1, 0, NULL);
 	smtp_maybe_exit();
 }
 
@@ -1144,8 +1155,7 @@ static int
 smtp_over_limits(evutil_socket_t fd, const struct sockaddr_storage *ss,
     const char *addr)
 {
-	if (smtp.nsessions >= (size_t)conf_num(smtp.conf, NULL,
-	    K_MAX_CONNECTIONS)) {
+	if (smtp.nsessions >= smtp.maxconn) {
 		log_info("event=connect result=reject reason=\"too many "
 		    "connections\" client=%s", addr);
 		smtp_refuse(fd, "too many connections, try again later");
@@ -1159,6 +1169,103 @@ smtp_over_limits(evutil_socket_t fd, const struct sockaddr_storage *ss,
 		return 1;
 	}
 	return 0;
+}
+
+static void
+smtp_listen_all(int on)
+{
+	size_t i;
+
+	for (i = 0; i < smtp.nlev; i++) {
+		if (smtp.lev[i] == NULL)
+			continue;
+		if (on)
+			evconnlistener_enable(smtp.lev[i]);
+		else
+			evconnlistener_disable(smtp.lev[i]);
+	}
+}
+
+static void
+smtp_accept_resume(evutil_socket_t fd, short ev, void *arg)
+{
+	if (!smtp.paused)
+		return;
+	smtp.paused = 0;
+	evtimer_del(smtp.resume);
+	if (!smtp.stopping && !smtp.draining)
+		smtp_listen_all(1);
+}
+
+/*
+ * accept() failed with something other than a vanished client: most
+ * often EMFILE or ENFILE.  The connection stays in the backlog and the
+ * listener stays readable, so trying again at once would spin.  Stop
+ * accepting until a session ends (a descriptor is free again) or the
+ * pause is over, and log at most once per pause interval.
+ */
+static void
+smtp_accept_error(struct evconnlistener *lev, void *arg)
+{
+	int e = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = { SMTP_ACCEPT_PAUSE, 0 };
+	time_t now = time(NULL);
+
+	if (smtp.paused)
+		return;
+	if (now - smtp.pauselog >= SMTP_ACCEPT_PAUSE) {
+		log_warnx("event=accept result=error reason=\"%s\" "
+		    "action=pause pause=%ds sessions=%zu", strerror(e),
+		    SMTP_ACCEPT_PAUSE, smtp.nsessions);
+		smtp.pauselog = now;
+	}
+	smtp.paused = 1;
+	smtp_listen_all(0);
+	if (smtp.resume == NULL)
+		smtp.resume = evtimer_new(smtp.base, smtp_accept_resume, NULL);
+	evtimer_add(smtp.resume, &tv);
+}
+
+/*
+ * A session may hold two descriptors (its connection and, in DATA, its
+ * spool file) and a delivery three.  Raise the soft open-file limit to
+ * what the settings need; the hard limit is the admin's (ulimit -Hn,
+ * LimitNOFILE).  If even that is too low, serve fewer sessions than
+ * max-connections and say so, as OpenSMTPD does, rather than run out of
+ * descriptors in accept() later.
+ */
+static void
+smtp_fd_budget(void)
+{
+	long long conns = conf_num(smtp.conf, NULL, K_MAX_CONNECTIONS);
+	long long fixed = SMTP_FD_RESERVE + SMTP_FD_PER_DELIVERY *
+	    conf_num(smtp.conf, NULL, K_MAX_DELIVERIES);
+	long long need = 2 * conns + fixed, cur, was;
+	struct rlimit rl;
+
+	smtp.maxconn = (size_t)conns;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY)
+		return;
+	was = (long long)rl.rlim_cur;
+	if (was < need) {
+		rl.rlim_cur = rl.rlim_max != RLIM_INFINITY &&
+		    rl.rlim_max < (rlim_t)need ? rl.rlim_max : (rlim_t)need;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	cur = (long long)rl.rlim_cur;
+	if (cur >= need) {
+		if (was < cur)
+			log_info("event=start result=ok reason=\"open-file limit "
+			    "raised\" nofile=%lld was=%lld", cur, was);
+		return;
+	}
+	smtp.maxconn = cur > fixed + 2 ? (size_t)((cur - fixed) / 2) : 1;
+	log_warnx("event=start result=warn reason=\"open-file limit too low "
+	    "for max-connections; serving fewer sessions\" "
+	    "max-connections=%lld effective=%zu nofile=%lld need=%lld "
+	    "hint=\"raise the hard limit (LimitNOFILE, ulimit -n) or lower "
+	    "max-connections\"", conns, smtp.maxconn, cur, need);
 }
 
 static void
@@ -1464,16 +1571,6 @@ smtp_drain_check(evutil_socket_t fd, short ev, void *arg)
 }
 
 static void
-smtp_stop_listening(void)
-{
-	size_t i;
-
-	for (i = 0; i < smtp.nlev; i++)
-		if (smtp.lev[i])
-			evconnlistener_disable(smtp.lev[i]);
-}
-
-static void
 smtp_deadline(evutil_socket_t fd, short ev, void *arg)
 {
 	log_info("event=stop result=ok reason=\"aborted %zu sessions\"",
@@ -1490,7 +1587,7 @@ smtp_sigterm(evutil_socket_t sig, short ev, void *arg)
 	if (smtp.stopping)
 		return;
 	smtp.stopping = 1;
-	smtp_stop_listening();
+	smtp_listen_all(0);
 	for (s = smtp.sessions; s; s = next) {
 		next = s->next;
 		s->closing = 1;
@@ -1516,7 +1613,7 @@ smtp_sigusr1(evutil_socket_t sig, short ev, void *arg)
 	struct event *tick;
 
 	smtp.draining = 1;
-	smtp_stop_listening();
+	smtp_listen_all(0);
 	log_info("event=drain sessions=%zu deliveries=%zu", smtp.nsessions,
 	    mta_busy());
 	tick = event_new(smtp.base, -1, EV_PERSIST, smtp_drain_check, NULL);
@@ -1548,6 +1645,7 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 	size_t i;
 
 	smtp.conf = conf;
+	smtp_fd_budget();
 	smtp.base = event_base_new();
 	smtp.aliases = aliases_open(conf_str(conf, K_ALIASES));
 	smtp_dns_init(conf);
@@ -1567,12 +1665,16 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 		if (smtp.lev[i] == NULL)
 			fatalx("event=start result=error reason=\"cannot "
 			    "listen on fd %d\"", ls[i].fd);
+		evconnlistener_set_error_cb(smtp.lev[i], smtp_accept_error);
 	}
 	if (submitfd >= 0) {
 		evutil_make_socket_nonblocking(submitfd);
 		smtp.lev[nls] = evconnlistener_new(smtp.base, smtp_accept,
 		    &smtp_local, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
 		    -1, submitfd);
+		if (smtp.lev[nls])
+			evconnlistener_set_error_cb(smtp.lev[nls],
+			    smtp_accept_error);
 	}
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);

@@ -257,3 +257,175 @@ def test_queue_killed_under_load(make_daemon):
     # a refusal means it was not queued.
     assert dup == {}, dup
     assert logged == len(load.unknown), (logged, len(load.unknown))
+
+
+# ---- descriptors: the open-file limit against max-connections ---------------
+
+def start_with_nofile(d, soft, hard):
+    """Daemon.start(), with the open-file limit a shell or an init system
+    might have given it."""
+    import resource
+    import subprocess
+    from conftest import TERND
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    d.logf = open(d.log, "ab")
+    d.proc = subprocess.Popen([str(TERND), "-d", "-f", str(d.conf)],
+                              stdout=d.logf, stderr=d.logf,
+                              preexec_fn=limit)
+    assert wait_for(d.listening, 15), d.logtext()
+    return d
+
+
+def open_many(port, n, srcs=("127.0.0.1",)):
+    """n connections (non-blocking connects), spread over source
+    addresses; those the kernel refuses are left out."""
+    socks = []
+    for i in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.bind((srcs[i % len(srcs)], 0))
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        except OSError:
+            s.close()
+            continue
+        socks.append(s)
+    return socks
+
+
+def first_replies(socks, timeout):
+    """The first reply code each socket gets within timeout (None if none,
+    0 if closed without one)."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    got = {}
+    for s in socks:
+        sel.register(s, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while len(got) < len(socks) and time.monotonic() < deadline:
+        for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
+            s = key.fileobj
+            try:
+                data = s.recv(512)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            got[s] = int(data[:3]) if data[:3].isdigit() else 0
+            sel.unregister(s)
+    sel.close()
+    return [got.get(s) for s in socks]
+
+
+def close_all(socks):
+    for s in socks:
+        s.close()
+
+
+def deliver(port, src="127.0.0.1", token="polite", timeout=PROMPT):
+    """A well-behaved client: greeting, one message, QUIT; returns the
+    seconds it took (raises if it was refused or no reply came)."""
+    t0 = time.monotonic()
+    c = Client(port, src, timeout)
+    try:
+        code, text = c.reply()
+        assert code == 220, text
+        assert c.cmd("EHLO polite.example")[0] == 250
+        assert c.cmd("MAIL FROM:<p@example.org>")[0] == 250
+        assert c.cmd("RCPT TO:<demo@example.test>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.sock.sendall(b"Subject: %s\r\n\r\nx\r\n.\r\n" % token.encode())
+        code, text = c.reply()
+        assert code == 250, text
+        c.cmd("QUIT")
+    finally:
+        c.close()
+    return time.monotonic() - t0
+
+
+def test_low_open_file_limit_lowers_the_connection_cap(make_daemon):
+    # 5000 sessions allowed, 512 descriptors at most: ternd cannot raise
+    # the hard limit, so it serves fewer sessions and says so, naming the
+    # knob and the numbers.  Every connection beyond gets a 421 at once;
+    # none is left without a greeting.
+    d = make_daemon("max-connections 5000\nmax-connections-per-ip 10000\n")
+    start_with_nofile(d, 256, 512)
+    m = wait_for(lambda: re.search(
+        r"event=start result=warn .*max-connections=5000 effective=(\d+) "
+        r"nofile=512", d.logtext()), 10)
+    assert m, d.logtext()[-3000:]
+    cap = int(m.group(1))
+    assert 1 <= cap < 256, cap
+    socks = open_many(d.port, 700)
+    try:
+        codes = first_replies(socks, 20)
+    finally:
+        close_all(socks)
+    greeted = codes.count(220)
+    refused = codes.count(421)
+    silent = len([c for c in codes if c is None])
+    print(f"\nnofile=512 cap={cap} connections={len(socks)} "
+          f"greeted={greeted} refused={refused} silent={silent}")
+    assert silent == 0, (greeted, refused, silent)
+    assert 1 <= greeted <= cap, (greeted, cap)
+    assert wait_for(lambda: deliver(d.port) < PROMPT, 15)
+
+
+def lower_nofile(pid, soft):
+    """Lower a running process's soft open-file limit.  prlimit(2) on
+    another process needs CAP_SYS_RESOURCE, which a container may not
+    grant, or the target's own uid and gid: so ask as its user."""
+    import subprocess
+    ids = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("Uid", "Gid"):
+                ids[k] = int(v.split()[0])
+
+    def become():
+        os.setgid(ids["Gid"])
+        os.setuid(ids["Uid"])
+    subprocess.run(["/usr/bin/python3", "-c",
+                    "import resource, sys; p = int(sys.argv[1]); "
+                    "h = resource.prlimit(p, resource.RLIMIT_NOFILE)[1]; "
+                    "resource.prlimit(p, resource.RLIMIT_NOFILE, "
+                    "(int(sys.argv[2]), h))", str(pid), str(soft)],
+                   check=True, timeout=30,
+                   preexec_fn=become if os.geteuid() == 0 else None)
+
+
+def test_emfile_pauses_accepting_without_spinning(make_daemon):
+    # Descriptors run out at run time (here: the smtp process's limit is
+    # lowered under it).  accept() then fails with EMFILE while
+    # connections wait: the smtp process must stop accepting for a while
+    # and say so, not spin on the error, and serve again once the flood
+    # is gone.
+    d = make_daemon().start()
+    smtp_pid = role_pids(d, "smtp")[-1]
+    nfd = len(os.listdir(f"/proc/{smtp_pid}/fd"))
+    lower_nofile(smtp_pid, nfd + 8)
+    socks = open_many(d.port, 200)
+    try:
+        time.sleep(1)
+        cpu0 = cpu_seconds(smtp_pid)
+        time.sleep(3)
+        cpu = cpu_seconds(smtp_pid) - cpu0
+        logged = wait_for(lambda: re.search(
+            r"smtp: event=accept result=error reason=\"Too many open "
+            r"files\" action=pause", d.logtext()), 5)
+    finally:
+        close_all(socks)
+    print(f"\nsmtp cpu over 3 s with accept() failing: {cpu:.2f}s")
+    assert cpu < 0.5, cpu
+    assert logged, d.logtext()[-3000:]
+    # Logged once per pause, not once per failed accept().
+    assert d.logtext().count("event=accept result=error") < 20
+    took = wait_for(lambda: deliver(d.port), 15)
+    assert took, d.logtext()[-3000:]
+    print(f"polite client after the flood: {took:.2f}s")
+    assert d.wait_mail("demo")
