@@ -39,6 +39,7 @@
 #include "queue/mta.h"
 #include "lib/proc.h"
 #include "queue/resolve.h"
+#include "smtpd/clients.h"
 #include "smtpd/smtp_parse.h"
 #include "auth/srs.h"
 #include "lib/util.h"
@@ -84,6 +85,7 @@ struct session {
 	int			 skipcr;	/* ...whose last byte was CR */
 	int			 closing;	/* shutdown: close after txn */
 	int			 local;		/* submit socket: sendmail(1) */
+	uint64_t		 active;	/* ms: last input (or connect) */
 	uid_t			 uid;		/* its peer's uid */
 	/* transaction */
 	char			*sender;	/* NULL = no MAIL yet */
@@ -120,6 +122,7 @@ static struct {
 	int			 draining;	/* SIGUSR1: reload handover */
 	struct event		*deadline;
 	size_t			 maxconn;	/* max-connections, or fewer */
+	int			 stress;	/* most slots taken: short timeouts */
 	struct event		*resume;	/* accepting again after EMFILE */
 	int			 paused;	/* ...not until then */
 	time_t			 pauselog;	/* last time a pause was logged */
@@ -134,11 +137,39 @@ static void	session_close(struct session *, const char *);
 static void	session_reset(struct session *);
 static void	smtp_maybe_exit(void);
 static void	smtp_accept_resume(evutil_socket_t, short, void *);
+static void	smtp_stress_check(void);
 
 static long long
 session_knob(const struct session *s, enum knob_id k)
 {
 	return conf_num(smtp.conf, s->l, k);
+}
+
+static uint64_t
+smtp_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * The wait for a client's next command: command-timeout, or under stress
+ * (most slots taken) the shorter stress-command-timeout, as Postfix's
+ * smtpd does in stress mode, so idle connections cannot hold the server.
+ */
+static void
+session_timeouts(struct session *s)
+{
+	struct timeval tv;
+	long long ms = session_knob(s, K_COMMAND_TIMEOUT);
+
+	if (smtp.stress && session_knob(s, K_STRESS_COMMAND_TIMEOUT) < ms)
+		ms = session_knob(s, K_STRESS_COMMAND_TIMEOUT);
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	bufferevent_set_timeouts(s->bev, &tv, &tv);
 }
 
 static void
@@ -243,9 +274,11 @@ session_free(struct session *s)
 	if (s->timer)
 		event_free(s->timer);
 	bufferevent_free(s->bev);
+	clients_remove(&s->ss);
 	free(s);
 	/* A descriptor is free: a pause for EMFILE can end now. */
 	smtp_accept_resume(-1, 0, NULL);
+	smtp_stress_check();
 	smtp_maybe_exit();
 }
 
@@ -964,6 +997,7 @@ session_readcb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 
+	s->active = smtp_now_ms();
 	if (s->state == SS_PREGREET) {
 		session_log(s, "event=pregreet result=reject reason=\"client "
 		    "spoke before the greeting\"");
@@ -994,6 +1028,14 @@ session_eventcb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (s->state == SS_CLOSING) {
 			session_free(s);
+			return;
+		}
+		if (s->state == SS_WAIT) {
+			/*
+			 * The client waits for us, the queue; a 421 now would
+			 * leave a commit in flight with no answer.
+			 */
+			bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 			return;
 		}
 		session_reply(s, "421 4.4.2 %s timeout, closing",
@@ -1030,27 +1072,6 @@ static void
 session_greettimer(evutil_socket_t fd, short ev, void *arg)
 {
 	session_greet(arg);
-}
-
-static size_t
-smtp_count_ip(const struct sockaddr_storage *ss)
-{
-	const struct session *s;
-	size_t n = 0;
-
-	for (s = smtp.sessions; s; s = s->next) {
-		if (s->ss.ss_family != ss->ss_family)
-			continue;
-		if (ss->ss_family == AF_INET &&
-		    ((const struct sockaddr_in *)&s->ss)->sin_addr.s_addr ==
-		    ((const struct sockaddr_in *)ss)->sin_addr.s_addr)
-			n++;
-		else if (ss->ss_family == AF_INET6 &&
-		    memcmp(&((const struct sockaddr_in6 *)&s->ss)->sin6_addr,
-		    &((const struct sockaddr_in6 *)ss)->sin6_addr, 16) == 0)
-			n++;
-	}
-	return n;
 }
 
 static void
@@ -1105,13 +1126,13 @@ smtp_session_new(evutil_socket_t fd, const struct listener *l,
     const struct sockaddr_storage *ss, const char *addr)
 {
 	struct session *s;
-	struct timeval tv;
-	long long ms;
 
 	s = xcalloc(1, sizeof(*s));
 	s->id = smtp.nextid++;
 	s->l = l;
 	s->ss = *ss;
+	s->active = smtp_now_ms();
+	clients_add(&s->ss);
 	s->msgfd = -1;
 	str_copy(s->addr, addr, sizeof(s->addr));
 	buf_init(&s->wbuf);
@@ -1124,10 +1145,8 @@ smtp_session_new(evutil_socket_t fd, const struct listener *l,
 	bufferevent_setcb(s->bev, session_readcb, session_writecb,
 	    session_eventcb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INMAX);
-	ms = session_knob(s, K_COMMAND_TIMEOUT);
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	bufferevent_set_timeouts(s->bev, &tv, &tv);
+	smtp_stress_check();
+	session_timeouts(s);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	return s;
 }
@@ -1151,21 +1170,87 @@ smtp_start_session(struct session *s)
 	evtimer_add(s->timer, &tv);
 }
 
+/*
+ * Stress: most slots are taken (stress-threshold percent of the cap).
+ * Entered at the threshold, left a tenth below it, so a server hovering
+ * there does not re-time every session on each connection.
+ */
+static void
+smtp_stress_check(void)
+{
+	size_t hi = smtp.maxconn * (size_t)conf_num(smtp.conf, NULL,
+	    K_STRESS_THRESHOLD) / 100, lo;
+	struct session *s;
+	int on;
+
+	if (hi == 0)
+		hi = 1;
+	lo = hi - (hi / 10 > 0 ? hi / 10 : 1);
+	on = smtp.stress ? smtp.nsessions > lo : smtp.nsessions >= hi;
+	if (on == smtp.stress)
+		return;
+	smtp.stress = on;
+	log_warnx("event=stress result=%s sessions=%zu threshold=%zu "
+	    "max-connections=%zu", on ? "on" : "off", smtp.nsessions, hi,
+	    smtp.maxconn);
+	for (s = smtp.sessions; s; s = s->next)
+		if (s->state != SS_CLOSING)
+			session_timeouts(s);
+}
+
+/* The longest-idle session, between commands, from this address. */
+static struct session *
+smtp_idlest(const struct sockaddr_storage *ss)
+{
+	struct session *s, *best = NULL;
+
+	for (s = smtp.sessions; s; s = s->next)
+		if (s->state == SS_CMD && !s->closing &&
+		    clients_same(&s->ss, ss) &&
+		    (best == NULL || s->active < best->active))
+			best = s;
+	return best;
+}
+
+/*
+ * Full.  Rather than refuse someone who is not connected yet, close the
+ * longest-idle session of the address holding the most, if it holds at
+ * least two more than the newcomer's: room for new clients, and no churn
+ * between addresses that hold as many.  0 if a session was closed.
+ */
+static int
+smtp_evict(const struct sockaddr_storage *ss, const char *addr)
+{
+	struct sockaddr_storage top;
+	struct session *v;
+	size_t most = clients_busiest(&top);
+
+	if (most < clients_count(ss) + 2 || (v = smtp_idlest(&top)) == NULL)
+		return -1;
+	session_log(v, "event=evict reason=\"server full; this address holds "
+	    "%zu sessions\" idle=%llums for=%s", most,
+	    (unsigned long long)(smtp_now_ms() - v->active), addr);
+	session_reply(v, "421 4.7.0 %s too many connections from your "
+	    "address, closing", conf_str(smtp.conf, K_HOSTNAME));
+	session_close(v, "evicted for a new client");
+	return 0;
+}
+
 static int
 smtp_over_limits(evutil_socket_t fd, const struct sockaddr_storage *ss,
     const char *addr)
 {
-	if (smtp.nsessions >= smtp.maxconn) {
-		log_info("event=connect result=reject reason=\"too many "
-		    "connections\" client=%s", addr);
-		smtp_refuse(fd, "too many connections, try again later");
-		return 1;
-	}
-	if (ss->ss_family != AF_UNIX && smtp_count_ip(ss) >=
+	if (ss->ss_family != AF_UNIX && clients_count(ss) >=
 	    (size_t)conf_num(smtp.conf, NULL, K_MAX_CONNECTIONS_PER_IP)) {
 		log_info("event=connect result=reject reason=\"too many "
 		    "connections from this address\" client=%s", addr);
 		smtp_refuse(fd, "too many connections from your address");
+		return 1;
+	}
+	if (smtp.nsessions >= smtp.maxconn && smtp_evict(ss, addr) == -1) {
+		log_info("event=connect result=reject reason=\"too many "
+		    "connections\" client=%s", addr);
+		smtp_refuse(fd, "too many connections, try again later");
 		return 1;
 	}
 	return 0;

@@ -429,3 +429,194 @@ def test_emfile_pauses_accepting_without_spinning(make_daemon):
     assert took, d.logtext()[-3000:]
     print(f"polite client after the flood: {took:.2f}s")
     assert d.wait_mail("demo")
+
+
+# ---- idle connection floods ---------------------------------------------------
+
+class Flood:
+    """Idle connections from several 127.0.0.x addresses, kept at n per
+    address: one the server closes is opened again, as an attacker
+    would.  Counts what the server did to them."""
+
+    def __init__(self, port, srcs, per_src):
+        self.port, self.srcs, self.per_src = port, srcs, per_src
+        self.socks = {src: [] for src in srcs}
+        self.closed_by_server = 0
+        self.replies = []
+
+    def fill(self):
+        for src in self.srcs:
+            have = self.socks[src]
+            while len(have) < self.per_src:
+                s = socket.socket()
+                s.settimeout(5)
+                s.bind((src, 0))
+                try:
+                    s.connect(("127.0.0.1", self.port))
+                except OSError:
+                    s.close()
+                    break
+                s.setblocking(False)
+                have.append(s)
+
+    def reap(self):
+        """Drop the connections the server closed; returns how many."""
+        n = 0
+        for src, have in self.socks.items():
+            keep = []
+            for s in have:
+                if self.alive(s):
+                    keep.append(s)
+                    continue
+                s.close()
+                n += 1
+            self.socks[src] = keep
+        self.closed_by_server += n
+        return n
+
+    def alive(self, s):
+        """Read what the server sent (noting every reply but greetings);
+        False once it has closed the connection."""
+        while True:
+            try:
+                data = s.recv(4096)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not data:
+                return False
+            self.replies.extend(l for l in data.decode("utf-8", "replace")
+                                .splitlines() if not l.startswith("220"))
+
+    def count(self):
+        return sum(len(v) for v in self.socks.values())
+
+    def close(self):
+        for have in self.socks.values():
+            close_all(have)
+
+
+def test_idle_flood_with_shipped_limits_locks_nobody_out(make_daemon):
+    # The report: 256 idle connections from 13 addresses refused every
+    # other client for up to the 5-minute command timeout.  With the
+    # shipped limits the same flood leaves room for everyone.
+    d = make_daemon().start()
+    flood = Flood(d.port, [f"127.0.0.{i}" for i in range(2, 15)], 20)
+    try:
+        flood.fill()
+        time.sleep(0.5)
+        flood.reap()
+        took = deliver(d.port, "127.0.0.99")
+        print(f"\nidle connections={flood.count()} polite client={took:.2f}s")
+        assert flood.count() == 13 * 20
+    finally:
+        flood.close()
+
+
+def test_idle_flood_full_server_keeps_room_for_newcomers(make_daemon):
+    # Every slot taken by idle connections from four addresses, which
+    # reconnect whenever they are closed.  A well-behaved client from a
+    # fifth address delivers a message every half second throughout: the
+    # server makes room by closing the longest-idle session of the
+    # address holding the most.
+    d = make_daemon("max-connections 200\nmax-connections-per-ip 50\n").start()
+    flood = Flood(d.port, [f"127.0.0.{i}" for i in range(2, 6)], 50)
+    lat = []
+    try:
+        flood.fill()
+        time.sleep(0.5)
+        flood.reap()
+        flood.fill()
+        assert flood.count() == 200
+        end = time.monotonic() + 8
+        i = 0
+        while time.monotonic() < end:
+            lat.append(deliver(d.port, "127.0.0.99", f"polite {i}"))
+            i += 1
+            flood.reap()
+            flood.fill()
+            time.sleep(0.5)
+        evicted = flood.closed_by_server
+    finally:
+        flood.close()
+    print(f"\nflood=200 idle from 4 addresses, polite deliveries={len(lat)} "
+          f"worst latency={max(lat):.2f}s evicted={evicted}")
+    assert max(lat) < PROMPT
+    assert evicted >= len(lat)
+    assert any(r.startswith("421 4.7.0") for r in flood.replies), \
+        flood.replies[:5]
+    assert d.wait_mail("demo", len(lat))
+    assert re.search(r"event=evict ", d.logtext())
+
+
+def test_stress_shortens_idle_timeouts(make_daemon):
+    # Above stress-threshold percent of max-connections, idle sessions get
+    # stress-command-timeout instead of command-timeout (5m), old ones
+    # too; below it again, the normal timeout is back.
+    d = make_daemon("max-connections 40\nmax-connections-per-ip 40\n"
+                    "stress-threshold 50\nstress-command-timeout 2s\n").start()
+    flood = Flood(d.port, ["127.0.0.2", "127.0.0.3"], 12)
+    try:
+        flood.fill()            # 24 of 40: over 50%
+        assert wait_for(lambda: "event=stress result=on" in d.logtext(), 5)
+        t0 = time.monotonic()
+        assert wait_for(lambda: flood.reap() is not None and
+                        flood.count() == 0, 15), flood.count()
+        took = time.monotonic() - t0
+    finally:
+        flood.close()
+    print(f"\n24 idle sessions under stress closed in {took:.1f}s")
+    assert any(r.startswith("421 4.4.2") for r in flood.replies)
+    assert wait_for(lambda: "event=stress result=off" in d.logtext(), 5)
+    # Not under stress: a session idle for longer than 2 s stays.
+    c = Client(d.port)
+    try:
+        assert c.reply()[0] == 220
+        time.sleep(3)
+        assert c.cmd("NOOP")[0] == 250
+    finally:
+        c.close()
+
+
+def test_per_address_cap_and_eviction_fairness(make_daemon):
+    # One address may hold max-connections-per-ip sessions; when the
+    # server is full a newcomer from a smaller address gets in (the busiest
+    # address loses its longest-idle session), one from the busiest
+    # address does not.
+    d = make_daemon("max-connections 40\nmax-connections-per-ip 30\n").start()
+    a = Flood(d.port, ["127.0.0.2"], 31)
+    b = Flood(d.port, ["127.0.0.3"], 10)
+    try:
+        a.fill()
+        time.sleep(0.5)
+        a.reap()
+        assert a.count() == 30, a.count()           # the 31st was refused
+        assert any("421 4.7.0" in r and "your address" in r
+                   for r in a.replies), a.replies
+        b.fill()                                    # now full: 30 + 10
+        time.sleep(0.5)
+        assert b.reap() == 0 and a.reap() == 0
+        c = Client(d.port, "127.0.0.3")             # B's 11th: gets in
+        try:
+            code, text = c.reply()
+            assert code == 220, text
+            assert wait_for(lambda: a.reap() == 1 or a.count() == 29, 5)
+            assert any(r.startswith("421 4.7.0") for r in a.replies)
+        finally:
+            c.close()
+        time.sleep(0.5)
+        e = Client(d.port, "127.0.0.4")             # a third address
+        f = None
+        try:
+            assert e.reply()[0] == 220
+            f = Client(d.port, "127.0.0.2")         # the busiest: refused
+            code, text = f.reply()
+            assert code == 421 and text.startswith("421 4.7.0"), text
+        finally:
+            e.close()
+            if f:
+                f.close()
+    finally:
+        a.close()
+        b.close()
