@@ -172,30 +172,39 @@ session_timeouts(struct session *s)
 	bufferevent_set_timeouts(s->bev, &tv, &tv);
 }
 
+/* One event line with the session's ids; warn: at warning level. */
 static void
-session_log(const struct session *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-session_log(const struct session *s, const char *fmt, ...)
+session_vlog(const struct session *s, int warn, const char *fmt, va_list ap)
 {
+	void (*emit)(const char *, ...) = warn ? log_warnx : log_info;
 	struct buf b;
-	va_list ap;
 
 	buf_init(&b);
-	va_start(ap, fmt);
 	buf_vprintf(&b, fmt, ap);
-	va_end(ap);
 	if (s->qid[0])
-		log_info("s=%016llx q=%s %s client=%s", (unsigned long long)s->id,
+		emit("s=%016llx q=%s %s client=%s", (unsigned long long)s->id,
 		    s->qid, b.data, s->addr);
 	else
-		log_info("s=%016llx %s client=%s", (unsigned long long)s->id,
+		emit("s=%016llx %s client=%s", (unsigned long long)s->id,
 		    b.data, s->addr);
 	buf_free(&b);
 }
 
-/* The same line at warning level, for what the admin should look at. */
+static void
+session_log(const struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+session_log(const struct session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	session_vlog(s, 0, fmt, ap);
+	va_end(ap);
+}
+
+/* For what the admin should look at. */
 static void
 session_warn(const struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -203,16 +212,11 @@ session_warn(const struct session *s, const char *fmt, ...)
 static void
 session_warn(const struct session *s, const char *fmt, ...)
 {
-	struct buf b;
 	va_list ap;
 
-	buf_init(&b);
 	va_start(ap, fmt);
-	buf_vprintf(&b, fmt, ap);
+	session_vlog(s, 1, fmt, ap);
 	va_end(ap);
-	log_warnx("s=%016llx q=%s %s client=%s", (unsigned long long)s->id,
-	    s->qid[0] ? s->qid : "-", b.data, s->addr);
-	buf_free(&b);
 }
 
 static void
