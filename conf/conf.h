@@ -35,6 +35,9 @@ enum knob_id {
 	K_MAX_HOPS,		/* int: Received: headers before a loop */
 	K_MAX_CONNECTIONS,	/* int: all listeners together */
 	K_MAX_CONNECTIONS_PER_IP, /* int */
+	K_STRESS_THRESHOLD,	/* int: % of max-connections that is stress */
+	K_STRESS_COMMAND_TIMEOUT, /* duration (ms): command-timeout under
+				   * stress, per listener */
 	K_COMMAND_TIMEOUT,	/* duration (ms), per listener */
 	K_DATA_TIMEOUT,		/* duration (ms), whole DATA phase, per listener */
 	K_GREETING_DELAY,	/* duration (ms), per listener */

@@ -202,7 +202,8 @@ ipc_send(struct ipc *c, int type, const void *payload, size_t len, int fd)
 	c->tail = o;
 	if (c->head == o)
 		ipc_flush(c);
-	return 0;
+	/* A peer already gone took nothing: the caller may say so. */
+	return c->dead ? -1 : 0;
 }
 
 static void
@@ -296,24 +297,29 @@ ipc_recv_wait(int fd, int *type, void *buf, size_t cap, size_t *len,
 	return 0;
 }
 
-static void
-ipc_read(evutil_socket_t fd, short ev, void *arg)
+/*
+ * Dispatch up to max received messages.  Returns 1 when the channel is
+ * dead (peer closed, or a bad datagram), 0 when nothing more is waiting,
+ * -1 when max was reached with more perhaps waiting.
+ */
+static int
+ipc_take(struct ipc *c, int max)
 {
-	struct ipc *c = arg;
 	struct rec_reader r;
 	int type, mfd, i;
 	ssize_t n;
 
-	/* Drain what is there, so the receiver sees bursts (group commit). */
-	for (i = 0; i < 256 && !c->dead; i++) {
+	for (i = 0; i < max; i++) {
+		if (c->dead)
+			return 1;
 		n = ipc_recvone(c, &mfd);
 		if (n == -1 && errno == EAGAIN)
-			return;
+			return 0;
 		if (n <= 0 || n < 4) {
 			if (n > 0 && mfd >= 0)
 				close(mfd);
 			ipc_fail(c);
-			return;
+			return 1;
 		}
 		type = (c->rbuf[0] << 8) | c->rbuf[1];
 		rec_reader_init(&r, c->rbuf + 4, (size_t)n - 4);
@@ -321,4 +327,24 @@ ipc_read(evutil_socket_t fd, short ev, void *arg)
 		/* What a message carried (a route password) is not kept. */
 		explicit_bzero(c->rbuf, (size_t)n);
 	}
+	return c->dead ? 1 : -1;
+}
+
+static void
+ipc_read(evutil_socket_t fd, short ev, void *arg)
+{
+	/* Drain what is there, so the receiver sees bursts (group commit). */
+	ipc_take(arg, 256);
+}
+
+int
+ipc_drain(struct ipc *c)
+{
+	int r, rounds;
+
+	/* Bounded: a live peer could keep sending. */
+	for (rounds = 0; rounds < 64; rounds++)
+		if ((r = ipc_take(c, 256)) != -1)
+			return r;
+	return 0;
 }

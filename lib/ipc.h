@@ -76,8 +76,20 @@ typedef void (*ipc_close_cb)(struct ipc *, void *arg);
 
 struct ipc	*ipc_new(struct event_base *, int fd, ipc_cb, ipc_close_cb,
 		    void *arg);
-/* Queue a message (payload may be NULL); takes ownership of fd if >= 0. */
+/*
+ * Queue a message (payload may be NULL); takes ownership of fd if >= 0.
+ * -1: the channel is dead, so the peer will never see this message; 0:
+ * handed to the kernel or queued for it (the peer may still die first).
+ */
 int		 ipc_send(struct ipc *, int type, const void *, size_t, int fd);
+/*
+ * Dispatch every message already received, now, to the channel's
+ * callback: for a channel about to be replaced, whose peer is known to be
+ * gone, so no reply it sent before dying is thrown away.  Returns 1 if the
+ * peer has closed (its close callback will still come from the loop,
+ * unless the channel is freed first), 0 if it is still open.
+ */
+int		 ipc_drain(struct ipc *);
 void		 ipc_free(struct ipc *);
 int		 ipc_fd(const struct ipc *);
 /*

@@ -7,6 +7,7 @@
  * Messages are written into a spool file the queue process creates and
  * hands over; the 250 goes out only when the queue says it is durable.
  */
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -38,6 +39,7 @@
 #include "queue/mta.h"
 #include "lib/proc.h"
 #include "queue/resolve.h"
+#include "smtpd/clients.h"
 #include "smtpd/smtp_parse.h"
 #include "auth/srs.h"
 #include "auth/vault.h"
@@ -47,6 +49,9 @@
 #define SMTP_INMAX	(256 * 1024)	/* input buffered while busy */
 #define SMTP_OUTMAX	(64 * 1024)	/* unread replies before we pause */
 #define SMTP_DRAIN_SECS	20		/* SIGTERM grace for transactions */
+#define SMTP_FD_RESERVE	32		/* listeners, channels, maps, spare */
+#define SMTP_FD_PER_DELIVERY 3		/* connection, message, DNS query */
+#define SMTP_ACCEPT_PAUSE 1		/* seconds without accept() on EMFILE */
 
 enum sstate {
 	SS_PREGREET,	/* greeting delayed; input now means a bad client */
@@ -59,10 +64,11 @@ enum sstate {
 
 /* Why a message in DATA is refused at its end. */
 enum data_err {
-	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_HOPS, DE_WRITE
+	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_HOPS, DE_WRITE, DE_QUEUE
 };
 static const char *const data_err_name[] = {
-	"none", "size", "line-length", "bare-cr-lf", "nul", "hops", "write"
+	"none", "size", "line-length", "bare-cr-lf", "nul", "hops", "write",
+	"queue"
 };
 
 struct session {
@@ -81,6 +87,7 @@ struct session {
 	int			 skipcr;	/* ...whose last byte was CR */
 	int			 closing;	/* shutdown: close after txn */
 	int			 local;		/* submit socket: sendmail(1) */
+	uint64_t		 active;	/* ms: last input (or connect) */
 	uid_t			 uid;		/* its peer's uid */
 	/* transaction */
 	char			*sender;	/* NULL = no MAIL yet */
@@ -88,6 +95,7 @@ struct session {
 	char			**rcpts;
 	size_t			 nrcpts;
 	char			 qid[32];
+	int			 committing;	/* Q_COMMIT sent, no answer yet */
 	int			 msgfd;
 	struct buf		 wbuf;
 	uint64_t		 msgsize;
@@ -116,6 +124,11 @@ static struct {
 	int			 stopping;	/* SIGTERM */
 	int			 draining;	/* SIGUSR1: reload handover */
 	struct event		*deadline;
+	size_t			 maxconn;	/* max-connections, or fewer */
+	int			 stress;	/* most slots taken: short timeouts */
+	struct event		*resume;	/* accepting again after EMFILE */
+	int			 paused;	/* ...not until then */
+	time_t			 pauselog;	/* last time a pause was logged */
 	char			*linebuf;
 	size_t			 linecap;
 } smtp;
@@ -126,11 +139,58 @@ static void	session_process(struct session *);
 static void	session_close(struct session *, const char *);
 static void	session_reset(struct session *);
 static void	smtp_maybe_exit(void);
+static void	smtp_accept_resume(evutil_socket_t, short, void *);
+static void	smtp_stress_check(void);
 
 static long long
 session_knob(const struct session *s, enum knob_id k)
 {
 	return conf_num(smtp.conf, s->l, k);
+}
+
+static uint64_t
+smtp_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * The wait for a client's next command: command-timeout, or under stress
+ * (most slots taken) the shorter stress-command-timeout, as Postfix's
+ * smtpd does in stress mode, so idle connections cannot hold the server.
+ */
+static void
+session_timeouts(struct session *s)
+{
+	struct timeval tv;
+	long long ms = session_knob(s, K_COMMAND_TIMEOUT);
+
+	if (smtp.stress && session_knob(s, K_STRESS_COMMAND_TIMEOUT) < ms)
+		ms = session_knob(s, K_STRESS_COMMAND_TIMEOUT);
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	bufferevent_set_timeouts(s->bev, &tv, &tv);
+}
+
+/* One event line with the session's ids; warn: at warning level. */
+static void
+session_vlog(const struct session *s, int warn, const char *fmt, va_list ap)
+{
+	void (*emit)(const char *, ...) = warn ? log_warnx : log_info;
+	struct buf b;
+
+	buf_init(&b);
+	buf_vprintf(&b, fmt, ap);
+	if (s->qid[0])
+		emit("s=%016llx q=%s %s client=%s", (unsigned long long)s->id,
+		    s->qid, b.data, s->addr);
+	else
+		emit("s=%016llx %s client=%s", (unsigned long long)s->id,
+		    b.data, s->addr);
+	buf_free(&b);
 }
 
 static void
@@ -140,20 +200,26 @@ session_log(const struct session *s, const char *fmt, ...)
 static void
 session_log(const struct session *s, const char *fmt, ...)
 {
-	struct buf b;
 	va_list ap;
 
-	buf_init(&b);
 	va_start(ap, fmt);
-	buf_vprintf(&b, fmt, ap);
+	session_vlog(s, 0, fmt, ap);
 	va_end(ap);
-	if (s->qid[0])
-		log_info("s=%016llx q=%s %s client=%s", (unsigned long long)s->id,
-		    s->qid, b.data, s->addr);
-	else
-		log_info("s=%016llx %s client=%s", (unsigned long long)s->id,
-		    b.data, s->addr);
-	buf_free(&b);
+}
+
+/* For what the admin should look at. */
+static void
+session_warn(const struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+session_warn(const struct session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	session_vlog(s, 1, fmt, ap);
+	va_end(ap);
 }
 
 static void
@@ -216,7 +282,11 @@ session_free(struct session *s)
 	if (s->timer)
 		event_free(s->timer);
 	bufferevent_free(s->bev);
+	clients_remove(&s->ss);
 	free(s);
+	/* A descriptor is free: a pause for EMFILE can end now. */
+	smtp_accept_resume(-1, 0, NULL);
+	smtp_stress_check();
 	smtp_maybe_exit();
 }
 
@@ -250,6 +320,7 @@ session_reset(struct session *s)
 		s->msgfd = -1;
 	}
 	s->qid[0] = '\0';
+	s->committing = 0;
 	buf_reset(&s->wbuf);
 	s->msgsize = 0;
 	s->derr = DE_NONE;
@@ -707,60 +778,71 @@ data_received(struct session *s)
 	    conf_str(smtp.conf, K_HOSTNAME), proto, s->qid, rcpt, date);
 }
 
+/* The message is refused at its end; tell the client why. */
 static void
-data_commit(struct session *s)
+data_refuse(struct session *s)
+{
+	if (s->derr == DE_WRITE && (s->werrno == ENOSPC ||
+	    s->werrno == EDQUOT)) {
+		session_log(s, "event=data result=tempfail code=452 "
+		    "esc=4.3.1 reason=\"spool full: %s\"",
+		    strerror(s->werrno));
+		session_reply(s, "452 4.3.1 insufficient system storage");
+	} else if (s->derr == DE_WRITE) {
+		session_log(s, "event=data result=tempfail code=451 "
+		    "reason=\"spool write: %s\"", fd_strerror(s->werrno));
+		session_reply(s, "451 4.3.0 local error writing the "
+		    "message");
+	} else if (s->derr == DE_QUEUE) {
+		session_log(s, "event=data result=tempfail code=451 "
+		    "esc=4.3.0 reason=\"queue lost during DATA\"");
+		session_reply(s, "451 4.3.0 queue unavailable, try again "
+		    "later");
+	} else if (s->derr == DE_SIZE) {
+		session_reply(s, "552 5.3.4 message size exceeds fixed "
+		    "maximum of %lld bytes",
+		    session_knob(s, K_MAX_MESSAGE_SIZE));
+	} else if (s->derr == DE_LINE) {
+		session_reply(s, "554 5.6.0 message refused: line "
+		    "longer than %lld octets",
+		    session_knob(s, K_MAX_LINE_LENGTH));
+	} else if (s->derr == DE_HOPS) {
+		session_reply(s, "554 5.4.6 message refused: too many "
+		    "hops (%lld Received: header fields), a mail loop?",
+		    s->hops);
+	} else if (s->derr == DE_BARE) {
+		session_reply(s, "554 5.5.2 message refused: bare CR "
+		    "or LF in DATA, use CRLF");
+	} else {
+		session_reply(s, "554 5.6.0 message refused: NUL byte "
+		    "in DATA");
+	}
+	if (s->derr != DE_WRITE && s->derr != DE_QUEUE)
+		session_log(s, "event=data result=reject code=5xx "
+		    "reason=%s", data_err_name[s->derr]);
+	if (s->qid[0] && smtp.queue)
+		ipc_send(smtp.queue, IMSG_Q_ABORT, s->qid, strlen(s->qid), -1);
+	s->qid[0] = '\0';
+	session_reset(s);
+	s->state = SS_CMD;
+}
+
+/*
+ * Send the recipients and the envelope facts.  -1 when the queue channel
+ * is already dead: the commit never left, so the outcome is known.
+ */
+static int
+data_send_commit(struct session *s)
 {
 	struct buf b;
 	size_t i;
+	int r = 0;
 
-	data_write(s, 1);
-	close(s->msgfd);
-	s->msgfd = -1;
-	if (s->derr != DE_NONE) {
-		if (s->derr == DE_WRITE && (s->werrno == ENOSPC ||
-		    s->werrno == EDQUOT)) {
-			session_log(s, "event=data result=tempfail code=452 "
-			    "esc=4.3.1 reason=\"spool full: %s\"",
-			    strerror(s->werrno));
-			session_reply(s, "452 4.3.1 insufficient system storage");
-		} else if (s->derr == DE_WRITE) {
-			session_log(s, "event=data result=tempfail code=451 "
-			    "reason=\"spool write: %s\"",
-			    fd_strerror(s->werrno));
-			session_reply(s, "451 4.3.0 local error writing the "
-			    "message");
-		} else if (s->derr == DE_SIZE) {
-			session_reply(s, "552 5.3.4 message size exceeds fixed "
-			    "maximum of %lld bytes",
-			    session_knob(s, K_MAX_MESSAGE_SIZE));
-		} else if (s->derr == DE_LINE) {
-			session_reply(s, "554 5.6.0 message refused: line "
-			    "longer than %lld octets",
-			    session_knob(s, K_MAX_LINE_LENGTH));
-		} else if (s->derr == DE_HOPS) {
-			session_reply(s, "554 5.4.6 message refused: too many "
-			    "hops (%lld Received: header fields), a mail loop?",
-			    s->hops);
-		} else if (s->derr == DE_BARE) {
-			session_reply(s, "554 5.5.2 message refused: bare CR "
-			    "or LF in DATA, use CRLF");
-		} else {
-			session_reply(s, "554 5.6.0 message refused: NUL byte "
-			    "in DATA");
-		}
-		if (s->derr != DE_WRITE)
-			session_log(s, "event=data result=reject code=5xx "
-			    "reason=%s", data_err_name[s->derr]);
-		ipc_send(smtp.queue, IMSG_Q_ABORT, s->qid, strlen(s->qid), -1);
-		s->qid[0] = '\0';
-		session_reset(s);
-		s->state = SS_CMD;
-		return;
-	}
 	buf_init(&b);
 	for (i = 0; i < s->nrcpts; i++) {
 		if (b.len > IPC_MAX / 2) {
-			ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len, -1);
+			r |= ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len,
+			    -1);
 			buf_reset(&b);
 		}
 		if (b.len == 0) {
@@ -769,7 +851,7 @@ data_commit(struct session *s)
 		}
 		rec_put_str(&b, T_RCPT, s->rcpts[i]);
 	}
-	ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len, -1);
+	r |= ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len, -1);
 	buf_reset(&b);
 	rec_put_u64(&b, T_SID, s->id);
 	rec_put_str(&b, T_ID, s->qid);
@@ -781,8 +863,27 @@ data_commit(struct session *s)
 	rec_put_u64(&b, T_BODY, s->mp.body != BODY_7BIT);
 	rec_put_u64(&b, T_UTF8, (uint64_t)s->mp.smtputf8);
 	rec_put_u64(&b, T_SIZE, s->msgsize);
-	ipc_send(smtp.queue, IMSG_Q_COMMIT, b.data, b.len, -1);
+	if (r == 0)
+		r = ipc_send(smtp.queue, IMSG_Q_COMMIT, b.data, b.len, -1);
 	buf_free(&b);
+	return r == 0 ? 0 : -1;
+}
+
+static void
+data_commit(struct session *s)
+{
+	data_write(s, 1);
+	if (s->msgfd >= 0)
+		close(s->msgfd);
+	s->msgfd = -1;
+	if (s->derr == DE_NONE && (smtp.queue == NULL ||
+	    data_send_commit(s) == -1))
+		s->derr = DE_QUEUE;
+	if (s->derr != DE_NONE) {
+		data_refuse(s);
+		return;
+	}
+	s->committing = 1;
 	s->state = SS_WAIT;
 }
 
@@ -936,6 +1037,7 @@ session_readcb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 
+	s->active = smtp_now_ms();
 	if (s->state == SS_PREGREET) {
 		session_log(s, "event=pregreet result=reject reason=\"client "
 		    "spoke before the greeting\"");
@@ -966,6 +1068,14 @@ session_eventcb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (s->state == SS_CLOSING) {
 			session_free(s);
+			return;
+		}
+		if (s->state == SS_WAIT) {
+			/*
+			 * The client waits for us, the queue; a 421 now would
+			 * leave a commit in flight with no answer.
+			 */
+			bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 			return;
 		}
 		session_reply(s, "421 4.4.2 %s timeout, closing",
@@ -1002,27 +1112,6 @@ static void
 session_greettimer(evutil_socket_t fd, short ev, void *arg)
 {
 	session_greet(arg);
-}
-
-static size_t
-smtp_count_ip(const struct sockaddr_storage *ss)
-{
-	const struct session *s;
-	size_t n = 0;
-
-	for (s = smtp.sessions; s; s = s->next) {
-		if (s->ss.ss_family != ss->ss_family)
-			continue;
-		if (ss->ss_family == AF_INET &&
-		    ((const struct sockaddr_in *)&s->ss)->sin_addr.s_addr ==
-		    ((const struct sockaddr_in *)ss)->sin_addr.s_addr)
-			n++;
-		else if (ss->ss_family == AF_INET6 &&
-		    memcmp(&((const struct sockaddr_in6 *)&s->ss)->sin6_addr,
-		    &((const struct sockaddr_in6 *)ss)->sin6_addr, 16) == 0)
-			n++;
-	}
-	return n;
 }
 
 static void
@@ -1077,13 +1166,13 @@ smtp_session_new(evutil_socket_t fd, const struct listener *l,
     const struct sockaddr_storage *ss, const char *addr)
 {
 	struct session *s;
-	struct timeval tv;
-	long long ms;
 
 	s = xcalloc(1, sizeof(*s));
 	s->id = smtp.nextid++;
 	s->l = l;
 	s->ss = *ss;
+	s->active = smtp_now_ms();
+	clients_add(&s->ss);
 	s->msgfd = -1;
 	str_copy(s->addr, addr, sizeof(s->addr));
 	buf_init(&s->wbuf);
@@ -1096,10 +1185,8 @@ smtp_session_new(evutil_socket_t fd, const struct listener *l,
 	bufferevent_setcb(s->bev, session_readcb, session_writecb,
 	    session_eventcb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INMAX);
-	ms = session_knob(s, K_COMMAND_TIMEOUT);
-	tv.tv_sec = ms / 1000;
-	tv.tv_usec = (ms % 1000) * 1000;
-	bufferevent_set_timeouts(s->bev, &tv, &tv);
+	smtp_stress_check();
+	session_timeouts(s);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	return s;
 }
@@ -1123,25 +1210,187 @@ smtp_start_session(struct session *s)
 	evtimer_add(s->timer, &tv);
 }
 
+/*
+ * Stress: most slots are taken (stress-threshold percent of the cap).
+ * Entered at the threshold, left a tenth below it, so a server hovering
+ * there does not re-time every session on each connection.
+ */
+static void
+smtp_stress_check(void)
+{
+	size_t hi = smtp.maxconn * (size_t)conf_num(smtp.conf, NULL,
+	    K_STRESS_THRESHOLD) / 100, lo;
+	struct session *s;
+	int on;
+
+	if (hi == 0)
+		hi = 1;
+	lo = hi - (hi / 10 > 0 ? hi / 10 : 1);
+	on = smtp.stress ? smtp.nsessions > lo : smtp.nsessions >= hi;
+	if (on == smtp.stress)
+		return;
+	smtp.stress = on;
+	log_warnx("event=stress result=%s sessions=%zu threshold=%zu "
+	    "max-connections=%zu", on ? "on" : "off", smtp.nsessions, hi,
+	    smtp.maxconn);
+	for (s = smtp.sessions; s; s = s->next)
+		if (s->state != SS_CLOSING)
+			session_timeouts(s);
+}
+
+/* The longest-idle session, between commands, from this address. */
+static struct session *
+smtp_idlest(const struct sockaddr_storage *ss)
+{
+	struct session *s, *best = NULL;
+
+	for (s = smtp.sessions; s; s = s->next)
+		if (s->state == SS_CMD && !s->closing &&
+		    clients_same(&s->ss, ss) &&
+		    (best == NULL || s->active < best->active))
+			best = s;
+	return best;
+}
+
+/*
+ * Full.  Rather than refuse someone who is not connected yet, close the
+ * longest-idle session of the address holding the most, if it holds at
+ * least two more than the newcomer's: room for new clients, and no churn
+ * between addresses that hold as many.  0 if a session was closed.
+ */
+static int
+smtp_evict(const struct sockaddr_storage *ss, const char *addr)
+{
+	struct sockaddr_storage top;
+	struct session *v;
+	size_t most = clients_busiest(&top);
+
+	if (most < clients_count(ss) + 2 || (v = smtp_idlest(&top)) == NULL)
+		return -1;
+	session_log(v, "event=evict reason=\"server full; this address holds "
+	    "%zu sessions\" idle=%llums for=%s", most,
+	    (unsigned long long)(smtp_now_ms() - v->active), addr);
+	session_reply(v, "421 4.7.0 %s too many connections from your "
+	    "address, closing", conf_str(smtp.conf, K_HOSTNAME));
+	session_close(v, "evicted for a new client");
+	return 0;
+}
+
 static int
 smtp_over_limits(evutil_socket_t fd, const struct sockaddr_storage *ss,
     const char *addr)
 {
-	if (smtp.nsessions >= (size_t)conf_num(smtp.conf, NULL,
-	    K_MAX_CONNECTIONS)) {
-		log_info("event=connect result=reject reason=\"too many "
-		    "connections\" client=%s", addr);
-		smtp_refuse(fd, "too many connections, try again later");
-		return 1;
-	}
-	if (ss->ss_family != AF_UNIX && smtp_count_ip(ss) >=
+	if (ss->ss_family != AF_UNIX && clients_count(ss) >=
 	    (size_t)conf_num(smtp.conf, NULL, K_MAX_CONNECTIONS_PER_IP)) {
 		log_info("event=connect result=reject reason=\"too many "
 		    "connections from this address\" client=%s", addr);
 		smtp_refuse(fd, "too many connections from your address");
 		return 1;
 	}
+	if (smtp.nsessions >= smtp.maxconn && smtp_evict(ss, addr) == -1) {
+		log_info("event=connect result=reject reason=\"too many "
+		    "connections\" client=%s", addr);
+		smtp_refuse(fd, "too many connections, try again later");
+		return 1;
+	}
 	return 0;
+}
+
+static void
+smtp_listen_all(int on)
+{
+	size_t i;
+
+	for (i = 0; i < smtp.nlev; i++) {
+		if (smtp.lev[i] == NULL)
+			continue;
+		if (on)
+			evconnlistener_enable(smtp.lev[i]);
+		else
+			evconnlistener_disable(smtp.lev[i]);
+	}
+}
+
+static void
+smtp_accept_resume(evutil_socket_t fd, short ev, void *arg)
+{
+	if (!smtp.paused)
+		return;
+	smtp.paused = 0;
+	evtimer_del(smtp.resume);
+	if (!smtp.stopping && !smtp.draining)
+		smtp_listen_all(1);
+}
+
+/*
+ * accept() failed with something other than a vanished client: most
+ * often EMFILE or ENFILE.  The connection stays in the backlog and the
+ * listener stays readable, so trying again at once would spin.  Stop
+ * accepting until a session ends (a descriptor is free again) or the
+ * pause is over, and log at most once per pause interval.
+ */
+static void
+smtp_accept_error(struct evconnlistener *lev, void *arg)
+{
+	int e = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = { SMTP_ACCEPT_PAUSE, 0 };
+	time_t now = time(NULL);
+
+	if (smtp.paused)
+		return;
+	if (now - smtp.pauselog >= SMTP_ACCEPT_PAUSE) {
+		log_warnx("event=accept result=error reason=\"%s\" "
+		    "action=pause pause=%ds sessions=%zu", strerror(e),
+		    SMTP_ACCEPT_PAUSE, smtp.nsessions);
+		smtp.pauselog = now;
+	}
+	smtp.paused = 1;
+	smtp_listen_all(0);
+	if (smtp.resume == NULL)
+		smtp.resume = evtimer_new(smtp.base, smtp_accept_resume, NULL);
+	evtimer_add(smtp.resume, &tv);
+}
+
+/*
+ * A session may hold two descriptors (its connection and, in DATA, its
+ * spool file) and a delivery three.  Raise the soft open-file limit to
+ * what the settings need; the hard limit is the admin's (ulimit -Hn,
+ * LimitNOFILE).  If even that is too low, serve fewer sessions than
+ * max-connections and say so, as OpenSMTPD does, rather than run out of
+ * descriptors in accept() later.
+ */
+static void
+smtp_fd_budget(void)
+{
+	long long conns = conf_num(smtp.conf, NULL, K_MAX_CONNECTIONS);
+	long long fixed = SMTP_FD_RESERVE + SMTP_FD_PER_DELIVERY *
+	    conf_num(smtp.conf, NULL, K_MAX_DELIVERIES);
+	long long need = 2 * conns + fixed, cur, was;
+	struct rlimit rl;
+
+	smtp.maxconn = (size_t)conns;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY)
+		return;
+	was = (long long)rl.rlim_cur;
+	if (was < need) {
+		rl.rlim_cur = rl.rlim_max != RLIM_INFINITY &&
+		    rl.rlim_max < (rlim_t)need ? rl.rlim_max : (rlim_t)need;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	cur = (long long)rl.rlim_cur;
+	if (cur >= need) {
+		if (was < cur)
+			log_info("event=start result=ok reason=\"open-file limit "
+			    "raised\" nofile=%lld was=%lld", cur, was);
+		return;
+	}
+	smtp.maxconn = cur > fixed + 2 ? (size_t)((cur - fixed) / 2) : 1;
+	log_warnx("event=start result=warn reason=\"open-file limit too low "
+	    "for max-connections; serving fewer sessions\" "
+	    "max-connections=%lld effective=%zu nofile=%lld need=%lld "
+	    "hint=\"raise the hard limit (LimitNOFILE, ulimit -n) or lower "
+	    "max-connections\"", conns, smtp.maxconn, cur, need);
 }
 
 static void
@@ -1308,31 +1557,104 @@ done:
 	free(q.text);
 }
 
-/* The queue went away: refuse what waits on it until a new one comes. */
+/*
+ * The queue died after this session's commit request left and before its
+ * answer came: the message may be on disk (the new queue then delivers
+ * it) or not.  RFC 5321 has no "maybe"; 421 and closing the connection
+ * tell the client not to trust the transaction, and the log names the
+ * queue id so the admin can look it up (ternctl show).
+ */
 static void
-smtp_queue_closed(struct ipc *c, void *arg)
+smtp_commit_unknown(struct session *s)
+{
+	session_warn(s, "event=queued result=unknown code=421 esc=4.3.0 "
+	    "reason=\"queue lost before answering the commit; the message "
+	    "may be queued\" from=<%s> nrcpt=%zu size=%llu", log_a(s->sender),
+	    s->nrcpts, (unsigned long long)s->msgsize);
+	session_reply(s, "421 4.3.0 %s queue lost before confirming "
+	    "message %s: transaction outcome unknown, closing",
+	    conf_str(smtp.conf, K_HOSTNAME), s->qid);
+	s->qid[0] = '\0';
+	session_reset(s);
+	session_close(s, "commit outcome unknown");
+}
+
+/* One session's answer when the queue it waits on is gone. */
+static void
+smtp_queue_gone(struct session *s)
+{
+	if (s->state == SS_WAIT && s->committing) {
+		smtp_commit_unknown(s);
+		return;
+	}
+	if (s->state == SS_DATA) {
+		/* Known not committed: 451 at the end of the data. */
+		close(s->msgfd);
+		s->msgfd = -1;
+		s->qid[0] = '\0';
+		if (s->derr == DE_NONE)
+			s->derr = DE_QUEUE;
+		return;
+	}
+	if (s->state != SS_WAIT)
+		return;
+	s->qid[0] = '\0';
+	session_reset(s);
+	s->state = SS_CMD;
+	session_log(s, "event=data result=tempfail code=451 esc=4.3.0 "
+	    "reason=\"queue lost\"");
+	session_reply(s, "451 4.3.0 queue unavailable, try again later");
+	session_process(s);
+}
+
+/*
+ * The queue channel is gone: answer every session waiting on it, now,
+ * and refuse new transactions until a new channel comes.
+ */
+static void
+smtp_queue_lost(struct ipc *c)
 {
 	struct session *s, *next;
 
-	log_warnx("event=ipc result=error reason=\"queue channel closed\"");
 	mta_forget(c);
-	smtp.queue = NULL;
+	if (smtp.queue == c)
+		smtp.queue = NULL;
+	ipc_free(c);
 	for (s = smtp.sessions; s; s = next) {
 		next = s->next;
-		if (s->state == SS_WAIT || s->state == SS_DATA) {
-			s->qid[0] = '\0';
-			session_reset(s);
-			if (s->state == SS_DATA) {
-				session_reply(s, "451 4.3.0 queue unavailable");
-				session_close(s, "queue unavailable");
-				continue;
-			}
-			s->state = SS_CMD;
-			session_reply(s, "451 4.3.0 queue unavailable, try "
-			    "again later");
-		}
+		smtp_queue_gone(s);
 	}
-	ipc_free(c);
+}
+
+static void
+smtp_queue_closed(struct ipc *c, void *arg)
+{
+	log_warnx("event=ipc result=error reason=\"queue channel closed\"");
+	smtp_queue_lost(c);
+}
+
+/*
+ * A new queue channel.  The parent sends one only when the old queue is
+ * gone, and it may arrive before the old channel's end: read what the old
+ * queue answered before it died, then answer whoever it left waiting.
+ */
+static void
+smtp_queue_replace(int fd)
+{
+	struct ipc *old = smtp.queue;
+
+	if (old != NULL) {
+		if (ipc_drain(old) == 0)
+			log_warnx("event=ipc result=error reason=\"old queue "
+			    "channel still open; closing it\"");
+		else
+			log_warnx("event=ipc result=error reason=\"queue "
+			    "channel closed\"");
+		smtp_queue_lost(old);
+	}
+	smtp.queue = ipc_new(smtp.base, fd, smtp_queue_msg,
+	    smtp_queue_closed, NULL);
+	log_info("event=ipc result=ok reason=\"new queue channel\"");
 }
 
 static int
@@ -1357,11 +1679,7 @@ smtp_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 		return;
 	}
 	if (type == IMSG_P_PEER && fd >= 0) {
-		if (smtp.queue)
-			ipc_free(smtp.queue);
-		smtp.queue = ipc_new(smtp.base, fd, smtp_queue_msg,
-		    smtp_queue_closed, NULL);
-		log_info("event=ipc result=ok reason=\"new queue channel\"");
+		smtp_queue_replace(fd);
 		return;
 	}
 	if (fd >= 0)
@@ -1396,16 +1714,6 @@ smtp_drain_check(evutil_socket_t fd, short ev, void *arg)
 }
 
 static void
-smtp_stop_listening(void)
-{
-	size_t i;
-
-	for (i = 0; i < smtp.nlev; i++)
-		if (smtp.lev[i])
-			evconnlistener_disable(smtp.lev[i]);
-}
-
-static void
 smtp_deadline(evutil_socket_t fd, short ev, void *arg)
 {
 	log_info("event=stop result=ok reason=\"aborted %zu sessions\"",
@@ -1422,7 +1730,7 @@ smtp_sigterm(evutil_socket_t sig, short ev, void *arg)
 	if (smtp.stopping)
 		return;
 	smtp.stopping = 1;
-	smtp_stop_listening();
+	smtp_listen_all(0);
 	for (s = smtp.sessions; s; s = next) {
 		next = s->next;
 		s->closing = 1;
@@ -1448,7 +1756,7 @@ smtp_sigusr1(evutil_socket_t sig, short ev, void *arg)
 	struct event *tick;
 
 	smtp.draining = 1;
-	smtp_stop_listening();
+	smtp_listen_all(0);
 	log_info("event=drain sessions=%zu deliveries=%zu", smtp.nsessions,
 	    mta_busy());
 	tick = event_new(smtp.base, -1, EV_PERSIST, smtp_drain_check, NULL);
@@ -1480,6 +1788,7 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 	size_t i;
 
 	smtp.conf = conf;
+	smtp_fd_budget();
 	smtp.base = event_base_new();
 	smtp.aliases = aliases_open(conf_str(conf, K_ALIASES));
 	smtp_dns_init(conf);
@@ -1502,12 +1811,16 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 		if (smtp.lev[i] == NULL)
 			fatalx("event=start result=error reason=\"cannot "
 			    "listen on fd %d\"", ls[i].fd);
+		evconnlistener_set_error_cb(smtp.lev[i], smtp_accept_error);
 	}
 	if (submitfd >= 0) {
 		evutil_make_socket_nonblocking(submitfd);
 		smtp.lev[nls] = evconnlistener_new(smtp.base, smtp_accept,
 		    &smtp_local, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
 		    -1, submitfd);
+		if (smtp.lev[nls])
+			evconnlistener_set_error_cb(smtp.lev[nls],
+			    smtp_accept_error);
 	}
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);

@@ -72,6 +72,50 @@ def test_sysv_init_script(destdir, tmpbase):
         rc("stop")
 
 
+def nofile_soft(pid):
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no open-file limit for %d" % pid)
+
+
+def test_sysv_init_script_sets_the_units_open_file_limit(destdir, tmpbase):
+    # A shell's usual 1024 descriptors would not do for max-connections:
+    # the init script gives ternd what the systemd unit's LimitNOFILE does.
+    import resource
+    unit = (destdir / "lib/systemd/system/ternd.service").read_text()
+    want = int(unit.split("LimitNOFILE=", 1)[1].split()[0])
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < want and os.geteuid() != 0:
+        pytest.skip("the hard open-file limit is below the unit's")
+    d = Daemon(tmpbase)
+    env = dict(os.environ, DAEMON=str(destdir / "usr/sbin/ternd"),
+               CONF=str(d.conf), PIDFILE=str(tmpbase / "ternd.pid"))
+    script = str(destdir / "etc/init.d/ternd")
+
+    def shell_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    def rc(action):
+        return subprocess.run(["sh", script, action], env=env, timeout=60,
+                              capture_output=True, text=True,
+                              preexec_fn=shell_limit)
+    try:
+        r = rc("start")
+        assert r.returncode == 0, r.stdout + r.stderr
+        pid = int((tmpbase / "ternd.pid").read_text())
+        if hard == resource.RLIM_INFINITY or hard >= want:
+            assert nofile_soft(pid) == want
+        else:
+            # Root without CAP_SYS_RESOURCE: as far as the hard limit goes,
+            # and the script says so.
+            assert nofile_soft(pid) == hard
+            assert "open-file limit" in r.stderr
+    finally:
+        rc("stop")
+
+
 def unit_commands(destdir, conf, pidfile):
     """ExecStartPre/ExecStart/ExecReload and PIDFile of the installed unit,
     pointed at the DESTDIR binaries and the test config."""

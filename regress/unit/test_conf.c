@@ -352,7 +352,9 @@ test_conf_values(void)
 	CHECK(conf_num(c, NULL, K_RETRY_MIN) == 60000);
 	CHECK(conf_num(c, NULL, K_RETRY_MAX) == 7200000);
 	CHECK(conf_num(c, NULL, K_MAX_RECIPIENTS) == 100);
-	CHECK(conf_num(c, NULL, K_MAX_CONNECTIONS) == 256);
+	CHECK(conf_num(c, NULL, K_MAX_CONNECTIONS) == 4096);
+	CHECK(conf_num(c, NULL, K_STRESS_THRESHOLD) == 75);
+	CHECK(conf_num(c, NULL, K_STRESS_COMMAND_TIMEOUT) == 10000);
 
 	CHECK(c->nlisteners == 2);
 	if (c->nlisteners == 2) {
@@ -381,7 +383,7 @@ test_conf_values(void)
 		    1024);
 		CHECK(conf_num(c, msa, K_GREETING_DELAY) == 500);
 		CHECK(conf_num(c, mx, K_MAX_ERRORS) == 10);
-		CHECK(conf_num(c, mx, K_MAX_CONNECTIONS) == 256);
+		CHECK(conf_num(c, mx, K_MAX_CONNECTIONS) == 4096);
 	}
 
 	CHECK(c->ndomains == 2 && strcmp(c->domains[0], "example.org") == 0);
