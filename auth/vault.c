@@ -167,26 +167,20 @@ vault_req_parse(struct rec_reader *rd, uint64_t *job, uint8_t want,
 }
 
 static void
-vault_answer(struct ipc *c, int type, uint64_t job, int status,
+vault_answer(struct buf *out, int type, uint64_t job, int status,
     const char *a, const char *b)
 {
-	struct buf out;
-
-	buf_init(&out);
-	rec_put_u64(&out, T_JOB, job);
-	rec_put_u64(&out, T_KIND, (uint64_t)type);
-	rec_put_u64(&out, T_STATUS, (uint64_t)status);
+	rec_put_u64(out, T_JOB, job);
+	rec_put_u64(out, T_KIND, (uint64_t)type);
+	rec_put_u64(out, T_STATUS, (uint64_t)status);
 	if (a)
-		rec_put_str(&out, T_TEXT, a);
+		rec_put_str(out, T_TEXT, a);
 	if (b)
-		rec_put_str(&out, T_PASS, b);
-	ipc_send(c, IMSG_V_REPLY, out.data, out.len, -1);
-	explicit_bzero(out.data, out.cap);
-	buf_free(&out);
+		rec_put_str(out, T_PASS, b);
 }
 
 static void
-vault_do_reverse(struct ipc *c, uint64_t job, const char *addr)
+vault_do_reverse(struct buf *c, uint64_t job, const char *addr)
 {
 	char out[1024];
 	const char *why = NULL;
@@ -208,7 +202,7 @@ vault_do_reverse(struct ipc *c, uint64_t job, const char *addr)
 }
 
 static void
-vault_do_forward(struct ipc *c, uint64_t job, const char *sender)
+vault_do_forward(struct buf *c, uint64_t job, const char *sender)
 {
 	char out[SRS_ADDR_MAX + 1];
 
@@ -220,7 +214,7 @@ vault_do_forward(struct ipc *c, uint64_t job, const char *sender)
 }
 
 static void
-vault_do_auth(struct ipc *c, uint64_t job, const char *path)
+vault_do_auth(struct buf *c, uint64_t job, const char *path)
 {
 	const struct vroute *vr = vault_route(path);
 
@@ -231,34 +225,55 @@ vault_do_auth(struct ipc *c, uint64_t job, const char *path)
 		    vr->pass);
 }
 
-static void
-vault_peer_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
-    void *arg)
+/*
+ * One request from an smtp process (untrusted: it parses the network), its
+ * answer appended to reply.  -1: malformed, no answer.
+ */
+int
+vault_request(int type, const void *data, size_t len, struct buf *reply)
 {
 	static const uint8_t want[] = {
 		[IMSG_V_SRS_REVERSE] = T_RCPT,
 		[IMSG_V_SRS_FORWARD] = T_SENDER,
 		[IMSG_V_ROUTE_AUTH] = T_PATH,
 	};
+	struct rec_reader rd;
 	uint64_t job;
 	char *a;
 
+	if (type != IMSG_V_SRS_REVERSE && type != IMSG_V_SRS_FORWARD &&
+	    type != IMSG_V_ROUTE_AUTH)
+		return -1;
+	rec_reader_init(&rd, data, len);
+	if (vault_req_parse(&rd, &job, want[type], &a) == -1)
+		return -1;
+	if (type == IMSG_V_SRS_REVERSE)
+		vault_do_reverse(reply, job, a);
+	else if (type == IMSG_V_SRS_FORWARD)
+		vault_do_forward(reply, job, a);
+	else
+		vault_do_auth(reply, job, a);
+	free(a);
+	return 0;
+}
+
+static void
+vault_peer_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
+    void *arg)
+{
+	struct buf out;
+
 	if (fd >= 0)
 		close(fd);
-	if ((type != IMSG_V_SRS_REVERSE && type != IMSG_V_SRS_FORWARD &&
-	    type != IMSG_V_ROUTE_AUTH) ||
-	    vault_req_parse(rd, &job, want[type], &a) == -1) {
+	buf_init(&out);
+	if (vault_request(type, rd->p, rd->len, &out) == -1)
 		log_warnx("event=ipc result=error reason=\"bad request\" "
 		    "type=%d", type);
-		return;
-	}
-	if (type == IMSG_V_SRS_REVERSE)
-		vault_do_reverse(c, job, a);
-	else if (type == IMSG_V_SRS_FORWARD)
-		vault_do_forward(c, job, a);
 	else
-		vault_do_auth(c, job, a);
-	free(a);
+		ipc_send(c, IMSG_V_REPLY, out.data, out.len, -1);
+	if (out.data)
+		explicit_bzero(out.data, out.cap);
+	buf_free(&out);
 }
 
 static void

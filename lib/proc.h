@@ -28,6 +28,9 @@ void	vault_main(const void *secrets, size_t len, int parentfd, int *peers,
 	    size_t npeers) __attribute__((noreturn));
 /* The vault's secrets message (also used by tests): 0 or -1 malformed. */
 int	vault_load(const void *, size_t);
+/* One request to the vault, its answer appended to reply; -1 malformed. */
+struct buf;
+int	vault_request(int type, const void *, size_t, struct buf *reply);
 
 /*
  * Enter the role's seccomp filter (lib/confine.c): from here on, a system

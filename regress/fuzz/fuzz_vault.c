@@ -1,0 +1,62 @@
+/*
+ * fuzz_vault: the vault's request handler on arbitrary requests, as a
+ * taken-over smtp process could send them.  The first byte picks the
+ * request type; the rest is the payload.  A request is answered or
+ * refused, never more than one answer, and the secrets it holds are never
+ * in an answer to anything but a route-credentials request.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/ipc.h"
+#include "lib/proc.h"
+#include "lib/util.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+
+static const char key[] = "fuzz-vault-key-0123456789abcdef";
+
+static void
+load_once(void)
+{
+	static int done;
+	struct buf b;
+
+	if (done)
+		return;
+	done = 1;
+	buf_init(&b);
+	rec_put(&b, T_KEY, key, sizeof(key) - 1);
+	rec_put_str(&b, T_DOMAIN, "fwd.example");
+	rec_put_str(&b, T_PATH, "/etc/tern/relay.secret");
+	rec_put_str(&b, T_USER, "relayuser");
+	rec_put_str(&b, T_PASS, "relay-password-xyz");
+	if (vault_load(b.data, b.len) != 0)
+		abort();
+	buf_free(&b);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
+{
+	struct buf out;
+	int type;
+
+	load_once();
+	if (len < 1)
+		return 0;
+	type = IMSG_V_SRS_REVERSE + data[0] % 4;
+	buf_init(&out);
+	if (vault_request(type, data + 1, len - 1, &out) == 0) {
+		if (out.len == 0)
+			abort();
+		if (type != IMSG_V_ROUTE_AUTH && out.data &&
+		    (memmem(out.data, out.len, key, sizeof(key) - 1) ||
+		    memmem(out.data, out.len, "relay-password-xyz", 18)))
+			abort();
+	} else if (out.len != 0)
+		abort();
+	buf_free(&out);
+	return 0;
+}
