@@ -17,6 +17,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "queue/dest.h"
 #include "queue/envelope.h"
 #include "lib/log.h"
 #include "queue/qint.h"
@@ -226,9 +227,8 @@ ctl_summary(struct buf *o)
 		long age = (long)(time(NULL) - (time_t)d[k].oldest);
 		int conns = 0;
 
-		for (de = queue_dests; de; de = de->next)
-			if (strcmp(de->domain, d[k].domain) == 0)
-				conns = de->active;
+		if ((de = dest_find(d[k].domain)) != NULL)
+			conns = de->active;
 		buf_printf(o, "%-30s %6zu %6zu %7ldm %6d  %s\n", d[k].domain,
 		    d[k].msgs, d[k].rcpts, age / 60, conns, d[k].lasterr);
 	}

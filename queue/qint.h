@@ -13,6 +13,7 @@
 
 #include "queue/envelope.h"
 
+struct conf;
 struct event_base;
 struct rround;
 struct failure;
@@ -32,23 +33,12 @@ struct qmsg {
 	struct failure	*fails;		/* owed to the sender in a DSN */
 };
 
-struct dest {
-	struct dest	*next;
-	char		 domain[256];
-	int		 active;	/* transactions in flight */
-	int		 limit;
-	uint32_t	 ok, temp, perm;	/* outcomes since start */
-	uint32_t	 streak;	/* consecutive temporary failures */
-	time_t		 last;		/* last outcome */
-	char		 lasterr[256];
-};
-
 TAILQ_HEAD(qmsgs, qmsg);
 
 extern struct qmsgs	 queue_all;	/* every message, oldest first */
-extern struct dest	*queue_dests;	/* every destination seen */
 
 /* queue.c */
+struct conf	*queue_conf(void);
 void	queue_write_env(struct qmsg *);
 void	queue_wake(struct qmsg *, uint64_t);
 void	queue_unblock(void);

@@ -38,6 +38,7 @@
 
 #include "conf/aliases.h"
 #include "conf/conf.h"
+#include "queue/dest.h"
 #include "queue/dsn.h"
 #include "queue/envelope.h"
 #include "queue/mta.h"
@@ -118,6 +119,13 @@ static struct {
 } q;
 
 struct qmsgs queue_all = TAILQ_HEAD_INITIALIZER(queue_all);
+
+/* The configuration in force (a reload replaces it). */
+struct conf *
+queue_conf(void)
+{
+	return q.conf;
+}
 
 static void	queue_run(evutil_socket_t, short, void *);
 static void	queue_remove_files(const char *);
@@ -1114,53 +1122,6 @@ queue_recover(void)
 
 /* ---- scheduling and delivery -------------------------------------------------- */
 
-/*
- * Per-destination state, kept in one place: how many transactions are open
- * to a domain, the limit, and how recent attempts went.  Pacing builds on
- * this (a later version adapts the limit to what the destination accepts).
- */
-
-struct dest *queue_dests;	/* every destination seen */
-
-static struct dest *
-dest_get(const char *domain)
-{
-	struct dest *d;
-
-	for (d = queue_dests; d; d = d->next)
-		if (strcmp(d->domain, domain) == 0)
-			return d;
-	d = xcalloc(1, sizeof(*d));
-	str_copy(d->domain, domain, sizeof(d->domain));
-	d->next = queue_dests;
-	queue_dests = d;
-	return d;
-}
-
-static int
-dest_limit(const struct dest *d)
-{
-	(void)d;	/* one limit for all, until pacing adapts it */
-	return (int)conf_num(q.conf, NULL, K_MAX_DOMAIN_CONNECTIONS);
-}
-
-static void
-dest_outcome(struct dest *d, int status, const char *text)
-{
-	d->last = time(NULL);
-	if (status == 0) {
-		d->ok++;
-		d->streak = 0;
-		return;
-	}
-	if (status == 1) {
-		d->temp++;
-		d->streak++;
-	} else
-		d->perm++;
-	log_sanitize(d->lasterr, text ? text : "", sizeof(d->lasterr));
-}
-
 /* What a recipient's current round of deliveries came to. */
 struct rround {
 	int	 temp, perm, held, wait;
@@ -1603,7 +1564,7 @@ queue_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded)
 		return;
 	}
 	d = dest_get(pend[idx[0]].domain);
-	d->active++;
+	dest_open(d);
 	q.nremote++;
 	++q.nextjob;
 	buf_init(&b);
@@ -1658,7 +1619,7 @@ queue_flush_remote(struct qmsg *m)
 				idx[n++] = k;
 				used[k] = 1;
 			}
-		if (d->active >= dest_limit(d) || q.nlocal + q.nremote >=
+		if (dest_full(d) || q.nlocal + q.nremote >=
 		    (size_t)conf_num(q.conf, NULL, K_MAX_DELIVERIES)) {
 			for (k = 0; k < n; k++) {
 				struct rround *w = queue_rr(m, pend[idx[k]].rcpt);
@@ -1756,9 +1717,7 @@ queue_still_waiting(struct qmsg *m, size_t ri)
 	if (m->rr == NULL || ri >= m->nrr || m->rr[ri].waitdom[0] == '\0')
 		return 0;
 	d = dest_get(m->rr[ri].waitdom);
-	if (d->active < dest_limit(d))
-		return 0;
-	return 1;
+	return dest_full(d);
 }
 
 static void
@@ -2076,8 +2035,8 @@ queue_remote_result(struct ipc *peer, struct rec_reader *rd)
 		    relay : "none");
 		queue_job_free(j);
 	}
-	if (d && d->active > 0)
-		d->active--;
+	if (d)
+		dest_close(d);
 	if (q.nremote > 0)
 		q.nremote--;
 	if (m)
@@ -2116,8 +2075,8 @@ queue_txn_lost(struct ipc *peer)
 			queue_job_free(j);
 			queue_settle(m);
 		}
-		if (d && d->active > 0)
-			d->active--;
+		if (d)
+			dest_close(d);
 		if (q.nremote > 0)
 			q.nremote--;
 	}
