@@ -21,6 +21,7 @@
 #include "queue/envelope.h"
 #include "lib/log.h"
 #include "queue/qint.h"
+#include "queue/spool.h"
 #include "lib/util.h"
 
 #define QUEUE_CTL_MAX		1024	/* longest control request */
@@ -168,7 +169,7 @@ ctl_hold(struct buf *o, struct qmsg *m, int hold)
 		m->env.flags |= ENV_HOLD;
 	else
 		m->env.flags &= ~(uint64_t)ENV_HOLD;
-	queue_write_env(m);
+	spool_write_env(m);
 	log_info("q=%s event=%s reason=\"admin\"", m->env.id, hold ? "hold" :
 	    "release");
 	buf_printf(o, "ok\n%s %s\n", m->env.id, hold ? "held" : "released");

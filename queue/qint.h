@@ -39,7 +39,7 @@ extern struct qmsgs	 queue_all;	/* every message, oldest first */
 
 /* queue.c */
 struct conf	*queue_conf(void);
-void	queue_write_env(struct qmsg *);
+void	queue_append_msg(struct qmsg *);
 void	queue_wake(struct qmsg *, uint64_t);
 void	queue_unblock(void);
 int	queue_settle(struct qmsg *);

@@ -47,6 +47,7 @@
 #include "lib/proc.h"
 #include "queue/qint.h"
 #include "queue/resolve.h"
+#include "queue/spool.h"
 #include "lib/util.h"
 
 /* Where ternd started: relative config paths resolve against it. */
@@ -96,7 +97,6 @@ static struct {
 	struct aliases		*aliases;
 	struct ipc		*parent;
 	struct peer		*peers;
-	int			 spoolfd, incfd, qfd;
 	struct incoming		*incoming;
 	struct incoming		**batch;
 	size_t			 nbatch;
@@ -113,7 +113,6 @@ static struct {
 	size_t			 nremote;	/* remote transactions in flight */
 	uint64_t		 nextjob;
 	struct event		*runev;
-	struct event		*stateev;	/* lazy envelope updates */
 	int			 stopping;	/* SIGTERM: no new deliveries */
 	struct event		*stopev;	/* the stop's deadline */
 } q;
@@ -128,7 +127,6 @@ queue_conf(void)
 }
 
 static void	queue_run(evutil_socket_t, short, void *);
-static void	queue_remove_files(const char *);
 static void	queue_stop_check(void);
 
 /* The commit thread: syncs a batch while the loop fills the next. */
@@ -288,85 +286,6 @@ queue_wake_all(void)
 		queue_wake(m, 0);
 }
 
-/* ---- spool ------------------------------------------------------------------- */
-
-static int
-queue_newid(char id[QID_LEN + 1])
-{
-	uint32_t r;
-
-	if (getrandom(&r, sizeof(r), 0) != sizeof(r))
-		r = (uint32_t)rand();
-	snprintf(id, QID_LEN + 1, "%08X%08X", (unsigned)time(NULL), r);
-	return 0;
-}
-
-static int
-queue_create_file(char id[QID_LEN + 1])
-{
-	int fd, tries;
-
-	for (tries = 0; tries < 10; tries++) {
-		queue_newid(id);
-		fd = openat(q.incfd, id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-		    0600);
-		if (fd >= 0 || errno != EEXIST)
-			return fd;
-	}
-	return -1;
-}
-
-static void
-queue_unlink_incoming(const char *id)
-{
-	char env[QID_LEN + 8];
-
-	unlinkat(q.incfd, id, 0);
-	snprintf(env, sizeof(env), "%s.env", id);
-	unlinkat(q.incfd, env, 0);
-}
-
-static int
-queue_valid_id(const char *id)
-{
-	size_t i;
-
-	if (strlen(id) != QID_LEN)
-		return 0;
-	for (i = 0; i < QID_LEN; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') ||
-		    (id[i] >= 'A' && id[i] <= 'F')))
-			return 0;
-	return 1;
-}
-
-/* Write all of b to a new file name in dir; 0 or -1 with errno. */
-static int
-queue_write_file(int dirfd, const char *name, const struct buf *b, int sync)
-{
-	int fd, e;
-
-	fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd == -1)
-		return -1;
-	if (fd_write_all(fd, b->data, b->len) == -1)
-		goto fail;
-	if (sync && fsync(fd) == -1)
-		goto fail;
-	if (close(fd) == -1) {
-		fd = -1;
-		goto fail;
-	}
-	return 0;
-fail:
-	e = errno;		/* 0: a short write that said nothing */
-	if (fd >= 0)
-		close(fd);
-	unlinkat(dirfd, name, 0);
-	errno = e;
-	return -1;
-}
-
 /* ---- receiving from smtp ---------------------------------------------------- */
 
 static struct incoming *
@@ -412,7 +331,7 @@ queue_do_create(struct ipc *peer, struct rec_reader *rd)
 	while (rec_next(rd, &r) == 1)
 		if (r.tag == T_SID)
 			rec_u64(&r, &sid);
-	if ((fd = queue_create_file(id)) == -1) {
+	if ((fd = spool_create(id)) == -1) {
 		int full = errno == ENOSPC || errno == EDQUOT;
 
 		log_warnx("event=create result=error reason=\"%s\"",
@@ -442,7 +361,7 @@ queue_drop_incoming(struct incoming *in)
 			break;
 		}
 	if (in->batched != 2)		/* published files are not here */
-		queue_unlink_incoming(in->id);
+		spool_unlink_incoming(in->id);
 	envelope_free(&in->env);
 	free(in);
 }
@@ -576,7 +495,7 @@ queue_commit_incoming(struct incoming *in)
 	buf_init(&b);
 	envelope_encode(&in->env, &b);
 	snprintf(envname, sizeof(envname), "%s.env", in->id);
-	r = queue_write_file(q.incfd, envname, &b, 0);
+	r = spool_write_incoming(envname, &b);
 	buf_free(&b);
 	if (r == -1)
 		return -1;
@@ -672,26 +591,8 @@ queue_add_peer(int fd)
 
 /* ---- group commit ----------------------------------------------------------- */
 
-static int
-queue_publish(struct incoming *in)
-{
-	char from[QID_LEN + 8], to[QID_LEN + 8];
-
-	snprintf(to, sizeof(to), "%s.msg", in->id);
-	if (renameat(q.incfd, in->id, q.qfd, to) == -1)
-		return -1;
-	snprintf(from, sizeof(from), "%s.env", in->id);
-	snprintf(to, sizeof(to), "%s.env", in->id);
-	if (renameat(q.incfd, from, q.qfd, to) == -1) {
-		snprintf(to, sizeof(to), "%s.msg", in->id);
-		renameat(q.qfd, to, q.incfd, in->id);
-		return -1;
-	}
-	return 0;
-}
-
 /* Oldest first; a new message is due at once. */
-static void
+void
 queue_append_msg(struct qmsg *m)
 {
 	TAILQ_INSERT_TAIL(&queue_all, m, entry);
@@ -709,20 +610,6 @@ queue_adopt(struct incoming *in)
 	log_info("q=%s event=queued from=<%s> nrcpt=%zu size=%llu client=%s",
 	    m->env.id, log_a(m->env.sender), m->env.nrcpts,
 	    (unsigned long long)m->env.size, m->env.client);
-}
-
-/* fdatasync of one file of incoming/; 0 or errno. */
-static int
-queue_sync_file(const char *name)
-{
-	int fd, e = 0;
-
-	if ((fd = openat(q.incfd, name, O_RDONLY | O_CLOEXEC)) == -1)
-		return errno;
-	if (fdatasync(fd) == -1)
-		e = errno;
-	close(fd);
-	return e;
 }
 
 static double
@@ -772,14 +659,14 @@ queue_commit_batch(struct incoming **batch, size_t n, int *res)
 	if (each) {
 		for (i = 0; i < n; i++) {
 			snprintf(env, sizeof(env), "%s.env", batch[i]->id);
-			if ((res[i] = queue_sync_file(batch[i]->id)) == 0)
-				res[i] = queue_sync_file(env);
+			if ((res[i] = spool_sync_incoming(batch[i]->id)) == 0)
+				res[i] = spool_sync_incoming(env);
 		}
 		qc.fsync_us = qc.fsync_us == 0 ? queue_us_since(&t0) /
 		    (2.0 * (double)n) : 0.8 * qc.fsync_us + 0.2 *
 		    queue_us_since(&t0) / (2.0 * (double)n);
 	} else {
-		if (syncfs(q.spoolfd) == -1)
+		if (spool_syncfs() == -1)
 			err = errno;
 		for (i = 0; i < n; i++)
 			res[i] = err;
@@ -787,13 +674,13 @@ queue_commit_batch(struct incoming **batch, size_t n, int *res)
 		    0.8 * qc.syncfs_us + 0.2 * queue_us_since(&t0);
 	}
 	for (i = 0; i < n; i++) {
-		if (res[i] == 0 && queue_publish(batch[i]) == -1)
+		if (res[i] == 0 && spool_publish(batch[i]->id) == -1)
 			res[i] = errno;
 		if (res[i] == 0)
 			published++;
 	}
 	/* One directory sync covers every rename; failed, it sinks them all. */
-	if (published > 0 && fsync(q.qfd) == -1) {
+	if (published > 0 && spool_sync_queue() == -1) {
 		err = errno;
 		for (i = 0; i < n; i++)
 			if (res[i] == 0)
@@ -820,7 +707,7 @@ queue_commit_done(struct incoming **batch, size_t n, const int *res)
 			queue_adopt(in);
 		} else {
 			/* Refused: no copy may stay behind, published or not. */
-			queue_remove_files(in->id);
+			spool_remove(in->id);
 			log_warnx("q=%s event=commit result=error reason=\"%s\"",
 			    in->id, strerror(e));
 		}
@@ -952,174 +839,6 @@ queue_commit_start(void)
 	qc.running = 1;
 }
 
-/* ---- recovery --------------------------------------------------------------- */
-
-static int
-queue_open_dir(int parent, const char *name)
-{
-	int fd;
-
-	fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd == -1)
-		fatalx("event=start result=error reason=\"spool %s: %s\"",
-		    name, strerror(errno));
-	return fd;
-}
-
-static void
-queue_to_corrupt(const char *id, const char *why)
-{
-	char name[QID_LEN + 8];
-	int cfd = openat(q.spoolfd, "corrupt", O_RDONLY | O_DIRECTORY);
-
-	log_warnx("q=%s event=recover result=corrupt reason=\"%s\"", id, log_q(why));
-	if (cfd == -1)
-		return;
-	snprintf(name, sizeof(name), "%s.env", id);
-	renameat(q.qfd, name, cfd, name);
-	snprintf(name, sizeof(name), "%s.msg", id);
-	renameat(q.qfd, name, cfd, name);
-	close(cfd);
-}
-
-static void
-queue_load(const char *id)
-{
-	char name[QID_LEN + 8];
-	struct buf b;
-	struct envelope e;
-	struct qmsg *m;
-	struct stat st;
-	const char *why = NULL;
-	int fd;
-
-	buf_init(&b);
-	snprintf(name, sizeof(name), "%s.env", id);
-	fd = openat(q.qfd, name, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		char tmp[8192];
-		ssize_t n;
-
-		while ((n = read(fd, tmp, sizeof(tmp))) > 0 && b.len < (64u << 20))
-			buf_append(&b, tmp, (size_t)n);
-		close(fd);
-	}
-	snprintf(name, sizeof(name), "%s.msg", id);
-	if (fd == -1)
-		why = "envelope unreadable";
-	else if (envelope_decode(b.data, b.len, &e, &why) == -1)
-		;
-	else if (strcmp(e.id, id) != 0) {
-		why = "envelope id mismatch";
-		envelope_free(&e);
-	} else if (fstatat(q.qfd, name, &st, 0) == -1) {
-		why = "message file missing";
-		envelope_free(&e);
-	}
-	buf_free(&b);
-	if (why) {
-		queue_to_corrupt(id, why);
-		return;
-	}
-	m = xcalloc(1, sizeof(*m));
-	m->env = e;
-	queue_append_msg(m);
-}
-
-/*
- * Call fn for every entry of a spool directory.  Each scan reads its own
- * descriptor, opened afresh: a dup() of dirfd would share its position
- * with every earlier scan, and a second scan would start at the end.
- */
-static int
-queue_scan(int dirfd, int (*fn)(int, const char *))
-{
-	struct dirent *de;
-	DIR *d;
-	int fd, n = 0;
-
-	if ((fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
-		return -1;
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return -1;
-	}
-	while ((de = readdir(d)) != NULL)
-		if (de->d_name[0] != '.')
-			n += fn(dirfd, de->d_name);
-	closedir(d);
-	return n;
-}
-
-/* incoming/: nothing in it was ever acknowledged. */
-static int
-queue_recover_incoming(int dirfd, const char *name)
-{
-	return unlinkat(dirfd, name, 0) == 0;
-}
-
-/* queue/: load each envelope; an update left half written goes. */
-static int
-queue_recover_env(int dirfd, const char *name)
-{
-	size_t len = strlen(name);
-	char id[QID_LEN + 1];
-
-	if (len > 4 && strcmp(name + len - 4, ".tmp") == 0) {
-		unlinkat(dirfd, name, 0);
-		return 0;
-	}
-	if (len != QID_LEN + 4 || strcmp(name + QID_LEN, ".env") != 0)
-		return 0;
-	memcpy(id, name, QID_LEN);
-	id[QID_LEN] = '\0';
-	if (!queue_valid_id(id))
-		return 0;
-	queue_load(id);
-	return 1;
-}
-
-/* queue/: a message without its envelope was never committed, or is done. */
-static int
-queue_recover_msg(int dirfd, const char *name)
-{
-	char env[QID_LEN + 8];
-	struct stat st;
-
-	if (strlen(name) != QID_LEN + 4 || strcmp(name + QID_LEN, ".msg") != 0)
-		return 0;
-	memcpy(env, name, QID_LEN);
-	memcpy(env + QID_LEN, ".env", 5);
-	if (fstatat(dirfd, env, &st, 0) == 0 || errno != ENOENT ||
-	    unlinkat(dirfd, name, 0) == -1)
-		return 0;
-	log_info("q=%.*s event=recover result=removed reason=\"message "
-	    "without envelope\"", QID_LEN, name);
-	return 1;
-}
-
-static void
-queue_recover(void)
-{
-	int removed, orphans, loaded;
-	struct qmsg *m;
-
-	removed = queue_scan(q.incfd, queue_recover_incoming);
-	if ((loaded = queue_scan(q.qfd, queue_recover_env)) == -1)
-		fatalx("event=start result=error reason=\"spool unreadable\"");
-	/* After the envelopes: one moved to corrupt/ took its message along. */
-	orphans = queue_scan(q.qfd, queue_recover_msg);
-	TAILQ_FOREACH(m, &queue_all, entry) {
-		size_t i;
-
-		for (i = 0; i < m->env.nrcpts; i++)
-			if (m->env.rcpts[i].state == RS_HELD)
-				m->env.rcpts[i].state = RS_PENDING;
-	}
-	log_info("event=recover result=ok messages=%d removed_partial=%d",
-	    loaded, (removed > 0 ? removed : 0) + (orphans > 0 ? orphans : 0));
-}
-
 /* ---- scheduling and delivery -------------------------------------------------- */
 
 /* What a recipient's current round of deliveries came to. */
@@ -1155,18 +874,6 @@ queue_backoff(uint32_t attempts)
 	if (getrandom(&jitter, sizeof(jitter), 0) == sizeof(jitter) && d >= 10)
 		d += jitter % (d / 10);
 	return d;
-}
-
-static void
-queue_remove_files(const char *id)
-{
-	char name[QID_LEN + 8];
-
-	/* The envelope goes first: an orphan .msg is cleaned at start. */
-	snprintf(name, sizeof(name), "%s.env", id);
-	unlinkat(q.qfd, name, 0);
-	snprintf(name, sizeof(name), "%s.msg", id);
-	unlinkat(q.qfd, name, 0);
 }
 
 static void
@@ -1209,83 +916,6 @@ queue_all_final(const struct qmsg *m)
 		    m->env.rcpts[i].state != RS_FAILED)
 			return 0;
 	return 1;
-}
-
-/*
- * Delivery state (attempts, next try, served targets) is written lazily
- * and in groups: every changed envelope is written to a temp file, one
- * syncfs covers them all, then each is renamed over its old version.  A
- * crash loses at most the latest state, which means an earlier retry or a
- * duplicate delivery, never a lost message.
- */
-static void
-queue_state_flush(evutil_socket_t fd, short ev, void *arg)
-{
-	char tmp[QID_LEN + 16], name[QID_LEN + 8];
-	struct qmsg *m;
-	struct buf b;
-	size_t n = 0;
-
-	buf_init(&b);
-	TAILQ_FOREACH(m, &queue_all, entry) {
-		if (!m->dirty || m->removed)
-			continue;
-		buf_reset(&b);
-		envelope_encode(&m->env, &b);
-		snprintf(tmp, sizeof(tmp), "%s.env.tmp", m->env.id);
-		if (queue_write_file(q.qfd, tmp, &b, 0) == -1) {
-			log_warnx("q=%s event=update result=error reason=\"%s\"",
-			    m->env.id, fd_strerror(errno));
-			continue;
-		}
-		m->dirty = 2;	/* written, not yet renamed */
-		n++;
-	}
-	buf_free(&b);
-	if (n == 0)
-		return;
-	if (syncfs(q.spoolfd) == -1)
-		log_warnx("event=update result=error reason=\"syncfs: %s\"",
-		    strerror(errno));
-	TAILQ_FOREACH(m, &queue_all, entry) {
-		if (m->dirty != 2)
-			continue;
-		snprintf(tmp, sizeof(tmp), "%s.env.tmp", m->env.id);
-		snprintf(name, sizeof(name), "%s.env", m->env.id);
-		if (renameat(q.qfd, tmp, q.qfd, name) == 0)
-			m->dirty = 0;
-		else
-			m->dirty = 1;
-	}
-}
-
-static void
-queue_state_later(void)
-{
-	struct timeval tv = { 0, 200 * 1000 };
-
-	if (!evtimer_pending(q.stateev, NULL))
-		evtimer_add(q.stateev, &tv);
-}
-
-void
-queue_write_env(struct qmsg *m)
-{
-	char tmp[QID_LEN + 16], name[QID_LEN + 8];
-	struct buf b;
-
-	buf_init(&b);
-	envelope_encode(&m->env, &b);
-	snprintf(tmp, sizeof(tmp), "%s.env.tmp", m->env.id);
-	snprintf(name, sizeof(name), "%s.env", m->env.id);
-	/* fsync before rename: the old envelope stays until the new is whole. */
-	if (queue_write_file(q.qfd, tmp, &b, 1) == 0 &&
-	    renameat(q.qfd, tmp, q.qfd, name) == 0)
-		m->dirty = 0;
-	else
-		log_warnx("q=%s event=update result=error reason=\"%s\"",
-		    m->env.id, fd_strerror(errno));
-	buf_free(&b);
 }
 
 static struct rround *
@@ -1408,20 +1038,20 @@ queue_settle(struct qmsg *m)
 	if (m->jobs > 0)
 		return 0;
 	if (m->removed) {
-		queue_remove_files(m->env.id);
+		spool_remove(m->env.id);
 		queue_unlink_msg(m);
 		return 1;
 	}
 	queue_notify(m);
 	if (queue_all_final(m)) {
-		queue_remove_files(m->env.id);
+		spool_remove(m->env.id);
 		log_info("q=%s event=removed reason=\"%s\"", m->env.id,
 		    "delivered or bounced");
 		queue_unlink_msg(m);
 		return 1;
 	}
 	if (m->dirty)
-		queue_state_later();
+		spool_state_later();
 	return 0;
 }
 
@@ -1463,22 +1093,13 @@ queue_job_new(struct qmsg *m, size_t ri, const struct target *t, uint64_t id)
 }
 
 static int
-queue_msg_fd(const struct qmsg *m)
-{
-	char name[QID_LEN + 8];
-
-	snprintf(name, sizeof(name), "%s.msg", m->env.id);
-	return openat(q.qfd, name, O_RDONLY | O_CLOEXEC);
-}
-
-static int
 queue_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 {
 	struct env_rcpt *r = &m->env.rcpts[ri];
 	struct buf b;
 	int fd;
 
-	if ((fd = queue_msg_fd(m)) == -1)
+	if ((fd = spool_msg_fd(m)) == -1)
 		return -1;
 	queue_job_new(m, ri, t, ++q.nextjob);
 	q.nlocal++;
@@ -1558,7 +1179,7 @@ queue_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded)
 	size_t i;
 	int fd;
 
-	if (pe == NULL || (fd = queue_msg_fd(m)) == -1) {
+	if (pe == NULL || (fd = spool_msg_fd(m)) == -1) {
 		for (i = 0; i < n; i++)
 			queue_rr(m, pend[idx[i]].rcpt)->wait = 1;
 		return;
@@ -2096,13 +1717,13 @@ queue_inject(const char *to, const struct buf *content, uint64_t flags)
 	char id[QID_LEN + 1];
 	int fd;
 
-	if ((fd = queue_create_file(id)) == -1)
+	if ((fd = spool_create(id)) == -1)
 		return -1;
 	if (fd_write_all(fd, content->data, content->len) == -1) {
 		log_warnx("event=dsn result=error reason=\"%s\"",
 		    fd_strerror(errno));
 		close(fd);
-		unlinkat(q.incfd, id, 0);
+		spool_unlink_incoming(id);
 		return -1;
 	}
 	close(fd);
@@ -2128,7 +1749,7 @@ queue_read_original(const struct qmsg *m, struct buf *b, int *whole)
 	char tmp[8192];
 	ssize_t n = -1;
 	off_t off = 0;
-	int fd = queue_msg_fd(m);
+	int fd = spool_msg_fd(m);
 
 	*whole = 0;
 	if (fd == -1)
@@ -2313,12 +1934,12 @@ queue_stop(const char *result)
 	struct qmsg *m;
 
 	queue_flush_all();
-	queue_state_flush(-1, 0, NULL);
+	spool_state_flush(-1, 0, NULL);
 	TAILQ_FOREACH(m, &queue_all, entry)
 		if (m->dirty)
-			queue_write_env(m);
+			spool_write_env(m);
 	/* The renames and removals of the last outcomes, too. */
-	if (fsync(q.qfd) == -1)
+	if (spool_sync_queue() == -1)
 		log_warnx("event=stop result=warn reason=\"fsync queue/: %s\"",
 		    strerror(errno));
 	log_info("event=stop result=%s deliveries=%zu", result, q.nlocal);
@@ -2379,17 +2000,11 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	q.base = event_base_new();
 	event_base_priority_init(q.base, 2);
 	q.aliases = aliases_open(conf_str(conf, K_ALIASES));
-	q.spoolfd = open(conf_str(conf, K_SPOOL), O_RDONLY | O_DIRECTORY |
-	    O_CLOEXEC);
-	if (q.spoolfd == -1)
-		fatalx("event=start result=error reason=\"spool %s: %s\"",
-		    log_q(conf_str(conf, K_SPOOL)), strerror(errno));
-	q.incfd = queue_open_dir(q.spoolfd, "incoming");
-	q.qfd = queue_open_dir(q.spoolfd, "queue");
+	spool_open(q.base, conf_str(conf, K_SPOOL));
 	TAILQ_INIT(&q.blocked);
 	q.runev = evtimer_new(q.base, queue_run, NULL);
 	event_priority_set(q.runev, 1);
-	queue_recover();
+	spool_recover();
 	q.parent = ipc_new(q.base, parentfd, queue_parent_msg,
 	    queue_parent_closed, NULL);
 	if (smtpfd >= 0)
@@ -2398,8 +2013,6 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	q.flushev = event_new(q.base, -1, 0, queue_flush, NULL);
 	event_priority_set(q.flushev, 1);
 	queue_commit_start();
-	q.stateev = evtimer_new(q.base, queue_state_flush, NULL);
-	event_priority_set(q.stateev, 1);
 	ctl_start(q.base, controlfd);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
