@@ -42,6 +42,7 @@
 #include "queue/dest.h"
 #include "queue/dsn.h"
 #include "queue/envelope.h"
+#include "queue/notice.h"
 #include "queue/mta.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
@@ -54,8 +55,6 @@
 /* Where ternd started: relative config paths resolve against it. */
 const char *proc_basedir = "/";
 
-#define QUEUE_DSN_READ		(256 * 1024)	/* of the original, for DSNs */
-#define QUEUE_DSN_FULL		50000	/* returned whole up to this size */
 #define QUEUE_HELD_RETRY	3600	/* seconds between held re-checks */
 #define QUEUE_STOP_SECS		25	/* the parent kills at 30 s */
 
@@ -333,13 +332,6 @@ struct rround {
 	int	 saved_dirty;
 };
 
-/* A permanent failure owed to the sender in a DSN. */
-struct failure {
-	struct failure	*next;
-	char		*rcpt, *orcpt, *status, *diag, *relay;
-	int		 delayed;
-};
-
 static uint64_t
 queue_backoff(uint32_t attempts)
 {
@@ -359,30 +351,13 @@ queue_backoff(uint32_t attempts)
 }
 
 static void
-queue_failures_free(struct qmsg *m)
-{
-	struct failure *f, *n;
-
-	for (f = m->fails; f; f = n) {
-		n = f->next;
-		free(f->rcpt);
-		free(f->orcpt);
-		free(f->status);
-		free(f->diag);
-		free(f->relay);
-		free(f);
-	}
-	m->fails = NULL;
-}
-
-static void
 queue_unlink_msg(struct qmsg *m)
 {
 	TAILQ_REMOVE(&queue_all, m, entry);
 	heap_remove(m);
 	if (m->blocked)
 		TAILQ_REMOVE(&q.blocked, m, bentry);
-	queue_failures_free(m);
+	notice_free(m);
 	free(m->rr);
 	envelope_free(&m->env);
 	free(m);
@@ -424,43 +399,6 @@ queue_rcpt_jobs(const struct qmsg *m, size_t rcpt)
 	return n;
 }
 
-/* "550 5.1.1 ..." -> "5.1.1"; else the class from the reply code. */
-static void
-queue_esc(const char *text, int perm, char *out, size_t len)
-{
-	const char *p = text ? strchr(text, ' ') : NULL;
-
-	if (p && (p[1] == '2' || p[1] == '4' || p[1] == '5') && p[2] == '.') {
-		size_t n = strcspn(p + 1, " ");
-
-		if (n < len && n >= 5) {
-			memcpy(out, p + 1, n);
-			out[n] = '\0';
-			return;
-		}
-	}
-	str_copy(out, perm ? "5.0.0" : "4.0.0", len);
-}
-
-static void
-queue_add_failure(struct qmsg *m, size_t ri, const char *rcpt,
-    const char *text, const char *relay, int delayed)
-{
-	struct failure *f = xcalloc(1, sizeof(*f));
-	char esc[16];
-
-	queue_esc(text, !delayed, esc, sizeof(esc));
-	f->rcpt = xstrdup(rcpt);
-	f->orcpt = strcmp(rcpt, m->env.rcpts[ri].addr) ? xstrdup(m->env.rcpts[ri].addr) :
-	    NULL;
-	f->status = xstrdup(esc);
-	f->diag = text ? xstrdup(text) : NULL;
-	f->relay = relay ? xstrdup(relay) : NULL;
-	f->delayed = delayed;
-	f->next = m->fails;
-	m->fails = f;
-}
-
 /* Settle a recipient whose round has no deliveries left in flight. */
 static void
 queue_rcpt_finish(struct qmsg *m, size_t ri)
@@ -475,10 +413,10 @@ queue_rcpt_finish(struct qmsg *m, size_t ri)
 	if (rr->temp && (uint64_t)now > m->env.arrival + life) {
 		r->state = RS_FAILED;
 		envelope_set_error(r, rr->err[0] ? rr->err : "expired");
-		queue_add_failure(m, ri, r->addr, "message expired: retried for "
+		notice_add(m, ri, r->addr, "message expired: retried for "
 		    "the whole queue lifetime; last error follows", NULL, 0);
 		if (rr->err[0])
-			queue_add_failure(m, ri, r->addr, rr->err, NULL, 0);
+			notice_add(m, ri, r->addr, rr->err, NULL, 0);
 	} else if (rr->temp) {
 		r->state = RS_PENDING;
 		r->next_try = (uint64_t)now + queue_backoff(r->attempts);
@@ -511,8 +449,6 @@ queue_rcpt_finish(struct qmsg *m, size_t ri)
 	memset(rr, 0, sizeof(*rr));
 }
 
-static void	queue_notify(struct qmsg *);
-
 /* Called when a message may have no deliveries in flight; 1: m is gone. */
 int
 queue_settle(struct qmsg *m)
@@ -524,7 +460,7 @@ queue_settle(struct qmsg *m)
 		queue_unlink_msg(m);
 		return 1;
 	}
-	queue_notify(m);
+	notice_send(m);
 	if (queue_all_final(m)) {
 		spool_remove(m->env.id);
 		log_info("q=%s event=removed reason=\"%s\"", m->env.id,
@@ -953,7 +889,7 @@ queue_target_result(struct job *j, int status, const char *text,
 	struct rround *rr = queue_rr(m, j->rcpt);
 	char esc[16];
 
-	queue_esc(text, status == 2, esc, sizeof(esc));
+	notice_esc(text, status == 2, esc, sizeof(esc));
 	log_info("q=%s event=deliver to=<%s> orig_to=<%s> relay=%s delay=%lds "
 	    "dsn=%s status=%s reason=\"%s\"", m->env.id, log_a(j->desc), log_a(rc->addr),
 	    relay, (long)(time(NULL) - (time_t)m->env.arrival),
@@ -971,7 +907,7 @@ queue_target_result(struct job *j, int status, const char *text,
 		rr->perm = 1;
 		str_copy(rr->err, text ? text : "permanent failure",
 		    sizeof(rr->err));
-		queue_add_failure(m, j->rcpt, j->desc, text, relay, 0);
+		notice_add(m, j->rcpt, j->desc, text, relay, 0);
 	}
 	m->dirty = 1;
 }
@@ -1184,136 +1120,6 @@ queue_txn_lost(struct ipc *peer)
 			q.nremote--;
 	}
 	queue_unblock();
-}
-
-/* ---- notices to senders ---------------------------------------------------- */
-
-static void
-queue_read_original(const struct qmsg *m, struct buf *b, int *whole)
-{
-	char tmp[8192];
-	ssize_t n = -1;
-	off_t off = 0;
-	int fd = spool_msg_fd(m);
-
-	*whole = 0;
-	if (fd == -1)
-		return;
-	while (b->len < QUEUE_DSN_READ &&
-	    (n = pread(fd, tmp, sizeof(tmp), off)) > 0) {
-		buf_append(b, tmp, (size_t)n);
-		off += n;
-	}
-	*whole = n == 0;
-	close(fd);
-}
-
-static const char *
-queue_postmaster(char *out, size_t len)
-{
-	snprintf(out, len, "postmaster@%s", q.conf->ndomains ?
-	    q.conf->domains[0] : conf_str(q.conf, K_HOSTNAME));
-	return out;
-}
-
-/* One DSN for the given failures (or delays) of m. */
-static int
-queue_send_dsn(struct qmsg *m, struct failure *list, int delayed)
-{
-	struct dsn_rcpt *dr;
-	struct dsn_msg dm;
-	struct failure *f;
-	struct buf orig, out;
-	char to[300], relay[340];
-	size_t n = 0, i;
-	int whole, r;
-	uint64_t flags = ENV_DSN;
-
-	for (f = list; f; f = f->next)
-		n++;
-	if (n == 0)
-		return 0;
-	if (m->env.sender[0] == '\0') {
-		if (m->env.flags & ENV_DOUBLE) {
-			log_warnx("q=%s event=dsn result=dropped reason=\"a "
-			    "failed notice to the postmaster is not bounced\"",
-			    m->env.id);
-			return 0;
-		}
-		if (delayed)
-			return 0;
-		/* No bounce to <>: a failing bounce goes to the postmaster. */
-		queue_postmaster(to, sizeof(to));
-		flags |= ENV_DOUBLE;
-	} else
-		str_copy(to, m->env.sender, sizeof(to));
-	dr = xcalloc(n, sizeof(*dr));
-	for (f = list, i = 0; f; f = f->next, i++) {
-		dr[i].rcpt = f->rcpt;
-		dr[i].orcpt = f->orcpt;
-		dr[i].status = f->status;
-		dr[i].action = delayed ? "delayed" : "failed";
-		if (f->relay && strcmp(f->relay, "local") && strcmp(f->relay,
-		    "none")) {
-			snprintf(relay, sizeof(relay), "dns; %.*s", (int)strcspn(
-			    f->relay, "["), f->relay);
-			dr[i].remote_mta = xstrdup(relay);
-		}
-		dr[i].diagnostic = f->diag;
-		dr[i].last_attempt = (long long)time(NULL);
-	}
-	memset(&dm, 0, sizeof(dm));
-	dm.reporting_mta = conf_str(q.conf, K_HOSTNAME);
-	dm.to = to;
-	dm.queue_id = m->env.id;
-	dm.arrival = (long long)m->env.arrival;
-	dm.delayed = delayed;
-	buf_init(&orig);
-	buf_init(&out);
-	queue_read_original(m, &orig, &whole);
-	dm.original = orig.data;
-	dm.original_len = orig.len;
-	dm.return_full = whole;
-	dm.max_full = QUEUE_DSN_FULL;
-	r = dsn_build(&dm, dr, n, &out);
-	if (r == 0)
-		r = commit_inject(to, &out, flags);
-	log_info("q=%s event=dsn result=%s to=<%s> type=%s nrcpt=%zu", m->env.id,
-	    r == 0 ? "ok" : "error", log_a(to), delayed ? "delay" : "failure", n);
-	for (i = 0; i < n; i++)
-		free((char *)dr[i].remote_mta);
-	free(dr);
-	buf_free(&orig);
-	buf_free(&out);
-	return r;
-}
-
-/* Owed notices of m: failures at once, one delay warning when late. */
-static void
-queue_notify(struct qmsg *m)
-{
-	time_t now = time(NULL);
-	long long warn = conf_num(q.conf, NULL, K_DELAY_WARNING) / 1000;
-	size_t i;
-
-	if (m->fails && queue_send_dsn(m, m->fails, 0) == 0)
-		queue_failures_free(m);
-	if (m->fails)
-		return;		/* could not queue it: try again next time */
-	if (warn <= 0 || (m->env.flags & (ENV_WARNED | ENV_DSN)) ||
-	    m->env.sender[0] == '\0' || now - (time_t)m->env.arrival < warn)
-		return;
-	for (i = 0; i < m->env.nrcpts; i++) {
-		const struct env_rcpt *r = &m->env.rcpts[i];
-
-		if (r->state == RS_PENDING && r->attempts > 0)
-			queue_add_failure(m, i, r->addr, r->last_error, NULL, 1);
-	}
-	if (m->fails && queue_send_dsn(m, m->fails, 1) == 0) {
-		m->env.flags |= ENV_WARNED;
-		m->dirty = 1;
-	}
-	queue_failures_free(m);
 }
 
 /* ---- parent channel --------------------------------------------------------------- */
