@@ -13,8 +13,10 @@
 
 #include "queue/envelope.h"
 
+struct aliases;
 struct conf;
 struct event_base;
+struct ipc;
 struct rround;
 struct failure;
 
@@ -39,7 +41,11 @@ extern struct qmsgs	 queue_all;	/* every message, oldest first */
 
 /* queue.c */
 struct conf	*queue_conf(void);
+struct aliases	*queue_aliases(void);
+struct ipc	*queue_parent(void);
+struct ipc	*queue_smtp(void);
 void	queue_append_msg(struct qmsg *);
+void	queue_stop_check(void);
 void	queue_wake(struct qmsg *, uint64_t);
 void	queue_unblock(void);
 int	queue_settle(struct qmsg *);
