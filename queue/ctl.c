@@ -21,6 +21,7 @@
 #include "queue/envelope.h"
 #include "lib/log.h"
 #include "queue/qint.h"
+#include "queue/sched.h"
 #include "queue/spool.h"
 #include "lib/util.h"
 
@@ -156,10 +157,10 @@ ctl_flush(const char *domain)
 			    ctl_domain_match(r->addr, domain)) {
 				r->next_try = 0;
 				r->state = RS_PENDING;
-				queue_wake(m, 0);
+				sched_wake(m, 0);
 			}
 		}
-	queue_unblock();
+	sched_unblock();
 }
 
 static void

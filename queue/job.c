@@ -27,6 +27,7 @@
 #include "queue/mta.h"
 #include "queue/notice.h"
 #include "queue/qint.h"
+#include "queue/sched.h"
 #include "queue/resolve.h"
 #include "queue/spool.h"
 
@@ -528,7 +529,7 @@ job_free(struct job *j)
 	m->jobs--;
 	if (job_count(m, ri) == 0)
 		job_rcpt_finish(m, ri);
-	queue_wake(m, 0);	/* to settle, and for what is due next */
+	sched_wake(m, 0);	/* to settle, and for what is due next */
 	free(j->target);
 	free(j->desc);
 	free(j->domain);
@@ -620,7 +621,7 @@ job_delivered(struct rec_reader *rd)
 	job_free(j);
 	queue_settle(m);
 	free(text);
-	queue_unblock();
+	sched_unblock();
 	queue_stop_check();
 }
 
@@ -691,7 +692,7 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 	free(addr);
 	free(text);
 	free(tls);
-	queue_unblock();
+	sched_unblock();
 }
 
 /*
@@ -726,6 +727,6 @@ job_txn_lost(struct ipc *peer)
 		if (jobs.nremote > 0)
 			jobs.nremote--;
 	}
-	queue_unblock();
+	sched_unblock();
 }
 

@@ -46,8 +46,6 @@ struct ipc	*queue_parent(void);
 struct ipc	*queue_smtp(void);
 void	queue_append_msg(struct qmsg *);
 void	queue_stop_check(void);
-void	queue_wake(struct qmsg *, uint64_t);
-void	queue_unblock(void);
 int	queue_settle(struct qmsg *);
 
 /* ctl.c */
