@@ -70,7 +70,7 @@ static struct {
 
 static int	commit_add(struct incoming *);
 
-/* ---- receiving from smtp ---------------------------------------------------- */
+/* ---- receiving from smtp ------------------------------------------------- */
 
 static struct incoming *
 commit_find(const char *id, struct ipc *peer, struct incoming ***pp)
@@ -360,7 +360,7 @@ commit_inject(const char *to, const struct buf *content, uint64_t flags)
 	return commit_add(in);
 }
 
-/* ---- group commit ----------------------------------------------------------- */
+/* ---- group commit -------------------------------------------------------- */
 
 static void
 commit_adopt(struct incoming *in)
@@ -463,8 +463,8 @@ commit_done(struct incoming **batch, size_t n, const int *res)
 		int code = e == 0 ? 0 : (e == ENOSPC || e == EDQUOT) ? 452 : 451;
 
 		if (in->peer)
-			commit_reply(in->peer, IMSG_Q_COMMITTED, in->sid, in->id,
-			    code, e ? strerror(e) : NULL, -1);
+			commit_reply(in->peer, IMSG_Q_COMMITTED, in->sid,
+			    in->id, code, e ? strerror(e) : NULL, -1);
 		if (code == 0) {
 			in->batched = 2;	/* its files are in queue/ now */
 			commit_adopt(in);

@@ -17,6 +17,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "queue/ctl.h"
 #include "queue/dest.h"
 #include "queue/envelope.h"
 #include "lib/log.h"

@@ -5,7 +5,6 @@
  * builds on this (a later version adapts the limit to what the
  * destination accepts).  Destinations live as long as the process.
  */
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 

@@ -234,7 +234,7 @@ job_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 	return 0;
 }
 
-/* ---- remote transactions ---- */
+/* ---- remote transactions ------------------------------------------------- */
 
 struct pending {
 	size_t		 rcpt;
@@ -485,7 +485,7 @@ job_try(struct qmsg *m, time_t now, uint64_t *soonest)
 			job_rcpt_finish(m, i);
 }
 
-/* ---- outcomes ---- */
+/* ---- outcomes ------------------------------------------------------------ */
 
 /* One target's outcome, from a local worker or a remote transaction. */
 static void

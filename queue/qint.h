@@ -1,7 +1,9 @@
 /*
- * qint: what the parts of the queue process share: queue.c (spool, group
- * commit, recovery, scheduler, deliveries, notices) and ctl.c (the control
- * socket).  Nothing outside the queue process uses it.
+ * qint: what every part of the queue process shares: the queued message
+ * and the list of all of them, and what queue.c offers its parts.  Each
+ * part's own offers are in its header (spool.h, commit.h, sched.h,
+ * job.h, dest.h, notice.h, ctl.h).  Nothing outside the queue process
+ * uses it.
  */
 #ifndef TERN_QINT_H
 #define TERN_QINT_H
@@ -15,7 +17,6 @@
 
 struct aliases;
 struct conf;
-struct event_base;
 struct ipc;
 struct rround;
 struct failure;
@@ -40,16 +41,15 @@ TAILQ_HEAD(qmsgs, qmsg);
 extern struct qmsgs	 queue_all;	/* every message, oldest first */
 
 /* queue.c */
-struct conf	*queue_conf(void);
-struct aliases	*queue_aliases(void);
-struct ipc	*queue_parent(void);
-struct ipc	*queue_smtp(void);
+struct conf	*queue_conf(void);	/* the configuration in force */
+struct aliases	*queue_aliases(void);	/* the aliases map in force */
+struct ipc	*queue_parent(void);	/* the parent: local deliveries */
+struct ipc	*queue_smtp(void);	/* smtp for remote ones; NULL: none */
+/* A new message (received or recovered), due at once. */
 void	queue_append_msg(struct qmsg *);
-void	queue_stop_check(void);
+/* m may have no deliveries in flight: settle it; 1: m is gone. */
 int	queue_settle(struct qmsg *);
-
-/* ctl.c */
-void	ctl_start(struct event_base *, int controlfd);
-void	ctl_flush(const char *domain);
+/* Stopping: exit once no smtp process or local delivery is left. */
+void	queue_stop_check(void);
 
 #endif

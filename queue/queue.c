@@ -1,58 +1,42 @@
 /*
- * queue: the queue process, sole writer of the spool.  It creates the
- * files the smtp process writes messages into, commits them in groups
- * (one sync of the files and one directory fsync for every message that
- * arrived meanwhile, each client answered only after its own message is
- * durable), recovers the spool at start, schedules deliveries and sends
- * notices; ctl.c answers ternctl on the control socket.  Runs
- * unprivileged; local deliveries are run by the
- * parent as the recipient user, with the message fd passed along.
- *
- * Spool layout (see docs/ARCHITECTURE.md):
- *   incoming/ID      message being received (smtp writes it)
- *   incoming/ID.env  envelope written at commit, before the sync
- *   queue/ID.msg     committed message
- *   queue/ID.env     committed envelope: its presence is the commit point
- *   corrupt/         envelopes that failed to decode, kept for the admin
+ * queue: the queue process, sole writer of the spool, and what holds its
+ * parts together: the process's state (the configuration and aliases in
+ * force, the channels to the parent and to the smtp processes, every
+ * queued message), the requests on those channels handed to the part
+ * that serves them, a message settled once nothing of it is in flight,
+ * reload, and the stop on SIGTERM.  The parts: spool.c (the files and the
+ * recovery at start), commit.c (messages coming in, the group commit and
+ * its thread), sched.c (when each message is looked at), job.c
+ * (deliveries and their outcomes), dest.c (per-destination state),
+ * notice.c (DSNs and delay warnings) and ctl.c (ternctl on the control
+ * socket).  Runs unprivileged; local deliveries are run by the parent as
+ * the recipient user, with the message fd passed along.
  */
 #include <sys/queue.h>
-#include <sys/random.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/types.h>
-#include <sys/un.h>
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "conf/aliases.h"
 #include "conf/conf.h"
-#include "queue/commit.h"
-#include "queue/dest.h"
-#include "queue/dsn.h"
-#include "queue/envelope.h"
-#include "queue/job.h"
-#include "queue/notice.h"
-#include "queue/mta.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "lib/proc.h"
+#include "lib/util.h"
+#include "queue/commit.h"
+#include "queue/ctl.h"
+#include "queue/envelope.h"
+#include "queue/job.h"
+#include "queue/notice.h"
 #include "queue/qint.h"
-#include "queue/resolve.h"
 #include "queue/sched.h"
 #include "queue/spool.h"
-#include "lib/util.h"
 
 /* Where ternd started: relative config paths resolve against it. */
 const char *proc_basedir = "/";
@@ -63,7 +47,6 @@ struct peer {
 	struct peer	*next;
 	struct ipc	*ipc;
 };
-
 
 static struct {
 	struct event_base	*base;
@@ -104,6 +87,8 @@ queue_smtp(void)
 {
 	return q.peers ? q.peers->ipc : NULL;	/* the newest smtp process */
 }
+
+/* ---- smtp channels ------------------------------------------------------- */
 
 static void
 queue_peer_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,

@@ -15,7 +15,6 @@
 #include <sys/queue.h>
 #include <sys/types.h>
 
-#include <stdlib.h>
 #include <time.h>
 
 #include <event2/event.h>

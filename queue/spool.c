@@ -41,7 +41,7 @@ static struct {
 	struct event	*stateev;	/* lazy envelope updates */
 } spool;
 
-/* ---- files ------------------------------------------------------------------- */
+/* ---- files --------------------------------------------------------------- */
 
 static int
 spool_newid(char id[QID_LEN + 1])
@@ -61,8 +61,8 @@ spool_create(char id[QID_LEN + 1])
 
 	for (tries = 0; tries < 10; tries++) {
 		spool_newid(id);
-		fd = openat(spool.incfd, id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-		    0600);
+		fd = openat(spool.incfd, id, O_WRONLY | O_CREAT | O_EXCL |
+		    O_CLOEXEC, 0600);
 		if (fd >= 0 || errno != EEXIST)
 			return fd;
 	}
@@ -194,7 +194,7 @@ spool_remove(const char *id)
 	unlinkat(spool.qfd, name, 0);
 }
 
-/* ---- envelope updates ---------------------------------------------------------- */
+/* ---- envelope updates ---------------------------------------------------- */
 
 /*
  * Delivery state (attempts, next try, served targets) is written lazily
@@ -273,7 +273,7 @@ spool_write_env(struct qmsg *m)
 	buf_free(&b);
 }
 
-/* ---- recovery --------------------------------------------------------------- */
+/* ---- recovery ------------------------------------------------------------ */
 
 static int
 spool_open_dir(int parent, const char *name)
