@@ -17,9 +17,13 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "queue/ctl.h"
+#include "queue/dest.h"
 #include "queue/envelope.h"
 #include "lib/log.h"
 #include "queue/qint.h"
+#include "queue/sched.h"
+#include "queue/spool.h"
 #include "lib/util.h"
 
 #define QUEUE_CTL_MAX		1024	/* longest control request */
@@ -154,10 +158,10 @@ ctl_flush(const char *domain)
 			    ctl_domain_match(r->addr, domain)) {
 				r->next_try = 0;
 				r->state = RS_PENDING;
-				queue_wake(m, 0);
+				sched_wake(m, 0);
 			}
 		}
-	queue_unblock();
+	sched_unblock();
 }
 
 static void
@@ -167,7 +171,7 @@ ctl_hold(struct buf *o, struct qmsg *m, int hold)
 		m->env.flags |= ENV_HOLD;
 	else
 		m->env.flags &= ~(uint64_t)ENV_HOLD;
-	queue_write_env(m);
+	spool_write_env(m);
 	log_info("q=%s event=%s reason=\"admin\"", m->env.id, hold ? "hold" :
 	    "release");
 	buf_printf(o, "ok\n%s %s\n", m->env.id, hold ? "held" : "released");
@@ -226,9 +230,8 @@ ctl_summary(struct buf *o)
 		long age = (long)(time(NULL) - (time_t)d[k].oldest);
 		int conns = 0;
 
-		for (de = queue_dests; de; de = de->next)
-			if (strcmp(de->domain, d[k].domain) == 0)
-				conns = de->active;
+		if ((de = dest_find(d[k].domain)) != NULL)
+			conns = de->active;
 		buf_printf(o, "%-30s %6zu %6zu %7ldm %6d  %s\n", d[k].domain,
 		    d[k].msgs, d[k].rcpts, age / 60, conns, d[k].lasterr);
 	}

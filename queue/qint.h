@@ -1,7 +1,9 @@
 /*
- * qint: what the parts of the queue process share: queue.c (spool, group
- * commit, recovery, scheduler, deliveries, notices) and ctl.c (the control
- * socket).  Nothing outside the queue process uses it.
+ * qint: what every part of the queue process shares: the queued message
+ * and the list of all of them, and what queue.c offers its parts.  Each
+ * part's own offers are in its header (spool.h, commit.h, sched.h,
+ * job.h, dest.h, notice.h, ctl.h).  Nothing outside the queue process
+ * uses it.
  */
 #ifndef TERN_QINT_H
 #define TERN_QINT_H
@@ -13,7 +15,9 @@
 
 #include "queue/envelope.h"
 
-struct event_base;
+struct aliases;
+struct conf;
+struct ipc;
 struct rround;
 struct failure;
 
@@ -32,30 +36,20 @@ struct qmsg {
 	struct failure	*fails;		/* owed to the sender in a DSN */
 };
 
-struct dest {
-	struct dest	*next;
-	char		 domain[256];
-	int		 active;	/* transactions in flight */
-	int		 limit;
-	uint32_t	 ok, temp, perm;	/* outcomes since start */
-	uint32_t	 streak;	/* consecutive temporary failures */
-	time_t		 last;		/* last outcome */
-	char		 lasterr[256];
-};
-
 TAILQ_HEAD(qmsgs, qmsg);
 
 extern struct qmsgs	 queue_all;	/* every message, oldest first */
-extern struct dest	*queue_dests;	/* every destination seen */
 
 /* queue.c */
-void	queue_write_env(struct qmsg *);
-void	queue_wake(struct qmsg *, uint64_t);
-void	queue_unblock(void);
+struct conf	*queue_conf(void);	/* the configuration in force */
+struct aliases	*queue_aliases(void);	/* the aliases map in force */
+struct ipc	*queue_parent(void);	/* the parent: local deliveries */
+struct ipc	*queue_smtp(void);	/* smtp for remote ones; NULL: none */
+/* A new message (received or recovered), due at once. */
+void	queue_append_msg(struct qmsg *);
+/* m may have no deliveries in flight: settle it; 1: m is gone. */
 int	queue_settle(struct qmsg *);
-
-/* ctl.c */
-void	ctl_start(struct event_base *, int controlfd);
-void	ctl_flush(const char *domain);
+/* Stopping: exit once no smtp process or local delivery is left. */
+void	queue_stop_check(void);
 
 #endif

@@ -28,7 +28,7 @@ What it measures, all in one temp dir on one filesystem:
    the Maildir once delivered) and cross-checked with `ternctl queue`.
 3. the ratio of each acceptance rate to the fsync rate.  A daemon doing
    one sync per message can at best reach about 1; group commit (one
-   syncfs and one directory fsync per batch, see queue/queue.c) is what
+   syncfs and one directory fsync per batch, see queue/commit.c) is what
    lets many clients go above it.
 4. daemon memory (parent and all its descendants): sum of VmRSS and sum
    of Pss (smaps_rollup, shared pages counted once), idle and with N open
@@ -177,7 +177,7 @@ def fsync_rate(base, seconds, size, tag="fsync", use_syncfs=False):
     """Create, write, fsync, rename, fsync the directory; files per second.
 
     With use_syncfs the file fsync is replaced by one syncfs() after the
-    rename: the daemon's group commit (queue/queue.c) for a batch of one.
+    rename: the daemon's group commit (queue/commit.c) for a batch of one.
     """
     tmpd = base / (tag + "-tmp")
     newd = base / (tag + "-new")

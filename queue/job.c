@@ -1,0 +1,732 @@
+/*
+ * job: deliveries, in the queue process.  It turns a message's due
+ * recipients into jobs: each is expanded with the current config and
+ * aliases, local targets go to the parent as P_DELIVER (the parent runs
+ * them as the recipient), remote ones are grouped by destination into
+ * transactions for the smtp process (M_DELIVER), within the
+ * destination's and the process's limits.  It records what each job comes
+ * to (P_DELIVERED, M_RESULT, or an smtp process gone): targets served,
+ * retries with backoff, failures owed to the sender.
+ */
+#include <sys/random.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "conf/conf.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "lib/util.h"
+#include "queue/dest.h"
+#include "queue/envelope.h"
+#include "queue/job.h"
+#include "queue/mta.h"
+#include "queue/notice.h"
+#include "queue/qint.h"
+#include "queue/sched.h"
+#include "queue/resolve.h"
+#include "queue/spool.h"
+
+#define JOB_HELD_RETRY		3600	/* seconds between held re-checks */
+
+/* One target in flight; a remote transaction is several with one id. */
+struct job {
+	struct job	*next;
+	uint64_t	 id;
+	struct qmsg	*msg;
+	size_t		 rcpt;
+	char		*target;	/* the target's key */
+	char		*desc;		/* its address */
+	int		 remote;
+	struct ipc	*peer;		/* remote: the smtp process doing it */
+	char		*domain;	/* remote: the destination */
+	time_t		 start;
+};
+
+/* What a recipient's current round of deliveries came to. */
+struct rround {
+	int	 temp, perm, held, wait;
+	char	 err[512];
+	char	 waitdom[256];	/* waiting for a slot at this destination */
+	uint32_t saved_attempts;	/* a round that only waited is undone */
+	uint64_t saved_last;
+	int	 saved_dirty;
+};
+
+static struct {
+	struct job		*list;
+	size_t			 nlocal;	/* local deliveries in flight */
+	size_t			 nremote;	/* remote transactions in flight */
+	uint64_t		 nextjob;
+} jobs;
+
+void
+job_init(void)
+{
+	/* Job ids of an earlier queue process may still come back. */
+	jobs.nextjob = (uint64_t)time(NULL) << 24;
+}
+
+/* Local deliveries in flight: their outcomes are still to be recorded. */
+size_t
+job_local(void)
+{
+	return jobs.nlocal;
+}
+
+static uint64_t
+job_backoff(uint32_t attempts)
+{
+	uint64_t min = (uint64_t)conf_num(queue_conf(), NULL, K_RETRY_MIN) /
+	    1000;
+	uint64_t max = (uint64_t)conf_num(queue_conf(), NULL, K_RETRY_MAX) /
+	    1000;
+	uint64_t d = min ? min : 1;
+	uint32_t i, jitter;
+
+	for (i = 1; i < attempts && d < max; i++)
+		d *= 2;
+	if (d > max)
+		d = max;
+	/* Up to 10% jitter, so retries of one burst do not stay in step. */
+	if (getrandom(&jitter, sizeof(jitter), 0) == sizeof(jitter) && d >= 10)
+		d += jitter % (d / 10);
+	return d;
+}
+
+static struct rround *
+job_rr(struct qmsg *m, size_t ri)
+{
+	if (m->rr == NULL || m->nrr < m->env.nrcpts) {
+		m->rr = xreallocarray(m->rr, m->env.nrcpts, sizeof(*m->rr));
+		memset(m->rr + m->nrr, 0, (m->env.nrcpts - m->nrr) *
+		    sizeof(*m->rr));
+		m->nrr = m->env.nrcpts;
+	}
+	return &m->rr[ri];
+}
+
+int
+job_count(const struct qmsg *m, size_t rcpt)
+{
+	const struct job *j;
+	int n = 0;
+
+	for (j = jobs.list; j; j = j->next)
+		if (j->msg == m && j->rcpt == rcpt)
+			n++;
+	return n;
+}
+
+/* Settle a recipient whose round has no deliveries left in flight. */
+static void
+job_rcpt_finish(struct qmsg *m, size_t ri)
+{
+	struct env_rcpt *r = &m->env.rcpts[ri];
+	struct rround *rr = job_rr(m, ri);
+	time_t now = time(NULL);
+	uint64_t life = (uint64_t)conf_num(queue_conf(), NULL,
+	    K_QUEUE_LIFETIME) / 1000;
+
+	m->dirty = 1;
+	if (rr->temp && (uint64_t)now > m->env.arrival + life) {
+		r->state = RS_FAILED;
+		envelope_set_error(r, rr->err[0] ? rr->err : "expired");
+		notice_add(m, ri, r->addr, "message expired: retried for "
+		    "the whole queue lifetime; last error follows", NULL, 0);
+		if (rr->err[0])
+			notice_add(m, ri, r->addr, rr->err, NULL, 0);
+	} else if (rr->temp) {
+		r->state = RS_PENDING;
+		r->next_try = (uint64_t)now + job_backoff(r->attempts);
+		envelope_set_error(r, rr->err);
+	} else if (rr->held) {
+		r->state = RS_HELD;
+		r->next_try = (uint64_t)now + JOB_HELD_RETRY;
+		envelope_set_error(r, rr->err);
+	} else if (rr->wait) {
+		/*
+		 * Only waited for a slot at the destination: not an attempt,
+		 * nothing to write; still due, tried when a slot frees.
+		 */
+		char dom[256];
+
+		r->attempts = rr->saved_attempts;
+		r->last_try = rr->saved_last;
+		m->dirty = rr->saved_dirty;
+		str_copy(dom, rr->waitdom, sizeof(dom));
+		memset(rr, 0, sizeof(*rr));
+		str_copy(rr->waitdom, dom, sizeof(rr->waitdom));
+		return;
+	} else if (rr->perm) {
+		r->state = RS_FAILED;
+		envelope_set_error(r, rr->err);
+	} else {
+		r->state = RS_DONE;
+		envelope_set_error(r, NULL);
+	}
+	memset(rr, 0, sizeof(*rr));
+}
+
+/*
+ * A target another recipient of the same message already reached, or is
+ * reaching now, is not delivered twice (alice listed twice, or through
+ * two aliases).
+ */
+static int
+job_target_covered(const struct qmsg *m, size_t ri, const char *key)
+{
+	const struct job *j;
+	size_t i;
+
+	for (i = 0; i < m->env.nrcpts; i++)
+		if (i != ri && envelope_rcpt_done(&m->env.rcpts[i], key))
+			return 1;
+	for (j = jobs.list; j; j = j->next)
+		if (j->msg == m && strcmp(j->target, key) == 0)
+			return 1;
+	return 0;
+}
+
+static struct job *
+job_new(struct qmsg *m, size_t ri, const struct target *t, uint64_t id)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+
+	j->id = id;
+	j->msg = m;
+	j->rcpt = ri;
+	j->target = xstrdup(t->key);
+	j->desc = xstrdup(t->kind == TG_REMOTE ? t->path : t->rcpt);
+	j->start = time(NULL);
+	j->next = jobs.list;
+	jobs.list = j;
+	m->jobs++;
+	return j;
+}
+
+static int
+job_dispatch(struct qmsg *m, size_t ri, const struct target *t)
+{
+	struct env_rcpt *r = &m->env.rcpts[ri];
+	struct buf b;
+	int fd;
+
+	if ((fd = spool_msg_fd(m)) == -1)
+		return -1;
+	job_new(m, ri, t, ++jobs.nextjob);
+	jobs.nlocal++;
+	buf_init(&b);
+	rec_put_u64(&b, T_JOB, jobs.nextjob);
+	rec_put_str(&b, T_KIND, resolve_kind_name(t->kind));
+	rec_put_str(&b, T_USER, t->user);
+	rec_put_str(&b, T_PATH, t->path);
+	rec_put_str(&b, T_SENDER, m->env.sender);
+	rec_put_str(&b, T_RCPT, t->rcpt);
+	rec_put_str(&b, T_ORCPT, r->addr);
+	rec_put_str(&b, T_ID, m->env.id);
+	ipc_send(queue_parent(), IMSG_P_DELIVER, b.data, b.len, fd);
+	buf_free(&b);
+	return 0;
+}
+
+/* ---- remote transactions ------------------------------------------------- */
+
+struct pending {
+	size_t		 rcpt;
+	struct target	 t;	/* copied: key, rcpt, path (the address) */
+	char		 domain[256];
+	int		 forwarded;
+};
+
+static struct pending *pend;
+static size_t npend;
+
+static void
+job_pend_add(size_t ri, const struct target *t, int forwarded)
+{
+	struct pending *p;
+	const char *at = strrchr(t->path, '@');
+
+	pend = xreallocarray(pend, npend + 1, sizeof(*pend));
+	p = &pend[npend++];
+	memset(p, 0, sizeof(*p));
+	p->rcpt = ri;
+	p->t.kind = t->kind;
+	p->t.key = xstrdup(t->key);
+	p->t.rcpt = xstrdup(t->rcpt);
+	p->t.path = xstrdup(t->path);
+	p->t.user = xstrdup("");
+	str_copy(p->domain, at ? at + 1 : "", sizeof(p->domain));
+	str_lower(p->domain);
+	p->forwarded = forwarded;
+}
+
+static void
+job_pend_clear(void)
+{
+	size_t i;
+
+	for (i = 0; i < npend; i++) {
+		free(pend[i].t.key);
+		free(pend[i].t.rcpt);
+		free(pend[i].t.path);
+		free(pend[i].t.user);
+	}
+	npend = 0;
+}
+
+/* Send one transaction: entries [from, to) of pend, all one domain. */
+static void
+job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded)
+{
+	struct ipc *smtp = queue_smtp();
+	struct dest *d;
+	struct buf b;
+	size_t i;
+	int fd;
+
+	if (smtp == NULL || (fd = spool_msg_fd(m)) == -1) {
+		for (i = 0; i < n; i++)
+			job_rr(m, pend[idx[i]].rcpt)->wait = 1;
+		return;
+	}
+	d = dest_get(pend[idx[0]].domain);
+	dest_open(d);
+	jobs.nremote++;
+	++jobs.nextjob;
+	buf_init(&b);
+	rec_put_u64(&b, T_JOB, jobs.nextjob);
+	rec_put_str(&b, T_ID, m->env.id);
+	rec_put_str(&b, T_SENDER, m->env.sender);
+	/* Forwarded mail to another domain goes out with an SRS sender, so it
+	   passes SPF where it lands; the smtp process asks the vault for it,
+	   and bounces to it come back and are reversed at RCPT. */
+	if (forwarded && m->env.sender[0] != '\0')
+		rec_put_u64(&b, T_FLAGS, MTA_F_SRS);
+	rec_put_str(&b, T_DOMAIN, d->domain);
+	rec_put_u64(&b, T_SIZE, m->env.size);
+	rec_put_u64(&b, T_BODY, (uint64_t)m->env.body8bit);
+	rec_put_u64(&b, T_UTF8, (uint64_t)m->env.smtputf8);
+	for (i = 0; i < n; i++) {
+		struct pending *p = &pend[idx[i]];
+		struct job *j = job_new(m, p->rcpt, &p->t, jobs.nextjob);
+
+		j->remote = 1;
+		j->peer = smtp;
+		j->domain = xstrdup(d->domain);
+		rec_put_str(&b, T_RCPT, p->t.path);
+	}
+	ipc_send(smtp, IMSG_M_DELIVER, b.data, b.len, fd);
+	buf_free(&b);
+}
+
+/*
+ * Group the message's remote targets by domain and by sender (forwarded
+ * copies carry another one) into transactions of at most
+ * max-transaction-recipients, within the destination's connection limit.
+ */
+static void
+job_flush_remote(struct qmsg *m)
+{
+	size_t max = (size_t)conf_num(queue_conf(), NULL, K_MAX_TXN_RECIPIENTS);
+	size_t *idx = xcalloc(npend + 1, sizeof(*idx));
+	char *used = xcalloc(npend + 1, 1);
+	size_t i, k, n;
+
+	for (i = 0; i < npend; i++) {
+		struct dest *d;
+
+		if (used[i])
+			continue;
+		d = dest_get(pend[i].domain);
+		n = 0;
+		for (k = i; k < npend && n < max; k++)
+			if (!used[k] && strcmp(pend[k].domain, pend[i].domain) ==
+			    0 && pend[k].forwarded == pend[i].forwarded) {
+				idx[n++] = k;
+				used[k] = 1;
+			}
+		if (dest_full(d) || jobs.nlocal + jobs.nremote >=
+		    (size_t)conf_num(queue_conf(), NULL, K_MAX_DELIVERIES)) {
+			for (k = 0; k < n; k++) {
+				struct rround *w = job_rr(m, pend[idx[k]].rcpt);
+
+				w->wait = 1;
+				str_copy(w->waitdom, d->domain,
+				    sizeof(w->waitdom));
+			}
+			continue;
+		}
+		job_send_txn(m, idx, n, pend[i].forwarded);
+	}
+	free(idx);
+	free(used);
+	job_pend_clear();
+}
+
+/*
+ * Try one recipient: expand it with the current aliases and config, hand
+ * every target not yet served to its agent, and note what cannot be
+ * delivered by this version (it stays queued, held, with the reason).
+ */
+static void
+job_try_rcpt(struct qmsg *m, size_t ri)
+{
+	struct env_rcpt *r = &m->env.rcpts[ri];
+	struct rround *rr = job_rr(m, ri);
+	struct target *t;
+	size_t n, i, before = npend;
+	char err[512];
+	int started = 0;
+
+	memset(rr, 0, sizeof(*rr));
+	rr->saved_attempts = r->attempts;
+	rr->saved_last = r->last_try;
+	rr->saved_dirty = m->dirty;
+	r->attempts++;
+	r->last_try = (uint64_t)time(NULL);
+	m->dirty = 1;
+	if (resolve_expand(queue_conf(), queue_aliases(), r->addr, &t, &n, err,
+	    sizeof(err)) == -1 || n == 0) {
+		log_info("q=%s event=deliver to=<%s> status=deferred "
+		    "reason=\"%s\"", m->env.id, log_a(r->addr), log_q(err[0] ? err :
+		    "no targets"));
+		rr->temp = 1;
+		str_copy(rr->err, err[0] ? err : "no delivery targets",
+		    sizeof(rr->err));
+		job_rcpt_finish(m, ri);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if (envelope_rcpt_done(r, t[i].key))
+			continue;
+		if (job_target_covered(m, ri, t[i].key)) {
+			envelope_mark_done(r, t[i].key);
+			continue;
+		}
+		if (t[i].kind == TG_REMOTE) {
+			/* Through an alias or .forward: the copy is forwarded. */
+			job_pend_add(ri, &t[i], r->fwd_from != NULL ||
+			    str_casecmp(t[i].path, r->addr) != 0);
+			continue;
+		}
+		if (!resolve_is_local(t[i].kind)) {
+			rr->held = 1;
+			snprintf(rr->err, sizeof(rr->err), "%s delivery to \"%s\" "
+			    "is not available in this version; kept in the "
+			    "queue", resolve_kind_name(t[i].kind), t[i].path);
+			log_info("q=%s event=deliver to=<%s> status=held "
+			    "reason=\"%s\"", m->env.id, log_a(r->addr), log_q(rr->err));
+			continue;
+		}
+		if (job_dispatch(m, ri, &t[i]) == 0)
+			started++;
+		else {
+			/* Not delivered, so not done: retried later. */
+			rr->temp = 1;
+			snprintf(rr->err, sizeof(rr->err), "cannot open the "
+			    "queued message: %s", strerror(errno));
+			log_warnx("q=%s event=deliver to=<%s> status=deferred "
+			    "reason=\"%s\"", m->env.id, log_a(r->addr), log_q(rr->err));
+		}
+	}
+	resolve_free(t, n);
+	if (started == 0 && npend == before)
+		job_rcpt_finish(m, ri);
+}
+
+/* A recipient still waiting for a destination that has no free slot. */
+static int
+job_still_waiting(struct qmsg *m, size_t ri)
+{
+	struct dest *d;
+
+	if (m->rr == NULL || ri >= m->nrr || m->rr[ri].waitdom[0] == '\0')
+		return 0;
+	d = dest_get(m->rr[ri].waitdom);
+	return dest_full(d);
+}
+
+void
+job_try(struct qmsg *m, time_t now, uint64_t *soonest)
+{
+	size_t i;
+
+	if ((m->env.flags & ENV_HOLD) || m->removed)
+		return;
+	for (i = 0; i < m->env.nrcpts; i++) {
+		struct env_rcpt *r = &m->env.rcpts[i];
+
+		if (r->state != RS_PENDING && r->state != RS_HELD)
+			continue;
+		if (r->next_try > (uint64_t)now) {
+			if (*soonest == 0 || r->next_try < *soonest)
+				*soonest = r->next_try;
+			continue;
+		}
+		if (jobs.nlocal + jobs.nremote >= (size_t)conf_num(queue_conf(),
+		    NULL, K_MAX_DELIVERIES))
+			break;		/* a finishing delivery kicks us again */
+		if (job_still_waiting(m, i))
+			continue;	/* so does a slot freeing there */
+		if (job_count(m, i) == 0)
+			job_try_rcpt(m, i);
+	}
+	job_flush_remote(m);
+	/* Recipients whose copies all waited for a slot end their round. */
+	for (i = 0; i < m->env.nrcpts; i++)
+		if (job_count(m, i) == 0 && m->rr && i < m->nrr &&
+		    m->rr[i].wait)
+			job_rcpt_finish(m, i);
+}
+
+/* ---- outcomes ------------------------------------------------------------ */
+
+/* One target's outcome, from a local worker or a remote transaction. */
+static void
+job_target_result(struct job *j, int status, const char *text,
+    const char *relay)
+{
+	struct qmsg *m = j->msg;
+	struct env_rcpt *rc = &m->env.rcpts[j->rcpt];
+	struct rround *rr = job_rr(m, j->rcpt);
+	char esc[16];
+
+	notice_esc(text, status == 2, esc, sizeof(esc));
+	log_info("q=%s event=deliver to=<%s> orig_to=<%s> relay=%s delay=%lds "
+	    "dsn=%s status=%s reason=\"%s\"", m->env.id, log_a(j->desc), log_a(rc->addr),
+	    relay, (long)(time(NULL) - (time_t)m->env.arrival),
+	    status == 0 ? "2.0.0" : esc, status == 0 ? "sent" : status == 1 ?
+	    "deferred" : "bounced", log_q(text ? text : ""));
+	if (status == 0)
+		envelope_mark_done(rc, j->target);
+	else if (status == 1) {
+		rr->temp = 1;
+		str_copy(rr->err, text ? text : "temporary failure",
+		    sizeof(rr->err));
+	} else {
+		/* Served, with a failure the sender hears about in a DSN. */
+		envelope_mark_done(rc, j->target);
+		rr->perm = 1;
+		str_copy(rr->err, text ? text : "permanent failure",
+		    sizeof(rr->err));
+		notice_add(m, j->rcpt, j->desc, text, relay, 0);
+	}
+	m->dirty = 1;
+}
+
+static void
+job_free(struct job *j)
+{
+	struct qmsg *m = j->msg;
+	size_t ri = j->rcpt;
+
+	m->jobs--;
+	if (job_count(m, ri) == 0)
+		job_rcpt_finish(m, ri);
+	sched_wake(m, 0);	/* to settle, and for what is due next */
+	free(j->target);
+	free(j->desc);
+	free(j->domain);
+	free(j);
+}
+
+/*
+ * Take a job for an outcome.  peer NULL: a local job (the parent reports);
+ * otherwise a remote job that this smtp process was given, so one process
+ * cannot settle another's deliveries or a local one.
+ */
+static struct job *
+job_take(uint64_t id, const char *desc, struct ipc *peer)
+{
+	struct job **pp, *j;
+
+	for (pp = &jobs.list; (j = *pp) != NULL; pp = &j->next)
+		if (j->id == id && (desc == NULL ||
+		    str_casecmp(j->desc, desc) == 0) &&
+		    (peer ? (j->remote && j->peer == peer) : !j->remote)) {
+			*pp = j->next;
+			return j;
+		}
+	return NULL;
+}
+
+/*
+ * T_FORWARD records of a delivery to an account: the addresses its
+ * ~/.forward sends the message on to become new recipients, delivered by
+ * the usual path.  One already a recipient is not added again; a chain
+ * back to a target already served ends in the per-message de-duplication
+ * of targets (job_target_covered), so a loop delivers nothing twice.
+ */
+static void
+job_forward(struct qmsg *m, size_t ri, struct rec_reader *rd)
+{
+	const size_t most = 1000;	/* recipients, forwarded ones included */
+	struct rec r;
+	char *addr;
+	size_t i;
+
+	while (rec_next(rd, &r) == 1) {
+		if (r.tag != T_FORWARD || (addr = rec_str(&r, 512)) == NULL)
+			continue;
+		for (i = 0; i < m->env.nrcpts; i++)
+			if (str_casecmp(m->env.rcpts[i].addr, addr) == 0)
+				break;
+		log_info("q=%s event=forward orig_to=<%s> to=<%s> result=%s",
+		    m->env.id, log_a(m->env.rcpts[ri].addr), log_a(addr), i < m->env.nrcpts ?
+		    "duplicate" : m->env.nrcpts >= most ? "too-many" : "ok");
+		/* Marked as forwarded: a remote copy gets an SRS sender. */
+		if (i == m->env.nrcpts && m->env.nrcpts < most) {
+			envelope_add_rcpt(&m->env, addr);
+			m->env.rcpts[m->env.nrcpts - 1].fwd_from =
+			    xstrdup(m->env.rcpts[ri].addr);
+			m->dirty = 1;
+		}
+		free(addr);
+	}
+}
+
+void
+job_delivered(struct rec_reader *rd)
+{
+	struct rec r;
+	struct rec_reader fwd = *rd;
+	uint64_t jid = 0, status = 1;
+	char *text = NULL;
+	struct job *j;
+	struct qmsg *m;
+
+	while (rec_next(rd, &r) == 1) {
+		if (r.tag == T_JOB)
+			rec_u64(&r, &jid);
+		else if (r.tag == T_STATUS)
+			rec_u64(&r, &status);
+		else if (r.tag == T_TEXT && text == NULL)
+			text = rec_str(&r, 1024);
+	}
+	if ((j = job_take(jid, NULL, NULL)) == NULL) {
+		free(text);
+		return;
+	}
+	jobs.nlocal--;
+	m = j->msg;
+	job_target_result(j, status > 2 ? 1 : (int)status, text, "local");
+	if (status == 0)
+		job_forward(m, j->rcpt, &fwd);
+	job_free(j);
+	queue_settle(m);
+	free(text);
+	sched_unblock();
+	queue_stop_check();
+}
+
+/* IMSG_M_RESULT: one outcome per recipient of a remote transaction. */
+void
+job_remote_result(struct ipc *peer, struct rec_reader *rd)
+{
+	struct rec r;
+	uint64_t jid = 0, status = 1;
+	char *relay = NULL, *addr = NULL, *text = NULL, *tls = NULL;
+	struct qmsg *m = NULL;
+	struct dest *d = NULL;
+	struct job *j;
+
+	while (rec_next(rd, &r) == 1) {
+		switch (r.tag) {
+		case T_JOB:
+			rec_u64(&r, &jid);
+			break;
+		case T_RELAY:
+			free(relay);
+			relay = rec_str(&r, 320);
+			break;
+		case T_TLS:
+			free(tls);
+			tls = rec_str(&r, 200);
+			break;
+		case T_RCPT:
+			free(addr);
+			addr = rec_str(&r, 512);
+			break;
+		case T_STATUS:
+			rec_u64(&r, &status);
+			break;
+		case T_TEXT:
+			free(text);
+			text = rec_str(&r, 1024);
+			if (addr == NULL ||
+			    (j = job_take(jid, addr, peer)) == NULL)
+				break;
+			m = j->msg;
+			if (d == NULL && j->domain)
+				d = dest_get(j->domain);
+			if (d)
+				dest_outcome(d, status > 2 ? 1 : (int)status, text);
+			job_target_result(j, status > 2 ? 1 : (int)status,
+			    text, relay ? relay : "none");
+			job_free(j);
+			break;
+		}
+	}
+	/* Recipients the reply did not mention are retried. */
+	while ((j = job_take(jid, NULL, peer)) != NULL) {
+		m = j->msg;
+		if (d == NULL && j->domain)
+			d = dest_get(j->domain);
+		job_target_result(j, 1, "no outcome reported", relay ?
+		    relay : "none");
+		job_free(j);
+	}
+	if (d)
+		dest_close(d);
+	if (jobs.nremote > 0)
+		jobs.nremote--;
+	if (m)
+		queue_settle(m);
+	free(relay);
+	free(addr);
+	free(text);
+	free(tls);
+	sched_unblock();
+}
+
+/*
+ * The smtp process that had these transactions is gone: their outcome
+ * will never come, so every recipient in them is retried.
+ */
+void
+job_txn_lost(struct ipc *peer)
+{
+	struct job *j;
+	struct qmsg *m;
+	struct dest *d;
+	uint64_t id;
+
+	for (;;) {
+		for (j = jobs.list; j; j = j->next)
+			if (j->remote && j->peer == peer)
+				break;
+		if (j == NULL)
+			break;
+		id = j->id;
+		d = j->domain ? dest_get(j->domain) : NULL;
+		while ((j = job_take(id, NULL, peer)) != NULL) {
+			m = j->msg;
+			job_target_result(j, 1, "the delivering process went "
+			    "away", "none");
+			job_free(j);
+			queue_settle(m);
+		}
+		if (d)
+			dest_close(d);
+		if (jobs.nremote > 0)
+			jobs.nremote--;
+	}
+	sched_unblock();
+}
+

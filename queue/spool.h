@@ -1,0 +1,47 @@
+/*
+ * spool: the queue process's files.  It alone holds the spool's
+ * directories: every file the queue creates, syncs, renames or removes is
+ * named here, by queue id.  The functions the group commit calls from its
+ * thread touch only the directory descriptors, which are fixed at start.
+ */
+#ifndef TERN_SPOOL_H
+#define TERN_SPOOL_H
+
+#include <event2/util.h>
+
+#include "queue/envelope.h"
+
+struct buf;
+struct event_base;
+struct qmsg;
+
+/* At start: the directories (fatal if missing), then what they hold. */
+void	spool_open(struct event_base *, const char *path);
+void	spool_recover(void);
+
+/* incoming/: a new message file under a new id, its fd or -1 (errno). */
+int	spool_create(char id[QID_LEN + 1]);
+/* An envelope in incoming/ (not synced); 0 or -1 with errno. */
+int	spool_write_incoming(const char *name, const struct buf *);
+/* Remove incoming/ID and incoming/ID.env. */
+void	spool_unlink_incoming(const char *id);
+
+/* The group commit: sync, publish into queue/, sync queue/. */
+int	spool_sync_incoming(const char *name);	/* 0 or errno */
+int	spool_syncfs(void);			/* 0 or -1 with errno */
+int	spool_publish(const char *id);		/* 0 or -1 with errno */
+int	spool_sync_queue(void);			/* 0 or -1 with errno */
+
+/* queue/ID.msg, opened for reading; -1 with errno. */
+int	spool_msg_fd(const struct qmsg *);
+/* Remove a message from queue/: the envelope first. */
+void	spool_remove(const char *id);
+
+/* Write m's envelope now (fsync, then rename over the old one). */
+void	spool_write_env(struct qmsg *);
+/* Write every changed envelope soon, in one group ... */
+void	spool_state_later(void);
+/* ... which this event callback does; also called at stop. */
+void	spool_state_flush(evutil_socket_t, short, void *);
+
+#endif
