@@ -29,6 +29,9 @@
 #include "lib/proc.h"
 #include "lib/util.h"
 
+/* The directory relative config paths are read against (the daemon's). */
+const char *proc_basedir = "/";
+
 /* Every role: memory, time, signals, its channels, its log. */
 static const int confine_base[] = {
 	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev),

@@ -39,7 +39,6 @@
 #include "queue/spool.h"
 
 /* Where ternd started: relative config paths resolve against it. */
-const char *proc_basedir = "/";
 
 #define QUEUE_STOP_SECS		25	/* the parent kills at 30 s */
 
