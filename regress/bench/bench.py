@@ -291,7 +291,7 @@ class Daemon:
             extra = [f"resolver 127.0.0.1 port {dead}",
                      f"route {REMOTE_DOMAIN} via 127.0.0.1:{dead}",
                      "max-domain-connections 1000",
-                     "max-deliveries 10000",
+                     f"max-deliveries {HELD_DELIVERIES}",
                      "retry-min 1h", "retry-max 1h"]
         else:
             extra = [f"resolver 127.0.0.1 port {relay['dns_port']}",
@@ -1728,6 +1728,13 @@ def parse_args():
     return a
 
 
+# Deliveries in flight in the held mode: far above what a level keeps
+# busy (each attempt is refused at once), and small enough that the smtp
+# process's descriptor budget (2 per connection, 3 per delivery) fits a
+# hard limit of 20000.
+HELD_DELIVERIES = 2000
+
+
 def raise_nofile(need):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = need if hard == resource.RLIM_INFINITY else min(hard, need)
@@ -1755,7 +1762,7 @@ def main():
     if not jpath.is_absolute():
         jpath = ROOT / jpath
     max_conn = max(1000, a.idle + max(a.levels) + 50)
-    nofile = raise_nofile(2 * max_conn + 256)
+    nofile = raise_nofile(2 * max_conn + 3 * HELD_DELIVERIES + 256)
 
     # SIGTERM (and SIGHUP) unwind like Ctrl-C, so cleanup runs.
     def on_signal(sig, frame):
