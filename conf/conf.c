@@ -107,6 +107,9 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    "directory of mbox files, for local-delivery mbox" },
 	[K_LMTP] = { "lmtp", KNOB_STRING, NULL, 0, 0, 0,
 	    "LMTP server for local-delivery lmtp: unix:/path or host:port" },
+	[K_CREDENTIALS] = { "credentials", KNOB_PATH,
+	    "/etc/tern/credentials.db", 0, 0, 0,
+	    "credential store (ternctl user ...); root's, mode 0600" },
 };
 
 /* Per-parse state; nothing survives a call of conf_parse. */

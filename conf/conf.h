@@ -55,6 +55,7 @@ enum knob_id {
 	K_LOCAL_DELIVERY,	/* string maildir|mbox|lmtp: system accounts */
 	K_MBOX_DIR,		/* path: mbox spool, /var/mail */
 	K_LMTP,			/* string: "unix:/path" or "host:port" */
+	K_CREDENTIALS,		/* path: the credential store (Berkeley DB) */
 	K__COUNT
 };
 
