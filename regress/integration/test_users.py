@@ -1,0 +1,135 @@
+"""The credential store and `ternctl user`: accounts added, changed,
+locked, unlocked and deleted with the password on standard input; weak
+passwords refused with libpwquality's reason; the store root's and mode
+0600, holding yescrypt hashes and never the password.
+"""
+import os
+import re
+import stat
+import subprocess
+
+from conftest import TERNCTL, Daemon
+
+PASSWORD = "Tern-test-Pw-9f3Kq"
+OTHER = "Other-test-Pw-4hZw"
+HASH = re.compile(rb"\$y\$j9T\$[./A-Za-z0-9]+\$[./A-Za-z0-9]+")
+
+
+def hashes(path):
+    """The yescrypt hashes in the store file, in file order."""
+    return HASH.findall(path.read_bytes())
+
+
+def listing(d):
+    r = d.ctl("user", "list", check=True)
+    rows = {}
+    for line in r.stdout.splitlines()[1:]:
+        col = line.split()
+        rows[col[0]] = col[1]
+    return rows
+
+
+def test_user_commands_with_password_on_stdin(tmpbase):
+    d = Daemon(tmpbase)
+    store = tmpbase / "credentials.db"
+    r = d.ctl("user", "list", check=True)
+    assert r.stdout == "(no accounts)\n"
+    assert not store.exists()
+    # add: a virtual account (its domain is a local-domain) and a system one
+    r = d.ctl("user", "add", "Anna@Example.TEST", input=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    assert "anna@example.test: added" in r.stdout
+    r = d.ctl("user", "add", "tern", input=OTHER + "\r\n")
+    assert r.returncode == 0, r.stderr
+    st = store.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == 0
+    data = store.read_bytes()
+    assert PASSWORD.encode() not in data and OTHER.encode() not in data
+    first = hashes(store)
+    assert len(first) == 2
+    assert listing(d) == {"anna@example.test": "active", "tern": "active"}
+    # the name is taken; unknown domains and accounts are refused
+    r = d.ctl("user", "add", "anna@example.test", input=OTHER + "\n")
+    assert r.returncode == 1 and "already exists" in r.stderr
+    r = d.ctl("user", "add", "anna@elsewhere.test", input=OTHER + "\n")
+    assert r.returncode == 1 and "not a local-domain" in r.stderr
+    r = d.ctl("user", "add", "no-such-account-x", input=OTHER + "\n")
+    assert r.returncode == 1 and "no system account" in r.stderr
+    r = d.ctl("user", "add", "an/na@example.test", input=OTHER + "\n")
+    assert r.returncode == 1 and "bad account name" in r.stderr
+    assert hashes(store) == first
+    # passwd: a new salt and hash; the first line only
+    r = d.ctl("user", "passwd", "anna@example.test",
+              input=OTHER + "\nignored second line\n")
+    assert r.returncode == 0, r.stderr
+    second = hashes(store)
+    assert len(second) == 2 and second != first
+    assert set(first) & set(second)     # tern's is untouched
+    r = d.ctl("user", "passwd", "nobody-here@example.test",
+              input=OTHER + "\n")
+    assert r.returncode == 1 and "no account" in r.stderr
+    # lock, unlock
+    d.ctl("user", "lock", "anna@example.test", check=True)
+    assert listing(d)["anna@example.test"] == "locked"
+    assert hashes(store) == second
+    d.ctl("user", "unlock", "anna@example.test", check=True)
+    assert listing(d)["anna@example.test"] == "active"
+    # del
+    d.ctl("user", "del", "tern", check=True)
+    assert listing(d) == {"anna@example.test": "active"}
+    assert len(hashes(store)) == 1
+    r = d.ctl("user", "del", "tern")
+    assert r.returncode == 1 and "no account tern" in r.stderr
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    # no temporary file is left behind
+    assert sorted(p.name for p in tmpbase.iterdir()
+                  if p.name.startswith("credentials")) == \
+        ["credentials.db", "credentials.db.lock"]
+
+
+def test_weak_or_missing_passwords_are_refused(tmpbase):
+    d = Daemon(tmpbase)
+    store = tmpbase / "credentials.db"
+    for pw, reason in (("password", "dictionary"),
+                       ("abc", "shorter than"),
+                       ("anna2024Xyz!!q", "user name"),
+                       ("", "empty")):
+        r = d.ctl("user", "add", "anna@example.test", input=pw + "\n")
+        assert r.returncode == 1, (pw, r.stdout)
+        assert reason in r.stderr, (pw, r.stderr)
+    r = d.ctl("user", "add", "anna@example.test", input="")
+    assert r.returncode == 1 and "no password" in r.stderr
+    r = d.ctl("user", "add", "anna@example.test",
+              input="Aa1-" + "x" * 1100 + "\n")
+    assert r.returncode == 1 and "longer than 1024" in r.stderr
+    assert not store.exists()
+    d.ctl("user", "add", "anna@example.test", input=PASSWORD + "\n",
+          check=True)
+    before = store.read_bytes()
+    r = d.ctl("user", "passwd", "anna@example.test", input="password\n")
+    assert r.returncode == 1 and "password refused" in r.stderr
+    assert store.read_bytes() == before
+
+
+def test_store_open_to_others_is_refused(tmpbase):
+    d = Daemon(tmpbase)
+    store = tmpbase / "credentials.db"
+    d.ctl("user", "add", "anna@example.test", input=PASSWORD + "\n",
+          check=True)
+    os.chmod(store, 0o644)
+    r = d.ctl("user", "list")
+    assert r.returncode == 1 and "0600" in r.stderr
+    r = d.ctl("user", "add", "bob@example.test", input=OTHER + "\n")
+    assert r.returncode == 1 and "0600" in r.stderr
+    os.chmod(store, 0o600)
+    assert d.ctl("user", "list").returncode == 0
+
+
+def test_only_root_may_use_the_store(tmpbase):
+    d = Daemon(tmpbase)
+    nobody = 65534
+    r = subprocess.run([str(TERNCTL), "-f", str(d.conf), "user", "list"],
+                       capture_output=True, text=True, timeout=30,
+                       user=nobody, group=nobody, extra_groups=[])
+    assert r.returncode == 1 and "only root" in r.stderr
