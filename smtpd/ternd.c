@@ -31,6 +31,7 @@
 #include <event2/event.h>
 #include <seccomp.h>
 
+#include "auth/credstore.h"
 #include "conf/aliases.h"
 #include "conf/conf.h"
 #include "lib/ipc.h"
@@ -80,6 +81,8 @@ static struct {
 	struct child		 smtp, queue, vault;
 	unsigned char		 srskey[SRS_KEY_MAX];
 	size_t			 srskeylen;
+	struct cred		*creds;		/* the credential store */
+	size_t			 ncreds;
 	pid_t			 oldsmtp;	/* draining after a reload */
 	struct ipc		*oldipc;	/* its channel, kept until it exits */
 	struct worker		*workers;
@@ -166,6 +169,30 @@ parent_srs_key(const struct conf *c)
 	p.srskeylen = sizeof(key);
 	explicit_bzero(key, sizeof(key));
 	log_info("event=start result=ok reason=\"created SRS key %s\"", log_q(path));
+}
+
+/*
+ * The credential store, read as root (the hashes go to the vault alone).
+ * A store that cannot be read leaves the accounts as they were.
+ */
+static int
+parent_creds(const struct conf *c)
+{
+	struct cred *v;
+	size_t n;
+	char err[1024];
+
+	if (credstore_read(conf_str(c, K_CREDENTIALS), &v, &n, err,
+	    sizeof(err)) == -1) {
+		log_warnx("event=credentials result=error reason=\"%s\" "
+		    "accounts=%zu action=keep", log_q(err), p.ncreds);
+		return -1;
+	}
+	credstore_free(p.creds, p.ncreds);
+	p.creds = v;
+	p.ncreds = n;
+	log_info("event=credentials result=ok accounts=%zu", n);
+	return 0;
 }
 
 /* mkdir -p path; levels it creates are given to uid/gid. */
@@ -1287,13 +1314,20 @@ parent_pair(struct child *a, struct child *b)
 }
 
 /*
- * What the vault holds: the SRS key, the SRS domain, and each route's
- * auth file with its user and password (read by the parent, as root).
+ * What the vault holds: the SRS key, the SRS domain, each route's auth
+ * file with its user and password, and each account of the credential
+ * store with its hash (all read by the parent, as root).
  */
 static void
 parent_secrets(struct buf *b)
 {
 	size_t i;
+
+	for (i = 0; i < p.ncreds; i++) {
+		rec_put_str(b, T_ACCOUNT, p.creds[i].name);
+		rec_put_str(b, T_HASH, p.creds[i].hash);
+		rec_put_u64(b, T_LOCKED, (uint64_t)p.creds[i].locked);
+	}
 
 	rec_put(b, T_KEY, p.srskey, p.srskeylen);
 	rec_put_str(b, T_DOMAIN, conf_str(p.conf, K_SRS_DOMAIN));
@@ -1308,6 +1342,47 @@ parent_secrets(struct buf *b)
 	}
 }
 
+#define PARENT_CHUNK	(128 * 1024)	/* records per chunked message */
+
+static void
+parent_send_chunk(struct ipc *c, int type, const char *data, size_t len,
+    int more)
+{
+	struct buf b;
+
+	buf_init(&b);
+	buf_append(&b, data, len);
+	if (more)
+		rec_put_u64(&b, T_FLAGS, IPC_F_MORE);
+	ipc_send(c, type, b.data, b.len, -1);
+	explicit_bzero(b.data, b.cap);
+	buf_free(&b);
+}
+
+/*
+ * A payload of records larger than one datagram goes in chunks cut
+ * between records, each but the last marked IPC_F_MORE; the receiver
+ * applies the whole once the last is in.
+ */
+static void
+parent_send_chunked(struct ipc *c, int type, const struct buf *all)
+{
+	struct rec_reader rd;
+	struct rec r;
+	size_t start = 0, prev = 0;
+
+	rec_reader_init(&rd, all->data, all->len);
+	while (rec_next(&rd, &r) == 1) {
+		if (rd.off - start > PARENT_CHUNK && prev > start) {
+			parent_send_chunk(c, type, all->data + start,
+			    prev - start, 1);
+			start = prev;
+		}
+		prev = rd.off;
+	}
+	parent_send_chunk(c, type, all->data + start, all->len - start, 0);
+}
+
 static void
 parent_send_secrets(struct child *ch)
 {
@@ -1315,8 +1390,9 @@ parent_send_secrets(struct child *ch)
 
 	buf_init(&b);
 	parent_secrets(&b);
-	ipc_send(ch->ipc, IMSG_P_SECRETS, b.data, b.len, -1);
-	explicit_bzero(b.data, b.cap);
+	parent_send_chunked(ch->ipc, IMSG_P_SECRETS, &b);
+	if (b.cap)
+		explicit_bzero(b.data, b.cap);
 	buf_free(&b);
 }
 
@@ -1629,6 +1705,7 @@ parent_sighup(evutil_socket_t sig, short ev, void *arg)
 	buf_free(&p.text);
 	p.text = text;
 	parent_vdirs(c);
+	(void)parent_creds(c);
 	if (p.smtp.pid) {
 		if (p.oldsmtp)
 			kill(p.oldsmtp, SIGTERM);	/* a third generation */
@@ -1818,6 +1895,7 @@ main(int argc, char *argv[])
 	parent_reach(p.conf);
 	parent_vdirs(p.conf);
 	parent_srs_key(p.conf);
+	(void)parent_creds(p.conf);
 	if (parent_listeners(p.conf, NULL, &p.ls, &p.nls, err, sizeof(err)) == -1)
 		fatalx("event=start result=error reason=\"%s\"", log_q(err));
 	if (!p.foreground)

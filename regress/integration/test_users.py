@@ -8,7 +8,7 @@ import re
 import stat
 import subprocess
 
-from conftest import TERNCTL, Daemon
+from conftest import TERNCTL, Daemon, wait_for
 
 PASSWORD = "Tern-test-Pw-9f3Kq"
 OTHER = "Other-test-Pw-4hZw"
@@ -133,3 +133,26 @@ def test_only_root_may_use_the_store(tmpbase):
                        capture_output=True, text=True, timeout=30,
                        user=nobody, group=nobody, extra_groups=[])
     assert r.returncode == 1 and "only root" in r.stderr
+
+
+def test_hashes_in_the_vault_alone(make_daemon, tmpbase):
+    from test_privsep import memory_has, role_pids
+    d = make_daemon()
+    d.ctl("user", "add", "anna@example.test", input=PASSWORD + "\n",
+          check=True)
+    d.ctl("user", "add", "tern", input=OTHER + "\n", check=True)
+    store = tmpbase / "credentials.db"
+    anna, tern = hashes(store)
+    d.start()
+    assert "event=credentials result=ok accounts=2" in d.logtext()
+    assert wait_for(lambda: re.search(r"vault: event=start result=ok .*"
+                                      r"accounts=2", d.logtext()))
+    pids = role_pids(d)
+    assert memory_has(pids["vault"], anna)
+    assert memory_has(pids["vault"], tern)
+    for role in ("smtp", "queue"):
+        assert not memory_has(pids[role], anna), role
+        assert not memory_has(pids[role], tern), role
+    for role in ("smtp", "queue", "vault"):
+        assert not memory_has(pids[role], PASSWORD.encode()), role
+        assert not memory_has(pids[role], OTHER.encode()), role
