@@ -80,7 +80,7 @@ ctl_print(const char *s, size_t len)
 	}
 }
 
-static int
+int
 ctl_request(const struct conf *c, const char *req)
 {
 	const char *path = conf_str(c, K_CONTROL_SOCKET);

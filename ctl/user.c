@@ -8,6 +8,8 @@
  * since the file is replaced whole.  After a change the running daemon is
  * told to read the store again.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <pwd.h>
 #include <signal.h>
@@ -246,6 +248,26 @@ user_apply(enum user_op op, const char *name, struct cred **v, size_t *n,
 	return 0;
 }
 
+/*
+ * Tell a running daemon to read the store again.  The change is made
+ * either way: a daemon that is not running reads it when it starts.
+ */
+static void
+user_notify(const struct conf *c)
+{
+	struct stat st;
+
+	if (stat(conf_str(c, K_CONTROL_SOCKET), &st) == -1) {
+		printf("ternctl: ternd is not running; it reads the store "
+		    "when it starts\n");
+		return;
+	}
+	fflush(stdout);
+	if (ctl_request(c, "credentials") != 0)
+		fprintf(stderr, "ternctl: the store is changed, but ternd did "
+		    "not hear of it: reload it (SIGHUP)\n");
+}
+
 static int
 user_change(const struct conf *c, enum user_op op, const char *name)
 {
@@ -281,10 +303,12 @@ user_change(const struct conf *c, enum user_op op, const char *name)
 	close(lockfd);
 	credstore_free(v, n);
 	explicit_bzero(hash, sizeof(hash));
-	if (r == 0)
+	if (r == 0) {
 		printf("ternctl: %s: %s\n", name, op == U_ADD ? "added" :
 		    op == U_PASSWD ? "password changed" : op == U_DEL ?
 		    "deleted" : op == U_LOCK ? "locked" : "unlocked");
+		user_notify(c);
+	}
 	return r;
 }
 

@@ -53,6 +53,7 @@ void	queue_write_env(struct qmsg *);
 void	queue_wake(struct qmsg *, uint64_t);
 void	queue_unblock(void);
 int	queue_settle(struct qmsg *);
+void	queue_tell_parent(int type);
 
 /* ctl.c */
 void	ctl_start(struct event_base *, int controlfd);

@@ -2319,6 +2319,14 @@ queue_reload(struct rec_reader *rd)
 	ctl_flush(NULL);
 }
 
+/* A notice without payload (the control socket's "credentials"). */
+void
+queue_tell_parent(int type)
+{
+	if (q.parent)
+		ipc_send(q.parent, type, NULL, 0, -1);
+}
+
 static void
 queue_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
     void *arg)

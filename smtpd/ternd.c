@@ -83,6 +83,8 @@ static struct {
 	size_t			 srskeylen;
 	struct cred		*creds;		/* the credential store */
 	size_t			 ncreds;
+	struct event		*credev;	/* a re-read asked for */
+	time_t			 credlast;
 	pid_t			 oldsmtp;	/* draining after a reload */
 	struct ipc		*oldipc;	/* its channel, kept until it exits */
 	struct worker		*workers;
@@ -1462,6 +1464,35 @@ parent_seccomp_log(struct child *ch)
 	free(name);
 }
 
+/* The store changed (ternctl user): the accounts go to the vault anew. */
+static void
+parent_creds_reload(evutil_socket_t fd, short ev, void *arg)
+{
+	p.credlast = time(NULL);
+	if (p.stopping || parent_creds(p.conf) == -1)
+		return;
+	if (p.vault.ipc)
+		parent_send_secrets(&p.vault);
+}
+
+/*
+ * The queue passes on ternctl's notice.  It carries nothing, and one
+ * re-read a second at most answers any number of them.
+ */
+static void
+parent_creds_notice(void)
+{
+	struct timeval tv = { 0, 0 };
+
+	if (p.credev == NULL)
+		p.credev = evtimer_new(p.base, parent_creds_reload, NULL);
+	if (evtimer_pending(p.credev, NULL))
+		return;
+	if (time(NULL) - p.credlast < 1)
+		tv.tv_sec = 1;
+	evtimer_add(p.credev, &tv);
+}
+
 static void
 parent_child_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
     void *arg)
@@ -1470,6 +1501,12 @@ parent_child_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 
 	if (ch == &p.queue && type == IMSG_P_DELIVER) {
 		parent_deliver(rd, fd);
+		return;
+	}
+	if (ch == &p.queue && type == IMSG_P_CREDENTIALS) {
+		if (fd >= 0)
+			close(fd);
+		parent_creds_notice();
 		return;
 	}
 	if (type == IMSG_P_SECCOMP) {

@@ -39,6 +39,7 @@ def test_user_commands_with_password_on_stdin(tmpbase):
     r = d.ctl("user", "add", "Anna@Example.TEST", input=PASSWORD + "\n")
     assert r.returncode == 0, r.stderr
     assert "anna@example.test: added" in r.stdout
+    assert "ternd is not running" in r.stdout
     r = d.ctl("user", "add", "tern", input=OTHER + "\r\n")
     assert r.returncode == 0, r.stderr
     st = store.stat()
@@ -156,3 +157,54 @@ def test_hashes_in_the_vault_alone(make_daemon, tmpbase):
     for role in ("smtp", "queue", "vault"):
         assert not memory_has(pids[role], PASSWORD.encode()), role
         assert not memory_has(pids[role], OTHER.encode()), role
+
+
+def test_changes_reach_the_running_vault(daemon, tmpbase):
+    from test_privsep import memory_has, role_pids
+    store = tmpbase / "credentials.db"
+    pids = role_pids(daemon)
+    r = daemon.ctl("user", "add", "anna@example.test", input=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    assert "ternd reads the credential store again" in r.stdout
+    (first,) = hashes(store)
+    assert wait_for(lambda: "vault: event=reload result=ok routes=0 "
+                    "accounts=1" in daemon.logtext()), daemon.logtext()
+    assert memory_has(pids["vault"], first)
+    for role in ("smtp", "queue"):
+        assert not memory_has(pids[role], first), role
+    # A new password: the new hash there, the old one wiped.
+    daemon.ctl("user", "passwd", "anna@example.test", input=OTHER + "\n",
+               check=True)
+    (second,) = hashes(store)
+    assert wait_for(lambda: memory_has(pids["vault"], second))
+    assert not memory_has(pids["vault"], first)
+    # Deleted: gone from the vault too.
+    daemon.ctl("user", "del", "anna@example.test", check=True)
+    assert wait_for(lambda: "vault: event=reload result=ok routes=0 "
+                    "accounts=0" in daemon.logtext())
+    assert not memory_has(pids["vault"], second)
+    # No role was restarted for it; the parent says what it read.
+    assert role_pids(daemon) == pids
+    assert "parent: event=credentials result=ok accounts=0" in \
+        daemon.logtext()
+
+
+def test_a_damaged_store_keeps_the_accounts(daemon, tmpbase):
+    store = tmpbase / "credentials.db"
+    daemon.ctl("user", "add", "anna@example.test", input=PASSWORD + "\n",
+               check=True)
+    assert wait_for(lambda: "vault: event=reload result=ok routes=0 "
+                    "accounts=1" in daemon.logtext())
+    mark = len(daemon.logtext())
+    os.chmod(store, 0o644)
+    r = daemon.ctl("user", "lock", "anna@example.test")
+    assert r.returncode == 1 and "0600" in r.stderr
+    os.kill(daemon.proc.pid, 1)         # a reload reads it too
+    assert wait_for(lambda: "vault: event=reload" in
+                    daemon.logtext()[mark:])
+    later = daemon.logtext()[mark:]
+    assert "parent: event=credentials result=error" in later
+    assert "group or others have access" in later
+    assert "accounts=1 action=keep" in later
+    assert "vault: event=reload result=ok routes=0 accounts=1" in later
+    assert "accounts=0" not in later
