@@ -56,6 +56,7 @@ enum knob_id {
 	K_MBOX_DIR,		/* path: mbox spool, /var/mail */
 	K_LMTP,			/* string: "unix:/path" or "host:port" */
 	K_CREDENTIALS,		/* path: the credential store (Berkeley DB) */
+	K_VIRTUAL_MAILDIR,	/* path: store accounts' Maildir, %d %u */
 	K__COUNT
 };
 

@@ -2344,6 +2344,11 @@ queue_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 	case IMSG_P_CONF:
 		queue_reload(rd);
 		break;
+	case IMSG_P_ACCOUNTS:
+		if (resolve_accounts_msg(rd->p, rd->len) == 1)
+			log_info("event=reload result=ok accounts=%zu",
+			    resolve_accounts_count());
+		break;
 	}
 	if (fd >= 0)
 		close(fd);

@@ -1356,6 +1356,11 @@ smtp_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 		log_info("event=ipc result=ok reason=\"new vault channel\"");
 		return;
 	}
+	if (type == IMSG_P_ACCOUNTS) {
+		if (resolve_accounts_msg(rd->p, rd->len) == 1)
+			log_info("event=reload result=ok accounts=%zu",
+			    resolve_accounts_count());
+	}
 	if (type == IMSG_P_PEER && fd >= 0) {
 		if (smtp.queue)
 			ipc_free(smtp.queue);

@@ -57,6 +57,7 @@ class Daemon:
             f'submit-socket "{self.base}/submit.sock"',
             f'srs-secret "{self.base}/srs.key"',
             f'credentials "{self.base}/credentials.db"',
+            f'virtual-maildir "{self.base}/vmail/%d/%u/Maildir"',
             f'aliases "{self.aliases}"',
             'local-domain "example.test"',
             'local-domain "localhost"',

@@ -1,14 +1,19 @@
 """The credential store and `ternctl user`: accounts added, changed,
 locked, unlocked and deleted with the password on standard input; weak
 passwords refused with libpwquality's reason; the store root's and mode
-0600, holding yescrypt hashes and never the password.
+0600, holding yescrypt hashes and never the password; the hashes in the
+vault's memory alone, replaced (and the old ones wiped) when ternctl
+changes the store under a running daemon; a virtual account receiving
+mail in the virtual-maildir pattern's Maildir.
 """
 import os
+import pwd
 import re
+import smtplib
 import stat
 import subprocess
 
-from conftest import TERNCTL, Daemon, wait_for
+from conftest import TERNCTL, Daemon, SMTPConn, wait_for
 
 PASSWORD = "Tern-test-Pw-9f3Kq"
 OTHER = "Other-test-Pw-4hZw"
@@ -208,3 +213,66 @@ def test_a_damaged_store_keeps_the_accounts(daemon, tmpbase):
     assert "accounts=1 action=keep" in later
     assert "vault: event=reload result=ok routes=0 accounts=1" in later
     assert "accounts=0" not in later
+
+
+def rcpt(d, addr):
+    with SMTPConn(d.port) as c:
+        assert c.cmd("EHLO client.example")[0] == 250
+        assert c.cmd("MAIL FROM:<someone@example.org>")[0] == 250
+        return c.cmd(f"RCPT TO:<{addr}>")[0]
+
+
+def vmaildir(d, domain, local, sub="new"):
+    p = d.base / "vmail" / domain / local / "Maildir" / sub
+    return sorted(p.iterdir()) if p.is_dir() else []
+
+
+def test_a_virtual_account_receives_mail(daemon):
+    assert rcpt(daemon, "carol@example.test") == 550
+    daemon.ctl("user", "add", "carol@example.test", input=PASSWORD + "\n",
+               check=True)
+    assert wait_for(lambda: re.search(r"smtp: event=reload result=ok "
+                                      r"accounts=1", daemon.logtext()))
+    assert wait_for(lambda: re.search(r"queue: event=reload result=ok "
+                                      r"accounts=1", daemon.logtext()))
+    assert rcpt(daemon, "carol@example.test") == 250
+    assert rcpt(daemon, "Carol+news@Example.TEST") == 250
+    assert rcpt(daemon, "dave@example.test") == 550
+    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as s:
+        s.sendmail("someone@example.org", ["carol@example.test"],
+                   b"Subject: welcome\r\n\r\nhello carol\r\n")
+    assert wait_for(lambda: len(vmaildir(daemon, "example.test",
+                                         "carol")) == 1, 20), \
+        daemon.logtext()
+    msg = vmaildir(daemon, "example.test", "carol")[0]
+    assert b"hello carol" in msg.read_bytes()
+    # Written as virtual-user; root made the pattern's fixed part only.
+    vmail = pwd.getpwnam("vmail")
+    md = daemon.base / "vmail" / "example.test" / "carol" / "Maildir"
+    for p in (msg, md, md.parent, md.parent.parent, daemon.base / "vmail"):
+        assert p.stat().st_uid == vmail.pw_uid, p
+    assert stat.S_IMODE(md.stat().st_mode) == 0o700
+    # Deleted: no longer a recipient.
+    daemon.ctl("user", "del", "carol@example.test", check=True)
+    assert wait_for(lambda: re.search(r"smtp: event=reload result=ok "
+                                      r"accounts=0", daemon.logtext()))
+    assert rcpt(daemon, "carol@example.test") == 550
+
+
+def test_accounts_of_the_store_at_start_and_aliases_first(make_daemon):
+    d = make_daemon()
+    d.write_aliases("postmaster: alice\nerin: alice\n")
+    for name in ("erin@example.test", "frank@localhost"):
+        d.ctl("user", "add", name, input=PASSWORD + "\n", check=True)
+    d.start()
+    assert rcpt(d, "frank@localhost") == 250
+    assert rcpt(d, "frank@example.test") == 550     # another domain
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as s:
+        s.sendmail("someone@example.org",
+                   ["frank@localhost", "erin@example.test"],
+                   b"Subject: two\r\n\r\nfor frank and erin\r\n")
+    assert wait_for(lambda: len(vmaildir(d, "localhost", "frank")) == 1,
+                    20), d.logtext()
+    # erin is an alias too: the alias decides where her mail goes.
+    assert wait_for(lambda: len(d.maildir("alice")) == 1, 20), d.logtext()
+    assert vmaildir(d, "example.test", "erin") == []
