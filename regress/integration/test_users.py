@@ -276,3 +276,47 @@ def test_accounts_of_the_store_at_start_and_aliases_first(make_daemon):
     # erin is an alias too: the alias decides where her mail goes.
     assert wait_for(lambda: len(d.maildir("alice")) == 1, 20), d.logtext()
     assert vmaildir(d, "example.test", "erin") == []
+
+
+def test_a_large_store_goes_in_chunks(make_daemon, tmpbase):
+    """6000 accounts: the secrets (~700 KB) and the names (~160 KB) are
+    larger than one datagram (192 KiB) and reach the vault, smtp and queue
+    in chunks, applied whole."""
+    d = make_daemon()
+    store = tmpbase / "credentials.db"
+    d.ctl("user", "add", "anna@example.test", input=PASSWORD + "\n",
+          check=True)
+    (h,) = hashes(store)
+
+    def rec(tag, data):
+        return bytes([tag]) + len(data).to_bytes(4, "big") + data
+
+    value = b"\x01" + rec(1, h) + rec(2, bytes(8)) + rec(3, bytes(8)) + \
+        rec(4, bytes(8))
+    esc = "".join(f"\\{b:02x}" for b in value)
+    n = 6000
+    lines = []
+    for i in range(n):
+        lines.append(f"user{i:05d}-with-a-longer-name@example.test")
+        lines.append(esc)
+    text = tmpbase / "store.txt"
+    text.write_text("\n".join(lines) + "\n")
+    os.unlink(store)
+    subprocess.run(["db5.3_load", "-T", "-t", "btree", "-f", str(text),
+                    str(store)], check=True)
+    os.chmod(store, 0o600)
+    r = d.ctl("user", "list", check=True)
+    assert len(r.stdout.splitlines()) == n + 1
+    d.start()
+    assert wait_for(lambda: f"vault: event=start result=ok routes=0 srs=yes "
+                    f"accounts={n}" in d.logtext(), 20), d.logtext()
+    last = f"user{n - 1:05d}-with-a-longer-name@example.test"
+    assert rcpt(d, last) == 250
+    assert rcpt(d, "user00000-with-a-longer-name@example.test") == 250
+    # A change under the running daemon: sent again, in chunks.
+    d.ctl("user", "del", last, check=True)
+    assert wait_for(lambda: f"vault: event=reload result=ok routes=0 "
+                    f"accounts={n - 1}" in d.logtext(), 20), d.logtext()
+    assert wait_for(lambda: f"smtp: event=reload result=ok "
+                    f"accounts={n - 1}" in d.logtext(), 20)
+    assert rcpt(d, last) == 550
