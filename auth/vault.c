@@ -577,32 +577,6 @@ vault_add_peer(int fd)
 	v.peers = pe;
 }
 
-/* Appends to v.pending; what a growing buffer leaves behind is wiped. */
-static void
-vault_pending_append(const void *data, size_t len)
-{
-	struct buf *b = &v.pending;
-	size_t cap;
-	char *n;
-
-	if (b->len + len + 1 > b->cap) {
-		for (cap = b->cap ? b->cap : 65536; cap < b->len + len + 1;)
-			cap *= 2;
-		n = xmalloc(cap);
-		if (b->len)
-			memcpy(n, b->data, b->len);
-		if (b->data) {
-			explicit_bzero(b->data, b->cap);
-			free(b->data);
-		}
-		b->data = n;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, data, len);
-	b->len += len;
-	b->data[b->len] = '\0';
-}
-
 /*
  * IMSG_P_SECRETS at a reload comes in chunks (T_FLAGS IPC_F_MORE on all
  * but the last); the whole is loaded at once, so no check ever sees half
@@ -628,7 +602,7 @@ vault_secrets_chunk(const void *data, size_t len)
 		buf_reset(&v.pending);
 		return;
 	}
-	vault_pending_append(data, len);
+	buf_append_wipe(&v.pending, data, len);
 	if (more)
 		return;
 	if (vault_load(v.pending.data, v.pending.len) == -1)

@@ -2345,9 +2345,16 @@ queue_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 		queue_reload(rd);
 		break;
 	case IMSG_P_ACCOUNTS:
-		if (resolve_accounts_msg(rd->p, rd->len) == 1)
+		switch (resolve_accounts_msg(rd->p, rd->len)) {
+		case 1:
 			log_info("event=reload result=ok accounts=%zu",
 			    resolve_accounts_count());
+			break;
+		case -1:
+			log_warnx("event=reload result=error reason=\"malformed "
+			    "accounts\"");
+			break;
+		}
 		break;
 	}
 	if (fd >= 0)

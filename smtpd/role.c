@@ -130,7 +130,7 @@ role_receive(struct role_init *ri)
 		if (type == IMSG_P_INIT)
 			role_init_msg(ri, &rd);
 		else if (type == IMSG_P_SECRETS)
-			buf_append(&ri->secrets, b, len);
+			buf_append_wipe(&ri->secrets, b, len);
 		else if (type == IMSG_P_ACCOUNTS &&
 		    resolve_accounts_msg(b, len) == -1)
 			fatalx("event=start result=error reason=\"malformed "

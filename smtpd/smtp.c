@@ -1357,9 +1357,14 @@ smtp_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 		return;
 	}
 	if (type == IMSG_P_ACCOUNTS) {
-		if (resolve_accounts_msg(rd->p, rd->len) == 1)
+		int r = resolve_accounts_msg(rd->p, rd->len);
+
+		if (r == 1)
 			log_info("event=reload result=ok accounts=%zu",
 			    resolve_accounts_count());
+		else if (r == -1)
+			log_warnx("event=reload result=error reason=\"malformed "
+			    "accounts\"");
 	}
 	if (type == IMSG_P_PEER && fd >= 0) {
 		if (smtp.queue)

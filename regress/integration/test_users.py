@@ -25,6 +25,19 @@ def hashes(path):
     return HASH.findall(path.read_bytes())
 
 
+def hash_of(path):
+    """{account: hash} from the store, read with Berkeley DB's own dump."""
+    out = subprocess.run(["db5.3_dump", "-p", str(path)], check=True,
+                         capture_output=True, text=True).stdout
+    lines = out.split("HEADER=END\n", 1)[1].splitlines()
+    pairs = {}
+    for k, v in zip(lines[0::2], lines[1::2]):
+        m = HASH.search(v.encode())
+        if m:
+            pairs[k.strip()] = m.group(0)
+    return pairs
+
+
 def listing(d):
     r = d.ctl("user", "list", check=True)
     rows = {}
@@ -148,7 +161,8 @@ def test_hashes_in_the_vault_alone(make_daemon, tmpbase):
           check=True)
     d.ctl("user", "add", "tern", input=OTHER + "\n", check=True)
     store = tmpbase / "credentials.db"
-    anna, tern = hashes(store)
+    h = hash_of(store)
+    anna, tern = h["anna@example.test"], h["tern"]
     d.start()
     assert "event=credentials result=ok accounts=2" in d.logtext()
     assert wait_for(lambda: re.search(r"vault: event=start result=ok .*"
@@ -162,6 +176,13 @@ def test_hashes_in_the_vault_alone(make_daemon, tmpbase):
     for role in ("smtp", "queue", "vault"):
         assert not memory_has(pids[role], PASSWORD.encode()), role
         assert not memory_has(pids[role], OTHER.encode()), role
+    # What the vault got at start is wiped too once replaced.
+    d.ctl("user", "passwd", "anna@example.test", input=OTHER + "\n",
+          check=True)
+    new = hash_of(store)["anna@example.test"]
+    assert new != anna
+    assert wait_for(lambda: memory_has(pids["vault"], new))
+    assert not memory_has(pids["vault"], anna)
 
 
 def test_changes_reach_the_running_vault(daemon, tmpbase):
