@@ -356,9 +356,20 @@ vault_auth_free(struct vauth *a)
 	free(a);
 }
 
-/* T_JOB, T_USER, T_PASS and T_CLIENT, each once. */
+static void
+vault_auth_answer(struct vauth *a)
+{
+	vault_answer(a->peer->ipc, IMSG_V_AUTH, a->job, a->status, a->text,
+	    NULL);
+}
+
+/*
+ * T_JOB, T_USER, T_PASS and T_CLIENT, each once.  A request that names
+ * its job but is otherwise malformed is answered VAULT_TEMP, so that the
+ * session waiting for it goes on.
+ */
 static struct vauth *
-vault_auth_parse(struct rec_reader *rd)
+vault_auth_parse(struct rec_reader *rd, struct vpeer *pe)
 {
 	struct vauth *a = xcalloc(1, sizeof(*a));
 	struct rec r;
@@ -388,17 +399,16 @@ vault_auth_parse(struct rec_reader *rd)
 	}
 	if (n != 0 || a->job == 0 || a->user == NULL || a->pass == NULL ||
 	    a->client == NULL || !vault_client_ok(a->client)) {
+		if (a->job != 0) {
+			a->peer = pe;
+			a->status = VAULT_TEMP;
+			str_copy(a->text, "malformed request", sizeof(a->text));
+			vault_auth_answer(a);
+		}
 		vault_auth_free(a);
 		return NULL;
 	}
 	return a;
-}
-
-static void
-vault_auth_answer(struct vauth *a)
-{
-	vault_answer(a->peer->ipc, IMSG_V_AUTH, a->job, a->status, a->text,
-	    NULL);
 }
 
 /* The delay is over: the answer goes. */
@@ -476,7 +486,7 @@ vault_auth_request(struct vpeer *pe, struct rec_reader *rd)
 {
 	struct vauth *a;
 
-	if ((a = vault_auth_parse(rd)) == NULL) {
+	if ((a = vault_auth_parse(rd, pe)) == NULL) {
 		log_warnx("event=ipc result=error reason=\"bad request\" "
 		    "type=%d", IMSG_V_AUTH);
 		return;

@@ -47,8 +47,9 @@ int	vault_srs_forward(const char *sender, vault_cb, uint64_t cookie);
 int	vault_route_auth(const char *authfile, vault_cb, uint64_t cookie);
 /*
  * Check a user's password (SMTP AUTH).  client_addr is the client's IP
- * address as text, without brackets: the vault throttles failures per
- * address (an IPv6 one per /64) and per account.  The answer: VAULT_OK
+ * address as text, without brackets (letters, digits and ".:_-" only, or
+ * the answer is VAULT_TEMP "malformed request"): the vault throttles
+ * failures per address (an IPv6 one per /64) and per account.  The answer: VAULT_OK
  * (a = the canonical account name), VAULT_INVALID (a = "unknown user",
  * "bad password" or "locked": for the log, not for the client) or
  * VAULT_TEMP (a = why: too many failures, a busy or missing vault).  It

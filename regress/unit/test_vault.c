@@ -232,13 +232,21 @@ test_vault(void)
 	CHECK((a = find(4)) && a->status == VAULT_INVALID &&
 	    strcmp(a->a, "locked") == 0);
 
+	/* A malformed request (a client address in brackets) is answered
+	 * all the same, as temporary. */
+	CHECK(vault_check_password("anna@example.test", PW_ANNA, "[192.0.2.1]",
+	    got, 40) == 0);
+	wait_answers(base, 5);
+	CHECK((a = find(40)) && a->status == VAULT_TEMP &&
+	    strcmp(a->a, "malformed request") == 0);
+
 	/* A second failure is answered a second later; an SRS request
 	 * sent after it is answered at once. */
 	sent = now_s();
 	CHECK(vault_check_password("anna@example.test", "nope2", "192.0.2.9",
 	    got, 5) == 0);
 	CHECK(vault_srs_forward("someone@example.org", got, 6) == 0);
-	wait_answers(base, 6);
+	wait_answers(base, 7);
 	CHECK((a = find(5)) && a->status == VAULT_INVALID);
 	CHECK((s = find(6)) && s->status == VAULT_OK &&
 	    strncmp(s->a, "SRS0=", 5) == 0);
@@ -251,7 +259,7 @@ test_vault(void)
 		CHECK(vault_check_password("anna@example.test", PW_ANNA,
 		    "198.51.100.1", got, 10 + (uint64_t)i) == 0);
 	CHECK(vault_route_auth("/no/such/route", got, 20) == 0);
-	wait_answers(base, 12);
+	wait_answers(base, 13);
 	CHECK((a = find(20)) && a->status == VAULT_NONE);
 	CHECK(index_of(20) < index_of(14));
 	CHECK((a = find(14)) && a->status == VAULT_OK);
@@ -264,7 +272,7 @@ test_vault(void)
 	CHECK(vault_check_password("carl", PW_CARL, "192.0.2.1", got, 30) == 0);
 	CHECK(vault_check_password("anna@example.test", PW_ANNA, "192.0.2.1",
 	    got, 31) == 0);
-	wait_answers(base, 14);
+	wait_answers(base, 15);
 	CHECK((a = find(30)) && a->status == VAULT_OK);
 	CHECK((a = find(31)) && a->status == VAULT_INVALID &&
 	    strcmp(a->a, "unknown user") == 0);
@@ -281,7 +289,7 @@ test_vault(void)
 	close(parentfd);
 	CHECK(waitpid(pid, &status, 0) == pid);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	if (!WIFEXITED(status) || nans < 14) {
+	if (!WIFEXITED(status) || nans < 15) {
 		struct buf b;
 
 		buf_init(&b);
