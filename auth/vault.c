@@ -4,7 +4,14 @@
  * only inputs are the root parent's channel and the smtp processes'
  * channels, and every request is checked record by record.  Secrets are
  * wiped when replaced.
+ *
+ * Password checks (auth/authcheck.c) cost one yescrypt hash each, some
+ * tens of milliseconds: they wait in a queue and the loop takes one per
+ * turn, so SRS and route requests are answered between two of them.  An
+ * answer the throttle holds back waits on a timer, not in the loop.
  */
+#include <sys/queue.h>
+
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -16,6 +23,8 @@
 #include <event2/event.h>
 #include <openssl/crypto.h>
 
+#include "auth/authcheck.h"
+#include "auth/credstore.h"
 #include "auth/srs.h"
 #include "auth/vault.h"
 #include "lib/ipc.h"
@@ -34,6 +43,23 @@ struct vpeer {
 	struct ipc	*ipc;
 };
 
+/* A password check: waiting its turn, then (timer set) held back. */
+struct vauth {
+	TAILQ_ENTRY(vauth) entry;
+	struct vpeer	*peer;
+	uint64_t	 job;
+	char		*user, *pass, *client;
+	struct event	*timer;
+	int		 status;
+	char		 text[CRED_NAME_MAX + 1];
+};
+TAILQ_HEAD(vauths, vauth);
+
+#define VAULT_ACCOUNTS_MAX	100000
+#define VAULT_AUTH_MAX		1024		/* checks waiting or held */
+#define VAULT_SECRETS_MAX	(64u << 20)	/* one P_SECRETS, all chunks */
+#define VAULT_USER_MAX		512
+
 static struct {
 	struct event_base	*base;
 	struct ipc		*parent;
@@ -43,6 +69,11 @@ static struct {
 	char			 domain[256];	/* srs-domain */
 	struct vroute		 routes[VAULT_ROUTES_MAX];
 	size_t			 nroutes;
+	struct authcheck	*ac;		/* accounts and throttle */
+	struct vauths		 waiting, held;
+	size_t			 nauth;
+	struct event		*authev;	/* the next check, next turn */
+	struct buf		 pending;	/* P_SECRETS chunks so far */
 } v;
 
 static void
@@ -93,6 +124,74 @@ vault_route_rec(const struct rec *r)
 	return (*dst = rec_str(r, 512)) ? 0 : -1;
 }
 
+/* Accounts: T_ACCOUNT, then its T_HASH and T_LOCKED. */
+static int
+vault_account_rec(const struct rec *r, struct cred *a, size_t cap,
+    size_t *n)
+{
+	struct cred *c;
+	uint64_t x;
+
+	if (r->tag == T_ACCOUNT) {
+		if (*n >= cap || r->len == 0 || r->len > CRED_NAME_MAX ||
+		    memchr(r->data, '\0', r->len))
+			return -1;
+		c = &a[(*n)++];
+		memcpy(c->name, r->data, r->len);
+		return 0;
+	}
+	if (*n == 0)
+		return -1;
+	c = &a[*n - 1];
+	if (r->tag == T_HASH) {
+		if (c->hash[0] || r->len == 0 || r->len > CRED_HASH_MAX ||
+		    memchr(r->data, '\0', r->len))
+			return -1;
+		memcpy(c->hash, r->data, r->len);
+		return 0;
+	}
+	if (rec_u64(r, &x) == -1)
+		return -1;
+	c->locked = x != 0;
+	return 0;
+}
+
+/* The accounts of a secrets message, all or none. */
+static int
+vault_load_accounts(const void *data, size_t len)
+{
+	struct rec_reader rd;
+	struct rec r;
+	struct cred *a;
+	size_t cap = 0, n = 0, i;
+	int k;
+
+	rec_reader_init(&rd, data, len);
+	while ((k = rec_next(&rd, &r)) == 1)
+		cap += r.tag == T_ACCOUNT;
+	if (k == -1 || cap > VAULT_ACCOUNTS_MAX)
+		return -1;
+	/* Sized once: no copy of a hash is left behind by a realloc. */
+	a = cap ? xcalloc(cap, sizeof(*a)) : NULL;
+	rec_reader_init(&rd, data, len);
+	while ((k = rec_next(&rd, &r)) == 1)
+		if ((r.tag == T_ACCOUNT || r.tag == T_HASH ||
+		    r.tag == T_LOCKED) && vault_account_rec(&r, a, cap,
+		    &n) == -1)
+			break;
+	for (i = 0; k == 0 && i < n; i++)
+		if (a[i].hash[0] == '\0')
+			k = -1;
+	if (k != 0) {
+		credstore_free(a, cap);
+		return -1;
+	}
+	if (v.ac == NULL)
+		v.ac = authcheck_new();
+	authcheck_set_accounts(v.ac, a, n);
+	return 0;
+}
+
 /* IMSG_P_SECRETS replaces everything held; the parent is trusted. */
 int
 vault_load(const void *data, size_t len)
@@ -103,6 +202,8 @@ vault_load(const void *data, size_t len)
 	int n;
 
 	vault_forget();
+	if (vault_load_accounts(data, len) == -1)
+		return -1;
 	rec_reader_init(&rd, data, len);
 	while ((n = rec_next(&rd, &r)) == 1) {
 		switch (r.tag) {
@@ -167,7 +268,7 @@ vault_req_parse(struct rec_reader *rd, uint64_t *job, uint8_t want,
 }
 
 static void
-vault_answer(struct buf *out, int type, uint64_t job, int status,
+vault_reply_put(struct buf *out, int type, uint64_t job, int status,
     const char *a, const char *b)
 {
 	rec_put_u64(out, T_JOB, job);
@@ -180,6 +281,26 @@ vault_answer(struct buf *out, int type, uint64_t job, int status,
 }
 
 static void
+vault_send_wipe(struct ipc *c, struct buf *out)
+{
+	ipc_send(c, IMSG_V_REPLY, out->data, out->len, -1);
+	if (out->data)
+		explicit_bzero(out->data, out->cap);
+	buf_free(out);
+}
+
+static void
+vault_answer(struct ipc *c, int type, uint64_t job, int status,
+    const char *a, const char *b)
+{
+	struct buf out;
+
+	buf_init(&out);
+	vault_reply_put(&out, type, job, status, a, b);
+	vault_send_wipe(c, &out);
+}
+
+static void
 vault_do_reverse(struct buf *c, uint64_t job, const char *addr)
 {
 	char out[1024];
@@ -187,17 +308,17 @@ vault_do_reverse(struct buf *c, uint64_t job, const char *addr)
 	int r;
 
 	if (v.keylen == 0) {
-		vault_answer(c, IMSG_V_SRS_REVERSE, job, VAULT_NONE, NULL, NULL);
+		vault_reply_put(c, IMSG_V_SRS_REVERSE, job, VAULT_NONE, NULL, NULL);
 		return;
 	}
 	r = srs_reverse(addr, v.key, v.keylen, time(NULL), VAULT_SRS_DAYS,
 	    out, sizeof(out), &why);
 	if (r == 1)
-		vault_answer(c, IMSG_V_SRS_REVERSE, job, VAULT_OK, out, NULL);
+		vault_reply_put(c, IMSG_V_SRS_REVERSE, job, VAULT_OK, out, NULL);
 	else if (r == 0)
-		vault_answer(c, IMSG_V_SRS_REVERSE, job, VAULT_NONE, NULL, NULL);
+		vault_reply_put(c, IMSG_V_SRS_REVERSE, job, VAULT_NONE, NULL, NULL);
 	else
-		vault_answer(c, IMSG_V_SRS_REVERSE, job, VAULT_INVALID,
+		vault_reply_put(c, IMSG_V_SRS_REVERSE, job, VAULT_INVALID,
 		    why ? why : "invalid", NULL);
 }
 
@@ -208,9 +329,9 @@ vault_do_forward(struct buf *c, uint64_t job, const char *sender)
 
 	if (v.keylen == 0 || v.domain[0] == '\0' || srs_forward(sender,
 	    v.domain, v.key, v.keylen, time(NULL), out, sizeof(out)) == -1)
-		vault_answer(c, IMSG_V_SRS_FORWARD, job, VAULT_NONE, NULL, NULL);
+		vault_reply_put(c, IMSG_V_SRS_FORWARD, job, VAULT_NONE, NULL, NULL);
 	else
-		vault_answer(c, IMSG_V_SRS_FORWARD, job, VAULT_OK, out, NULL);
+		vault_reply_put(c, IMSG_V_SRS_FORWARD, job, VAULT_OK, out, NULL);
 }
 
 static void
@@ -219,15 +340,212 @@ vault_do_auth(struct buf *c, uint64_t job, const char *path)
 	const struct vroute *vr = vault_route(path);
 
 	if (vr == NULL)
-		vault_answer(c, IMSG_V_ROUTE_AUTH, job, VAULT_NONE, NULL, NULL);
+		vault_reply_put(c, IMSG_V_ROUTE_AUTH, job, VAULT_NONE, NULL, NULL);
 	else
-		vault_answer(c, IMSG_V_ROUTE_AUTH, job, VAULT_OK, vr->user,
+		vault_reply_put(c, IMSG_V_ROUTE_AUTH, job, VAULT_OK, vr->user,
 		    vr->pass);
 }
 
+/* ---- password checks --------------------------------------------------- */
+
+/* A client address as smtp gives it: no brackets, nothing to escape. */
+static int
+vault_client_ok(const char *s)
+{
+	for (; *s; s++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') ||
+		    (*s >= 'A' && *s <= 'Z') || strchr(".:_-", *s)))
+			return 0;
+	return 1;
+}
+
+static void
+vault_auth_free(struct vauth *a)
+{
+	if (a->timer)
+		event_free(a->timer);
+	free(a->user);
+	vault_wipe_str(a->pass);
+	free(a->client);
+	free(a);
+}
+
+static void
+vault_auth_answer(struct vauth *a)
+{
+	vault_answer(a->peer->ipc, IMSG_V_AUTH, a->job, a->status, a->text,
+	    NULL);
+}
+
+/*
+ * T_JOB, T_USER, T_PASS and T_CLIENT, each once.  A request that names
+ * its job but is otherwise malformed is answered VAULT_TEMP, so that the
+ * session waiting for it goes on.
+ */
+static struct vauth *
+vault_auth_parse(struct rec_reader *rd, struct vpeer *pe)
+{
+	struct vauth *a = xcalloc(1, sizeof(*a));
+	struct rec r;
+	char **dst;
+	size_t max;
+	int n;
+
+	while ((n = rec_next(rd, &r)) == 1) {
+		if (r.tag == T_JOB) {
+			if (a->job != 0 || rec_u64(&r, &a->job) == -1)
+				break;
+			continue;
+		}
+		if (r.tag == T_USER) {
+			dst = &a->user;
+			max = VAULT_USER_MAX;
+		} else if (r.tag == T_PASS) {
+			dst = &a->pass;
+			max = CRED_PASS_MAX;
+		} else if (r.tag == T_CLIENT) {
+			dst = &a->client;
+			max = AUTHCHECK_CLIENT_MAX;
+		} else
+			continue;
+		if (*dst != NULL || (*dst = rec_str(&r, max)) == NULL)
+			break;
+	}
+	if (n != 0 || a->job == 0 || a->user == NULL || a->pass == NULL ||
+	    a->client == NULL || !vault_client_ok(a->client)) {
+		if (a->job != 0) {
+			a->peer = pe;
+			a->status = VAULT_TEMP;
+			str_copy(a->text, "malformed request", sizeof(a->text));
+			vault_auth_answer(a);
+		}
+		vault_auth_free(a);
+		return NULL;
+	}
+	return a;
+}
+
+/* The delay is over: the answer goes. */
+static void
+vault_auth_release(evutil_socket_t fd, short ev, void *arg)
+{
+	struct vauth *a = arg;
+
+	TAILQ_REMOVE(&v.held, a, entry);
+	v.nauth--;
+	vault_auth_answer(a);
+	vault_auth_free(a);
+}
+
+static void
+vault_auth_kick(void)
+{
+	static const struct timeval now = { 0, 0 };
+
+	if (!TAILQ_EMPTY(&v.waiting) && !evtimer_pending(v.authev, NULL))
+		evtimer_add(v.authev, &now);
+}
+
+static void
+vault_auth_log(const struct vauth *a, const struct authcheck_result *r)
+{
+	if (r->status == VAULT_OK)
+		log_info("event=auth result=ok user=<%s> client=[%s] "
+		    "failures=%u delay=%us", log_a(r->text), a->client,
+		    r->failures, r->delay);
+	else if (r->status == VAULT_INVALID)
+		log_info("event=auth result=fail user=<%s> client=[%s] "
+		    "failures=%u delay=%us reason=\"%s\"", log_a(a->user),
+		    a->client, r->failures, r->delay, log_q(r->text));
+	else
+		log_info("event=auth result=tempfail user=<%s> client=[%s] "
+		    "failures=%u delay=0s reason=\"%s\"", log_a(a->user),
+		    a->client, r->failures, log_q(r->text));
+}
+
+/*
+ * One check per turn of the loop (a zero timer runs after the loop has
+ * polled its channels again), so other requests wait one hash at most.
+ */
+static void
+vault_auth_next(evutil_socket_t fd, short ev, void *arg)
+{
+	struct authcheck_result r;
+	struct timeval tv = { 0, 0 };
+	struct vauth *a;
+
+	if ((a = TAILQ_FIRST(&v.waiting)) == NULL)
+		return;
+	TAILQ_REMOVE(&v.waiting, a, entry);
+	authcheck_run(v.ac, a->user, a->pass, a->client, time(NULL), &r);
+	explicit_bzero(a->pass, strlen(a->pass));
+	vault_auth_log(a, &r);
+	a->status = r.status;
+	str_copy(a->text, r.text, sizeof(a->text));
+	if (r.delay == 0) {
+		v.nauth--;
+		vault_auth_answer(a);
+		vault_auth_free(a);
+	} else {
+		tv.tv_sec = (time_t)r.delay;
+		a->timer = evtimer_new(v.base, vault_auth_release, a);
+		TAILQ_INSERT_TAIL(&v.held, a, entry);
+		evtimer_add(a->timer, &tv);
+	}
+	vault_auth_kick();
+}
+
+static void
+vault_auth_request(struct vpeer *pe, struct rec_reader *rd)
+{
+	struct vauth *a;
+
+	if ((a = vault_auth_parse(rd, pe)) == NULL) {
+		log_warnx("event=ipc result=error reason=\"bad request\" "
+		    "type=%d", IMSG_V_AUTH);
+		return;
+	}
+	a->peer = pe;
+	if (v.nauth >= VAULT_AUTH_MAX) {
+		a->status = VAULT_TEMP;
+		str_copy(a->text, "too many checks at once, try later",
+		    sizeof(a->text));
+		log_warnx("event=auth result=tempfail user=<%s> client=[%s] "
+		    "reason=\"%s\"", log_a(a->user), a->client, a->text);
+		vault_auth_answer(a);
+		vault_auth_free(a);
+		return;
+	}
+	TAILQ_INSERT_TAIL(&v.waiting, a, entry);
+	v.nauth++;
+	vault_auth_kick();
+}
+
+/* A peer is gone: nobody waits for its checks any more. */
+static void
+vault_auth_drop(struct vpeer *pe)
+{
+	struct vauths *lists[] = { &v.waiting, &v.held };
+	struct vauth *a, *next;
+	size_t i;
+
+	for (i = 0; i < 2; i++)
+		for (a = TAILQ_FIRST(lists[i]); a != NULL; a = next) {
+			next = TAILQ_NEXT(a, entry);
+			if (a->peer != pe)
+				continue;
+			TAILQ_REMOVE(lists[i], a, entry);
+			v.nauth--;
+			vault_auth_free(a);
+		}
+}
+
+/* ---- channels ------------------------------------------------------------ */
+
 /*
  * One request from an smtp process (untrusted: it parses the network), its
- * answer appended to reply.  -1: malformed, no answer.
+ * answer appended to reply.  -1: malformed, no answer.  Password checks
+ * are not answered here: they wait their turn (vault_auth_request).
  */
 int
 vault_request(int type, const void *data, size_t len, struct buf *reply)
@@ -265,15 +583,18 @@ vault_peer_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 
 	if (fd >= 0)
 		close(fd);
+	if (type == IMSG_V_AUTH) {
+		vault_auth_request(arg, rd);
+		return;
+	}
 	buf_init(&out);
-	if (vault_request(type, rd->p, rd->len, &out) == -1)
+	if (vault_request(type, rd->p, rd->len, &out) == -1) {
 		log_warnx("event=ipc result=error reason=\"bad request\" "
 		    "type=%d", type);
-	else
-		ipc_send(c, IMSG_V_REPLY, out.data, out.len, -1);
-	if (out.data)
-		explicit_bzero(out.data, out.cap);
-	buf_free(&out);
+		buf_free(&out);
+		return;
+	}
+	vault_send_wipe(c, &out);
 }
 
 static void
@@ -284,6 +605,7 @@ vault_peer_closed(struct ipc *c, void *arg)
 	for (pp = &v.peers; (pe = *pp) != NULL; pp = &pe->next)
 		if (pe->ipc == c) {
 			*pp = pe->next;
+			vault_auth_drop(pe);
 			free(pe);
 			break;
 		}
@@ -295,9 +617,47 @@ vault_add_peer(int fd)
 {
 	struct vpeer *pe = xcalloc(1, sizeof(*pe));
 
-	pe->ipc = ipc_new(v.base, fd, vault_peer_msg, vault_peer_closed, NULL);
+	pe->ipc = ipc_new(v.base, fd, vault_peer_msg, vault_peer_closed, pe);
 	pe->next = v.peers;
 	v.peers = pe;
+}
+
+/*
+ * IMSG_P_SECRETS at a reload comes in chunks (T_FLAGS IPC_F_MORE on all
+ * but the last); the whole is loaded at once, so no check ever sees half
+ * of the accounts.
+ */
+static void
+vault_secrets_chunk(const void *data, size_t len)
+{
+	struct rec_reader rd;
+	struct rec r;
+	uint64_t fl;
+	int more = 0;
+
+	rec_reader_init(&rd, data, len);
+	while (rec_next(&rd, &r) == 1)
+		if (r.tag == T_FLAGS && rec_u64(&r, &fl) == 0 &&
+		    (fl & IPC_F_MORE))
+			more = 1;
+	if (v.pending.len + len > VAULT_SECRETS_MAX) {
+		log_warnx("event=reload result=error reason=\"secrets larger "
+		    "than %u bytes\"", VAULT_SECRETS_MAX);
+		explicit_bzero(v.pending.data, v.pending.cap);
+		buf_reset(&v.pending);
+		return;
+	}
+	buf_append_wipe(&v.pending, data, len);
+	if (more)
+		return;
+	if (vault_load(v.pending.data, v.pending.len) == -1)
+		log_warnx("event=reload result=error reason=\"malformed "
+		    "secrets\"");
+	else
+		log_info("event=reload result=ok routes=%zu accounts=%zu",
+		    v.nroutes, authcheck_count(v.ac));
+	explicit_bzero(v.pending.data, v.pending.cap);
+	buf_reset(&v.pending);
 }
 
 static void
@@ -311,11 +671,7 @@ vault_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 	if (fd >= 0)
 		close(fd);
 	if (type == IMSG_P_SECRETS) {
-		if (vault_load(rd->p, rd->len) == -1)
-			log_warnx("event=reload result=error reason=\"malformed "
-			    "secrets\"");
-		else
-			log_info("event=reload result=ok routes=%zu", v.nroutes);
+		vault_secrets_chunk(rd->p, rd->len);
 		return;
 	}
 	log_warnx("event=ipc result=error reason=\"unexpected message %d\"",
@@ -327,6 +683,7 @@ vault_parent_closed(struct ipc *c, void *arg)
 {
 	/* The parent is gone: forget, and stop. */
 	vault_forget();
+	authcheck_free(v.ac);
 	_exit(0);
 }
 
@@ -334,6 +691,8 @@ static void
 vault_sigterm(evutil_socket_t sig, short ev, void *arg)
 {
 	vault_forget();
+	authcheck_free(v.ac);
+	v.ac = NULL;
 	log_info("event=stop result=ok");
 	exit(0);
 }
@@ -349,7 +708,12 @@ vault_warm_up(void)
 	char out[SRS_ADDR_MAX + 1], back[SRS_ADDR_MAX + 1];
 	const char *why;
 
+	char hash[CRED_HASH_MAX + 1];
+
 	OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, NULL);
+	/* libcrypt too: its first hash, before the filter. */
+	if (credstore_hash("warm-up", hash, sizeof(hash)) == 0)
+		(void)credstore_verify("warm-up", hash);
 	if (srs_forward("warm@up.invalid", "vault.invalid", key, sizeof(key),
 	    time(NULL), out, sizeof(out)) == 0)
 		(void)srs_reverse(out, key, sizeof(key), time(NULL),
@@ -366,6 +730,12 @@ vault_main(const void *secrets, size_t len, int parentfd, int *peers,
 	/* Same user as smtp: only root may read this process's memory. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	v.base = event_base_new();
+	TAILQ_INIT(&v.waiting);
+	TAILQ_INIT(&v.held);
+	buf_init(&v.pending);
+	v.authev = evtimer_new(v.base, vault_auth_next, NULL);
+	if (v.ac == NULL)
+		v.ac = authcheck_new();
 	if (vault_load(secrets, len) == -1)
 		fatalx("event=start result=error reason=\"malformed secrets\"");
 	explicit_bzero((void *)(uintptr_t)secrets, len);	/* held once */
@@ -380,8 +750,8 @@ vault_main(const void *secrets, size_t len, int parentfd, int *peers,
 	evsignal_add(ev, NULL);
 	vault_warm_up();
 	proc_confine("vault");
-	log_info("event=start result=ok routes=%zu srs=%s", v.nroutes,
-	    v.keylen ? "yes" : "no");
+	log_info("event=start result=ok routes=%zu srs=%s accounts=%zu",
+	    v.nroutes, v.keylen ? "yes" : "no", authcheck_count(v.ac));
 	event_base_dispatch(v.base);
 	exit(0);
 }

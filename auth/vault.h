@@ -1,11 +1,13 @@
 /*
  * vault: the process that holds the secrets and parses no network input.
- * It gets them from the root parent (IMSG_P_SECRETS: the SRS key and every
- * route's credentials, again at each reload) and answers small,
+ * It gets them from the root parent (IMSG_P_SECRETS: the SRS key, every
+ * route's credentials and the credential store's accounts with their
+ * hashes, again at each reload and store change) and answers small,
  * length-checked requests from the smtp process over its channel: reverse
  * an SRS address, rewrite a forwarded sender, hand over one route's
- * credentials for one connection.  Nothing in it reads a file or a socket
- * other than its channels.
+ * credentials for one connection, check a user's password
+ * (auth/authcheck.c).  Nothing in it reads a file or a socket other than
+ * its channels.
  *
  * The client half (vault_client_*) runs in the smtp process: requests
  * carry a cookie and complete by callback, always from the event loop.
@@ -24,7 +26,9 @@ struct event_base;
 /* Outcomes given to a client callback. */
 #define VAULT_OK	0	/* done: the answer is in a (and b) */
 #define VAULT_NONE	1	/* nothing to do: not ours, no credentials */
-#define VAULT_INVALID	2	/* an SRS address of ours that fails: a = why */
+#define VAULT_INVALID	2	/* an SRS address of ours that fails, a wrong
+				   password, an unknown or locked user:
+				   a = why */
 #define VAULT_TEMP	3	/* the vault is unavailable: try again later */
 
 /*
@@ -41,6 +45,18 @@ void	vault_client_channel(struct event_base *, int fd);
 int	vault_srs_reverse(const char *addr, vault_cb, uint64_t cookie);
 int	vault_srs_forward(const char *sender, vault_cb, uint64_t cookie);
 int	vault_route_auth(const char *authfile, vault_cb, uint64_t cookie);
+/*
+ * Check a user's password (SMTP AUTH).  client_addr is the client's IP
+ * address as text, without brackets (letters, digits and ".:_-" only, or
+ * the answer is VAULT_TEMP "malformed request"): the vault throttles
+ * failures per address (an IPv6 one per /64) and per account.  The answer: VAULT_OK
+ * (a = the canonical account name), VAULT_INVALID (a = "unknown user",
+ * "bad password" or "locked": for the log, not for the client) or
+ * VAULT_TEMP (a = why: too many failures, a busy or missing vault).  It
+ * may come seconds later: the vault holds answers back after failures.
+ */
+int	vault_check_password(const char *user, const char *pass,
+	    const char *client_addr, vault_cb, uint64_t cookie);
 /* Requests waiting for an answer (shutdown waits for none). */
 size_t	vault_client_pending(void);
 

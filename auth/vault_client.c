@@ -186,6 +186,43 @@ vault_route_auth(const char *authfile, vault_cb cb, uint64_t cookie)
 	return vault_request(IMSG_V_ROUTE_AUTH, T_PATH, authfile, cb, cookie);
 }
 
+/*
+ * A password check: the answer is VAULT_OK with the canonical account
+ * name, VAULT_INVALID with a reason for the log, or VAULT_TEMP; it may
+ * come seconds later (the vault's throttle).  The request's copy of the
+ * password is wiped once it is sent.
+ */
+int
+vault_check_password(const char *user, const char *pass,
+    const char *client_addr, vault_cb cb, uint64_t cookie)
+{
+	struct vreq *r;
+	struct buf b;
+	int rv;
+
+	if (vc.ipc == NULL)
+		return -1;
+	buf_init(&b);
+	rec_put_u64(&b, T_JOB, ++vc.nextid);
+	rec_put_str(&b, T_USER, user);
+	rec_put_str(&b, T_PASS, pass);
+	rec_put_str(&b, T_CLIENT, client_addr);
+	rv = ipc_send(vc.ipc, IMSG_V_AUTH, b.data, b.len, -1);
+	explicit_bzero(b.data, b.cap);
+	buf_free(&b);
+	if (rv == -1)
+		return -1;
+	r = xcalloc(1, sizeof(*r));
+	r->id = vc.nextid;
+	r->type = IMSG_V_AUTH;
+	r->cb = cb;
+	r->cookie = cookie;
+	r->next = vc.reqs;
+	vc.reqs = r;
+	vc.nreqs++;
+	return 0;
+}
+
 size_t
 vault_client_pending(void)
 {

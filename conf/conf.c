@@ -113,6 +113,13 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    "directory of mbox files, for local-delivery mbox" },
 	[K_LMTP] = { "lmtp", KNOB_STRING, NULL, 0, 0, 0,
 	    "LMTP server for local-delivery lmtp: unix:/path or host:port" },
+	[K_CREDENTIALS] = { "credentials", KNOB_PATH,
+	    "/etc/tern/credentials.db", 0, 0, 0,
+	    "credential store (ternctl user ...); root's, mode 0600" },
+	[K_VIRTUAL_MAILDIR] = { "virtual-maildir", KNOB_PATH,
+	    "/var/mail/vhosts/%d/%u/Maildir", 0, 0, 0,
+	    "Maildir of a virtual account of the credential store; %d is "
+	    "its domain, %u its local part" },
 };
 
 /* Per-parse state; nothing survives a call of conf_parse. */
@@ -422,6 +429,24 @@ conf_domain_problem(const char *d)
 	}
 }
 
+/* virtual-maildir: %u (each account its own), %d and %% only. */
+static const char *
+conf_pattern_problem(const char *w)
+{
+	int user = 0;
+
+	for (; *w; w++) {
+		if (*w != '%')
+			continue;
+		w++;
+		if (*w == 'u')
+			user = 1;
+		else if (*w != 'd' && *w != '%')
+			return "only %u, %d and %% may follow a %";
+	}
+	return user ? NULL : "it must contain %u";
+}
+
 static int
 conf_parse_string(struct parser *p, enum knob_id id, const char *word,
     struct knob_val *out)
@@ -444,6 +469,9 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	    strcmp(word, "mbox") && strcmp(word, "lmtp"))
 		return conf_error(p, "local-delivery: expected maildir, mbox "
 		    "or lmtp, got \"%s\"", word);
+	if (id == K_VIRTUAL_MAILDIR && (why = conf_pattern_problem(word)))
+		return conf_error(p, "virtual-maildir: %s, got \"%s\"", why,
+		    word);
 	if (id == K_LMTP && strncmp(word, "unix:/", 6) != 0 &&
 	    strchr(word, ':') == NULL)
 		return conf_error(p, "lmtp: expected unix:/path or host:port, "

@@ -58,6 +58,8 @@ enum knob_id {
 	K_LOCAL_DELIVERY,	/* string maildir|mbox|lmtp: system accounts */
 	K_MBOX_DIR,		/* path: mbox spool, /var/mail */
 	K_LMTP,			/* string: "unix:/path" or "host:port" */
+	K_CREDENTIALS,		/* path: the credential store (Berkeley DB) */
+	K_VIRTUAL_MAILDIR,	/* path: store accounts' Maildir, %d %u */
 	K__COUNT
 };
 

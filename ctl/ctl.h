@@ -5,6 +5,10 @@
 struct conf;
 
 struct conf	*ctl_config(const char *path, int embedded);
+/* One request on the control socket; its answer printed.  0 ok, 1 not. */
+int		 ctl_request(const struct conf *, const char *req);
+/* ternctl user ...: the credential store (argv[0] is "user"). */
+int		 user_main(const struct conf *, int argc, char *argv[]);
 /* sendmail(1) personality: submit stdin as a message. */
 int		 sendmail_main(int argc, char *argv[], const char *confpath);
 

@@ -35,7 +35,11 @@ ctl_usage(void)
 	    "  hold ID          keep a message from being delivered\n"
 	    "  release ID       let a held message go\n"
 	    "  summary          the queue per destination domain\n"
-	    "  newaliases       compile the aliases file (also: newaliases)\n");
+	    "  newaliases       compile the aliases file (also: newaliases)\n"
+	    "  user add|passwd|del|lock|unlock NAME\n"
+	    "                   change the credential store (root; a new\n"
+	    "                   password is read from standard input)\n"
+	    "  user list        the accounts, locked or active\n");
 	exit(1);
 }
 
@@ -76,7 +80,7 @@ ctl_print(const char *s, size_t len)
 	}
 }
 
-static int
+int
 ctl_request(const struct conf *c, const char *req)
 {
 	const char *path = conf_str(c, K_CONTROL_SOCKET);
@@ -204,6 +208,8 @@ main(int argc, char *argv[])
 	}
 	if (strcmp(argv[0], "newaliases") == 0 && argc == 1)
 		return ctl_newaliases(c);
+	if (strcmp(argv[0], "user") == 0)
+		return user_main(c, argc, argv);
 	if ((strcmp(argv[0], "show") == 0 || strcmp(argv[0], "remove") == 0 ||
 	    strcmp(argv[0], "hold") == 0 || strcmp(argv[0], "release") == 0) &&
 	    argc == 2) {

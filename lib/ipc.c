@@ -83,6 +83,7 @@ ipc_free(struct ipc *c)
 		n = o->next;
 		if (o->fd >= 0)
 			close(o->fd);
+		explicit_bzero(o->data, o->len);
 		free(o);
 	}
 	close(c->fd);
@@ -172,6 +173,7 @@ ipc_flush(struct ipc *c)
 			c->tail = NULL;
 		if (o->fd >= 0)
 			close(o->fd);
+		explicit_bzero(o->data, o->len);	/* a password, a hash */
 		free(o);
 	}
 }

@@ -38,6 +38,9 @@ enum ipc_type {
 	IMSG_V_SRS_FORWARD,	/* smtp -> vault: rewrite a forwarded sender */
 	IMSG_V_ROUTE_AUTH,	/* smtp -> vault: one route's credentials */
 	IMSG_V_REPLY,		/* vault -> smtp: the answer (T_JOB names it) */
+	IMSG_V_AUTH,		/* smtp -> vault: check a user's password */
+	IMSG_P_ACCOUNTS,	/* parent -> smtp, queue: virtual accounts */
+	IMSG_P_CREDENTIALS,	/* queue -> parent: the store has changed */
 	IMSG__MAX
 };
 
@@ -53,7 +56,13 @@ enum ipc_tag {
 	T_PASS,		/* parent -> vault, vault -> smtp: a route password */
 	T_FLAGS,	/* parent -> role: ROLE_F_* */
 	T_INDEX,	/* parent -> role: a listener's index in the config */
+	T_ACCOUNT,	/* parent -> vault, smtp, queue: an account's name */
+	T_HASH,		/* parent -> vault: its password hash */
+	T_LOCKED,	/* parent -> vault: 1 if it may not log in */
 };
+
+/* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */
+#define IPC_F_MORE	0x1	/* more chunks follow; apply them together */
 
 /* IMSG_P_FD kinds (T_KIND) and IMSG_P_PEER kinds. */
 #define FD_LISTENER	"listener"

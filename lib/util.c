@@ -143,6 +143,26 @@ buf_append(struct buf *b, const void *p, size_t n)
 	b->data[b->len] = '\0';
 }
 
+/* For secrets: a larger buffer is a new one, and the old one is wiped. */
+void
+buf_append_wipe(struct buf *b, const void *p, size_t n)
+{
+	struct buf nb;
+
+	if (b->cap == 0 || b->len + n >= b->cap) {
+		buf_init(&nb);
+		buf_reserve(&nb, b->len + n);
+		if (b->len)
+			memcpy(nb.data, b->data, b->len);
+		nb.len = b->len;
+		if (b->cap)
+			explicit_bzero(b->data, b->cap);
+		buf_free(b);
+		*b = nb;
+	}
+	buf_append(b, p, n);
+}
+
 void
 buf_puts(struct buf *b, const char *s)
 {

@@ -19,6 +19,8 @@ void	 buf_init(struct buf *);
 void	 buf_free(struct buf *);
 void	 buf_reset(struct buf *);
 void	 buf_append(struct buf *, const void *, size_t);
+/* The same for secrets: growing leaves no copy behind (the old is wiped). */
+void	 buf_append_wipe(struct buf *, const void *, size_t);
 void	 buf_puts(struct buf *, const char *);
 void	 buf_putc(struct buf *, int);
 void	 buf_printf(struct buf *, const char *, ...)

@@ -1,9 +1,11 @@
 /*
  * ctl: the queue process's control socket, which ternctl talks to: one
  * request line (queue, summary, show ID, remove ID, hold ID, release ID,
- * flush [DOMAIN]), one reply ("ok" or "error ...", then text).  The socket
- * was bound by the parent; its mode and group limit it to root and
- * control-group.
+ * flush [DOMAIN], credentials), one reply ("ok" or "error ...", then
+ * text).  The socket was bound by the parent; its mode and group limit it
+ * to root and control-group.  "credentials" (sent by ternctl user after a
+ * change) is passed on to the parent, which reads the store again; it
+ * carries nothing, so it can make the parent do no more than that.
  */
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -17,6 +19,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "lib/ipc.h"
 #include "queue/ctl.h"
 #include "queue/dest.h"
 #include "queue/envelope.h"
@@ -273,6 +276,10 @@ ctl_execute(const char *req, struct buf *o)
 		ctl_hold(o, m, 1);
 	} else if (m && strncmp(req, "release ", 8) == 0) {
 		ctl_hold(o, m, 0);
+	} else if (strcmp(req, "credentials") == 0) {
+		/* ternctl user changed the store: the parent reads it again. */
+		queue_tell_parent(IMSG_P_CREDENTIALS);
+		buf_puts(o, "ok\nternd reads the credential store again\n");
 	} else if (m && strncmp(req, "remove ", 7) == 0) {
 		log_info("q=%s event=removed reason=\"admin\"", m->env.id);
 		buf_printf(o, "ok\n%s removed\n", m->env.id);

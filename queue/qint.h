@@ -51,5 +51,7 @@ void	queue_append_msg(struct qmsg *);
 int	queue_settle(struct qmsg *);
 /* Stopping: exit once no smtp process or local delivery is left. */
 void	queue_stop_check(void);
+/* A message without payload to the parent (P_CREDENTIALS). */
+void	queue_tell_parent(int type);
 
 #endif

@@ -35,6 +35,7 @@
 #include "queue/job.h"
 #include "queue/notice.h"
 #include "queue/qint.h"
+#include "queue/resolve.h"
 #include "queue/sched.h"
 #include "queue/spool.h"
 
@@ -231,6 +232,14 @@ queue_reload(struct rec_reader *rd)
 	ctl_flush(NULL);
 }
 
+/* A notice without payload (the control socket's "credentials"). */
+void
+queue_tell_parent(int type)
+{
+	if (q.parent)
+		ipc_send(q.parent, type, NULL, 0, -1);
+}
+
 static void
 queue_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
     void *arg)
@@ -247,6 +256,18 @@ queue_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 		break;
 	case IMSG_P_CONF:
 		queue_reload(rd);
+		break;
+	case IMSG_P_ACCOUNTS:
+		switch (resolve_accounts_msg(rd->p, rd->len)) {
+		case 1:
+			log_info("event=reload result=ok accounts=%zu",
+			    resolve_accounts_count());
+			break;
+		case -1:
+			log_warnx("event=reload result=error reason=\"malformed "
+			    "accounts\"");
+			break;
+		}
 		break;
 	}
 	if (fd >= 0)

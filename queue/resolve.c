@@ -21,6 +21,7 @@
 
 #include "conf/aliases.h"
 #include "conf/conf.h"
+#include "lib/ipc.h"
 #include "queue/resolve.h"
 #include "lib/util.h"
 
@@ -127,6 +128,158 @@ resolve_vuser(const struct conf *c, const char *local, const char *domain)
 	return NULL;
 }
 
+/* ---- virtual accounts of the credential store ------------------------ */
+
+#define RESOLVE_ACCOUNTS_MAX	100000
+
+static struct {
+	char	**names;	/* sorted */
+	size_t	  n;
+	char	**next;		/* chunks of the set to come */
+	size_t	  nnext;
+} raccts;
+
+static int
+resolve_name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void
+resolve_names_free(char **v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+void
+resolve_accounts_set(char **names, size_t n)
+{
+	resolve_names_free(raccts.names, raccts.n);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), resolve_name_cmp);
+	raccts.names = names;
+	raccts.n = n;
+}
+
+size_t
+resolve_accounts_count(void)
+{
+	return raccts.n;
+}
+
+int
+resolve_accounts_msg(const void *data, size_t len)
+{
+	struct rec_reader rd;
+	struct rec r;
+	uint64_t fl;
+	char *s;
+	int more = 0, k;
+
+	rec_reader_init(&rd, data, len);
+	while ((k = rec_next(&rd, &r)) == 1) {
+		if (r.tag == T_FLAGS && rec_u64(&r, &fl) == 0 &&
+		    (fl & IPC_F_MORE))
+			more = 1;
+		if (r.tag != T_ACCOUNT)
+			continue;
+		s = NULL;
+		if (raccts.nnext >= RESOLVE_ACCOUNTS_MAX ||
+		    (s = rec_str(&r, 320)) == NULL || strchr(s, '@') == NULL) {
+			free(s);
+			k = -1;
+			break;
+		}
+		raccts.next = xreallocarray(raccts.next, raccts.nnext + 1,
+		    sizeof(*raccts.next));
+		raccts.next[raccts.nnext++] = s;
+	}
+	if (k == -1) {
+		resolve_names_free(raccts.next, raccts.nnext);
+		raccts.next = NULL;
+		raccts.nnext = 0;
+		return -1;
+	}
+	if (more)
+		return 0;
+	resolve_accounts_set(raccts.next, raccts.nnext);
+	raccts.next = NULL;
+	raccts.nnext = 0;
+	return 1;
+}
+
+/*
+ * A virtual account of the store: its Maildir from the pattern, in md.
+ * The names were checked when the store was read (letters, digits,
+ * "._-", no leading dot); a "/" or a leading dot is refused here anyway.
+ */
+static int
+resolve_store_one(const struct conf *c, const char *local,
+    const char *domain, struct buf *md)
+{
+	char addr[600], *key = addr;
+	const char *pat = conf_str(c, K_VIRTUAL_MAILDIR);
+
+	if (raccts.n == 0 || pat == NULL || strchr(local, '/') ||
+	    strchr(domain, '/') || local[0] == '.' || domain[0] == '.')
+		return 0;
+	snprintf(addr, sizeof(addr), "%s@%s", local, domain);
+	if (bsearch(&key, raccts.names, raccts.n, sizeof(*raccts.names),
+	    resolve_name_cmp) == NULL)
+		return 0;
+	for (; *pat; pat++) {
+		if (*pat != '%')
+			buf_putc(md, *pat);
+		else if (pat[1] == 'u' || pat[1] == 'd' || pat[1] == '%') {
+			pat++;
+			if (*pat == 'u')
+				buf_puts(md, local);
+			else if (*pat == 'd')
+				buf_puts(md, domain);
+			else
+				buf_putc(md, '%');
+		} else
+			return 0;	/* the parser refuses it */
+	}
+	return 1;
+}
+
+/* The account, or the base name of a +extension. */
+static int
+resolve_store(const struct conf *c, const char *local, const char *domain,
+    struct buf *md)
+{
+	char base[256];
+
+	if (resolve_store_one(c, local, domain, md))
+		return 1;
+	buf_reset(md);
+	if (resolve_base(local, base, sizeof(base)) &&
+	    resolve_store_one(c, base, domain, md))
+		return 1;
+	buf_reset(md);
+	return 0;
+}
+
+static int
+resolve_store_exists(const struct conf *c, const char *local,
+    const char *domain)
+{
+	struct buf md;
+	int r;
+
+	buf_init(&md);
+	r = resolve_store(c, local, domain, &md);
+	buf_free(&md);
+	return r;
+}
+
+/* ---- existence and expansion ------------------------------------------ */
+
 int
 resolve_exists(const struct conf *c, struct aliases *al, const char *addr)
 {
@@ -153,8 +306,11 @@ resolve_exists(const struct conf *c, struct aliases *al, const char *addr)
 				aliases_free_targets(t, n);
 			return r;
 		}
-		return resolve_account(base) != NULL;
 	}
+	if (resolve_store_exists(c, local, domain))
+		return 1;
+	if (resolve_base(local, base, sizeof(base)))
+		return resolve_account(base) != NULL;
 	return resolve_account(local) != NULL;
 }
 
@@ -431,6 +587,30 @@ expand_targets(struct expand *x, struct alias_target *t, size_t n,
 	}
 }
 
+/* A virtual account of the store: its Maildir, as virtual-user. */
+static int
+expand_store(struct expand *x, const char *local, const char *domain,
+    const char *rcpt)
+{
+	struct passwd *pw;
+	struct buf md;
+
+	buf_init(&md);
+	if (!resolve_store(x->conf, local, domain, &md)) {
+		buf_free(&md);
+		return 0;
+	}
+	if ((pw = getpwnam(resolve_vaccount(x->conf))) == NULL) {
+		snprintf(x->err, x->errlen, "virtual-user \"%s\" does not "
+		    "exist", resolve_vaccount(x->conf));
+		x->temp = 1;
+	} else
+		expand_add(x, TG_MAILDIR, rcpt, pw->pw_name, pw->pw_uid,
+		    pw->pw_gid, md.data, 0);
+	buf_free(&md);
+	return 1;
+}
+
 /* Deliver to the account itself: the name is not (or no longer) an alias. */
 static int
 expand_account(struct expand *x, const char *name, const char *rcpt)
@@ -476,8 +656,11 @@ expand_name(struct expand *x, const char *local, const char *domain,
 		    pw->pw_gid, v->maildir, 0);
 		return 0;
 	}
-	if (expand_seen(x, local))
+	if (expand_seen(x, local)) {
+		if (expand_store(x, local, domain, rcpt))
+			return x->temp ? -1 : 0;
 		return expand_account(x, local, rcpt);
+	}
 	r = aliases_lookup(x->aliases, local, &t, &n);
 	if (r == 0 && resolve_base(local, base, sizeof(base)))
 		r = aliases_lookup(x->aliases, base, &t, &n);
@@ -491,6 +674,8 @@ expand_name(struct expand *x, const char *local, const char *domain,
 		aliases_free_targets(t, n);
 		return 0;
 	}
+	if (expand_store(x, local, domain, rcpt))
+		return x->temp ? -1 : 0;
 	if (resolve_base(local, base, sizeof(base)))
 		return expand_account(x, base, rcpt);
 	return expand_account(x, local, rcpt);

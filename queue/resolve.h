@@ -66,6 +66,17 @@ int	resolve_check(const struct conf *, struct aliases *, const char *orcpt,
 /* Where a command or file named by a file owned by uid runs: the owner, or
    "nobody" for root; 0 or -1 when that account does not exist. */
 int	resolve_runas(uid_t uid, char *name, size_t, uid_t *, gid_t *);
+/*
+ * The virtual accounts of the credential store (names only: the parent
+ * reads the store and sends them, IMSG_P_ACCOUNTS).  Each receives mail
+ * in the Maildir virtual-maildir names, unless a `virtual` statement or
+ * an alias of its name says otherwise.  resolve_accounts_set takes the
+ * array (and its strings); resolve_accounts_msg applies one chunk of the
+ * message: 1 the set is replaced, 0 more chunks to come, -1 malformed.
+ */
+void	resolve_accounts_set(char **names, size_t n);
+int	resolve_accounts_msg(const void *data, size_t len);
+size_t	resolve_accounts_count(void);
 /* Split "local@domain" at the last '@' into lower-cased parts. */
 int	resolve_split(const char *addr, char *local, size_t, char *domain,
 	    size_t);

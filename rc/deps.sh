@@ -13,7 +13,7 @@ set -eu
 # libraries of DESIGN.md "Dependencies", and git for `make banned`.
 BUILD_PKGS="gcc make pkg-config clang libclang-rt-dev libc6-dev git
 libevent-dev libssl-dev libdb5.3-dev db5.3-util libspf2-dev libpsl-dev
-publicsuffix libpwquality-dev libcrypt-dev libseccomp-dev"
+publicsuffix libpwquality-dev libcrypt-dev libseccomp-dev cracklib-runtime"
 
 # Tests: the Python harness and the real peers it talks to.
 TEST_PKGS="python3 python3-pytest python3-aiosmtpd python3-dnslib python3-dkim

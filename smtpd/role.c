@@ -3,8 +3,9 @@
  * The parent forked and exec'd it with descriptors 0-2 and its channel
  * (PROC_PARENT_FD) alone; everything else arrives over that channel before
  * IMSG_P_GO: the configuration text and identity (IMSG_P_INIT), listening
- * and control sockets (IMSG_P_FD), peer channels (IMSG_P_PEER), and for
- * the vault its secrets.  The role then parses the configuration itself,
+ * and control sockets (IMSG_P_FD), peer channels (IMSG_P_PEER), the
+ * credential store's virtual account names (IMSG_P_ACCOUNTS, smtp and
+ * queue), and for the vault its secrets.  The role then parses the configuration itself,
  * drops to the unprivileged user and enters its main loop, which confines
  * itself (lib/confine.c) once its own set-up is done.
  */
@@ -129,7 +130,11 @@ role_receive(struct role_init *ri)
 		if (type == IMSG_P_INIT)
 			role_init_msg(ri, &rd);
 		else if (type == IMSG_P_SECRETS)
-			buf_append(&ri->secrets, b, len);
+			buf_append_wipe(&ri->secrets, b, len);
+		else if (type == IMSG_P_ACCOUNTS &&
+		    resolve_accounts_msg(b, len) == -1)
+			fatalx("event=start result=error reason=\"malformed "
+			    "accounts\"");
 		else if ((type == IMSG_P_FD || type == IMSG_P_PEER) && fd >= 0)
 			role_fd_msg(ri, type, &rd, fd);
 		else if (fd >= 0)

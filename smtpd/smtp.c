@@ -1678,6 +1678,16 @@ smtp_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 		log_info("event=ipc result=ok reason=\"new vault channel\"");
 		return;
 	}
+	if (type == IMSG_P_ACCOUNTS) {
+		int r = resolve_accounts_msg(rd->p, rd->len);
+
+		if (r == 1)
+			log_info("event=reload result=ok accounts=%zu",
+			    resolve_accounts_count());
+		else if (r == -1)
+			log_warnx("event=reload result=error reason=\"malformed "
+			    "accounts\"");
+	}
 	if (type == IMSG_P_PEER && fd >= 0) {
 		smtp_queue_replace(fd);
 		return;

@@ -31,6 +31,7 @@
 #include <event2/event.h>
 #include <seccomp.h>
 
+#include "auth/credstore.h"
 #include "conf/aliases.h"
 #include "conf/conf.h"
 #include "lib/ipc.h"
@@ -80,6 +81,10 @@ static struct {
 	struct child		 smtp, queue, vault;
 	unsigned char		 srskey[SRS_KEY_MAX];
 	size_t			 srskeylen;
+	struct cred		*creds;		/* the credential store */
+	size_t			 ncreds;
+	struct event		*credev;	/* a re-read asked for */
+	time_t			 credlast;
 	pid_t			 oldsmtp;	/* draining after a reload */
 	struct ipc		*oldipc;	/* its channel, kept until it exits */
 	struct worker		*workers;
@@ -168,30 +173,87 @@ parent_srs_key(const struct conf *c)
 	log_info("event=start result=ok reason=\"created SRS key %s\"", log_q(path));
 }
 
-/* mkdir -p path; levels it creates are given to uid/gid. */
+/* The store's virtual accounts, for the parent's own resolve_check(). */
 static void
-parent_mkdirs(const char *path, mode_t mode, uid_t uid, gid_t gid)
+parent_accounts(void)
+{
+	char **names = NULL;
+	size_t i, n = 0;
+
+	for (i = 0; i < p.ncreds; i++)
+		if (credstore_is_virtual(p.creds[i].name)) {
+			names = xreallocarray(names, n + 1, sizeof(*names));
+			names[n++] = xstrdup(p.creds[i].name);
+		}
+	resolve_accounts_set(names, n);
+}
+
+/*
+ * The credential store, read as root (the hashes go to the vault alone).
+ * A store that cannot be read leaves the accounts as they were.
+ */
+static int
+parent_creds(const struct conf *c)
+{
+	struct cred *v;
+	size_t n;
+	char err[1024];
+
+	if (credstore_read(conf_str(c, K_CREDENTIALS), &v, &n, err,
+	    sizeof(err)) == -1) {
+		log_warnx("event=credentials result=error reason=\"%s\" "
+		    "accounts=%zu action=keep", log_q(err), p.ncreds);
+		return -1;
+	}
+	credstore_free(p.creds, p.ncreds);
+	p.creds = v;
+	p.ncreds = n;
+	parent_accounts();
+	log_info("event=credentials result=ok accounts=%zu virtual=%zu", n,
+	    resolve_accounts_count());
+	return 0;
+}
+
+/* mkdir -p path; levels it creates are given to uid/gid.  0 or -1. */
+static int
+parent_mkdirs_try(const char *path, mode_t mode, uid_t uid, gid_t gid,
+    char *err, size_t errlen)
 {
 	char tmp[4096];
 	size_t i, len = strlen(path);
 
-	if (len >= sizeof(tmp))
-		fatalx("event=start result=error reason=\"path too long: %s\"",
-		    log_q(path));
+	if (len >= sizeof(tmp)) {
+		snprintf(err, errlen, "path too long: %s", path);
+		return -1;
+	}
 	memcpy(tmp, path, len + 1);
 	for (i = 1; i <= len; i++) {
 		if (tmp[i] != '/' && tmp[i] != '\0')
 			continue;
 		tmp[i] = '\0';
 		if (mkdir(tmp, mode) == 0) {
-			if (p.root && chown(tmp, uid, gid) == -1)
-				fatalx("event=start result=error reason=\"chown "
-				    "%s: %s\"", log_q(tmp), strerror(errno));
-		} else if (errno != EEXIST)
-			fatalx("event=start result=error reason=\"mkdir %s: "
-			    "%s\"", log_q(tmp), strerror(errno));
+			if (p.root && chown(tmp, uid, gid) == -1) {
+				snprintf(err, errlen, "chown %s: %s", tmp,
+				    strerror(errno));
+				return -1;
+			}
+		} else if (errno != EEXIST) {
+			snprintf(err, errlen, "mkdir %s: %s", tmp,
+			    strerror(errno));
+			return -1;
+		}
 		tmp[i] = path[i];
 	}
+	return 0;
+}
+
+static void
+parent_mkdirs(const char *path, mode_t mode, uid_t uid, gid_t gid)
+{
+	char err[4400];
+
+	if (parent_mkdirs_try(path, mode, uid, gid, err, sizeof(err)) == -1)
+		fatalx("event=start result=error reason=\"%s\"", log_q(err));
 }
 
 static void
@@ -282,6 +344,35 @@ parent_reach(const struct conf *c)
 }
 
 /* Virtual Maildirs' parent folders, so the virtual user can create them. */
+/*
+ * The fixed part of virtual-maildir (up to the level before the first %),
+ * for the store's virtual accounts: levels it creates belong to the
+ * virtual account.  A delivery worker, as that account, makes the rest
+ * (domain, user, Maildir) inside it: root makes nothing where the
+ * account could have put a symbolic link.
+ */
+static void
+parent_vprefix(const struct conf *c, const struct passwd *pw)
+{
+	const char *pat = conf_str(c, K_VIRTUAL_MAILDIR), *pct;
+	char dir[4096], err[512];
+	size_t n;
+
+	if (resolve_accounts_count() == 0 || pat == NULL ||
+	    (pct = strchr(pat, '%')) == NULL)
+		return;
+	for (n = (size_t)(pct - pat); n > 0 && pat[n] != '/'; n--)
+		;
+	if (n == 0 || n >= sizeof(dir))
+		return;
+	memcpy(dir, pat, n);
+	dir[n] = '\0';
+	if (parent_mkdirs_try(dir, 0755, pw ? pw->pw_uid : getuid(),
+	    pw ? pw->pw_gid : getgid(), err, sizeof(err)) == -1)
+		log_warnx("event=credentials result=warn reason=\"%s\"",
+		    log_q(err));
+}
+
 static void
 parent_vdirs(const struct conf *c)
 {
@@ -289,6 +380,11 @@ parent_vdirs(const struct conf *c)
 	char dir[4096], *slash;
 	size_t i;
 
+	if (pw == NULL && p.root && resolve_accounts_count() > 0)
+		log_warnx("event=credentials result=warn reason=\"virtual-user "
+		    "%s does not exist: virtual accounts get no mail\"",
+		    log_q(resolve_vaccount(c)));
+	parent_vprefix(c, pw);
 	if (c->nvusers == 0)
 		return;
 	if (pw == NULL && p.root)
@@ -791,14 +887,16 @@ worker_lmtp_addr(const struct target *t, char *out, size_t len)
  * write permission where it writes.  Root walks the levels without
  * following a symbolic link at any of them, so an account that owns one
  * of the levels cannot point root elsewhere, and enters only a folder
- * that belongs to the account or to root.  Anything unusual: the worker
- * uses the full path with its own permissions, as without this.  Returns
- * the path to deliver to.
+ * that belongs to the account or to root.  Levels that do not exist yet
+ * (a virtual account's domain and user folders, at its first mail) are
+ * made by the worker, as the account, inside the last level there is.
+ * Anything unusual: the worker uses the full path with its own
+ * permissions, as without this.  Returns the path to deliver to.
  */
 static const char *
 worker_enter_maildir(const struct delivery *dl, char *dir, size_t len)
 {
-	const char *path = dl->t->path, *base;
+	const char *path = dl->t->path, *base, *rest;
 	char *comp, *next;
 	struct stat st;
 	int fd, nfd;
@@ -811,6 +909,7 @@ worker_enter_maildir(const struct delivery *dl, char *dir, size_t len)
 	dir[base - path] = '\0';
 	if ((fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) == -1)
 		return path;
+	rest = base + 1;
 	for (comp = dir + 1; comp && *comp; comp = next) {
 		if ((next = strchr(comp, '/')) != NULL)
 			*next++ = '\0';
@@ -818,6 +917,12 @@ worker_enter_maildir(const struct delivery *dl, char *dir, size_t len)
 			continue;
 		nfd = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW |
 		    O_CLOEXEC);
+		if (nfd == -1 && errno == ENOENT) {
+			/* Not there yet (a virtual account's first mail):
+			 * the worker makes the rest from the last level. */
+			rest = path + (comp - dir);
+			break;
+		}
 		close(fd);
 		if ((fd = nfd) == -1)
 			return path;
@@ -828,7 +933,7 @@ worker_enter_maildir(const struct delivery *dl, char *dir, size_t len)
 		return path;
 	}
 	close(fd);
-	return base + 1;
+	return rest;
 }
 
 static int
@@ -1287,13 +1392,20 @@ parent_pair(struct child *a, struct child *b)
 }
 
 /*
- * What the vault holds: the SRS key, the SRS domain, and each route's
- * auth file with its user and password (read by the parent, as root).
+ * What the vault holds: the SRS key, the SRS domain, each route's auth
+ * file with its user and password, and each account of the credential
+ * store with its hash (all read by the parent, as root).
  */
 static void
 parent_secrets(struct buf *b)
 {
 	size_t i;
+
+	for (i = 0; i < p.ncreds; i++) {
+		rec_put_str(b, T_ACCOUNT, p.creds[i].name);
+		rec_put_str(b, T_HASH, p.creds[i].hash);
+		rec_put_u64(b, T_LOCKED, (uint64_t)p.creds[i].locked);
+	}
 
 	rec_put(b, T_KEY, p.srskey, p.srskeylen);
 	rec_put_str(b, T_DOMAIN, conf_str(p.conf, K_SRS_DOMAIN));
@@ -1308,6 +1420,47 @@ parent_secrets(struct buf *b)
 	}
 }
 
+#define PARENT_CHUNK	(128 * 1024)	/* records per chunked message */
+
+static void
+parent_send_chunk(struct ipc *c, int type, const char *data, size_t len,
+    int more)
+{
+	struct buf b;
+
+	buf_init(&b);
+	buf_append(&b, data, len);
+	if (more)
+		rec_put_u64(&b, T_FLAGS, IPC_F_MORE);
+	ipc_send(c, type, b.data, b.len, -1);
+	explicit_bzero(b.data, b.cap);
+	buf_free(&b);
+}
+
+/*
+ * A payload of records larger than one datagram goes in chunks cut
+ * between records, each but the last marked IPC_F_MORE; the receiver
+ * applies the whole once the last is in.
+ */
+static void
+parent_send_chunked(struct ipc *c, int type, const struct buf *all)
+{
+	struct rec_reader rd;
+	struct rec r;
+	size_t start = 0, prev = 0;
+
+	rec_reader_init(&rd, all->data, all->len);
+	while (rec_next(&rd, &r) == 1) {
+		if (rd.off - start > PARENT_CHUNK && prev > start) {
+			parent_send_chunk(c, type, all->data + start,
+			    prev - start, 1);
+			start = prev;
+		}
+		prev = rd.off;
+	}
+	parent_send_chunk(c, type, all->data + start, all->len - start, 0);
+}
+
 static void
 parent_send_secrets(struct child *ch)
 {
@@ -1315,8 +1468,26 @@ parent_send_secrets(struct child *ch)
 
 	buf_init(&b);
 	parent_secrets(&b);
-	ipc_send(ch->ipc, IMSG_P_SECRETS, b.data, b.len, -1);
-	explicit_bzero(b.data, b.cap);
+	parent_send_chunked(ch->ipc, IMSG_P_SECRETS, &b);
+	if (b.cap)
+		explicit_bzero(b.data, b.cap);
+	buf_free(&b);
+}
+
+/* The store's virtual accounts, names only, for RCPT and delivery. */
+static void
+parent_send_accounts(struct child *ch)
+{
+	struct buf b;
+	size_t i;
+
+	if (ch->ipc == NULL)
+		return;
+	buf_init(&b);
+	for (i = 0; i < p.ncreds; i++)
+		if (credstore_is_virtual(p.creds[i].name))
+			rec_put_str(&b, T_ACCOUNT, p.creds[i].name);
+	parent_send_chunked(ch->ipc, IMSG_P_ACCOUNTS, &b);
 	buf_free(&b);
 }
 
@@ -1331,10 +1502,12 @@ parent_send_role(struct child *ch)
 		parent_pair(ch, &p.smtp);
 	} else if (ch == &p.queue) {
 		parent_send_init(ch, 1);
+		parent_send_accounts(ch);
 		parent_send_fd(ch, IMSG_P_FD, FD_CONTROL, 0, p.ctlfd, 0);
 		parent_pair(ch, &p.smtp);
 	} else {
 		parent_send_init(ch, 1);
+		parent_send_accounts(ch);
 		for (i = 0; i < p.nls; i++)
 			parent_send_fd(ch, IMSG_P_FD, FD_LISTENER,
 			    p.ls[i].listener, p.ls[i].fd, 0);
@@ -1386,6 +1559,38 @@ parent_seccomp_log(struct child *ch)
 	free(name);
 }
 
+/* The store changed (ternctl user): the accounts go to the vault anew. */
+static void
+parent_creds_reload(evutil_socket_t fd, short ev, void *arg)
+{
+	p.credlast = time(NULL);
+	if (p.stopping || parent_creds(p.conf) == -1)
+		return;
+	parent_vprefix(p.conf, getpwnam(resolve_vaccount(p.conf)));
+	if (p.vault.ipc)
+		parent_send_secrets(&p.vault);
+	parent_send_accounts(&p.smtp);
+	parent_send_accounts(&p.queue);
+}
+
+/*
+ * The queue passes on ternctl's notice.  It carries nothing, and one
+ * re-read a second at most answers any number of them.
+ */
+static void
+parent_creds_notice(void)
+{
+	struct timeval tv = { 0, 0 };
+
+	if (p.credev == NULL)
+		p.credev = evtimer_new(p.base, parent_creds_reload, NULL);
+	if (evtimer_pending(p.credev, NULL))
+		return;
+	if (time(NULL) - p.credlast < 1)
+		tv.tv_sec = 1;
+	evtimer_add(p.credev, &tv);
+}
+
 static void
 parent_child_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
     void *arg)
@@ -1394,6 +1599,12 @@ parent_child_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 
 	if (ch == &p.queue && type == IMSG_P_DELIVER) {
 		parent_deliver(rd, fd);
+		return;
+	}
+	if (ch == &p.queue && type == IMSG_P_CREDENTIALS) {
+		if (fd >= 0)
+			close(fd);
+		parent_creds_notice();
 		return;
 	}
 	if (type == IMSG_P_SECCOMP) {
@@ -1628,6 +1839,7 @@ parent_sighup(evutil_socket_t sig, short ev, void *arg)
 	p.conf = c;
 	buf_free(&p.text);
 	p.text = text;
+	(void)parent_creds(c);
 	parent_vdirs(c);
 	if (p.smtp.pid) {
 		if (p.oldsmtp)
@@ -1648,6 +1860,7 @@ parent_sighup(evutil_socket_t sig, short ev, void *arg)
 		rec_put(&b, T_CONF, p.text.data, p.text.len);
 		ipc_send(p.queue.ipc, IMSG_P_CONF, b.data, b.len, -1);
 		buf_free(&b);
+		parent_send_accounts(&p.queue);
 	}
 	log_info("event=reload result=ok listeners=%zu", p.nls);
 }
@@ -1816,6 +2029,7 @@ main(int argc, char *argv[])
 	parent_user(p.conf);
 	parent_spool(p.conf);
 	parent_reach(p.conf);
+	(void)parent_creds(p.conf);
 	parent_vdirs(p.conf);
 	parent_srs_key(p.conf);
 	if (parent_listeners(p.conf, NULL, &p.ls, &p.nls, err, sizeof(err)) == -1)

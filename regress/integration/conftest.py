@@ -56,6 +56,8 @@ class Daemon:
             f'control-socket "{self.base}/control.sock"',
             f'submit-socket "{self.base}/submit.sock"',
             f'srs-secret "{self.base}/srs.key"',
+            f'credentials "{self.base}/credentials.db"',
+            f'virtual-maildir "{self.base}/vmail/%d/%u/Maildir"',
             f'aliases "{self.aliases}"',
             'local-domain "example.test"',
             'local-domain "localhost"',
@@ -139,9 +141,10 @@ class Daemon:
         except FileNotFoundError:
             return ""
 
-    def ctl(self, *args, check=False):
+    def ctl(self, *args, check=False, input=None):
         r = subprocess.run([str(TERNCTL), "-f", str(self.conf), *args],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30,
+                           input=input)
         if check and r.returncode != 0:
             raise AssertionError(f"ternctl {args} failed: {r.stderr}")
         return r

@@ -13,6 +13,7 @@
 
 #include "conf/aliases.h"
 #include "conf/conf.h"
+#include "lib/ipc.h"
 #include "queue/mda.h"
 #include "queue/resolve.h"
 #include "regress/unit/unit.h"
@@ -203,9 +204,125 @@ test_resolve_forward(void)
 	conf_free(c);
 }
 
+static int
+accounts_msg(const char *const *names, size_t n, int more)
+{
+	struct buf b;
+	size_t i;
+	int r;
+
+	buf_init(&b);
+	for (i = 0; i < n; i++)
+		rec_put_str(&b, T_ACCOUNT, names[i]);
+	if (more)
+		rec_put_u64(&b, T_FLAGS, IPC_F_MORE);
+	r = resolve_accounts_msg(b.data, b.len);
+	buf_free(&b);
+	return r;
+}
+
+/* One target expected: its kind and path. */
+static int
+expands_to(const struct conf *c, struct aliases *a, const char *addr,
+    enum target_kind kind, const char *path)
+{
+	struct target *t;
+	size_t n;
+	char err[512];
+	int ok;
+
+	if (resolve_expand(c, a, addr, &t, &n, err, sizeof(err)) == -1)
+		return 0;
+	ok = n == 1 && t[0].kind == kind && strcmp(t[0].path, path) == 0;
+	resolve_free(t, n);
+	return ok;
+}
+
+/* Virtual accounts of the credential store get the pattern's Maildir. */
+static void
+test_resolve_store(void)
+{
+	static const char *const first[] = { "anna@example.org" };
+	static const char *const rest[] = { "sam@example.org",
+	    "bob@example.net" };
+	static const char *const bad[] = { "tern" };
+	static const char nouser[] = "listen mx 127.0.0.1 port 25\n"
+	    "virtual-maildir /v/%d/Maildir\n";
+	static const char badpct[] = "listen mx 127.0.0.1 port 25\n"
+	    "virtual-maildir /v/%u/%s\n";
+	char dir[] = "/tmp/tern-rstore-XXXXXX", src[256], conftext[1024];
+	char err[512], md[300];
+	struct passwd *me = getpwuid(getuid());
+	struct aliases *a;
+	struct conf *c;
+
+	if (me == NULL || mkdtemp(dir) == NULL) {
+		CHECK(!"setup");
+		return;
+	}
+	snprintf(src, sizeof(src), "%s/aliases", dir);
+	CHECK(put_file(src, "sam: far@remote.example\n", 0644) == 0);
+	CHECK(aliases_compile(src, err, sizeof(err), NULL) == 0);
+	a = aliases_open(src);
+	snprintf(conftext, sizeof(conftext), "listen mx 127.0.0.1 port 25\n"
+	    "local-domain example.org\nlocal-domain example.net\n"
+	    "aliases \"%s\"\nvirtual-user \"%s\"\n"
+	    "virtual-maildir \"/srv/v/%%d/%%u/%%%%/Maildir\"\n", src,
+	    me->pw_name);
+	c = conf_parse("t.conf", conftext, strlen(conftext), "/", err,
+	    sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL) {
+		fprintf(stderr, "resolve: %s\n", err);
+		return;
+	}
+	/* Before the set: nobody. */
+	CHECK(resolve_exists(c, a, "anna@example.org") == 0);
+	/* A set in two chunks applies when the last is in. */
+	CHECK(accounts_msg(first, 1, 1) == 0);
+	CHECK(resolve_accounts_count() == 0);
+	CHECK(accounts_msg(rest, 2, 0) == 1);
+	CHECK(resolve_accounts_count() == 3);
+	CHECK(accounts_msg(bad, 1, 0) == -1);		/* virtual names only */
+	CHECK(resolve_accounts_count() == 3);
+
+	snprintf(md, sizeof(md), "/srv/v/example.org/anna/%%/Maildir");
+	CHECK(resolve_exists(c, a, "anna@example.org") == 1);
+	CHECK(resolve_exists(c, a, "Anna+list@Example.ORG") == 1);
+	CHECK(resolve_exists(c, a, "bob@example.net") == 1);
+	CHECK(resolve_exists(c, a, "bob@example.org") == 0);
+	CHECK(resolve_exists(c, a, "zed@example.org") == 0);
+	CHECK(expands_to(c, a, "anna@example.org", TG_MAILDIR, md));
+	CHECK(expands_to(c, a, "anna+list@example.org", TG_MAILDIR, md));
+	CHECK(expands_to(c, a, "bob@example.net", TG_MAILDIR,
+	    "/srv/v/example.net/bob/%/Maildir"));
+	/* An alias of the name says otherwise. */
+	CHECK(expands_to(c, a, "sam@example.org", TG_REMOTE,
+	    "far@remote.example"));
+	/* The parent runs that delivery, as virtual-user, and no other. */
+	CHECK(check(c, a, "anna@example.org", "maildir", me->pw_name, md) == 0);
+	CHECK(check(c, a, "anna@example.org", "maildir", me->pw_name,
+	    "/srv/v/example.org/bob/%/Maildir") == 1);
+	/* Gone from the set: gone. */
+	CHECK(accounts_msg(rest, 2, 0) == 1);
+	CHECK(resolve_exists(c, a, "anna@example.org") == 0);
+	resolve_accounts_set(NULL, 0);
+	conf_free(c);
+	aliases_close(a);
+
+	/* The pattern names each account's own Maildir. */
+	CHECK(conf_parse("t.conf", nouser, strlen(nouser), "/", err,
+	    sizeof(err)) == NULL && strstr(err, "%u") != NULL);
+	CHECK(conf_parse("t.conf", badpct, strlen(badpct), "/", err,
+	    sizeof(err)) == NULL);
+	snprintf(err, sizeof(err), "rm -rf '%s'", dir);
+	CHECK(system(err) == 0);
+}
+
 void
 test_resolve(void)
 {
 	test_resolve_check();
 	test_resolve_forward();
+	test_resolve_store();
 }

@@ -54,6 +54,13 @@ test_util(void)
 		buf_putc(&b, 'x');
 	CHECK(b.len == 1002);
 	buf_free(&b);
+	/* The wiping append grows the same way. */
+	buf_init(&b);
+	for (int i = 0; i < 1000; i++)
+		buf_append_wipe(&b, "ab", 2);
+	CHECK(b.len == 2000 && b.cap > 2000 && b.data[2000] == '\0');
+	CHECK(memcmp(b.data + 1998, "ab", 2) == 0 && b.data[0] == 'a');
+	buf_free(&b);
 
 	CHECK(size_add(SIZE_MAX, 1, &r) == -1);
 	CHECK(size_add(1, 2, &r) == 0 && r == 3);

@@ -1,0 +1,311 @@
+/*
+ * authcheck: password checks and their throttle, for the vault (see
+ * authcheck.h).  Pure but for the hash itself: no I/O, the time comes
+ * from the caller.  The tables are scanned linearly: a few thousand
+ * comparisons cost microseconds beside the ~25 ms of the hash, and no
+ * chosen key can make one lookup slower than another.
+ */
+#include <sys/random.h>
+
+#include <arpa/inet.h>
+#include <crypt.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/authcheck.h"
+#include "auth/vault.h"
+#include "lib/util.h"
+
+struct tslot {
+	char		 key[CRED_NAME_MAX + 1];
+	uint64_t	 h;
+	unsigned	 failures;
+	time_t		 last;		/* the last failure counted */
+	uint64_t	 used;		/* for LRU eviction */
+};
+
+struct ttable {
+	struct tslot	*s;
+	size_t		 n, cap;
+	uint64_t	 tick;
+};
+
+struct authcheck {
+	struct cred	*acct;		/* sorted by name */
+	size_t		 nacct;
+	char		 dummy[CRYPT_GENSALT_OUTPUT_SIZE];
+	struct ttable	 clients, accounts;
+};
+
+/* ---- the throttle tables -------------------------------------------------- */
+
+static uint64_t
+tt_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return h;
+}
+
+static struct tslot *
+tt_find(struct ttable *t, const char *key)
+{
+	uint64_t h = tt_hash(key);
+	size_t i;
+
+	for (i = 0; i < t->n; i++)
+		if (t->s[i].h == h && strcmp(t->s[i].key, key) == 0)
+			return &t->s[i];
+	return NULL;
+}
+
+static int
+tt_expired(const struct tslot *s, time_t now)
+{
+	return now - s->last >= AUTHCHECK_WINDOW || now < s->last - 60;
+}
+
+static unsigned
+tt_count(struct ttable *t, const char *key, time_t now)
+{
+	struct tslot *s = tt_find(t, key);
+
+	return s == NULL || tt_expired(s, now) ? 0 : s->failures;
+}
+
+/* A slot for a new key: a free one, else the stalest (expired first). */
+static struct tslot *
+tt_take(struct ttable *t, time_t now)
+{
+	size_t i, best = 0;
+	uint64_t score, min = UINT64_MAX;
+
+	if (t->n < t->cap) {
+		if (t->s == NULL)
+			t->s = xreallocarray(NULL, t->cap, sizeof(*t->s));
+		return &t->s[t->n++];
+	}
+	for (i = 0; i < t->n; i++) {
+		score = tt_expired(&t->s[i], now) ? 0 : t->s[i].used;
+		if (score < min) {
+			min = score;
+			best = i;
+		}
+	}
+	return &t->s[best];
+}
+
+static unsigned
+tt_bump(struct ttable *t, const char *key, time_t now)
+{
+	struct tslot *s = tt_find(t, key);
+
+	if (s == NULL) {
+		s = tt_take(t, now);
+		memset(s, 0, sizeof(*s));
+		str_copy(s->key, key, sizeof(s->key));
+		s->h = tt_hash(s->key);
+	} else if (tt_expired(s, now))
+		s->failures = 0;
+	if (s->failures < UINT32_MAX)
+		s->failures++;
+	s->last = now;
+	s->used = ++t->tick;
+	return s->failures;
+}
+
+static void
+tt_clear(struct ttable *t, const char *key)
+{
+	struct tslot *s = tt_find(t, key);
+
+	if (s == NULL)
+		return;
+	*s = t->s[--t->n];
+	memset(&t->s[t->n], 0, sizeof(t->s[t->n]));
+}
+
+/* ---- clients ---------------------------------------------------------------- */
+
+void
+authcheck_client_key(const char *client, char *out, size_t outlen)
+{
+	char tmp[AUTHCHECK_CLIENT_MAX + 1], *p = tmp;
+	unsigned char a[16];
+	size_t n;
+
+	str_copy(tmp, client, sizeof(tmp));
+	if (*p == '[')
+		p++;
+	if ((n = strlen(p)) > 0 && p[n - 1] == ']')
+		p[n - 1] = '\0';
+	if (strncmp(p, "IPv6:", 5) == 0)
+		p += 5;
+	if (inet_pton(AF_INET6, p, a) == 1) {
+		static const unsigned char mapped[12] = { [10] = 0xff,
+		    [11] = 0xff };
+
+		if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+			inet_ntop(AF_INET, a + 12, tmp, sizeof(tmp));
+			str_copy(out, tmp, outlen);
+			return;
+		}
+		/* One host is given a /64 at least: it is counted as one. */
+		memset(a + 8, 0, 8);
+		inet_ntop(AF_INET6, a, tmp, sizeof(tmp) - 3);
+		n = strlen(tmp);
+		memcpy(tmp + n, "/64", 4);
+		p = tmp;
+	}
+	str_copy(out, p, outlen);
+}
+
+/* ---- accounts --------------------------------------------------------------- */
+
+static int
+ac_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct cred *)a)->name,
+	    ((const struct cred *)b)->name);
+}
+
+static const struct cred *
+ac_find(const struct authcheck *ac, const char *name)
+{
+	struct cred key;
+
+	if (ac->nacct == 0)
+		return NULL;
+	str_copy(key.name, name, sizeof(key.name));
+	return bsearch(&key, ac->acct, ac->nacct, sizeof(*ac->acct), ac_cmp);
+}
+
+struct authcheck *
+authcheck_new(void)
+{
+	struct authcheck *ac = xcalloc(1, sizeof(*ac));
+	unsigned char rnd[16] = { 0 };
+
+	(void)!getrandom(rnd, sizeof(rnd), 0);	/* a dummy needs no secret */
+	if (crypt_gensalt_rn("$y$", CRED_COST, (const char *)rnd, sizeof(rnd),
+	    ac->dummy, sizeof(ac->dummy)) == NULL)
+		str_copy(ac->dummy, "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$",
+		    sizeof(ac->dummy));
+	ac->clients.cap = AUTHCHECK_CLIENTS;
+	ac->accounts.cap = AUTHCHECK_ACCOUNTS;
+	return ac;
+}
+
+void
+authcheck_free(struct authcheck *ac)
+{
+	if (ac == NULL)
+		return;
+	credstore_free(ac->acct, ac->nacct);
+	free(ac->clients.s);
+	free(ac->accounts.s);
+	free(ac);
+}
+
+void
+authcheck_set_accounts(struct authcheck *ac, struct cred *v, size_t n)
+{
+	credstore_free(ac->acct, ac->nacct);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), ac_cmp);
+	ac->acct = v;
+	ac->nacct = n;
+}
+
+size_t
+authcheck_count(const struct authcheck *ac)
+{
+	return ac->nacct;
+}
+
+unsigned
+authcheck_failures(struct authcheck *ac, const char *client,
+    const char *account, time_t now)
+{
+	char ck[AUTHCHECK_CLIENT_MAX + 1];
+	unsigned fc = 0, fa = 0;
+
+	if (client) {
+		authcheck_client_key(client, ck, sizeof(ck));
+		fc = tt_count(&ac->clients, ck, now);
+	}
+	if (account)
+		fa = tt_count(&ac->accounts, account, now);
+	return fc > fa ? fc : fa;
+}
+
+void
+authcheck_fail(struct authcheck *ac, const char *client, const char *account,
+    time_t now)
+{
+	char ck[AUTHCHECK_CLIENT_MAX + 1];
+
+	authcheck_client_key(client, ck, sizeof(ck));
+	(void)tt_bump(&ac->clients, ck, now);
+	if (account)
+		(void)tt_bump(&ac->accounts, account, now);
+}
+
+/* ---- the check -------------------------------------------------------------- */
+
+static unsigned
+ac_delay(unsigned failures)
+{
+	if (failures == 0)
+		return 0;
+	if (failures > 5)
+		return AUTHCHECK_DELAY_MAX;
+	return 1u << (failures - 1);
+}
+
+void
+authcheck_run(struct authcheck *ac, const char *user, const char *pass,
+    const char *client, time_t now, struct authcheck_result *out)
+{
+	char canon[CRED_NAME_MAX + 1], ck[AUTHCHECK_CLIENT_MAX + 1];
+	const struct cred *a = NULL;
+	const char *why, *setting;
+	unsigned fc, fa, f;
+	int match;
+
+	memset(out, 0, sizeof(*out));
+	authcheck_client_key(client, ck, sizeof(ck));
+	if (credstore_name(user, canon, sizeof(canon), &why) == 0)
+		a = ac_find(ac, canon);
+	fc = tt_count(&ac->clients, ck, now);
+	fa = a ? tt_count(&ac->accounts, a->name, now) : 0;
+	f = fc > fa ? fc : fa;
+	out->failures = f;
+	if (f >= AUTHCHECK_LIMIT) {
+		out->status = VAULT_TEMP;
+		str_copy(out->text, "too many failures, try later",
+		    sizeof(out->text));
+		return;
+	}
+	out->delay = ac_delay(f);
+	/* Every attempt costs one hash: an unknown name the first account's. */
+	setting = a ? a->hash : ac->nacct ? ac->acct[0].hash : ac->dummy;
+	match = credstore_verify(pass, setting);
+	out->hashed = 1;
+	if (a != NULL && match && !a->locked) {
+		out->status = VAULT_OK;
+		str_copy(out->text, a->name, sizeof(out->text));
+		tt_clear(&ac->accounts, a->name);
+		out->failures = fc;
+		return;
+	}
+	out->status = VAULT_INVALID;
+	str_copy(out->text, a == NULL ? "unknown user" : !match ?
+	    "bad password" : "locked", sizeof(out->text));
+	fc = tt_bump(&ac->clients, ck, now);
+	fa = a ? tt_bump(&ac->accounts, a->name, now) : 0;
+	out->failures = fc > fa ? fc : fa;
+}

@@ -1,0 +1,61 @@
+/*
+ * authcheck: the vault's password checks, with no socket and no clock of
+ * its own (the caller gives the time), so that the decision and the
+ * throttle are tested directly.  It holds the accounts the parent sent
+ * (name, hash, locked) and counts failed attempts per client address (an
+ * IPv6 client by its /64) and per account, in two fixed-size tables that
+ * forget the least recently used entry when full.
+ *
+ * One check is one yescrypt computation, known account or not: an unknown
+ * name is hashed against the first account's setting (same cost, result
+ * thrown away).  The answer waits `delay` seconds, which grows with the
+ * failures counted before the attempt (0, 1, 2, 4, 8, 16, 16 ...), and
+ * applies to a right password too, so that a client cannot tell a wrong
+ * guess by the time the answer takes.  After AUTHCHECK_LIMIT failures the
+ * client or account gets VAULT_TEMP without a check, until
+ * AUTHCHECK_WINDOW seconds have passed since its last failure.
+ */
+#ifndef TERN_AUTHCHECK_H
+#define TERN_AUTHCHECK_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include "auth/credstore.h"
+
+#define AUTHCHECK_CLIENTS	4096	/* client entries kept */
+#define AUTHCHECK_ACCOUNTS	4096	/* account entries kept */
+#define AUTHCHECK_LIMIT		10	/* failures, then refused for ... */
+#define AUTHCHECK_WINDOW	(15 * 60)	/* ... this long after the last */
+#define AUTHCHECK_DELAY_MAX	16	/* seconds */
+#define AUTHCHECK_CLIENT_MAX	64	/* a client key: an address, or /64 */
+
+struct authcheck;
+
+struct authcheck_result {
+	int		 status;	/* VAULT_OK, VAULT_INVALID, VAULT_TEMP */
+	char		 text[CRED_NAME_MAX + 1];	/* OK: canonical name;
+							   else the reason */
+	unsigned	 failures;	/* counted after this attempt (the
+					   client's or the account's, larger) */
+	unsigned	 delay;		/* seconds to hold the answer back */
+	int		 hashed;	/* a hash was computed */
+};
+
+struct authcheck *authcheck_new(void);
+void	authcheck_free(struct authcheck *);
+/* Replace the accounts; takes v (malloc'd), wipes what it replaces. */
+void	authcheck_set_accounts(struct authcheck *, struct cred *v, size_t n);
+size_t	authcheck_count(const struct authcheck *);
+void	authcheck_run(struct authcheck *, const char *user, const char *pass,
+	    const char *client, time_t now, struct authcheck_result *);
+/* Count one failure for a client and (if not NULL) an account. */
+void	authcheck_fail(struct authcheck *, const char *client,
+	    const char *account, time_t now);
+/* The failures counted now for a client and for an account (0 if none). */
+unsigned authcheck_failures(struct authcheck *, const char *client,
+	    const char *account, time_t now);
+/* The throttle's key for a client: the address, an IPv6 one as its /64. */
+void	authcheck_client_key(const char *client, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,217 @@
+/*
+ * test_authcheck: the vault's password check with the time given: right,
+ * wrong, unknown (one hash all the same, about as long) and locked
+ * accounts; the delays growing with failures (before a right answer too),
+ * the refusal after the limit and its end after the window; counting per
+ * client (IPv6 by /64) and per account; the tables' bound and LRU order.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth/authcheck.h"
+#include "auth/vault.h"
+#include "lib/util.h"
+#include "regress/unit/unit.h"
+
+void test_authcheck(void);
+
+#define T0	((time_t)1700000000)
+#define PW_ANNA	"Anna-test-Pw-7Rq2"
+#define PW_BOB	"Bob-test-Pw-3Kx9"
+
+static struct authcheck *
+make(void)
+{
+	struct authcheck *ac = authcheck_new();
+	struct cred *v = xcalloc(2, sizeof(*v));
+
+	/* Given out of order: the module sorts. */
+	str_copy(v[0].name, "bob", sizeof(v[0].name));
+	v[0].locked = 1;
+	CHECK(credstore_hash(PW_BOB, v[0].hash, sizeof(v[0].hash)) == 0);
+	str_copy(v[1].name, "anna@example.org", sizeof(v[1].name));
+	CHECK(credstore_hash(PW_ANNA, v[1].hash, sizeof(v[1].hash)) == 0);
+	authcheck_set_accounts(ac, v, 2);
+	CHECK(authcheck_count(ac) == 2);
+	return ac;
+}
+
+static double
+timed(struct authcheck *ac, const char *user, const char *pass,
+    const char *client, struct authcheck_result *r)
+{
+	struct timespec a, b;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	authcheck_run(ac, user, pass, client, T0, r);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	return (double)(b.tv_sec - a.tv_sec) * 1e3 +
+	    (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+}
+
+static void
+test_authcheck_outcomes(void)
+{
+	struct authcheck *ac = make();
+	struct authcheck_result r;
+	double known = 0, unknown = 0;
+	int i;
+
+	authcheck_run(ac, "Anna@Example.ORG", PW_ANNA, "192.0.2.1", T0, &r);
+	CHECK(r.status == VAULT_OK && r.hashed && r.delay == 0);
+	CHECK(strcmp(r.text, "anna@example.org") == 0);	/* canonical */
+	CHECK(r.failures == 0);
+	authcheck_run(ac, "bob", PW_BOB, "192.0.2.2", T0, &r);
+	CHECK(r.status == VAULT_INVALID && strcmp(r.text, "locked") == 0);
+	CHECK(r.failures == 1);
+	authcheck_run(ac, "bob", PW_ANNA, "192.0.2.3", T0, &r);
+	CHECK(r.status == VAULT_INVALID && strcmp(r.text, "bad password") == 0);
+	authcheck_run(ac, "carl@example.org", PW_ANNA, "192.0.2.4", T0, &r);
+	CHECK(r.status == VAULT_INVALID && strcmp(r.text, "unknown user") == 0);
+	CHECK(r.hashed);
+	authcheck_run(ac, "not a name", PW_ANNA, "192.0.2.5", T0, &r);
+	CHECK(r.status == VAULT_INVALID && r.hashed);
+	authcheck_run(ac, "anna@example.org", "", "192.0.2.6", T0, &r);
+	CHECK(r.status == VAULT_INVALID && strcmp(r.text, "bad password") == 0);
+	/* An unknown name costs a hash like a known one (not a shortcut). */
+	for (i = 0; i < 3; i++) {
+		known += timed(ac, "anna@example.org", "wrong-1", "198.51.100.1",
+		    &r);
+		unknown += timed(ac, "zed@example.org", "wrong-1",
+		    "198.51.100.2", &r);
+	}
+	printf("authcheck: known account %.1f ms, unknown %.1f ms a check\n",
+	    known / 3, unknown / 3);
+	CHECK(unknown > known * 0.4 && known > unknown * 0.4);
+	/* With no accounts at all, a check still hashes (the dummy). */
+	authcheck_set_accounts(ac, NULL, 0);
+	CHECK(timed(ac, "anna@example.org", PW_ANNA, "198.51.100.3", &r) >
+	    known / 3 * 0.4);
+	CHECK(r.status == VAULT_INVALID && r.hashed);
+	authcheck_free(ac);
+}
+
+static void
+test_authcheck_delays(void)
+{
+	static const unsigned want[] = { 0, 1, 2, 4, 8, 16, 16, 16, 16, 16 };
+	struct authcheck *ac = make();
+	struct authcheck_result r;
+	unsigned i;
+
+	for (i = 0; i < AUTHCHECK_LIMIT; i++) {
+		authcheck_run(ac, "anna@example.org", "wrong", "203.0.113.9",
+		    T0 + i, &r);
+		CHECK(r.status == VAULT_INVALID && r.delay == want[i]);
+		CHECK(r.failures == i + 1);
+	}
+	/* The limit: refused at once, the password not even checked. */
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "203.0.113.9", T0 + 20,
+	    &r);
+	CHECK(r.status == VAULT_TEMP && !r.hashed && r.delay == 0);
+	CHECK(strstr(r.text, "too many failures") != NULL);
+	/* The account is blocked from everywhere, the client for everyone. */
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "192.0.2.77", T0 + 20,
+	    &r);
+	CHECK(r.status == VAULT_TEMP);
+	authcheck_run(ac, "bob", PW_BOB, "203.0.113.9", T0 + 20, &r);
+	CHECK(r.status == VAULT_TEMP);
+	/* Refusals do not prolong it: the window runs from the last failure. */
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "203.0.113.9",
+	    T0 + 9 + AUTHCHECK_WINDOW - 1, &r);
+	CHECK(r.status == VAULT_TEMP);
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "203.0.113.9",
+	    T0 + 9 + AUTHCHECK_WINDOW, &r);
+	CHECK(r.status == VAULT_OK && r.delay == 0 && r.failures == 0);
+	authcheck_free(ac);
+}
+
+static void
+test_authcheck_counting(void)
+{
+	struct authcheck *ac = make();
+	struct authcheck_result r;
+	char key[80];
+
+	/* The right password waits like a wrong one, then clears the
+	 * account's count but not the client's. */
+	authcheck_run(ac, "anna@example.org", "x1", "192.0.2.10", T0, &r);
+	authcheck_run(ac, "anna@example.org", "x2", "192.0.2.10", T0, &r);
+	CHECK(r.failures == 2);
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "192.0.2.10", T0, &r);
+	CHECK(r.status == VAULT_OK && r.delay == 2 && r.failures == 2);
+	CHECK(authcheck_failures(ac, NULL, "anna@example.org", T0) == 0);
+	CHECK(authcheck_failures(ac, "192.0.2.10", NULL, T0) == 2);
+	/* Per account, across clients. */
+	authcheck_run(ac, "anna@example.org", "y", "192.0.2.11", T0, &r);
+	authcheck_run(ac, "anna@example.org", "y", "192.0.2.12", T0, &r);
+	authcheck_run(ac, "anna@example.org", "y", "192.0.2.13", T0, &r);
+	CHECK(r.failures == 3);
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "192.0.2.14", T0, &r);
+	CHECK(r.status == VAULT_OK && r.delay == 4);
+	/* Unknown names are counted for the client only. */
+	authcheck_run(ac, "nobody@example.org", "z", "192.0.2.20", T0, &r);
+	CHECK(authcheck_failures(ac, NULL, "nobody@example.org", T0) == 0);
+	CHECK(authcheck_failures(ac, "192.0.2.20", NULL, T0) == 1);
+	/* IPv6 clients are counted by /64; mapped IPv4 as IPv4. */
+	authcheck_client_key("2001:db8:1:2::1", key, sizeof(key));
+	CHECK(strcmp(key, "2001:db8:1:2::/64") == 0);
+	authcheck_client_key("[IPv6:2001:db8:1:2:aa:bb:cc:dd]", key,
+	    sizeof(key));
+	CHECK(strcmp(key, "2001:db8:1:2::/64") == 0);
+	authcheck_client_key("::ffff:192.0.2.20", key, sizeof(key));
+	CHECK(strcmp(key, "192.0.2.20") == 0);
+	authcheck_client_key("198.51.100.7", key, sizeof(key));
+	CHECK(strcmp(key, "198.51.100.7") == 0);
+	authcheck_fail(ac, "2001:db8:1:2::1", NULL, T0);
+	authcheck_fail(ac, "2001:db8:1:2:ffff::9", NULL, T0);
+	CHECK(authcheck_failures(ac, "2001:db8:1:2::77", NULL, T0) == 2);
+	CHECK(authcheck_failures(ac, "2001:db8:1:3::1", NULL, T0) == 0);
+	CHECK(authcheck_failures(ac, "::ffff:192.0.2.20", NULL, T0) == 1);
+	/* Forgotten after the window; a clock gone back forgets too. */
+	CHECK(authcheck_failures(ac, "192.0.2.10", NULL,
+	    T0 + AUTHCHECK_WINDOW) == 0);
+	CHECK(authcheck_failures(ac, "192.0.2.10", NULL, T0 - 3600) == 0);
+	authcheck_free(ac);
+}
+
+static void
+test_authcheck_bounded(void)
+{
+	struct authcheck *ac = authcheck_new();
+	char client[64];
+	int i;
+
+	authcheck_fail(ac, "10.0.0.0", "anna", T0);
+	authcheck_fail(ac, "10.0.0.1", NULL, T0);
+	/* 10.0.0.0 is used again: the least recently used is now .1 */
+	authcheck_fail(ac, "10.0.0.0", NULL, T0 + 1);
+	for (i = 2; i < AUTHCHECK_CLIENTS + 1; i++) {
+		snprintf(client, sizeof(client), "10.0.%d.%d", i / 256, i % 256);
+		authcheck_fail(ac, client, NULL, T0 + 2);
+	}
+	CHECK(authcheck_failures(ac, "10.0.0.0", NULL, T0 + 2) == 2);
+	CHECK(authcheck_failures(ac, "10.0.0.1", NULL, T0 + 2) == 0);
+	CHECK(authcheck_failures(ac, "10.0.16.0", NULL, T0 + 2) == 1);
+	/* A flood of clients does not push an account out. */
+	CHECK(authcheck_failures(ac, NULL, "anna", T0 + 2) == 1);
+	/* Once full, an expired entry goes before the least recently used. */
+	authcheck_fail(ac, "10.0.0.0", NULL, T0 - 100);	/* used late, old */
+	authcheck_fail(ac, "10.1.0.0", NULL, T0 + AUTHCHECK_WINDOW - 50);
+	CHECK(authcheck_failures(ac, "10.0.0.2", NULL, T0 + 2) == 1);
+	CHECK(authcheck_failures(ac, "10.0.0.0", NULL, T0 - 100) == 0);
+	CHECK(authcheck_failures(ac, "10.1.0.0", NULL,
+	    T0 + AUTHCHECK_WINDOW - 50) == 1);
+	authcheck_free(ac);
+}
+
+void
+test_authcheck(void)
+{
+	test_authcheck_outcomes();
+	test_authcheck_delays();
+	test_authcheck_counting();
+	test_authcheck_bounded();
+}
