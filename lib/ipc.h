@@ -38,6 +38,7 @@ enum ipc_type {
 	IMSG_V_SRS_FORWARD,	/* smtp -> vault: rewrite a forwarded sender */
 	IMSG_V_ROUTE_AUTH,	/* smtp -> vault: one route's credentials */
 	IMSG_V_REPLY,		/* vault -> smtp: the answer (T_JOB names it) */
+	IMSG_P_TLS,		/* parent -> new smtp: certificate chain, key */
 	IMSG__MAX
 };
 
@@ -49,10 +50,11 @@ enum ipc_tag {
 	T_AUTH, T_DOMAIN, T_RELAY, T_TLS, T_DSN,
 	T_FORWARD,	/* an address a ~/.forward sends the message on to */
 	T_SELF,		/* worker -> parent: ~/.forward keeps a copy */
-	T_KEY,		/* parent -> vault: the SRS key */
+	T_KEY,		/* parent -> vault: the SRS key; -> smtp: the TLS key (PEM) */
 	T_PASS,		/* parent -> vault, vault -> smtp: a route password */
 	T_FLAGS,	/* parent -> role: ROLE_F_* */
 	T_INDEX,	/* parent -> role: a listener's index in the config */
+	T_CERT,		/* parent -> smtp: the certificate chain (PEM) */
 };
 
 /* IMSG_P_FD kinds (T_KIND) and IMSG_P_PEER kinds. */

@@ -41,6 +41,7 @@
 #include "queue/resolve.h"
 #include "smtpd/clients.h"
 #include "smtpd/smtp_parse.h"
+#include "smtpd/tls.h"
 #include "auth/srs.h"
 #include "auth/vault.h"
 #include "lib/util.h"
@@ -1780,14 +1781,37 @@ smtp_dns_init(const struct conf *conf)
 	free(sv);
 }
 
+/*
+ * The server's TLS context, from the chain and key the parent sent; then
+ * the PEM text is wiped.  Without it (nothing sent, or it does not load)
+ * the server runs without TLS: STARTTLS is not offered and implicit-TLS
+ * listeners close their connections.
+ */
+static void
+smtp_tls_init(struct buf *pem)
+{
+	char err[512];
+
+	if (pem->data == NULL)
+		log_warnx("event=start result=warn reason=\"no TLS certificate "
+		    "from the parent: no TLS\"");
+	else if (tls_server_init(pem->data, pem->len, err, sizeof(err)) == -1)
+		log_warnx("event=start result=warn reason=\"TLS certificate "
+		    "not loaded: %s; no TLS\"", log_q(err));
+	if (pem->data)
+		explicit_bzero(pem->data, pem->cap);
+	buf_free(pem);
+}
+
 void
 smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
-    int parentfd, int queuefd, int vaultfd)
+    int parentfd, int queuefd, int vaultfd, struct buf *tls)
 {
 	struct event *ev;
 	size_t i;
 
 	smtp.conf = conf;
+	smtp_tls_init(tls);
 	smtp_fd_budget();
 	smtp.base = event_base_new();
 	smtp.aliases = aliases_open(conf_str(conf, K_ALIASES));
