@@ -560,6 +560,13 @@ test_conf_files(void)
 		CHECK(strcmp(conf_str(c, K_SPOOL), "/base/run/spool") == 0);
 		CHECK(strcmp(conf_str(c, K_ALIASES), "/base/run/aliases") == 0);
 		CHECK(c->nlisteners >= 1 && c->listeners[0].port == 2525);
+		/* Submission: STARTTLS on 2587, implicit TLS on 2465. */
+		CHECK(c->nlisteners == 3 && c->listeners[1].port == 2587 &&
+		    c->listeners[1].role == ROLE_MSA &&
+		    conf_tls_mode(c, &c->listeners[1]) == TLS_MODE_STARTTLS);
+		CHECK(c->nlisteners == 3 && c->listeners[2].port == 2465 &&
+		    c->listeners[2].role == ROLE_MSA &&
+		    conf_tls_mode(c, &c->listeners[2]) == TLS_MODE_IMPLICIT);
 		CHECK(conf_is_local_domain(c, "localhost"));
 		CHECK(trusted(c, "127.0.0.1") && trusted(c, "::1"));
 		CHECK(trusted(c, "::ffff:127.0.0.1"));
