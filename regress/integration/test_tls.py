@@ -175,6 +175,16 @@ def test_self_signed_certificate_made_once_and_reused(daemon):
     daemon.start()
     assert (cert.read_bytes(), key.read_bytes()) == before
     assert daemon.logtext().count("created a self-signed TLS") == 1
+    # A new hostname gets a new certificate.
+    daemon.stop()
+    daemon.conf.write_text(daemon.conf.read_text().replace(
+        f'hostname "{HOST}"', 'hostname "mx2.example.test"'))
+    daemon.start()
+    text = subprocess.run(["openssl", "x509", "-noout", "-subject", "-in",
+                           str(cert)], capture_output=True, text=True,
+                          check=True).stdout
+    assert "CN = mx2.example.test" in text, text
+    assert daemon.logtext().count("created a self-signed TLS") == 2
 
 
 def test_self_signed_certificate_is_served_and_pins(daemon):
