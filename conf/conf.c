@@ -120,6 +120,14 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    "/var/mail/vhosts/%d/%u/Maildir", 0, 0, 0,
 	    "Maildir of a virtual account of the credential store; %d is "
 	    "its domain, %u its local part" },
+	[K_TLS] = { "tls", KNOB_STRING, "starttls", 0, 0, 1,
+	    "starttls: offer STARTTLS; implicit: TLS from the first byte "
+	    "(RFC 8314, msa listeners, port 465); none: no TLS" },
+	[K_TLS_CERT] = { "tls-cert", KNOB_PATH, NULL, 0, 0, 0,
+	    "certificate chain (PEM, server certificate first) for our "
+	    "listeners; unset: a self-signed one next to srs-secret" },
+	[K_TLS_KEY] = { "tls-key", KNOB_PATH, NULL, 0, 0, 0,
+	    "private key (PEM) of tls-cert; unset: read from tls-cert" },
 };
 
 /* Per-parse state; nothing survives a call of conf_parse. */
@@ -472,6 +480,15 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	if (id == K_VIRTUAL_MAILDIR && (why = conf_pattern_problem(word)))
 		return conf_error(p, "virtual-maildir: %s, got \"%s\"", why,
 		    word);
+	if (id == K_TLS && strcmp(word, "starttls") == 0)
+		out->n = TLS_MODE_STARTTLS;
+	else if (id == K_TLS && strcmp(word, "implicit") == 0)
+		out->n = TLS_MODE_IMPLICIT;
+	else if (id == K_TLS && strcmp(word, "none") == 0)
+		out->n = TLS_MODE_NONE;
+	else if (id == K_TLS)
+		return conf_error(p, "tls: expected starttls, implicit or "
+		    "none, got \"%s\"", word);
 	if (id == K_LMTP && strncmp(word, "unix:/", 6) != 0 &&
 	    strchr(word, ':') == NULL)
 		return conf_error(p, "lmtp: expected unix:/path or host:port, "
@@ -567,7 +584,11 @@ conf_stmt_knob(struct parser *p, enum knob_id id)
 		    knob_defs[id].name, p->knob_line[id]);
 	if (conf_parse_knob(p, id, p->tok[1], v) == -1)
 		return -1;
+	if (id == K_TLS && v->n == TLS_MODE_IMPLICIT)
+		return conf_error(p, "tls implicit belongs on a listen msa "
+		    "line (RFC 8314 submission, port 465)");
 	v->set = 1;
+	v->line = p->line;
 	p->knob_line[id] = p->line;
 	return 0;
 }
@@ -715,6 +736,7 @@ conf_listen_knobs(struct parser *p, struct listener *l, size_t i)
 		if (conf_parse_knob(p, id, p->tok[i + 1], &l->knobs[id]) == -1)
 			return -1;
 		l->knobs[id].set = 1;
+		l->knobs[id].line = p->line;
 	}
 	return 0;
 }
@@ -782,6 +804,13 @@ conf_stmt_listen(struct parser *p)
 	    || conf_listen_dup(p, &l) == -1) {
 		conf_listener_free(&l);
 		return -1;
+	}
+	/* Implicit TLS is submission's (RFC 8314); MX peers use STARTTLS. */
+	if (l.role == ROLE_MX && l.knobs[K_TLS].set &&
+	    l.knobs[K_TLS].n == TLS_MODE_IMPLICIT) {
+		conf_listener_free(&l);
+		return conf_error(p, "listen: tls implicit is for msa "
+		    "listeners (port 465); mx peers use STARTTLS on port 25");
 	}
 	c->listeners = xreallocarray(c->listeners, c->nlisteners + 1,
 	    sizeof(*c->listeners));
@@ -1062,6 +1091,11 @@ conf_finish(struct parser *p)
 	    c->v[K_LMTP].s == NULL)
 		return conf_error(p, "local-delivery lmtp needs an lmtp "
 		    "setting");
+	if (c->v[K_TLS_KEY].s != NULL && c->v[K_TLS_CERT].s == NULL) {
+		p->line = c->v[K_TLS_KEY].line;
+		return conf_error(p, "tls-key needs tls-cert (the certificate "
+		    "it belongs to)");
+	}
 	return 0;
 }
 
@@ -1240,6 +1274,12 @@ conf_num(const struct conf *c, const struct listener *l, enum knob_id id)
 	if (l != NULL && l->knobs[id].set)
 		return l->knobs[id].n;
 	return c->v[id].n;
+}
+
+int
+conf_tls_mode(const struct conf *c, const struct listener *l)
+{
+	return (int)conf_num(c, l, K_TLS);
 }
 
 int

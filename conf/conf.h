@@ -60,6 +60,11 @@ enum knob_id {
 	K_LMTP,			/* string: "unix:/path" or "host:port" */
 	K_CREDENTIALS,		/* path: the credential store (Berkeley DB) */
 	K_VIRTUAL_MAILDIR,	/* path: store accounts' Maildir, %d %u */
+	K_TLS,			/* string starttls|implicit|none, per listener
+				 * (n holds the TLS_MODE_*) */
+	K_TLS_CERT,		/* path: certificate chain (PEM), read by the
+				 * parent; unset: a self-signed one is made */
+	K_TLS_KEY,		/* path: its private key (default: in tls-cert) */
 	K__COUNT
 };
 
@@ -78,7 +83,14 @@ struct knob_val {
 	char		*s;		/* STRING and PATH */
 	long long	 n;		/* INT, SIZE (bytes), DURATION (ms) */
 	int		 set;		/* set explicitly (for listener overrides) */
+	int		 line;		/* where, for messages; 0: the default */
 };
+
+/* A listener's TLS (knob tls): STARTTLS offered, TLS from the first byte
+ * (RFC 8314, msa only), or none. */
+#define TLS_MODE_STARTTLS	0
+#define TLS_MODE_IMPLICIT	1
+#define TLS_MODE_NONE		2
 
 enum role { ROLE_MX, ROLE_MSA, ROLE_LOCAL };	/* LOCAL: sendmail(1) */
 
@@ -154,6 +166,8 @@ const char	*conf_str(const struct conf *, enum knob_id);
 long long	 conf_num(const struct conf *, const struct listener *,
 		    enum knob_id);
 int		 conf_is_local_domain(const struct conf *, const char *);
+/* A listener's TLS_MODE_* (l may be NULL: the global setting). */
+int		 conf_tls_mode(const struct conf *, const struct listener *);
 int		 conf_is_trusted(const struct conf *, const struct sockaddr *);
 const struct vuser *conf_find_vuser(const struct conf *, const char *);
 /* The route for a destination domain: exact match, then "*", or NULL. */

@@ -53,8 +53,10 @@ static const int confine_base[] = {
 	SCMP_SYS(connect),
 };
 
-/* The smtp process: sessions, the DNS client, the SMTP/LMTP client,
- * TLS (certificates read on demand), the aliases map (Berkeley DB). */
+/* The smtp process: sessions (TLS on our listeners needs nothing more:
+ * its context is built from memory before the filter), the DNS client,
+ * the SMTP/LMTP client, TLS as a client (CA certificates read on demand),
+ * the aliases map (Berkeley DB). */
 static const int confine_smtp[] = {
 	SCMP_SYS(accept), SCMP_SYS(accept4), SCMP_SYS(socket),
 	SCMP_SYS(bind), SCMP_SYS(getsockname), SCMP_SYS(getpeername),

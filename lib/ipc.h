@@ -41,6 +41,7 @@ enum ipc_type {
 	IMSG_V_AUTH,		/* smtp -> vault: check a user's password */
 	IMSG_P_ACCOUNTS,	/* parent -> smtp, queue: virtual accounts */
 	IMSG_P_CREDENTIALS,	/* queue -> parent: the store has changed */
+	IMSG_P_TLS,		/* parent -> new smtp: certificate chain, key */
 	IMSG__MAX
 };
 
@@ -52,13 +53,14 @@ enum ipc_tag {
 	T_AUTH, T_DOMAIN, T_RELAY, T_TLS, T_DSN,
 	T_FORWARD,	/* an address a ~/.forward sends the message on to */
 	T_SELF,		/* worker -> parent: ~/.forward keeps a copy */
-	T_KEY,		/* parent -> vault: the SRS key */
+	T_KEY,		/* parent -> vault: the SRS key; -> smtp: the TLS key (PEM) */
 	T_PASS,		/* parent -> vault, vault -> smtp: a route password */
 	T_FLAGS,	/* parent -> role: ROLE_F_* */
 	T_INDEX,	/* parent -> role: a listener's index in the config */
 	T_ACCOUNT,	/* parent -> vault, smtp, queue: an account's name */
 	T_HASH,		/* parent -> vault: its password hash */
 	T_LOCKED,	/* parent -> vault: 1 if it may not log in */
+	T_CERT,		/* parent -> smtp: the certificate chain (PEM) */
 };
 
 /* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */

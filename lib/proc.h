@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+struct buf;
 struct conf;
 
 struct lsock {
@@ -19,9 +20,13 @@ struct lsock {
 /* The role's channel to the parent, in an exec'd role process. */
 #define PROC_PARENT_FD	3
 
-/* Role entry points, after role_start() (smtpd/role.c) set them up. */
+/*
+ * Role entry points, after role_start() (smtpd/role.c) set them up.  smtp
+ * loads the TLS chain and key from tls (IMSG_P_TLS), then wipes and frees it.
+ */
 void	smtp_main(struct conf *, struct lsock *, size_t, int submitfd,
-	    int parentfd, int queuefd, int vaultfd) __attribute__((noreturn));
+	    int parentfd, int queuefd, int vaultfd, struct buf *tls)
+	    __attribute__((noreturn));
 void	queue_main(struct conf *, const char *conftext, size_t conflen,
 	    int parentfd, int controlfd, int smtpfd) __attribute__((noreturn));
 void	vault_main(const void *secrets, size_t len, int parentfd, int *peers,

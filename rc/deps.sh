@@ -15,9 +15,11 @@ BUILD_PKGS="gcc make pkg-config clang libclang-rt-dev libc6-dev git
 libevent-dev libssl-dev libdb5.3-dev db5.3-util libspf2-dev libpsl-dev
 publicsuffix libpwquality-dev libcrypt-dev libseccomp-dev cracklib-runtime"
 
-# Tests: the Python harness and the real peers it talks to.
+# Tests: the Python harness and the real peers it talks to.  swaks needs
+# Net::SSLeay (only a Recommends) for --tls and --tlsc.
 TEST_PKGS="python3 python3-pytest python3-aiosmtpd python3-dnslib python3-dkim
-python3-spf swaks opendkim-tools openssl procps iproute2 gdb"
+python3-spf swaks libnet-ssleay-perl opendkim-tools openssl procps iproute2
+gdb"
 
 TERN_USER=tern
 TERN_HOME=/var/spool/tern

@@ -5,7 +5,9 @@
  * IMSG_P_GO: the configuration text and identity (IMSG_P_INIT), listening
  * and control sockets (IMSG_P_FD), peer channels (IMSG_P_PEER), the
  * credential store's virtual account names (IMSG_P_ACCOUNTS, smtp and
- * queue), and for the vault its secrets.  The role then parses the configuration itself,
+ * queue), for the vault its secrets, and for smtp the TLS certificate
+ * chain and key (IMSG_P_TLS), which it loads from memory.  The role then
+ * parses the configuration itself,
  * drops to the unprivileged user and enters its main loop, which confines
  * itself (lib/confine.c) once its own set-up is done.
  */
@@ -29,6 +31,7 @@
 struct role_init {
 	struct buf	 conf;		/* IMSG_P_INIT: config text */
 	struct buf	 secrets;	/* IMSG_P_SECRETS (vault) */
+	struct buf	 tls;		/* IMSG_P_TLS (smtp): chain and key */
 	char		 basedir[4096];
 	char		 self[256];	/* daemon started by a normal user */
 	uint64_t	 flags, uid, gid;
@@ -135,6 +138,8 @@ role_receive(struct role_init *ri)
 		    resolve_accounts_msg(b, len) == -1)
 			fatalx("event=start result=error reason=\"malformed "
 			    "accounts\"");
+		else if (type == IMSG_P_TLS && ri->tls.data == NULL)
+			buf_append(&ri->tls, b, len);	/* one allocation */
 		else if ((type == IMSG_P_FD || type == IMSG_P_PEER) && fd >= 0)
 			role_fd_msg(ri, type, &rd, fd);
 		else if (fd >= 0)
@@ -193,6 +198,7 @@ role_start(int argc, char *argv[], const char *arg)
 	ri.submitfd = ri.controlfd = ri.queuefd = ri.smtpfd = ri.vaultfd = -1;
 	buf_init(&ri.conf);
 	buf_init(&ri.secrets);
+	buf_init(&ri.tls);
 	log_init(role, 1, 0);	/* stderr until the flags are known */
 	role_receive(&ri);
 	log_init(role, (ri.flags & ROLE_F_FOREGROUND) != 0,
@@ -200,13 +206,17 @@ role_start(int argc, char *argv[], const char *arg)
 	if (ri.self[0])
 		resolve_self = ri.self;
 	role_drop(&ri, role);
+	if (strcmp(role, "smtp") != 0 && ri.tls.data != NULL) {
+		explicit_bzero(ri.tls.data, ri.tls.cap);	/* not its key */
+		buf_free(&ri.tls);
+	}
 	if (strcmp(role, "vault") == 0)
 		vault_main(ri.secrets.data, ri.secrets.len, PROC_PARENT_FD,
 		    ri.peers, ri.npeers);
 	c = role_conf(&ri);
 	if (strcmp(role, "smtp") == 0)
 		smtp_main(c, ri.ls, ri.nls, ri.submitfd, PROC_PARENT_FD,
-		    ri.queuefd, ri.vaultfd);
+		    ri.queuefd, ri.vaultfd, &ri.tls);
 	queue_main(c, ri.conf.data, ri.conf.len, PROC_PARENT_FD, ri.controlfd,
 	    ri.npeers ? ri.peers[0] : -1);
 }

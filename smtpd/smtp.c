@@ -4,8 +4,12 @@
  * change limits and checks, never the code path.  Input hygiene lives in
  * the line reader: only CRLF ends a line, bare CR or LF, NUL bytes and
  * overlong lines are refused there, before any parser sees the text.
- * Messages are written into a spool file the queue process creates and
- * hands over; the 250 goes out only when the queue says it is durable.
+ * TLS is a profile option too: STARTTLS (RFC 3207) switches a session's
+ * plain bufferevent for a TLS one on the same socket, and an implicit-TLS
+ * listener (RFC 8314) starts every session with that switch done; a
+ * plaintext session holds no TLS state at all.  Messages are written into
+ * a spool file the queue process creates and hands over; the 250 goes out
+ * only when the queue says it is durable.
  */
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -28,6 +32,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -41,6 +46,7 @@
 #include "queue/resolve.h"
 #include "smtpd/clients.h"
 #include "smtpd/smtp_parse.h"
+#include "smtpd/tls.h"
 #include "auth/srs.h"
 #include "auth/vault.h"
 #include "lib/util.h"
@@ -59,6 +65,8 @@ enum sstate {
 	SS_WAIT,	/* waiting for the queue; input is held */
 	SS_VAULT,	/* waiting for the vault (SRS); input is held */
 	SS_DATA,	/* reading message data */
+	SS_STARTTLS,	/* our 220 to STARTTLS queued; TLS once it is sent */
+	SS_HANDSHAKE,	/* the TLS handshake, as the server */
 	SS_CLOSING	/* final reply queued; close when written */
 };
 
@@ -87,6 +95,9 @@ struct session {
 	int			 skipcr;	/* ...whose last byte was CR */
 	int			 closing;	/* shutdown: close after txn */
 	int			 local;		/* submit socket: sendmail(1) */
+	int			 tls;		/* the handshake is done */
+	int			 authed;	/* AUTH done (ESMTPA); not yet */
+	int			 goodbye;	/* we close: TLS close_notify */
 	uint64_t		 active;	/* ms: last input (or connect) */
 	uid_t			 uid;		/* its peer's uid */
 	/* transaction */
@@ -281,6 +292,9 @@ session_free(struct session *s)
 	buf_free(&s->wbuf);
 	if (s->timer)
 		event_free(s->timer);
+	/* Our last reply is sent: say so in TLS too (RFC 8446 6.1). */
+	if (s->tls && s->goodbye)
+		SSL_shutdown(bufferevent_openssl_get_ssl(s->bev));
 	bufferevent_free(s->bev);
 	clients_remove(&s->ss);
 	free(s);
@@ -297,6 +311,7 @@ session_close(struct session *s, const char *why)
 		return;
 	session_log(s, "event=disconnect reason=\"%s\"", log_q(why));
 	s->state = SS_CLOSING;
+	s->goodbye = 1;
 	bufferevent_disable(s->bev, EV_READ);
 	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
 		session_free(s);
@@ -394,6 +409,14 @@ session_getline(struct session *s, size_t max, char **line, size_t *len,
 
 /* ---- commands ----------------------------------------------------------- */
 
+/* STARTTLS is offered on a starttls listener, once, with a certificate. */
+static int
+session_tls_offered(const struct session *s)
+{
+	return !s->tls && !s->local && tls_server_ready() &&
+	    conf_tls_mode(smtp.conf, s->l) == TLS_MODE_STARTTLS;
+}
+
 static void
 cmd_helo(struct session *s, const char *arg, int esmtp)
 {
@@ -413,6 +436,8 @@ cmd_helo(struct session *s, const char *arg, int esmtp)
 		return;
 	}
 	session_reply(s, "250-%s", host);
+	if (session_tls_offered(s))
+		session_reply(s, "250-STARTTLS");
 	session_reply(s, "250-PIPELINING");
 	session_reply(s, "250-SIZE %lld", session_knob(s, K_MAX_MESSAGE_SIZE));
 	session_reply(s, "250-8BITMIME");
@@ -652,6 +677,46 @@ cmd_data(struct session *s)
 	s->state = SS_WAIT;
 }
 
+/*
+ * STARTTLS (RFC 3207).  Whatever the client sent after the command in the
+ * same packet was read before TLS and must not be taken as said inside it
+ * (CVE-2011-0411): such a session is refused, its input thrown away.
+ * Otherwise reading stops, so the client's handshake stays in the socket,
+ * and TLS starts once the 220 is written (session_writecb).
+ */
+static void
+cmd_starttls(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+
+	if (s->tls) {
+		session_error(s, "503 5.5.1 TLS is already active");
+		return;
+	}
+	if (!session_tls_offered(s)) {
+		session_error(s, "502 5.5.1 command not implemented");
+		return;
+	}
+	if (s->sender != NULL) {
+		session_error(s, "503 5.5.1 STARTTLS is not allowed inside a "
+		    "mail transaction");
+		return;
+	}
+	if (evbuffer_get_length(in) > 0 || s->skip) {
+		session_warn(s, "event=starttls result=reject reason=\"input "
+		    "pipelined after STARTTLS (plaintext injection)\" "
+		    "bytes=%zu", evbuffer_get_length(in));
+		evbuffer_drain(in, evbuffer_get_length(in));
+		session_reply(s, "421 4.7.0 %s commands pipelined after "
+		    "STARTTLS, closing", conf_str(smtp.conf, K_HOSTNAME));
+		session_close(s, "input pipelined after STARTTLS");
+		return;
+	}
+	session_reply(s, "220 2.0.0 ready to start TLS");
+	bufferevent_disable(s->bev, EV_READ);
+	s->state = SS_STARTTLS;
+}
+
 static void
 session_command(struct session *s, char *line)
 {
@@ -699,6 +764,8 @@ session_command(struct session *s, char *line)
 		session_error(s, "502 5.5.1 VRFY and EXPN are disabled");
 		break;
 	case VERB_STARTTLS:
+		cmd_starttls(s);
+		break;
 	case VERB_AUTH:
 	case VERB_BDAT:
 		session_error(s, "502 5.5.1 command not implemented");
@@ -754,13 +821,35 @@ data_write(struct session *s, int final)
 	buf_reset(&s->wbuf);
 }
 
+/*
+ * The protocol (RFC 3848, RFC 6531): ESMTP, with S for TLS and A for
+ * AUTH; with utf8 (Received:), UTF8SMTP likewise for SMTPUTF8 mail (the
+ * envelope has its own record of that).  HELO has no registered TLS form:
+ * plain SMTP, and Received:'s TLS comment says the rest.
+ */
+static const char *
+session_protocol(const struct session *s, int utf8)
+{
+	static const char *const esmtp[] = { "ESMTP", "ESMTPS", "ESMTPA",
+	    "ESMTPSA" }, *const utf8s[] = { "UTF8SMTP", "UTF8SMTPS",
+	    "UTF8SMTPA", "UTF8SMTPSA" };
+	int i = (s->tls ? 1 : 0) + (s->authed ? 2 : 0);
+
+	if (s->local)
+		return "LOCAL";
+	if (!s->esmtp)
+		return "SMTP";
+	return utf8 && s->mp.smtputf8 ? utf8s[i] : esmtp[i];
+}
+
 static void
 data_received(struct session *s)
 {
-	char date[64], rcpt[600] = "";
+	char date[64], rcpt[600] = "", tls[200] = "";
 	time_t now = time(NULL);
 	struct tm tm;
-	const char *proto;
+	const char *proto, *cipher;
+	int bits;
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
@@ -772,10 +861,16 @@ data_received(struct session *s)
 		    s->addr, s->qid, rcpt, date);
 		return;
 	}
-	proto = s->mp.smtputf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP";
-	buf_printf(&s->wbuf, "Received: from %s (%s)\r\n\tby %s (Tern) with "
-	    "%s id %s%s;\r\n\t%s\r\n", s->helo, s->addr,
-	    conf_str(smtp.conf, K_HOSTNAME), proto, s->qid, rcpt, date);
+	if (s->tls) {
+		tls_describe(bufferevent_openssl_get_ssl(s->bev), &proto,
+		    &cipher, &bits);
+		snprintf(tls, sizeof(tls), "\r\n\t(using %s with cipher %s "
+		    "(%d/%d bits))", proto, cipher, bits, bits);
+	}
+	buf_printf(&s->wbuf, "Received: from %s (%s)%s\r\n\tby %s (Tern) with "
+	    "%s id %s%s;\r\n\t%s\r\n", s->helo, s->addr, tls,
+	    conf_str(smtp.conf, K_HOSTNAME), session_protocol(s, 1), s->qid, rcpt,
+	    date);
 }
 
 /* The message is refused at its end; tell the client why. */
@@ -858,8 +953,7 @@ data_send_commit(struct session *s)
 	rec_put_str(&b, T_SENDER, s->sender);
 	rec_put_str(&b, T_HELO, s->helo);
 	rec_put_str(&b, T_CLIENT, s->addr);
-	rec_put_str(&b, T_PROTO, s->local ? "LOCAL" : s->esmtp ? "ESMTP" :
-	    "SMTP");
+	rec_put_str(&b, T_PROTO, session_protocol(s, 0));
 	rec_put_u64(&b, T_BODY, s->mp.body != BODY_7BIT);
 	rec_put_u64(&b, T_UTF8, (uint64_t)s->mp.smtputf8);
 	rec_put_u64(&b, T_SIZE, s->msgsize);
@@ -998,13 +1092,15 @@ data_start(struct session *s, const char *qid, int fd)
 static void
 session_process(struct session *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *in, *out;
 	int guard;
 
 	for (guard = 0; guard < 100000; guard++) {
 		if (s->state != SS_CMD && s->state != SS_DATA)
 			return;
+		/* STARTTLS replaces the bufferevent: ask each time. */
+		in = bufferevent_get_input(s->bev);
+		out = bufferevent_get_output(s->bev);
 		if (evbuffer_get_length(out) > SMTP_OUTMAX)
 			return;	/* resumed by the write callback */
 		if (evbuffer_get_length(in) == 0)
@@ -1048,13 +1144,35 @@ session_readcb(struct bufferevent *bev, void *arg)
 	session_process(s);
 }
 
+static void	session_tls_start(struct session *);
+static void	session_tls_event(struct session *, short);
+
+/* The connection is gone or hopeless: free the session now. */
+static void
+smtp_drop(struct session *s)
+{
+	s->state = SS_CLOSING;
+	session_free(s);
+}
+
 static void
 session_writecb(struct bufferevent *bev, void *arg)
 {
 	struct session *s = arg;
 
+	/*
+	 * A TLS bufferevent calls this deferred, after the write that
+	 * emptied the buffer: replies queued since are not written yet.
+	 */
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0 &&
+	    (s->state == SS_CLOSING || s->state == SS_STARTTLS))
+		return;
 	if (s->state == SS_CLOSING) {
 		session_free(s);
+		return;
+	}
+	if (s->state == SS_STARTTLS) {
+		session_tls_start(s);	/* the 220 is in the kernel's hands */
 		return;
 	}
 	session_process(s);
@@ -1065,6 +1183,10 @@ session_eventcb(struct bufferevent *bev, short what, void *arg)
 {
 	struct session *s = arg;
 
+	if (s->state == SS_HANDSHAKE) {
+		session_tls_event(s, what);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (s->state == SS_CLOSING) {
 			session_free(s);
@@ -1086,8 +1208,16 @@ session_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 	session_log(s, "event=disconnect reason=\"%s\"",
 	    (what & BEV_EVENT_EOF) ? "client closed" : "connection error");
-	s->state = SS_CLOSING;
-	session_free(s);
+	/*
+	 * OpenSSL drops a session from the resumption cache when its SSL is
+	 * freed without a shutdown, in case it was attacked.  A client that
+	 * hangs up after QUIT without close_notify (Postfix does not wait for
+	 * the 221) had no TLS error: its session stays resumable.
+	 */
+	if (s->tls && (what & BEV_EVENT_EOF))
+		SSL_set_shutdown(bufferevent_openssl_get_ssl(s->bev),
+		    SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+	smtp_drop(s);
 }
 
 static void
@@ -1095,8 +1225,13 @@ session_greet(struct session *s)
 {
 	char c;
 
-	/* Input already waiting means the client did not wait for us. */
-	if (recv(bufferevent_getfd(s->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0 ||
+	/*
+	 * Input already waiting means the client did not wait for us.  Under
+	 * TLS the socket holds records, not commands: only the decrypted
+	 * input counts.
+	 */
+	if ((!s->tls && recv(bufferevent_getfd(s->bev), &c, 1, MSG_PEEK |
+	    MSG_DONTWAIT) > 0) ||
 	    evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
 		session_log(s, "event=pregreet result=reject reason=\"client "
 		    "spoke before the greeting\"");
@@ -1161,9 +1296,34 @@ smtp_peer_user(int fd, struct session *s)
 	    (unsigned)cred.uid, pw ? pw->pw_name : "?");
 }
 
+/*
+ * The session's bufferevent on fd: plain, or with ssl a TLS one whose
+ * server handshake starts at once.  Out of memory is fatal, as in xmalloc.
+ */
+static void
+session_bev(struct session *s, evutil_socket_t fd, SSL *ssl)
+{
+	if (ssl == NULL)
+		s->bev = bufferevent_socket_new(smtp.base, fd,
+		    BEV_OPT_CLOSE_ON_FREE);
+	else if ((s->bev = bufferevent_openssl_socket_new(smtp.base, fd, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE)) != NULL)
+		/* A client that hangs up without close_notify is just gone. */
+		bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+	if (s->bev == NULL)
+		fatalx("event=connect result=error reason=\"out of memory for "
+		    "a session\"");
+	bufferevent_setcb(s->bev, session_readcb, session_writecb,
+	    session_eventcb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INMAX);
+	session_timeouts(s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+/* ssl: an implicit-TLS listener's session (RFC 8314), else NULL. */
 static struct session *
 smtp_session_new(evutil_socket_t fd, const struct listener *l,
-    const struct sockaddr_storage *ss, const char *addr)
+    const struct sockaddr_storage *ss, const char *addr, SSL *ssl)
 {
 	struct session *s;
 
@@ -1172,32 +1332,28 @@ smtp_session_new(evutil_socket_t fd, const struct listener *l,
 	s->l = l;
 	s->ss = *ss;
 	s->active = smtp_now_ms();
-	clients_add(&s->ss);
 	s->msgfd = -1;
+	s->state = ssl ? SS_HANDSHAKE : SS_PREGREET;
 	str_copy(s->addr, addr, sizeof(s->addr));
 	buf_init(&s->wbuf);
-	s->bev = bufferevent_socket_new(smtp.base, fd, BEV_OPT_CLOSE_ON_FREE);
+	session_bev(s, fd, ssl);
+	clients_add(&s->ss);
 	s->next = smtp.sessions;
 	if (smtp.sessions)
 		smtp.sessions->prev = s;
 	smtp.sessions = s;
 	smtp.nsessions++;
-	bufferevent_setcb(s->bev, session_readcb, session_writecb,
-	    session_eventcb, s);
-	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INMAX);
 	smtp_stress_check();
-	session_timeouts(s);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	return s;
 }
 
+/* The 220, now or after greeting-delay. */
 static void
-smtp_start_session(struct session *s)
+session_greet_start(struct session *s)
 {
 	struct timeval tv;
 	long long ms;
 
-	session_log(s, "event=connect listener=%s:%d", s->l->addr, s->l->port);
 	ms = s->local ? 0 : session_knob(s, K_GREETING_DELAY);
 	if (ms <= 0) {
 		session_greet(s);
@@ -1208,6 +1364,93 @@ smtp_start_session(struct session *s)
 	tv.tv_usec = (ms % 1000) * 1000;
 	s->timer = evtimer_new(smtp.base, session_greettimer, s);
 	evtimer_add(s->timer, &tv);
+}
+
+/* An implicit-TLS session is greeted once its handshake is done. */
+static void
+smtp_start_session(struct session *s)
+{
+	session_log(s, "event=connect listener=%s:%d%s", s->l->addr,
+	    s->l->port, s->state == SS_HANDSHAKE ? " tls=implicit" : "");
+	if (s->state != SS_HANDSHAKE)
+		session_greet_start(s);
+}
+
+/* ---- TLS ------------------------------------------------------------------ */
+
+/*
+ * STARTTLS: our 220 is written, nothing after it was read.  The plain
+ * bufferevent lets go of the socket (without closing it) and a TLS one
+ * takes it over; the client's ClientHello is still in the socket.
+ */
+static void
+session_tls_start(struct session *s)
+{
+	evutil_socket_t fd = bufferevent_getfd(s->bev);
+	SSL *ssl;
+
+	if ((ssl = tls_server_new()) == NULL) {
+		session_warn(s, "event=tls result=error reason=\"cannot make a "
+		    "TLS session\"");
+		s->state = SS_CLOSING;
+		session_free(s);
+		return;
+	}
+	bufferevent_setfd(s->bev, -1);
+	bufferevent_free(s->bev);
+	s->bev = NULL;
+	s->state = SS_HANDSHAKE;
+	session_bev(s, fd, ssl);
+}
+
+/* The handshake is done: log it, forget the plaintext part, go on. */
+static void
+session_tls_up(struct session *s)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+	const char *proto, *cipher;
+	int bits;
+
+	s->tls = 1;
+	tls_describe(ssl, &proto, &cipher, &bits);
+	session_log(s, "event=tls result=ok protocol=%s cipher=%s bits=%d "
+	    "resumed=%s", proto, cipher, bits, SSL_session_reused(ssl) ?
+	    "yes" : "no");
+	/* RFC 3207 4.2: nothing the client said before TLS counts. */
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = 0;
+	session_reset(s);
+	if (s->closing) {
+		session_reply(s, "421 4.3.2 %s shutting down",
+		    conf_str(smtp.conf, K_HOSTNAME));
+		session_close(s, "shutdown");
+		return;
+	}
+	if (conf_tls_mode(smtp.conf, s->l) == TLS_MODE_IMPLICIT) {
+		session_greet_start(s);
+		return;
+	}
+	s->state = SS_CMD;
+	session_process(s);
+}
+
+/* During the handshake: done, or failed (logged; the session goes). */
+static void
+session_tls_event(struct session *s, short what)
+{
+	unsigned long e;
+
+	if (what & BEV_EVENT_CONNECTED) {
+		session_tls_up(s);
+		return;
+	}
+	e = bufferevent_get_openssl_error(s->bev);
+	session_log(s, "event=tls result=fail reason=\"%s\"",
+	    (what & BEV_EVENT_TIMEOUT) ? "timeout in the handshake" :
+	    e ? log_q(tls_error_string(e)) : (what & BEV_EVENT_EOF) ?
+	    "connection closed in the handshake" : "handshake failed");
+	smtp_drop(s);
 }
 
 /*
@@ -1400,6 +1643,7 @@ smtp_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	const struct listener *l = arg;
 	struct sockaddr_storage ss;
 	struct session *s;
+	SSL *ssl = NULL;
 	char addr[INET6_ADDRSTRLEN + 2];
 
 	memset(&ss, 0, sizeof(ss));
@@ -1417,7 +1661,16 @@ smtp_accept(struct evconnlistener *lev, evutil_socket_t fd,
 		/* Replies are small; pipelined clients wait for each. */
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 	}
-	s = smtp_session_new(fd, l, &ss, addr);
+	if (l->role != ROLE_LOCAL &&
+	    conf_tls_mode(smtp.conf, l) == TLS_MODE_IMPLICIT &&
+	    (ssl = tls_server_new()) == NULL) {
+		log_warnx("event=connect result=reject reason=\"TLS is not "
+		    "available\" client=%s listener=%s:%d", addr, l->addr,
+		    l->port);
+		close(fd);
+		return;
+	}
+	s = smtp_session_new(fd, l, &ss, addr, ssl);
 	if (l->role == ROLE_LOCAL)
 		smtp_peer_user(fd, s);
 	smtp_start_session(s);
@@ -1790,14 +2043,37 @@ smtp_dns_init(const struct conf *conf)
 	free(sv);
 }
 
+/*
+ * The server's TLS context, from the chain and key the parent sent; then
+ * the PEM text is wiped.  Without it (nothing sent, or it does not load)
+ * the server runs without TLS: STARTTLS is not offered and implicit-TLS
+ * listeners close their connections.
+ */
+static void
+smtp_tls_init(struct buf *pem)
+{
+	char err[512];
+
+	if (pem->data == NULL)
+		log_warnx("event=start result=warn reason=\"no TLS certificate "
+		    "from the parent: no TLS\"");
+	else if (tls_server_init(pem->data, pem->len, err, sizeof(err)) == -1)
+		log_warnx("event=start result=warn reason=\"TLS certificate "
+		    "not loaded: %s; no TLS\"", log_q(err));
+	if (pem->data)
+		explicit_bzero(pem->data, pem->cap);
+	buf_free(pem);
+}
+
 void
 smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
-    int parentfd, int queuefd, int vaultfd)
+    int parentfd, int queuefd, int vaultfd, struct buf *tls)
 {
 	struct event *ev;
 	size_t i;
 
 	smtp.conf = conf;
+	smtp_tls_init(tls);
 	smtp_fd_budget();
 	smtp.base = event_base_new();
 	smtp.aliases = aliases_open(conf_str(conf, K_ALIASES));

@@ -40,6 +40,7 @@
 #include "lib/proc.h"
 #include "queue/resolve.h"
 #include "lib/util.h"
+#include "smtpd/certs.h"
 #include "smtpd/role.h"
 
 #define TERND_CONF		"/etc/tern/tern.conf"
@@ -85,6 +86,7 @@ static struct {
 	size_t			 ncreds;
 	struct event		*credev;	/* a re-read asked for */
 	time_t			 credlast;
+	struct certs		 certs;		/* TLS chain and key, for smtp */
 	pid_t			 oldsmtp;	/* draining after a reload */
 	struct ipc		*oldipc;	/* its channel, kept until it exits */
 	struct worker		*workers;
@@ -110,9 +112,12 @@ usage(void)
 
 /* ---- start-up ------------------------------------------------------------- */
 
-/* Parse the config and read the secrets it names (route passwords). */
+/*
+ * Parse the config and read the secrets it names (route passwords, the TLS
+ * certificate and key, into certs when given).
+ */
 static struct conf *
-parent_load(struct buf *text, char *err, size_t errlen)
+parent_load(struct buf *text, struct certs *certs, char *err, size_t errlen)
 {
 	struct conf *c;
 
@@ -124,11 +129,41 @@ parent_load(struct buf *text, char *err, size_t errlen)
 		c = conf_parse("(embedded)", text->data, text->len,
 		    proc_basedir, err, errlen);
 	}
-	if (c && conf_load_secrets(c, err, errlen) == -1) {
+	if (c && (conf_load_secrets(c, err, errlen) == -1 ||
+	    (certs && certs_load(c, certs, err, errlen) == -1))) {
 		conf_free(c);
+		if (certs)
+			certs_free(certs);
 		return NULL;
 	}
 	return c;
+}
+
+/*
+ * The smtp process's certificate: tls-cert's (read by parent_load), else
+ * the self-signed one, read or made now.  0, or -1 with err.
+ */
+static int
+parent_tls(const struct conf *c, struct certs *certs, char *err,
+    size_t errlen)
+{
+	if (certs->chain.len == 0 &&
+	    certs_selfsigned(c, certs, err, errlen) == -1)
+		return -1;
+	if (certs->made)
+		log_info("event=start result=ok reason=\"created a self-signed "
+		    "TLS certificate for %s (set tls-cert for a real one)\" "
+		    "files=\"%s\"", log_q(conf_str(c, K_HOSTNAME)),
+		    log_q(certs->origin));
+	else if (certs->selfsigned)
+		log_info("event=start result=ok reason=\"TLS with the "
+		    "self-signed certificate (set tls-cert for a real one)\" "
+		    "files=\"%s\"", log_q(certs->origin));
+	if (certs->expired)
+		log_warnx("event=start result=warn reason=\"tls-cert has "
+		    "expired; clients that verify will refuse it (renew it, "
+		    "then reload)\" files=\"%s\"", log_q(certs->origin));
+	return 0;
 }
 
 /*
@@ -1491,6 +1526,20 @@ parent_send_accounts(struct child *ch)
 	buf_free(&b);
 }
 
+/* The smtp process's certificate chain and key, as PEM text. */
+static void
+parent_send_tls(struct child *ch)
+{
+	struct buf b;
+
+	buf_init(&b);
+	certs_records(&p.certs, &b);
+	ipc_send(ch->ipc, IMSG_P_TLS, b.data, b.len, -1);
+	if (b.data)
+		explicit_bzero(b.data, b.cap);
+	buf_free(&b);
+}
+
 static void
 parent_send_role(struct child *ch)
 {
@@ -1508,6 +1557,7 @@ parent_send_role(struct child *ch)
 	} else {
 		parent_send_init(ch, 1);
 		parent_send_accounts(ch);
+		parent_send_tls(ch);
 		for (i = 0; i < p.nls; i++)
 			parent_send_fd(ch, IMSG_P_FD, FD_LISTENER,
 			    p.ls[i].listener, p.ls[i].fd, 0);
@@ -1814,6 +1864,7 @@ parent_sighup(evutil_socket_t sig, short ev, void *arg)
 	struct buf text;
 	struct conf *c;
 	struct lsock *ls;
+	struct certs certs;
 	size_t nls;
 	char err[1024];
 	struct buf b;
@@ -1821,17 +1872,23 @@ parent_sighup(evutil_socket_t sig, short ev, void *arg)
 	if (p.stopping)
 		return;
 	buf_init(&text);
-	if ((c = parent_load(&text, err, sizeof(err))) == NULL) {
+	certs_init(&certs);
+	if ((c = parent_load(&text, &certs, err, sizeof(err))) == NULL) {
 		log_warnx("event=reload result=refused reason=\"%s\"", log_q(err));
 		buf_free(&text);
 		return;
 	}
-	if (parent_listeners(c, p.conf, &ls, &nls, err, sizeof(err)) == -1) {
+	if (parent_tls(c, &certs, err, sizeof(err)) == -1 ||
+	    parent_listeners(c, p.conf, &ls, &nls, err, sizeof(err)) == -1) {
 		log_warnx("event=reload result=refused reason=\"%s\"", log_q(err));
+		certs_free(&certs);
 		conf_free(c);
 		buf_free(&text);
 		return;
 	}
+	/* The new smtp process gets the certificate read just now. */
+	certs_free(&p.certs);
+	p.certs = certs;
 	parent_close_listeners();
 	p.ls = ls;
 	p.nls = nls;
@@ -2004,7 +2061,8 @@ main(int argc, char *argv[])
 		str_copy(cwd, "/", sizeof(cwd));
 	proc_basedir = cwd;
 	buf_init(&p.text);
-	if ((p.conf = parent_load(&p.text, err, sizeof(err))) == NULL) {
+	certs_init(&p.certs);
+	if ((p.conf = parent_load(&p.text, &p.certs, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
@@ -2032,6 +2090,8 @@ main(int argc, char *argv[])
 	(void)parent_creds(p.conf);
 	parent_vdirs(p.conf);
 	parent_srs_key(p.conf);
+	if (parent_tls(p.conf, &p.certs, err, sizeof(err)) == -1)
+		fatalx("event=start result=error reason=\"%s\"", log_q(err));
 	if (parent_listeners(p.conf, NULL, &p.ls, &p.nls, err, sizeof(err)) == -1)
 		fatalx("event=start result=error reason=\"%s\"", log_q(err));
 	if (!p.foreground)

@@ -55,9 +55,10 @@ def test_embedded_config_checks():
 def test_embedded_config_serves_the_demo_delivery(tmpbase):
     # What `make run` does: ternd -D in a fresh directory, mail to the
     # demo user lands in ./run/mail/demo/Maildir/new/.
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", 2525)) == 0:
-            pytest.skip("port 2525 is in use")
+    for port in (2525, 2587, 2465):     # mx, msa (STARTTLS, implicit)
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                pytest.skip(f"port {port} is in use")
     cwd = tmpbase / "demo"
     cwd.mkdir()
     os.chmod(tmpbase, 0o755)

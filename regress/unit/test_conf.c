@@ -176,6 +176,23 @@ static const struct {
 	    "needs an lmtp setting" },
 	{ "lmtp dovecot\n", "t.conf:1: lmtp: expected unix:/path or "
 	    "host:port, got \"dovecot\"" },
+	{ "tls maybe\n", "t.conf:1: tls: expected starttls, implicit or "
+	    "none, got \"maybe\"" },
+	{ "tls implicit\n", "t.conf:1: tls implicit belongs on a listen msa "
+	    "line (RFC 8314 submission, port 465)" },
+	{ "listen mx 127.0.0.1 port 465 tls implicit\n", "t.conf:1: listen: "
+	    "tls implicit is for msa listeners (port 465); mx peers use "
+	    "STARTTLS on port 25" },
+	{ "listen msa 127.0.0.1 port 465 tls implicit tls none\n",
+	    "t.conf:1: listen: tls given twice" },
+	{ "listen msa 127.0.0.1 port 465 tls\n", "t.conf:1: tls: missing "
+	    "value" },
+	{ LISTEN "\ntls-key /k.pem\n", "t.conf:3: tls-key needs tls-cert "
+	    "(the certificate it belongs to)" },
+	{ "tls-cert a\ntls-cert b\n", "t.conf:2: tls-cert: already set at "
+	    "line 1" },
+	{ LISTEN "listen msa 127.0.0.1 port 465 tls-cert /c.pem\n",
+	    "t.conf:2: tls-cert cannot be set per listener" },
 };
 
 static void
@@ -419,6 +436,41 @@ test_conf_values(void)
 	conf_free(c);
 }
 
+static void	test_conf_print_roundtrip(const struct conf *);
+
+/* Each listener's TLS: its own setting, else the global one. */
+static void
+test_conf_tls(void)
+{
+	struct conf *c;
+
+	c = parse("tls none\ntls-cert certs/chain.pem\n"
+	    "listen mx 127.0.0.1 port 25\n"
+	    "listen mx 127.0.0.1 port 26 tls starttls\n"
+	    "listen msa 127.0.0.1 port 587 tls starttls\n"
+	    "listen msa 127.0.0.1 port 465 tls implicit\n", "/base");
+	CHECK(c != NULL);
+	if (c == NULL)
+		return;
+	CHECK(conf_tls_mode(c, NULL) == TLS_MODE_NONE);
+	CHECK(conf_tls_mode(c, &c->listeners[0]) == TLS_MODE_NONE);
+	CHECK(conf_tls_mode(c, &c->listeners[1]) == TLS_MODE_STARTTLS);
+	CHECK(conf_tls_mode(c, &c->listeners[2]) == TLS_MODE_STARTTLS);
+	CHECK(conf_tls_mode(c, &c->listeners[3]) == TLS_MODE_IMPLICIT);
+	CHECK(strcmp(conf_str(c, K_TLS_CERT), "/base/certs/chain.pem") == 0);
+	CHECK(c->v[K_TLS_CERT].line == 2 && c->v[K_TLS].line == 1);
+	CHECK(conf_str(c, K_TLS_KEY) == NULL);
+	test_conf_print_roundtrip(c);
+	conf_free(c);
+
+	c = parse(LISTEN, "/base");
+	CHECK(c != NULL && conf_tls_mode(c, &c->listeners[0]) ==
+	    TLS_MODE_STARTTLS);
+	CHECK(c != NULL && conf_str(c, K_TLS_CERT) == NULL &&
+	    c->v[K_TLS_CERT].line == 0);
+	conf_free(c);
+}
+
 static void
 test_conf_defaults(void)
 {
@@ -508,6 +560,13 @@ test_conf_files(void)
 		CHECK(strcmp(conf_str(c, K_SPOOL), "/base/run/spool") == 0);
 		CHECK(strcmp(conf_str(c, K_ALIASES), "/base/run/aliases") == 0);
 		CHECK(c->nlisteners >= 1 && c->listeners[0].port == 2525);
+		/* Submission: STARTTLS on 2587, implicit TLS on 2465. */
+		CHECK(c->nlisteners == 3 && c->listeners[1].port == 2587 &&
+		    c->listeners[1].role == ROLE_MSA &&
+		    conf_tls_mode(c, &c->listeners[1]) == TLS_MODE_STARTTLS);
+		CHECK(c->nlisteners == 3 && c->listeners[2].port == 2465 &&
+		    c->listeners[2].role == ROLE_MSA &&
+		    conf_tls_mode(c, &c->listeners[2]) == TLS_MODE_IMPLICIT);
 		CHECK(conf_is_local_domain(c, "localhost"));
 		CHECK(trusted(c, "127.0.0.1") && trusted(c, "::1"));
 		CHECK(trusted(c, "::ffff:127.0.0.1"));
@@ -567,6 +626,7 @@ test_conf(void)
 {
 	test_conf_routes();
 	test_conf_rejected();
+	test_conf_tls();
 	test_conf_values();
 	test_conf_defaults();
 	test_conf_files();
