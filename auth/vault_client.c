@@ -203,6 +203,8 @@ vault_check_password(const char *user, const char *pass,
 	if (vc.ipc == NULL)
 		return -1;
 	buf_init(&b);
+	buf_reserve(&b, 64 + strlen(user) + strlen(pass) +
+	    strlen(client_addr));
 	rec_put_u64(&b, T_JOB, ++vc.nextid);
 	rec_put_str(&b, T_USER, user);
 	rec_put_str(&b, T_PASS, pass);

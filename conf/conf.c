@@ -120,6 +120,9 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    "/var/mail/vhosts/%d/%u/Maildir", 0, 0, 0,
 	    "Maildir of a virtual account of the credential store; %d is "
 	    "its domain, %u its local part" },
+	[K_AUTH_REQUIRED] = { "auth-required", KNOB_STRING, NULL, 0, 0, 1,
+	    "yes: MAIL needs AUTH first (530 5.7.0); unset: yes on msa "
+	    "listeners, no elsewhere" },
 	[K_TLS] = { "tls", KNOB_STRING, "starttls", 0, 0, 1,
 	    "starttls: offer STARTTLS; implicit: TLS from the first byte "
 	    "(RFC 8314, msa listeners, port 465); none: no TLS" },
@@ -470,6 +473,9 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	if (id == K_SRS_DOMAIN && (why = conf_domain_problem(word)) != NULL)
 		return conf_error(p, "srs-domain: invalid domain \"%s\": %s",
 		    word, why);
+	if (id == K_AUTH_REQUIRED && strcmp(word, "yes") && strcmp(word, "no"))
+		return conf_error(p, "auth-required: expected yes or no, got "
+		    "\"%s\"", word);
 	if (id == K_TLS_VERIFY && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "tls-verify: expected yes or no, got "
 		    "\"%s\"", word);
@@ -621,6 +627,45 @@ conf_stmt_domain(struct parser *p)
 	    sizeof(*p->domain_line));
 	p->domain_line[c->ndomains] = p->line;
 	c->domains[c->ndomains++] = d;
+	return 0;
+}
+
+/*
+ * allow-sender ACCOUNT ADDRESS|@DOMAIN ...: an authenticated account may
+ * send as these too (its own address it always may).
+ */
+static int
+conf_stmt_grant(struct parser *p)
+{
+	struct conf *c = p->conf;
+	const char *why, *a;
+	size_t i;
+
+	if (p->ntok < 3)
+		return conf_error(p, "allow-sender: expected an account and "
+		    "one or more addresses or @domains");
+	if (strlen(p->tok[1]) > 255 || strchr(p->tok[1], ' '))
+		return conf_error(p, "allow-sender: invalid account \"%s\"",
+		    p->tok[1]);
+	for (i = 2; i < (size_t)p->ntok; i++) {
+		a = p->tok[i];
+		if (a[0] == '@')
+			why = conf_domain_problem(a + 1);
+		else if (strchr(a, '@') == NULL || strlen(a) > 254)
+			why = "expected local@domain or @domain";
+		else
+			why = conf_domain_problem(strrchr(a, '@') + 1);
+		if (why != NULL)
+			return conf_error(p, "allow-sender: invalid address "
+			    "\"%s\": %s", a, why);
+		c->grants = xreallocarray(c->grants, c->ngrants + 1,
+		    sizeof(*c->grants));
+		c->grants[c->ngrants].account = xstrdup(p->tok[1]);
+		str_lower(c->grants[c->ngrants].account);
+		c->grants[c->ngrants].address = xstrdup(a);
+		str_lower(c->grants[c->ngrants].address);
+		c->ngrants++;
+	}
 	return 0;
 }
 
@@ -1054,6 +1099,8 @@ conf_statement(struct parser *p)
 		return conf_stmt_resolver(p);
 	if (strcmp(kw, "route") == 0)
 		return conf_stmt_route(p);
+	if (strcmp(kw, "allow-sender") == 0)
+		return conf_stmt_grant(p);
 	return conf_error(p, "unknown keyword \"%s\"", kw);
 }
 
@@ -1199,7 +1246,61 @@ conf_free(struct conf *c)
 	for (size_t i = 0; i < c->nroutes; i++)
 		conf_route_free(&c->routes[i]);
 	free(c->routes);
+	for (size_t i = 0; i < c->ngrants; i++) {
+		free(c->grants[i].account);
+		free(c->grants[i].address);
+	}
+	free(c->grants);
 	free(c);
+}
+
+int
+conf_auth_required(const struct conf *c, const struct listener *l)
+{
+	const char *v = NULL;
+
+	if (l && l->knobs[K_AUTH_REQUIRED].set)
+		v = l->knobs[K_AUTH_REQUIRED].s;
+	else if (c->v[K_AUTH_REQUIRED].s)
+		v = c->v[K_AUTH_REQUIRED].s;
+	if (v)
+		return strcmp(v, "yes") == 0;
+	return l && l->role == ROLE_MSA;
+}
+
+/*
+ * An account's own address: a virtual account's name (with any
+ * +extension), a system account at any local domain; then what
+ * allow-sender grants.  addr is compared without case.
+ */
+int
+conf_sender_allowed(const struct conf *c, const char *account,
+    const char *addr)
+{
+	char a[512], acct[256], *at, *plus;
+	size_t i;
+
+	if (str_copy(a, addr, sizeof(a)) >= sizeof(a) ||
+	    str_copy(acct, account, sizeof(acct)) >= sizeof(acct))
+		return 0;
+	str_lower(a);
+	str_lower(acct);
+	if ((at = strrchr(a, '@')) == NULL || at == a)
+		return 0;
+	for (i = 0; i < c->ngrants; i++)
+		if (strcmp(c->grants[i].account, acct) == 0 &&
+		    (strcmp(c->grants[i].address, a) == 0 ||
+		    (c->grants[i].address[0] == '@' &&
+		    strcmp(c->grants[i].address + 1, at + 1) == 0)))
+			return 1;
+	/* local+extension@domain is local@domain's. */
+	if ((plus = memchr(a, '+', (size_t)(at - a))) != NULL)
+		memmove(plus, at, strlen(at) + 1);
+	at = strrchr(a, '@');
+	if (strchr(acct, '@') != NULL)
+		return strcmp(a, acct) == 0;
+	*at = '\0';
+	return strcmp(a, acct) == 0 && conf_is_local_domain(c, at + 1);
 }
 
 /* ---- queries ------------------------------------------------------------- */

@@ -65,6 +65,7 @@ enum knob_id {
 	K_TLS_CERT,		/* path: certificate chain (PEM), read by the
 				 * parent; unset: a self-signed one is made */
 	K_TLS_KEY,		/* path: its private key (default: in tls-cert) */
+	K_AUTH_REQUIRED,	/* string yes|no, per listener; unset: msa yes */
 	K__COUNT
 };
 
@@ -132,6 +133,12 @@ struct route {
 #define ROUTE_TLS_VERIFY	2	/* required, certificate verified */
 #define ROUTE_TLS_NONE		3	/* never */
 
+/* allow-sender ACCOUNT ADDRESS|@DOMAIN: what ACCOUNT may send as. */
+struct grant {
+	char		*account;	/* lower-cased login name */
+	char		*address;	/* lower-cased address or "@domain" */
+};
+
 struct conf {
 	char		*file;		/* name used in error messages */
 	struct knob_val	 v[K__COUNT];
@@ -148,6 +155,8 @@ struct conf {
 	size_t		 nresolvers;
 	struct route	*routes;
 	size_t		 nroutes;
+	struct grant	*grants;	/* allow-sender: more senders for */
+	size_t		 ngrants;	/* an account */
 };
 
 /*
@@ -166,6 +175,11 @@ const char	*conf_str(const struct conf *, enum knob_id);
 long long	 conf_num(const struct conf *, const struct listener *,
 		    enum knob_id);
 int		 conf_is_local_domain(const struct conf *, const char *);
+/* Whether an authenticated account may use addr as sender or From:. */
+int		 conf_sender_allowed(const struct conf *, const char *account,
+		    const char *addr);
+/* Whether the listener requires AUTH before MAIL (msa: yes by default). */
+int		 conf_auth_required(const struct conf *, const struct listener *);
 /* A listener's TLS_MODE_* (l may be NULL: the global setting). */
 int		 conf_tls_mode(const struct conf *, const struct listener *);
 int		 conf_is_trusted(const struct conf *, const struct sockaddr *);

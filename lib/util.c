@@ -115,7 +115,7 @@ buf_reset(struct buf *b)
 		b->data[0] = '\0';
 }
 
-static void
+void
 buf_reserve(struct buf *b, size_t extra)
 {
 	size_t need, cap;

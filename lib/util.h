@@ -21,6 +21,9 @@ void	 buf_reset(struct buf *);
 void	 buf_append(struct buf *, const void *, size_t);
 /* The same for secrets: growing leaves no copy behind (the old is wiped). */
 void	 buf_append_wipe(struct buf *, const void *, size_t);
+/* Room for extra more bytes now, so a secret appended later never leaves a
+ * copy behind in a block that realloc gave up. */
+void	 buf_reserve(struct buf *, size_t extra);
 void	 buf_puts(struct buf *, const char *);
 void	 buf_putc(struct buf *, int);
 void	 buf_printf(struct buf *, const char *, ...)

@@ -72,12 +72,18 @@ enum sstate {
 
 /* Why a message in DATA is refused at its end. */
 enum data_err {
-	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_HOPS, DE_WRITE, DE_QUEUE
+	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_HOPS, DE_WRITE, DE_QUEUE,
+	DE_FROM
 };
 static const char *const data_err_name[] = {
 	"none", "size", "line-length", "bare-cr-lf", "nul", "hops", "write",
-	"queue"
+	"queue", "from-not-owned"
 };
+
+/* A SASL exchange in progress: the next line is a response, not a verb. */
+enum sasl_state { SASL_NONE, SASL_PLAIN, SASL_LOGIN_USER, SASL_LOGIN_PASS };
+
+#define SMTP_HDR_MAX	4096	/* a header field kept for checking */
 
 struct session {
 	struct session		*next, *prev;
@@ -96,7 +102,11 @@ struct session {
 	int			 closing;	/* shutdown: close after txn */
 	int			 local;		/* submit socket: sendmail(1) */
 	int			 tls;		/* the handshake is done */
-	int			 authed;	/* AUTH done (ESMTPA); not yet */
+	int			 authed;	/* AUTH done (ESMTPA) */
+	char			*authuser;	/* the account it proved */
+	enum sasl_state		 sasl;
+	char			*saslname;	/* LOGIN: the name given */
+	int			 authwait;	/* the vault checks a password */
 	int			 goodbye;	/* we close: TLS close_notify */
 	uint64_t		 active;	/* ms: last input (or connect) */
 	uid_t			 uid;		/* its peer's uid */
@@ -116,6 +126,10 @@ struct session {
 	int			 inheaders;
 	long long		 hops;		/* Received: fields seen */
 	char			*vaultrcpt;	/* RCPT the vault is checking */
+	/* header checks of an authenticated submission */
+	struct buf		 hdr;		/* the field being read */
+	int			 hasdate, hasmsgid;
+	char			*badfrom;	/* a From: address not its own */
 };
 
 /* The profile of the local submission socket: no per-address limits. */
@@ -289,6 +303,10 @@ session_free(struct session *s)
 	session_reset(s);
 	free(s->helo);
 	free(s->vaultrcpt);
+	free(s->authuser);
+	free(s->saslname);
+	free(s->badfrom);
+	buf_free(&s->hdr);
 	buf_free(&s->wbuf);
 	if (s->timer)
 		event_free(s->timer);
@@ -340,6 +358,10 @@ session_reset(struct session *s)
 	s->msgsize = 0;
 	s->derr = DE_NONE;
 	s->werrno = 0;
+	buf_reset(&s->hdr);
+	s->hasdate = s->hasmsgid = 0;
+	free(s->badfrom);
+	s->badfrom = NULL;
 }
 
 /* ---- line reader ------------------------------------------------------ */
@@ -417,6 +439,13 @@ session_tls_offered(const struct session *s)
 	    conf_tls_mode(smtp.conf, s->l) == TLS_MODE_STARTTLS;
 }
 
+/* AUTH: on submission listeners, inside TLS, once. */
+static int
+session_auth_offered(const struct session *s)
+{
+	return s->l->role == ROLE_MSA && s->tls && !s->authed;
+}
+
 static void
 cmd_helo(struct session *s, const char *arg, int esmtp)
 {
@@ -438,6 +467,8 @@ cmd_helo(struct session *s, const char *arg, int esmtp)
 	session_reply(s, "250-%s", host);
 	if (session_tls_offered(s))
 		session_reply(s, "250-STARTTLS");
+	if (session_auth_offered(s))
+		session_reply(s, "250-AUTH PLAIN LOGIN");
 	session_reply(s, "250-PIPELINING");
 	session_reply(s, "250-SIZE %lld", session_knob(s, K_MAX_MESSAGE_SIZE));
 	session_reply(s, "250-8BITMIME");
@@ -459,6 +490,13 @@ cmd_mail(struct session *s, const char *arg)
 	}
 	if (s->sender != NULL) {
 		session_error(s, "503 5.5.1 sender already given");
+		return;
+	}
+	if (!s->authed && !s->local && conf_auth_required(smtp.conf, s->l)) {
+		session_log(s, "event=mail result=reject code=530 esc=5.7.0 "
+		    "reason=\"authentication required\"");
+		session_error(s, "530 5.7.0 authentication required%s",
+		    s->tls ? "" : " (STARTTLS first)");
 		return;
 	}
 	if (smtp_parse_path(arg, flags | PATH_ALLOW_UTF8, &p, &rest, &why) == -1) {
@@ -483,6 +521,14 @@ cmd_mail(struct session *s, const char *arg)
 		return;
 	}
 	smtp_path_string(&p, addr, sizeof(addr));
+	if (s->authed && !conf_sender_allowed(smtp.conf, s->authuser, addr)) {
+		session_log(s, "event=mail result=reject code=553 esc=5.7.1 "
+		    "reason=\"sender not owned\" user=<%s> from=<%s>",
+		    log_a(s->authuser), log_a(addr));
+		session_error(s, "553 5.7.1 <%s>: sender address not owned by "
+		    "user %s", addr, s->authuser);
+		return;
+	}
 	s->sender = xstrdup(addr);
 	session_reply(s, "250 2.1.0 sender ok");
 }
@@ -553,7 +599,7 @@ rcpt_check(struct session *s, const char *addr)
 			session_error(s, "550 5.1.1 <%s>: recipient unknown", addr);
 			return;
 		}
-	} else if (!s->local &&
+	} else if (!s->local && !s->authed &&
 	    !conf_is_trusted(smtp.conf, (struct sockaddr *)&s->ss)) {
 		session_log(s, "event=rcpt result=reject code=554 esc=5.7.1 "
 		    "reason=\"relaying denied\" to=<%s>", log_a(addr));
@@ -717,6 +763,242 @@ cmd_starttls(struct session *s)
 	s->state = SS_STARTTLS;
 }
 
+/* ---- AUTH (RFC 4954): PLAIN and LOGIN, checked by the vault ---------------- */
+
+/* Decode base64 into out (NUL-terminated); -1 if it is not base64. */
+static int
+sasl_decode(const char *in, char *out, size_t cap, size_t *outlen)
+{
+	size_t n = strlen(in), pad = 0;
+	const char *eq;
+	int r;
+
+	if (n == 0 || n % 4 != 0 || n / 4 * 3 + 1 > cap)
+		return -1;
+	if (strspn(in, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789+/=") != n)
+		return -1;
+	/* Padding only at the end: "=" or "==". */
+	if ((eq = strchr(in, '=')) != NULL && (eq < in + n - 2 ||
+	    strspn(eq, "=") != (size_t)(in + n - eq)))
+		return -1;
+	if (in[n - 1] == '=')
+		pad++;
+	if (in[n - 2] == '=')
+		pad++;
+	if ((r = EVP_DecodeBlock((unsigned char *)out,
+	    (const unsigned char *)in, (int)n)) < 0 || (size_t)r < pad)
+		return -1;
+	*outlen = (size_t)r - pad;
+	out[*outlen] = '\0';
+	return 0;
+}
+
+/* A name or password as SASL carries it: no NUL, no controls but space. */
+static int
+sasl_plain_text(const char *s, size_t len, size_t max)
+{
+	size_t i;
+
+	if (len == 0 || len > max)
+		return 0;
+	for (i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+static void
+auth_done(uint64_t sid, int status, const char *account, const char *unused)
+{
+	struct session *s = smtp_find(sid);
+
+	if (s == NULL || s->state != SS_VAULT || !s->authwait)
+		return;
+	s->authwait = 0;
+	s->state = SS_CMD;
+	if (status == VAULT_OK && account != NULL) {
+		s->authed = 1;
+		free(s->authuser);
+		s->authuser = xstrdup(account);
+		session_log(s, "event=auth result=ok user=<%s>",
+		    log_a(account));
+		session_reply(s, "235 2.7.0 authentication successful");
+	} else if (status == VAULT_INVALID) {
+		session_log(s, "event=auth result=fail code=535 esc=5.7.8 "
+		    "reason=\"%s\" user=<%s>", log_q(account ? account :
+		    "invalid"), log_a(s->saslname ? s->saslname : ""));
+		session_error(s, "535 5.7.8 authentication credentials "
+		    "invalid");
+	} else {
+		session_log(s, "event=auth result=tempfail code=454 esc=4.7.0 "
+		    "reason=\"%s\"", log_q(account ? account :
+		    "vault unavailable"));
+		session_reply(s, "454 4.7.0 temporary authentication failure, "
+		    "try again later");
+	}
+	free(s->saslname);
+	s->saslname = NULL;
+	if (s->state == SS_CMD)
+		session_process(s);
+}
+
+/* The vault checks the password; the session waits, holding its input. */
+static void
+auth_check(struct session *s, const char *user, size_t ulen,
+    const char *pass, size_t plen)
+{
+	char addr[INET6_ADDRSTRLEN + 1], *name;
+	size_t n;
+
+	s->sasl = SASL_NONE;
+	if (!sasl_plain_text(user, ulen, 255) ||
+	    !sasl_plain_text(pass, plen, 1024)) {
+		session_error(s, "535 5.7.8 authentication credentials "
+		    "invalid");
+		return;
+	}
+	name = xstrndup(user, ulen);	/* user may be s->saslname */
+	free(s->saslname);
+	s->saslname = name;
+	/* s->addr is "[192.0.2.1]"; the vault counts by the bare address. */
+	n = str_copy(addr, s->addr[0] == '[' ? s->addr + 1 : s->addr,
+	    sizeof(addr));
+	if (n > 0 && n < sizeof(addr) && addr[n - 1] == ']')
+		addr[n - 1] = '\0';
+	if (vault_check_password(s->saslname, pass, addr, auth_done,
+	    s->id) == -1) {
+		session_log(s, "event=auth result=tempfail code=454 esc=4.7.0 "
+		    "reason=\"vault unavailable\"");
+		session_reply(s, "454 4.7.0 temporary authentication failure, "
+		    "try again later");
+		return;
+	}
+	s->authwait = 1;
+	s->state = SS_VAULT;
+}
+
+/* PLAIN: authzid NUL authcid NUL password; authzid empty or authcid. */
+static void
+auth_plain(struct session *s, const char *b64)
+{
+	char buf[2048], *user, *pass, *end;
+	size_t len;
+
+	if (strcmp(b64, "=") == 0)
+		len = 0, buf[0] = '\0';
+	else if (sasl_decode(b64, buf, sizeof(buf), &len) == -1) {
+		s->sasl = SASL_NONE;
+		session_error(s, "501 5.5.2 cannot decode the response");
+		return;
+	}
+	end = buf + len;
+	user = memchr(buf, '\0', len);
+	pass = user ? memchr(user + 1, '\0', (size_t)(end - user - 1)) : NULL;
+	if (user == NULL || pass == NULL || (user > buf &&
+	    ((size_t)(user - buf) != (size_t)(pass - user - 1) ||
+	    memcmp(buf, user + 1, (size_t)(user - buf)) != 0))) {
+		s->sasl = SASL_NONE;
+		explicit_bzero(buf, sizeof(buf));
+		session_error(s, "535 5.7.8 authentication credentials "
+		    "invalid");
+		return;
+	}
+	auth_check(s, user + 1, (size_t)(pass - user - 1), pass + 1,
+	    (size_t)(end - pass - 1));
+	explicit_bzero(buf, sizeof(buf));
+}
+
+/* A line while a SASL exchange runs: the client's response. */
+static void
+auth_response(struct session *s, char *line)
+{
+	char buf[1100];
+	size_t len;
+
+	if (strcmp(line, "*") == 0) {
+		s->sasl = SASL_NONE;
+		free(s->saslname);
+		s->saslname = NULL;
+		session_error(s, "501 5.0.0 authentication cancelled");
+		return;
+	}
+	if (s->sasl == SASL_PLAIN) {
+		auth_plain(s, line);
+		explicit_bzero(line, strlen(line));
+		return;
+	}
+	if (sasl_decode(line, buf, sizeof(buf), &len) == -1) {
+		s->sasl = SASL_NONE;
+		session_error(s, "501 5.5.2 cannot decode the response");
+		return;
+	}
+	if (s->sasl == SASL_LOGIN_USER) {
+		free(s->saslname);
+		s->saslname = xstrndup(buf, len);
+		s->sasl = SASL_LOGIN_PASS;
+		session_reply(s, "334 UGFzc3dvcmQ6");	/* "Password:" */
+		return;
+	}
+	auth_check(s, s->saslname ? s->saslname : "", s->saslname ?
+	    strlen(s->saslname) : 0, buf, len);
+	explicit_bzero(buf, sizeof(buf));
+	explicit_bzero(line, strlen(line));
+}
+
+static void
+cmd_auth(struct session *s, const char *arg)
+{
+	char mech[32], *ir;
+	size_t n = strcspn(arg, " ");
+
+	if (s->l->role != ROLE_MSA) {
+		session_error(s, "502 5.5.1 AUTH is for submission (port 587 "
+		    "or 465)");
+		return;
+	}
+	if (!s->tls) {
+		session_error(s, "538 5.7.11 encryption required for "
+		    "authentication (STARTTLS first)");
+		return;
+	}
+	if (s->helo == NULL || !s->esmtp) {
+		session_error(s, "503 5.5.1 send EHLO first");
+		return;
+	}
+	if (s->authed) {
+		session_error(s, "503 5.5.1 already authenticated");
+		return;
+	}
+	if (s->sender != NULL) {
+		session_error(s, "503 5.5.1 AUTH is not allowed in a mail "
+		    "transaction");
+		return;
+	}
+	if (n == 0 || n >= sizeof(mech)) {
+		session_error(s, "501 5.5.4 AUTH needs a mechanism");
+		return;
+	}
+	memcpy(mech, arg, n);
+	mech[n] = '\0';
+	ir = arg[n] == ' ' ? (char *)arg + n + 1 : NULL;
+	if (strcasecmp(mech, "PLAIN") == 0) {
+		s->sasl = SASL_PLAIN;
+		if (ir)
+			auth_response(s, ir);
+		else
+			session_reply(s, "334 ");
+	} else if (strcasecmp(mech, "LOGIN") == 0) {
+		s->sasl = SASL_LOGIN_USER;
+		if (ir)
+			auth_response(s, ir);
+		else
+			session_reply(s, "334 VXNlcm5hbWU6");	/* "Username:" */
+	} else
+		session_error(s, "504 5.5.4 mechanism not supported; PLAIN "
+		    "and LOGIN are");
+}
+
 static void
 session_command(struct session *s, char *line)
 {
@@ -767,6 +1049,8 @@ session_command(struct session *s, char *line)
 		cmd_starttls(s);
 		break;
 	case VERB_AUTH:
+		cmd_auth(s, cmd.arg);
+		break;
 	case VERB_BDAT:
 		session_error(s, "502 5.5.1 command not implemented");
 		break;
@@ -800,7 +1084,10 @@ session_cmdline(struct session *s)
 		session_error(s, "500 5.5.2 NUL byte in command");
 		return;
 	case LN_OK:
-		session_command(s, line);
+		if (s->sasl != SASL_NONE)
+			auth_response(s, line);
+		else
+			session_command(s, line);
 		return;
 	}
 }
@@ -893,6 +1180,12 @@ data_refuse(struct session *s)
 		    "esc=4.3.0 reason=\"queue lost during DATA\"");
 		session_reply(s, "451 4.3.0 queue unavailable, try again "
 		    "later");
+	} else if (s->derr == DE_FROM) {
+		session_log(s, "event=data result=reject code=553 esc=5.7.1 "
+		    "reason=\"From: not owned\" user=<%s> header_from=<%s>",
+		    log_a(s->authuser ? s->authuser : ""), log_a(s->badfrom));
+		session_reply(s, "553 5.7.1 From: <%s> is not an address of "
+		    "user %s", s->badfrom, s->authuser ? s->authuser : "?");
 	} else if (s->derr == DE_SIZE) {
 		session_reply(s, "552 5.3.4 message size exceeds fixed "
 		    "maximum of %lld bytes",
@@ -963,9 +1256,15 @@ data_send_commit(struct session *s)
 	return r == 0 ? 0 : -1;
 }
 
+static void	hdr_complete(struct session *);
+
 static void
 data_commit(struct session *s)
 {
+	if (s->authed && s->inheaders && s->derr == DE_NONE)
+		hdr_complete(s);	/* a message that is all header */
+	if (s->badfrom != NULL && s->derr == DE_NONE)
+		s->derr = DE_FROM;
 	data_write(s, 1);
 	if (s->msgfd >= 0)
 		close(s->msgfd);
@@ -981,6 +1280,129 @@ data_commit(struct session *s)
 	s->state = SS_WAIT;
 }
 
+/*
+ * The addresses of a From: field body, comments and display names left
+ * out; each is checked against what the account may send as.  Returns
+ * the first address it may not use (copied to bad), or 0.
+ */
+static int
+hdr_from_check(struct session *s, const char *v, char *bad, size_t badlen)
+{
+	char one[512];
+	size_t n = 0;
+	int depth = 0, quoted = 0, angle = 0, inangle = 0, count = 0;
+
+	for (;; v++) {
+		char ch = *v;
+
+		if (ch == '\0' || (ch == ',' && !quoted && !depth && !angle)) {
+			one[n] = '\0';
+			/* trim, and take <...> if there was one */
+			while (n > 0 && one[n - 1] == ' ')
+				one[--n] = '\0';
+			if (n > 0 || inangle) {
+				const char *a = one + strspn(one, " ");
+
+				if (++count > 20 || !conf_sender_allowed(
+				    smtp.conf, s->authuser, a)) {
+					str_copy(bad, a, badlen);
+					return 1;
+				}
+			}
+			n = 0;
+			inangle = 0;
+			if (ch == '\0')
+				return 0;
+			continue;
+		}
+		if (quoted) {
+			if (ch == '"')
+				quoted = 0;
+			else if (ch == '\\' && v[1])
+				v++;
+			continue;
+		}
+		if (depth) {
+			depth += ch == '(' ? 1 : ch == ')' ? -1 : 0;
+			continue;
+		}
+		if (ch == '(') {
+			depth = 1;
+		} else if (ch == '"' && !angle) {
+			quoted = 1;
+		} else if (ch == '<') {
+			angle = inangle = 1;
+			n = 0;		/* the display name is not the address */
+		} else if (ch == '>') {
+			angle = 0;
+		} else if (inangle && !angle) {
+			;		/* after <...>: nothing counts */
+		} else if (n + 1 < sizeof(one) && (ch != ' ' || n > 0))
+			one[n++] = ch;
+	}
+}
+
+/* One whole header field of an authenticated submission is read. */
+static void
+hdr_field_done(struct session *s)
+{
+	char bad[512];
+	const char *v;
+
+	if (s->hdr.len == 0)
+		return;
+	v = s->hdr.data;
+	if (strncasecmp(v, "Date:", 5) == 0)
+		s->hasdate = 1;
+	else if (strncasecmp(v, "Message-ID:", 11) == 0)
+		s->hasmsgid = 1;
+	else if (strncasecmp(v, "From:", 5) == 0 && s->badfrom == NULL &&
+	    hdr_from_check(s, v + 5, bad, sizeof(bad)))
+		s->badfrom = xstrdup(bad);
+	buf_reset(&s->hdr);
+}
+
+/* The header ends: what a mail program left out, a submission gets. */
+static void
+hdr_complete(struct session *s)
+{
+	char date[64];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	hdr_field_done(s);
+	if (!s->hasdate) {
+		localtime_r(&now, &tm);
+		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+		buf_printf(&s->wbuf, "Date: %s\r\n", date);
+		s->msgsize += 8 + strlen(date);
+	}
+	if (!s->hasmsgid) {
+		buf_printf(&s->wbuf, "Message-ID: <%s@%s>\r\n", s->qid,
+		    conf_str(smtp.conf, K_HOSTNAME));
+		s->msgsize += 20 + strlen(s->qid) +
+		    strlen(conf_str(smtp.conf, K_HOSTNAME));
+	}
+	s->hasdate = s->hasmsgid = 1;
+}
+
+/* Header lines of an authenticated submission, unfolded, bounded. */
+static void
+hdr_line(struct session *s, const char *line, size_t len)
+{
+	if (len > 0 && (line[0] == ' ' || line[0] == '\t')) {
+		if (s->hdr.len + len < SMTP_HDR_MAX) {
+			buf_putc(&s->hdr, ' ');
+			buf_append(&s->hdr, line + 1, len - 1);
+		}
+		return;
+	}
+	hdr_field_done(s);
+	if (len > 0)
+		buf_append(&s->hdr, line, len < SMTP_HDR_MAX ? len :
+		    SMTP_HDR_MAX);
+}
+
 static void
 data_line(struct session *s, const char *line, size_t len)
 {
@@ -989,6 +1411,11 @@ data_line(struct session *s, const char *line, size_t len)
 	if (line[0] == '.') {		/* dot-stuffing, RFC 5321 4.5.2 */
 		line++;
 		len--;
+	}
+	if (s->inheaders && s->authed) {
+		hdr_line(s, line, len);
+		if (len == 0)
+			hdr_complete(s);
 	}
 	if (s->inheaders && len == 0)
 		s->inheaders = 0;

@@ -56,8 +56,9 @@ def tls(make_daemon, tmpbase):
     ctx = make_server_ca(ca)
     msa, smtps = free_port(), free_port()
     d = make_daemon(f'tls-cert "{ca}/leaf.pem"\ntls-key "{ca}/leaf.key"\n'
-                    f"listen msa 127.0.0.1 port {msa}\n"
-                    f"listen msa 127.0.0.1 port {smtps} tls implicit\n")
+                    f"listen msa 127.0.0.1 port {msa} auth-required no\n"
+                    f"listen msa 127.0.0.1 port {smtps} tls implicit "
+                    "auth-required no\n")
     d.msa, d.smtps, d.ctx, d.ca = msa, smtps, ctx, ca
     return d.start()
 

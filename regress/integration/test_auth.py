@@ -1,0 +1,226 @@
+"""SMTP AUTH on submission (RFC 4954): PLAIN and LOGIN, offered on msa
+listeners inside TLS only, checked by the vault against the credential
+store; submission needs AUTH before MAIL; an authenticated account relays,
+but only as the senders and From: addresses it owns (its own, and what
+allow-sender grants); submitted mail gets Date: and Message-ID: when it
+has none.  Clients verify the daemon against a test CA.
+"""
+import base64
+import re
+import smtplib
+import time
+
+import pytest
+
+from conftest import SMTPConn, free_port, wait_for
+from test_privsep import memory_has, role_pids
+from test_tls import Client, make_server_ca
+
+pytestmark = pytest.mark.usefixtures("sanitizer_check")
+
+PASSWORD = "Sub-mission-Pw-4kQ9z"
+ANNA = "anna@example.test"
+
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+@pytest.fixture
+def sub(make_daemon, tmpbase):
+    """mx (STARTTLS, no AUTH), msa on d.msa (STARTTLS) and d.smtps
+    (implicit TLS); account anna@example.test, who may also send as
+    board@example.test and anyone @league.test."""
+    ca = tmpbase / "ca"
+    ctx = make_server_ca(ca)
+    msa, smtps = free_port(), free_port()
+    d = make_daemon(f'tls-cert "{ca}/leaf.pem"\ntls-key "{ca}/leaf.key"\n'
+                    f"listen msa 127.0.0.1 port {msa}\n"
+                    f"listen msa 127.0.0.1 port {smtps} tls implicit\n"
+                    'local-domain "league.test"\n'
+                    f"allow-sender {ANNA} board@example.test @league.test\n",
+                    vusers=("demo", "alice", "bob", "anna"))
+    d.ctl("user", "add", ANNA, input=PASSWORD + "\n", check=True)
+    d.msa, d.smtps, d.ctx = msa, smtps, ctx
+    return d.start()
+
+
+def tls_session(d, port=None):
+    c = Client(port or d.msa)
+    c.ehlo()
+    c.starttls(context=d.ctx)
+    c.ehlo()
+    return c
+
+
+def raw_tls(d):
+    """A raw session on the msa port after STARTTLS (for AUTH by hand)."""
+    import ssl
+    c = SMTPConn(d.msa)
+    c.cmd("EHLO client.example.org")
+    assert c.cmd("STARTTLS")[0] == 220
+    c.sock = d.ctx.wrap_socket(c.sock, server_hostname="mx.example.test")
+    c.buf = b""
+    code, text = c.cmd("EHLO client.example.org")
+    assert code == 250, text
+    return c
+
+
+def test_auth_offered_only_inside_tls_on_submission(sub):
+    with Client(sub.msa) as c:
+        c.ehlo()
+        assert not c.has_extn("auth")
+        c.starttls(context=sub.ctx)
+        c.ehlo()
+        assert c.esmtp_features.get("auth", "").split() == ["PLAIN",
+                                                             "LOGIN"]
+    with Client(sub.smtps, sub.ctx, implicit=True) as c:
+        c.ehlo()
+        assert c.has_extn("auth")
+    with Client(sub.port) as c:                 # the MX: never
+        c.ehlo()
+        c.starttls(context=sub.ctx)
+        c.ehlo()
+        assert not c.has_extn("auth")
+        code, text = c.docmd("AUTH", "PLAIN " + b64(f"\0{ANNA}\0{PASSWORD}"))
+        assert code == 502, text
+
+
+def test_auth_before_tls_refused_and_mail_needs_auth(sub):
+    with SMTPConn(sub.msa) as c:
+        c.cmd("EHLO client.example.org")
+        code, text = c.cmd("AUTH PLAIN " + b64(f"\0{ANNA}\0{PASSWORD}"))
+        assert code == 538 and text.startswith("538 5.7.11"), text
+        code, text = c.cmd("MAIL FROM:<anna@example.test>")
+        assert code == 530 and text.startswith("530 5.7.0"), text
+    with tls_session(sub) as c:
+        code, text = c.mail(ANNA)
+        assert code == 530, text
+
+
+def test_plain_and_login_submit_relay_and_complete_the_header(sub):
+    with tls_session(sub) as c:
+        code, text = c.login(ANNA, PASSWORD)
+        assert code == 235, text
+        # Relaying: an address elsewhere is accepted (and queued).
+        c.sendmail(ANNA, ["friend@elsewhere.example", "alice@example.test"],
+                   b"Subject: plain\r\nFrom: Anna <anna@example.test>\r\n"
+                   b"\r\nhello\r\n")
+    assert sub.wait_mail("alice"), sub.logtext()
+    msg = sub.maildir("alice")[0].read_bytes()
+    assert re.search(rb"with ESMTPSA id", msg), msg[:600]
+    assert re.search(rb"^Date: ", msg, re.M) and \
+        re.search(rb"^Message-ID: <[0-9A-F]{16}@mx\.example\.test>", msg,
+                  re.M), msg[:600]
+    assert "event=auth result=ok user=<anna@example.test>" in sub.logtext()
+    # LOGIN, by hand, with the initial response.
+    c = raw_tls(sub)
+    code, text = c.cmd("AUTH LOGIN " + b64(ANNA))
+    assert code == 334 and text == "334 UGFzc3dvcmQ6", text
+    code, text = c.cmd(b64(PASSWORD))
+    assert code == 235 and text.startswith("235 2.7.0"), text
+    code, text = c.cmd("AUTH PLAIN " + b64(f"\0{ANNA}\0{PASSWORD}"))
+    assert code == 503, text                    # once per session
+    assert c.cmd("MAIL FROM:<anna@example.test>")[0] == 250
+    assert c.cmd("RCPT TO:<bob@example.test>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    # A Date: and Message-ID: of its own are kept.
+    c.send("Subject: login\r\nDate: Sun, 6 Dec 2026 10:00:00 +0000\r\n"
+           "Message-ID: <own@client.example>\r\nFrom: anna@example.test\r\n"
+           "\r\nbody\r\n.\r\n")
+    assert c.reply()[0] == 250
+    c.close()
+    assert sub.wait_mail("bob"), sub.logtext()
+    msg = sub.maildir("bob")[0].read_bytes()
+    assert msg.count(b"\nDate: ") == 1 and \
+        msg.count(b"Message-ID: ") == 1 and b"<own@client.example>" in msg
+
+
+def test_wrong_password_535_then_slower_and_logged(sub):
+    c = raw_tls(sub)
+    code, text = c.cmd("AUTH PLAIN " + b64(f"\0{ANNA}\0wrong-{PASSWORD}"))
+    assert code == 535 and text.startswith("535 5.7.8"), text
+    t0 = time.monotonic()
+    code, text = c.cmd("AUTH PLAIN " + b64(f"\0{ANNA}\0wrong-again"))
+    slow = time.monotonic() - t0
+    assert code == 535, text
+    # The throttle answers a repeated failure later, never sooner.
+    assert slow >= 0.9, slow
+    code, text = c.cmd("AUTH PLAIN " + b64(f"\0nobody@example.test\0x"))
+    assert code == 535, text
+    c.close()
+    log = sub.logtext()
+    assert re.search(r"vault: event=auth result=fail "
+                     r"user=<anna@example\.test> client=\[127\.0\.0\.1\] "
+                     r"failures=\d+ delay=\d+s", log), log
+    assert "wrong-" not in log                  # no password in the log
+
+
+def test_cancel_and_malformed_responses(sub):
+    c = raw_tls(sub)
+    assert c.cmd("AUTH PLAIN")[0] == 334
+    code, text = c.cmd("*")
+    assert code == 501, text
+    assert c.cmd("AUTH LOGIN")[0] == 334
+    code, text = c.cmd("not base64!")
+    assert code == 501, text
+    code, text = c.cmd("AUTH CRAM-MD5")
+    assert code == 504, text
+    # authzid other than the user: refused without asking the vault
+    code, text = c.cmd("AUTH PLAIN " + b64(f"root\0{ANNA}\0{PASSWORD}"))
+    assert code == 535, text
+    assert c.cmd("NOOP")[0] == 250              # the session goes on
+    c.close()
+
+
+def test_sender_ownership(sub):
+    with tls_session(sub) as c:
+        c.login(ANNA, PASSWORD)
+        code, text = c.mail("bob@example.test")
+        assert code == 553 and b"5.7.1" in text and b"not owned" in text
+        code, text = c.mail("")
+        assert code == 553, text
+        for ok in ("anna+lists@example.test", "board@example.test",
+                   "news@league.test"):
+            assert c.mail(ok)[0] == 250, ok
+            c.rset()
+        # The envelope may be right and the header wrong.
+        c.mail(ANNA)
+        c.rcpt("alice@example.test")
+        code, text = c.data(b"Subject: forged\r\n"
+                            b"From: \"Bob\" <bob@example.test>\r\n\r\nx\r\n")
+        assert code == 553 and b"bob@example.test" in text, text
+        c.mail(ANNA)
+        c.rcpt("alice@example.test")
+        code, text = c.data(b"Subject: board\r\nFrom: The board\r\n"
+                            b" <board@example.test>, (comment) "
+                            b"anna@example.test\r\n\r\nx\r\n")
+        assert code == 250, text
+    assert sub.wait_mail("alice"), sub.logtext()
+    assert len(sub.maildir("alice")) == 1
+    assert "reason=\"sender not owned\"" in sub.logtext()
+
+
+def test_relay_refused_without_auth_on_every_listener(sub):
+    with Client(sub.port) as c:                 # MX, even inside TLS
+        c.ehlo()
+        c.starttls(context=sub.ctx)
+        c.ehlo()
+        c.mail("x@example.org")
+        code, text = c.rcpt("friend@elsewhere.example")
+        assert code == 554 and b"relaying denied" in text, text
+    for port, implicit in ((sub.msa, False), (sub.smtps, True)):
+        with Client(port, sub.ctx, implicit=implicit) as c:
+            c.ehlo()
+            if not implicit:
+                c.starttls(context=sub.ctx)
+                c.ehlo()
+            code, _ = c.mail("x@example.org")
+            assert code == 530
+
+
+def test_password_not_kept_by_the_smtp_process(sub):
+    with tls_session(sub) as c:
+        assert c.login(ANNA, PASSWORD)[0] == 235
+        pid = role_pids(sub)["smtp"]
+        assert not memory_has(pid, PASSWORD.encode())
