@@ -5,9 +5,9 @@
  * IMSG_P_GO: the configuration text and identity (IMSG_P_INIT), listening
  * and control sockets (IMSG_P_FD), peer channels (IMSG_P_PEER), for the
  * vault its secrets, and for smtp the TLS certificate chain and key
- * (IMSG_P_TLS), which it loads from memory.  The role then parses the configuration itself,
- * drops to the unprivileged user and enters its main loop, which confines
- * itself (lib/confine.c) once its own set-up is done.
+ * (IMSG_P_TLS), which it loads from memory.  The role then parses the
+ * configuration itself, drops to the unprivileged user and enters its main
+ * loop, which confines itself (lib/confine.c) once its own set-up is done.
  */
 #include <errno.h>
 #include <grp.h>
