@@ -1503,6 +1503,11 @@ conf_print_listener(struct buf *b, const struct conf *c,
 		if (!knob_defs[i].per_listener)
 			continue;
 		v = l->knobs[i].set ? l->knobs[i] : c->v[i];
+		if (i == K_AUTH_REQUIRED) {	/* unset: by the listener's role */
+			buf_printf(b, " %s %s", knob_defs[i].name,
+			    conf_auth_required(c, l) ? "yes" : "no");
+			continue;
+		}
 		buf_printf(b, " %s ", knob_defs[i].name);
 		conf_print_value(b, i, &v);
 	}
@@ -1526,6 +1531,13 @@ conf_print(const struct conf *c, struct buf *b)
 	for (size_t i = 0; i < c->ndomains; i++) {
 		buf_puts(b, "local-domain ");
 		conf_print_quoted(b, c->domains[i]);
+		buf_putc(b, '\n');
+	}
+	for (size_t i = 0; i < c->ngrants; i++) {
+		buf_puts(b, "allow-sender ");
+		conf_print_quoted(b, c->grants[i].account);
+		buf_putc(b, ' ');
+		conf_print_quoted(b, c->grants[i].address);
 		buf_putc(b, '\n');
 	}
 	for (size_t i = 0; i < c->ntrusted; i++)

@@ -53,7 +53,7 @@ enum ipc_tag {
 	T_AUTH, T_DOMAIN, T_RELAY, T_TLS, T_DSN,
 	T_FORWARD,	/* an address a ~/.forward sends the message on to */
 	T_SELF,		/* worker -> parent: ~/.forward keeps a copy */
-	T_KEY,		/* parent -> vault: the SRS key; -> smtp: the TLS key (PEM) */
+	T_KEY,		/* parent -> vault: the SRS key; -> smtp: TLS key */
 	T_PASS,		/* parent -> vault, vault -> smtp: a route password */
 	T_FLAGS,	/* parent -> role: ROLE_F_* */
 	T_INDEX,	/* parent -> role: a listener's index in the config */

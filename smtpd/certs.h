@@ -19,7 +19,7 @@ struct certs {
 	char		 origin[8200];	/* the file(s), for the log */
 	int		 selfsigned;
 	int		 made;		/* self-signed, made just now */
-	int		 expired;	/* the server certificate's notAfter passed */
+	int		 expired;	/* the server certificate's time is up */
 };
 
 void	certs_init(struct certs *);

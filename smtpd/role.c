@@ -7,9 +7,9 @@
  * credential store's virtual account names (IMSG_P_ACCOUNTS, smtp and
  * queue), for the vault its secrets, and for smtp the TLS certificate
  * chain and key (IMSG_P_TLS), which it loads from memory.  The role then
- * parses the configuration itself,
- * drops to the unprivileged user and enters its main loop, which confines
- * itself (lib/confine.c) once its own set-up is done.
+ * parses the configuration itself, drops to the unprivileged user and
+ * enters its main loop, which confines itself (lib/confine.c) once its own
+ * set-up is done.
  */
 #include <errno.h>
 #include <grp.h>

@@ -621,9 +621,65 @@ test_conf_prefixes(void)
 	CHECK(fails == 0);
 }
 
+/* Who may send as what: own address, +extensions, allow-sender grants. */
+static void
+test_conf_senders(void)
+{
+	static const char text[] =
+	    "local-domain \"example.org\"\nlocal-domain \"league.test\"\n"
+	    "listen mx 127.0.0.1 port 25\n"
+	    "listen msa 127.0.0.1 port 587\n"
+	    "listen msa 127.0.0.1 port 588 auth-required no\n"
+	    "allow-sender anna@example.org board@league.test @news.example\n"
+	    "allow-sender Bob info@example.org\n";
+	static const char *bad[] = {
+	    "allow-sender anna\n", "allow-sender anna nobody\n",
+	    "allow-sender anna x@-bad-\n", "allow-sender anna @\n",
+	    "auth-required maybe\n",
+	};
+	char err[512];
+	struct conf *c;
+	size_t i;
+
+	c = conf_parse("t.conf", text, strlen(text), "/base", err, sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL)
+		return;
+	CHECK(conf_sender_allowed(c, "anna@example.org", "anna@example.org"));
+	CHECK(conf_sender_allowed(c, "anna@example.org",
+	    "ANNA+lists@Example.ORG"));
+	CHECK(conf_sender_allowed(c, "anna@example.org", "board@league.test"));
+	CHECK(conf_sender_allowed(c, "anna@example.org", "x@news.example"));
+	CHECK(!conf_sender_allowed(c, "anna@example.org", "anna@league.test"));
+	CHECK(!conf_sender_allowed(c, "anna@example.org", "bob@example.org"));
+	CHECK(!conf_sender_allowed(c, "anna@example.org", "x@sub.news.example"));
+	CHECK(!conf_sender_allowed(c, "anna@example.org", ""));
+	CHECK(!conf_sender_allowed(c, "anna@example.org", "anna@"));
+	/* A system account: its name at every local domain. */
+	CHECK(conf_sender_allowed(c, "bob", "bob@example.org"));
+	CHECK(conf_sender_allowed(c, "bob", "bob@league.test"));
+	CHECK(conf_sender_allowed(c, "bob", "info@example.org"));
+	CHECK(!conf_sender_allowed(c, "bob", "bob@elsewhere.example"));
+	CHECK(!conf_sender_allowed(c, "bob", "bobby@example.org"));
+	/* AUTH before MAIL: msa by default, never the MX unless told. */
+	CHECK(!conf_auth_required(c, &c->listeners[0]));
+	CHECK(conf_auth_required(c, &c->listeners[1]));
+	CHECK(!conf_auth_required(c, &c->listeners[2]));
+	CHECK(!conf_auth_required(c, NULL));
+	test_conf_print_roundtrip(c);
+	conf_free(c);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		c = conf_parse("t.conf", bad[i], strlen(bad[i]), "/base", err,
+		    sizeof(err));
+		CHECK(c == NULL && strncmp(err, "t.conf:1: ", 10) == 0);
+		conf_free(c);
+	}
+}
+
 void
 test_conf(void)
 {
+	test_conf_senders();
 	test_conf_routes();
 	test_conf_rejected();
 	test_conf_tls();
