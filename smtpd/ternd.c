@@ -66,6 +66,7 @@ struct child {
 	struct event	*restart;
 	int64_t		 sysnr;		/* its seccomp report, or -1 */
 	struct ipc	*deadipc;	/* its channel, seen failing */
+	pid_t		 deadpid;	/* ...while this process ran */
 };
 
 static struct {
@@ -1681,8 +1682,10 @@ parent_channel_check(evutil_socket_t fd, short ev, void *arg)
 {
 	struct child *ch = arg;
 
+	/* The same channel of the same process: a restarted role's new
+	   channel may sit at the freed one's address. */
 	if (ch->ipc == NULL || ch->ipc != ch->deadipc || ch->pid <= 0 ||
-	    p.stopping)
+	    ch->pid != ch->deadpid || p.stopping)
 		return;
 	log_warnx("event=ipc result=error role=%s pid=%d reason=\"channel "
 	    "closed or malformed\" action=kill", ch->role, (int)ch->pid);
@@ -1698,6 +1701,7 @@ parent_child_closed(struct ipc *c, void *arg)
 	if (c != ch->ipc || ch->pid <= 0 || p.stopping)
 		return;
 	ch->deadipc = c;
+	ch->deadpid = ch->pid;
 	event_base_once(p.base, -1, EV_TIMEOUT, parent_channel_check, ch, &tv);
 }
 
@@ -1742,6 +1746,8 @@ parent_child_died(struct child *ch, int status)
 		parent_drain(ch);
 	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
 		parent_seccomp_log(ch);
+	ch->deadipc = NULL;
+	ch->deadpid = 0;
 	ch->sysnr = -1;
 	log_warnx("event=child-exit role=%s pid=%d status=%d%s%s", ch->role,
 	    (int)ch->pid, WIFEXITED(status) ? WEXITSTATUS(status) :

@@ -395,7 +395,10 @@ def test_low_open_file_limit_lowers_the_connection_cap(make_daemon):
     assert m, d.logtext()[-3000:]
     cap = int(m.group(1))
     assert 1 <= cap < 256, cap
-    socks = open_many(d.port, 700)
+    # Fewer than the listen backlog (512): a SYN the kernel drops when the
+    # backlog is full is retried by the client 1, 3, 7, 15 s later, which
+    # on a loaded machine reads as "silent" though ternd never saw it.
+    socks = open_many(d.port, 450)
     try:
         codes = first_replies(socks, 20)
     finally:
