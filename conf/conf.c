@@ -30,6 +30,9 @@
 const struct knob_def knob_defs[K__COUNT] = {
 	[K_HOSTNAME] = { "hostname", KNOB_STRING, NULL, 0, 0, 0,
 	    "name used in the greeting, Received: and EHLO (default: gethostname)" },
+	[K_ORIGIN] = { "origin", KNOB_STRING, NULL, 0, 0, 0,
+	    "domain sendmail adds to a sender or recipient without one "
+	    "(default: the first local-domain, else hostname)" },
 	[K_USER] = { "user", KNOB_STRING, "tern", 0, 0, 0,
 	    "unprivileged user the children run as" },
 	[K_SPOOL] = { "spool", KNOB_PATH, "/var/spool/tern", 0, 0, 0,
@@ -436,6 +439,9 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 		    word, why);
 	if (id == K_SRS_DOMAIN && (why = conf_domain_problem(word)) != NULL)
 		return conf_error(p, "srs-domain: invalid domain \"%s\": %s",
+		    word, why);
+	if (id == K_ORIGIN && (why = conf_domain_problem(word)) != NULL)
+		return conf_error(p, "origin: invalid domain \"%s\": %s",
 		    word, why);
 	if (id == K_TLS_VERIFY && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "tls-verify: expected yes or no, got "
@@ -1029,6 +1035,9 @@ conf_finish(struct parser *p)
 		return conf_error(p, "no listen statement");
 	if (c->v[K_SRS_DOMAIN].s == NULL)
 		c->v[K_SRS_DOMAIN].s = xstrdup(c->ndomains ? c->domains[0] :
+		    c->v[K_HOSTNAME].s);
+	if (c->v[K_ORIGIN].s == NULL)
+		c->v[K_ORIGIN].s = xstrdup(c->ndomains ? c->domains[0] :
 		    c->v[K_HOSTNAME].s);
 	if (strcmp(c->v[K_LOCAL_DELIVERY].s, "lmtp") == 0 &&
 	    c->v[K_LMTP].s == NULL)

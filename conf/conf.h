@@ -18,6 +18,7 @@ enum knob_type { KNOB_STRING, KNOB_PATH, KNOB_INT, KNOB_SIZE, KNOB_DURATION };
 /* Every scalar setting is declared once, in conf.c's knob table. */
 enum knob_id {
 	K_HOSTNAME,		/* string: name in greeting, Received:, EHLO */
+	K_ORIGIN,		/* string: domain sendmail(1) adds to bare names */
 	K_USER,			/* string: unprivileged user children run as */
 	K_SPOOL,		/* path: queue directory */
 	K_PIDFILE,		/* path */

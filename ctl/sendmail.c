@@ -52,7 +52,8 @@ struct sm {
 	int		 iflag;		/* a lone "." does not end the input */
 	char		 mode;		/* 'm' deliver, 'p' mailq, 'i' newaliases */
 	struct conf	*conf;
-	const char	*hostname;
+	const char	*hostname;	/* Message-ID: */
+	const char	*origin;	/* domain of bare names */
 	char		*from;		/* envelope sender, "" = null sender */
 	char		*author;	/* address for an added From: */
 	char		*authorname;	/* phrase for an added From:, or NULL */
@@ -281,7 +282,7 @@ sm_address_problem(const char *s, size_t len)
 	return NULL;
 }
 
-/* A bare local name gets "@" + the hostname. */
+/* A bare local name gets "@" + origin (the first local-domain). */
 static char *
 sm_qualify(const struct sm *sm, const char *s, size_t len)
 {
@@ -290,7 +291,7 @@ sm_qualify(const struct sm *sm, const char *s, size_t len)
 	buf_init(&b);
 	buf_append(&b, s, len);
 	if (!sm_has_domain(s, len))
-		buf_printf(&b, "@%s", sm->hostname);
+		buf_printf(&b, "@%s", sm->origin);
 	return buf_steal(&b);
 }
 
@@ -1368,6 +1369,7 @@ sendmail_main(int argc, char *argv[], const char *confpath)
 		sm_exec_ctl(&sm, "newaliases");
 	sm.conf = ctl_config(sm.confpath, 0);
 	sm.hostname = conf_str(sm.conf, K_HOSTNAME);
+	sm.origin = conf_str(sm.conf, K_ORIGIN);
 	for (; i < argc; i++)
 		sm_arg_rcpts(&sm, argv[i]);
 	if (sm.rcpts.n == 0 && !sm.tflag)
