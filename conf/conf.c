@@ -47,6 +47,9 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_SUBMIT_SOCKET] = { "submit-socket", KNOB_PATH,
 	    "/run/tern/submit.sock", 0, 0, 0,
 	    "unix socket sendmail(1) submits through; any local user may" },
+	[K_DROP_GROUP] = { "drop-group", KNOB_STRING, "terndrop", 0, 0, 0,
+	    "group that may leave mail in spool/maildrop while ternd is "
+	    "down; ternctl is installed setgid to it" },
 	[K_ALIASES] = { "aliases", KNOB_PATH, "/etc/tern/aliases", 0, 0, 0,
 	    "aliases source file; newaliases compiles it to <file>.db" },
 	[K_MAILDIR] = { "maildir", KNOB_STRING, "~/Maildir", 0, 0, 0,

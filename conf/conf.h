@@ -25,6 +25,7 @@ enum knob_id {
 	K_CONTROL_SOCKET,	/* path: ternctl's socket */
 	K_CONTROL_GROUP,	/* string: group allowed on the control socket */
 	K_SUBMIT_SOCKET,	/* path: local submission (sendmail) socket */
+	K_DROP_GROUP,		/* string: group of spool/maildrop (ternctl's) */
 	K_ALIASES,		/* path: aliases source; the map is path + ".db" */
 	K_MAILDIR,		/* string: system users' Maildir, "~/" = home */
 	K_VIRTUAL_USER,		/* string: account virtual deliveries run as */

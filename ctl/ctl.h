@@ -7,5 +7,8 @@ struct conf;
 struct conf	*ctl_config(const char *path, int embedded);
 /* sendmail(1) personality: submit stdin as a message. */
 int		 sendmail_main(int argc, char *argv[], const char *confpath);
+/* First thing: the setgid drop group is kept for sendmail's maildrop
+   writes alone, as the saved group id; everything else lets it go. */
+void		 maildrop_privs(int keep);
 
 #endif

@@ -39,6 +39,7 @@
 #include "lib/proc.h"
 #include "queue/resolve.h"
 #include "lib/util.h"
+#include "smtpd/maildrop.h"
 #include "smtpd/role.h"
 
 #define TERND_CONF		"/etc/tern/tern.conf"
@@ -213,7 +214,8 @@ parent_spool(const struct conf *c)
 	if (p.root && chown(spool, p.uid, p.gid) == -1)
 		fatalx("event=start result=error reason=\"chown %s: %s\"", log_q(spool),
 		    strerror(errno));
-	chmod(spool, 0700);
+	/* Others may pass through (to maildrop/), not list. */
+	chmod(spool, 0711);
 	for (i = 0; i < 3; i++) {
 		snprintf(path, sizeof(path), "%s/%s", spool, sub[i]);
 		parent_mkdirs(path, 0700, p.uid, p.gid);
@@ -1510,7 +1512,7 @@ parent_maybe_exit(void)
 	if (!p.stopping || p.smtp.pid || p.queue.pid || p.vault.pid ||
 	    p.oldsmtp)
 		return;
-	if (p.workers)
+	if (p.workers || maildrop_busy())
 		return;
 	unlink(conf_str(p.conf, K_PIDFILE));
 	unlink(conf_str(p.conf, K_CONTROL_SOCKET));
@@ -1526,7 +1528,7 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 	int status;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		if (worker_reaped(pid, status))
+		if (worker_reaped(pid, status) || maildrop_reaped(pid, status))
 			continue;
 		if (pid == p.oldsmtp) {
 			p.oldsmtp = 0;
@@ -1565,6 +1567,7 @@ parent_stop_timeout(evutil_socket_t fd, short ev, void *arg)
 		kill(p.oldsmtp, SIGKILL);
 	for (w = p.workers; w; w = w->next)
 		kill(w->pid, SIGKILL);
+	maildrop_kill();
 	unlink(conf_str(p.conf, K_PIDFILE));
 	exit(0);
 }
@@ -1577,6 +1580,7 @@ parent_sigterm(evutil_socket_t sig, short ev, void *arg)
 	if (p.stopping)
 		return;
 	p.stopping = 1;
+	maildrop_stop();
 	log_info("event=stop reason=\"signal %d\"", (int)sig);
 	if (p.oldsmtp)
 		kill(p.oldsmtp, SIGTERM);
@@ -1626,6 +1630,7 @@ parent_sighup(evutil_socket_t sig, short ev, void *arg)
 	p.nls = nls;
 	conf_free(p.conf);
 	p.conf = c;
+	maildrop_conf(c);
 	buf_free(&p.text);
 	p.text = text;
 	parent_vdirs(c);
@@ -1746,6 +1751,26 @@ parent_user(const struct conf *c)
 	p.gid = pw->pw_gid;
 }
 
+/* The smtp process's channel, for the maildrop's pickups. */
+static struct ipc *
+parent_smtp_channel(void)
+{
+	return p.stopping ? NULL : p.smtp.ipc;
+}
+
+static void
+parent_maildrop(void)
+{
+	struct maildrop_env env;
+
+	env.root = p.root;
+	env.uid = p.uid;
+	env.gid = p.gid;
+	env.fork = parent_safe_fork;
+	env.smtp = parent_smtp_channel;
+	maildrop_prepare(p.conf, &env);
+}
+
 static void
 parent_evlog(int severity, const char *msg)
 {
@@ -1815,6 +1840,7 @@ main(int argc, char *argv[])
 	event_set_log_callback(parent_evlog);
 	parent_user(p.conf);
 	parent_spool(p.conf);
+	parent_maildrop();
 	parent_reach(p.conf);
 	parent_vdirs(p.conf);
 	parent_srs_key(p.conf);
@@ -1840,6 +1866,7 @@ main(int argc, char *argv[])
 	evsignal_add(ev, NULL);
 	ev = event_new(p.base, -1, EV_PERSIST, worker_watchdog, NULL);
 	evtimer_add(ev, &wd);
+	maildrop_start(p.base, p.conf);
 	log_info("event=start result=ok pid=%d config=%s", (int)getpid(),
 	    p.confpath ? p.confpath : "(embedded)");
 	parent_ready();

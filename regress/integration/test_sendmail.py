@@ -381,19 +381,23 @@ def test_input_over_64_mib_refused_before_connecting(d, sendmail):
     nothing_delivered(d)
 
 
-def test_daemon_not_running(sm_daemon, sendmail):
+def test_daemon_never_started(sm_daemon, sendmail):
+    # No maildrop either (ternd makes it): the caller must try again.
     d = sm_daemon(start=False)
     r = run(d, sendmail, ["demo@example.test"], b"Subject: x\n\nx\n",
             timeout=60)
     assert r.returncode == 75, r
     err = r.stderr.decode()
     assert f"cannot connect to {d.submit}" in err and "ternd running" in err
+    assert "could not be kept for later either" in err, err
 
 
-def test_daemon_stopped_after_running(d, sendmail):
+def test_daemon_stopped_after_running_keeps_the_message(d, sendmail):
+    # The rest of this is in test_maildrop.py.
     d.stop()
     r = run(d, sendmail, ["demo@example.test"], b"x\n")
-    assert r.returncode == 75, r
+    assert r.returncode == 0 and r.stderr == b"", r
+    assert len(list((d.spool / "maildrop").iterdir())) == 1
 
 
 # ---- relaying, queue --------------------------------------------------------------
@@ -490,7 +494,6 @@ def test_ignored_options_accepted(d, sendmail):
 @pytest.mark.parametrize("args,text", [
     ([], b"no recipients"),
     (["-x", "demo@example.test"], b"unknown option"),
-    (["-bs"], b"not supported"),
     (["-bv", "demo@example.test"], b"not supported"),
     (["-bd"], b"not supported"),
     (["-bt"], b"not supported"),

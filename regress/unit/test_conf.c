@@ -443,6 +443,7 @@ test_conf_defaults(void)
 	    "/run/tern/control.sock") == 0);
 	CHECK(strcmp(conf_str(c, K_ALIASES), "/etc/tern/aliases") == 0);
 	CHECK(strcmp(conf_str(c, K_VIRTUAL_USER), "vmail") == 0);
+	CHECK(strcmp(conf_str(c, K_DROP_GROUP), "terndrop") == 0);
 	/* origin: the host name when there is no local-domain */
 	CHECK(strcmp(conf_str(c, K_ORIGIN), conf_str(c, K_HOSTNAME)) == 0);
 	CHECK(conf_str(c, K_MAX_RECIPIENTS) == NULL);
