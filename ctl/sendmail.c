@@ -61,7 +61,7 @@ sm_usage(const char *why, int ch)
 	if (why != NULL)
 		fprintf(stderr, "sendmail: %s -- %c\n", why, ch);
 	fprintf(stderr, "usage: sendmail [-it] [-f sender] [-F fullname] "
-	    "[-C file] [-b m|p|i] [-o option] [--] [recipient ...]\n");
+	    "[-C file] [-b m|p|i|s] [-o option] [--] [recipient ...]\n");
 	exit(EX_USAGE);
 }
 
