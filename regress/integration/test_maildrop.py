@@ -298,9 +298,16 @@ def test_forged_drop_files_are_not_delivered_as_someone_else(d):
                             NOBODY.pw_uid)
     wrong_name = put(d, "6B15270000000003",
                      drop_file(NOBODY.pw_uid, b"root"), NOBODY.pw_uid)
+    ghost = 54321                   # a uid without an account
+    assert not any(p.pw_uid == ghost for p in pwd.getpwall())
+    no_account = put(d, "6B15270000000004", drop_file(ghost, b"ghost"),
+                     ghost)
+    tern = pwd.getpwnam("tern")     # ternd's own user plants nothing
+    own_user = put(d, "6B15270000000005", drop_file(tern.pw_uid, b"tern"),
+                   tern.pw_uid)
     d.start()
     names = [p.name for p in (root_names_nobody, nobody_names_root,
-                              wrong_name)]
+                              wrong_name, no_account, own_user)]
     assert wait_for(lambda: corrupt(d) == ["maildrop." + n for n in names],
                     10), (corrupt(d), d.logtext()[-3000:])
     log = d.logtext()
@@ -310,6 +317,9 @@ def test_forged_drop_files_are_not_delivered_as_someone_else(d):
     assert (f"file=6B15270000000002 uid={NOBODY.pw_uid} user=\"nobody\" "
             "reason=\"forged drop file: it names user id 0") in log
     assert "file=6B15270000000003" in log and "names user root" in log
+    assert (f"file=6B15270000000004 uid={ghost} user=\"?\" reason=\"the "
+            "owner has no account\"") in log, log
+    assert "file=6B15270000000005" in log and "ternd's own user" in log
     time.sleep(1)
     assert d.maildir("demo") == [] and d.queue_files() == []
     assert "event=queued" not in log
