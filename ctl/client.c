@@ -337,8 +337,10 @@ client_hello(struct client *c)
 {
 	int code;
 
+	c->stage = "greeting";
 	if ((code = client_reply(c)) != 220)
 		return code;
+	c->stage = "HELO";
 	code = client_cmd(c, "EHLO localhost");
 	if (code == 250) {
 		client_extensions(c);

@@ -443,7 +443,7 @@ pickup_main(int argc, char *argv[])
 	client_init(&pk.c);
 	client_attach(&pk.c, PICKUP_FD, "ternd");
 	if ((code = client_hello(&pk.c)) != 0)
-		r = pickup_temp(&pk, "greeting", code);
+		r = pickup_temp(&pk, pk.c.stage, code);
 	else if ((r = pickup_send(&pk)) == 0) {
 		pickup_summary(&pk);
 		if (pk.nfailed > 0)

@@ -792,8 +792,7 @@ sm_hello(struct client *c)
 
 	if ((code = client_hello(c)) == 0)
 		return 0;
-	return sm_failed(c, code, c->reply.len && c->reply.data[0] == '2' ?
-	    "HELO" : "greeting", EX_UNAVAILABLE);
+	return sm_failed(c, code, c->stage, EX_UNAVAILABLE);
 }
 
 static int

@@ -61,6 +61,7 @@ struct client {
 	struct buf	 reply;		/* the last reply, its lines LF-ended */
 	struct buf	 out;
 	int		 size, eightbit, utf8, xprogram;  /* offered in EHLO */
+	const char	*stage;		/* client_hello's failing step */
 };
 
 /*
