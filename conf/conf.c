@@ -30,6 +30,9 @@
 const struct knob_def knob_defs[K__COUNT] = {
 	[K_HOSTNAME] = { "hostname", KNOB_STRING, NULL, 0, 0, 0,
 	    "name used in the greeting, Received: and EHLO (default: gethostname)" },
+	[K_ORIGIN] = { "origin", KNOB_STRING, NULL, 0, 0, 0,
+	    "domain sendmail adds to a sender or recipient without one "
+	    "(default: the first local-domain, else hostname)" },
 	[K_USER] = { "user", KNOB_STRING, "tern", 0, 0, 0,
 	    "unprivileged user the children run as" },
 	[K_SPOOL] = { "spool", KNOB_PATH, "/var/spool/tern", 0, 0, 0,
@@ -44,6 +47,9 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_SUBMIT_SOCKET] = { "submit-socket", KNOB_PATH,
 	    "/run/tern/submit.sock", 0, 0, 0,
 	    "unix socket sendmail(1) submits through; any local user may" },
+	[K_DROP_GROUP] = { "drop-group", KNOB_STRING, "terndrop", 0, 0, 0,
+	    "group that may leave mail in spool/maildrop while ternd is "
+	    "down; ternctl is installed setgid to it" },
 	[K_ALIASES] = { "aliases", KNOB_PATH, "/etc/tern/aliases", 0, 0, 0,
 	    "aliases source file; newaliases compiles it to <file>.db" },
 	[K_MAILDIR] = { "maildir", KNOB_STRING, "~/Maildir", 0, 0, 0,
@@ -476,6 +482,9 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	if (id == K_AUTH_REQUIRED && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "auth-required: expected yes or no, got "
 		    "\"%s\"", word);
+	if (id == K_ORIGIN && (why = conf_domain_problem(word)) != NULL)
+		return conf_error(p, "origin: invalid domain \"%s\": %s",
+		    word, why);
 	if (id == K_TLS_VERIFY && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "tls-verify: expected yes or no, got "
 		    "\"%s\"", word);
@@ -1133,6 +1142,9 @@ conf_finish(struct parser *p)
 		return conf_error(p, "no listen statement");
 	if (c->v[K_SRS_DOMAIN].s == NULL)
 		c->v[K_SRS_DOMAIN].s = xstrdup(c->ndomains ? c->domains[0] :
+		    c->v[K_HOSTNAME].s);
+	if (c->v[K_ORIGIN].s == NULL)
+		c->v[K_ORIGIN].s = xstrdup(c->ndomains ? c->domains[0] :
 		    c->v[K_HOSTNAME].s);
 	if (strcmp(c->v[K_LOCAL_DELIVERY].s, "lmtp") == 0 &&
 	    c->v[K_LMTP].s == NULL)

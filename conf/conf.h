@@ -18,12 +18,14 @@ enum knob_type { KNOB_STRING, KNOB_PATH, KNOB_INT, KNOB_SIZE, KNOB_DURATION };
 /* Every scalar setting is declared once, in conf.c's knob table. */
 enum knob_id {
 	K_HOSTNAME,		/* string: name in greeting, Received:, EHLO */
+	K_ORIGIN,		/* string: domain sendmail(1) adds to bare names */
 	K_USER,			/* string: unprivileged user children run as */
 	K_SPOOL,		/* path: queue directory */
 	K_PIDFILE,		/* path */
 	K_CONTROL_SOCKET,	/* path: ternctl's socket */
 	K_CONTROL_GROUP,	/* string: group allowed on the control socket */
 	K_SUBMIT_SOCKET,	/* path: local submission (sendmail) socket */
+	K_DROP_GROUP,		/* string: group of spool/maildrop (ternctl's) */
 	K_ALIASES,		/* path: aliases source; the map is path + ".db" */
 	K_MAILDIR,		/* string: system users' Maildir, "~/" = home */
 	K_VIRTUAL_USER,		/* string: account virtual deliveries run as */

@@ -11,5 +11,8 @@ int		 ctl_request(const struct conf *, const char *req);
 int		 user_main(const struct conf *, int argc, char *argv[]);
 /* sendmail(1) personality: submit stdin as a message. */
 int		 sendmail_main(int argc, char *argv[], const char *confpath);
+/* First thing: the setgid drop group is kept for sendmail's maildrop
+   writes alone, as the saved group id; everything else lets it go. */
+void		 maildrop_privs(int keep);
 
 #endif

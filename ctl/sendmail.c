@@ -4,62 +4,33 @@
  * Message-ID: when missing; Bcc: removed), takes the recipients from the
  * command line and, with -t, from the header, and submits it over ESMTP on
  * the submit socket, where ternd's smtp process names the user by
- * SO_PEERCRED.  Nothing is written locally: ternd commits the message or it
- * is not sent, and the exit status (sysexits) says which.  All or nothing:
- * if any recipient is refused, no copy is submitted.  The daemon's replies
- * are untrusted text and are printed sanitised.
+ * SO_PEERCRED.  All or nothing: if any recipient is refused for good, no
+ * copy is submitted.  When ternd cannot take the message for now (it is
+ * stopped, or answers 4xx), the message is kept in the maildrop instead
+ * (maildrop.c), and ternd picks it up when it can: the caller sees
+ * success, as with Postfix's postdrop.  The daemon's replies are
+ * untrusted text and are printed sanitised.  -bs speaks SMTP on standard
+ * input instead (stdio.c); ternd runs the pickup of a drop file through
+ * here too (pickup.c).
  */
 #include <sys/random.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 
 #include <errno.h>
-#include <limits.h>
-#include <poll.h>
+#include <fcntl.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "conf/conf.h"
 #include "ctl/ctl.h"
+#include "ctl/sendmail.h"
+#include "lib/log.h"
 #include "lib/util.h"
-
-#define SM_MSG_MAX	(64u << 20)	/* largest message read into memory */
-#define SM_ADDR_MAX	1000		/* longer is no address (RFC 5321: 256) */
-#define SM_TIMEOUT_MS	(5LL * 60 * 1000) /* the whole SMTP dialogue */
-#define SM_BYE_MS	(10LL * 1000)	/* RSET/QUIT after a failure */
-#define SM_CONNECT_MS	(30LL * 1000)	/* retrying while the backlog is full */
-#define SM_REPLY_MAX	(64u * 1024)	/* longest reply accepted */
-#define SM_CHUNK	(64u * 1024)	/* DATA is written in pieces this big */
-
-struct strv {
-	char		**v;
-	size_t		  n;
-};
-
-struct sm {
-	const char	*confpath;
-	const char	*argv0;
-	const char	*sender;	/* -f/-r as given; NULL: the user */
-	const char	*fullname;	/* -F */
-	int		 tflag;
-	int		 iflag;		/* a lone "." does not end the input */
-	char		 mode;		/* 'm' deliver, 'p' mailq, 'i' newaliases */
-	struct conf	*conf;
-	const char	*hostname;
-	char		*from;		/* envelope sender, "" = null sender */
-	char		*author;	/* address for an added From: */
-	char		*authorname;	/* phrase for an added From:, or NULL */
-	struct strv	 rcpts;
-	struct buf	 msg;		/* the message to send, LF line ends */
-	size_t		 hdrlen;	/* its header section, separator included */
-};
 
 /* A header field in the input: name, colon, value and continuations. */
 struct field {
@@ -68,23 +39,10 @@ struct field {
 	size_t		 namelen;
 };
 
-struct client {
-	int		 fd;
-	const char	*path;
-	long long	 deadline;	/* CLOCK_MONOTONIC, ms */
-	const char	*why;		/* why the last call returned -1 */
-	struct buf	 in;		/* read, not yet part of a reply */
-	struct buf	 reply;		/* the last reply, its lines LF-ended */
-	struct buf	 out;
-	int		 size, eightbit, utf8;	/* offered in EHLO */
-};
-
-static void	 sm_die(int, const char *, ...)
-		    __attribute__((format(printf, 2, 3), noreturn));
-
+FILE	*sm_err;
 /* ---- errors, usage ------------------------------------------------------ */
 
-static void
+void
 sm_die(int code, const char *fmt, ...)
 {
 	va_list ap;
@@ -103,12 +61,11 @@ sm_usage(const char *why, int ch)
 	if (why != NULL)
 		fprintf(stderr, "sendmail: %s -- %c\n", why, ch);
 	fprintf(stderr, "usage: sendmail [-it] [-f sender] [-F fullname] "
-	    "[-C file] [-b m|p|i] [-o option] [--] [recipient ...]\n");
+	    "[-C file] [-b m|p|i|s] [-o option] [--] [recipient ...]\n");
 	exit(EX_USAGE);
 }
 
-/* Untrusted or user text for the terminal: printable ASCII only. */
-static void
+void
 sm_put_clean(FILE *fp, const char *s, size_t len)
 {
 	size_t i;
@@ -120,19 +77,18 @@ sm_put_clean(FILE *fp, const char *s, size_t len)
 	}
 }
 
-/* Each line of a reply, "sendmail: <what>: <line>". */
-static void
+void
 sm_print_reply(const char *what, const struct buf *r)
 {
 	const char *p = r->data, *nl;
 	size_t left = r->len;
 
 	while (left > 0 && (nl = memchr(p, '\n', left)) != NULL) {
-		fputs("sendmail: ", stderr);
-		sm_put_clean(stderr, what, strlen(what));
-		fputs(": ", stderr);
-		sm_put_clean(stderr, p, (size_t)(nl - p));
-		fputc('\n', stderr);
+		fputs("sendmail: ", sm_err);
+		sm_put_clean(sm_err, what, strlen(what));
+		fputs(": ", sm_err);
+		sm_put_clean(sm_err, p, (size_t)(nl - p));
+		fputc('\n', sm_err);
 		left -= (size_t)(nl - p) + 1;
 		p = nl + 1;
 	}
@@ -163,11 +119,12 @@ sm_exec_ctl(const struct sm *sm, const char *command)
 static void
 sm_mode(struct sm *sm, const char *m)
 {
-	if (strcmp(m, "m") == 0 || strcmp(m, "p") == 0 || strcmp(m, "i") == 0) {
+	if (strcmp(m, "m") == 0 || strcmp(m, "p") == 0 ||
+	    strcmp(m, "i") == 0 || strcmp(m, "s") == 0) {
 		sm->mode = m[0];
 		return;
 	}
-	if (strchr("svdtDhHP", m[0]) != NULL && m[0] != '\0' && m[1] == '\0')
+	if (strchr("vdtDhHP", m[0]) != NULL && m[0] != '\0' && m[1] == '\0')
 		sm_die(EX_USAGE, "-b%c is not supported by Tern", m[0]);
 	fputs("sendmail: unknown mode -b", stderr);
 	sm_put_clean(stderr, m, strlen(m));
@@ -281,7 +238,7 @@ sm_address_problem(const char *s, size_t len)
 	return NULL;
 }
 
-/* A bare local name gets "@" + the hostname. */
+/* A bare local name gets "@" + origin (the first local-domain). */
 static char *
 sm_qualify(const struct sm *sm, const char *s, size_t len)
 {
@@ -290,11 +247,11 @@ sm_qualify(const struct sm *sm, const char *s, size_t len)
 	buf_init(&b);
 	buf_append(&b, s, len);
 	if (!sm_has_domain(s, len))
-		buf_printf(&b, "@%s", sm->hostname);
+		buf_printf(&b, "@%s", sm->origin);
 	return buf_steal(&b);
 }
 
-static void
+void
 sm_add_rcpt(struct sm *sm, const char *s, size_t len, int badexit,
     const char *where)
 {
@@ -522,7 +479,7 @@ reader_feed(struct reader *r, const char *p, size_t n)
 	}
 }
 
-static void
+void
 sm_read(int fd, int iflag, struct buf *out)
 {
 	struct reader r;
@@ -755,7 +712,7 @@ sm_add_fields(const struct sm *sm, struct buf *b, int from, int date,
 }
 
 /* The message to send: input header minus Bcc, added fields, body. */
-static void
+void
 sm_build(struct sm *sm, const struct buf *in)
 {
 	struct field *f;
@@ -785,263 +742,6 @@ sm_build(struct sm *sm, const struct buf *in)
 	buf_append(&sm->msg, in->data + body, in->len - body);
 }
 
-/* ---- the SMTP client ------------------------------------------------------ */
-
-static long long
-client_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int
-client_wait(struct client *c, short events)
-{
-	struct pollfd pfd;
-	long long left;
-	int r;
-
-	for (;;) {
-		if ((left = c->deadline - client_now()) <= 0) {
-			c->why = "timed out";
-			return -1;
-		}
-		pfd.fd = c->fd;
-		pfd.events = events;
-		pfd.revents = 0;
-		r = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
-		if (r > 0)
-			return 0;
-		if (r == -1 && errno != EINTR) {
-			c->why = strerror(errno);
-			return -1;
-		}
-	}
-}
-
-static int
-client_connect(struct client *c, const char *path)
-{
-	struct sockaddr_un sun;
-	long long until = client_now() + SM_CONNECT_MS;
-	struct timespec pause = { 0, 100 * 1000 * 1000 };
-	int err;
-	socklen_t elen = sizeof(err);
-
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (str_copy(sun.sun_path, path, sizeof(sun.sun_path)) >=
-	    sizeof(sun.sun_path)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	c->path = path;
-	c->deadline = client_now() + SM_TIMEOUT_MS;
-	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->fd == -1)
-		return -1;
-	for (;;) {
-		if (connect(c->fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
-			return 0;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN && client_now() < until) {
-			nanosleep(&pause, NULL);	/* backlog full */
-			continue;
-		}
-		if (errno != EINPROGRESS)
-			break;
-		if (client_wait(c, POLLOUT) == -1) {
-			errno = ETIMEDOUT;
-			break;
-		}
-		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) == -1)
-			break;
-		if (err == 0)
-			return 0;
-		errno = err;
-		break;
-	}
-	err = errno;
-	close(c->fd);
-	c->fd = -1;
-	errno = err;
-	return -1;
-}
-
-static void
-client_close(struct client *c)
-{
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
-}
-
-static int
-client_write(struct client *c, const char *p, size_t n)
-{
-	ssize_t w;
-
-	if (c->fd < 0) {
-		c->why = "connection closed";
-		return -1;
-	}
-	while (n > 0) {
-		w = send(c->fd, p, n, MSG_NOSIGNAL);
-		if (w > 0) {
-			p += w;
-			n -= (size_t)w;
-		} else if (w == -1 && errno == EINTR)
-			continue;
-		else if (w == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (client_wait(c, POLLOUT) == -1)
-				return -1;
-		} else {
-			c->why = w == -1 ? strerror(errno) : "write failed";
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* Take one reply line from c->in; 1 if it was the last, 0 if not, -1. */
-static int
-client_reply_line(struct client *c, const char *nl, int *code)
-{
-	const char *l = c->in.data;
-	size_t ll = (size_t)(nl - l), used = ll + 1;
-	int last;
-
-	if (ll > 0 && l[ll - 1] == '\r')
-		ll--;
-	if (ll < 3 || l[0] < '1' || l[0] > '5' || l[1] < '0' || l[1] > '9' ||
-	    l[2] < '0' || l[2] > '9' || (ll > 3 && l[3] != ' ' && l[3] != '-')) {
-		c->why = "protocol error: malformed reply";
-		return -1;
-	}
-	if (c->reply.len + ll + 1 > SM_REPLY_MAX) {
-		c->why = "protocol error: reply too long";
-		return -1;
-	}
-	*code = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
-	last = ll == 3 || l[3] == ' ';
-	buf_append(&c->reply, l, ll);
-	buf_putc(&c->reply, '\n');
-	buf_consume(&c->in, used);
-	return last;
-}
-
-/* Read one (possibly multi-line) reply; its code, or -1 (c->why). */
-static int
-client_reply(struct client *c)
-{
-	char tmp[8192];
-	const char *nl;
-	ssize_t n;
-	int code = 0, r;
-
-	buf_reset(&c->reply);
-	if (c->fd < 0) {
-		c->why = "connection closed";
-		return -1;
-	}
-	for (;;) {
-		while (c->in.len > 0 &&
-		    (nl = memchr(c->in.data, '\n', c->in.len)) != NULL) {
-			if ((r = client_reply_line(c, nl, &code)) == -1)
-				return -1;
-			if (r == 1)
-				return code;
-		}
-		if (c->in.len > SM_REPLY_MAX) {
-			c->why = "protocol error: reply too long";
-			return -1;
-		}
-		if (client_wait(c, POLLIN) == -1)
-			return -1;
-		n = read(c->fd, tmp, sizeof(tmp));
-		if (n == -1 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (n <= 0) {
-			c->why = n == 0 ? "connection closed by ternd" :
-			    strerror(errno);
-			return -1;
-		}
-		buf_append(&c->in, tmp, (size_t)n);
-	}
-}
-
-/* A write failed: ternd may have said why (421) before it closed. */
-static int
-client_last_word(struct client *c)
-{
-	const char *why = c->why;
-	int code;
-
-	if ((code = client_reply(c)) == -1)
-		c->why = why;
-	return code;
-}
-
-static int	 client_cmd(struct client *, const char *, ...)
-		    __attribute__((format(printf, 2, 3)));
-
-static int
-client_cmd(struct client *c, const char *fmt, ...)
-{
-	va_list ap;
-
-	buf_reset(&c->out);
-	va_start(ap, fmt);
-	buf_vprintf(&c->out, fmt, ap);
-	va_end(ap);
-	buf_puts(&c->out, "\r\n");
-	if (client_write(c, c->out.data, c->out.len) == -1)
-		return client_last_word(c);
-	return client_reply(c);
-}
-
-/* After a failure: end the session politely, briefly, then close. */
-static void
-client_bye(struct client *c, int rset)
-{
-	long long soon = client_now() + SM_BYE_MS;
-
-	if (c->fd < 0)
-		return;
-	if (c->deadline > soon || c->deadline <= client_now())
-		c->deadline = soon;
-	if (!rset || client_cmd(c, "RSET") != -1)
-		(void)client_cmd(c, "QUIT");
-	client_close(c);
-}
-
-/* The message, dot-stuffed, CRLF-ended, then the end marker. */
-static int
-client_body(struct client *c, const struct buf *msg)
-{
-	const char *p = msg->data, *end = msg->data + msg->len, *nl;
-
-	buf_reset(&c->out);
-	while (p < end) {
-		nl = memchr(p, '\n', (size_t)(end - p));
-		if (*p == '.')
-			buf_putc(&c->out, '.');
-		buf_append(&c->out, p, (size_t)(nl - p));
-		buf_puts(&c->out, "\r\n");
-		p = nl + 1;
-		if (c->out.len >= SM_CHUNK) {
-			if (client_write(c, c->out.data, c->out.len) == -1)
-				return -1;
-			buf_reset(&c->out);
-		}
-	}
-	buf_puts(&c->out, ".\r\n");
-	return client_write(c, c->out.data, c->out.len);
-}
-
 /* ---- the submission ------------------------------------------------------- */
 
 static int
@@ -1067,13 +767,13 @@ static int
 sm_failed(struct client *c, int code, const char *what, int permanent)
 {
 	if (code == -1) {
-		fputs("sendmail: ", stderr);
-		sm_put_clean(stderr, what, strlen(what));
-		fputs(": ", stderr);
-		fputs(c->why, stderr);
-		fputs(" (", stderr);
-		sm_put_clean(stderr, c->path, strlen(c->path));
-		fputs(")\n", stderr);
+		fputs("sendmail: ", sm_err);
+		sm_put_clean(sm_err, what, strlen(what));
+		fputs(": ", sm_err);
+		fputs(c->why, sm_err);
+		fputs(" (", sm_err);
+		sm_put_clean(sm_err, c->path, strlen(c->path));
+		fputs(")\n", sm_err);
 		client_close(c);
 	} else {
 		sm_print_reply(what, &c->reply);
@@ -1085,87 +785,23 @@ sm_failed(struct client *c, int code, const char *what, int permanent)
 	return sm_exit_for(code, permanent);
 }
 
-static void
-sm_extensions(struct client *c)
-{
-	const char *p = c->reply.data, *nl, *kw;
-	size_t left = c->reply.len, kl;
-
-	c->size = c->eightbit = c->utf8 = 0;
-	while (left > 0 && (nl = memchr(p, '\n', left)) != NULL) {
-		kw = p + 4;
-		if (nl - p > 4) {
-			for (kl = 0; kw + kl < nl && kw[kl] != ' '; kl++)
-				;
-			if (kl == 4 && strncasecmp(kw, "SIZE", 4) == 0)
-				c->size = 1;
-			else if (kl == 8 && strncasecmp(kw, "8BITMIME", 8) == 0)
-				c->eightbit = 1;
-			else if (kl == 8 && strncasecmp(kw, "SMTPUTF8", 8) == 0)
-				c->utf8 = 1;
-		}
-		left -= (size_t)(nl - p) + 1;
-		p = nl + 1;
-	}
-}
-
 static int
 sm_hello(struct client *c)
 {
 	int code;
 
-	if ((code = client_reply(c)) != 220)
-		return sm_failed(c, code, "greeting", EX_UNAVAILABLE);
-	code = client_cmd(c, "EHLO localhost");
-	if (code == 250) {
-		sm_extensions(c);
+	if ((code = client_hello(c)) == 0)
 		return 0;
-	}
-	if (code / 100 == 5)
-		code = client_cmd(c, "HELO localhost");
-	if (code != 250)
-		return sm_failed(c, code, "HELO", EX_UNAVAILABLE);
-	return 0;
-}
-
-static int
-sm_has8bit(const char *s, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if ((unsigned char)s[i] >= 128)
-			return 1;
-	return 0;
+	return sm_failed(c, code, c->stage, EX_UNAVAILABLE);
 }
 
 static int
 sm_mail(const struct sm *sm, struct client *c)
 {
 	char what[SM_ADDR_MAX + 64];
-	struct buf params;
-	size_t i, lines = 0, size;
-	int utf8, code;
+	int code;
 
-	buf_init(&params);
-	buf_append(&params, "", 0);
-	utf8 = sm_has8bit(sm->from, strlen(sm->from)) ||
-	    sm_has8bit(sm->msg.data, sm->hdrlen);
-	for (i = 0; i < sm->rcpts.n && !utf8; i++)
-		utf8 = sm_has8bit(sm->rcpts.v[i], strlen(sm->rcpts.v[i]));
-	if (c->size) {
-		for (i = 0; i < sm->msg.len; i++)
-			lines += sm->msg.data[i] == '\n';
-		size = sm->msg.len + lines;	/* each LF is sent as CRLF */
-		buf_printf(&params, " SIZE=%zu", size);
-	}
-	if (c->eightbit && sm_has8bit(sm->msg.data, sm->msg.len))
-		buf_puts(&params, " BODY=8BITMIME");
-	if (c->utf8 && utf8)
-		buf_puts(&params, " SMTPUTF8");
-	code = client_cmd(c, "MAIL FROM:<%s>%s", sm->from, params.data);
-	buf_free(&params);
-	if (code == 250)
+	if ((code = client_mail(c, sm)) == 250)
 		return 0;
 	return sm_failed(c, code, sm_what(what, sizeof(what), "sender",
 	    sm->from), EX_DATAERR);
@@ -1236,7 +872,7 @@ sm_rcpts(const struct sm *sm, struct client *c, size_t *b, size_t *nb)
 	if (perm == 0 && temp == 0)
 		return 0;
 	client_bye(c, 1);		/* a no-op if the session is gone */
-	fprintf(stderr, "sendmail: message not sent: %d recipient%s refused\n",
+	fprintf(sm_err, "sendmail: message not sent: %d recipient%s refused\n",
 	    perm + temp, perm + temp == 1 ? "" : "s");
 	return perm ? EX_NOUSER : EX_TEMPFAIL;
 }
@@ -1259,49 +895,191 @@ sm_batch(const struct sm *sm, struct client *c, size_t from, size_t to)
 	return sm_data(sm, c);
 }
 
+static void
+sm_mark_sent(struct sm *sm, size_t from, size_t to)
+{
+	for (; from < to; from++)
+		sm->sent[from] = 1;
+}
+
+/*
+ * One session on the submit socket.  sm->sent[] records the recipients
+ * whose transaction ternd acknowledged, so that after a temporary failure
+ * the rest can go to the maildrop.
+ */
 static int
-sm_submit(const struct sm *sm)
+sm_submit(struct sm *sm)
 {
 	const char *path = conf_str(sm->conf, K_SUBMIT_SOCKET);
 	struct client c;
 	size_t *b, nb, i;
 	int ex;
 
-	memset(&c, 0, sizeof(c));
-	buf_init(&c.in);
-	buf_init(&c.reply);
-	buf_init(&c.out);
+	client_init(&c);
 	if (client_connect(&c, path) == -1) {
-		fprintf(stderr, "sendmail: cannot connect to ");
-		sm_put_clean(stderr, path, strlen(path));
-		fprintf(stderr, ": %s (is ternd running?)\n", strerror(errno));
+		fprintf(sm_err, "sendmail: cannot connect to ");
+		sm_put_clean(sm_err, path, strlen(path));
+		fprintf(sm_err, ": %s (is ternd running?)\n", strerror(errno));
+		client_free(&c);
 		return EX_TEMPFAIL;
 	}
 	b = xcalloc(sm->rcpts.n + 2, sizeof(*b));
 	if ((ex = sm_hello(&c)) != 0 || (ex = sm_mail(sm, &c)) != 0 ||
 	    (ex = sm_rcpts(sm, &c, b, &nb)) != 0 || (ex = sm_data(sm, &c)) != 0)
 		goto out;
+	sm_mark_sent(sm, b[nb], b[nb + 1]);
 	for (i = 0; i < nb; i++) {
 		if ((ex = sm_batch(sm, &c, b[i], b[i + 1])) != 0) {
-			fprintf(stderr, "sendmail: the message was already "
+			fprintf(sm_err, "sendmail: the message was already "
 			    "submitted for %zu of %zu recipients\n",
 			    b[nb + 1] - b[nb] + b[i], sm->rcpts.n);
 			goto out;
 		}
+		sm_mark_sent(sm, b[i], b[i + 1]);
 	}
 	(void)client_cmd(&c, "QUIT");
 out:
-	client_close(&c);
+	client_free(&c);
 	free(b);
-	buf_free(&c.in);
-	buf_free(&c.reply);
-	buf_free(&c.out);
 	return ex;
+}
+
+/* The first line of the diagnostics: why the message was dropped. */
+static void
+sm_first_line(const char *text, size_t len, char *out, size_t outlen)
+{
+	const char *nl = memchr(text, '\n', len);
+	size_t n = nl ? (size_t)(nl - text) : len;
+
+	if (n >= outlen)
+		n = outlen - 1;
+	memcpy(out, text, n);
+	out[n] = '\0';
+}
+
+/*
+ * Submit the message, or keep it in the maildrop: after a temporary
+ * failure (ternd stopped, restarting, out of disk, a 4xx), the
+ * recipients ternd has not acknowledged go into a drop file, which ternd
+ * picks up when it can, and the caller sees success.  A duplicate is
+ * possible (ternd lost the connection after the end of the data), a loss
+ * is not.  A permanent refusal is reported as before: nothing is kept.
+ * Until the outcome is known, diagnostics are held back.
+ */
+int
+sm_send(struct sm *sm)
+{
+	char *text = NULL, name[64], err[512], why[300];
+	size_t textlen = 0, i, left = 0;
+	FILE *mem = open_memstream(&text, &textlen);
+	int ex;
+
+	sm_err = mem ? mem : stderr;
+	free(sm->sent);
+	sm->sent = xcalloc(sm->rcpts.n + 1, 1);
+	ex = sm_submit(sm);
+	for (i = 0; i < sm->rcpts.n; i++)
+		left += !sm->sent[i];
+	if (ex == EX_TEMPFAIL && left > 0) {
+		fflush(sm_err);
+		sm_first_line(text ? text : "", textlen, why, sizeof(why));
+		if (maildrop_write(sm, why, name, sizeof(name), err,
+		    sizeof(err)) == 0)
+			ex = 0;
+		else
+			fprintf(sm_err, "sendmail: the message could not be "
+			    "kept for later either: %s\n", err);
+	}
+	sm_err = stderr;
+	if (mem != NULL) {
+		fclose(mem);
+		if (ex != 0 && textlen > 0)
+			fwrite(text, 1, textlen, stderr);
+		free(text);
+	}
+	return ex;
+}
+
+/* The message's header section, through its empty line (or all of it). */
+size_t
+sm_header_len(const char *msg, size_t len)
+{
+	const char *p = msg;
+	size_t left = len;
+	const char *nl;
+
+	if (len > 0 && msg[0] == '\n')
+		return 1;
+	while (left > 1 && (nl = memchr(p, '\n', left - 1)) != NULL) {
+		if (nl[1] == '\n')
+			return (size_t)(nl - msg) + 2;
+		left -= (size_t)(nl - p) + 1;
+		p = nl + 1;
+	}
+	return len;
+}
+
+/*
+ * The program that ran sendmail, for the trace: its parent's name as the
+ * kernel keeps it (/proc/PPID/comm, at most 15 bytes), reduced to
+ * letters, digits and ".", "_", "+", "-" (others become "_").  It is
+ * what the caller is called, not proof of anything; the user is.
+ */
+static void
+sm_program(struct sm *sm)
+{
+	char path[64], name[SM_PROGRAM_MAX + 2];
+	ssize_t n;
+	size_t i;
+	int fd;
+
+	sm->program[0] = '\0';
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)getppid());
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return;
+	n = read(fd, name, sizeof(name) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	if (n > SM_PROGRAM_MAX)
+		n = SM_PROGRAM_MAX;
+	if (name[n - 1] == '\n')
+		n--;
+	for (i = 0; i < (size_t)n; i++) {
+		char ch = name[i];
+
+		sm->program[i] = (ch >= 'a' && ch <= 'z') ||
+		    (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		    ch == '.' || ch == '_' || ch == '+' || ch == '-' ? ch : '_';
+	}
+	sm->program[n] = '\0';
+}
+
+/* Forget one message (-bs sends several). */
+void
+sm_reset(struct sm *sm)
+{
+	size_t i;
+
+	for (i = 0; i < sm->rcpts.n; i++)
+		free(sm->rcpts.v[i]);
+	free(sm->rcpts.v);
+	sm->rcpts.v = NULL;
+	sm->rcpts.n = 0;
+	free(sm->from);
+	free(sm->author);
+	free(sm->authorname);
+	free(sm->sent);
+	sm->from = sm->author = sm->authorname = sm->sent = NULL;
+	buf_free(&sm->msg);
+	sm->hdrlen = 0;
 }
 
 /* ---- the sender and author ------------------------------------------------ */
 
-static void
+/* ---- the sender and author ------------------------------------------------ */
+
+void
 sm_identity(struct sm *sm)
 {
 	struct passwd *pw = getpwuid(getuid());
@@ -1357,6 +1135,9 @@ sendmail_main(int argc, char *argv[], const char *confpath)
 	struct buf in;
 	int i;
 
+	if (argc >= 2 && strcmp(argv[1], "--tern-pickup") == 0)
+		return pickup_main(argc, argv);
+	sm_err = stderr;
 	memset(&sm, 0, sizeof(sm));
 	sm.confpath = confpath;
 	sm.argv0 = argv[0];
@@ -1368,6 +1149,14 @@ sendmail_main(int argc, char *argv[], const char *confpath)
 		sm_exec_ctl(&sm, "newaliases");
 	sm.conf = ctl_config(sm.confpath, 0);
 	sm.hostname = conf_str(sm.conf, K_HOSTNAME);
+	sm.origin = conf_str(sm.conf, K_ORIGIN);
+	sm_program(&sm);
+	log_init("sendmail", 0, 0);
+	if (sm.mode == 's') {
+		if (i < argc)
+			sm_die(EX_USAGE, "-bs takes no recipients");
+		return stdio_main(&sm);
+	}
 	for (; i < argc; i++)
 		sm_arg_rcpts(&sm, argv[i]);
 	if (sm.rcpts.n == 0 && !sm.tflag)
@@ -1380,5 +1169,5 @@ sendmail_main(int argc, char *argv[], const char *confpath)
 	if (sm.rcpts.n == 0)
 		sm_die(EX_USAGE, "no recipients (none in the message's "
 		    "To:, Cc: or Bcc: fields either)");
-	return sm_submit(&sm);
+	return sm_send(&sm);
 }

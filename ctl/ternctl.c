@@ -172,6 +172,7 @@ main(int argc, char *argv[])
 	int ch, embedded = 0;
 
 	name = name ? name + 1 : argv[0];
+	maildrop_privs(strcmp(name, "sendmail") == 0);
 	if (getenv("TERN_CONF"))
 		path = getenv("TERN_CONF");
 	if (strcmp(name, "sendmail") == 0)

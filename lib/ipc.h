@@ -70,6 +70,7 @@ enum ipc_tag {
 #define FD_LISTENER	"listener"
 #define FD_SUBMIT	"submit"
 #define FD_CONTROL	"control"
+#define FD_PICKUP	"pickup"	/* a maildrop pickup's connection */
 #define PEER_QUEUE	"queue"
 #define PEER_SMTP	"smtp"
 #define PEER_VAULT	"vault"

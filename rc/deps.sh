@@ -1,7 +1,8 @@
 #!/bin/sh
 #
 # deps.sh: install the Debian 12 packages that building and testing Tern
-# need, and create the unprivileged `tern` system user and group.  Run by
+# need, and create the unprivileged `tern` system user and group and the
+# `terndrop` group (spool/maildrop's, which ternctl is setgid to).  Run by
 # `make deps` (and so by `make check`, `make run`, `make bench`).  As root it
 # installs what is missing; as another user it prints the apt-get command to
 # run and fails.  It says one line when there is nothing to do.
@@ -23,6 +24,7 @@ gdb"
 
 TERN_USER=tern
 TERN_HOME=/var/spool/tern
+DROP_GROUP=terndrop
 VMAIL_USER=vmail
 VMAIL_HOME=/var/mail/vhosts
 
@@ -77,6 +79,19 @@ create_user() {
 	fi
 }
 
+# A system group with no members: only the setgid ternctl acts as it.
+create_group() {
+	if getent group "$1" >/dev/null 2>&1; then
+		return 0
+	fi
+	echo "deps: creating system group $1"
+	if command -v addgroup >/dev/null 2>&1; then
+		addgroup --quiet --system "$1"
+	else
+		groupadd --system "$1"
+	fi
+}
+
 main() {
 	missing=$(missing_packages)
 	missing=${missing# }
@@ -119,6 +134,17 @@ main() {
 			    "run rc/deps.sh as root to create it" >&2
 		fi
 	done
+
+	# sendmail keeps mail in spool/maildrop while ternd is down.
+	if ! getent group "$DROP_GROUP" >/dev/null 2>&1; then
+		if [ "$uid" -eq 0 ]; then
+			create_group "$DROP_GROUP"
+			did=1
+		else
+			echo "deps: note: group $DROP_GROUP is missing;" \
+			    "run rc/deps.sh as root to create it" >&2
+		fi
+	fi
 
 	if [ "$did" -eq 0 ]; then
 		echo "deps: all present"

@@ -134,6 +134,9 @@ struct session {
 
 /* The profile of the local submission socket: no per-address limits. */
 static struct listener smtp_local = { .role = ROLE_LOCAL, .addr = "local" };
+/* The same, for the maildrop's pickups, which the parent hands over. */
+static struct listener smtp_pickup = { .role = ROLE_LOCAL,
+    .addr = "maildrop" };
 
 static struct {
 	struct event_base	*base;
@@ -473,6 +476,8 @@ cmd_helo(struct session *s, const char *arg, int esmtp)
 	session_reply(s, "250-SIZE %lld", session_knob(s, K_MAX_MESSAGE_SIZE));
 	session_reply(s, "250-8BITMIME");
 	session_reply(s, "250-SMTPUTF8");
+	if (s->local)
+		session_reply(s, "250-XPROGRAM");	/* sendmail's caller */
 	session_reply(s, "250 ENHANCEDSTATUSCODES");
 }
 
@@ -509,6 +514,10 @@ cmd_mail(struct session *s, const char *arg)
 	}
 	if (smtp_parse_mail_params(rest, &s->mp, &why) == -1) {
 		session_error(s, "555 5.5.4 %s", why ? why : "bad parameters");
+		return;
+	}
+	if (s->mp.program[0] != '\0' && !s->local) {
+		session_error(s, "555 5.5.4 unsupported parameter XPROGRAM");
 		return;
 	}
 	if (p.utf8 && !s->mp.smtputf8) {
@@ -1143,9 +1152,11 @@ data_received(struct session *s)
 	if (s->nrcpts == 1)
 		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", s->rcpts[0]);
 	if (s->local) {
-		buf_printf(&s->wbuf, "Received: by %s (Tern, from %s)\r\n\t"
+		/* The user is the kernel's word; the program, sendmail's. */
+		buf_printf(&s->wbuf, "Received: by %s (Tern, from %s%s%s)\r\n\t"
 		    "id %s%s;\r\n\t%s\r\n", conf_str(smtp.conf, K_HOSTNAME),
-		    s->addr, s->qid, rcpt, date);
+		    s->addr, s->mp.program[0] ? " program=" : "",
+		    s->mp.program, s->qid, rcpt, date);
 		return;
 	}
 	if (s->tls) {
@@ -2176,8 +2187,9 @@ smtp_committed(struct session *s, struct qreply *q)
 		return;
 	if (q->code == 0) {
 		session_log(s, "event=queued result=ok from=<%s> nrcpt=%zu "
-		    "size=%llu", log_a(s->sender), s->nrcpts,
-		    (unsigned long long)s->msgsize);
+		    "size=%llu%s%s", log_a(s->sender), s->nrcpts,
+		    (unsigned long long)s->msgsize, s->mp.program[0] ?
+		    " program=" : "", s->mp.program);
 		session_reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
 	} else if (q->code == 452) {
 		session_log(s, "event=queued result=tempfail code=452 "
@@ -2349,10 +2361,62 @@ smtp_peer_kind(struct rec_reader *rd, const char *kind)
 	return 0;
 }
 
+/*
+ * A pickup of the maildrop: the parent ran sendmail on a drop file as
+ * its owner (or, for root's, as nobody) and hands over the other end of
+ * that sendmail's connection with the file owner's uid and name, which it
+ * took from the kernel (fstat).  A local session as from the submit
+ * socket, but named by the parent: SO_PEERCRED would name the parent.
+ */
+static void
+smtp_pickup_session(struct rec_reader *rd, int fd)
+{
+	struct sockaddr_storage ss;
+	struct session *s;
+	struct rec r;
+	char *user = NULL;
+	uint64_t uid = UINT64_MAX;
+	int kind = 0;
+
+	while (rec_next(rd, &r) == 1) {
+		if (r.tag == T_KIND && r.len == strlen(FD_PICKUP) &&
+		    memcmp(r.data, FD_PICKUP, r.len) == 0)
+			kind = 1;
+		else if (r.tag == T_UID && rec_u64(&r, &uid) == -1)
+			uid = UINT64_MAX;
+		else if (r.tag == T_USER && user == NULL)
+			user = rec_str(&r, 256);
+	}
+	if (!kind || uid > UINT32_MAX - 1 || user == NULL || smtp.stopping ||
+	    smtp.draining) {
+		free(user);
+		close(fd);	/* the pickup sees EOF and tries again later */
+		return;
+	}
+	memset(&ss, 0, sizeof(ss));
+	ss.ss_family = AF_UNIX;
+	evutil_make_socket_nonblocking(fd);
+	if (smtp_over_limits(fd, &ss, "local")) {
+		free(user);
+		return;
+	}
+	s = smtp_session_new(fd, &smtp_pickup, &ss, "local", NULL);
+	s->local = 1;
+	s->uid = (uid_t)uid;
+	snprintf(s->addr, sizeof(s->addr), "local:uid=%u(%s)", (unsigned)uid,
+	    user);
+	free(user);
+	smtp_start_session(s);
+}
+
 static void
 smtp_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
     void *arg)
 {
+	if (type == IMSG_P_FD && fd >= 0) {
+		smtp_pickup_session(rd, fd);
+		return;
+	}
 	if (type == IMSG_P_PEER && fd >= 0 && smtp_peer_kind(rd, PEER_VAULT)) {
 		vault_client_channel(smtp.base, fd);
 		log_info("event=ipc result=ok reason=\"new vault channel\"");

@@ -14,7 +14,11 @@
 #include <string.h>
 
 #include "smtpd/smtp_parse.h"
+#include "lib/drop.h"
 #include "lib/util.h"
+
+_Static_assert(SMTP_PROGRAM_MAX == DROP_PROGRAM_MAX,
+    "XPROGRAM carries what a maildrop file holds");
 
 /* Options for domain_check(). */
 #define DOM_UTF8	0x01	/* U-labels (UTF-8) allowed */
@@ -697,6 +701,19 @@ param_smtputf8(const struct esmtp_param *p, struct mail_params *mp,
 	return 0;
 }
 
+/* A process name: letters, digits, ".", "_", "+", "-" (lib/drop.h). */
+static int
+param_program(const struct esmtp_param *p, struct mail_params *mp,
+    const char **why)
+{
+	if (p->val == NULL || p->vallen == 0 || p->vallen > SMTP_PROGRAM_MAX ||
+	    !drop_program_ok(p->val, p->vallen))
+		return parse_fail(why, "bad XPROGRAM");
+	memcpy(mp->program, p->val, p->vallen);
+	mp->program[p->vallen] = '\0';
+	return 0;
+}
+
 static const struct mail_param_def {
 	const char	*kw;
 	int		(*parse)(const struct esmtp_param *,
@@ -705,6 +722,7 @@ static const struct mail_param_def {
 	{ "SIZE",	param_size },
 	{ "BODY",	param_body },
 	{ "SMTPUTF8",	param_smtputf8 },
+	{ "XPROGRAM",	param_program },
 };
 
 static int
@@ -735,6 +753,7 @@ smtp_parse_mail_params(const char *s, struct mail_params *mp,
 	mp->size = -1;
 	mp->body = BODY_7BIT;
 	mp->smtputf8 = 0;
+	mp->program[0] = '\0';
 	for (;;) {
 		s += strspn(s, " ");
 		if (*s == '\0')

@@ -58,15 +58,21 @@ void	 smtp_path_string(const struct smtp_path *, char *, size_t);
 
 enum body_type { BODY_7BIT, BODY_8BITMIME, BODY_BINARYMIME };
 
+#define SMTP_PROGRAM_MAX	32
+
 struct mail_params {
 	long long	 size;		/* -1 when not given */
 	enum body_type	 body;
 	int		 smtputf8;
+	/* XPROGRAM=, ternctl's on the submit socket: the program that ran
+	   sendmail, as the client says it; "" when not given */
+	char		 program[SMTP_PROGRAM_MAX + 1];
 };
 
 /*
- * Parse MAIL FROM parameters (SIZE=, BODY=, SMTPUTF8), space separated,
- * keywords case-insensitive.  Unknown or repeated ones fail.
+ * Parse MAIL FROM parameters (SIZE=, BODY=, SMTPUTF8, XPROGRAM=), space
+ * separated, keywords case-insensitive.  Unknown or repeated ones fail;
+ * the caller refuses XPROGRAM where it does not offer it.
  * Returns 0, or -1 with *why.
  */
 int	 smtp_parse_mail_params(const char *s, struct mail_params *,

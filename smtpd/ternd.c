@@ -41,6 +41,7 @@
 #include "queue/resolve.h"
 #include "lib/util.h"
 #include "smtpd/certs.h"
+#include "smtpd/maildrop.h"
 #include "smtpd/role.h"
 
 #define TERND_CONF		"/etc/tern/tern.conf"
@@ -311,7 +312,8 @@ parent_spool(const struct conf *c)
 	if (p.root && chown(spool, p.uid, p.gid) == -1)
 		fatalx("event=start result=error reason=\"chown %s: %s\"", log_q(spool),
 		    strerror(errno));
-	chmod(spool, 0700);
+	/* Others may pass through (to maildrop/), not list. */
+	chmod(spool, 0711);
 	for (i = 0; i < 3; i++) {
 		snprintf(path, sizeof(path), "%s/%s", spool, sub[i]);
 		parent_mkdirs(path, 0700, p.uid, p.gid);
@@ -1777,7 +1779,7 @@ parent_maybe_exit(void)
 	if (!p.stopping || p.smtp.pid || p.queue.pid || p.vault.pid ||
 	    p.oldsmtp)
 		return;
-	if (p.workers)
+	if (p.workers || maildrop_busy())
 		return;
 	unlink(conf_str(p.conf, K_PIDFILE));
 	unlink(conf_str(p.conf, K_CONTROL_SOCKET));
@@ -1793,7 +1795,7 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 	int status;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		if (worker_reaped(pid, status))
+		if (worker_reaped(pid, status) || maildrop_reaped(pid, status))
 			continue;
 		if (pid == p.oldsmtp) {
 			p.oldsmtp = 0;
@@ -1832,6 +1834,7 @@ parent_stop_timeout(evutil_socket_t fd, short ev, void *arg)
 		kill(p.oldsmtp, SIGKILL);
 	for (w = p.workers; w; w = w->next)
 		kill(w->pid, SIGKILL);
+	maildrop_kill();
 	unlink(conf_str(p.conf, K_PIDFILE));
 	exit(0);
 }
@@ -1844,6 +1847,7 @@ parent_sigterm(evutil_socket_t sig, short ev, void *arg)
 	if (p.stopping)
 		return;
 	p.stopping = 1;
+	maildrop_stop();
 	log_info("event=stop reason=\"signal %d\"", (int)sig);
 	if (p.oldsmtp)
 		kill(p.oldsmtp, SIGTERM);
@@ -1900,6 +1904,7 @@ parent_sighup(evutil_socket_t sig, short ev, void *arg)
 	p.nls = nls;
 	conf_free(p.conf);
 	p.conf = c;
+	maildrop_conf(c);
 	buf_free(&p.text);
 	p.text = text;
 	(void)parent_creds(c);
@@ -2022,6 +2027,26 @@ parent_user(const struct conf *c)
 	p.gid = pw->pw_gid;
 }
 
+/* The smtp process's channel, for the maildrop's pickups. */
+static struct ipc *
+parent_smtp_channel(void)
+{
+	return p.stopping ? NULL : p.smtp.ipc;
+}
+
+static void
+parent_maildrop(void)
+{
+	struct maildrop_env env;
+
+	env.root = p.root;
+	env.uid = p.uid;
+	env.gid = p.gid;
+	env.fork = parent_safe_fork;
+	env.smtp = parent_smtp_channel;
+	maildrop_prepare(p.conf, &env);
+}
+
 static void
 parent_evlog(int severity, const char *msg)
 {
@@ -2092,6 +2117,7 @@ main(int argc, char *argv[])
 	event_set_log_callback(parent_evlog);
 	parent_user(p.conf);
 	parent_spool(p.conf);
+	parent_maildrop();
 	parent_reach(p.conf);
 	(void)parent_creds(p.conf);
 	parent_vdirs(p.conf);
@@ -2120,6 +2146,7 @@ main(int argc, char *argv[])
 	evsignal_add(ev, NULL);
 	ev = event_new(p.base, -1, EV_PERSIST, worker_watchdog, NULL);
 	evtimer_add(ev, &wd);
+	maildrop_start(p.base, p.conf);
 	log_info("event=start result=ok pid=%d config=%s", (int)getpid(),
 	    p.confpath ? p.confpath : "(embedded)");
 	parent_ready();

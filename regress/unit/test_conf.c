@@ -193,6 +193,10 @@ static const struct {
 	    "line 1" },
 	{ LISTEN "listen msa 127.0.0.1 port 465 tls-cert /c.pem\n",
 	    "t.conf:2: tls-cert cannot be set per listener" },
+	{ "origin bad..org\n", "t.conf:1: origin: invalid domain "
+	    "\"bad..org\": empty label" },
+	{ "origin \"a b\"\n", "t.conf:1: origin: invalid domain \"a b\": "
+	    "only letters, digits, hyphens and dots allowed" },
 };
 
 static void
@@ -226,6 +230,7 @@ test_conf_routes(void)
 	CHECK(r && strcmp(r->host, "smart.example") == 0 && r->port == 587);
 	CHECK(r && r->tls == ROUTE_TLS_VERIFY && r->authfile == NULL);
 	CHECK(strcmp(conf_str(c, K_SRS_DOMAIN), "example.org") == 0);
+	CHECK(strcmp(conf_str(c, K_ORIGIN), "example.org") == 0);
 	CHECK(conf_num(c, NULL, K_DELAY_WARNING) == 4LL * 3600 * 1000);
 	/* The auth file is read only when the parent asks. */
 	CHECK(conf_load_secrets(c, err, sizeof(err)) == -1);
@@ -490,6 +495,9 @@ test_conf_defaults(void)
 	    "/run/tern/control.sock") == 0);
 	CHECK(strcmp(conf_str(c, K_ALIASES), "/etc/tern/aliases") == 0);
 	CHECK(strcmp(conf_str(c, K_VIRTUAL_USER), "vmail") == 0);
+	CHECK(strcmp(conf_str(c, K_DROP_GROUP), "terndrop") == 0);
+	/* origin: the host name when there is no local-domain */
+	CHECK(strcmp(conf_str(c, K_ORIGIN), conf_str(c, K_HOSTNAME)) == 0);
 	CHECK(conf_str(c, K_MAX_RECIPIENTS) == NULL);
 	CHECK(conf_num(c, NULL, K_MAX_MESSAGE_SIZE) == 35LL * 1024 * 1024);
 	CHECK(conf_num(c, NULL, K_MAX_COMMAND_LENGTH) == 2048);
@@ -519,6 +527,16 @@ test_conf_defaults(void)
 		CHECK(knob_defs[i].name != NULL && knob_defs[i].help != NULL);
 	CHECK(strcmp(knob_defs[K_RETRY_MAX].name, "retry-max") == 0);
 	CHECK(strcmp(knob_defs[K_HOSTNAME].name, "hostname") == 0);
+
+	/* origin: set, or the first local-domain */
+	c = parse(LISTEN "local-domain a.example\nlocal-domain b.example\n",
+	    "/base");
+	CHECK(c && strcmp(conf_str(c, K_ORIGIN), "a.example") == 0);
+	conf_free(c);
+	c = parse(LISTEN "local-domain a.example\norigin Mail.B.example\n",
+	    "/base");
+	CHECK(c && strcmp(conf_str(c, K_ORIGIN), "Mail.B.example") == 0);
+	conf_free(c);
 }
 
 /* ternd -P output reads back as the same configuration. */

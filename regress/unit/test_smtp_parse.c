@@ -493,6 +493,13 @@ static const struct mp_case {
 	{ " X\x01\xff", -1, 0, 0, 0, "unsupported parameter X??" },
 	{ " AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", -1, 0, 0, 0,
 	    "unsupported parameter AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" },
+	{ " XPROGRAM=012345678901234567890123456789012", -1, 0, 0, 0,
+	    "bad XPROGRAM" },
+	{ " XPROGRAM=", -1, 0, 0, 0, "bad XPROGRAM" },
+	{ " XPROGRAM", -1, 0, 0, 0, "bad XPROGRAM" },
+	{ " XPROGRAM=a/b", -1, 0, 0, 0, "bad XPROGRAM" },
+	{ " XPROGRAM=a\x01", -1, 0, 0, 0, "bad XPROGRAM" },
+	{ " XPROGRAM=a XPROGRAM=b", -1, 0, 0, 0, "duplicate parameter" },
 };
 
 static void
@@ -514,8 +521,35 @@ test_mail_params_table(void)
 			CHECK(mp.size == t->size);
 			CHECK(mp.body == t->body);
 			CHECK(mp.smtputf8 == t->smtputf8);
+			CHECK(mp.program[0] == '\0');
 		} else
 			CHECK(why != NULL && strcmp(why, t->why) == 0);
+	}
+}
+
+/* XPROGRAM=, the submit socket's: the value is kept as given. */
+static void
+test_mail_params_program(void)
+{
+	static const struct {
+		const char	*in;
+		long long	 size;
+		const char	*program;
+	} ok[] = {
+		{ " XPROGRAM=php-fpm8.2", -1, "php-fpm8.2" },
+		{ " xprogram=cron SIZE=5", 5, "cron" },
+		{ " XPROGRAM=01234567890123456789012345678901", -1,
+		    "01234567890123456789012345678901" },
+	};
+	struct mail_params mp;
+	const char *why;
+	size_t i;
+
+	for (i = 0; i < NELEM(ok); i++) {
+		memset(&mp, 0x55, sizeof(mp));
+		CHECK(smtp_parse_mail_params(ok[i].in, &mp, &why) == 0);
+		CHECK(mp.size == ok[i].size);
+		CHECK(strcmp(mp.program, ok[i].program) == 0);
 	}
 }
 
@@ -617,6 +651,7 @@ test_smtp_parse(void)
 	test_command_table();
 	test_command_path();
 	test_mail_params_table();
+	test_mail_params_program();
 	test_rcpt_params();
 	test_helo_table();
 	test_check_domain();
