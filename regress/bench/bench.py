@@ -41,6 +41,16 @@ What it measures, all in one temp dir on one filesystem:
    queue is empty, and every acknowledged message checked at the sink by
    its Message-ID.  The sink's own rate at the same concurrency is
    measured too, as the limit the relay rate is compared with.
+6. AUTH: logins per second (a connection each: STARTTLS, AUTH PLAIN on
+   an msa listener) with 1 and N clients, each from its own 127.0.1.x
+   address as its own account, against the cost of one password check
+   (libcrypt's yescrypt at the vault's cost, timed in the bench).
+7. acceptance over STARTTLS+AUTH against plain: the held-mode levels
+   again on the MX port and on the msa port, with one connection per
+   client and with one connection (and login) per message.
+8. the brute-force throttle: wrong passwords for one account from one
+   address, and from many at once, for a bounded time: guesses made,
+   the delays, when the refusals (454 4.7.0) start.
 
 Every loop is bounded in time and count; the daemon and the temp dir are
 removed on the way out, also on error or Ctrl-C.
@@ -76,6 +86,8 @@ SINK_IP = "127.0.0.2"
 RELAY_CONF = ["retry-min 1s", "retry-max 5s"]
 RELAY_KNOBS = ("max-domain-connections", "max-deliveries",
                "max-transaction-recipients", "retry-min", "retry-max")
+
+CRED_COST = 5               # auth/credstore.h: yescrypt, as the vault checks
 
 AIM_RATIO = {1: 0.8, 50: 4.0}
 AIM_IDLE_MIB = 16.0
@@ -242,10 +254,12 @@ def fsync_rate(base, seconds, size, tag="fsync", use_syncfs=False):
 class Daemon:
     """A ternd on a loopback port with its own config and spool."""
 
-    def __init__(self, build, base, max_conn, relay=None):
+    def __init__(self, build, base, max_conn, relay=None, msa=False):
         """relay: None for the acceptance levels (remote mail kept off
         the network), else a dict with the DNS server's port, the sink's
-        port and extra config lines, for the relay levels."""
+        port and extra config lines, for the relay levels.  msa: also a
+        submission listener (STARTTLS, AUTH; the certificate is the one
+        ternd makes itself at first start) on self.msa_port."""
         self.build = build
         self.base = pathlib.Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
@@ -259,6 +273,7 @@ class Daemon:
         self.proc = None
         self.logf = None
         self.offline = False
+        self.msa_port = free_port() if msa else None
         lines = [
             f'hostname "{HOSTNAME}"',
             f'spool "{self.spool}"',
@@ -274,6 +289,8 @@ class Daemon:
             f'virtual "{VUSER}@{LOCAL_DOMAIN}" maildir '
             f'"{self.mail}/{VUSER}/Maildir"',
         ]
+        if msa:
+            lines.append(f"listen msa 127.0.0.1 port {self.msa_port}")
         self.conf.write_text("\n".join(lines) + "\n")
         lines += self.relocations()
         if relay is None:
@@ -369,10 +386,18 @@ class Daemon:
                            f'{os.path.basename(val.rstrip("/")) or "x"}"')
         return out
 
-    def ctl(self, *args, timeout=60):
+    def ctl(self, *args, timeout=60, input=None):
         return subprocess.run([str(self.build / "ternctl"), "-f",
-                               str(self.conf), *args],
+                               str(self.conf), *args], input=input,
                               capture_output=True, text=True, timeout=timeout)
+
+    def add_user(self, name, password):
+        """An account in the credential store (ternctl, as root; the
+        password on standard input)."""
+        r = self.ctl("user", "add", name, input=password + "\n")
+        if r.returncode != 0:
+            raise BenchError("ternctl user add %s failed: %s" % (
+                name, (r.stderr or r.stdout).strip()[:500]))
 
     def start(self):
         r = self.ctl("newaliases")
@@ -436,9 +461,18 @@ class Daemon:
         return found
 
     def role(self, pid):
-        """parent, queue (holds the spool's queue/ open) or smtp."""
+        """parent, vault (`ternd: vault`), queue (holds the spool's
+        queue/ open) or smtp."""
         if self.proc and pid == self.proc.pid:
             return "parent"
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read(256)
+            if cmd.startswith(b"ternd: vault") or \
+                    cmd.split(b"\0")[1:3] == [b"-X", b"vault"]:
+                return "vault"
+        except OSError:
+            pass
         qdir = str(self.spool / "queue")
         try:
             for fd in os.listdir(f"/proc/{pid}/fd")[:4096]:
@@ -671,6 +705,25 @@ class Conn:
         if code != 250:
             raise BenchError("EHLO: %r" % line)
 
+    def starttls(self, ctx):
+        """STARTTLS, the handshake, EHLO again (after hello())."""
+        code, line = self.cmd(b"STARTTLS\r\n")
+        if code != 220:
+            raise BenchError("STARTTLS: %r" % line)
+        if self.buf:
+            raise BenchError("data after the STARTTLS reply")
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=HOSTNAME)
+        code, line = self.cmd(b"EHLO client.bench.test\r\n")
+        if code != 250:
+            raise BenchError("EHLO after STARTTLS: %r" % line)
+
+    def auth_plain(self, user, password):
+        """AUTH PLAIN with the initial response: (code, line)."""
+        import base64
+        resp = base64.b64encode(b"\0" + user.encode() + b"\0" +
+                                password.encode())
+        return self.cmd(b"AUTH PLAIN " + resp + b"\r\n")
+
     def close(self):
         try:
             self.sock.sendall(b"QUIT\r\n")
@@ -682,11 +735,14 @@ class Conn:
 
 
 def make_body(size, msgid="bench@client.bench.test",
-              to=f"{SINK_ALIAS}@{LOCAL_DOMAIN}"):
-    """A message of exactly size bytes (CRLF lines, dot-terminated apart)."""
-    head = ("From: <bench@client.bench.test>\r\n"
+              to=f"{SINK_ALIAS}@{LOCAL_DOMAIN}",
+              frm="bench@client.bench.test", date=False):
+    """A message of exactly size bytes (CRLF lines, dot-terminated apart).
+    date: with a Date: header (a submission without one gets one)."""
+    head = (f"From: <{frm}>\r\n"
             f"To: <{to}>\r\n"
-            "Subject: tern benchmark\r\n"
+            "Subject: tern benchmark\r\n" +
+            ("Date: Thu, 1 Jan 2026 00:00:00 +0000\r\n" if date else "") +
             f"Message-ID: <{msgid}>\r\n\r\n").encode()
     line = b"0123456789abcdefghijklmnopqrstuvwxyz" * 2 + b"\r\n"
     body = head
@@ -770,8 +826,11 @@ def client_worker(port, rcpt, body, start_at, deadline, hard_end, ready,
         conn.close()
 
 
-def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
-    """nclients threads sending for seconds; merged results."""
+def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None,
+              worker=None):
+    """nclients threads sending for seconds; merged results.  worker:
+    instead of client_worker, worker(k, start_at, deadline, hard_end,
+    ready, out, stop) for client k."""
     out, threads = [], []
     ready = threading.Semaphore(0)
     stop = threading.Event()
@@ -779,8 +838,13 @@ def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
     setup_s = 10.0 + 0.05 * nclients
     params = {}
 
-    def runner():
-        if gate.wait(setup_s + 5):
+    def runner(k):
+        if not gate.wait(setup_s + 5):
+            return
+        if worker:
+            worker(k, params["start"], params["deadline"],
+                   params["hard_end"], ready, out, stop)
+        else:
             client_worker(daemon.port, rcpt, body, params["start"],
                           params["deadline"], params["hard_end"], ready,
                           out, stop)
@@ -788,8 +852,8 @@ def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
     tracer = Strace(daemon, strace_path) if strace_path else None
     # Every client connects and says EHLO first; all start sending at one
     # instant fixed ahead, long enough for the connections on loopback.
-    for _ in range(nclients):
-        t = threading.Thread(target=runner, daemon=True)
+    for k in range(nclients):
+        t = threading.Thread(target=runner, args=(k,), daemon=True)
         t.start()
         threads.append(t)
     start = time.monotonic() + 0.3 + 0.01 * nclients
@@ -820,6 +884,7 @@ def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
     alive = sum(1 for t in threads if t.is_alive())
     acked = [q for r in out for q in r["acked"]]
     lat = sorted(x for r in out for x in r["lat"])
+    msg_lat = sorted(x for r in out for x in r.get("msg_lat", ()))
     errors = [e for r in out for e in r["errors"]]
     refusals = [e for r in out for e in r["refusals"]]
     in_time = sum(r["acked_in_time"] for r in out)
@@ -847,6 +912,10 @@ def run_level(daemon, nclients, seconds, rcpt, body, strace_path=None):
         "late_start": late,
         "lat_ms_p50": round(percentile(lat, 50) * 1000, 2) if lat else None,
         "lat_ms_p99": round(percentile(lat, 99) * 1000, 2) if lat else None,
+        "msg_ms_p50": round(percentile(msg_lat, 50) * 1000, 2)
+        if msg_lat else None,
+        "msg_ms_p99": round(percentile(msg_lat, 99) * 1000, 2)
+        if msg_lat else None,
         "client_cpu_pct": round(100.0 * ccpu / wall, 1),
         "daemon_cpu_pct": round(100.0 * (sum(dcpu1.values()) -
                                          sum(dcpu0.values())) / wall, 1),
@@ -1390,6 +1459,456 @@ def relay_level(d, sink, nclients, nmsgs, nrcpt, size, drain_cap, tag):
     }
 
 
+# ---- 6.-8. submission: AUTH, TLS against plain, the brute-force throttle ----
+
+def client_tls_context():
+    """TLS for the bench's clients: the daemon's certificate is the
+    self-signed one it made at its first start, so it is not verified."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def bench_password(name):
+    """A password libpwquality takes (not containing the name), its own
+    per account."""
+    import hashlib
+    return "Xk7-%s-mQ2z" % hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def hash_cost(seconds):
+    """The time of one password check as the vault does it: libcrypt's
+    crypt() against a yescrypt setting made by crypt_gensalt("$y$", cost
+    CRED_COST (5), from getrandom).  Checks repeated for about seconds
+    (at least 5): {"ms_p50", "ms_min", "checks", "setting"}."""
+    import ctypes
+    import ctypes.util
+    lib = None
+    for name in (ctypes.util.find_library("crypt"), "libcrypt.so.1"):
+        if not name:
+            continue
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            pass
+    if lib is None:
+        raise BenchError("cannot load libcrypt for the hash cost")
+    lib.crypt_gensalt.restype = ctypes.c_char_p
+    lib.crypt_gensalt.argtypes = (ctypes.c_char_p, ctypes.c_ulong,
+                                  ctypes.c_char_p, ctypes.c_int)
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
+    setting = lib.crypt_gensalt(b"$y$", CRED_COST, None, 0)
+    if not setting or not setting.startswith(b"$y$"):
+        raise BenchError("crypt_gensalt($y$, %d) failed" % CRED_COST)
+    h = lib.crypt(b"Bench-hash-Pw-4kQ9z", setting)
+    if not h or not h.startswith(setting):
+        raise BenchError("crypt() with %r failed" % setting)
+    times = []
+    t_end = time.perf_counter() + seconds
+    while len(times) < 1000 and (len(times) < 5 or
+                                 time.perf_counter() < t_end):
+        t0 = time.perf_counter()
+        lib.crypt(b"Bench-wrong-Pw-4kQ9z", h)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {"ms_p50": round(percentile(times, 50) * 1000, 2),
+            "ms_min": round(times[0] * 1000, 2), "checks": len(times),
+            "setting": setting.decode()[:7] + "...", "cost": CRED_COST}
+
+
+def tls_session(port, ctx, src):
+    """Connected from src, greeting, EHLO, STARTTLS, EHLO: the Conn and
+    the times (s) of the plain part and of the TLS part."""
+    t0 = time.monotonic()
+    c = Conn(port, src=(src, 0))
+    try:
+        c.hello()
+        t1 = time.monotonic()
+        c.starttls(ctx)
+    except BaseException:
+        c.sock.close()
+        raise
+    return c, t1 - t0, time.monotonic() - t1
+
+
+def login_worker(port, ctx, src, user, pw, start_at, deadline, hard_end,
+                 ready, res, stop):
+    """Log in again and again until deadline: a connection each time
+    (connect, EHLO, STARTTLS, EHLO, AUTH PLAIN, QUIT), the time of each
+    part recorded."""
+    ready.release()
+    while time.monotonic() < start_at and not stop.is_set():
+        time.sleep(min(0.01, max(0.0, start_at - time.monotonic())))
+    while len(res["total"]) < MAX_MSGS_PER_CLIENT and not stop.is_set():
+        t0 = time.monotonic()
+        if t0 >= deadline or t0 >= hard_end:
+            break
+        c = None
+        try:
+            c, t_plain, t_tls = tls_session(port, ctx, src)
+            t1 = time.monotonic()
+            code, line = c.auth_plain(user, pw)
+            t2 = time.monotonic()
+            if code != 235:
+                res["errors"].append("AUTH %s: %s" % (
+                    user, line.decode(errors="replace")))
+                break
+            c.close()
+            c = None
+            t3 = time.monotonic()
+        except (OSError, BenchError, ValueError) as e:
+            res["errors"].append("login: %s" % e)
+            break
+        finally:
+            if c is not None:
+                c.sock.close()
+        res["plain"].append(t_plain)
+        res["tls"].append(t_tls)
+        res["auth"].append(t2 - t1)
+        res["quit"].append(t3 - t2)
+        res["total"].append(t3 - t0)
+        if t2 <= deadline:
+            res["in_time"] += 1
+
+
+def auth_level(d, nclients, seconds, accounts, srcs, ctx):
+    """nclients log in for seconds, each from its own address as its own
+    account: logins per second and the time of each part."""
+    out, threads = [], []
+    ready = threading.Semaphore(0)
+    stop = threading.Event()
+    start = time.monotonic() + 0.3 + 0.01 * nclients
+    deadline, hard_end = start + seconds, start + seconds + 60.0
+    for k in range(nclients):
+        res = {"plain": [], "tls": [], "auth": [], "quit": [], "total": [],
+               "in_time": 0, "errors": []}
+        out.append(res)
+        threads.append(threading.Thread(target=login_worker, daemon=True,
+                                        args=(d.msa_port, ctx, srcs[k],
+                                              accounts[k],
+                                              bench_password(accounts[k]),
+                                              start, deadline, hard_end,
+                                              ready, res, stop)))
+    dcpu0 = d.cpu_seconds()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join(max(0.0, hard_end + IO_TIMEOUT - time.monotonic()))
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    stop.set()
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    dcpu1 = d.cpu_seconds()
+    wall = max(1e-9, time.monotonic() - start)
+    errors = [e for r in out for e in r["errors"]]
+
+    def p50(key):
+        v = sorted(x for r in out for x in r[key])
+        return round(percentile(v, 50) * 1000, 2) if v else None
+    in_time = sum(r["in_time"] for r in out)
+    logins = sum(len(r["total"]) for r in out)
+    vcpu = dcpu1.get("vault", 0) - dcpu0.get("vault", 0)
+    return {"clients": nclients, "seconds": seconds,
+            "logins": logins,
+            "vault_cpu_ms_per_login": round(1000.0 * vcpu / logins, 2)
+            if logins and "vault" in dcpu1 else None,
+            "logins_in_time": in_time,
+            "logins_per_s": round(in_time / seconds, 1),
+            "ms_p50": {k: p50(k) for k in ("plain", "tls", "auth", "quit",
+                                           "total")},
+            "auth_ms_p99": (lambda v: round(percentile(v, 99) * 1000, 2)
+                            if v else None)(
+                                sorted(x for r in out for x in r["auth"])),
+            "errors": errors[:10], "n_errors": len(errors),
+            "stuck_clients": sum(1 for t in threads if t.is_alive()),
+            "client_cpu_pct": round(100.0 * ((cpu1.ru_utime + cpu1.ru_stime)
+                                             - (cpu0.ru_utime +
+                                                cpu0.ru_stime)) / wall, 1),
+            "daemon_cpu_pct_by_role": {
+                r: round(100.0 * (dcpu1.get(r, 0) - dcpu0.get(r, 0)) / wall,
+                         1) for r in sorted(dcpu1)}}
+
+
+def submit_worker(d, ctx, mode, src, user, rcpt, body, k, start_at,
+                  deadline, hard_end, ready, out, stop):
+    """client_worker for the TLS comparison.  mode plain: the MX port,
+    one connection; tls: the msa port, STARTTLS and AUTH once, then the
+    messages on that connection; tls1: a new connection with STARTTLS
+    and AUTH for every message (closed with QUIT after the 250).
+    lat is MAIL to 250, msg_lat the whole message (from the connect in
+    tls1)."""
+    res = {"acked": [], "acked_in_time": 0, "refused": 0, "errors": [],
+           "refusals": [], "lat": [], "msg_lat": []}
+    out.append(res)
+    pw = bench_password(user)
+
+    def session():
+        if mode == "plain":
+            c = Conn(d.port, src=(src, 0))
+            try:
+                c.hello()
+            except BaseException:
+                c.sock.close()
+                raise
+            return c
+        c = tls_session(d.msa_port, ctx, src)[0]
+        try:
+            code, line = c.auth_plain(user, pw)
+            if code != 235:
+                raise BenchError("AUTH %s: %r" % (user, line))
+        except BaseException:
+            c.sock.close()
+            raise
+        return c
+    conn = None
+    if mode != "tls1":
+        try:
+            conn = session()
+        except (OSError, BenchError, ValueError) as e:
+            res["errors"].append("connect: %s" % e)
+            ready.release()
+            return
+    ready.release()
+    mail = b"MAIL FROM:<%s> SIZE=%d\r\n" % (user.encode(), len(body))
+    rcpt_cmd = b"RCPT TO:<%s>\r\n" % rcpt.encode()
+    try:
+        while time.monotonic() < start_at and not stop.is_set():
+            time.sleep(min(0.01, max(0.0, start_at - time.monotonic())))
+        n = 0
+        while n < MAX_MSGS_PER_CLIENT and not stop.is_set():
+            t_start = time.monotonic()
+            if t_start >= deadline or t_start >= hard_end:
+                break
+            n += 1
+            if mode == "tls1":
+                conn = session()
+            t0 = time.monotonic()
+            refused = None
+            for c, want in ((mail, 250), (rcpt_cmd, 250), (b"DATA\r\n", 354)):
+                code, line = conn.cmd(c)
+                if code != want:
+                    refused = line
+                    break
+            if refused is None:
+                code, line = conn.cmd(body)
+                t1 = time.monotonic()
+                if code == 250:
+                    res["acked"].append(line.split()[-1].decode()
+                                        if b"queued" in line else None)
+                    res["lat"].append(t1 - t0)
+                    res["msg_lat"].append(t1 - t_start)
+                    if t1 <= deadline:
+                        res["acked_in_time"] += 1
+                else:
+                    refused = line
+            else:
+                conn.cmd(b"RSET\r\n")
+            if refused is not None:
+                res["refused"] += 1
+                if len(res["refusals"]) < 5:
+                    res["refusals"].append(refused.decode(errors="replace"))
+            if mode == "tls1":
+                c, conn = conn, None
+                c.close()
+    except (OSError, BenchError, ValueError) as e:
+        res["errors"].append("session: %s" % e)
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+TLS_MODES = ("plain", "tls", "tls1")
+
+
+def tls_levels(build, base, max_conn, levels, seconds, size, ctx, notes,
+               daemons, hash_seconds):
+    """For each client level: plain on the MX port, STARTTLS+AUTH on the
+    msa port with one connection per client, and with one connection per
+    message; each run with its own daemon, the same messages (From: the
+    client's account, with Date:), every client from its own address as
+    its own account.  Returns the levels; the daemons go to daemons
+    (for the cleanup).  Before each tls1 run, the hash is timed again
+    (hash_seconds), the limit of that run."""
+    rcpt = "%s@%s" % (SINK_ALIAS, LOCAL_DOMAIN)
+    accounts = ["tls%d@%s" % (i + 1, LOCAL_DOMAIN)
+                for i in range(max(levels))]
+    srcs = ["127.0.2.%d" % (i + 1) for i in range(max(levels))]
+    creds = None
+    out = []
+    for n in levels:
+        row = {"clients": n}
+        for mode in TLS_MODES:
+            print("bench: TLS against plain, %s, %d client(s), %.1f s ..." % (
+                mode, n, seconds), file=sys.stderr)
+            d = Daemon(build, base / ("tls-%s-%d" % (mode, n)), max_conn,
+                       msa=True)
+            daemons.append(d)
+            if creds is None:
+                for a in accounts:
+                    d.add_user(a, bench_password(a))
+                creds = d.knobs(("credentials",)).get(
+                    "credentials", "").strip('"')
+            else:
+                # The same store, copied: no hashing per daemon.
+                dst = d.knobs(("credentials",)).get(
+                    "credentials", "").strip('"')
+                shutil.copyfile(creds, dst)
+                os.chmod(dst, 0o600)
+            d.start()
+            hadj = hash_cost(hash_seconds) if mode == "tls1" else None
+            bodies = [make_body(size, to=rcpt, frm=accounts[k], date=True)
+                      for k in range(n)]
+            L = run_level(d, n, seconds, rcpt, None, worker=(
+                lambda k, *rest, mode=mode, d=d: submit_worker(
+                    d, ctx, mode, srcs[k], accounts[k], rcpt, bodies[k], k,
+                    *rest)))
+            if not d.alive():
+                raise BenchError("ternd died during the TLS level (%s, %d "
+                                 "clients):\n%s" % (mode, n, d.logtail()))
+            ids = L.pop("_ids")
+            L["verify"] = verify(d, "held", ids, 30 + seconds * 2)
+            L["hash_adjacent"] = hadj
+            row[mode] = L
+            what = "TLS against plain, %s, %d clients" % (mode, n)
+            if L["verify"]["lost"]:
+                notes.append("%s: %d acknowledged message(s) not found in "
+                             "the spool: %s" % (
+                                 what, L["verify"]["lost"],
+                                 L["verify"]["missing_sample"]))
+            if L["n_errors"] or L["stuck_clients"]:
+                notes.append("%s: %d client error(s), %d stuck: %s" % (
+                    what, L["n_errors"], L["stuck_clients"],
+                    "; ".join(L["errors"][:3])))
+            if L["refused"]:
+                notes.append("%s: %d message(s) refused (never "
+                             "acknowledged): %s" % (
+                                 what, L["refused"],
+                                 "; ".join(L["refusal_samples"][:3])))
+            d.stop()
+        p = row["plain"]["msgs_per_s"]
+        row["ratio"] = {m: round(row[m]["msgs_per_s"] / p, 3) if p else None
+                        for m in ("tls", "tls1")}
+        out.append(row)
+    return out
+
+
+def brute_worker(port, ctx, src, user, start, deadline, retry_s, res, stop):
+    """Wrong passwords for user from src, one at a time, each sent as
+    soon as the previous answer came (after a 454 refusal, retry_s
+    later), until deadline; a closed session is opened again.  Records
+    (sent, answer time, code) with times from start."""
+    conn = None
+    i = 0
+    try:
+        while not stop.is_set() and time.monotonic() < deadline:
+            if conn is None:
+                try:
+                    conn = tls_session(port, ctx, src)[0]
+                    res["sessions"] += 1
+                except (OSError, BenchError, ValueError) as e:
+                    res["errors"].append("connect: %s" % e)
+                    if len(res["errors"]) > 20:
+                        return
+                    time.sleep(0.5)
+                    continue
+            i += 1
+            t0 = time.monotonic()
+            try:
+                # An answer still held back at the deadline is not waited
+                # for: the run stays bounded.
+                conn.sock.settimeout(max(0.05, deadline - t0))
+                code, line = conn.auth_plain(user, "Wrong-%d-%s" % (i, src))
+            except (socket.timeout, TimeoutError):
+                res["pending_at_end"] += 1
+                return
+            except (OSError, BenchError, ValueError):
+                conn.sock.close()       # closed by the server: again
+                conn = None
+                res["closed"] += 1
+                continue
+            t1 = time.monotonic()
+            res["events"].append((t0 - start, t1 - t0, code))
+            if code == 535:
+                continue
+            if code == 454:
+                time.sleep(retry_s)
+                continue
+            if code == 421:             # max-errors: a new session
+                conn.sock.close()
+                conn = None
+                res["closed"] += 1
+                continue
+            res["errors"].append("AUTH answered %r" % line)
+            if code == 235:
+                return
+            conn.cmd(b"RSET\r\n")
+    finally:
+        if conn is not None:
+            conn.sock.close()
+
+
+def brute_run(d, user, srcs, seconds, retry_s, ctx):
+    """len(srcs) clients, each from its own address, guess user's
+    password for seconds."""
+    out, threads = [], []
+    stop = threading.Event()
+    start = time.monotonic()
+    deadline = start + seconds
+    for src in srcs:
+        res = {"events": [], "errors": [], "sessions": 0, "closed": 0,
+               "pending_at_end": 0}
+        out.append(res)
+        threads.append(threading.Thread(target=brute_worker, daemon=True,
+                                        args=(d.msa_port, ctx, src, user,
+                                              start, deadline, retry_s,
+                                              res, stop)))
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join(max(0.0, deadline + IO_TIMEOUT - time.monotonic()))
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    stop.set()
+    ev = sorted(e for r in out for e in r["events"])
+    checked = sorted((e for e in ev if e[2] == 535),
+                     key=lambda e: e[0] + e[1])     # in order of answer
+    refused = [e for e in ev if e[2] == 454]
+    first_ref = refused[0] if refused else None
+    errors = [e for r in out for e in r["errors"]]
+    logc = log_counts(d.log, ("vault: event=auth result=fail",
+                              "vault: event=auth result=tempfail",
+                              "vault: event=auth result=ok"))
+    return {"addresses": len(srcs), "account": user, "seconds": seconds,
+            "guesses": len(checked),
+            "guesses_per_min": round(len(checked) * 60.0 / seconds, 2),
+            "delays_s": [round(e[1], 2) for e in checked],
+            "answered_s": [round(e[0] + e[1], 2) for e in checked],
+            "refused": len(refused),
+            "first_refusal_s": round(first_ref[0], 2) if first_ref else None,
+            "guesses_before_refusal": sum(1 for e in checked
+                                          if first_ref is None or
+                                          e[0] < first_ref[0])
+            if first_ref else None,
+            "refusal_ms_p50": round(percentile(sorted(
+                e[1] for e in refused), 50) * 1000, 2) if refused else None,
+            "sessions": sum(r["sessions"] for r in out),
+            "closed_by_server": sum(r["closed"] for r in out),
+            "pending_at_end": sum(r["pending_at_end"] for r in out),
+            "accepted": sum(1 for e in ev if e[2] == 235),
+            "errors": errors[:10], "n_errors": len(errors),
+            "stuck_clients": sum(1 for t in threads if t.is_alive()),
+            "vault_log": logc}
+
+
 # ---- output ----------------------------------------------------------------
 
 def mib(kib):
@@ -1478,6 +1997,166 @@ def print_relay(R):
                   fmt(L["accept_lat_ms_p99"], ".1f", 0),
                   fmt(c["sink_cpu_pct"], ".0f", 0)))
     print()
+
+def print_submission(R):
+    """6. AUTH rate, 7. TLS against plain, 8. the brute-force throttle."""
+    H = R.get("hash")
+    if not H:
+        return
+    hms = H["ms_p50"]
+    limit = 1000.0 / hms if hms else None
+    print("6.-8. submission: the msa listener, STARTTLS (ternd's self-signed "
+          "certificate, not verified)")
+    print("   and AUTH PLAIN; every client from its own 127.0.x.y address "
+          "as its own account")
+    print("   one password check (libcrypt in the bench's process, %s cost "
+          "%d, as the vault), timed" % (H["setting"], H["cost"]))
+    print("   first: %.2f ms p50, min %.2f, %d checks; the vault checks one "
+          "at a time: at most %.1f" % (hms, H["ms_min"], H["checks"], limit))
+    print("   checks/s, %.0f a minute (the limit of 8.; 6. and 7. time it "
+          "again next to their runs)" % (limit * 60))
+    print()
+    if R.get("auth"):
+        print("6. AUTH: logins per second, %.1f s per level; a connection "
+              "per login: connect, EHLO;" % R["params"]["auth_seconds"])
+        print("   STARTTLS, handshake, EHLO; AUTH PLAIN to 235; QUIT to 221")
+        hdr = ("clients", "logins/s", "hash ms", "ratio", "connect", "tls",
+               "auth", "quit", "total", "auth p99", "auth/hash",
+               "vault ms", "errors", "client", "ternd", "smtp", "vault")
+        w = (7, 8, 7, 5, 7, 5, 6, 5, 6, 8, 9, 8, 6, 6, 5, 5, 5)
+        print("   " + " " * (sum(w[:4]) + 4) +
+              "--- ms per login, p50 ---".center(sum(w[4:9]) + 4) + " " *
+              (sum(w[9:13]) + 4) + "CPU % of a core".center(sum(w[13:]) + 3))
+        print("   " + " ".join(h.rjust(x) for h, x in zip(hdr, w)))
+        for L in R["auth"]:
+            m, ro = L["ms_p50"], L["daemon_cpu_pct_by_role"]
+            h = (L.get("hash_adjacent") or H)["ms_p50"]
+            row = [str(L["clients"]).rjust(w[0]),
+                   fmt(L["logins_per_s"], ".1f", w[1]),
+                   fmt(h, ".1f", w[2]),
+                   fmt(L["logins_per_s"] * h / 1000.0 if h else None, ".2f",
+                       w[3]),
+                   fmt(m["plain"], ".2f", w[4]), fmt(m["tls"], ".2f", w[5]),
+                   fmt(m["auth"], ".1f", w[6]), fmt(m["quit"], ".2f", w[7]),
+                   fmt(m["total"], ".1f", w[8]),
+                   fmt(L["auth_ms_p99"], ".1f", w[9]),
+                   fmt(m["auth"] / h if m["auth"] and h else None,
+                       ".2f", w[10]),
+                   fmt(L.get("vault_cpu_ms_per_login"), ".1f", w[11]),
+                   str(L["n_errors"]).rjust(w[12]),
+                   fmt(L["client_cpu_pct"], ".0f", w[13]),
+                   fmt(sum(ro.values()), ".0f", w[14]),
+                   fmt(ro.get("smtp"), ".0f", w[15]),
+                   fmt(ro.get("vault"), ".0f", w[16])]
+            print("   " + " ".join(row))
+        print("   hash ms: one check timed again just before the level "
+              "(p50); ratio = logins/s / the checks/s")
+        print("   one vault can hash at that cost (1000 / hash ms); auth/hash "
+              "= the AUTH round trip (p50) /")
+        print("   one check: what a login costs beyond the hash (with several "
+              "clients, the wait for the")
+        print("   vault's one check at a time too); vault ms: the vault's CPU "
+              "time per login; connect =")
+        print("   connect, greeting, EHLO")
+        print()
+    if R.get("tls"):
+        print("7. acceptance over TLS against plain: held mode (as 2.), %.1f "
+              "s per run, one daemon per run;" % R["params"]["seconds"])
+        print("   plain: the MX port, one connection per client; tls: "
+              "STARTTLS and AUTH once, then the")
+        print("   messages on that connection; tls1: a connection with "
+              "STARTTLS and AUTH for every message")
+        hdr = ("clients", "mode", "msg/s", "/plain", "/hash", "p50 ms",
+               "p99 ms", "msg p50", "acked", "lost", "client", "ternd",
+               "smtp", "queue", "vault")
+        w = (7, 5, 8, 6, 6, 7, 7, 7, 7, 4, 6, 6, 6, 6, 6)
+        print("   " + " " * (sum(w[:10]) + 10) +
+              "CPU % of a core".center(sum(w[10:]) + 4))
+        print("   " + " ".join(h.rjust(x) for h, x in zip(hdr, w)))
+        for row in R["tls"]:
+            p = row["plain"]["msgs_per_s"]
+            for mode in TLS_MODES:
+                L = row[mode]
+                ro = L["daemon_cpu_pct_by_role"]
+                cells = [str(row["clients"]).rjust(w[0]), mode.rjust(w[1]),
+                         fmt(L["msgs_per_s"], ".1f", w[2]),
+                         fmt(L["msgs_per_s"] / p if p else None, ".3f",
+                             w[3]),
+                         fmt(L["msgs_per_s"] * L["hash_adjacent"]["ms_p50"]
+                             / 1000.0 if L.get("hash_adjacent") else None,
+                             ".2f", w[4]),
+                         fmt(L["lat_ms_p50"], ".2f", w[5]),
+                         fmt(L["lat_ms_p99"], ".2f", w[6]),
+                         fmt(L["msg_ms_p50"], ".1f", w[7]),
+                         str(L["acked"]).rjust(w[8]),
+                         str(L["verify"]["lost"]).rjust(w[9]),
+                         fmt(L["client_cpu_pct"], ".0f", w[10]),
+                         fmt(L["daemon_cpu_pct"], ".0f", w[11]),
+                         fmt(ro.get("smtp"), ".0f", w[12]),
+                         fmt(ro.get("queue"), ".0f", w[13]),
+                         fmt(ro.get("vault"), ".0f", w[14])]
+                print("   " + " ".join(cells))
+        print("   /plain = msg/s / the plain run's at the same level (TLS/"
+              "plain); /hash (tls1) = msg/s / the")
+        print("   checks/s one vault can hash, the hash timed again just "
+              "before the run (%s ms);" % ", ".join(
+                  "%.1f" % row["tls1"]["hash_adjacent"]["ms_p50"]
+                  for row in R["tls"] if row["tls1"].get("hash_adjacent")))
+        print("   p50/p99: MAIL to 250; msg p50: a whole message (in tls1 "
+              "from the connect); lost:")
+        print("   acknowledged and not in the spool")
+        print()
+    B = R.get("bruteforce")
+    if B:
+        one, many = B["one_address"], B["many_addresses"]
+        print("8. brute force against the throttle: wrong passwords for %s "
+              "(AUTH PLAIN inside TLS)," % one["account"])
+        print("   one at a time per address, each as soon as the answer "
+              "came (%.1f s later after a 454), for" %
+              B["retry_after_refusal_s"])
+        print("   %.0f s; one daemon per run, the two runs at the same time"
+              % one["seconds"])
+        hdr = ("addresses", "guesses", "/minute", "ratio", "refused",
+               "1st refusal", "after", "refusal ms", "sessions", "pending")
+        w = (9, 7, 7, 8, 7, 11, 7, 10, 8, 7)
+        print("   " + " ".join(h.rjust(x) for h, x in zip(hdr, w)))
+        for X in (one, many):
+            cells = [str(X["addresses"]).rjust(w[0]),
+                     str(X["guesses"]).rjust(w[1]),
+                     fmt(X["guesses_per_min"], ".1f", w[2]),
+                     fmt(X["guesses_per_min"] / (limit * 60) if limit
+                         else None, ".4f", w[3]),
+                     str(X["refused"]).rjust(w[4]),
+                     ("-" if X["first_refusal_s"] is None else
+                      "%.1f s" % X["first_refusal_s"]).rjust(w[5]),
+                     fmt(X["guesses_before_refusal"], "d", w[6]),
+                     fmt(X["refusal_ms_p50"], ".2f", w[7]),
+                     str(X["sessions"]).rjust(w[8]),
+                     str(X["pending_at_end"]).rjust(w[9])]
+            print("   " + " ".join(cells))
+        for X in (one, many):
+            print("   %d address(es): delays, s (the answer time of each "
+                  "checked guess, in order of answer):" % X["addresses"])
+            print("      " + (" ".join("%.1f" % x for x in X["delays_s"])
+                              or "-"))
+            print("      answered at, s from the start: " +
+                  (" ".join("%.1f" % x for x in X["answered_s"]) or "-"))
+            v = X["vault_log"]
+            print("      vault log: %d failures, %d refusals (tempfail), %d "
+                  "logins; closed by the server: %d" % (
+                      v.get("vault: event=auth result=fail", 0),
+                      v.get("vault: event=auth result=tempfail", 0),
+                      v.get("vault: event=auth result=ok", 0),
+                      X["closed_by_server"]))
+        print("   guesses: 535 answers (each a password checked) within the "
+              "run; /minute = guesses per")
+        print("   minute over the run; ratio = that / the checks a minute "
+              "one vault could hash unthrottled;")
+        print("   refused: 454 4.7.0 answers (no check); 1st refusal: when "
+              "the first refused attempt was")
+        print("   sent, after: guesses sent before it; pending: a guess "
+              "whose answer was still held at the end")
+        print()
 
 
 def print_table(R):
@@ -1639,6 +2318,7 @@ def print_table(R):
                 "%.2f" % (m["pss_kib"] / 1024.0)))
         print()
     print_relay(R)
+    print_submission(R)
     for n in R.get("notes", []):
         print("note: " + n)
     print("results: %s" % R["json"])
@@ -1685,6 +2365,29 @@ def parse_args():
                     metavar="LINE",
                     help="a config line for the relay daemons, e.g. "
                     "'max-domain-connections 20' (repeatable)")
+    ap.add_argument("--auth-clients", default="1,4", metavar="LEVELS",
+                    help="comma-separated client levels of the AUTH rate "
+                    "(logins per second); '' or 0: none")
+    ap.add_argument("--auth-seconds", type=float, default=5.0,
+                    help="duration of each AUTH level")
+    ap.add_argument("--hash-seconds", type=float, default=1.0,
+                    help="how long to time the password hash (at least 5 "
+                    "checks)")
+    ap.add_argument("--tls-clients", default="1,10", metavar="LEVELS",
+                    help="comma-separated client levels of the TLS against "
+                    "plain acceptance (each --seconds long, 3 runs per "
+                    "level); '' or 0: none")
+    ap.add_argument("--bruteforce-seconds", type=float, default=100.0,
+                    metavar="SECONDS",
+                    help="duration of the brute-force runs against the "
+                    "throttle (0: none)")
+    ap.add_argument("--bruteforce-addrs", type=int, default=16, metavar="N",
+                    help="source addresses of the many-address brute-force "
+                    "run")
+    ap.add_argument("--bruteforce-retry", type=float, default=0.2,
+                    metavar="SECONDS",
+                    help="pause of a brute-force client after a refusal "
+                    "(454), before it tries again")
     ap.add_argument("--serve-sink", help=argparse.SUPPRESS)
     ap.add_argument("--sink-log", help=argparse.SUPPRESS)
     ap.add_argument("--idle", type=int, default=500,
@@ -1718,6 +2421,24 @@ def parse_args():
         ap.error("--relay-drain: 1 to 3600 s")
     if not a.levels or min(a.levels) < 1 or max(a.levels) > 1000:
         ap.error("--clients: levels from 1 to 1000")
+    try:
+        a.auth_levels = [int(x) for x in a.auth_clients.split(",")
+                         if x.strip() and int(x) != 0]
+        a.tls_levels = [int(x) for x in a.tls_clients.split(",")
+                        if x.strip() and int(x) != 0]
+    except ValueError:
+        ap.error("--auth-clients, --tls-clients: numbers")
+    if any(not 1 <= n <= 250 for n in a.auth_levels + a.tls_levels):
+        ap.error("--auth-clients, --tls-clients: levels from 1 to 250 "
+                 "(one 127.0.x.y address each)")
+    if not 1 <= a.bruteforce_addrs <= 250:
+        ap.error("--bruteforce-addrs: 1 to 250")
+    if not (0 < a.auth_seconds <= 600 and 0 < a.hash_seconds <= 600 and
+            0 <= a.bruteforce_seconds <= 3600 and
+            0 <= a.bruteforce_retry <= 60):
+        ap.error("--auth-seconds, --hash-seconds: up to 600 s; "
+                 "--bruteforce-seconds: up to 3600 s, "
+                 "--bruteforce-retry: up to 60 s")
     if not (0 < a.seconds <= 600 and 0 < a.fsync_seconds <= 600 and
             0 <= a.fsync_adjacent <= 600 and 0 <= a.syncfs_seconds <= 600):
         ap.error("durations from 0 to 600 s")
@@ -1791,7 +2512,12 @@ def main():
                    "sink_messages": a.sink_messages,
                    "relay_rcpts": a.rcpt_levels,
                    "relay_drain_s": a.relay_drain,
-                   "relay_conf": a.relay_conf},
+                   "relay_conf": a.relay_conf,
+                   "auth_clients": a.auth_levels,
+                   "auth_seconds": a.auth_seconds,
+                   "tls_clients": a.tls_levels,
+                   "bruteforce_seconds": a.bruteforce_seconds,
+                   "bruteforce_addrs": a.bruteforce_addrs},
         "aims": {"ratio": {str(k): v for k, v in AIM_RATIO.items()},
                  "idle_connections_mib": AIM_IDLE_MIB},
         "accept": {},
@@ -1888,6 +2614,97 @@ def main():
                     R["notes"].append("%s, %d clients: not all clients were "
                                       "connected at the start" % (mode, n))
                 d.stop()            # its spool stays until the end (above)
+
+        # Submission (6.-8.): before the relay runs, whose deliveries
+        # delete files (see below).
+        if a.auth_levels or a.tls_levels or a.bruteforce_seconds:
+            print("bench: the cost of one password check (yescrypt, cost "
+                  "%d) ..." % CRED_COST, file=sys.stderr)
+            R["hash"] = hash_cost(a.hash_seconds)
+            ctx = client_tls_context()
+        if a.auth_levels:
+            d = Daemon(build, base / "auth", max_conn, msa=True)
+            daemons.append(d)
+            accounts = ["auth%d@%s" % (i + 1, LOCAL_DOMAIN)
+                        for i in range(max(a.auth_levels))]
+            srcs = ["127.0.1.%d" % (i + 1) for i in range(len(accounts))]
+            for acct in accounts:
+                d.add_user(acct, bench_password(acct))
+            d.start()
+            R["auth"] = []
+            for n in a.auth_levels:
+                print("bench: AUTH, %d client(s), %.1f s ..." % (
+                    n, a.auth_seconds), file=sys.stderr)
+                hadj = hash_cost(a.hash_seconds)
+                L = auth_level(d, n, a.auth_seconds, accounts, srcs, ctx)
+                L["hash_adjacent"] = hadj
+                if not d.alive():
+                    raise BenchError("ternd died during the AUTH level:\n" +
+                                     d.logtail())
+                R["auth"].append(L)
+                if L["n_errors"] or L["stuck_clients"]:
+                    status = 1
+                    R["notes"].append("AUTH, %d clients: %d error(s), %d "
+                                      "stuck: %s" % (
+                                          n, L["n_errors"],
+                                          L["stuck_clients"],
+                                          "; ".join(L["errors"][:3])))
+            d.stop()
+        if a.tls_levels:
+            R["tls"] = tls_levels(build, base, max_conn, a.tls_levels,
+                                  a.seconds, a.size, ctx, R["notes"],
+                                  daemons, a.hash_seconds)
+            if any(row[m]["verify"]["lost"] or row[m]["n_errors"] or
+                   row[m]["stuck_clients"]
+                   for row in R["tls"] for m in TLS_MODES):
+                status = 1
+        if a.bruteforce_seconds:
+            print("bench: brute force against the throttle, one address and "
+                  "%d addresses, %.0f s ..." % (a.bruteforce_addrs,
+                                                a.bruteforce_seconds),
+                  file=sys.stderr)
+            runs = [("one", ["127.0.3.1"]),
+                    ("many", ["127.0.4.%d" % (i + 1)
+                              for i in range(a.bruteforce_addrs)])]
+            victim = "victim@" + LOCAL_DOMAIN
+            bds = []
+            for tag, srcs in runs:
+                d = Daemon(build, base / ("brute-" + tag), max_conn,
+                           msa=True)
+                daemons.append(d)
+                d.add_user(victim, bench_password(victim))
+                d.start()
+                bds.append(d)
+            res = [None, None]
+
+            def brute(i):
+                res[i] = brute_run(bds[i], victim, runs[i][1],
+                                   a.bruteforce_seconds,
+                                   a.bruteforce_retry, ctx)
+            ths = [threading.Thread(target=brute, args=(i,), daemon=True)
+                   for i in range(2)]
+            for t in ths:
+                t.start()
+            for t in ths:
+                t.join(a.bruteforce_seconds + 2 * IO_TIMEOUT)
+            for d in bds:
+                if not d.alive():
+                    raise BenchError("ternd died during the brute-force "
+                                     "run:\n" + d.logtail())
+                d.stop()
+            if None in res:
+                raise BenchError("the brute-force run did not end")
+            R["bruteforce"] = {"one_address": res[0],
+                               "many_addresses": res[1],
+                               "retry_after_refusal_s": a.bruteforce_retry}
+            for B in res:
+                if B["n_errors"] or B["accepted"] or B["stuck_clients"]:
+                    status = 1
+                    R["notes"].append("brute force, %d address(es): %d "
+                                      "error(s), %d accepted, %d stuck: %s"
+                                      % (B["addresses"], B["n_errors"],
+                                         B["accepted"], B["stuck_clients"],
+                                         "; ".join(B["errors"][:3])))
 
         # Relay last: its deliveries delete files, which would slow the
         # file creations of the levels above on some filesystems.
