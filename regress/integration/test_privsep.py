@@ -126,7 +126,12 @@ def test_roles_are_exec_d_with_their_own_titles(daemon):
 
 def test_roles_unprivileged_and_confined(daemon):
     tern = pwd.getpwnam("tern")
-    for role, pid in role_pids(daemon).items():
+    pids = role_pids(daemon)
+    # A role enters its filter at the end of its start-up (the vault after
+    # warming OpenSSL up): wait for that, not for the listener.
+    assert wait_for(lambda: all(status(p)["Seccomp"] == ["2"]
+                                for p in pids.values()), 15), pids
+    for role, pid in pids.items():
         st = status(pid)
         assert st["Uid"] == [str(tern.pw_uid)] * 4, (role, st["Uid"])
         assert st["Gid"] == [str(tern.pw_gid)] * 4, (role, st["Gid"])
