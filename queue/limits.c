@@ -288,6 +288,10 @@ lim_decode(const unsigned char *p, size_t len, const char **why)
 	*why = "bad checksum";
 	if (r.len != 4 || rd.off != rd.len)
 		return -1;
+	/* A clock set back: slots "from the future" would never expire. */
+	for (a = lim.accts; a; a = a->next)
+		if (a->slot > lim_now_slot(time(NULL)))
+			a->slot = lim_now_slot(time(NULL));
 	want = ((uint32_t)r.data[0] << 24) | ((uint32_t)r.data[1] << 16) |
 	    ((uint32_t)r.data[2] << 8) | r.data[3];
 	return want == crc32_update(0, p, before) ? 0 : -1;
@@ -563,20 +567,20 @@ limits_release(const char *account, struct buf *o)
 	struct acct *a = lim_find(account, 0);
 	struct qmsg *m;
 	size_t n = 0;
+	int was = a && a->suspended;
 
-	if (a == NULL || !a->suspended) {
-		buf_printf(o, "error %s is not suspended\n", account);
-		return;
+	if (a && a->suspended) {
+		a->suspended = 0;
+		free(a->reason);
+		a->reason = NULL;
+		/* Counts start again, so the release is not tripped at once. */
+		memset(a->msgs, 0, sizeof(a->msgs));
+		memset(a->rcpts, 0, sizeof(a->rcpts));
+		memset(a->bad, 0, sizeof(a->bad));
+		a->first = (uint64_t)time(NULL);
+		lim_save(1);
 	}
-	a->suspended = 0;
-	free(a->reason);
-	a->reason = NULL;
-	/* Its counts start again, so the release is not tripped at once. */
-	memset(a->msgs, 0, sizeof(a->msgs));
-	memset(a->rcpts, 0, sizeof(a->rcpts));
-	memset(a->bad, 0, sizeof(a->bad));
-	a->first = (uint64_t)time(NULL);
-	lim_save(1);
+	/* Its held mail, even if the state file was lost meanwhile. */
 	TAILQ_FOREACH(m, &queue_all, entry) {
 		if (!(m->env.flags & ENV_SUSPENDED) || m->env.account == NULL ||
 		    strcmp(m->env.account, account) != 0)
@@ -584,6 +588,10 @@ limits_release(const char *account, struct buf *o)
 		m->env.flags &= ~(uint64_t)(ENV_HOLD | ENV_SUSPENDED);
 		spool_write_env(m);
 		n++;
+	}
+	if (!was && n == 0) {
+		buf_printf(o, "error %s is not suspended\n", account);
+		return;
 	}
 	log_info("event=breaker result=released account=<%s> released=%zu",
 	    log_a(account), n);
