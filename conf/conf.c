@@ -137,6 +137,35 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    "listeners; unset: a self-signed one next to srs-secret" },
 	[K_TLS_KEY] = { "tls-key", KNOB_PATH, NULL, 0, 0, 0,
 	    "private key (PEM) of tls-cert; unset: read from tls-cert" },
+	[K_LIMIT_MESSAGES_HOUR] = { "limit-messages-hour", KNOB_INT, "100",
+	    0, 10000000, 0, "messages an account (or local user) may submit "
+	    "in an hour; 0: no limit; `limit` sets one account's" },
+	[K_LIMIT_MESSAGES_DAY] = { "limit-messages-day", KNOB_INT, "500",
+	    0, 10000000, 0, "messages an account may submit in a day" },
+	[K_LIMIT_RECIPIENTS_HOUR] = { "limit-recipients-hour", KNOB_INT, "500",
+	    0, 10000000, 0, "recipients an account may submit to in an hour" },
+	[K_LIMIT_RECIPIENTS_DAY] = { "limit-recipients-day", KNOB_INT, "2000",
+	    0, 10000000, 0, "recipients an account may submit to in a day" },
+	[K_BREAKER_FACTOR] = { "breaker-factor", KNOB_INT, "10", 0, 1000, 0,
+	    "suspend an account whose messages in the last hour exceed this "
+	    "many times its usual hourly rate (and breaker-floor); 0: never" },
+	[K_BREAKER_FLOOR] = { "breaker-floor", KNOB_INT, "50", 1, 10000000, 0,
+	    "the breaker never trips at or below this many messages an hour" },
+	[K_BREAKER_REJECT_PERCENT] = { "breaker-reject-percent", KNOB_INT,
+	    "50", 0, 100, 0, "suspend an account when this share of its "
+	    "recipients in the last hour was rejected; 0: never" },
+	[K_BREAKER_REJECT_MIN] = { "breaker-reject-min", KNOB_INT, "20",
+	    1, 10000000, 0, "rejected recipients in an hour before "
+	    "breaker-reject-percent applies" },
+};
+
+const char *const conf_limit_names[LIM__COUNT] = {
+	"messages-hour", "messages-day", "recipients-hour", "recipients-day"
+};
+
+static const enum knob_id conf_limit_knob[LIM__COUNT] = {
+	K_LIMIT_MESSAGES_HOUR, K_LIMIT_MESSAGES_DAY, K_LIMIT_RECIPIENTS_HOUR,
+	K_LIMIT_RECIPIENTS_DAY
 };
 
 /* Per-parse state; nothing survives a call of conf_parse. */
@@ -678,6 +707,64 @@ conf_stmt_grant(struct parser *p)
 	return 0;
 }
 
+/*
+ * limit ACCOUNT messages-hour N [messages-day N] [recipients-hour N]
+ * [recipients-day N]: one account's own limits (a list's sender), the
+ * rest from the limit-* knobs.  A local user is "local:NAME".
+ */
+static int
+conf_stmt_limit(struct parser *p)
+{
+	struct conf *c = p->conf;
+	struct acct_limit al;
+	long long n;
+	size_t i, k;
+
+	if (p->ntok < 4 || p->ntok % 2 != 0)
+		return conf_error(p, "limit: expected an account and one or "
+		    "more pairs like messages-hour N");
+	if (strlen(p->tok[1]) > 255 || strchr(p->tok[1], ' '))
+		return conf_error(p, "limit: invalid account \"%s\"",
+		    p->tok[1]);
+	for (i = 0; i < c->nlimits; i++)
+		if (str_casecmp(c->limits[i].account, p->tok[1]) == 0)
+			return conf_error(p, "limit: \"%s\" already has its "
+			    "limits", p->tok[1]);
+	for (k = 0; k < LIM__COUNT; k++)
+		al.v[k] = -1;
+	for (i = 2; i < (size_t)p->ntok; i += 2) {
+		for (k = 0; k < LIM__COUNT; k++)
+			if (strcmp(p->tok[i], conf_limit_names[k]) == 0)
+				break;
+		if (k == LIM__COUNT)
+			return conf_error(p, "limit: unknown limit \"%s\"",
+			    p->tok[i]);
+		if (conf_parse_int(p->tok[i + 1], &n) == -1 || n < 0 ||
+		    n > 10000000)
+			return conf_error(p, "limit: %s: expected a number "
+			    "from 0 to 10000000", p->tok[i]);
+		al.v[k] = n;
+	}
+	al.account = xstrdup(p->tok[1]);
+	str_lower(al.account);
+	c->limits = xreallocarray(c->limits, c->nlimits + 1,
+	    sizeof(*c->limits));
+	c->limits[c->nlimits++] = al;
+	return 0;
+}
+
+long long
+conf_limit(const struct conf *c, const char *account, enum limit_kind k)
+{
+	size_t i;
+
+	for (i = 0; i < c->nlimits; i++)
+		if (str_casecmp(c->limits[i].account, account) == 0 &&
+		    c->limits[i].v[k] >= 0)
+			return c->limits[i].v[k];
+	return conf_num(c, NULL, conf_limit_knob[k]);
+}
+
 /* Parses "a.b.c.d" or an IPv6 literal; returns the family or -1. */
 static int
 conf_parse_addr(const char *s, unsigned char addr[16])
@@ -1110,6 +1197,8 @@ conf_statement(struct parser *p)
 		return conf_stmt_route(p);
 	if (strcmp(kw, "allow-sender") == 0)
 		return conf_stmt_grant(p);
+	if (strcmp(kw, "limit") == 0)
+		return conf_stmt_limit(p);
 	return conf_error(p, "unknown keyword \"%s\"", kw);
 }
 
@@ -1263,6 +1352,9 @@ conf_free(struct conf *c)
 		free(c->grants[i].address);
 	}
 	free(c->grants);
+	for (size_t i = 0; i < c->nlimits; i++)
+		free(c->limits[i].account);
+	free(c->limits);
 	free(c);
 }
 
@@ -1550,6 +1642,15 @@ conf_print(const struct conf *c, struct buf *b)
 		conf_print_quoted(b, c->grants[i].account);
 		buf_putc(b, ' ');
 		conf_print_quoted(b, c->grants[i].address);
+		buf_putc(b, '\n');
+	}
+	for (size_t i = 0; i < c->nlimits; i++) {
+		buf_puts(b, "limit ");
+		conf_print_quoted(b, c->limits[i].account);
+		for (size_t k = 0; k < LIM__COUNT; k++)
+			if (c->limits[i].v[k] >= 0)
+				buf_printf(b, " %s %lld", conf_limit_names[k],
+				    c->limits[i].v[k]);
 		buf_putc(b, '\n');
 	}
 	for (size_t i = 0; i < c->ntrusted; i++)

@@ -68,6 +68,15 @@ enum knob_id {
 				 * parent; unset: a self-signed one is made */
 	K_TLS_KEY,		/* path: its private key (default: in tls-cert) */
 	K_AUTH_REQUIRED,	/* string yes|no, per listener; unset: msa yes */
+	K_LIMIT_MESSAGES_HOUR,	/* int: per account (and local user); 0 none */
+	K_LIMIT_MESSAGES_DAY,	/* int */
+	K_LIMIT_RECIPIENTS_HOUR, /* int */
+	K_LIMIT_RECIPIENTS_DAY,	/* int */
+	K_BREAKER_FACTOR,	/* int: trip above this times the usual rate */
+	K_BREAKER_FLOOR,	/* int: ...and above this many messages an hour */
+	K_BREAKER_REJECT_PERCENT, /* int: trip at this share of rejected
+				   * recipients in the last hour (0: never) */
+	K_BREAKER_REJECT_MIN,	/* int: ...once at least this many were */
 	K__COUNT
 };
 
@@ -141,6 +150,16 @@ struct grant {
 	char		*address;	/* lower-cased address or "@domain" */
 };
 
+/* The per-account sending limits (limit-* knobs, `limit` statements). */
+enum limit_kind { LIM_MSG_HOUR, LIM_MSG_DAY, LIM_RCPT_HOUR, LIM_RCPT_DAY,
+	LIM__COUNT };
+
+/* limit ACCOUNT messages-hour N ...: one account's own limits. */
+struct acct_limit {
+	char		*account;	/* lower-cased; "local:NAME" for sendmail */
+	long long	 v[LIM__COUNT];	/* -1: the global knob */
+};
+
 struct conf {
 	char		*file;		/* name used in error messages */
 	struct knob_val	 v[K__COUNT];
@@ -159,6 +178,8 @@ struct conf {
 	size_t		 nroutes;
 	struct grant	*grants;	/* allow-sender: more senders for */
 	size_t		 ngrants;	/* an account */
+	struct acct_limit *limits;	/* limit: per-account overrides */
+	size_t		 nlimits;
 };
 
 /*
@@ -180,6 +201,11 @@ int		 conf_is_local_domain(const struct conf *, const char *);
 /* Whether an authenticated account may use addr as sender or From:. */
 int		 conf_sender_allowed(const struct conf *, const char *account,
 		    const char *addr);
+/* An account's sending limit of one kind; 0 means none. */
+long long	 conf_limit(const struct conf *, const char *account,
+		    enum limit_kind);
+/* The limit statement's words, by enum limit_kind. */
+extern const char *const conf_limit_names[LIM__COUNT];
 /* Whether the listener requires AUTH before MAIL (msa: yes by default). */
 int		 conf_auth_required(const struct conf *, const struct listener *);
 /* A listener's TLS_MODE_* (l may be NULL: the global setting). */

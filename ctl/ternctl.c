@@ -39,7 +39,10 @@ ctl_usage(void)
 	    "  user add|passwd|del|lock|unlock NAME\n"
 	    "                   change the credential store (root; a new\n"
 	    "                   password is read from standard input)\n"
-	    "  user list        the accounts, locked or active\n");
+	    "  user list        the accounts, locked or active\n"
+	    "  user limits      what each account sent, suspended or active\n"
+	    "  user release NAME  lift the breaker's suspension, release "
+	    "its mail\n");
 	exit(1);
 }
 

@@ -10,6 +10,7 @@
  */
 #include <sys/stat.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <pwd.h>
 #include <signal.h>
@@ -356,8 +357,43 @@ user_usage(void)
 {
 	fprintf(stderr,
 	    "usage: ternctl [-f file] user add|passwd|del|lock|unlock NAME\n"
-	    "       ternctl [-f file] user list\n");
+	    "       ternctl [-f file] user list\n"
+	    "       ternctl [-f file] user limits\n"
+	    "       ternctl [-f file] user release NAME|local:USER\n");
 	exit(1);
+}
+
+/*
+ * ternctl user release NAME: lift the breaker's suspension of an account
+ * (or of a local user, "local:NAME") and release its held mail; the
+ * queue process owns that state, so this is a control request only.
+ */
+static int
+user_release(const struct conf *c, const char *arg)
+{
+	char name[CRED_NAME_MAX + 1], req[CRED_NAME_MAX + 40];
+	const char *why;
+	size_t i;
+
+	if (strncmp(arg, "local:", 6) == 0) {
+		for (i = 6; arg[i]; i++)
+			if (!isalnum((unsigned char)arg[i]) &&
+			    strchr("._-", arg[i]) == NULL)
+				break;
+		if (i == 6 || arg[i] != '\0' || i > 64) {
+			fprintf(stderr, "ternctl: bad local user \"%s\"\n",
+			    arg);
+			return 1;
+		}
+		str_copy(name, arg, sizeof(name));
+		str_lower(name);
+	} else if (credstore_name(arg, name, sizeof(name), &why) == -1) {
+		fprintf(stderr, "ternctl: bad account name \"%s\": %s\n",
+		    arg, why);
+		return 1;
+	}
+	snprintf(req, sizeof(req), "account-release %s", name);
+	return ctl_request(c, req);
 }
 
 int
@@ -366,6 +402,11 @@ user_main(const struct conf *c, int argc, char *argv[])
 	char name[CRED_NAME_MAX + 1];
 	const char *why;
 	size_t op;
+
+	if (argc == 3 && strcmp(argv[1], "release") == 0)
+		return user_release(c, argv[2]);
+	if (argc == 2 && strcmp(argv[1], "limits") == 0)
+		return ctl_request(c, "accounts");
 
 	if (argc == 2 && strcmp(argv[1], "list") == 0)
 		op = U__LIST;

@@ -61,6 +61,10 @@ enum ipc_tag {
 	T_HASH,		/* parent -> vault: its password hash */
 	T_LOCKED,	/* parent -> vault: 1 if it may not log in */
 	T_CERT,		/* parent -> smtp: the certificate chain (PEM) */
+	T_NRCPT,	/* smtp -> queue (Q_CREATE): recipients accepted */
+	T_REJECTED,	/* smtp -> queue (Q_COMMIT): recipients refused */
+	T_POLICY,	/* queue -> smtp (Q_CREATED): a limit refused it;
+			 * T_TEXT is the reply after the code */
 };
 
 /* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */

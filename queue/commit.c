@@ -29,6 +29,7 @@
 #include "lib/util.h"
 #include "queue/commit.h"
 #include "queue/envelope.h"
+#include "queue/limits.h"
 #include "queue/qint.h"
 #include "queue/spool.h"
 
@@ -39,6 +40,7 @@ struct incoming {
 	struct ipc	*peer;
 	uint64_t	 sid;
 	struct envelope	 env;
+	uint64_t	 rejected;	/* recipients refused at RCPT */
 	int		 batched;
 };
 
@@ -103,18 +105,47 @@ commit_reply(struct ipc *peer, int type, uint64_t sid, const char *id,
 	buf_free(&b);
 }
 
+/* A refusal the client is to read: the reply text goes to it as is. */
+static void
+commit_policy_reply(struct ipc *peer, uint64_t sid, int code,
+    const char *text)
+{
+	struct buf b;
+
+	buf_init(&b);
+	rec_put_u64(&b, T_SID, sid);
+	rec_put_u64(&b, T_CODE, (uint64_t)code);
+	rec_put_str(&b, T_TEXT, text);
+	rec_put_u64(&b, T_POLICY, 1);
+	ipc_send(peer, IMSG_Q_CREATED, b.data, b.len, -1);
+	buf_free(&b);
+}
+
 void
 commit_create(struct ipc *peer, struct rec_reader *rd)
 {
 	struct incoming *in;
 	struct rec r;
-	uint64_t sid = 0;
-	char id[QID_LEN + 1];
-	int fd;
+	uint64_t sid = 0, nrcpts = 0;
+	char id[QID_LEN + 1], *account = NULL, text[400];
+	int fd, code;
 
-	while (rec_next(rd, &r) == 1)
+	while (rec_next(rd, &r) == 1) {
 		if (r.tag == T_SID)
 			rec_u64(&r, &sid);
+		else if (r.tag == T_NRCPT)
+			rec_u64(&r, &nrcpts);
+		else if (r.tag == T_ACCOUNT && account == NULL)
+			account = rec_str(&r, 300);
+	}
+	/* An account's limits and the breaker answer before a file exists. */
+	code = account ? limits_check(account, (size_t)nrcpts, text,
+	    sizeof(text)) : 0;
+	free(account);
+	if (code != 0) {
+		commit_policy_reply(peer, sid, code, text);
+		return;
+	}
 	if ((fd = spool_create(id)) == -1) {
 		int full = errno == ENOSPC || errno == EDQUOT;
 
@@ -188,6 +219,17 @@ commit_rcpts(struct ipc *peer, struct rec_reader *rd)
 	}
 }
 
+/* The count of recipients refused at RCPT, read from a copy. */
+static void
+commit_rejected(struct rec_reader rd, uint64_t *n)
+{
+	struct rec r;
+
+	while (rec_next(&rd, &r) == 1)
+		if (r.tag == T_REJECTED)
+			rec_u64(&r, n);
+}
+
 static int
 commit_fill_env(struct envelope *e, struct rec_reader *rd)
 {
@@ -221,6 +263,9 @@ commit_fill_env(struct envelope *e, struct rec_reader *rd)
 		case T_SIZE:
 			rec_u64(&r, &e->size);
 			break;
+		case T_ACCOUNT:
+			dst = &e->account;
+			break;
 		}
 		if (dst) {
 			free(*dst);
@@ -247,6 +292,7 @@ commit_request(struct ipc *peer, struct rec_reader *rd)
 	}
 	free(id);
 	in->env.arrival = (uint64_t)time(NULL);
+	commit_rejected(*rd, &in->rejected);
 	if (commit_fill_env(&in->env, rd) == -1) {
 		commit_reply(peer, IMSG_Q_COMMITTED, in->sid, in->id, 451,
 		    "bad envelope", -1);
@@ -370,6 +416,7 @@ commit_adopt(struct incoming *in)
 	m->env = in->env;
 	memset(&in->env, 0, sizeof(in->env));
 	queue_append_msg(m);
+	limits_count(m, in->rejected);	/* may hold it: a tripped breaker */
 	log_info("q=%s event=queued from=<%s> nrcpt=%zu size=%llu client=%s",
 	    m->env.id, log_a(m->env.sender), m->env.nrcpts,
 	    (unsigned long long)m->env.size, m->env.client);

@@ -23,6 +23,7 @@
 #include "queue/ctl.h"
 #include "queue/dest.h"
 #include "queue/envelope.h"
+#include "queue/limits.h"
 #include "lib/log.h"
 #include "queue/qint.h"
 #include "queue/sched.h"
@@ -276,6 +277,10 @@ ctl_execute(const char *req, struct buf *o)
 		ctl_hold(o, m, 1);
 	} else if (m && strncmp(req, "release ", 8) == 0) {
 		ctl_hold(o, m, 0);
+	} else if (arg && strncmp(req, "account-release ", 16) == 0) {
+		limits_release(arg + 1, o);
+	} else if (strcmp(req, "accounts") == 0) {
+		limits_list(o);
 	} else if (strcmp(req, "credentials") == 0) {
 		/* ternctl user changed the store: the parent reads it again. */
 		queue_tell_parent(IMSG_P_CREDENTIALS);

@@ -15,7 +15,9 @@ static const char env_magic[8] = { 'T', 'E', 'R', 'N', 'E', 'N', 'V', 1 };
 enum env_tag {
 	E_ID = 1, E_SENDER, E_HELO, E_CLIENT, E_PROTO, E_BODY8, E_UTF8,
 	E_SIZE, E_ARRIVAL, E_RCPT, E_R_STATE, E_R_ATTEMPTS, E_R_LAST,
-	E_R_NEXT, E_R_ERROR, E_R_DONE, E_FLAGS, E_R_FWD, E_END = 0xff
+	E_R_NEXT, E_R_ERROR, E_R_DONE, E_FLAGS, E_R_FWD,
+	E_ACCOUNT,	/* newer: absent from older envelopes, and optional */
+	E_END = 0xff
 };
 
 #define ENV_STR_MAX	4096
@@ -39,6 +41,8 @@ envelope_encode(const struct envelope *e, struct buf *b)
 	rec_put_u64(b, E_ARRIVAL, e->arrival);
 	if (e->flags)
 		rec_put_u64(b, E_FLAGS, e->flags);
+	if (e->account)
+		rec_put_str(b, E_ACCOUNT, e->account);
 	for (i = 0; i < e->nrcpts; i++) {
 		const struct env_rcpt *r = &e->rcpts[i];
 
@@ -147,6 +151,8 @@ env_rec(struct envelope *e, const struct rec *r)
 		return env_take_str(r, &e->client);
 	case E_PROTO:
 		return env_take_str(r, &e->proto);
+	case E_ACCOUNT:
+		return env_take_str(r, &e->account);
 	case E_BODY8:
 		if (env_take_u64(r, &v, 1) == -1)
 			return -1;
@@ -252,6 +258,7 @@ envelope_free(struct envelope *e)
 	free(e->helo);
 	free(e->client);
 	free(e->proto);
+	free(e->account);
 	memset(e, 0, sizeof(*e));
 }
 

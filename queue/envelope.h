@@ -44,6 +44,8 @@ struct envelope {
 	uint64_t	 size;		/* bytes of the spooled message */
 	uint64_t	 arrival;	/* unix seconds */
 	uint64_t	 flags;		/* ENV_* */
+	char		*account;	/* who submitted it (AUTH name, or
+					 * "local:NAME"); NULL: nobody */
 	struct env_rcpt	*rcpts;
 	size_t		 nrcpts;
 };
@@ -52,6 +54,7 @@ struct envelope {
 #define ENV_HOLD	0x02	/* held by the admin: not scheduled */
 #define ENV_DSN		0x04	/* a notice we made (null sender) */
 #define ENV_DOUBLE	0x08	/* a notice to the postmaster: never bounced */
+#define ENV_SUSPENDED	0x10	/* held because its account is suspended */
 
 void	envelope_encode(const struct envelope *, struct buf *);
 /* 0 ok; -1 with *why ("truncated", "bad checksum", ...). */

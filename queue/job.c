@@ -24,6 +24,7 @@
 #include "queue/dest.h"
 #include "queue/envelope.h"
 #include "queue/job.h"
+#include "queue/limits.h"
 #include "queue/mta.h"
 #include "queue/notice.h"
 #include "queue/qint.h"
@@ -516,6 +517,8 @@ job_target_result(struct job *j, int status, const char *text,
 		str_copy(rr->err, text ? text : "permanent failure",
 		    sizeof(rr->err));
 		notice_add(m, j->rcpt, j->desc, text, relay, 0);
+		if (relay && strcmp(relay, "local") != 0)
+			limits_rejected(m);	/* may trip the breaker */
 	}
 	m->dirty = 1;
 }

@@ -33,6 +33,7 @@
 #include "queue/ctl.h"
 #include "queue/envelope.h"
 #include "queue/job.h"
+#include "queue/limits.h"
 #include "queue/notice.h"
 #include "queue/qint.h"
 #include "queue/resolve.h"
@@ -288,6 +289,7 @@ queue_stop(const char *result)
 
 	commit_flush_all();
 	spool_state_flush(-1, 0, NULL);
+	limits_flush();
 	TAILQ_FOREACH(m, &queue_all, entry)
 		if (m->dirty)
 			spool_write_env(m);
@@ -356,6 +358,7 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	spool_open(q.base, conf_str(conf, K_SPOOL));
 	sched_init(q.base);
 	spool_recover();
+	limits_start(q.base);
 	q.parent = ipc_new(q.base, parentfd, queue_parent_msg,
 	    queue_parent_closed, NULL);
 	if (smtpfd >= 0)

@@ -441,6 +441,43 @@ spool_recover(void)
 	    loaded, (removed > 0 ? removed : 0) + (orphans > 0 ? orphans : 0));
 }
 
+/*
+ * A state file of the queue's own in the spool's top directory (the
+ * account limits): written under a temp name and renamed over the old
+ * one; with sync, fsynced first and the directory after.  0 or -1.
+ */
+int
+spool_write_state(const char *name, const struct buf *b, int sync)
+{
+	char tmp[128];
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	if (spool_write_file(spool.spoolfd, tmp, b, sync) == -1)
+		return -1;
+	if (renameat(spool.spoolfd, tmp, spool.spoolfd, name) == -1) {
+		unlinkat(spool.spoolfd, tmp, 0);
+		return -1;
+	}
+	return sync ? fsync(spool.spoolfd) : 0;
+}
+
+/* Such a file's content appended to b: 0, or -1 with errno (ENOENT). */
+int
+spool_read_state(const char *name, struct buf *b)
+{
+	char tmp[8192];
+	ssize_t n;
+	int fd;
+
+	fd = openat(spool.spoolfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return -1;
+	while ((n = read(fd, tmp, sizeof(tmp))) > 0)
+		buf_append(b, tmp, (size_t)n);
+	close(fd);
+	return n == 0 ? 0 : -1;
+}
+
 /* Open the spool's directories; a spool that is not there is fatal. */
 void
 spool_open(struct event_base *base, const char *path)

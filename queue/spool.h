@@ -37,6 +37,10 @@ int	spool_msg_fd(const struct qmsg *);
 /* Remove a message from queue/: the envelope first. */
 void	spool_remove(const char *id);
 
+/* The queue's own state files in the spool's top directory. */
+int	spool_write_state(const char *name, const struct buf *, int sync);
+int	spool_read_state(const char *name, struct buf *);
+
 /* Write m's envelope now (fsync, then rename over the old one). */
 void	spool_write_env(struct qmsg *);
 /* Write every changed envelope soon, in one group ... */

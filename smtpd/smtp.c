@@ -110,6 +110,7 @@ struct session {
 	int			 goodbye;	/* we close: TLS close_notify */
 	uint64_t		 active;	/* ms: last input (or connect) */
 	uid_t			 uid;		/* its peer's uid */
+	char			 localacct[80];	/* "local:NAME": its limits */
 	/* transaction */
 	char			*sender;	/* NULL = no MAIL yet */
 	struct mail_params	 mp;
@@ -126,6 +127,7 @@ struct session {
 	int			 inheaders;
 	long long		 hops;		/* Received: fields seen */
 	char			*vaultrcpt;	/* RCPT the vault is checking */
+	uint64_t		 nrejected;	/* RCPTs refused as unknown */
 	/* header checks of an authenticated submission */
 	struct buf		 hdr;		/* the field being read */
 	int			 hasdate, hasmsgid;
@@ -357,6 +359,7 @@ session_reset(struct session *s)
 	}
 	s->qid[0] = '\0';
 	s->committing = 0;
+	s->nrejected = 0;
 	buf_reset(&s->wbuf);
 	s->msgsize = 0;
 	s->derr = DE_NONE;
@@ -481,6 +484,21 @@ cmd_helo(struct session *s, const char *arg, int esmtp)
 	session_reply(s, "250 ENHANCEDSTATUSCODES");
 }
 
+/*
+ * Whose sending limits a submission counts against: the account it
+ * proved with AUTH, or the local user of a sendmail(1) session; NULL for
+ * the MX and trusted networks, which have no limits of their own.
+ */
+static const char *
+session_account(const struct session *s)
+{
+	if (s->authed && s->authuser)
+		return s->authuser;
+	if (s->local)
+		return s->localacct;
+	return NULL;
+}
+
 static void
 cmd_mail(struct session *s, const char *arg)
 {
@@ -603,6 +621,7 @@ rcpt_check(struct session *s, const char *addr)
 			return;
 		}
 		if (r == 0) {
+			s->nrejected++;		/* the breaker's business */
 			session_log(s, "event=rcpt result=reject code=550 "
 			    "esc=5.1.1 reason=\"unknown user\" to=<%s>", log_a(addr));
 			session_error(s, "550 5.1.1 <%s>: recipient unknown", addr);
@@ -723,6 +742,11 @@ cmd_data(struct session *s)
 	}
 	buf_init(&b);
 	rec_put_u64(&b, T_SID, s->id);
+	/* The queue answers for the account's limits before a file exists. */
+	if (session_account(s)) {
+		rec_put_str(&b, T_ACCOUNT, session_account(s));
+		rec_put_u64(&b, T_NRCPT, s->nrcpts);
+	}
 	if (ipc_send(smtp.queue, IMSG_Q_CREATE, b.data, b.len, -1) == -1) {
 		buf_free(&b);
 		session_reply(s, "451 4.3.0 queue unavailable, try again later");
@@ -1261,6 +1285,10 @@ data_send_commit(struct session *s)
 	rec_put_u64(&b, T_BODY, s->mp.body != BODY_7BIT);
 	rec_put_u64(&b, T_UTF8, (uint64_t)s->mp.smtputf8);
 	rec_put_u64(&b, T_SIZE, s->msgsize);
+	if (session_account(s)) {
+		rec_put_str(&b, T_ACCOUNT, session_account(s));
+		rec_put_u64(&b, T_REJECTED, s->nrejected);
+	}
 	if (r == 0)
 		r = ipc_send(smtp.queue, IMSG_Q_COMMIT, b.data, b.len, -1);
 	buf_free(&b);
@@ -1726,12 +1754,20 @@ smtp_peer_user(int fd, struct session *s)
 	s->uid = (uid_t)-1;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1) {
 		str_copy(s->addr, "local:uid=?", sizeof(s->addr));
+		str_copy(s->localacct, "local:?", sizeof(s->localacct));
 		return;
 	}
 	s->uid = cred.uid;
 	pw = getpwuid(cred.uid);
 	snprintf(s->addr, sizeof(s->addr), "local:uid=%u(%s)",
 	    (unsigned)cred.uid, pw ? pw->pw_name : "?");
+	if (pw)
+		snprintf(s->localacct, sizeof(s->localacct), "local:%s",
+		    pw->pw_name);
+	else
+		snprintf(s->localacct, sizeof(s->localacct), "local:uid=%u",
+		    (unsigned)cred.uid);
+	str_lower(s->localacct);
 }
 
 /*
@@ -2132,6 +2168,7 @@ struct qreply {
 	char		*id;
 	uint64_t	 code;
 	char		*text;
+	uint64_t	 policy;	/* a limit: text is the client's */
 };
 
 static int
@@ -2150,15 +2187,49 @@ qreply_parse(struct rec_reader *rd, struct qreply *q)
 		    (q->id = rec_str(&r, 31)) == NULL)
 			return -1;
 		if (r.tag == T_TEXT && q->text == NULL &&
-		    (q->text = rec_str(&r, 256)) == NULL)
+		    (q->text = rec_str(&r, 512)) == NULL)
+			return -1;
+		if (r.tag == T_POLICY && rec_u64(&r, &q->policy) == -1)
 			return -1;
 	}
 	return n;
 }
 
+/*
+ * The queue refused the message for the account's limits or a tripped
+ * breaker: its code (4xx only) and text go to the client, printable
+ * ASCII only, so nothing the queue says can end the reply line.
+ */
+static void
+smtp_policy_refused(struct session *s, const struct qreply *q)
+{
+	char text[512];
+	size_t i;
+	int code = (q->code >= 400 && q->code < 500) ? (int)q->code : 451;
+
+	str_copy(text, q->text ? q->text : "4.7.1 sending limit reached",
+	    sizeof(text));
+	for (i = 0; text[i]; i++)
+		if (text[i] < 0x20 || text[i] > 0x7e)
+			text[i] = '?';
+	session_log(s, "event=limit result=tempfail code=%d reason=\"%s\" "
+	    "account=<%s> from=<%s> nrcpt=%zu", code, log_q(text),
+	    log_a(session_account(s) ? session_account(s) : ""),
+	    log_a(s->sender ? s->sender : ""), s->nrcpts);
+	session_reply(s, "%d %s", code, text);
+	s->state = SS_CMD;
+	session_reset(s);
+}
+
 static void
 smtp_created(struct session *s, struct qreply *q, int fd)
 {
+	if (s->state == SS_WAIT && q->policy && q->code != 0) {
+		if (fd >= 0)
+			close(fd);
+		smtp_policy_refused(s, q);
+		return;
+	}
 	if (s->state != SS_WAIT || q->code != 0 || fd < 0 || q->id == NULL) {
 		if (fd >= 0)
 			close(fd);

@@ -649,11 +649,17 @@ test_conf_senders(void)
 	    "listen msa 127.0.0.1 port 587\n"
 	    "listen msa 127.0.0.1 port 588 auth-required no\n"
 	    "allow-sender anna@example.org board@league.test @news.example\n"
-	    "allow-sender Bob info@example.org\n";
+	    "allow-sender Bob info@example.org\n"
+	    "limit-messages-hour 7\n"
+	    "limit Lists@example.org messages-hour 300 recipients-day 0\n"
+	    "limit local:backup messages-day 5\n";
 	static const char *bad[] = {
 	    "allow-sender anna\n", "allow-sender anna nobody\n",
 	    "allow-sender anna x@-bad-\n", "allow-sender anna @\n",
-	    "auth-required maybe\n",
+	    "auth-required maybe\n", "limit anna\n",
+	    "limit anna messages-hour\n", "limit anna messages-week 3\n",
+	    "limit anna messages-hour -1\n", "limit anna messages-hour x\n",
+	    "limit a messages-hour 1\nlimit A messages-day 2\n",
 	};
 	char err[512];
 	struct conf *c;
@@ -684,12 +690,23 @@ test_conf_senders(void)
 	CHECK(conf_auth_required(c, &c->listeners[1]));
 	CHECK(!conf_auth_required(c, &c->listeners[2]));
 	CHECK(!conf_auth_required(c, NULL));
+	/* Sending limits: the knobs, and an account's own (case-blind). */
+	CHECK(conf_limit(c, "anna@example.org", LIM_MSG_HOUR) == 7);
+	CHECK(conf_limit(c, "anna@example.org", LIM_MSG_DAY) == 500);
+	CHECK(conf_limit(c, "anna@example.org", LIM_RCPT_HOUR) == 500);
+	CHECK(conf_limit(c, "anna@example.org", LIM_RCPT_DAY) == 2000);
+	CHECK(conf_limit(c, "lists@EXAMPLE.org", LIM_MSG_HOUR) == 300);
+	CHECK(conf_limit(c, "lists@example.org", LIM_MSG_DAY) == 500);
+	CHECK(conf_limit(c, "lists@example.org", LIM_RCPT_DAY) == 0);
+	CHECK(conf_limit(c, "local:backup", LIM_MSG_DAY) == 5);
+	CHECK(conf_limit(c, "local:backup", LIM_MSG_HOUR) == 7);
 	test_conf_print_roundtrip(c);
 	conf_free(c);
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		c = conf_parse("t.conf", bad[i], strlen(bad[i]), "/base", err,
 		    sizeof(err));
-		CHECK(c == NULL && strncmp(err, "t.conf:1: ", 10) == 0);
+		CHECK(c == NULL && (strncmp(err, "t.conf:1: ", 10) == 0 ||
+		    strncmp(err, "t.conf:2: ", 10) == 0));
 		conf_free(c);
 	}
 }

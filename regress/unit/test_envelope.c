@@ -27,7 +27,8 @@ sample(struct envelope *e)
 	envelope_set_error(&e->rcpts[1], "pipe\x01 not available");
 	envelope_mark_done(&e->rcpts[1], "maildir:alice:/m");
 	e->rcpts[1].fwd_from = xstrdup("b@example.test");
-	e->flags = ENV_WARNED | ENV_HOLD;
+	e->flags = ENV_WARNED | ENV_HOLD | ENV_SUSPENDED;
+	e->account = xstrdup("anna@example.org");
 }
 
 void
@@ -45,6 +46,8 @@ test_envelope(void)
 	CHECK(envelope_decode(b.data, b.len, &d, &why) == 0);
 	CHECK(strcmp(d.id, e.id) == 0);
 	CHECK(strcmp(d.sender, "a@example.org") == 0);
+	CHECK(d.account && strcmp(d.account, "anna@example.org") == 0);
+	CHECK(d.flags == (ENV_WARNED | ENV_HOLD | ENV_SUSPENDED));
 	CHECK(d.nrcpts == 2 && d.rcpts[1].state == RS_HELD);
 	CHECK(d.rcpts[1].attempts == 3);
 	CHECK(strcmp(d.rcpts[1].last_error, "pipe? not available") == 0);
@@ -53,7 +56,7 @@ test_envelope(void)
 	CHECK(d.size == 1234 && d.arrival == 1700000000);
 	CHECK(d.rcpts[1].fwd_from && strcmp(d.rcpts[1].fwd_from,
 	    "b@example.test") == 0 && d.rcpts[0].fwd_from == NULL);
-	CHECK(d.flags == (ENV_WARNED | ENV_HOLD));
+	CHECK(d.flags == (ENV_WARNED | ENV_HOLD | ENV_SUSPENDED));
 	envelope_free(&d);
 
 	/* Every truncation is refused, never half-read. */

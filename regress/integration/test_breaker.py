@@ -1,0 +1,201 @@
+"""Abuse limits and the circuit breaker: per-account limits on messages
+and recipients an hour and a day (with per-account `limit` overrides),
+counted by the queue process; an account whose sending jumps far above its
+usual rate, or whose recipients are mostly rejected, is suspended: new
+submissions get 451 4.7.1, its queued mail is held, the postmaster is told,
+and `ternctl user release` undoes it.  sendmail(1) users are limited as
+"local:NAME".  Remote recipients stay queued: the test DNS is dead.
+"""
+import re
+
+import pytest
+
+from conftest import free_port, wait_for
+from test_sendmail import run, sendmail  # noqa: F401 (fixture)
+from test_tls import Client, make_server_ca
+
+pytestmark = pytest.mark.usefixtures("sanitizer_check")
+
+PASSWORD = "Sub-mission-Pw-4kQ9z"
+ANNA = "anna@example.test"
+BOB = "bob@example.test"
+
+
+def breaker_daemon(make_daemon, tmpbase, knobs):
+    ca = tmpbase / "ca"
+    ctx = make_server_ca(ca)
+    msa = free_port()
+    d = make_daemon(f'tls-cert "{ca}/leaf.pem"\ntls-key "{ca}/leaf.key"\n'
+                    f"listen msa 127.0.0.1 port {msa}\n" + knobs,
+                    vusers=("demo", "alice", "bob", "anna"))
+    d.write_aliases("postmaster: alice\n")
+    for who in (ANNA, BOB):
+        d.ctl("user", "add", who, input=PASSWORD + "\n", check=True)
+    d.msa, d.ctx = msa, ctx
+    return d.start()
+
+
+def login(d, who):
+    c = Client(d.msa)
+    c.ehlo()
+    c.starttls(context=d.ctx)
+    c.ehlo()
+    code, text = c.login(who, PASSWORD)
+    assert code == 235, text
+    return c
+
+
+def submit(c, sender, rcpts, subject="x"):
+    """One transaction; the reply to DATA if it refused, else to the end."""
+    code, text = c.mail(sender)
+    assert code == 250, text
+    for r in rcpts:
+        c.rcpt(r)
+    code, text = c.docmd("DATA")
+    if code != 354:
+        return code, text.decode()
+    c.send(f"From: {sender}\r\nSubject: {subject}\r\n\r\nbody\r\n.\r\n"
+           .encode())
+    code, text = c.getreply()
+    return code, text.decode()
+
+
+def queued(d):
+    """Queue ids listed by ternctl queue, with their hold mark."""
+    out = d.ctl("queue", check=True).stdout
+    return re.findall(r"^([0-9A-F]{16})([ !])", out, re.M)
+
+
+def test_hourly_limit_refuses_the_next_message(make_daemon, tmpbase):
+    d = breaker_daemon(make_daemon, tmpbase, "limit-messages-hour 3\n")
+    with login(d, ANNA) as c:
+        for i in range(3):
+            code, text = submit(c, ANNA, ["friend@elsewhere.example"])
+            assert code == 250, text
+        code, text = submit(c, ANNA, ["friend@elsewhere.example"])
+        assert code == 451 and text.startswith("4.7.1 sending limit of 3 "
+                                               "messages an hour reached "
+                                               "for anna@example.test"), text
+    assert len(queued(d)) == 3, d.ctl("queue").stdout
+    log = d.logtext()
+    assert "event=limit result=refused account=<anna@example.test> " \
+        "limit=messages-hour" in log, log
+    # Recipients are limited too (452 4.5.3), and bob has his own count.
+    with login(d, BOB) as c:
+        code, text = submit(c, BOB, ["a@elsewhere.example"])
+        assert code == 250, text
+
+
+def test_recipient_limit_and_override(make_daemon, tmpbase):
+    d = breaker_daemon(make_daemon, tmpbase,
+                       "limit-messages-hour 2\nlimit-recipients-hour 3\n"
+                       f"limit {ANNA} messages-hour 5 recipients-hour 50\n")
+    assert "limit \"anna@example.test\" messages-hour 5 recipients-hour " \
+        "50" in _effective(d)
+    with login(d, ANNA) as c:                   # the list's sender
+        for i in range(5):
+            code, text = submit(c, ANNA, ["x@elsewhere.example",
+                                          "y@elsewhere.example"])
+            assert code == 250, (i, text)
+        code, text = submit(c, ANNA, ["x@elsewhere.example"])
+        assert code == 451 and "5 messages an hour" in text, text
+    with login(d, BOB) as c:                    # the defaults
+        code, text = submit(c, BOB, ["p@elsewhere.example",
+                                     "q@elsewhere.example",
+                                     "r@elsewhere.example",
+                                     "s@elsewhere.example"])
+        assert code == 452 and text.startswith(
+            "4.5.3 sending limit of 3 recipients an hour reached for "
+            "bob@example.test"), text
+        assert submit(c, BOB, ["p@elsewhere.example"])[0] == 250
+        assert submit(c, BOB, ["q@elsewhere.example"])[0] == 250
+        code, text = submit(c, BOB, ["r@elsewhere.example"])
+        assert code == 451 and "2 messages an hour" in text, text
+    assert len(queued(d)) == 7
+
+
+def _effective(d):
+    import subprocess
+    from conftest import TERND
+    r = subprocess.run([str(TERND), "-P", "-f", str(d.conf)],
+                       capture_output=True, text=True)
+    return r.stdout + r.stderr
+
+
+def test_burst_trips_the_breaker_and_release_undoes_it(make_daemon, tmpbase):
+    d = breaker_daemon(make_daemon, tmpbase,
+                       "breaker-floor 3\nbreaker-factor 10\n")
+    with login(d, BOB) as c:                    # another account
+        assert submit(c, BOB, ["b1@elsewhere.example"])[0] == 250
+    with login(d, ANNA) as c:
+        for i in range(4):                      # the 4th trips it
+            code, text = submit(c, ANNA, [f"r{i}@elsewhere.example"])
+            assert code == 250, (i, text)
+        code, text = submit(c, ANNA, ["r9@elsewhere.example"])
+        assert code == 451 and text.startswith(
+            "4.7.1 account anna@example.test suspended for unusual "
+            "sending; the postmaster has been told"), text
+    log = d.logtext()
+    assert re.search(r"event=breaker result=tripped account=<anna@example"
+                     r"\.test> held=4 reason=\"4 messages in the last hour",
+                     log), log
+    # The postmaster (alias of alice) is told what happened and what to do.
+    assert d.wait_mail("alice"), d.logtext()
+    q = queued(d)
+    assert sorted(m for _, m in q) == [" ", "!", "!", "!", "!"], q
+    note = d.maildir("alice")[0].read_text()
+    assert "Subject: Account anna@example.test suspended" in note
+    assert "4 messages in the last hour" in note
+    assert "ternctl user release anna@example.test" in note
+    # bob is unaffected.
+    with login(d, BOB) as c:
+        assert submit(c, BOB, ["b2@elsewhere.example"])[0] == 250
+    # The suspension survives a restart (the queue's state file).
+    d.stop()
+    d.start()
+    with login(d, ANNA) as c:
+        assert submit(c, ANNA, ["r9@elsewhere.example"])[0] == 451
+    r = d.ctl("user", "release", ANNA)
+    assert r.returncode == 0 and "4 held message(s) released" in r.stdout, \
+        (r.stdout, r.stderr)
+    assert all(m == " " for _, m in queued(d)), d.ctl("queue").stdout
+    assert "event=breaker result=released account=<anna@example.test> " \
+        "released=4" in d.logtext()
+    with login(d, ANNA) as c:
+        assert submit(c, ANNA, ["again@elsewhere.example"])[0] == 250
+    assert d.ctl("user", "release", ANNA).returncode != 0   # not suspended
+
+
+def test_rejected_recipients_trip_the_breaker(make_daemon, tmpbase):
+    d = breaker_daemon(make_daemon, tmpbase,
+                       "breaker-reject-percent 50\nbreaker-reject-min 3\n")
+    with login(d, ANNA) as c:
+        code, text = submit(c, ANNA, ["nobody1@example.test",
+                                      "nobody2@example.test",
+                                      "nobody3@example.test",
+                                      "friend@elsewhere.example"])
+        assert code == 250, text
+        code, text = submit(c, ANNA, ["friend@elsewhere.example"])
+        assert code == 451 and "suspended" in text, text
+    assert "reason=\"3 of 4 recipients in the last hour were rejected" \
+        in d.logtext()
+    assert d.wait_mail("alice"), d.logtext()       # the notice
+    assert [m for _, m in queued(d)] == ["!"]
+
+
+def test_limits_apply_to_sendmail_per_local_user(make_daemon, tmpbase,
+                                                  sendmail):
+    d = make_daemon("limit-messages-hour 2\n").start()
+    for i in range(2):
+        r = run(d, sendmail, ["demo@example.test"], b"Subject: s\n\nx\n",
+                user="nobody")
+        assert r.returncode == 0, r.stderr
+    r = run(d, sendmail, ["demo@example.test"], b"Subject: s\n\nx\n",
+            user="nobody")
+    assert r.returncode != 0 and b"sending limit of 2 messages an hour " \
+        b"reached for local:nobody" in r.stderr, (r.returncode, r.stderr)
+    assert wait_for(lambda: len(d.maildir("demo")) == 2)
+    # Another local user has a count of its own.
+    r = run(d, sendmail, ["demo@example.test"], b"Subject: s\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    assert "account=<local:nobody>" in d.logtext()
