@@ -140,11 +140,25 @@ vault_client_channel(struct event_base *base, int fd)
 	vc.ipc = ipc_new(base, fd, vault_client_msg, vault_client_closed, NULL);
 }
 
+/* A request sent: its answer will name vc.nextid. */
+static void
+vault_req_add(int type, vault_cb cb, uint64_t cookie)
+{
+	struct vreq *r = xcalloc(1, sizeof(*r));
+
+	r->id = vc.nextid;
+	r->type = type;
+	r->cb = cb;
+	r->cookie = cookie;
+	r->next = vc.reqs;
+	vc.reqs = r;
+	vc.nreqs++;
+}
+
 static int
 vault_request(int type, uint8_t tag, const char *arg, vault_cb cb,
     uint64_t cookie)
 {
-	struct vreq *r;
 	struct buf b;
 	int rv;
 
@@ -157,14 +171,7 @@ vault_request(int type, uint8_t tag, const char *arg, vault_cb cb,
 	buf_free(&b);
 	if (rv == -1)
 		return -1;
-	r = xcalloc(1, sizeof(*r));
-	r->id = vc.nextid;
-	r->type = type;
-	r->cb = cb;
-	r->cookie = cookie;
-	r->next = vc.reqs;
-	vc.reqs = r;
-	vc.nreqs++;
+	vault_req_add(type, cb, cookie);
 	return 0;
 }
 
@@ -196,7 +203,6 @@ int
 vault_check_password(const char *user, const char *pass,
     const char *client_addr, vault_cb cb, uint64_t cookie)
 {
-	struct vreq *r;
 	struct buf b;
 	int rv;
 
@@ -214,14 +220,7 @@ vault_check_password(const char *user, const char *pass,
 	buf_free(&b);
 	if (rv == -1)
 		return -1;
-	r = xcalloc(1, sizeof(*r));
-	r->id = vc.nextid;
-	r->type = IMSG_V_AUTH;
-	r->cb = cb;
-	r->cookie = cookie;
-	r->next = vc.reqs;
-	vc.reqs = r;
-	vc.nreqs++;
+	vault_req_add(IMSG_V_AUTH, cb, cookie);
 	return 0;
 }
 
