@@ -73,7 +73,8 @@ mda_prepare(const char *md, char *err, size_t errlen)
 
 	for (i = 0; i < 3; i++) {
 		if (snprintf(p, sizeof(p), "%s/%s", md, sub[i]) >= (int)sizeof(p) ||
-		    mda_mkdirs(p) == -1) {
+		    (mkdir(p, 0700) == -1 && errno != EEXIST &&
+		    mda_mkdirs(p) == -1)) {
 			snprintf(err, errlen, "cannot create %s: %s", p,
 			    strerror(errno));
 			return -1;
@@ -178,16 +179,24 @@ mda_tmp_clean(const char *md, const char *shown, const char *qid)
 		    "dir=\"%s/tmp\"", qid, removed, log_q(shown));
 }
 
+/*
+ * tmp/, fsync, link into new/: everything but the fsync of new/, which
+ * the caller does (once for several deliveries into the same Maildir, in
+ * a local worker).  On success *newdir is new/, open for that fsync.
+ */
 int
-mda_maildir(int msgfd, const char *md, const char *shown, const char *sender,
-    const char *rcpt, const char *qid, char *err, size_t errlen)
+mda_maildir_put(int msgfd, const char *md, const char *shown,
+    const char *sender, const char *rcpt, const char *qid, int *newdir,
+    char *err, size_t errlen)
 {
+	static unsigned int seq;	/* a worker delivers many */
 	char host[256] = "localhost", name[512], tmp[4096], new[4096];
 	char final[4200], hdr[2048];
 	struct timeval tv;
 	size_t size;
 	int fd, dfd;
 
+	*newdir = -1;
 	if (mda_prepare(md, err, errlen) == -1)
 		return EX_TEMPFAIL_;
 	mda_tmp_clean(md, shown, qid);
@@ -196,8 +205,9 @@ mda_maildir(int msgfd, const char *md, const char *shown, const char *sender,
 		if (*p == '/' || *p == ':')
 			*p = '_';
 	gettimeofday(&tv, NULL);
-	snprintf(name, sizeof(name), "%lld.M%06ldP%dQ%s.%s", (long long)tv.tv_sec,
-	    (long)tv.tv_usec, (int)getpid(), qid, host);
+	snprintf(name, sizeof(name), "%lld.M%06ldP%dN%uQ%s.%s",
+	    (long long)tv.tv_sec, (long)tv.tv_usec, (int)getpid(), ++seq, qid,
+	    host);
 	if (snprintf(tmp, sizeof(tmp), "%s/tmp/%s", md, name) >= (int)sizeof(tmp)) {
 		snprintf(err, errlen, "maildir path too long");
 		return EX_CANTCREAT_;
@@ -231,15 +241,31 @@ mda_maildir(int msgfd, const char *md, const char *shown, const char *sender,
 	}
 	unlink(tmp);
 	(void)!snprintf(tmp, sizeof(tmp), "%s/new", md);
-	if ((dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
-	    fsync(dfd) == -1) {
+	if ((dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
 		snprintf(err, errlen, "fsync %s/new: %s", shown, strerror(errno));
-		if (dfd >= 0)
-			close(dfd);
+		return EX_TEMPFAIL_;
+	}
+	*newdir = dfd;
+	snprintf(err, errlen, "delivered to maildir %s", shown);
+	return EX_OK_;
+}
+
+int
+mda_maildir(int msgfd, const char *md, const char *shown, const char *sender,
+    const char *rcpt, const char *qid, char *err, size_t errlen)
+{
+	int code, dfd;
+
+	code = mda_maildir_put(msgfd, md, shown, sender, rcpt, qid, &dfd, err,
+	    errlen);
+	if (code != EX_OK_)
+		return code;
+	if (fsync(dfd) == -1) {
+		snprintf(err, errlen, "fsync %s/new: %s", shown, strerror(errno));
+		close(dfd);
 		return EX_TEMPFAIL_;
 	}
 	close(dfd);
-	snprintf(err, errlen, "delivered to maildir %s", shown);
 	return EX_OK_;
 }
 
