@@ -194,11 +194,10 @@ mda_maildir_put(int msgfd, const char *md, const char *shown,
 	char final[4200], hdr[2048];
 	struct timeval tv;
 	size_t size;
-	int fd, dfd;
+	int fd, dfd, rc;
 
 	*newdir = -1;
-	if (mda_prepare(md, err, errlen) == -1)
-		return EX_TEMPFAIL_;
+	/* tmp/ is looked at first: made only when it is not there. */
 	mda_tmp_clean(md, shown, qid);
 	gethostname(host, sizeof(host) - 1);
 	for (char *p = host; *p; p++)
@@ -212,7 +211,13 @@ mda_maildir_put(int msgfd, const char *md, const char *shown,
 		snprintf(err, errlen, "maildir path too long");
 		return EX_CANTCREAT_;
 	}
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1) {
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd == -1 && errno == ENOENT) {
+		if (mda_prepare(md, err, errlen) == -1)
+			return EX_TEMPFAIL_;
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
+	if (fd == -1) {
 		snprintf(err, errlen, "cannot create %s/tmp/%s: %s", shown, name,
 		    strerror(errno));
 		return EX_TEMPFAIL_;
@@ -233,7 +238,10 @@ mda_maildir_put(int msgfd, const char *md, const char *shown,
 		unlink(tmp);
 		return EX_CANTCREAT_;
 	}
-	if (link(tmp, new) == -1 && rename(tmp, new) == -1) {
+	rc = link(tmp, new);
+	if (rc == -1 && errno == ENOENT && mda_prepare(md, err, errlen) == 0)
+		rc = link(tmp, new);	/* new/ was gone: made again */
+	if (rc == -1 && rename(tmp, new) == -1) {
 		snprintf(err, errlen, "link %s/new/%s: %s", shown, final,
 		    strerror(errno));
 		unlink(tmp);

@@ -42,8 +42,16 @@ import bench  # noqa: E402
 ROLES = ("smtp", "queue", "parent", "vault")
 
 
-def send(port, n, reuse, body):
+def send(port, n, reuse, body, clients=1):
     """n messages to the virtual user; the queue ids acknowledged."""
+    if clients > 1:     # one connection each, as the bench's levels
+        rcpt = "%s@%s" % (bench.VUSER, bench.LOCAL_DOMAIN)
+        S = bench.send_messages("127.0.0.1", port, clients,
+                                [("m%d" % i, body) for i in range(n)],
+                                [rcpt], 600)
+        if S["n_errors"] or S["refused"]:
+            raise bench.BenchError("clients: %s" % S["errors"][:3])
+        return [q for q, _, _ in S["acked"]]
     rcpt = b"RCPT TO:<%s@%s>\r\n" % (bench.VUSER.encode(),
                                      bench.LOCAL_DOMAIN.encode())
     mail = b"MAIL FROM:<bench@client.bench.test> SIZE=%d\r\n" % len(body)
@@ -125,16 +133,15 @@ def strace_run(a, base, body):
         for r, pids in roles(d).items():
             path = base / f"strace.{r}"
             files[r] = path
-            args = ["strace", "-qq", "-c", "-o", str(path)]
-            if r == "parent":
-                args.append("-f")
+            # -f: the queue's commit thread; the parent's forked workers
+            args = ["strace", "-qq", "-f", "-c", "-o", str(path)]
             for p in pids:
                 args += ["-p", str(p)]
             tracers.append(subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                             stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL))
         time.sleep(1.0)
-        ids = send(d.port, a.messages, a.reuse, body)
+        ids = send(d.port, a.messages, a.reuse, body, a.clients)
         if not delivered(d, ids, 120):
             raise bench.BenchError("not all delivered")
         time.sleep(0.5)
@@ -171,7 +178,7 @@ def cpu_run(a, base, body):
                 stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         t0 = time.monotonic()
-        ids = send(d.port, a.messages, a.reuse, body)
+        ids = send(d.port, a.messages, a.reuse, body, a.clients)
         t1 = time.monotonic()
         if not delivered(d, ids, 120):
             raise bench.BenchError("not all delivered")
@@ -193,6 +200,8 @@ def main():
     ap.add_argument("--build", default="obj/normal")
     ap.add_argument("--messages", type=int, default=300)
     ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--clients", type=int, default=1,
+                    help="concurrent clients, one connection each")
     ap.add_argument("--reuse", action="store_true",
                     help="one connection for every message")
     ap.add_argument("--conf", action="append", default=[],
@@ -209,7 +218,8 @@ def main():
     n = a.messages
     try:
         print("profile: %d messages of %d bytes to a Maildir, %s%s" % (
-            n, a.size, "one connection for all" if a.reuse else
+            n, a.size, "%d clients, one connection each" % a.clients
+            if a.clients > 1 else "one connection for all" if a.reuse else
             "one connection per message",
             "; " + "; ".join(a.conf) if a.conf else ""))
         if not a.no_strace and shutil.which("strace"):
@@ -219,7 +229,7 @@ def main():
             for r in ("smtp", "queue", "parent", "worker", "vault"):
                 calls = sc.get(r, {})
                 tot = sum(calls.values())
-                top = sorted(calls.items(), key=lambda x: -x[1])[:14]
+                top = sorted(calls.items(), key=lambda x: -x[1])[:40]
                 print("  %-7s %7.1f  %s" % (r, tot / n, " ".join(
                     "%s=%.1f" % (k, v / n) for k, v in top)))
         used, send_s, all_s = cpu_run(a, base, body)

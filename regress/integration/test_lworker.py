@@ -211,3 +211,20 @@ def test_idle_zero_forks_per_delivery(make_daemon):
         assert d.wait_mail("demo", i + 1)
     assert len({pid_of(p) for p in d.maildir("demo")}) == 2
     assert workers(d) == []
+
+
+@pytest.mark.parametrize("gone", ["tmp", "new", ""])
+def test_maildir_folders_removed_between_deliveries_made_again(make_daemon,
+                                                               gone):
+    import shutil
+    d = make_daemon(BASE + "local-worker-idle 60s").start()
+    send(d, ["demo@example.test"], "one")
+    assert d.wait_mail("demo")
+    md = d.maildirs / "demo" / "Maildir"
+    shutil.rmtree(md / gone if gone else md)
+    send(d, ["demo@example.test"], "two")
+    assert d.wait_mail("demo", 1 if gone in ("new", "") else 2), \
+        d.logtext()[-2000:]
+    assert len(with_subject(d.maildir("demo"), "two")) == 1
+    for sub in ("tmp", "new", "cur"):
+        assert (md / sub).is_dir(), sub
