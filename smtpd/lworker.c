@@ -417,35 +417,55 @@ lw_settle(struct lw *w)
 		evtimer_add(w->idle, &tv);
 }
 
+/*
+ * A worker's answer: it runs as the account, so it is untrusted.  0 with
+ * the token, the code (0-255) and the text made printable, or -1.
+ */
+int
+lworker_answer_parse(const void *b, size_t len, uint64_t *token, int *code,
+    char *text, size_t textlen)
+{
+	struct rec_reader rd;
+	struct rec r;
+	uint64_t v = MDA_TEMP;
+	char *s;
+	int got = 0;
+
+	text[0] = '\0';
+	rec_reader_init(&rd, b, len);
+	while (rec_next(&rd, &r) == 1) {
+		if (r.tag == T_JOB && rec_u64(&r, token) == 0)
+			got |= 1;
+		else if (r.tag == T_STATUS && rec_u64(&r, &v) == 0)
+			got |= 2;
+		else if (r.tag == T_TEXT && text[0] == '\0' &&
+		    (s = rec_str(&r, 4000)) != NULL) {
+			log_sanitize(text, s, textlen);
+			free(s);
+		}
+	}
+	if (got != 3 || v > 255)
+		return -1;
+	*code = (int)v;
+	return 0;
+}
+
 /* The oldest delivery's outcome (the worker answers in order). */
 static int
 lw_answer(struct lw *w, const char *b, size_t len)
 {
-	struct rec_reader rd;
-	struct rec r;
 	struct lw_job *j = w->jobs;
-	char text[LW_TEXT_MAX] = "", *s;
-	uint64_t token = 0, code = MDA_TEMP;
-	int got = 0;
+	char text[LW_TEXT_MAX];
+	uint64_t token = 0;
+	int code;
 
-	rec_reader_init(&rd, b, len);
-	while (rec_next(&rd, &r) == 1) {
-		if (r.tag == T_JOB && rec_u64(&r, &token) == 0)
-			got |= 1;
-		else if (r.tag == T_STATUS && rec_u64(&r, &code) == 0)
-			got |= 2;
-		else if (r.tag == T_TEXT && text[0] == '\0' &&
-		    (s = rec_str(&r, 4000)) != NULL) {
-			log_sanitize(text, s, sizeof(text));
-			free(s);
-		}
-	}
-	if (got != 3 || j == NULL || j->token != token || code > 255)
+	if (lworker_answer_parse(b, len, &token, &code, text,
+	    sizeof(text)) == -1 || j == NULL || j->token != token)
 		return -1;
 	if ((w->jobs = j->next) == NULL)
 		w->tail = &w->jobs;
 	w->njobs--;
-	j->done(j->arg, (int)code, text);
+	j->done(j->arg, code, text);
 	free(j);
 	return 0;
 }

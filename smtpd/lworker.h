@@ -10,6 +10,7 @@
 #ifndef TERN_LWORKER_H
 #define TERN_LWORKER_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
@@ -49,6 +50,10 @@ void	lworker_watchdog(time_t now, time_t secs);
 void	lworker_stop(void);	/* idle workers go now, busy ones when done */
 void	lworker_kill(void);
 int	lworker_count(void);	/* workers not yet reaped */
+
+/* A worker's answer (untrusted): 0 with its token, code and text, or -1. */
+int	lworker_answer_parse(const void *, size_t, uint64_t *token, int *code,
+	    char *text, size_t textlen);
 
 /* Drop to the account (initgroups, the extra group, gid, uid; not root). */
 int	lworker_become(const struct lw_account *, char *err, size_t errlen);
