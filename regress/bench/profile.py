@@ -209,10 +209,13 @@ def main():
                     "daemon's, e.g. 'local-worker-idle 0'")
     ap.add_argument("--perf", help="perf record -g into this file")
     ap.add_argument("--no-strace", action="store_true")
+    ap.add_argument("--tmpdir", default=None,
+                    help="where the daemon's spool and Maildir go")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("profile.py: run as root (ternd drops to its users)")
-    base = pathlib.Path(tempfile.mkdtemp(prefix="tern-profile-"))
+    base = pathlib.Path(tempfile.mkdtemp(prefix="tern-profile-",
+                                         dir=a.tmpdir))
     os.chmod(base, 0o755)
     body = bench.make_body(a.size, to=f"{bench.VUSER}@{bench.LOCAL_DOMAIN}")
     n = a.messages
