@@ -1068,6 +1068,26 @@ worker_isolate(const struct delivery *dl, int out)
 	log_reopen();
 }
 
+/*
+ * No ~/.forward at all: the .forward stage would only say so, and its
+ * worker would cost a process per message; straight to the mailbox.  Any
+ * other answer (it exists, cannot be looked at) keeps the stage, where
+ * the account reads it with its own rights.
+ */
+static int
+delivery_no_forward(struct delivery *dl)
+{
+	char path[4096];
+	struct stat st;
+
+	if (dl->stage != DS_FORWARD || snprintf(path, sizeof(path),
+	    "%s/.forward", dl->home) >= (int)sizeof(path) ||
+	    lstat(path, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
+		return 0;
+	dl->stage = DS_MAILBOX;
+	return 1;
+}
+
 static int
 delivery_start(struct delivery *dl, char *why, size_t whylen)
 {
@@ -1076,7 +1096,8 @@ delivery_start(struct delivery *dl, char *why, size_t whylen)
 	int pfd[2];
 	pid_t pid;
 
-	if ((bad = delivery_account(dl)) != NULL) {
+	if ((bad = delivery_account(dl)) != NULL ||
+	    (delivery_no_forward(dl) && (bad = delivery_account(dl)) != NULL)) {
 		str_copy(why, bad, whylen);
 		return -1;
 	}
