@@ -190,7 +190,8 @@ mda_maildir_put(int msgfd, const char *md, const char *shown,
     char *err, size_t errlen)
 {
 	static unsigned int seq;	/* a worker delivers many */
-	char host[256] = "localhost", name[512], tmp[4096], new[4096];
+	static char host[256];		/* a worker delivers many */
+	char name[512], tmp[4096], new[4096];
 	char final[4200], hdr[2048];
 	struct timeval tv;
 	size_t size;
@@ -199,10 +200,13 @@ mda_maildir_put(int msgfd, const char *md, const char *shown,
 	*newdir = -1;
 	/* tmp/ is looked at first: made only when it is not there. */
 	mda_tmp_clean(md, shown, qid);
-	gethostname(host, sizeof(host) - 1);
-	for (char *p = host; *p; p++)
-		if (*p == '/' || *p == ':')
-			*p = '_';
+	if (host[0] == '\0') {
+		if (gethostname(host, sizeof(host) - 1) == -1 || !host[0])
+			str_copy(host, "localhost", sizeof(host));
+		for (char *p = host; *p; p++)
+			if (*p == '/' || *p == ':')
+				*p = '_';
+	}
 	gettimeofday(&tv, NULL);
 	snprintf(name, sizeof(name), "%lld.M%06ldP%dN%uQ%s.%s",
 	    (long long)tv.tv_sec, (long)tv.tv_usec, (int)getpid(), ++seq, qid,
