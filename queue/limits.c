@@ -256,7 +256,7 @@ lim_decode(const unsigned char *p, size_t len, const char **why)
 {
 	struct rec_reader rd;
 	struct rec r;
-	struct acct *a = NULL;
+	struct acct *a = NULL, *next;
 	size_t before;
 	char *name;
 	uint32_t want;
@@ -292,9 +292,33 @@ lim_decode(const unsigned char *p, size_t len, const char **why)
 	for (a = lim.accts; a; a = a->next)
 		if (a->slot > lim_now_slot(time(NULL)))
 			a->slot = lim_now_slot(time(NULL));
+	/* Each account was put first: the file's order again, so a file
+	   written back reads the same. */
+	for (a = lim.accts, lim.accts = NULL; a; a = next) {
+		next = a->next;
+		a->next = lim.accts;
+		lim.accts = a;
+	}
 	want = ((uint32_t)r.data[0] << 24) | ((uint32_t)r.data[1] << 16) |
 	    ((uint32_t)r.data[2] << 8) | r.data[3];
 	return want == crc32_update(0, p, before) ? 0 : -1;
+}
+
+int
+limits_decode(const void *p, size_t len, const char **why)
+{
+	lim_free_all();
+	if (lim_decode(p, len, why) == -1) {
+		lim_free_all();
+		return -1;
+	}
+	return 0;
+}
+
+void
+limits_encode(struct buf *b)
+{
+	lim_encode(b);
 }
 
 /* Write the state now; sync for a suspension or a release. */
@@ -339,12 +363,10 @@ limits_start(struct event_base *base)
 		if (errno != ENOENT)
 			log_warnx("event=limits result=error reason=\"reading "
 			    "%s: %s\"", LIM_FILE, strerror(errno));
-	} else if (lim_decode((const unsigned char *)b.data, b.len, &why)
-	    == -1) {
+	} else if (limits_decode(b.data, b.len, &why) == -1) {
 		/* Counters start again; suspended mail stays held anyway. */
 		log_warnx("event=limits result=error reason=\"%s: %s; "
 		    "counting starts again\"", LIM_FILE, why);
-		lim_free_all();
 	}
 	buf_free(&b);
 }

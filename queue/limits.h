@@ -19,6 +19,10 @@ struct qmsg;
 
 /* At start, after the spool is open: read the state file. */
 void	limits_start(struct event_base *);
+/* The state file's contents, read (replacing the table; the whole or
+   nothing: -1 with *why, the table empty) and written; for tests too. */
+int	limits_decode(const void *, size_t, const char **why);
+void	limits_encode(struct buf *);
 /* Stopping: write the state file now. */
 void	limits_flush(void);
 

@@ -45,6 +45,7 @@
 #include "lib/proc.h"
 #include "queue/resolve.h"
 #include "smtpd/clients.h"
+#include "smtpd/sasl.h"
 #include "smtpd/smtp_parse.h"
 #include "smtpd/tls.h"
 #include "auth/srs.h"
@@ -798,49 +799,6 @@ cmd_starttls(struct session *s)
 
 /* ---- AUTH (RFC 4954): PLAIN and LOGIN, checked by the vault ---------------- */
 
-/* Decode base64 into out (NUL-terminated); -1 if it is not base64. */
-static int
-sasl_decode(const char *in, char *out, size_t cap, size_t *outlen)
-{
-	size_t n = strlen(in), pad = 0;
-	const char *eq;
-	int r;
-
-	if (n == 0 || n % 4 != 0 || n / 4 * 3 + 1 > cap)
-		return -1;
-	if (strspn(in, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	    "0123456789+/=") != n)
-		return -1;
-	/* Padding only at the end: "=" or "==". */
-	if ((eq = strchr(in, '=')) != NULL && (eq < in + n - 2 ||
-	    strspn(eq, "=") != (size_t)(in + n - eq)))
-		return -1;
-	if (in[n - 1] == '=')
-		pad++;
-	if (in[n - 2] == '=')
-		pad++;
-	if ((r = EVP_DecodeBlock((unsigned char *)out,
-	    (const unsigned char *)in, (int)n)) < 0 || (size_t)r < pad)
-		return -1;
-	*outlen = (size_t)r - pad;
-	out[*outlen] = '\0';
-	return 0;
-}
-
-/* A name or password as SASL carries it: no NUL, no controls but space. */
-static int
-sasl_plain_text(const char *s, size_t len, size_t max)
-{
-	size_t i;
-
-	if (len == 0 || len > max)
-		return 0;
-	for (i = 0; i < len; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return 0;
-	return 1;
-}
-
 static void
 auth_done(uint64_t sid, int status, const char *account, const char *unused)
 {
@@ -885,8 +843,7 @@ auth_check(struct session *s, const char *user, size_t ulen,
 	size_t n;
 
 	s->sasl = SASL_NONE;
-	if (!sasl_plain_text(user, ulen, 255) ||
-	    !sasl_plain_text(pass, plen, 1024)) {
+	if (!sasl_text_ok(user, ulen, 255) || !sasl_text_ok(pass, plen, 1024)) {
 		session_error(s, "535 5.7.8 authentication credentials "
 		    "invalid");
 		return;
@@ -915,8 +872,9 @@ auth_check(struct session *s, const char *user, size_t ulen,
 static void
 auth_plain(struct session *s, const char *b64)
 {
-	char buf[2048], *user, *pass, *end;
-	size_t len;
+	char buf[2048];
+	const char *user, *pass;
+	size_t len, ulen, plen;
 
 	if (strcmp(b64, "=") == 0)
 		len = 0, buf[0] = '\0';
@@ -925,20 +883,14 @@ auth_plain(struct session *s, const char *b64)
 		session_error(s, "501 5.5.2 cannot decode the response");
 		return;
 	}
-	end = buf + len;
-	user = memchr(buf, '\0', len);
-	pass = user ? memchr(user + 1, '\0', (size_t)(end - user - 1)) : NULL;
-	if (user == NULL || pass == NULL || (user > buf &&
-	    ((size_t)(user - buf) != (size_t)(pass - user - 1) ||
-	    memcmp(buf, user + 1, (size_t)(user - buf)) != 0))) {
+	if (sasl_plain_split(buf, len, &user, &ulen, &pass, &plen) == -1) {
 		s->sasl = SASL_NONE;
 		explicit_bzero(buf, sizeof(buf));
 		session_error(s, "535 5.7.8 authentication credentials "
 		    "invalid");
 		return;
 	}
-	auth_check(s, user + 1, (size_t)(pass - user - 1), pass + 1,
-	    (size_t)(end - pass - 1));
+	auth_check(s, user, ulen, pass, plen);
 	explicit_bzero(buf, sizeof(buf));
 }
 
