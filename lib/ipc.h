@@ -74,6 +74,9 @@ enum ipc_tag {
 
 /* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */
 #define IPC_F_MORE	0x1	/* more chunks follow; apply them together */
+/* T_FLAGS of Q_CREATE: only ask whether the account's limits allow it
+   (MAIL, RCPT); the answer is Q_CREATED without a file. */
+#define Q_F_PROBE	0x1
 
 /* IMSG_P_FD kinds (T_KIND) and IMSG_P_PEER kinds. */
 #define FD_LISTENER	"listener"

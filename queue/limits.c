@@ -52,6 +52,8 @@ struct acct {
 	uint32_t	 bad[LIM_NSLOTS];	/* rejected recipients */
 	uint64_t	 suspended;	/* unix seconds; 0: not */
 	char		*reason;
+	uint64_t	 rmsgs, rrcpts;	/* being received: given a file, not
+					   yet committed (memory only) */
 };
 
 static struct {
@@ -395,16 +397,18 @@ limits_check(const char *account, size_t nrcpts, char *text, size_t len)
 
 	if (a) {
 		lim_roll(a, time(NULL));
+		have[LIM_MSG_HOUR] = have[LIM_MSG_DAY] = a->rmsgs;
+		have[LIM_RCPT_HOUR] = have[LIM_RCPT_DAY] = a->rrcpts;
 		if (a->suspended) {
 			snprintf(text, len, "4.7.1 account %s suspended for "
 			    "unusual sending; the postmaster has been told",
 			    account);
 			return 451;
 		}
-		have[LIM_MSG_HOUR] = lim_sum(a, a->msgs, LIM_HOUR);
-		have[LIM_MSG_DAY] = lim_sum(a, a->msgs, LIM_NSLOTS);
-		have[LIM_RCPT_HOUR] = lim_sum(a, a->rcpts, LIM_HOUR);
-		have[LIM_RCPT_DAY] = lim_sum(a, a->rcpts, LIM_NSLOTS);
+		have[LIM_MSG_HOUR] += lim_sum(a, a->msgs, LIM_HOUR);
+		have[LIM_MSG_DAY] += lim_sum(a, a->msgs, LIM_NSLOTS);
+		have[LIM_RCPT_HOUR] += lim_sum(a, a->rcpts, LIM_HOUR);
+		have[LIM_RCPT_DAY] += lim_sum(a, a->rcpts, LIM_NSLOTS);
 	}
 	for (k = 0; k < LIM__COUNT; k++) {
 		max = conf_limit(queue_conf(), account, (enum limit_kind)k);
@@ -421,6 +425,29 @@ limits_check(const char *account, size_t nrcpts, char *text, size_t len)
 		return k <= LIM_MSG_DAY ? 451 : 452;
 	}
 	return 0;
+}
+
+int
+limits_reserve(const char *account, size_t nrcpts)
+{
+	struct acct *a = lim_find(account, 1);
+
+	if (a == NULL)
+		return -1;
+	a->rmsgs++;
+	a->rrcpts += nrcpts;
+	return 0;
+}
+
+void
+limits_unreserve(const char *account, size_t nrcpts)
+{
+	struct acct *a = lim_find(account, 0);
+
+	if (a == NULL)
+		return;
+	a->rmsgs -= a->rmsgs ? 1 : 0;
+	a->rrcpts -= a->rrcpts >= nrcpts ? nrcpts : a->rrcpts;
 }
 
 /* ---- the breaker --------------------------------------------------------- */

@@ -111,6 +111,7 @@ struct session {
 	int			 goodbye;	/* we close: TLS close_notify */
 	uint64_t		 active;	/* ms: last input (or connect) */
 	uid_t			 uid;		/* its peer's uid */
+	int			 probe;		/* PROBE_*: the queue is asked */
 	char			 localacct[80];	/* "local:NAME": its limits */
 	/* transaction */
 	char			*sender;	/* NULL = no MAIL yet */
@@ -500,6 +501,65 @@ session_account(const struct session *s)
 	return NULL;
 }
 
+/*
+ * Sending limits asked early: at MAIL (an account already over its
+ * message limit or suspended) and at each RCPT (its recipient limit), so
+ * a client learns before sending the data.  The queue answers from the
+ * same figures as at DATA (Q_CREATE with Q_F_PROBE: no file, nothing
+ * held); DATA's answer still decides.  The session waits (SS_WAIT).
+ */
+enum { PROBE_NONE, PROBE_MAIL, PROBE_RCPT };
+
+/* 0: asked, the answer comes to limits_probed; -1: nothing to ask. */
+static int
+limits_probe(struct session *s, int kind)
+{
+	struct buf b;
+	int rv;
+
+	if (session_account(s) == NULL || smtp.queue == NULL)
+		return -1;
+	buf_init(&b);
+	rec_put_u64(&b, T_SID, s->id);
+	rec_put_u64(&b, T_FLAGS, Q_F_PROBE);
+	rec_put_str(&b, T_ACCOUNT, session_account(s));
+	rec_put_u64(&b, T_NRCPT, s->nrcpts);
+	rv = ipc_send(smtp.queue, IMSG_Q_CREATE, b.data, b.len, -1);
+	buf_free(&b);
+	if (rv == -1)
+		return -1;
+	s->probe = kind;
+	s->state = SS_WAIT;
+	return 0;
+}
+
+/* The queue's answer (code 0: within the limits; no queue: the same). */
+static void
+limits_probed(struct session *s, int code, const char *text)
+{
+	int kind = s->probe;
+
+	s->probe = PROBE_NONE;
+	s->state = SS_CMD;
+	if (code == 0)
+		session_reply(s, kind == PROBE_MAIL ? "250 2.1.0 sender ok" :
+		    "250 2.1.5 recipient ok");
+	else {
+		session_log(s, "event=%s result=tempfail code=%d reason=\"%s\" "
+		    "account=<%s> from=<%s>%s%s%s", kind == PROBE_MAIL ? "mail" :
+		    "rcpt", code, log_q(text), log_a(session_account(s)),
+		    log_a(s->sender), kind == PROBE_MAIL ? "" : " to=<",
+		    kind == PROBE_MAIL ? "" : log_a(s->rcpts[s->nrcpts - 1]),
+		    kind == PROBE_MAIL ? "" : ">");
+		session_reply(s, "%d %s", code, text);
+		if (kind == PROBE_MAIL)
+			session_reset(s);
+		else			/* this recipient only */
+			free(s->rcpts[--s->nrcpts]);
+	}
+	session_process(s);
+}
+
 static void
 cmd_mail(struct session *s, const char *arg)
 {
@@ -558,7 +618,8 @@ cmd_mail(struct session *s, const char *arg)
 		return;
 	}
 	s->sender = xstrdup(addr);
-	session_reply(s, "250 2.1.0 sender ok");
+	if (limits_probe(s, PROBE_MAIL) == -1)
+		session_reply(s, "250 2.1.0 sender ok");
 }
 
 /* The recipient as stored: Postmaster gets our primary local domain. */
@@ -603,7 +664,8 @@ rcpt_add(struct session *s, const char *addr)
 {
 	s->rcpts = xreallocarray(s->rcpts, s->nrcpts + 1, sizeof(*s->rcpts));
 	s->rcpts[s->nrcpts++] = xstrdup(addr);
-	session_reply(s, "250 2.1.5 recipient ok");
+	if (limits_probe(s, PROBE_RCPT) == -1)
+		session_reply(s, "250 2.1.5 recipient ok");
 }
 
 /* A local recipient must exist; any other needs a client allowed to relay. */
@@ -2164,6 +2226,10 @@ smtp_policy_refused(struct session *s, const struct qreply *q)
 	for (i = 0; text[i]; i++)
 		if (text[i] < 0x20 || text[i] > 0x7e)
 			text[i] = '?';
+	if (s->probe) {
+		limits_probed(s, code, text);
+		return;
+	}
 	session_log(s, "event=limit result=tempfail code=%d reason=\"%s\" "
 	    "account=<%s> from=<%s> nrcpt=%zu", code, log_q(text),
 	    log_a(session_account(s) ? session_account(s) : ""),
@@ -2180,6 +2246,12 @@ smtp_created(struct session *s, struct qreply *q, int fd)
 		if (fd >= 0)
 			close(fd);
 		smtp_policy_refused(s, q);
+		return;
+	}
+	if (s->state == SS_WAIT && s->probe) {
+		if (fd >= 0)
+			close(fd);
+		limits_probed(s, 0, NULL);	/* DATA decides the rest */
 		return;
 	}
 	if (s->state != SS_WAIT || q->code != 0 || fd < 0 || q->id == NULL) {
@@ -2298,6 +2370,10 @@ smtp_commit_unknown(struct session *s)
 static void
 smtp_queue_gone(struct session *s)
 {
+	if (s->state == SS_WAIT && s->probe) {
+		limits_probed(s, 0, NULL);	/* asked again at DATA */
+		return;
+	}
 	if (s->state == SS_WAIT && s->committing) {
 		smtp_commit_unknown(s);
 		return;

@@ -46,11 +46,16 @@ def login(d, who):
 
 
 def submit(c, sender, rcpts, subject="x"):
-    """One transaction; the reply to DATA if it refused, else to the end."""
+    """One transaction; the first refusal for the limits (at MAIL, at a
+    RCPT, at DATA), else the reply to the end of the data."""
     code, text = c.mail(sender)
-    assert code == 250, text
+    if code != 250:
+        return code, text.decode()
     for r in rcpts:
-        c.rcpt(r)
+        code, text = c.rcpt(r)
+        if code in (451, 452):
+            c.rset()
+            return code, text.decode()
     code, text = c.docmd("DATA")
     if code != 354:
         return code, text.decode()
@@ -199,3 +204,70 @@ def test_limits_apply_to_sendmail_per_local_user(make_daemon, tmpbase,
     r = run(d, sendmail, ["demo@example.test"], b"Subject: s\n\nx\n")
     assert r.returncode == 0, r.stderr
     assert "account=<local:nobody>" in d.logtext()
+
+
+# ---- asked early (MAIL, RCPT), held at DATA -----------------------------------
+
+def test_limits_answered_at_mail_and_rcpt(make_daemon, tmpbase):
+    d = breaker_daemon(make_daemon, tmpbase,
+                       "limit-messages-hour 1\nlimit-recipients-hour 2\n")
+    with login(d, ANNA) as c:
+        assert c.mail(ANNA)[0] == 250
+        assert c.rcpt("a@elsewhere.example")[0] == 250
+        assert c.rcpt("b@elsewhere.example")[0] == 250
+        # The third recipient is over the limit: refused at RCPT, the
+        # transaction goes on with the two it has.
+        code, text = c.rcpt("c@elsewhere.example")
+        assert code == 452 and text.startswith(
+            b"4.5.3 sending limit of 2 recipients an hour reached for "
+            b"anna@example.test"), text
+        code, text = c.data(b"Subject: two\r\n\r\nx\r\n")
+        assert code == 250, text
+        # The account's message limit is reached: MAIL says so at once.
+        code, text = c.mail(ANNA)
+        assert code == 451 and text.startswith(
+            b"4.7.1 sending limit of 1 messages an hour reached for "
+            b"anna@example.test"), text
+        assert c.noop()[0] == 250               # the session goes on
+    assert len(queued(d)) == 1
+    log = d.logtext()
+    assert re.search(r"event=rcpt result=tempfail code=452 reason=\"4\.5\.3 "
+                     r"sending limit of 2 recipients an hour[^\"]*\" "
+                     r"account=<anna@example\.test> from=<anna@example\.test>"
+                     r" to=<c@elsewhere\.example>", log), log
+    assert re.search(r"event=mail result=tempfail code=451 ", log), log
+    assert "event=limit result=refused account=<anna@example.test>" in log
+
+
+def test_two_sessions_cannot_both_take_the_last_place(make_daemon, tmpbase):
+    d = breaker_daemon(make_daemon, tmpbase, "limit-messages-hour 1\n")
+    a = login(d, ANNA)
+    assert a.mail(ANNA)[0] == 250
+    assert a.rcpt("a@elsewhere.example")[0] == 250
+    code, text = a.docmd("DATA")
+    assert code == 354, text
+    # While a's message is being received, its place is held: b is
+    # refused, though nothing is committed yet.
+    with login(d, ANNA) as b:
+        code, text = submit(b, ANNA, ["b@elsewhere.example"])
+        assert code == 451 and b"1 messages an hour" in text.encode(), text
+    a.send(b"Subject: a\r\n\r\nx\r\n.\r\n")
+    assert a.getreply()[0] == 250
+    a.quit()
+    assert len(queued(d)) == 1, d.ctl("queue").stdout
+
+
+def test_a_dropped_session_gives_its_place_back(make_daemon, tmpbase):
+    d = breaker_daemon(make_daemon, tmpbase, "limit-messages-hour 1\n")
+    a = login(d, ANNA)
+    assert a.mail(ANNA)[0] == 250
+    assert a.rcpt("a@elsewhere.example")[0] == 250
+    assert a.docmd("DATA")[0] == 354
+    a.send(b"Subject: half\r\n\r\nnever ends")
+    a.close()                                   # gone mid-data
+    # Once the queue drops the half message, the place is free again.
+    def sent():
+        with login(d, ANNA) as b:
+            return submit(b, ANNA, ["b@elsewhere.example"])[0] == 250
+    assert wait_for(sent, 20), d.logtext()
+    assert len(queued(d)) == 1
