@@ -488,17 +488,26 @@ cmd_helo(struct session *s, const char *arg, int esmtp)
 
 /*
  * Whose sending limits a submission counts against: the account it
- * proved with AUTH, or the local user of a sendmail(1) session; NULL for
+ * proved with AUTH, or the local user of a sendmail(1) session (with the
+ * program that ran sendmail, when it said: XPROGRAM); NULL for
  * the MX and trusted networks, which have no limits of their own.
  */
 static const char *
 session_account(const struct session *s)
 {
+	static char key[sizeof(s->localacct) + SMTP_PROGRAM_MAX + 2];
+
 	if (s->authed && s->authuser)
 		return s->authuser;
-	if (s->local)
+	if (!s->local)
+		return NULL;
+	if (s->mp.program[0] == '\0')
 		return s->localacct;
-	return NULL;
+	/* "local:USER/PROGRAM": a web form's mail() has its own limits and
+	   breaker, apart from cron's, within its user's (queue/limits.c). */
+	snprintf(key, sizeof(key), "%s/%s", s->localacct, s->mp.program);
+	str_lower(key);
+	return key;
 }
 
 /*
@@ -2504,6 +2513,9 @@ smtp_pickup_session(struct rec_reader *rd, int fd)
 	s->uid = (uid_t)uid;
 	snprintf(s->addr, sizeof(s->addr), "local:uid=%u(%s)", (unsigned)uid,
 	    user);
+	/* Its limits are the file owner's, as on the submit socket. */
+	snprintf(s->localacct, sizeof(s->localacct), "local:%s", user);
+	str_lower(s->localacct);
 	free(user);
 	smtp_start_session(s);
 }

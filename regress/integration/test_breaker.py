@@ -7,6 +7,8 @@ and `ternctl user release` undoes it.  sendmail(1) users are limited as
 "local:NAME".  Remote recipients stay queued: the test DNS is dead.
 """
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -271,3 +273,85 @@ def test_a_dropped_session_gives_its_place_back(make_daemon, tmpbase):
             return submit(b, ANNA, ["b@elsewhere.example"])[0] == 250
     assert wait_for(sent, 20), d.logtext()
     assert len(queued(d)) == 1
+
+
+# ---- per program: a web form's mail() apart from cron's ----------------------
+
+def shell_named(tmpbase, name):
+    """A copy of /bin/sh called name: the program that runs sendmail
+    (its name reaches the daemon as XPROGRAM, from /proc/PPID/comm)."""
+    p = tmpbase / name
+    if not p.exists():
+        shutil.copy("/bin/sh", p)
+    return p
+
+
+def sendmail_from(d, prog, sendmail, rcpt, subject):
+    """sendmail run as nobody by the program prog, as PHP's mail() or
+    cron runs it."""
+    return subprocess.run(
+        ["runuser", "-u", "nobody", "--", "env", f"TERN_CONF={d.conf}",
+         str(prog), "-c", f'"$0" {rcpt}; exit $?', str(sendmail)],
+        input=f"Subject: {subject}\n\nx\n".encode(), capture_output=True,
+        timeout=60)
+
+
+def test_program_has_its_own_limit_within_its_users(make_daemon, tmpbase,
+                                                    sendmail):
+    php = shell_named(tmpbase, "php-fpm8.2")
+    cron = shell_named(tmpbase, "cron")
+    d = make_daemon("limit local:nobody/php-fpm8.2 messages-hour 2\n"
+                    "limit local:nobody messages-hour 4\n").start()
+    for i in range(2):
+        r = sendmail_from(d, php, sendmail, "demo@example.test", f"form {i}")
+        assert r.returncode == 0, r.stderr
+    r = sendmail_from(d, php, sendmail, "demo@example.test", "form 3")
+    assert r.returncode != 0 and b"sending limit of 2 messages an hour " \
+        b"reached for local:nobody/php-fpm8.2" in r.stderr, \
+        (r.returncode, r.stderr)
+    # cron's mail of the same user is not stopped by the form's limit...
+    r = sendmail_from(d, cron, sendmail, "demo@example.test", "cron 1")
+    assert r.returncode == 0, r.stderr
+    r = sendmail_from(d, cron, sendmail, "demo@example.test", "cron 2")
+    assert r.returncode == 0, r.stderr
+    # ... but the user's limit holds over its programs together.
+    r = sendmail_from(d, cron, sendmail, "demo@example.test", "cron 3")
+    assert r.returncode != 0 and b"sending limit of 4 messages an hour " \
+        b"reached for local:nobody" in r.stderr, (r.returncode, r.stderr)
+    assert wait_for(lambda: len(d.maildir("demo")) == 4), d.logtext()
+    out = d.ctl("user", "limits", check=True).stdout
+    assert re.search(r"^local:nobody/php-fpm8\.2\s+2\s", out, re.M), out
+    assert re.search(r"^local:nobody/cron\s+2\s", out, re.M), out
+
+
+def test_breaker_holds_the_programs_mail_not_crons(make_daemon, tmpbase,
+                                                   sendmail):
+    php = shell_named(tmpbase, "php-fpm8.2")
+    cron = shell_named(tmpbase, "cron")
+    d = make_daemon("breaker-floor 3\nbreaker-factor 10\n").start()
+    d.write_aliases("postmaster: alice\n")
+    r = sendmail_from(d, cron, sendmail, "far@elsewhere.example", "cron")
+    assert r.returncode == 0, r.stderr
+    for i in range(4):                          # the 4th trips it
+        r = sendmail_from(d, php, sendmail, f"v{i}@elsewhere.example",
+                          f"spam {i}")
+        assert r.returncode == 0, (i, r.stderr)
+    assert wait_for(lambda: re.search(
+        r"event=breaker result=tripped account=<local:nobody/php-fpm8\.2> "
+        r"held=4 ", d.logtext())), d.logtext()
+    r = sendmail_from(d, php, sendmail, "v9@elsewhere.example", "spam 9")
+    assert r.returncode != 0 and b"local:nobody/php-fpm8.2 suspended" in \
+        r.stderr, r.stderr
+    # cron's queued message is not held, and cron still sends.
+    q = queued(d)
+    assert sorted(m for _, m in q) == [" ", "!", "!", "!", "!"], q
+    r = sendmail_from(d, cron, sendmail, "demo@example.test", "cron again")
+    assert r.returncode == 0, r.stderr
+    assert d.wait_mail("demo"), d.logtext()
+    assert d.wait_mail("alice"), d.logtext()    # the postmaster's notice
+    assert "ternctl user release local:nobody/php-fpm8.2" in \
+        d.maildir("alice")[0].read_text()
+    r = d.ctl("user", "release", "local:nobody/php-fpm8.2")
+    assert r.returncode == 0 and "4 held message(s) released" in r.stdout, \
+        (r.stdout, r.stderr)
+    assert all(m == " " for _, m in queued(d)), d.ctl("queue").stdout
