@@ -156,13 +156,13 @@ commit_create(struct ipc *peer, struct rec_reader *rd)
 		return;
 	}
 	if ((fd = spool_create(id)) == -1) {
-		free(account);
 		int full = errno == ENOSPC || errno == EDQUOT;
 
 		log_warnx("event=create result=error reason=\"%s\"",
 		    strerror(errno));
 		commit_reply(peer, IMSG_Q_CREATED, sid, NULL, full ? 452 : 451,
 		    strerror(errno), -1);
+		free(account);
 		return;
 	}
 	in = xcalloc(1, sizeof(*in));
