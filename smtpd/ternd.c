@@ -1610,11 +1610,13 @@ parent_send_role(struct child *ch)
 		parent_send_init(ch, 0);
 		parent_send_secrets(ch);
 		parent_pair(ch, &p.smtp);
+		parent_pair(ch, &p.queue);	/* ternctl auth */
 	} else if (ch == &p.queue) {
 		parent_send_init(ch, 1);
 		parent_send_accounts(ch);
 		parent_send_fd(ch, IMSG_P_FD, FD_CONTROL, 0, p.ctlfd, 0);
 		parent_pair(ch, &p.smtp);
+		parent_pair(ch, &p.vault);
 	} else {
 		parent_send_init(ch, 1);
 		parent_send_accounts(ch);
