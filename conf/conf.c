@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "lib/addr.h"
 #include "lib/util.h"
 
 #define CONF_MAX_FILE	(1024 * 1024)
@@ -641,17 +642,21 @@ static int
 conf_stmt_domain(struct parser *p)
 {
 	struct conf *c = p->conf;
-	const char *why;
-	char *d;
+	const char *why = "longer than 253 characters";
+	char *d, ad[256];
 
 	if (p->ntok < 2)
 		return conf_error(p, "local-domain: missing domain");
 	if (conf_extra(p, 2) == -1)
 		return -1;
-	if ((why = conf_domain_problem(p->tok[1])) != NULL)
+	/* U-labels are kept as A-labels: one form to compare (lib/addr.c) */
+	if (str_copy(ad, p->tok[1], sizeof(ad)) >= sizeof(ad) ||
+	    (addr_has8bit(ad) &&
+	    addr_domain_ascii(p->tok[1], ad, sizeof(ad), &why) == -1) ||
+	    (why = conf_domain_problem(ad)) != NULL)
 		return conf_error(p, "local-domain: invalid domain \"%s\": %s",
 		    p->tok[1], why);
-	d = xstrdup(p->tok[1]);
+	d = xstrdup(ad);
 	str_lower(d);
 	for (size_t i = 0; i < c->ndomains; i++)
 		if (strcmp(c->domains[i], d) == 0) {

@@ -39,6 +39,7 @@
 #include "conf/aliases.h"
 #include "conf/conf.h"
 #include "dns/dns.h"
+#include "lib/addr.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "queue/mta.h"
@@ -499,6 +500,29 @@ session_account(const struct session *s)
 	return NULL;
 }
 
+/*
+ * The address as stored and sent on (lib/addr.c): the local part quoted
+ * only when it must be, the domain in lower-case A-labels.  A domain that
+ * is not valid IDNA is refused here rather than bounced later.
+ */
+static int
+session_addr(struct session *s, const struct smtp_path *p, char *out,
+    size_t len, const char *esc)
+{
+	char raw[SMTP_PATH_MAX * 2];
+	const char *why = NULL;
+	int r;
+
+	smtp_path_string(p, raw, sizeof(raw));
+	if ((r = addr_canon(raw, ADDR_F_UTF8, out, len, &why)) == 0)
+		return 0;
+	if (r == ADDR_EIDNA)
+		session_error(s, "553 5.1.3 %s", why);
+	else
+		session_error(s, "501 %s %s", esc, why ? why : "bad address");
+	return -1;
+}
+
 static void
 cmd_mail(struct session *s, const char *arg)
 {
@@ -547,7 +571,8 @@ cmd_mail(struct session *s, const char *arg)
 		    "of %lld bytes", session_knob(s, K_MAX_MESSAGE_SIZE));
 		return;
 	}
-	smtp_path_string(&p, addr, sizeof(addr));
+	if (!p.null && session_addr(s, &p, addr, sizeof(addr), "5.1.7") == -1)
+		return;
 	if (s->authed && !conf_sender_allowed(smtp.conf, s->authuser, addr)) {
 		session_log(s, "event=mail result=reject code=553 esc=5.7.1 "
 		    "reason=\"sender not owned\" user=<%s> from=<%s>",
@@ -561,17 +586,18 @@ cmd_mail(struct session *s, const char *arg)
 }
 
 /* The recipient as stored: Postmaster gets our primary local domain. */
-static void
-rcpt_normalise(const struct smtp_path *p, char *out, size_t len)
+static int
+rcpt_normalise(struct session *s, const struct smtp_path *p, char *out,
+    size_t len)
 {
 	if (p->domain[0] == '\0') {
 		const char *d = smtp.conf->ndomains ? smtp.conf->domains[0] :
 		    conf_str(smtp.conf, K_HOSTNAME);
 
 		snprintf(out, len, "postmaster@%s", d);
-		return;
+		return 0;
 	}
-	smtp_path_string(p, out, len);
+	return session_addr(s, p, out, len, "5.1.3");
 }
 
 static struct session	*smtp_find(uint64_t);
@@ -702,10 +728,12 @@ cmd_rcpt(struct session *s, const char *arg)
 		session_error(s, "503 5.5.1 send MAIL first");
 		return;
 	}
-	if (s->mp.smtputf8)
-		flags |= PATH_ALLOW_UTF8;
-	if (smtp_parse_path(arg, flags, &p, &rest, &why) == -1) {
+	if (smtp_parse_path(arg, flags | PATH_ALLOW_UTF8, &p, &rest, &why) == -1) {
 		session_error(s, "501 5.1.3 %s", why ? why : "bad recipient address");
+		return;
+	}
+	if (p.utf8 && !s->mp.smtputf8) {
+		session_error(s, "553 5.6.7 non-ASCII address requires SMTPUTF8");
 		return;
 	}
 	if (smtp_parse_rcpt_params(rest, &why) == -1) {
@@ -716,7 +744,8 @@ cmd_rcpt(struct session *s, const char *arg)
 		session_reply(s, "452 4.5.3 too many recipients");
 		return;
 	}
-	rcpt_normalise(&p, addr, sizeof(addr));
+	if (rcpt_normalise(s, &p, addr, sizeof(addr)) == -1)
+		return;
 	if (rcpt_is_srs(&p))
 		rcpt_srs(s, addr);
 	else
