@@ -6,13 +6,15 @@
  * octets as written, a domain of at most 255), fails closed rule by rule,
  * and allocates nothing but libidn2's result.
  *
- * The canonical form keeps the local part unquoted (what the mailbox is
+ * The parsed form keeps the local part unquoted (what the mailbox is
  * called: `"bob"` and `bob` are one mailbox, RFC 5321 2.4 and 4.1.2) with
  * its case, and the domain in lower-case ASCII with U-labels turned into
- * A-labels (IDNA2008 via libidn2, UTS 46 non-transitional mapping), so the
- * domain compares with strcmp and goes to DNS and to any peer as it is.
- * Printed for SMTP, the local part is quoted exactly when it is not a
- * dot-string.
+ * A-labels (IDNA2008 via libidn2, UTS 46 non-transitional mapping), so
+ * domains compare with strcmp and go to DNS as they are.  A domain written
+ * with U-labels also keeps its U-label form (decoded back from the
+ * A-labels, so it is normalised), which the stored form and SMTPUTF8 peers
+ * get; peers without SMTPUTF8 get the A-labels.  Printed for SMTP, the
+ * local part is quoted exactly when it is not a dot-string.
  */
 #include <arpa/inet.h>
 #include <idn2.h>
@@ -322,6 +324,20 @@ domain_labels(const char *s, size_t len, unsigned flags, struct buf *b,
 	return 0;
 }
 
+/* The U-label form of a->domain (its A-labels decoded), into udomain. */
+static int
+domain_unicode(struct addr *a)
+{
+	char *u = NULL;
+	int r = -1;
+
+	if (idn2_to_unicode_8z8z(a->domain, &u, 0) == IDN2_OK && u != NULL &&
+	    str_copy(a->udomain, u, sizeof(a->udomain)) < sizeof(a->udomain))
+		r = 0;
+	idn2_free(u);
+	return r;
+}
+
 static int
 domain_parse(const char *s, size_t len, unsigned flags, struct addr *a,
     const char **why)
@@ -343,6 +359,9 @@ domain_parse(const char *s, size_t len, unsigned flags, struct addr *a,
 	if (r == 0) {
 		memcpy(a->domain, b.data, b.len + 1);
 		str_lower(a->domain);
+		if (addr_has8bit(s) && domain_unicode(a) == -1)
+			r = addr_fail(why, "malformed internationalized domain",
+			    ADDR_EIDNA);
 	}
 	buf_free(&b);
 	return r;
@@ -389,8 +408,8 @@ addr_local_needs_quotes(const char *local)
 	return 0;
 }
 
-size_t
-addr_format(const struct addr *a, char *out, size_t size)
+static size_t
+addr_print(const struct addr *a, int ascii, char *out, size_t size)
 {
 	struct buf b;
 	const char *p;
@@ -408,12 +427,35 @@ addr_format(const struct addr *a, char *out, size_t size)
 	} else
 		buf_puts(&b, a->local);
 	buf_putc(&b, '@');
-	buf_puts(&b, a->domain);
+	buf_puts(&b, !ascii && a->udomain[0] ? a->udomain : a->domain);
 	n = b.len;
 	if (size > 0)
 		str_copy(out, b.data, size);
 	buf_free(&b);
 	return n;
+}
+
+size_t
+addr_format(const struct addr *a, char *out, size_t size)
+{
+	return addr_print(a, 0, out, size);
+}
+
+size_t
+addr_format_ascii(const struct addr *a, char *out, size_t size)
+{
+	return addr_print(a, 1, out, size);
+}
+
+int
+addr_ascii(const char *s, char *out, size_t size)
+{
+	struct addr a;
+
+	if (addr_parse(s, ADDR_F_UTF8, &a, NULL) != 0 ||
+	    addr_format_ascii(&a, out, size) >= size)
+		return -1;
+	return 0;
 }
 
 int
@@ -436,6 +478,7 @@ addr_domain_ascii(const char *in, char *out, size_t size, const char **why)
 	struct addr a;
 	int r;
 
+	memset(&a, 0, sizeof(a));
 	if ((r = domain_parse(in, strlen(in), ADDR_F_UTF8, &a, why)) != 0)
 		return -1;
 	if (str_copy(out, a.domain, size) >= size) {

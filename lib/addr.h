@@ -24,6 +24,10 @@ struct addr {
 	/* ASCII, lower case, U-labels converted to A-labels (IDNA2008); or
 	   an address literal ("[192.0.2.1]", "[IPv6:...]") as written. */
 	char	domain[ADDR_DOMAIN_MAX + 1];
+	/* The domain as U-labels (lower case, NFC, from the A-labels) when
+	   it was written with U-labels; else "".  Kept for SMTPUTF8 peers
+	   and for what local delivery writes (Return-Path:). */
+	char	udomain[ADDR_DOMAIN_MAX + 1];
 	int	utf8;		/* the local part is not ASCII: needs SMTPUTF8 */
 };
 
@@ -43,13 +47,19 @@ int	 addr_parse(const char *s, unsigned flags, struct addr *,
 	    const char **why);
 /*
  * The RFC 5321 form: the local part as a dot-string when it is one, else
- * a quoted-string with '"' and '\' escaped.  Returns strlen of the full
- * form (as snprintf: it was truncated when >= size).
+ * a quoted-string with '"' and '\' escaped; the domain as written (its
+ * U-labels, if it had any: the canonical stored form).  Returns strlen of
+ * the full form (as snprintf: it was truncated when >= size).
  */
 size_t	 addr_format(const struct addr *, char *, size_t);
+/* The same with the domain in A-labels: for DNS, comparisons and peers
+   without SMTPUTF8. */
+size_t	 addr_format_ascii(const struct addr *, char *, size_t);
 /* Parse s and print its canonical form into out; as addr_parse(). */
 int	 addr_canon(const char *s, unsigned flags, char *out, size_t,
 	    const char **why);
+/* Parse s (UTF-8 allowed) and print it with an A-label domain; 0 or -1. */
+int	 addr_ascii(const char *s, char *out, size_t);
 /* Does this (unquoted) local part need quotes to be sent? */
 int	 addr_local_needs_quotes(const char *local);
 /*

@@ -730,10 +730,30 @@ mta_starttls(struct mta_conn *c)
 
 /* ---- the transaction ----------------------------------------------------------- */
 
+/*
+ * An address as it goes out: canonical (quoted only where it must be),
+ * and for a peer without SMTPUTF8 with A-labels (RFC 6531 3.2).  The
+ * job keeps the queue's spelling, which names it in the results.
+ */
+static const char *
+mta_wire(const struct mta_conn *c, const char *a, char *w, size_t len)
+{
+	int r;
+
+	if (*a == '\0')
+		return a;
+	r = c->ext_utf8 ? addr_canon(a, ADDR_F_UTF8, w, len, NULL) :
+	    addr_ascii(a, w, len);
+	return r == 0 ? w : a;	/* checked when the job came */
+}
+
 static void
 mta_send_rcpt(struct mta_conn *c, size_t i)
 {
-	mta_send(c, "RCPT TO:<%s>", c->job->r[i].addr);
+	char w[ADDR_STR_MAX];
+
+	mta_send(c, "RCPT TO:<%s>", mta_wire(c, c->job->r[i].addr, w,
+	    sizeof(w)));
 	c->sent_rcpts = i + 1;
 }
 
@@ -765,7 +785,7 @@ static void
 mta_start_txn(struct mta_conn *c)
 {
 	struct mta_job *j = c->job;
-	char params[80] = "";
+	char params[80] = "", w[ADDR_STR_MAX];
 	size_t i;
 
 	str_copy(j->relay, c->relay, sizeof(j->relay));
@@ -803,7 +823,8 @@ mta_start_txn(struct mta_conn *c)
 	c->accepted = 0;
 	c->mail_code = 0;
 	c->sent_rcpts = 0;
-	mta_send(c, "MAIL FROM:<%s>%s", j->sender, params);
+	mta_send(c, "MAIL FROM:<%s>%s", mta_wire(c, j->sender, w, sizeof(w)),
+	    params);
 	if (c->ext_pipe) {
 		/* RFC 2920: the whole envelope and DATA in one write. */
 		for (i = 0; i < j->nr; i++)
@@ -1445,21 +1466,18 @@ mta_route(struct mta_job *j)
 
 /*
  * Addresses are data: each must be a Mailbox (lib/addr.c), and goes out in
- * its canonical form (quoted only where it must be, A-label domain), so
- * nothing in it can break the dialogue.
+ * its canonical form (mta_wire), so nothing in it can break the dialogue.
  */
 static int
-mta_addr(char **a, int *eai)
+mta_addr(const char *a, int *eai)
 {
 	char out[ADDR_STR_MAX];
 	struct addr x;
 
-	if (addr_parse(*a, ADDR_F_UTF8, &x, NULL) != 0 ||
+	if (addr_parse(a, ADDR_F_UTF8, &x, NULL) != 0 ||
 	    addr_format(&x, out, sizeof(out)) >= sizeof(out))
 		return -1;
 	*eai |= x.utf8;
-	free(*a);
-	*a = xstrdup(out);
 	return 0;
 }
 
@@ -1470,9 +1488,9 @@ mta_job_addrs(struct mta_job *j)
 	size_t i;
 
 	for (i = 0; i < j->nr; i++)
-		if (mta_addr(&j->r[i].addr, &j->eai) == -1)
+		if (mta_addr(j->r[i].addr, &j->eai) == -1)
 			return -1;
-	if (*j->sender != '\0' && mta_addr(&j->sender, &j->eai) == -1)
+	if (*j->sender != '\0' && mta_addr(j->sender, &j->eai) == -1)
 		return -1;
 	if (addr_domain_ascii(j->domain, dom, sizeof(dom), NULL) == -1)
 		return -1;

@@ -523,12 +523,23 @@ session_addr(struct session *s, const struct smtp_path *p, char *out,
 	return -1;
 }
 
+/* Sender ownership compares domains in their A-label form. */
+static int
+session_sender_allowed(struct session *s, const char *addr)
+{
+	char ascii[ADDR_STR_MAX];
+
+	if (*addr != '\0' && addr_ascii(addr, ascii, sizeof(ascii)) == 0)
+		addr = ascii;
+	return conf_sender_allowed(smtp.conf, s->authuser, addr);
+}
+
 static void
 cmd_mail(struct session *s, const char *arg)
 {
 	struct smtp_path p;
 	const char *rest, *why = NULL;
-	char addr[SMTP_PATH_MAX * 2];
+	char addr[SMTP_PATH_MAX * 2] = "";
 	int flags = PATH_ALLOW_NULL;
 
 	if (s->helo == NULL) {
@@ -573,7 +584,7 @@ cmd_mail(struct session *s, const char *arg)
 	}
 	if (!p.null && session_addr(s, &p, addr, sizeof(addr), "5.1.7") == -1)
 		return;
-	if (s->authed && !conf_sender_allowed(smtp.conf, s->authuser, addr)) {
+	if (s->authed && !session_sender_allowed(s, addr)) {
 		session_log(s, "event=mail result=reject code=553 esc=5.7.1 "
 		    "reason=\"sender not owned\" user=<%s> from=<%s>",
 		    log_a(s->authuser), log_a(addr));
@@ -613,14 +624,11 @@ rcpt_is_srs(const struct smtp_path *p)
 static int
 rcpt_local_addr(const char *addr)
 {
-	const char *at = strrchr(addr, '@');
-	char dom[SMTP_DOMAIN_MAX + 1];
+	struct addr a;
 
-	if (at == NULL)
-		return 1;
-	str_copy(dom, at + 1, sizeof(dom));
-	str_lower(dom);
-	return conf_is_local_domain(smtp.conf, dom);
+	if (addr_parse(addr, ADDR_F_UTF8, &a, NULL) != 0)
+		return 1;	/* resolve_exists() refuses it */
+	return conf_is_local_domain(smtp.conf, a.domain);
 }
 
 static void
@@ -1194,7 +1202,7 @@ session_protocol(const struct session *s, int utf8)
 static void
 data_received(struct session *s)
 {
-	char date[64], rcpt[600] = "", tls[200] = "";
+	char date[64], rcpt[600] = "", tls[200] = "", a[ADDR_STR_MAX];
 	time_t now = time(NULL);
 	struct tm tm;
 	const char *proto, *cipher;
@@ -1202,8 +1210,12 @@ data_received(struct session *s)
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	/* A-labels: a U-label here alone would keep it from a peer without
+	   SMTPUTF8 (queue/mta.c, mta_header8) */
 	if (s->nrcpts == 1)
-		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", s->rcpts[0]);
+		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>",
+		    addr_ascii(s->rcpts[0], a, sizeof(a)) == 0 ? a :
+		    s->rcpts[0]);
 	if (s->local) {
 		/* The user is the kernel's word; the program, sendmail's. */
 		buf_printf(&s->wbuf, "Received: by %s (Tern, from %s%s%s)\r\n\t"

@@ -263,8 +263,10 @@ def test_utf8_local_part_to_peer_with_smtputf8(remote):
         assert r[0][0] == 250, r
         assert wait_for(lambda: len(mx.messages) == 1, 20), d.logtext()
     frm, rcpts, opts, _ = mx.messages[0]
-    assert rcpts == [f"{JOERG}@xn--mnchen-3ya.test"]
+    # an SMTPUTF8 peer gets the domain as the client wrote it (RFC 6531)
+    assert rcpts == [f"{JOERG}@m\u00fcnchen.test"]
     assert "SMTPUTF8" in [o.upper() for o in opts]
+    assert ("xn--mnchen-3ya.test", "MX", "udp") in d.dns.log
 
 
 def test_utf8_header_to_peer_without_smtputf8_bounces(remote):

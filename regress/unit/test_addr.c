@@ -61,13 +61,17 @@ static const struct addr_ok {
 	    "a@[IPv6:2001:db8::1]", 0 },
 	/* IDNA: U-labels become A-labels, A-labels stay */
 	{ "user@b\xc3\xbc" "cher.example", U, "user", "xn--bcher-kva.example",
-	    "user@xn--bcher-kva.example", 0 },
+	    "user@b\xc3\xbc" "cher.example", 0 },
 	{ "user@B\xc3\x9c" "CHER.example", U, "user", "xn--bcher-kva.example",
-	    "user@xn--bcher-kva.example", 0 },
+	    "user@b\xc3\xbc" "cher.example", 0 },
+	/* NFC: u and a combining diaeresis are one code point */
+	{ "user@bu\xcc\x88" "cher.example", U, "user",
+	    "xn--bcher-kva.example", "user@b\xc3\xbc" "cher.example", 0 },
 	{ "user@XN--BCHER-KVA.example", 0, "user", "xn--bcher-kva.example",
 	    "user@xn--bcher-kva.example", 0 },
 	{ "j\xc3\xb6rg@b\xc3\xbc" "cher.example", U, "j\xc3\xb6rg",
-	    "xn--bcher-kva.example", "j\xc3\xb6rg@xn--bcher-kva.example", 1 },
+	    "xn--bcher-kva.example", "j\xc3\xb6rg@b\xc3\xbc" "cher.example",
+	    1 },
 	{ "\"j\xc3\xb6rg m\"@example.org", U, "j\xc3\xb6rg m", "example.org",
 	    "\"j\xc3\xb6rg m\"@example.org", 1 },
 	/* 64 octets of local part as written */
@@ -155,6 +159,10 @@ test_addr_tables(void)
 		CHECK(strcmp(out, t->canon) == 0);
 		/* the canonical form parses back to the same mailbox */
 		CHECK(parse_copy(out, U, &b) == 0 && addr_eq(&a, &b));
+		CHECK(strcmp(a.udomain, b.udomain) == 0);
+		CHECK(addr_format_ascii(&a, out, sizeof(out)) < sizeof(out));
+		CHECK(!addr_has8bit(out + strlen(t->local)));
+		CHECK(parse_copy(out, U, &b) == 0 && addr_eq(&a, &b));
 	}
 	for (i = 0; i < NELEM(addr_bad); i++) {
 		const char *why = NULL;
@@ -187,7 +195,12 @@ test_addr_helpers(void)
 	CHECK(!addr_eq(&a, &b));
 	CHECK(addr_canon("\"x\"@B\xc3\x9c" "CHER.example", U, out,
 	    sizeof(out), &why) == 0);
-	CHECK(strcmp(out, "x@xn--bcher-kva.example") == 0);
+	CHECK(strcmp(out, "x@b\xc3\xbc" "cher.example") == 0);
+	CHECK(addr_ascii("\"x\"@B\xc3\x9c" "CHER.example", out,
+	    sizeof(out)) == 0 && strcmp(out, "x@xn--bcher-kva.example") == 0);
+	CHECK(addr_ascii("\"j d\"@example.org", out, sizeof(out)) == 0 &&
+	    strcmp(out, "\"j d\"@example.org") == 0);
+	CHECK(addr_ascii("j d@example.org", out, sizeof(out)) == -1);
 	CHECK(addr_canon("\"john doe\"@example.net", 0, out, 10, &why) ==
 	    ADDR_ESYNTAX);
 	CHECK(addr_domain_ascii("B\xc3\xbc" "cher.Example", out, sizeof(out),
