@@ -281,8 +281,13 @@ label_idna(const char *s, size_t n, struct buf *b)
 		idn2_free(out);
 		return -1;
 	}
-	/* One label in, one LDH label out: a mapped dot would be a trick. */
-	r = label_ldh(out, strlen(out)) ? 0 : -1;
+	/*
+	 * One label in, one A-label out: a mapped full stop would be a
+	 * trick, and so would a label of compatibility characters that
+	 * maps to plain ASCII (fullwidth or circled letters).
+	 */
+	r = label_ldh(out, strlen(out)) && strncmp(out, "xn--", 4) == 0 ?
+	    0 : -1;
 	if (r == 0)
 		buf_puts(b, out);
 	idn2_free(out);

@@ -502,8 +502,8 @@ session_account(const struct session *s)
 
 /*
  * The address as stored and sent on (lib/addr.c): the local part quoted
- * only when it must be, the domain in lower-case A-labels.  A domain that
- * is not valid IDNA is refused here rather than bounced later.
+ * only when it must be, the domain in lower case (U-labels normalised).
+ * A domain that is not valid IDNA is refused here, not bounced later.
  */
 static int
 session_addr(struct session *s, const struct smtp_path *p, char *out,

@@ -54,10 +54,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	check_wire(out);
 	if (addr_parse(out, ADDR_F_UTF8, &b, NULL) != 0 || !addr_eq(&a, &b) ||
-	    strcmp(a.domain, b.domain) != 0 || a.utf8 != b.utf8)
+	    strcmp(a.domain, b.domain) != 0 || a.utf8 != b.utf8 ||
+	    strcmp(a.udomain, b.udomain) != 0)
 		abort();
 	addr_format(&b, out2, sizeof(out2));
 	if (strcmp(out, out2) != 0)
+		abort();
+	/* the A-label form: the same mailbox, and ASCII after the '@' */
+	if (addr_format_ascii(&a, out, sizeof(out)) >= sizeof(out))
+		abort();
+	check_wire(out);
+	if (addr_parse(out, ADDR_F_UTF8, &b, NULL) != 0 || !addr_eq(&a, &b) ||
+	    b.udomain[0] != '\0')
 		abort();
 	return 0;
 }

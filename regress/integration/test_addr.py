@@ -324,3 +324,23 @@ def test_utf8_local_part_needs_smtputf8(remote):
         assert code == 553 and "5.6.7" in text, text
         code, text = c.cmd(f"RCPT TO:<x@{BUECHER}>")
         assert code == 553 and "5.6.7" in text, text
+
+
+def test_quoted_sender_delivered_locally_and_forwarded(remote):
+    """A quoted sender reaches a local mailbox (Return-Path:) and a copy
+    an alias forwards elsewhere (SRS cannot encode it: the original
+    sender goes out, still quoted)."""
+    make, port = remote
+    with MX("127.0.0.2", port) as mx:
+        d = make(aliases="postmaster: alice\n"
+                 "fwd: bob@example.test, away@remote.test\n")
+        r = session(d, '"john doe"@sender.test', ["fwd@example.test"])
+        assert r[0][0] == 250, r
+        assert d.wait_mail("bob"), d.logtext()
+        assert wait_for(lambda: len(mx.messages) == 1, 20), d.logtext()
+        assert wait_for(lambda: empty(d), 10), d.ctl("queue").stdout
+    text = d.maildir("bob")[0].read_bytes()
+    assert b'Return-Path: <"john doe"@sender.test>' in text
+    frm, rcpts, _, _ = mx.messages[0]
+    assert rcpts == ["away@remote.test"]
+    assert frm == '"john doe"@sender.test', frm

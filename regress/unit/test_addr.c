@@ -126,6 +126,9 @@ static const struct addr_bad {
 	{ "user@a\xef\xbc\x8e" "b.example", U, ADDR_EIDNA },
 	{ "user@b\xc3\xbc" "cher\xc3.example", U, ADDR_EIDNA },
 	{ "user@\xcc\x81" "a.example", U, ADDR_EIDNA },
+	/* compatibility characters that map to ASCII: circled i, fullwidth */
+	{ "x@\xe2\x93\x98" "C", U, ADDR_EIDNA },
+	{ "x@\xef\xbd\x81\xef\xbd\x82.example", U, ADDR_EIDNA },
 };
 
 static int
