@@ -157,7 +157,9 @@ def test_needless_quotes_name_the_same_mailbox(remote):
                                        '"b\\ob"@example.test'])
     assert [c for c, _ in r] == [250, 250], r
     assert d.wait_mail("bob"), d.logtext()
-    assert "to=<bob@example.test>" in d.logtext()
+    # the queue logs the delivery once the worker has reported it
+    assert wait_for(lambda: "to=<bob@example.test>" in d.logtext(), 10), \
+        d.logtext()
     assert "from=<s@sender.test>" in d.logtext()
 
 
