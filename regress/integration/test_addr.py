@@ -8,6 +8,7 @@ import email
 import email.policy
 import re
 import smtplib
+import socket
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -68,9 +69,24 @@ class MX:
         self.ctl.stop()
 
 
+def peer_port():
+    """A port free on every peer address (free_port() asks 127.0.0.1 only,
+    and other test runs on this host may hold it on 127.0.0.2)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            for host in ("127.0.0.2", "127.0.0.3", "127.0.0.5"):
+                with socket.socket() as s:
+                    s.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise AssertionError("no port free on every peer address")
+
+
 @pytest.fixture
 def remote(make_daemon):
-    port = free_port()
+    port = peer_port()
     servers = []
 
     def make(extra="", aliases=None):
