@@ -316,6 +316,19 @@ def test_local_domain_a_and_u_label_are_one_domain(remote, conf_form):
     assert len(d.maildir("bob")) == 1
 
 
+def test_virtual_user_named_with_u_labels(remote, tmpbase):
+    make, _ = remote
+    md = tmpbase / "anna" / "Maildir"
+    d = make(f'local-domain "{BUECHER}"\n'
+             f'virtual "anna@{BUECHER}" maildir "{md}"\n')
+    r = session(d, "s@sender.test", ["anna@xn--bcher-kva.test",
+                                     f"Anna@B\u00dcCHER.test"], utf8=True)
+    assert [c for c, _ in r] == [250, 250], r
+    assert wait_for(lambda: (md / "new").is_dir() and
+                    len(list((md / "new").iterdir())) == 1, 15), d.logtext()
+    assert wait_for(lambda: empty(d), 10)
+
+
 def test_malformed_u_label_refused_553_5_1_3(remote):
     make, _ = remote
     d = make()
