@@ -39,6 +39,7 @@
 #include "conf/aliases.h"
 #include "conf/conf.h"
 #include "dns/dns.h"
+#include "lib/addr.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "queue/mta.h"
@@ -569,12 +570,46 @@ limits_probed(struct session *s, int code, const char *text)
 	session_process(s);
 }
 
+/*
+ * The address as stored and sent on (lib/addr.c): the local part quoted
+ * only when it must be, the domain in lower case (U-labels normalised).
+ * A domain that is not valid IDNA is refused here, not bounced later.
+ */
+static int
+session_addr(struct session *s, const struct smtp_path *p, char *out,
+    size_t len, const char *esc)
+{
+	char raw[SMTP_PATH_MAX * 2];
+	const char *why = NULL;
+	int r;
+
+	smtp_path_string(p, raw, sizeof(raw));
+	if ((r = addr_canon(raw, ADDR_F_UTF8, out, len, &why)) == 0)
+		return 0;
+	if (r == ADDR_EIDNA)
+		session_error(s, "553 5.1.3 %s", why);
+	else
+		session_error(s, "501 %s %s", esc, why ? why : "bad address");
+	return -1;
+}
+
+/* Sender ownership compares domains in their A-label form. */
+static int
+session_sender_allowed(struct session *s, const char *addr)
+{
+	char ascii[ADDR_STR_MAX];
+
+	if (*addr != '\0' && addr_ascii(addr, ascii, sizeof(ascii)) == 0)
+		addr = ascii;
+	return conf_sender_allowed(smtp.conf, s->authuser, addr);
+}
+
 static void
 cmd_mail(struct session *s, const char *arg)
 {
 	struct smtp_path p;
 	const char *rest, *why = NULL;
-	char addr[SMTP_PATH_MAX * 2];
+	char addr[SMTP_PATH_MAX * 2] = "";
 	int flags = PATH_ALLOW_NULL;
 
 	if (s->helo == NULL) {
@@ -617,8 +652,9 @@ cmd_mail(struct session *s, const char *arg)
 		    "of %lld bytes", session_knob(s, K_MAX_MESSAGE_SIZE));
 		return;
 	}
-	smtp_path_string(&p, addr, sizeof(addr));
-	if (s->authed && !conf_sender_allowed(smtp.conf, s->authuser, addr)) {
+	if (!p.null && session_addr(s, &p, addr, sizeof(addr), "5.1.7") == -1)
+		return;
+	if (s->authed && !session_sender_allowed(s, addr)) {
 		session_log(s, "event=mail result=reject code=553 esc=5.7.1 "
 		    "reason=\"sender not owned\" user=<%s> from=<%s>",
 		    log_a(s->authuser), log_a(addr));
@@ -632,17 +668,18 @@ cmd_mail(struct session *s, const char *arg)
 }
 
 /* The recipient as stored: Postmaster gets our primary local domain. */
-static void
-rcpt_normalise(const struct smtp_path *p, char *out, size_t len)
+static int
+rcpt_normalise(struct session *s, const struct smtp_path *p, char *out,
+    size_t len)
 {
 	if (p->domain[0] == '\0') {
 		const char *d = smtp.conf->ndomains ? smtp.conf->domains[0] :
 		    conf_str(smtp.conf, K_HOSTNAME);
 
 		snprintf(out, len, "postmaster@%s", d);
-		return;
+		return 0;
 	}
-	smtp_path_string(p, out, len);
+	return session_addr(s, p, out, len, "5.1.3");
 }
 
 static struct session	*smtp_find(uint64_t);
@@ -658,14 +695,11 @@ rcpt_is_srs(const struct smtp_path *p)
 static int
 rcpt_local_addr(const char *addr)
 {
-	const char *at = strrchr(addr, '@');
-	char dom[SMTP_DOMAIN_MAX + 1];
+	struct addr a;
 
-	if (at == NULL)
-		return 1;
-	str_copy(dom, at + 1, sizeof(dom));
-	str_lower(dom);
-	return conf_is_local_domain(smtp.conf, dom);
+	if (addr_parse(addr, ADDR_F_UTF8, &a, NULL) != 0)
+		return 1;	/* resolve_exists() refuses it */
+	return conf_is_local_domain(smtp.conf, a.domain);
 }
 
 static void
@@ -774,10 +808,12 @@ cmd_rcpt(struct session *s, const char *arg)
 		session_error(s, "503 5.5.1 send MAIL first");
 		return;
 	}
-	if (s->mp.smtputf8)
-		flags |= PATH_ALLOW_UTF8;
-	if (smtp_parse_path(arg, flags, &p, &rest, &why) == -1) {
+	if (smtp_parse_path(arg, flags | PATH_ALLOW_UTF8, &p, &rest, &why) == -1) {
 		session_error(s, "501 5.1.3 %s", why ? why : "bad recipient address");
+		return;
+	}
+	if (p.utf8 && !s->mp.smtputf8) {
+		session_error(s, "553 5.6.7 non-ASCII address requires SMTPUTF8");
 		return;
 	}
 	if (smtp_parse_rcpt_params(rest, &why) == -1) {
@@ -788,7 +824,8 @@ cmd_rcpt(struct session *s, const char *arg)
 		session_reply(s, "452 4.5.3 too many recipients");
 		return;
 	}
-	rcpt_normalise(&p, addr, sizeof(addr));
+	if (rcpt_normalise(s, &p, addr, sizeof(addr)) == -1)
+		return;
 	if (rcpt_is_srs(&p))
 		rcpt_srs(s, addr);
 	else
@@ -1188,7 +1225,7 @@ session_protocol(const struct session *s, int utf8)
 static void
 data_received(struct session *s)
 {
-	char date[64], rcpt[600] = "", tls[200] = "";
+	char date[64], rcpt[600] = "", tls[200] = "", a[ADDR_STR_MAX];
 	time_t now = time(NULL);
 	struct tm tm;
 	const char *proto, *cipher;
@@ -1196,8 +1233,12 @@ data_received(struct session *s)
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	/* A-labels: a U-label here alone would keep it from a peer without
+	   SMTPUTF8 (queue/mta.c, mta_header8) */
 	if (s->nrcpts == 1)
-		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", s->rcpts[0]);
+		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>",
+		    addr_ascii(s->rcpts[0], a, sizeof(a)) == 0 ? a :
+		    s->rcpts[0]);
 	if (s->local) {
 		/* The user is the kernel's word; the program, sendmail's. */
 		buf_printf(&s->wbuf, "Received: by %s (Tern, from %s%s%s)\r\n\t"

@@ -1,5 +1,6 @@
 /* One SUITE(name) per test_name() function; see main.c. */
 SUITE(util)
+SUITE(addr)
 SUITE(smtp_parse)
 SUITE(conf)
 SUITE(aliases)

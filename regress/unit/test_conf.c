@@ -716,9 +716,36 @@ test_conf_senders(void)
 	}
 }
 
+/* A local domain and a virtual user named with U-labels: kept as A-labels. */
+static void
+test_conf_idna(void)
+{
+	static const char t[] = LISTEN
+	    "local-domain \"B\xc3\xbc" "cher.example\"\n"
+	    "virtual \"anna@b\xc3\xbc" "cher.example\" maildir /m\n";
+	static const char bad[] = LISTEN
+	    "local-domain \"\xe2\x98\x83.example\"\n";
+	char err[512];
+	struct conf *c;
+
+	c = conf_parse("t.conf", t, strlen(t), "/base", err, sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL)
+		return;
+	CHECK(c->ndomains == 1 &&
+	    strcmp(c->domains[0], "xn--bcher-kva.example") == 0);
+	CHECK(conf_is_local_domain(c, "XN--BCHER-KVA.example"));
+	CHECK(conf_find_vuser(c, "anna@xn--bcher-kva.example") != NULL);
+	conf_free(c);
+	c = conf_parse("t.conf", bad, strlen(bad), "/base", err, sizeof(err));
+	CHECK(c == NULL && strstr(err, "malformed internationalized domain"));
+	conf_free(c);
+}
+
 void
 test_conf(void)
 {
+	test_conf_idna();
 	test_conf_senders();
 	test_conf_routes();
 	test_conf_rejected();
