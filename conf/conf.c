@@ -1129,6 +1129,8 @@ int
 conf_lmtp_spec(const char *spec, struct route *r)
 {
 	const char *colon = strrchr(spec, ':');
+	char a[INET6_ADDRSTRLEN];
+	struct in6_addr in6;
 	long long port;
 	size_t n;
 
@@ -1147,10 +1149,17 @@ conf_lmtp_spec(const char *spec, struct route *r)
 		spec++;
 		n -= 2;
 	}
-	if (n == 0 || n > 255 || memchr(spec, ' ', n) != NULL)
+	if (n == 0 || n >= INET6_ADDRSTRLEN)
+		return -1;
+	/* An address: LMTP servers are local, and names are not looked up. */
+	memcpy(a, spec, n);
+	a[n] = '\0';
+	if (strcmp(a, "localhost") == 0)
+		str_copy(a, "127.0.0.1", sizeof(a));
+	if (inet_pton(AF_INET, a, &in6) != 1 && inet_pton(AF_INET6, a, &in6) != 1)
 		return -1;
 	if (r) {
-		r->host = xstrndup(spec, n);
+		r->host = xstrdup(a);
 		r->port = (int)port;
 	}
 	return 0;
@@ -1178,7 +1187,7 @@ conf_route_lmtp(struct parser *p, struct route *r)
 	buf_free(&b);
 	if (bad)
 		return conf_error(p, "route: via lmtp expects unix:/path, "
-		    "host:port or host port N, got \"%s\"", h);
+		    "address:port or address port N, got \"%s\"", h);
 	if (conf_route_opts(p, r, 5) == -1)
 		return -1;
 	if (r->path && r->port != 24)
@@ -1324,6 +1333,13 @@ conf_finish(struct parser *p)
 	    c->v[K_LMTP].s == NULL)
 		return conf_error(p, "local-delivery lmtp needs an lmtp "
 		    "setting");
+	for (size_t i = 0; i < c->nroutes; i++)
+		if (c->routes[i].lmtp &&
+		    conf_is_local_domain(c, c->routes[i].domain)) {
+			p->line = c->routes[i].line;
+			return conf_error(p, "route: %s is a local-domain (use "
+			    "local-delivery lmtp)", c->routes[i].domain);
+		}
 	if (strcmp(c->v[K_LMTP_VERIFY].s, "map") == 0 &&
 	    c->v[K_LMTP_RECIPIENTS].s == NULL)
 		return conf_error(p, "lmtp-verify map needs an lmtp-recipients "

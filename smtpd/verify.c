@@ -319,6 +319,19 @@ verify_probe_report(evutil_socket_t fd, short ev, void *arg)
 	verify_probe_free(p);
 }
 
+/* A finished probe's connection: QUIT written, then closed. */
+static void
+verify_closer_event(struct bufferevent *bev, short what, void *arg)
+{
+	bufferevent_free(bev);
+}
+
+static void
+verify_closer_write(struct bufferevent *bev, void *arg)
+{
+	bufferevent_free(bev);
+}
+
 static void
 verify_probe_end(struct vprobe *p, int result, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -334,9 +347,18 @@ verify_probe_end(struct vprobe *p, int result, const char *fmt, ...)
 	va_end(ap);
 	log_sanitize(p->text, raw, sizeof(p->text));
 	p->result = result;
-	if (p->bev) {
-		/* QUIT is a courtesy: the connection closes now either way. */
+	if (p->bev && p->step > 0 && result != VERIFY_TEMP) {
+		/* QUIT, then close once it is written (5 s at most); no
+		   reply matters now. */
+		struct timeval tv = { 5, 0 };
+
+		bufferevent_setcb(p->bev, NULL, verify_closer_write,
+		    verify_closer_event, NULL);
+		bufferevent_disable(p->bev, EV_READ);
+		bufferevent_set_timeouts(p->bev, &tv, &tv);
 		bufferevent_write(p->bev, "QUIT\r\n", 6);
+		p->bev = NULL;
+	} else if (p->bev) {
 		bufferevent_free(p->bev);
 		p->bev = NULL;
 	}
@@ -458,8 +480,6 @@ verify_sockaddr(const struct route *r, struct sockaddr_storage *ss,
 		*len = (int)sizeof(*sun);
 		return 0;
 	}
-	if (h && strcmp(h, "localhost") == 0)
-		h = "127.0.0.1";
 	if (h && inet_pton(AF_INET, h, &in->sin_addr) == 1) {
 		in->sin_family = AF_INET;
 		in->sin_port = htons((uint16_t)r->port);
@@ -487,8 +507,7 @@ verify_probe_start(const struct route *r, const char *key, const char *addr,
 
 	verify_server_name(r, server, sizeof(server));
 	if (verify_sockaddr(r, &ss, &len) == -1) {
-		snprintf(text, textlen, "lmtp %s: not an address (a probe "
-		    "needs unix:/path or an address literal)", server);
+		snprintf(text, textlen, "lmtp %s: not an address", server);
 		return NULL;
 	}
 	if (vf.nprobes >= VERIFY_PROBES_MAX) {
