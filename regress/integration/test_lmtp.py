@@ -236,3 +236,30 @@ def test_trusted_client_recipient_limit(make_daemon):
         s.mail("a@example.org")
         replies = [s.rcpt("demo@example.test")[0] for _ in range(101)]
     assert replies[:100] == [250] * 100 and replies[100] == 452, replies
+
+
+def test_pipelined_rcpts_wait_for_the_probe(make_daemon, lmtp_tcp):
+    """A client that pipelines its envelope (RFC 2920) gets every reply in
+    order while the probes run, and the message goes to the known ones."""
+    import socket
+    store = Store(known={"a@lists.example.test", "c@lists.example.test"})
+    port = lmtp_tcp(store)
+    d = make_daemon(f'route "lists.example.test" via lmtp 127.0.0.1 '
+                    f'port {port}').start()
+    with socket.create_connection(("127.0.0.1", d.port), 10) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"220")
+        s.sendall(b"EHLO client.example.org\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        s.sendall(b"MAIL FROM:<p@example.org>\r\n"
+                  b"RCPT TO:<a@lists.example.test>\r\n"
+                  b"RCPT TO:<b@lists.example.test>\r\n"
+                  b"RCPT TO:<c@lists.example.test>\r\n"
+                  b"DATA\r\n")
+        codes = [f.readline()[:3] for _ in range(5)]
+        assert codes == [b"250", b"250", b"550", b"250", b"354"], codes
+        s.sendall(b"Subject: piped\r\n\r\nx\r\n.\r\nQUIT\r\n")
+        assert f.readline().startswith(b"250")
+    assert wait_for(lambda: len(store.txns) == 1, 15)
+    assert store.txns[0][1] == ["a@lists.example.test", "c@lists.example.test"]
