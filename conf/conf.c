@@ -61,6 +61,9 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    KIB, 2 * GIB, 1, "largest message accepted (SIZE in EHLO)" },
 	[K_MAX_RECIPIENTS] = { "max-recipients", KNOB_INT, "100",
 	    1, 100000, 1, "recipients per message" },
+	[K_MAX_TRUSTED_RECIPIENTS] = { "max-trusted-recipients", KNOB_INT,
+	    "1000", 1, 100000, 1, "recipients per message from trusted "
+	    "networks, local submission and authenticated accounts" },
 	[K_MAX_ERRORS] = { "max-errors", KNOB_INT, "10",
 	    1, 1000, 1, "failed commands before the session is dropped" },
 	[K_MAX_COMMAND_LENGTH] = { "max-command-length", KNOB_SIZE, "2048",
@@ -123,6 +126,16 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_LOCAL_WORKER_IDLE] = { "local-worker-idle", KNOB_DURATION, "10s",
 	    0, HOUR, 0, "how long a Maildir delivery worker waits for the "
 	    "next message to its account; 0: a process per delivery" },
+	[K_LMTP_VERIFY] = { "lmtp-verify", KNOB_STRING, "probe", 0, 0, 0,
+	    "how RCPT checks recipients delivered over LMTP: probe (ask the "
+	    "LMTP server) or map (the lmtp-recipients file)" },
+	[K_LMTP_RECIPIENTS] = { "lmtp-recipients", KNOB_PATH, NULL, 0, 0, 0,
+	    "for lmtp-verify map: addresses (or @domain) one a line" },
+	[K_LMTP_VERIFY_CACHE] = { "lmtp-verify-cache", KNOB_DURATION, "10m",
+	    0, DAY, 0, "how long a recipient the LMTP server took is known" },
+	[K_LMTP_VERIFY_NEGATIVE] = { "lmtp-verify-negative-cache",
+	    KNOB_DURATION, "1m", 0, DAY, 0,
+	    "how long a recipient the LMTP server refused is known" },
 	[K_CREDENTIALS] = { "credentials", KNOB_PATH,
 	    "/etc/tern/credentials.db", 0, 0, 0,
 	    "credential store (ternctl user ...); root's, mode 0600" },
@@ -537,8 +550,10 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	else if (id == K_TLS)
 		return conf_error(p, "tls: expected starttls, implicit or "
 		    "none, got \"%s\"", word);
-	if (id == K_LMTP && strncmp(word, "unix:/", 6) != 0 &&
-	    strchr(word, ':') == NULL)
+	if (id == K_LMTP_VERIFY && strcmp(word, "probe") && strcmp(word, "map"))
+		return conf_error(p, "lmtp-verify: expected probe or map, got "
+		    "\"%s\"", word);
+	if (id == K_LMTP && conf_lmtp_spec(word, NULL) == -1)
 		return conf_error(p, "lmtp: expected unix:/path or host:port, "
 		    "got \"%s\"", word);
 	out->s = knob_defs[id].type == KNOB_PATH ? conf_abspath(p, word) :
@@ -1136,6 +1151,77 @@ conf_route_free(struct route *r)
 	if (r->authpass)
 		explicit_bzero(r->authpass, strlen(r->authpass));
 	free(r->authpass);
+	free(r->path);
+}
+
+int
+conf_lmtp_spec(const char *spec, struct route *r)
+{
+	const char *colon = strrchr(spec, ':');
+	char a[INET6_ADDRSTRLEN];
+	struct in6_addr in6;
+	long long port;
+	size_t n;
+
+	if (strncmp(spec, "unix:/", 6) == 0) {
+		if (strlen(spec + 5) >= 108)	/* sun_path */
+			return -1;
+		if (r)
+			r->path = xstrdup(spec + 5);
+		return 0;
+	}
+	if (colon == NULL || colon == spec ||
+	    parse_ll(colon + 1, 1, 65535, &port) == -1)
+		return -1;
+	n = (size_t)(colon - spec);
+	if (spec[0] == '[' && n >= 2 && spec[n - 1] == ']') {
+		spec++;
+		n -= 2;
+	}
+	if (n == 0 || n >= INET6_ADDRSTRLEN)
+		return -1;
+	/* An address: LMTP servers are local, and names are not looked up. */
+	memcpy(a, spec, n);
+	a[n] = '\0';
+	if (strcmp(a, "localhost") == 0)
+		str_copy(a, "127.0.0.1", sizeof(a));
+	if (inet_pton(AF_INET, a, &in6) != 1 && inet_pton(AF_INET6, a, &in6) != 1)
+		return -1;
+	if (r) {
+		r->host = xstrdup(a);
+		r->port = (int)port;
+	}
+	return 0;
+}
+
+/* route <domain> via lmtp <host> [port n] | <host:port> | unix:/path */
+static int
+conf_route_lmtp(struct parser *p, struct route *r)
+{
+	const char *h = p->tok[4];
+	struct buf b;
+	int bad;
+
+	r->lmtp = 1;
+	r->tls = ROUTE_TLS_NONE;
+	r->port = 24;
+	if (strcmp(r->domain, "*") == 0)
+		return conf_error(p, "route: * cannot go via lmtp");
+	buf_init(&b);
+	if (strncmp(h, "unix:", 5) == 0 || strchr(h, ':') != NULL)
+		buf_puts(&b, h);
+	else
+		buf_printf(&b, "%s:%d", h, r->port);
+	bad = conf_lmtp_spec(b.data, r);
+	buf_free(&b);
+	if (bad)
+		return conf_error(p, "route: via lmtp expects unix:/path, "
+		    "address:port or address port N, got \"%s\"", h);
+	if (conf_route_opts(p, r, 5) == -1)
+		return -1;
+	if (r->path && r->port != 24)
+		return conf_error(p, "route: a unix socket has no port");
+	return 0;
 }
 
 /* route <domain|*> via <host>[:port] [port n] [tls ...] [auth file] */
@@ -1160,8 +1246,16 @@ conf_stmt_route(struct parser *p)
 		    p->tok[1], why);
 	r.domain = xstrdup(p->tok[1]);
 	str_lower(r.domain);
-	r.host = xstrdup(p->tok[3]);
-	if (r.host[0] == '[' && (colon = strchr(r.host, ']')) != NULL) {
+	if (strcmp(p->tok[3], "lmtp") == 0) {
+		if (p->ntok < 5 || conf_route_lmtp(p, &r) == -1) {
+			if (p->ntok < 5)
+				conf_error(p, "route: via lmtp needs unix:/path "
+				    "or host:port");
+			conf_route_free(&r);
+			return -1;
+		}
+	} else if ((r.host = xstrdup(p->tok[3]))[0] == '[' &&
+	    (colon = strchr(r.host, ']')) != NULL) {
 		/* [2001:db8::1] or [2001:db8::1]:587 */
 		char *inner = xstrndup(r.host + 1, (size_t)(colon - r.host - 1));
 
@@ -1186,7 +1280,7 @@ conf_stmt_route(struct parser *p)
 		}
 		r.port = (int)port;
 	}
-	if (conf_route_opts(p, &r, 4) == -1) {
+	if (!r.lmtp && conf_route_opts(p, &r, 4) == -1) {
 		conf_route_free(&r);
 		return -1;
 	}
@@ -1268,6 +1362,17 @@ conf_finish(struct parser *p)
 	    c->v[K_LMTP].s == NULL)
 		return conf_error(p, "local-delivery lmtp needs an lmtp "
 		    "setting");
+	for (size_t i = 0; i < c->nroutes; i++)
+		if (c->routes[i].lmtp &&
+		    conf_is_local_domain(c, c->routes[i].domain)) {
+			p->line = c->routes[i].line;
+			return conf_error(p, "route: %s is a local-domain (use "
+			    "local-delivery lmtp)", c->routes[i].domain);
+		}
+	if (strcmp(c->v[K_LMTP_VERIFY].s, "map") == 0 &&
+	    c->v[K_LMTP_RECIPIENTS].s == NULL)
+		return conf_error(p, "lmtp-verify map needs an lmtp-recipients "
+		    "file");
 	if (c->v[K_TLS_KEY].s != NULL && c->v[K_TLS_CERT].s == NULL) {
 		p->line = c->v[K_TLS_KEY].line;
 		return conf_error(p, "tls-key needs tls-cert (the certificate "
@@ -1437,6 +1542,16 @@ conf_sender_allowed(const struct conf *c, const char *account,
 }
 
 /* ---- queries ------------------------------------------------------------- */
+
+const struct route *
+conf_lmtp_route(const struct conf *c, const char *domain)
+{
+	for (size_t i = 0; i < c->nroutes; i++)
+		if (c->routes[i].lmtp &&
+		    str_casecmp(c->routes[i].domain, domain) == 0)
+			return &c->routes[i];
+	return NULL;
+}
 
 const struct route *
 conf_find_route(const struct conf *c, const char *domain)
@@ -1717,9 +1832,14 @@ conf_print(const struct conf *c, struct buf *b)
 
 		buf_puts(b, "route ");
 		conf_print_quoted(b, r->domain);
-		buf_puts(b, " via ");
-		conf_print_quoted(b, r->host);
-		buf_printf(b, " port %d tls %s", r->port, tls[r->tls]);
+		buf_puts(b, r->lmtp ? " via lmtp " : " via ");
+		if (r->path)
+			buf_printf(b, "unix:%s", r->path);
+		else
+			conf_print_quoted(b, r->host);
+		if (!r->path)
+			buf_printf(b, " port %d", r->port);
+		buf_printf(b, " tls %s", tls[r->tls]);
 		if (r->authfile) {
 			buf_puts(b, " auth ");
 			conf_print_quoted(b, r->authfile);

@@ -31,6 +31,7 @@ enum knob_id {
 	K_VIRTUAL_USER,		/* string: account virtual deliveries run as */
 	K_MAX_MESSAGE_SIZE,	/* size (bytes), per listener */
 	K_MAX_RECIPIENTS,	/* int, per listener */
+	K_MAX_TRUSTED_RECIPIENTS, /* int: for trusted and local clients */
 	K_MAX_ERRORS,		/* int, per listener */
 	K_MAX_COMMAND_LENGTH,	/* size, per listener */
 	K_MAX_LINE_LENGTH,	/* size: longest DATA line, per listener */
@@ -61,6 +62,10 @@ enum knob_id {
 	K_MBOX_DIR,		/* path: mbox spool, /var/mail */
 	K_LMTP,			/* string: "unix:/path" or "host:port" */
 	K_LOCAL_WORKER_IDLE,	/* duration (ms): a local worker's idle life */
+	K_LMTP_VERIFY,		/* string probe|map: RCPT of LMTP recipients */
+	K_LMTP_RECIPIENTS,	/* path: the map for lmtp-verify map */
+	K_LMTP_VERIFY_CACHE,	/* duration (ms): a probe's yes is kept */
+	K_LMTP_VERIFY_NEGATIVE,	/* duration (ms): a probe's no is kept */
 	K_CREDENTIALS,		/* path: the credential store (Berkeley DB) */
 	K_VIRTUAL_MAILDIR,	/* path: store accounts' Maildir, %d %u */
 	K_TLS,			/* string starttls|implicit|none, per listener
@@ -138,6 +143,8 @@ struct route {
 	char		*authuser;	/* read by the parent at load */
 	char		*authpass;
 	int		 line;
+	int		 lmtp;		/* via lmtp: speak LMTP (RFC 2033) */
+	char		*path;		/* via lmtp unix:PATH, else NULL */
 };
 
 #define ROUTE_TLS_OPPORTUNISTIC	0	/* STARTTLS when offered */
@@ -215,6 +222,10 @@ int		 conf_is_trusted(const struct conf *, const struct sockaddr *);
 const struct vuser *conf_find_vuser(const struct conf *, const char *);
 /* The route for a destination domain: exact match, then "*", or NULL. */
 const struct route *conf_find_route(const struct conf *, const char *);
+/* The LMTP route of a domain (route ... via lmtp), or NULL. */
+const struct route *conf_lmtp_route(const struct conf *, const char *);
+/* Fill r from "unix:/path", "host:port" or "[v6]:port" (lmtp knob). */
+int		 conf_lmtp_spec(const char *spec, struct route *r);
 /* Read every route's auth file (the parent does, as root). */
 int		 conf_load_secrets(struct conf *, char *err, size_t errlen);
 /* ternd -P: effective settings, globally and per listener. */

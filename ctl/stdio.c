@@ -429,7 +429,7 @@ stdio_main(struct sm *sm)
 	bs.cmdmax = (size_t)conf_num(sm->conf, NULL, K_MAX_COMMAND_LENGTH);
 	bs.linemax = (size_t)conf_num(sm->conf, NULL, K_MAX_LINE_LENGTH);
 	bs.msgmax = size > 0 && size < SM_MSG_MAX ? (size_t)size : SM_MSG_MAX;
-	bs.rcptmax = (size_t)conf_num(sm->conf, NULL, K_MAX_RECIPIENTS);
+	bs.rcptmax = (size_t)conf_num(sm->conf, NULL, K_MAX_TRUSTED_RECIPIENTS);
 	bs.cmdtimeout = conf_num(sm->conf, NULL, K_COMMAND_TIMEOUT);
 	bs.datatimeout = conf_num(sm->conf, NULL, K_DATA_TIMEOUT);
 	bs.maxerrors = conf_num(sm->conf, NULL, K_MAX_ERRORS);

@@ -242,6 +242,7 @@ struct pending {
 	struct target	 t;	/* copied: key, rcpt, path (the address) */
 	char		 domain[256];
 	int		 forwarded;
+	int		 lmtp;	/* to local-delivery lmtp's server */
 };
 
 static struct pending *pend;
@@ -251,7 +252,12 @@ static void
 job_pend_add(size_t ri, const struct target *t, int forwarded)
 {
 	struct pending *p;
-	const char *at = strrchr(t->path, '@');
+	char lmtp[600];
+	const char *at;
+
+	if (t->kind == TG_LMTP)
+		resolve_lmtp_addr(t, lmtp, sizeof(lmtp));
+	at = strrchr(t->kind == TG_LMTP ? lmtp : t->path, '@');
 
 	pend = xreallocarray(pend, npend + 1, sizeof(*pend));
 	p = &pend[npend++];
@@ -260,11 +266,12 @@ job_pend_add(size_t ri, const struct target *t, int forwarded)
 	p->t.kind = t->kind;
 	p->t.key = xstrdup(t->key);
 	p->t.rcpt = xstrdup(t->rcpt);
-	p->t.path = xstrdup(t->path);
+	p->t.path = xstrdup(t->kind == TG_LMTP ? lmtp : t->path);
 	p->t.user = xstrdup("");
 	str_copy(p->domain, at ? at + 1 : "", sizeof(p->domain));
 	str_lower(p->domain);
 	p->forwarded = forwarded;
+	p->lmtp = t->kind == TG_LMTP;
 }
 
 static void
@@ -283,7 +290,7 @@ job_pend_clear(void)
 
 /* Send one transaction: entries [from, to) of pend, all one domain. */
 static void
-job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded)
+job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded, int lmtp)
 {
 	struct ipc *smtp = queue_smtp();
 	struct dest *d;
@@ -307,8 +314,8 @@ job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded)
 	/* Forwarded mail to another domain goes out with an SRS sender, so it
 	   passes SPF where it lands; the smtp process asks the vault for it,
 	   and bounces to it come back and are reversed at RCPT. */
-	if (forwarded && m->env.sender[0] != '\0')
-		rec_put_u64(&b, T_FLAGS, MTA_F_SRS);
+	if ((forwarded && m->env.sender[0] != '\0') || lmtp)
+		rec_put_u64(&b, T_FLAGS, lmtp ? MTA_F_LMTP : MTA_F_SRS);
 	rec_put_str(&b, T_DOMAIN, d->domain);
 	rec_put_u64(&b, T_SIZE, m->env.size);
 	rec_put_u64(&b, T_BODY, (uint64_t)m->env.body8bit);
@@ -348,7 +355,8 @@ job_flush_remote(struct qmsg *m)
 		n = 0;
 		for (k = i; k < npend && n < max; k++)
 			if (!used[k] && strcmp(pend[k].domain, pend[i].domain) ==
-			    0 && pend[k].forwarded == pend[i].forwarded) {
+			    0 && pend[k].forwarded == pend[i].forwarded &&
+			    pend[k].lmtp == pend[i].lmtp) {
 				idx[n++] = k;
 				used[k] = 1;
 			}
@@ -363,7 +371,7 @@ job_flush_remote(struct qmsg *m)
 			}
 			continue;
 		}
-		job_send_txn(m, idx, n, pend[i].forwarded);
+		job_send_txn(m, idx, n, pend[i].forwarded, pend[i].lmtp);
 	}
 	free(idx);
 	free(used);
@@ -410,10 +418,12 @@ job_try_rcpt(struct qmsg *m, size_t ri)
 			envelope_mark_done(r, t[i].key);
 			continue;
 		}
-		if (t[i].kind == TG_REMOTE) {
-			/* Through an alias or .forward: the copy is forwarded. */
-			job_pend_add(ri, &t[i], r->fwd_from != NULL ||
-			    str_casecmp(t[i].path, r->addr) != 0);
+		if (t[i].kind == TG_REMOTE || t[i].kind == TG_LMTP) {
+			/* Through an alias or .forward: the copy is forwarded;
+			   LMTP goes through the SMTP client, many at once. */
+			job_pend_add(ri, &t[i], t[i].kind == TG_REMOTE &&
+			    (r->fwd_from != NULL ||
+			    str_casecmp(t[i].path, r->addr) != 0));
 			continue;
 		}
 		if (!resolve_is_local(t[i].kind)) {

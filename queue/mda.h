@@ -2,8 +2,8 @@
  * mda: the local delivery agents a delivery worker runs, after the parent
  * forked it and dropped it to the account the parent chose: Maildir, mbox
  * (the account's spool file, or a /file from an alias or ~/.forward),
- * |command, LMTP, and the reading of ~/.forward.  Each returns a
- * sysexits-style code (MDA_OK, MDA_TEMP, or a permanent one) and writes a
+ * |command, and the reading of ~/.forward (LMTP is the SMTP client's,
+ * queue/mta.c).  Each returns a sysexits-style code (MDA_OK, MDA_TEMP, or a permanent one) and writes a
  * one-line, printable reason into err.
  */
 #ifndef TERN_MDA_H
@@ -36,7 +36,7 @@ struct mda_job {
 	const char	*user;		/* the account this process runs as */
 	const char	*home;
 	const char	*helo;		/* our name, for LHLO */
-	time_t		 deadline;	/* commands and LMTP stop here */
+	time_t		 deadline;	/* commands stop here */
 };
 
 /*
@@ -69,9 +69,6 @@ int	mda_mbox(const struct mda_job *, const char *path, char *err, size_t);
 int	mda_file(const struct mda_job *, const char *path, char *err, size_t);
 /* A |command target, run with /bin/sh -c in a clean environment. */
 int	mda_pipe(const struct mda_job *, const char *cmd, char *err, size_t);
-/* LMTP (RFC 2033) to spec ("unix:/path" or "host:port") for one address. */
-int	lmtp_deliver(const struct mda_job *, const char *spec,
-	    const char *addr, char *err, size_t);
 
 enum fwd_kind { FWD_SELF, FWD_PIPE, FWD_FILE, FWD_ADDRESS };
 

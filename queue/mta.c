@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -147,6 +148,7 @@ static struct {
 	struct mta_job		*jobs;
 	struct mta_conn		*idle;
 	size_t			 nconns;
+	struct route		 lmtp;		/* local-delivery lmtp's server */
 } mta;
 
 static void	mta_next_host(struct mta_job *);
@@ -191,6 +193,18 @@ mta_init(struct event_base *base, const struct conf *conf)
 			    log_q(ca));
 	}
 	ERR_clear_error();
+	/* local-delivery lmtp: the lmtp knob as a route (conf checked it). */
+	mta.lmtp.domain = "lmtp";
+	mta.lmtp.lmtp = 1;
+	mta.lmtp.tls = ROUTE_TLS_NONE;
+	if (conf_str(conf, K_LMTP) != NULL)
+		(void)conf_lmtp_spec(conf_str(conf, K_LMTP), &mta.lmtp);
+}
+
+static int
+mta_lmtp(const struct mta_conn *c)
+{
+	return c->route != NULL && c->route->lmtp;
 }
 
 size_t
@@ -543,7 +557,8 @@ mta_ehlo(struct mta_conn *c)
 	c->ext_size = 0;
 	c->ext_plain = c->ext_login = 0;
 	c->maxsize = 0;
-	mta_send(c, "EHLO %s", conf_str(mta.conf, K_HOSTNAME));
+	mta_send(c, "%s %s", mta_lmtp(c) ? "LHLO" : "EHLO",
+	    conf_str(mta.conf, K_HOSTNAME));
 	c->st = C_EHLO;
 	mta_timeout(c, TO_EHLO);
 }
@@ -933,6 +948,15 @@ mta_txn_reply(struct mta_conn *c)
 		mta_body_start(c);
 		return;
 	}
+	if (c->code == 354 && mta_lmtp(c)) {
+		/* An LMTP server answers an empty message with nothing. */
+		mta_fail_all(j, MTA_TEMP, "no recipient accepted");
+		c->job = NULL;
+		j->conn = NULL;
+		mta_conn_free(c);
+		mta_job_done(j);
+		return;
+	}
 	if (c->code == 354) {
 		/* Nothing to send after all (RFC 2920 3.1): end it empty. */
 		mta_send(c, ".");
@@ -950,11 +974,36 @@ finished:
 	mta_job_done(j);
 }
 
+/*
+ * LMTP (RFC 2033 4.2): after the final dot, one reply per recipient that
+ * RCPT accepted, in the order of the RCPTs.  The connection is done when
+ * the last has come.  0 while more are due.
+ */
+static int
+mta_lmtp_dot_reply(struct mta_conn *c)
+{
+	struct mta_job *j = c->job;
+	size_t i;
+
+	for (i = 0; i < j->nr && j->r[i].status != -1; i++)
+		;
+	if (i < j->nr) {
+		j->r[i].status = c->code / 100 == 2 ? MTA_OK :
+		    c->code / 100 == 4 ? MTA_TEMP : MTA_PERM;
+		str_copy(j->r[i].reply, c->text, sizeof(j->r[i].reply));
+	}
+	if (c->accepted > 0)
+		c->accepted--;
+	return c->accepted == 0 || i >= j->nr;
+}
+
 static void
 mta_dot_reply(struct mta_conn *c)
 {
 	struct mta_job *j = c->job;
 
+	if (mta_lmtp(c) && c->accepted > 0 && !mta_lmtp_dot_reply(c))
+		return;
 	c->dirty = 0;
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	if (c->accepted)
@@ -984,6 +1033,11 @@ mta_reply(struct mta_conn *c)
 	case C_EHLO:
 		if (ok) {
 			mta_ready(c);
+			return;
+		}
+		if (mta_lmtp(c)) {
+			mta_conn_abandon(c, c->code / 100 != 5, "host %s refused "
+			    "LHLO: %s", c->host, c->text);
 			return;
 		}
 		mta_send(c, "HELO %s", conf_str(mta.conf, K_HOSTNAME));
@@ -1196,6 +1250,10 @@ mta_format_relay(const struct mta_host *h, const struct sockaddr_storage *ss,
 {
 	char a[INET6_ADDRSTRLEN] = "?";
 
+	if (ss->ss_family == AF_UNIX) {
+		snprintf(out, len, "unix:%s", h->name);
+		return;
+	}
 	if (ss->ss_family == AF_INET)
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr,
 		    a, sizeof(a));
@@ -1225,7 +1283,9 @@ mta_connect(struct mta_job *j, const struct sockaddr_storage *ss)
 	c->route = j->route;
 	snprintf(c->key, sizeof(c->key), "%s:%d", h->name, h->port);
 	mta_format_relay(h, ss, c->relay, sizeof(c->relay));
-	if (sa.ss_family == AF_INET) {
+	if (sa.ss_family == AF_UNIX)
+		salen = sizeof(struct sockaddr_un);
+	else if (sa.ss_family == AF_INET) {
 		((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)h->port);
 		salen = sizeof(struct sockaddr_in);
 	} else {
@@ -1344,6 +1404,16 @@ mta_next_host(struct mta_job *j)
 		return;
 	}
 	j->naddrs = j->ai = 0;
+	if (j->route && j->route->path) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)&j->addrs[0];
+
+		memset(sun, 0, sizeof(*sun));
+		sun->sun_family = AF_UNIX;
+		str_copy(sun->sun_path, j->route->path, sizeof(sun->sun_path));
+		j->naddrs = 1;
+		mta_next_addr(j);
+		return;
+	}
 	if (mta_literal(h->name, &j->addrs[0])) {
 		j->naddrs = 1;
 		mta_next_addr(j);
@@ -1449,9 +1519,11 @@ mta_mx_cb(const struct dns_result *res, void *arg)
 static void
 mta_route(struct mta_job *j)
 {
-	j->route = conf_find_route(mta.conf, j->domain);
+	j->route = j->flags & MTA_F_LMTP ? &mta.lmtp :
+	    conf_find_route(mta.conf, j->domain);
 	if (j->route) {
-		mta_add_host(j, j->route->host, j->route->port);
+		mta_add_host(j, j->route->path ? j->route->path :
+		    j->route->host ? j->route->host : "", j->route->port);
 		mta_next_host(j);
 		return;
 	}

@@ -621,6 +621,13 @@ expand_account(struct expand *x, const char *name, const char *rcpt)
 	if ((pw = resolve_account(name)) == NULL &&
 	    strcmp(name, "postmaster") == 0)
 		pw = resolve_account("root");
+	if (pw == NULL && strcmp(conf_str(x->conf, K_LOCAL_DELIVERY),
+	    "lmtp") == 0) {
+		/* The LMTP server's own users (RCPT asked it): by address. */
+		expand_add(x, TG_LMTP, rcpt, rcpt, (uid_t)-1, (gid_t)-1,
+		    conf_str(x->conf, K_LMTP), 0);
+		return 0;
+	}
 	if (pw == NULL) {
 		snprintf(x->err, x->errlen, "unknown user \"%s\"", name);
 		return -1;
@@ -746,6 +753,21 @@ resolve_free(struct target *t, size_t n)
 		free(t[i].path);
 	}
 	free(t);
+}
+
+void
+resolve_lmtp_addr(const struct target *t, char *out, size_t len)
+{
+	const char *at = strrchr(t->rcpt, '@');
+	size_t n = strlen(t->user);
+
+	if (strchr(t->user, '@') != NULL ||
+	    (at && (size_t)(at - t->rcpt) >= n &&
+	    strncmp(t->rcpt, t->user, n) == 0 &&
+	    (t->rcpt[n] == '@' || t->rcpt[n] == '+')))
+		str_copy(out, t->rcpt, len);
+	else
+		snprintf(out, len, "%s@%s", t->user, at ? at + 1 : "localhost");
 }
 
 const char *

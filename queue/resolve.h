@@ -45,6 +45,9 @@ int	resolve_expand(const struct conf *, struct aliases *, const char *addr,
 	    struct target **, size_t *, char *err, size_t errlen);
 void	resolve_free(struct target *, size_t);
 const char *resolve_kind_name(enum target_kind);
+/* The address an LMTP target is given: the account's own with its
+   +extension, or the recipient itself for the LMTP server's own users. */
+void	resolve_lmtp_addr(const struct target *, char *out, size_t len);
 /* Delivered by a local worker the parent runs (not TG_REMOTE). */
 int	resolve_is_local(enum target_kind);
 /*

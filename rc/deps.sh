@@ -271,3 +271,88 @@ install_interop_mta() {
 }
 
 install_interop_mta
+
+# ---- LMTP peers -------------------------------------------------------------
+#
+# regress/integration/test_lmtp_peers.py runs a private Dovecot LMTP server
+# and a private GNU Mailman 3 core (its own config, state and mail under a
+# temp dir, on loopback ports).  As with Postfix above, the packages' system
+# services are never started by the install and are left stopped and
+# disabled.  mailman3 wants an MTA: install it after the interop Postfix, and
+# never let apt remove one for it (--no-remove).
+
+LMTP_PKGS="dovecot-core dovecot-lmtpd mailman3"
+
+lmtp_apt_install() {
+	# shellcheck disable=SC2086
+	DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    --no-install-recommends --no-remove $LMTP_PKGS
+}
+
+lmtp_service_off() {
+	for svc in dovecot mailman3; do
+		if command -v deb-systemd-helper >/dev/null 2>&1; then
+			pkg=$svc
+			[ "$svc" = dovecot ] && pkg=dovecot-core
+			DPKG_MAINTSCRIPT_PACKAGE=$pkg \
+			    deb-systemd-helper disable "$svc.service" \
+			    >/dev/null 2>&1 || true
+		fi
+		if command -v update-rc.d >/dev/null 2>&1; then
+			update-rc.d "$svc" disable >/dev/null 2>&1 || true
+		fi
+	done
+	if [ -f /run/dovecot/master.pid ] && start-stop-daemon --status \
+	    --pidfile /run/dovecot/master.pid --exec /usr/sbin/dovecot \
+	    >/dev/null 2>&1; then
+		echo "deps: stopping the dovecot system instance"
+		start-stop-daemon --stop --retry 10 --pidfile \
+		    /run/dovecot/master.pid --exec /usr/sbin/dovecot \
+		    >/dev/null 2>&1 || true
+	fi
+	if [ -f /run/mailman3/master.pid ]; then
+		echo "deps: stopping the mailman3 system instance"
+		start-stop-daemon --stop --retry 30 --pidfile \
+		    /run/mailman3/master.pid >/dev/null 2>&1 || true
+	fi
+}
+
+install_lmtp_peers() {
+	missing=""
+	for p in $LMTP_PKGS; do
+		is_installed "$p" || missing="$missing $p"
+	done
+	if [ -z "$missing" ]; then
+		# Installed before (or by hand): keep the services off anyway.
+		if [ "$(id -u)" -eq 0 ]; then
+			lmtp_service_off
+		fi
+		return 0
+	fi
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "deps: note:${missing} missing, so the Dovecot and" \
+		    "Mailman tests will skip; as root, run rc/deps.sh" >&2
+		return 0
+	fi
+	echo "deps: installing${missing} for the LMTP tests" \
+	    "(their services stay off)"
+	trap policy_restore EXIT
+	trap 'exit 1' HUP INT TERM
+	policy_block
+	if ! lmtp_apt_install; then
+		echo "deps: install failed; running apt-get update and retrying"
+		apt-get update
+		lmtp_apt_install
+	fi
+	policy_restore
+	trap - EXIT HUP INT TERM
+	lmtp_service_off
+	for p in $LMTP_PKGS; do
+		if ! is_installed "$p"; then
+			echo "deps: still missing after install: $p" >&2
+			exit 1
+		fi
+	done
+}
+
+install_lmtp_peers

@@ -49,6 +49,7 @@
 #include "smtpd/sasl.h"
 #include "smtpd/smtp_parse.h"
 #include "smtpd/tls.h"
+#include "smtpd/verify.h"
 #include "auth/srs.h"
 #include "auth/vault.h"
 #include "lib/util.h"
@@ -130,6 +131,7 @@ struct session {
 	int			 inheaders;
 	long long		 hops;		/* Received: fields seen */
 	char			*vaultrcpt;	/* RCPT the vault is checking */
+	char			*verifyrcpt;	/* RCPT an LMTP probe checks */
 	uint64_t		 nrejected;	/* RCPTs refused as unknown */
 	/* header checks of an authenticated submission */
 	struct buf		 hdr;		/* the field being read */
@@ -311,6 +313,7 @@ session_free(struct session *s)
 	session_reset(s);
 	free(s->helo);
 	free(s->vaultrcpt);
+	free(s->verifyrcpt);
 	free(s->authuser);
 	free(s->saslname);
 	free(s->badfrom);
@@ -711,12 +714,62 @@ rcpt_add(struct session *s, const char *addr)
 		session_reply(s, "250 2.1.5 recipient ok");
 }
 
+static void	rcpt_verify_done(uint64_t, int, const char *);
+
+/* The LMTP server's (or the map's) word on an LMTP recipient. */
+static void
+rcpt_verdict(struct session *s, const char *addr, int v, const char *why)
+{
+	if (v == VERIFY_OK) {
+		session_log(s, "event=rcpt result=ok reason=\"lmtp verified\" "
+		    "to=<%s>", log_a(addr));
+		rcpt_add(s, addr);
+	} else if (v == VERIFY_NO) {
+		s->nrejected++;
+		session_log(s, "event=rcpt result=reject code=550 esc=5.1.1 "
+		    "reason=\"%s\" to=<%s>", log_q(why), log_a(addr));
+		session_error(s, "550 5.1.1 <%s>: recipient unknown", addr);
+	} else {
+		session_log(s, "event=rcpt result=tempfail code=451 esc=4.4.1 "
+		    "reason=\"%s\" to=<%s>", log_q(why), log_a(addr));
+		session_reply(s, "451 4.4.1 <%s>: recipient cannot be verified "
+		    "now, try again later", addr);
+	}
+}
+
+static void
+rcpt_verify_done(uint64_t sid, int v, const char *why)
+{
+	struct session *s = smtp_find(sid);
+	char *addr;
+
+	if (s == NULL || s->state != SS_VAULT || s->verifyrcpt == NULL)
+		return;
+	addr = s->verifyrcpt;
+	s->verifyrcpt = NULL;
+	s->state = SS_CMD;
+	rcpt_verdict(s, addr, v, why);
+	free(addr);
+	if (s->state == SS_CMD)
+		session_process(s);
+}
+
 /* A local recipient must exist; any other needs a client allowed to relay. */
 static void
 rcpt_check(struct session *s, const char *addr)
 {
+	char why[400];
 	int r;
 
+	if ((r = verify_rcpt(addr, s->id, rcpt_verify_done, why,
+	    sizeof(why))) == VERIFY_WAIT) {
+		s->verifyrcpt = xstrdup(addr);
+		s->state = SS_VAULT;
+		return;
+	} else if (r != VERIFY_SKIP) {
+		rcpt_verdict(s, addr, r, why);
+		return;
+	}
 	if (rcpt_local_addr(addr)) {
 		r = resolve_exists(smtp.conf, smtp.aliases, addr);
 		if (r == -1) {
@@ -820,7 +873,10 @@ cmd_rcpt(struct session *s, const char *arg)
 		session_error(s, "555 5.5.4 %s", why ? why : "bad parameters");
 		return;
 	}
-	if (s->nrcpts >= (size_t)session_knob(s, K_MAX_RECIPIENTS)) {
+	/* Trusted clients (list managers) get the larger limit. */
+	if (s->nrcpts >= (size_t)session_knob(s, s->local || s->authed ||
+	    conf_is_trusted(smtp.conf, (struct sockaddr *)&s->ss) ?
+	    K_MAX_TRUSTED_RECIPIENTS : K_MAX_RECIPIENTS)) {
 		session_reply(s, "452 4.5.3 too many recipients");
 		return;
 	}
@@ -2722,6 +2778,7 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 	smtp.aliases = aliases_open(conf_str(conf, K_ALIASES));
 	smtp_dns_init(conf);
 	mta_init(smtp.base, conf);
+	verify_init(smtp.base, conf, smtp.aliases);
 	smtp.nextid = ((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8);
 	smtp.parent = ipc_new(smtp.base, parentfd, smtp_parent_msg,
 	    smtp_parent_closed, NULL);

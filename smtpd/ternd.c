@@ -856,8 +856,6 @@ delivery_account(struct delivery *dl)
 	struct passwd *pw;
 
 	dl->mailgid = (gid_t)-1;
-	if (dl->stage == DS_MAILBOX && dl->t->kind == TG_LMTP)
-		name = resolve_vaccount(p.conf);	/* a socket only */
 	if ((pw = getpwnam(name)) == NULL)
 		return "the account to deliver as does not exist";
 	if (pw->pw_uid == 0)
@@ -880,21 +878,6 @@ worker_become(const struct delivery *dl, char *err, size_t errlen)
 	struct lw_account a = { dl->runas, dl->uid, dl->gid, dl->mailgid };
 
 	return lworker_become(&a, err, errlen);
-}
-
-/* The address LMTP is given: the account's own, with its +extension. */
-static void
-worker_lmtp_addr(const struct target *t, char *out, size_t len)
-{
-	const char *at = strrchr(t->rcpt, '@');
-	size_t n = strlen(t->user);
-
-	if (at && (size_t)(at - t->rcpt) >= n &&
-	    strncmp(t->rcpt, t->user, n) == 0 &&
-	    (t->rcpt[n] == '@' || t->rcpt[n] == '+'))
-		str_copy(out, t->rcpt, len);
-	else
-		snprintf(out, len, "%s@%s", t->user, at ? at + 1 : "localhost");
 }
 
 /*
@@ -959,7 +942,6 @@ worker_mailbox(const struct delivery *dl, const struct mda_job *j,
     const char *md, char *err, size_t errlen)
 {
 	const struct target *t = dl->t;
-	char addr[600];
 
 	switch (t->kind) {
 	case TG_MAILDIR:
@@ -971,9 +953,6 @@ worker_mailbox(const struct delivery *dl, const struct mda_job *j,
 		return mda_file(j, t->path, err, errlen);
 	case TG_PIPE:
 		return mda_pipe(j, t->path, err, errlen);
-	case TG_LMTP:
-		worker_lmtp_addr(t, addr, sizeof(addr));
-		return lmtp_deliver(j, t->path, addr, err, errlen);
 	default:
 		snprintf(err, errlen, "unsupported delivery kind");
 		return MDA_TEMP;

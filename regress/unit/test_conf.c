@@ -168,6 +168,22 @@ static const struct {
 	    "t.conf:2: route: * already routed at line 1" },
 	{ "route * via relay colour blue\n",
 	    "t.conf:1: route: unexpected \"colour\"" },
+	{ "route l.example via lmtp\n", "t.conf:1: route: via lmtp needs "
+	    "unix:/path or host:port" },
+	{ "route * via lmtp 127.0.0.1\n", "t.conf:1: route: * cannot go via "
+	    "lmtp" },
+	{ "route l.example via lmtp mailman.example port 8024\n",
+	    "t.conf:1: route: via lmtp expects unix:/path, address:port or "
+	    "address port N, got \"mailman.example\"" },
+	{ "route l.example via lmtp unix:/s port 24 colour x\n",
+	    "t.conf:1: route: unexpected \"colour\"" },
+	{ "local-domain l.example\nroute l.example via lmtp 127.0.0.1\n"
+	    LISTEN, "t.conf:2: route: l.example is a local-domain (use "
+	    "local-delivery lmtp)" },
+	{ "lmtp-verify guess\n", "t.conf:1: lmtp-verify: expected probe or "
+	    "map, got \"guess\"" },
+	{ "lmtp-verify map\n" LISTEN, "t.conf:2: lmtp-verify map needs an "
+	    "lmtp-recipients file" },
 	{ "tls-verify maybe\n", "t.conf:1: tls-verify: expected yes or no, "
 	    "got \"maybe\"" },
 	{ "local-delivery procmail\n", "t.conf:1: local-delivery: expected "
@@ -253,6 +269,36 @@ test_conf_routes(void)
 			r = conf_find_route(c, "b.example");
 			CHECK(r && strcmp(r->host, "2001:db8::2") == 0 &&
 			    r->port == 25);
+			conf_free(c);
+		}
+	}
+	/* LMTP routes: an address and port, host:port, a unix socket. */
+	{
+		static const char lm[] = LISTEN
+		    "route a.example via lmtp 127.0.0.1 port 8024\n"
+		    "route b.example via lmtp [::1]:2424\n"
+		    "route c.example via lmtp unix:/run/dovecot/lmtp\n"
+		    "route d.example via lmtp localhost\n"
+		    "route e.example via relay.example\n";
+
+		c = conf_parse("t.conf", lm, strlen(lm), "/base", err,
+		    sizeof(err));
+		CHECK(c != NULL);
+		if (c) {
+			r = conf_lmtp_route(c, "A.example");
+			CHECK(r && r->lmtp && strcmp(r->host, "127.0.0.1") == 0
+			    && r->port == 8024 && r->tls == ROUTE_TLS_NONE);
+			r = conf_lmtp_route(c, "b.example");
+			CHECK(r && strcmp(r->host, "::1") == 0 && r->port == 2424);
+			r = conf_lmtp_route(c, "c.example");
+			CHECK(r && r->path && r->host == NULL &&
+			    strcmp(r->path, "/run/dovecot/lmtp") == 0);
+			r = conf_lmtp_route(c, "d.example");
+			CHECK(r && strcmp(r->host, "127.0.0.1") == 0 &&
+			    r->port == 24);
+			CHECK(conf_lmtp_route(c, "e.example") == NULL);
+			CHECK(conf_find_route(c, "e.example") != NULL);
+			CHECK(conf_num(c, NULL, K_MAX_TRUSTED_RECIPIENTS) == 1000);
 			conf_free(c);
 		}
 	}

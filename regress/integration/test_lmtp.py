@@ -1,0 +1,265 @@
+"""LMTP (RFC 2033) as a route transport and for local-delivery lmtp:
+several recipients in one transaction with one reply each after the data,
+RCPT checked against the LMTP server (probe, cache, failing closed) or a
+map, and the recipient limit of trusted clients.  The LMTP server here is
+aiosmtpd's, answering after the data the way Mailman's runner does (one
+line per recipient); test_lmtp_peers.py runs the real Dovecot and Mailman."""
+import smtplib
+
+import pytest
+from aiosmtpd.controller import Controller, UnixSocketController
+from aiosmtpd.lmtp import LMTP
+
+from conftest import free_port, wait_for
+
+pytestmark = pytest.mark.usefixtures("sanitizer_check")
+
+
+class Store:
+    """Knows `known` addresses (None: everyone) at RCPT; after the data
+    answers each recipient in turn, `later` ones with 452, `refuse` 550."""
+
+    def __init__(self, known=None, later=(), refuse=()):
+        self.known, self.later, self.refuse = known, later, refuse
+        self.rcpts_seen = []        # every RCPT, probes included
+        self.txns = []              # (sender, [rcpts], data)
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        self.rcpts_seen.append(address)
+        if self.known is not None and address not in self.known:
+            return "550 5.1.1 <%s> User doesn't exist" % address
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.txns.append((envelope.mail_from, list(envelope.rcpt_tos),
+                          envelope.original_content))
+        out = []
+        for r in envelope.rcpt_tos:
+            if r in self.later:
+                out.append("452 4.2.2 <%s> over quota" % r)
+            elif r in self.refuse:
+                out.append("550 5.2.1 <%s> mailbox disabled" % r)
+            else:
+                out.append("250 2.0.0 <%s> saved" % r)
+        return "\r\n".join(out)
+
+
+class TCPLMTP(Controller):
+    def factory(self):
+        return LMTP(self.handler, **self.SMTP_kwargs)
+
+
+class UnixLMTP(UnixSocketController):
+    def factory(self):
+        return LMTP(self.handler, **self.SMTP_kwargs)
+
+
+@pytest.fixture
+def lmtp_tcp():
+    made = []
+
+    def make(store):
+        port = free_port()
+        c = TCPLMTP(store, hostname="127.0.0.1", port=port, ready_timeout=10)
+        c.start()
+        made.append(c)
+        return port
+    yield make
+    for c in made:
+        c.stop()
+
+
+def log_lines(d, *needles):
+    return [l for l in d.logtext().splitlines()
+            if all(n in l for n in needles)]
+
+
+def post(d, rcpts, subject="t", sender="poster@example.org"):
+    """One transaction; returns the RCPT codes and the DATA reply."""
+    codes = {}
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as s:
+        s.ehlo("client.example.org")
+        s.mail(sender)
+        for r in rcpts:
+            codes[r] = s.rcpt(r)
+        if not any(c == 250 for c, _ in codes.values()):
+            return codes, None
+        reply = s.data(b"Subject: " + subject.encode() + b"\r\n\r\nbody\r\n")
+    return codes, reply
+
+
+def test_route_via_lmtp_one_transaction_per_recipient_replies(
+        make_daemon, lmtp_tcp):
+    """Part 5 and 7: a domain routed via lmtp gets one LMTP transaction for
+    all its recipients, and each recipient its own outcome from the replies
+    after the data (sent, deferred, bounced)."""
+    a, b, c = ("list@lists.example.test", "list-owner@lists.example.test",
+               "other@lists.example.test")
+    store = Store(later=(b,), refuse=(c,))
+    port = lmtp_tcp(store)
+    d = make_daemon(f'route "lists.example.test" via lmtp 127.0.0.1 '
+                    f'port {port}').start()
+    codes, (code, text) = post(d, [a, b, c], "three")
+    assert all(v[0] == 250 for v in codes.values()), codes
+    assert code == 250, text
+    qid = text.decode().split()[-1]
+    assert wait_for(lambda: log_lines(d, qid, "status=sent") and
+                    log_lines(d, qid, "status=deferred") and
+                    log_lines(d, qid, "status=bounced"), 15), \
+        d.logtext()[-3000:]
+    assert len(store.txns) == 1, store.txns
+    frm, rcpts, data = store.txns[0]
+    assert frm == "poster@example.org" and rcpts == [a, b, c]
+    assert b"Subject: three" in data
+    assert f"to=<{a}>" in log_lines(d, qid, "status=sent")[0]
+    assert "over quota" in log_lines(d, qid, f"to=<{b}>",
+                                     "status=deferred")[0]
+    assert "mailbox disabled" in log_lines(d, qid, f"to=<{c}>",
+                                           "status=bounced")[0]
+    # Never HELO or EHLO to an LMTP server (Mailman: 500 not recognized).
+    assert not log_lines(d, "not recognized")
+
+
+def test_route_via_lmtp_unix_socket(make_daemon, tmpbase):
+    store = Store()
+    sock = tmpbase / "lmtp.sock"
+    ctl = UnixLMTP(store, unix_socket=str(sock), ready_timeout=10)
+    ctl.start()
+    try:
+        sock.chmod(0o666)
+        d = make_daemon(f'route "lists.example.test" via lmtp "unix:{sock}"'
+                        ).start()
+        rcpts = [f"m{i}@lists.example.test" for i in range(5)]
+        codes, (code, text) = post(d, rcpts, "unix")
+        assert code == 250, (codes, text)
+        assert wait_for(lambda: len(store.txns) == 1 and
+                        len(log_lines(d, "status=sent",
+                                      "relay=unix:")) == 5, 15), \
+            d.logtext()[-3000:]
+        assert store.txns[0][1] == rcpts
+    finally:
+        ctl.stop()
+
+
+def test_probe_refuses_unknown_at_rcpt_and_caches(make_daemon, lmtp_tcp):
+    """Part 6: RCPT asks the LMTP server; an unknown list is refused in the
+    dialogue (no accept-then-bounce), answers are cached."""
+    store = Store(known={"team@lists.example.test"})
+    port = lmtp_tcp(store)
+    d = make_daemon(f'route "lists.example.test" via lmtp 127.0.0.1 '
+                    f'port {port}').start()
+    for _ in range(2):
+        codes, _r = post(d, ["team@lists.example.test",
+                             "nolist@lists.example.test"])
+        assert codes["team@lists.example.test"][0] == 250
+        assert codes["nolist@lists.example.test"][0] == 550, codes
+    # One probe each: the second session was answered from the cache.
+    probes = [r for r in store.rcpts_seen]
+    assert probes.count("nolist@lists.example.test") == 1, probes
+    assert wait_for(lambda: len(store.txns) == 2, 15)
+    assert all(t[1] == ["team@lists.example.test"] for t in store.txns)
+    assert log_lines(d, "event=verify", "result=reject",
+                     "nolist@lists.example.test")
+
+
+def test_probe_fails_closed_when_server_down(make_daemon):
+    port = free_port()      # nothing listens there
+    d = make_daemon(f'route "lists.example.test" via lmtp 127.0.0.1 '
+                    f'port {port}').start()
+    codes, _r = post(d, ["team@lists.example.test"])
+    code, text = codes["team@lists.example.test"]
+    assert code == 451 and b"4.4.1" in text, codes
+    assert log_lines(d, "event=rcpt", "result=tempfail", "esc=4.4.1")
+
+
+def test_map_instead_of_probe(make_daemon, lmtp_tcp, tmpbase):
+    store = Store()
+    port = lmtp_tcp(store)
+    m = tmpbase / "lmtp-recipients"
+    m.write_text("# lists\nteam@lists.example.test\n@all.example.test\n")
+    m.chmod(0o644)
+    d = make_daemon(f'route "lists.example.test" via lmtp 127.0.0.1 '
+                    f'port {port}\n'
+                    f'route "all.example.test" via lmtp 127.0.0.1 '
+                    f'port {port}\n'
+                    f'lmtp-verify map\nlmtp-recipients "{m}"').start()
+    codes, (code, _t) = post(d, ["team@lists.example.test",
+                                 "x@lists.example.test",
+                                 "anyone@all.example.test"])
+    assert codes["team@lists.example.test"][0] == 250
+    assert codes["x@lists.example.test"][0] == 550
+    assert codes["anyone@all.example.test"][0] == 250
+    assert code == 250
+    assert store.rcpts_seen == [] or "x@lists.example.test" not in \
+        store.rcpts_seen[:1]
+    assert wait_for(lambda: len(store.txns) == 2, 15)
+
+
+def test_local_delivery_lmtp_knows_only_server_users(make_daemon, tmpbase):
+    """Part 6 with local-delivery lmtp: a user only the LMTP server knows is
+    accepted and delivered; one it does not know is refused at RCPT."""
+    store = Store(known={"dove@localhost"})
+    sock = tmpbase / "lmtp.sock"
+    ctl = UnixLMTP(store, unix_socket=str(sock), ready_timeout=10)
+    ctl.start()
+    try:
+        sock.chmod(0o666)
+        d = make_daemon(f'local-delivery lmtp\nlmtp "unix:{sock}"').start()
+        codes, (code, text) = post(d, ["dove@localhost", "nobody1@localhost",
+                                       "demo@example.test"])
+        assert codes["dove@localhost"][0] == 250, codes
+        assert codes["nobody1@localhost"][0] == 550, codes
+        assert codes["demo@example.test"][0] == 250     # virtual: Maildir
+        assert code == 250
+        assert wait_for(lambda: len(store.txns) == 1 and
+                        d.wait_mail("demo", 1, 0.1), 15), d.logtext()[-3000:]
+        assert store.txns[0][1] == ["dove@localhost"]
+        assert not log_lines(d, "status=bounced")
+    finally:
+        ctl.stop()
+
+
+def test_trusted_client_recipient_limit(make_daemon):
+    """Part 8: a trusted client (a list manager) may send 500 recipients in
+    one transaction; the MX keeps max-recipients for everyone else."""
+    d = make_daemon("trusted-network 127.0.0.0/8").start()
+    rcpts = [f"m{i}@members.example.net" for i in range(500)]
+    codes, (code, text) = post(d, rcpts)
+    assert all(c == 250 for c, _ in codes.values()), \
+        [(r, c) for r, c in codes.items() if c[0] != 250][:3]
+    assert code == 250, text
+    d.stop()
+    d2 = make_daemon("").start()
+    with smtplib.SMTP("127.0.0.1", d2.port, timeout=30) as s:
+        s.ehlo("x")
+        s.mail("a@example.org")
+        replies = [s.rcpt("demo@example.test")[0] for _ in range(101)]
+    assert replies[:100] == [250] * 100 and replies[100] == 452, replies
+
+
+def test_pipelined_rcpts_wait_for_the_probe(make_daemon, lmtp_tcp):
+    """A client that pipelines its envelope (RFC 2920) gets every reply in
+    order while the probes run, and the message goes to the known ones."""
+    import socket
+    store = Store(known={"a@lists.example.test", "c@lists.example.test"})
+    port = lmtp_tcp(store)
+    d = make_daemon(f'route "lists.example.test" via lmtp 127.0.0.1 '
+                    f'port {port}').start()
+    with socket.create_connection(("127.0.0.1", d.port), 10) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"220")
+        s.sendall(b"EHLO client.example.org\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        s.sendall(b"MAIL FROM:<p@example.org>\r\n"
+                  b"RCPT TO:<a@lists.example.test>\r\n"
+                  b"RCPT TO:<b@lists.example.test>\r\n"
+                  b"RCPT TO:<c@lists.example.test>\r\n"
+                  b"DATA\r\n")
+        codes = [f.readline()[:3] for _ in range(5)]
+        assert codes == [b"250", b"250", b"550", b"250", b"354"], codes
+        s.sendall(b"Subject: piped\r\n\r\nx\r\n.\r\nQUIT\r\n")
+        assert f.readline().startswith(b"250")
+    assert wait_for(lambda: len(store.txns) == 1, 15)
+    assert store.txns[0][1] == ["a@lists.example.test", "c@lists.example.test"]
