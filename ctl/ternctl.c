@@ -42,7 +42,9 @@ ctl_usage(void)
 	    "  user list        the accounts, locked or active\n"
 	    "  user limits      what each account sent, suspended or active\n"
 	    "  user release NAME  lift the breaker's suspension, release "
-	    "its mail\n");
+	    "its mail\n"
+	    "  check --client-ip IP --helo NAME --mail-from ADDR < message\n"
+	    "                   the MX's checks (SPF) on a message\n");
 	exit(1);
 }
 
@@ -180,7 +182,7 @@ main(int argc, char *argv[])
 		path = getenv("TERN_CONF");
 	if (strcmp(name, "sendmail") == 0)
 		return sendmail_main(argc, argv, path);
-	while ((ch = getopt(argc, argv, "Df:")) != -1) {
+	while ((ch = getopt(argc, argv, "+Df:")) != -1) {
 		switch (ch) {
 		case 'D': embedded = 1; break;
 		case 'f': path = optarg; break;
@@ -214,6 +216,8 @@ main(int argc, char *argv[])
 		return ctl_newaliases(c);
 	if (strcmp(argv[0], "user") == 0)
 		return user_main(c, argc, argv);
+	if (strcmp(argv[0], "check") == 0)
+		return check_main(c, argc, argv);
 	if ((strcmp(argv[0], "show") == 0 || strcmp(argv[0], "remove") == 0 ||
 	    strcmp(argv[0], "hold") == 0 || strcmp(argv[0], "release") == 0) &&
 	    argc == 2) {

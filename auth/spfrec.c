@@ -1,0 +1,315 @@
+/*
+ * spfrec: the syntax of an SPF record (RFC 7208 4.6.1, 5, 6, 7.1) checked
+ * whole before a result is trusted, where libspf2 accepts what the
+ * grammar does not: a domain-spec without a proper last label, bad macros,
+ * repeated redirect= or exp=, an empty modifier, non-ASCII text, unknown
+ * mechanisms.  Pure functions on strings; runs in the smtp process's SPF
+ * threads and in ternctl check, and under its fuzz target.
+ */
+#include <arpa/inet.h>
+
+#include <ctype.h>
+#include <string.h>
+
+#include "auth/spf.h"
+
+static int
+spfrec_fail(const char **why, const char *reason)
+{
+	if (why)
+		*why = reason;
+	return -1;
+}
+
+static int
+spfrec_delim(int c)
+{
+	return c != '\0' && strchr(".-+,/_=", c) != NULL;
+}
+
+/*
+ * macro-string, or for a domain-spec the same followed by domain-end:
+ * ("." toplabel ["."]) or a macro-expand at its very end.
+ */
+int
+spf_macro_check(const char *s, size_t len, int domainspec, const char **why)
+{
+	size_t i = 0;
+	int endmacro = 0;
+
+	if (domainspec && len == 0)
+		return spfrec_fail(why, "empty domain-spec");
+	while (i < len) {
+		unsigned char c = (unsigned char)s[i];
+
+		endmacro = 0;
+		if (c < 0x21 || c > 0x7e)
+			return spfrec_fail(why, "character outside ASCII");
+		if (c != '%') {
+			i++;
+			continue;
+		}
+		if (i + 1 >= len)
+			return spfrec_fail(why, "'%' at the end");
+		c = (unsigned char)s[i + 1];
+		if (c == '%' || c == '_' || c == '-') {
+			i += 2;
+			endmacro = 1;
+			continue;
+		}
+		if (c != '{')
+			return spfrec_fail(why, "bad '%' escape");
+		i += 2;
+		if (i >= len || !strchr("slodiphcrtvSLODIPHCRTV", s[i]) ||
+		    s[i] == '\0')
+			return spfrec_fail(why, "bad macro letter");
+		if (domainspec && strchr("crtCRT", s[i]))
+			return spfrec_fail(why, "macro letter only allowed in "
+			    "explanations");
+		i++;
+		while (i < len && isdigit((unsigned char)s[i]))
+			i++;
+		if (i < len && (s[i] == 'r' || s[i] == 'R'))
+			i++;
+		while (i < len && spfrec_delim(s[i]))
+			i++;
+		if (i >= len || s[i] != '}')
+			return spfrec_fail(why, "unterminated macro");
+		i++;
+		endmacro = 1;
+	}
+	if (!domainspec || endmacro)
+		return 0;
+	/* domain-end: "." toplabel [ "." ] */
+	{
+		size_t end = len, start;
+		int alpha = 0;
+
+		if (s[end - 1] == '.')
+			end--;
+		start = end;
+		while (start > 0 && s[start - 1] != '.')
+			start--;
+		if (start == 0 || start == end)
+			return spfrec_fail(why, "domain-spec without a top "
+			    "label");
+		for (size_t k = start; k < end; k++) {
+			if (isalpha((unsigned char)s[k]))
+				alpha = 1;
+			else if (!isdigit((unsigned char)s[k]) && s[k] != '-')
+				return spfrec_fail(why, "bad top label");
+		}
+		if (!alpha || s[start] == '-' || s[end - 1] == '-')
+			return spfrec_fail(why, "bad top label");
+	}
+	return 0;
+}
+
+/* "/N" with no leading zero, 0 <= N <= max; advances *p. */
+static int
+spfrec_cidr(const char **p, const char *end, int max)
+{
+	const char *q = *p + 1;
+	int n = 0, digits = 0;
+
+	if (q >= end || !isdigit((unsigned char)*q))
+		return -1;
+	if (*q == '0' && q + 1 < end && isdigit((unsigned char)q[1]))
+		return -1;
+	while (q < end && isdigit((unsigned char)*q) && digits < 4) {
+		n = n * 10 + (*q - '0');
+		q++;
+		digits++;
+	}
+	if (n > max)
+		return -1;
+	*p = q;
+	return 0;
+}
+
+/* dual-cidr-length: [ "/" ip4 ] [ "//" ip6 ], at the end of [p, end). */
+static int
+spfrec_dual_cidr(const char *p, const char *end)
+{
+	if (p < end && p[0] == '/' && (p + 1 >= end || p[1] != '/'))
+		if (spfrec_cidr(&p, end, 32) == -1)
+			return -1;
+	if (p + 1 < end && p[0] == '/' && p[1] == '/') {
+		p++;
+		if (spfrec_cidr(&p, end, 128) == -1)
+			return -1;
+	}
+	return p == end ? 0 : -1;
+}
+
+/* Where the cidr part of "a:domain/24" starts: the first '/' followed by
+ * digits or '/' that ends the term. */
+static const char *
+spfrec_cidr_start(const char *s, const char *end)
+{
+	for (const char *p = s; p < end; p++) {
+		if (*p != '/')
+			continue;
+		if (spfrec_dual_cidr(p, end) == 0)
+			return p;
+	}
+	return end;
+}
+
+static int
+spfrec_ip4(const char *s, size_t len)
+{
+	char buf[32];
+	struct in_addr a;
+	int parts = 0;
+
+	if (len == 0 || len >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	for (size_t i = 0; i < len; i++) {
+		if (buf[i] == '.')
+			continue;
+		if (!isdigit((unsigned char)buf[i]))
+			return -1;
+		if ((i == 0 || buf[i - 1] == '.') && buf[i] == '0' &&
+		    i + 1 < len && isdigit((unsigned char)buf[i + 1]))
+			return -1;
+		if (i == 0 || buf[i - 1] == '.')
+			parts++;
+	}
+	return parts == 4 && inet_pton(AF_INET, buf, &a) == 1 ? 0 : -1;
+}
+
+static int
+spfrec_ip6(const char *s, size_t len)
+{
+	char buf[64];
+	struct in6_addr a;
+
+	if (len == 0 || len >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	return inet_pton(AF_INET6, buf, &a) == 1 ? 0 : -1;
+}
+
+static int
+spfrec_is(const char *name, size_t nlen, const char *want)
+{
+	return strlen(want) == nlen && strncasecmp(name, want, nlen) == 0;
+}
+
+/* One directive (qualifier already skipped): mechanism [":" arg] [cidr]. */
+static int
+spfrec_directive(const char *t, const char *end, const char **why)
+{
+	const char *p = t, *arg, *cidr;
+	size_t nlen;
+
+	while (p < end && isalnum((unsigned char)*p))
+		p++;
+	nlen = (size_t)(p - t);
+	if (spfrec_is(t, nlen, "all"))
+		return p == end ? 0 : spfrec_fail(why, "junk after all");
+	if (spfrec_is(t, nlen, "include") || spfrec_is(t, nlen, "exists")) {
+		if (p == end || *p != ':')
+			return spfrec_fail(why, "mechanism needs a domain");
+		return spf_macro_check(p + 1, (size_t)(end - p - 1), 1, why);
+	}
+	if (spfrec_is(t, nlen, "ip4") || spfrec_is(t, nlen, "ip6")) {
+		int v6 = t[2] == '6';
+
+		if (p == end || *p != ':')
+			return spfrec_fail(why, "ip4/ip6 needs an address");
+		arg = p + 1;
+		cidr = memchr(arg, '/', (size_t)(end - arg));
+		if (cidr == NULL)
+			cidr = end;
+		if ((v6 ? spfrec_ip6(arg, (size_t)(cidr - arg)) :
+		    spfrec_ip4(arg, (size_t)(cidr - arg))) == -1)
+			return spfrec_fail(why, "bad network address");
+		if (cidr < end && spfrec_cidr(&cidr, end, v6 ? 128 : 32) == -1)
+			return spfrec_fail(why, "bad prefix length");
+		return cidr == end ? 0 : spfrec_fail(why, "bad prefix length");
+	}
+	if (spfrec_is(t, nlen, "a") || spfrec_is(t, nlen, "mx") ||
+	    spfrec_is(t, nlen, "ptr")) {
+		int isptr = nlen == 3;
+
+		if (p < end && *p == ':') {
+			cidr = isptr ? end : spfrec_cidr_start(p + 1, end);
+			if (spf_macro_check(p + 1, (size_t)(cidr - p - 1), 1,
+			    why) == -1)
+				return -1;
+			p = cidr;
+		}
+		if (p == end)
+			return 0;
+		if (isptr || spfrec_dual_cidr(p, end) == -1)
+			return spfrec_fail(why, "bad prefix length");
+		return 0;
+	}
+	return spfrec_fail(why, "unknown mechanism");
+}
+
+int
+spf_record_check(const char *rec, const char **why)
+{
+	const char *p, *t, *end;
+	int redirects = 0, exps = 0;
+
+	if (strncasecmp(rec, "v=spf1", 6) != 0 ||
+	    (rec[6] != '\0' && rec[6] != ' '))
+		return spfrec_fail(why, "not an SPF version 1 record");
+	for (p = rec; *p; p++)
+		if ((unsigned char)*p > 0x7e || ((unsigned char)*p < 0x20))
+			return spfrec_fail(why, "character outside ASCII");
+	p = rec + 6;
+	for (;;) {
+		const char *q;
+
+		while (*p == ' ')
+			p++;
+		if (*p == '\0')
+			break;
+		t = p;
+		while (*p && *p != ' ')
+			p++;
+		end = p;
+		/* A modifier: name "=" with name = ALPHA *(ALNUM / - _ .) */
+		q = t;
+		if (isalpha((unsigned char)*q)) {
+			while (q < end && (isalnum((unsigned char)*q) ||
+			    *q == '-' || *q == '_' || *q == '.'))
+				q++;
+			if (q < end && *q == '=') {
+				size_t nlen = (size_t)(q - t);
+
+				if (spfrec_is(t, nlen, "redirect")) {
+					if (++redirects > 1)
+						return spfrec_fail(why,
+						    "redirect= twice");
+				} else if (spfrec_is(t, nlen, "exp")) {
+					if (++exps > 1)
+						return spfrec_fail(why,
+						    "exp= twice");
+				} else {
+					if (spf_macro_check(q + 1,
+					    (size_t)(end - q - 1), 0, why))
+						return -1;
+					continue;
+				}
+				if (spf_macro_check(q + 1,
+				    (size_t)(end - q - 1), 1, why) == -1)
+					return -1;
+				continue;
+			}
+		}
+		if (strchr("+-~?", *t))
+			t++;
+		if (spfrec_directive(t, end, why) == -1)
+			return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,276 @@
+/*
+ * spfdns: libspf2's DNS layer on a blocking libunbound context (see
+ * spfdns.h).  Runs in the smtp process's SPF worker threads and in
+ * ternctl; never on an event loop.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <spf2/spf.h>
+#include <spf2/spf_dns.h>
+#include <spf2/spf_dns_rr.h>
+#include <unbound.h>
+
+#include "dns/spfdns.h"
+#include "lib/util.h"
+
+struct spfdns {
+	struct ub_ctx		*ub;
+	SPF_dns_server_t	 layer;
+};
+
+static __thread struct spfdns_track *spfdns_cur;
+
+/*
+ * A name in uncompressed wire form (rdata as libunbound hands it over) as
+ * text without the trailing dot.  -1 for a malformed one.
+ */
+static int
+spfdns_wire_name(const unsigned char *p, size_t len, char *out, size_t cap)
+{
+	size_t i = 0, o = 0;
+
+	while (i < len) {
+		size_t l = p[i++];
+
+		if (l == 0) {
+			if (o == 0)
+				out[o++] = '.';
+			out[o] = '\0';
+			return 0;
+		}
+		if (l > 63 || i + l > len || o + l + 2 > cap)
+			return -1;
+		if (o)
+			out[o++] = '.';
+		memcpy(out + o, p + i, l);
+		for (size_t k = 0; k < l; k++)
+			if (out[o + k] == '\0')
+				return -1;
+		o += l;
+		i += l;
+	}
+	return -1;
+}
+
+/* One record's rdata into rr[idx]; 0, or -1 to skip it. */
+static int
+spfdns_put(SPF_dns_rr_t *rr, int idx, ns_type type, const unsigned char *d,
+    size_t len)
+{
+	char name[1100];
+	size_t i, o;
+
+	switch (type) {
+	case ns_t_a:
+		if (len != 4 || SPF_dns_rr_buf_realloc(rr, idx, 4))
+			return -1;
+		memcpy(&rr->rr[idx]->a, d, 4);
+		return 0;
+	case ns_t_aaaa:
+		if (len != 16 || SPF_dns_rr_buf_realloc(rr, idx, 16))
+			return -1;
+		memcpy(&rr->rr[idx]->aaaa, d, 16);
+		return 0;
+	case ns_t_mx:
+	case ns_t_ptr:
+		if (type == ns_t_mx) {
+			if (len < 3)
+				return -1;
+			d += 2;
+			len -= 2;
+		}
+		if (spfdns_wire_name(d, len, name, sizeof(name)) == -1 ||
+		    SPF_dns_rr_buf_realloc(rr, idx, strlen(name) + 1))
+			return -1;
+		memcpy(rr->rr[idx]->ptr, name, strlen(name) + 1);
+		return 0;
+	case ns_t_txt:
+	case ns_t_spf:
+		/* The character-strings of one record, joined (RFC 7208 3.3). */
+		if (SPF_dns_rr_buf_realloc(rr, idx, len + 1))
+			return -1;
+		for (i = 0, o = 0; i < len; ) {
+			size_t l = d[i++];
+
+			if (l > len - i)
+				l = len - i;
+			memcpy(rr->rr[idx]->txt + o, d + i, l);
+			o += l;
+			i += l;
+		}
+		rr->rr[idx]->txt[o] = '\0';
+		if (strlen(rr->rr[idx]->txt) != o)
+			rr->rr[idx]->txt[0] = '\0';	/* NUL inside: no record */
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/* Remember an SPF record libspf2 fetched, for auth/spf.c's checks. */
+static void
+spfdns_note_record(const char *domain, const char *txt)
+{
+	struct spfdns_track *t = spfdns_cur;
+
+	if (t == NULL)
+		return;
+	if (strncasecmp(txt, "v=spf1", 6) != 0 ||
+	    (txt[6] != '\0' && txt[6] != ' '))
+		return;
+	if (t->nrec >= SPFDNS_RECORDS) {
+		t->overflow = 1;
+		return;
+	}
+	t->rec[t->nrec] = xstrdup(txt);
+	t->recdom[t->nrec++] = xstrdup(domain);
+}
+
+static SPF_dns_rr_t *
+spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
+    int should_cache)
+{
+	struct spfdns *d = layer->hook;
+	struct ub_result *res = NULL;
+	SPF_dns_rr_t *rr;
+	int i, n, herr;
+
+	if (spfdns_cur)
+		spfdns_cur->lookups++;
+	if (ub_resolve(d->ub, domain, type, 1, &res) != 0 || res == NULL) {
+		if (spfdns_cur)
+			spfdns_cur->temp = 1;
+		return SPF_dns_rr_new_init(layer, domain, type, 0, TRY_AGAIN);
+	}
+	if (res->nxdomain)
+		herr = HOST_NOT_FOUND;
+	else if (res->rcode != 0 || res->bogus)
+		herr = TRY_AGAIN;
+	else if (!res->havedata)
+		herr = NO_DATA;
+	else
+		herr = NETDB_SUCCESS;
+	rr = SPF_dns_rr_new_init(layer, domain, type,
+	    herr == NETDB_SUCCESS ? res->ttl : 0, herr);
+	if (rr == NULL) {
+		ub_resolve_free(res);
+		return NULL;
+	}
+	for (i = 0, n = 0; herr == NETDB_SUCCESS && res->data[i]; i++) {
+		if (spfdns_put(rr, n, type, (unsigned char *)res->data[i],
+		    (size_t)res->len[i]) == -1)
+			continue;
+		if (type == ns_t_txt)
+			spfdns_note_record(domain, rr->rr[n]->txt);
+		n++;
+	}
+	rr->num_rr = n;
+	if (herr == NETDB_SUCCESS && n == 0)
+		rr->herrno = NO_DATA;
+	if (spfdns_cur) {
+		if (rr->herrno == HOST_NOT_FOUND || rr->herrno == NO_DATA)
+			spfdns_cur->voids++;
+		if (rr->herrno == TRY_AGAIN)
+			spfdns_cur->temp = 1;
+	}
+	ub_resolve_free(res);
+	return rr;
+}
+
+struct spfdns *
+spfdns_new(const struct sockaddr_storage *servers, const socklen_t *lens,
+    size_t nservers, int timeout_ms, char *err, size_t errlen)
+{
+	struct spfdns *d = xcalloc(1, sizeof(*d));
+	char addr[INET6_ADDRSTRLEN + 16], rtt[32];
+	int r = 0;
+
+	d->ub = ub_ctx_create();
+	if (d->ub == NULL) {
+		snprintf(err, errlen, "ub_ctx_create failed");
+		free(d);
+		return NULL;
+	}
+	/* A loopback forwarder is what tests (and local caches) use. */
+	r |= ub_ctx_set_option(d->ub, "do-not-query-localhost:", "no");
+	/* An unanswered server is given up on after timeout_ms. */
+	if (timeout_ms <= 0)
+		timeout_ms = 5000;
+	snprintf(rtt, sizeof(rtt), "%d", timeout_ms);
+	r |= ub_ctx_set_option(d->ub, "infra-cache-max-rtt:", rtt);
+	for (size_t i = 0; i < nservers && r == 0; i++) {
+		char host[INET6_ADDRSTRLEN];
+		int port;
+
+		(void)lens;
+		if (servers[i].ss_family == AF_INET) {
+			const struct sockaddr_in *s4 =
+			    (const struct sockaddr_in *)&servers[i];
+
+			inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+			port = ntohs(s4->sin_port);
+		} else {
+			const struct sockaddr_in6 *s6 =
+			    (const struct sockaddr_in6 *)&servers[i];
+
+			inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+			port = ntohs(s6->sin6_port);
+		}
+		snprintf(addr, sizeof(addr), "%s@%d", host, port ? port : 53);
+		r |= ub_ctx_set_fwd(d->ub, addr);
+	}
+	if (r == 0 && nservers == 0)
+		r = ub_ctx_resolvconf(d->ub, NULL);
+	if (r != 0) {
+		snprintf(err, errlen, "libunbound set-up: %s", ub_strerror(r));
+		ub_ctx_delete(d->ub);
+		free(d);
+		return NULL;
+	}
+	d->layer.destroy = NULL;	/* ours: spfdns_free */
+	d->layer.lookup = spfdns_lookup;
+	d->layer.name = "tern";
+	d->layer.hook = d;
+	return d;
+}
+
+void
+spfdns_free(struct spfdns *d)
+{
+	if (d == NULL)
+		return;
+	ub_ctx_delete(d->ub);
+	free(d);
+}
+
+void *
+spfdns_layer(struct spfdns *d)
+{
+	return &d->layer;
+}
+
+void
+spfdns_track_begin(struct spfdns_track *t)
+{
+	memset(t, 0, sizeof(*t));
+	spfdns_cur = t;
+}
+
+void
+spfdns_track_end(struct spfdns_track *t)
+{
+	for (int i = 0; i < t->nrec; i++) {
+		free(t->rec[i]);
+		free(t->recdom[i]);
+	}
+	t->nrec = 0;
+	spfdns_cur = NULL;
+}
