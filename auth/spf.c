@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <spf2/spf.h>
 
@@ -28,7 +29,10 @@
 
 struct spf {
 	SPF_server_t	*srv;
+	char		 receiver[256];
 };
+
+#define SPF_EXP_DEFAULT	"%{o} does not designate %{c} as permitted sender"
 
 static const char *const spf_names[] = {
 	[SPF_NONE] = "none", [SPF_NEUTRAL] = "neutral", [SPF_PASS] = "pass",
@@ -47,6 +51,7 @@ struct spf *
 spf_new(struct spfdns *dns, const char *receiver)
 {
 	struct spf *s = xcalloc(1, sizeof(*s));
+	SPF_response_t *resp;
 
 	s->srv = SPF_server_new_dns(spfdns_layer(dns), 0);
 	if (s->srv == NULL) {
@@ -54,6 +59,13 @@ spf_new(struct spfdns *dns, const char *receiver)
 		return NULL;
 	}
 	SPF_server_set_rec_dom(s->srv, receiver);
+	str_copy(s->receiver, receiver, sizeof(s->receiver));
+	/* libspf2's default points at a web site long gone. */
+	resp = NULL;
+	SPF_server_set_explanation(s->srv, "%{o} does not designate %{i} as "
+	    "permitted sender", &resp);
+	if (resp)
+		SPF_response_free(resp);
 	return s;
 }
 
@@ -144,6 +156,98 @@ spf_set_ip(SPF_request_t *req, const char *ip, int libonly)
 	return SPF_request_set_ipv6(req, a6);
 }
 
+/*
+ * SPF_request_query_mailfrom without its "localhost always passes": a
+ * loopback client (a local filter, or a test) is evaluated like any
+ * other; exemptions are the caller's policy (trusted networks).
+ */
+static SPF_errcode_t
+spf_query(SPF_request_t *req, SPF_response_t **resp)
+{
+	SPF_record_t *rec = NULL;
+	SPF_errcode_t err;
+
+	*resp = SPF_response_new(req);
+	if (*resp == NULL)
+		return SPF_E_NO_MEMORY;
+	req->cur_dom = req->use_helo ? req->helo_dom : req->env_from_dp;
+	err = SPF_server_get_record(req->spf_server, req, *resp, &rec);
+	if (err != SPF_E_SUCCESS) {
+		if (rec)
+			SPF_record_free(rec);
+		return err;
+	}
+	(*resp)->spf_record_exp = rec;
+	err = SPF_record_interpret(rec, req, *resp, 0);
+	SPF_record_free(rec);
+	return err;
+}
+
+/*
+ * The explanation of a fail, expanded here rather than taken from
+ * libspf2, which turns its blanks into '%' and leaves macros unexpanded:
+ * the text of the exp= lookup when there was one with a single record
+ * (RFC 7208 6.2), else our default.
+ */
+static void
+spf_explain(const struct spf *s, const struct spf_request *q,
+    struct spf_verdict *v, const struct spfdns_track *t)
+{
+	struct spf_macro_vals mv;
+	char sender[600], local[300], ip[80], nib[80], ts[32];
+	const char *tmpl = SPF_EXP_DEFAULT, *at;
+	struct in_addr a4;
+	struct in6_addr a6;
+	struct buf b;
+
+	if (t->last_txt && !t->last_spf && t->last_n == 1 && t->last_text)
+		tmpl = t->last_text;
+	if (q->sender[0])
+		str_copy(sender, q->sender, sizeof(sender));
+	else
+		snprintf(sender, sizeof(sender), "postmaster@%s", q->helo);
+	at = strrchr(sender, '@');
+	snprintf(local, sizeof(local), "%.*s", at ? (int)(at - sender) : 0,
+	    sender);
+	str_copy(ip, q->ip, sizeof(ip));
+	mv.v = "in-addr";
+	if (inet_pton(AF_INET6, q->ip, &a6) == 1) {
+		if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+			memcpy(&a4, a6.s6_addr + 12, 4);
+			inet_ntop(AF_INET, &a4, ip, sizeof(ip));
+			str_copy(nib, ip, sizeof(nib));
+		} else {
+			size_t o = 0;
+
+			mv.v = "ip6";
+			for (int k = 0; k < 16; k++)
+				o += (size_t)snprintf(nib + o, sizeof(nib) - o,
+				    "%s%x.%x", k ? "." : "", a6.s6_addr[k] >> 4,
+				    a6.s6_addr[k] & 15);
+		}
+	} else
+		str_copy(nib, ip, sizeof(nib));
+	snprintf(ts, sizeof(ts), "%lld", (long long)time(NULL));
+	mv.s = sender;
+	mv.l = local[0] ? local : "postmaster";
+	mv.o = at ? at + 1 : sender;
+	mv.d = v->domain;
+	mv.i = nib;
+	mv.h = q->helo;
+	mv.c = ip;
+	mv.r = s->receiver;
+	mv.t = ts;
+	buf_init(&b);
+	if (spf_macro_expand(tmpl, strlen(tmpl), &mv, 1, &b) == -1) {
+		buf_reset(&b);
+		spf_macro_expand(SPF_EXP_DEFAULT, strlen(SPF_EXP_DEFAULT), &mv,
+		    1, &b);
+	}
+	buf_putc(&b, '\0');
+	spf_clean(v->exp, sizeof(v->exp), b.data);
+	buf_free(&b);
+}
+
 /* Our checks over what libspf2 concluded (see the file comment). */
 static void
 spf_fixup(struct spf_verdict *v, const struct spfdns_track *t)
@@ -157,6 +261,14 @@ spf_fixup(struct spf_verdict *v, const struct spfdns_track *t)
 			    "%s: %s", t->recdom[i], why);
 			return;
 		}
+	}
+	/* libspf2 takes a lookup that failed for now as "no match" or
+	 * "no record": the RFC makes the whole evaluation temperror. */
+	if (t->temp) {
+		v->result = SPF_TEMPERROR;
+		str_copy(v->reason, "DNS lookup failed for now",
+		    sizeof(v->reason));
+		return;
 	}
 	if (v->result == SPF_PERMERROR || v->result == SPF_TEMPERROR)
 		return;
@@ -189,7 +301,8 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 	if (q->sender[0] != '\0')
 		SPF_request_set_env_from(req, q->sender);
 	spfdns_track_begin(&t);
-	err = SPF_request_query_mailfrom(req, &resp);
+	err = q->libonly ? SPF_request_query_mailfrom(req, &resp) :
+	    spf_query(req, &resp);
 	if (resp == NULL) {
 		v->result = err == SPF_E_DNS_ERROR ? SPF_TEMPERROR :
 		    SPF_PERMERROR;
@@ -206,8 +319,12 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 			spf_clean(v->exp, sizeof(v->exp),
 			    SPF_response_get_explanation(resp));
 	}
-	if (!q->libonly)
+	if (!q->libonly) {
 		spf_fixup(v, &t);
+		v->exp[0] = '\0';
+		if (v->result == SPF_FAIL)
+			spf_explain(s, q, v, &t);
+	}
 	spfdns_track_end(&t);
 	if (resp)
 		SPF_response_free(resp);

@@ -65,9 +65,21 @@ void		 spf_ar_part(struct buf *, const struct spf_verdict *);
  * the fuzz target.
  */
 int		 spf_record_check(const char *record, const char **why);
-/* A macro-string (RFC 7208 7.1) as it may appear after "exp=" or in a
- * domain-spec; 0 or -1. */
+/* A macro-string (RFC 7208 7.1): domainspec 0 after a modifier's "=",
+ * 1 a domain-spec (domain-end, no c r t), 2 explanation text (blanks and
+ * c r t allowed); 0 or -1. */
 int		 spf_macro_check(const char *s, size_t len, int domainspec,
 		    const char **why);
+
+/* The values macros expand to (RFC 7208 7.3); p is always "unknown". */
+struct spf_macro_vals {
+	const char	*s, *l, *o, *d, *i, *v, *h, *c, *r, *t;
+};
+/*
+ * Expand a macro-string into out; exp allows c, r and t (explanations).
+ * -1 (out partly written) for a string that is not a macro-string.
+ */
+int		 spf_macro_expand(const char *s, size_t len,
+		    const struct spf_macro_vals *, int exp, struct buf *out);
 
 #endif

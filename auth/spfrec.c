@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "auth/spf.h"
+#include "lib/util.h"
 
 static int
 spfrec_fail(const char **why, const char *reason)
@@ -43,7 +44,7 @@ spf_macro_check(const char *s, size_t len, int domainspec, const char **why)
 		unsigned char c = (unsigned char)s[i];
 
 		endmacro = 0;
-		if (c < 0x21 || c > 0x7e)
+		if ((c < 0x21 && !(domainspec == 2 && c == ' ')) || c > 0x7e)
 			return spfrec_fail(why, "character outside ASCII");
 		if (c != '%') {
 			i++;
@@ -63,7 +64,7 @@ spf_macro_check(const char *s, size_t len, int domainspec, const char **why)
 		if (i >= len || !strchr("slodiphcrtvSLODIPHCRTV", s[i]) ||
 		    s[i] == '\0')
 			return spfrec_fail(why, "bad macro letter");
-		if (domainspec && strchr("crtCRT", s[i]))
+		if (domainspec == 1 && strchr("crtCRT", s[i]))
 			return spfrec_fail(why, "macro letter only allowed in "
 			    "explanations");
 		i++;
@@ -78,7 +79,7 @@ spf_macro_check(const char *s, size_t len, int domainspec, const char **why)
 		i++;
 		endmacro = 1;
 	}
-	if (!domainspec || endmacro)
+	if (domainspec != 1 || endmacro)
 		return 0;
 	/* domain-end: "." toplabel [ "." ] */
 	{
@@ -310,6 +311,119 @@ spf_record_check(const char *rec, const char **why)
 			t++;
 		if (spfrec_directive(t, end, why) == -1)
 			return -1;
+	}
+	return 0;
+}
+
+/* One macro's value, transformed (RFC 7208 7.3) and appended. */
+static void
+spfrec_put_macro(struct buf *out, const char *val, long digits, int reverse,
+    const char *delims, int upper)
+{
+	const char *parts[128];
+	size_t plen[128], n = 0, first;
+	const char *p = val, *start = val;
+
+	for (;; p++) {
+		if (*p == '\0' || strchr(delims, *p)) {
+			if (n < 128) {
+				parts[n] = start;
+				plen[n++] = (size_t)(p - start);
+			}
+			if (*p == '\0')
+				break;
+			start = p + 1;
+		}
+	}
+	if (reverse)
+		for (size_t a = 0, b = n - 1; a < b; a++, b--) {
+			const char *tp = parts[a];
+			size_t tl = plen[a];
+
+			parts[a] = parts[b];
+			plen[a] = plen[b];
+			parts[b] = tp;
+			plen[b] = tl;
+		}
+	first = digits > 0 && (size_t)digits < n ? n - (size_t)digits : 0;
+	for (size_t k = first; k < n; k++) {
+		if (k > first)
+			buf_putc(out, '.');
+		for (size_t m = 0; m < plen[k]; m++) {
+			unsigned char c = (unsigned char)parts[k][m];
+
+			if (upper && !isalnum(c) && !strchr("-._~", c))
+				buf_printf(out, "%%%02X", c);
+			else
+				buf_putc(out, c);
+		}
+	}
+}
+
+int
+spf_macro_expand(const char *s, size_t len, const struct spf_macro_vals *mv,
+    int exp, struct buf *out)
+{
+	size_t i = 0;
+
+	if (spf_macro_check(s, len, exp ? 2 : 0, NULL) == -1)
+		return -1;
+	while (i < len) {
+		char delims[8], letter;
+		const char *val;
+		long digits = 0;
+		int reverse = 0, nd = 0, upper;
+
+		if (s[i] != '%') {
+			buf_putc(out, s[i++]);
+			continue;
+		}
+		if (s[i + 1] == '%' || s[i + 1] == '_' || s[i + 1] == '-') {
+			buf_puts(out, s[i + 1] == '%' ? "%" :
+			    s[i + 1] == '_' ? " " : "%20");
+			i += 2;
+			continue;
+		}
+		i += 2;		/* "%{", checked above */
+		letter = (char)tolower((unsigned char)s[i]);
+		upper = isupper((unsigned char)s[i]);
+		i++;
+		while (isdigit((unsigned char)s[i]) && digits < 1000)
+			digits = digits * 10 + (s[i++] - '0');
+		while (isdigit((unsigned char)s[i]))
+			i++;
+		if (s[i - 1] == '0' && digits == 0 && isdigit((unsigned char)
+		    s[i - 1]))
+			return -1;	/* a transformer of zero parts */
+		if (s[i] == 'r' || s[i] == 'R') {
+			reverse = 1;
+			i++;
+		}
+		while (s[i] != '}' && nd < 7)
+			delims[nd++] = s[i++];
+		while (s[i] != '}')
+			i++;
+		i++;
+		delims[nd] = '\0';
+		if (nd == 0)
+			str_copy(delims, ".", sizeof(delims));
+		switch (letter) {
+		case 's': val = mv->s; break;
+		case 'l': val = mv->l; break;
+		case 'o': val = mv->o; break;
+		case 'd': val = mv->d; break;
+		case 'i': val = mv->i; break;
+		case 'p': val = "unknown"; break;
+		case 'v': val = mv->v; break;
+		case 'h': val = mv->h; break;
+		case 'c': val = mv->c; break;
+		case 'r': val = mv->r; break;
+		default: val = mv->t; break;
+		}
+		if (!exp && strchr("crt", letter))
+			return -1;
+		spfrec_put_macro(out, val ? val : "", digits, reverse, delims,
+		    upper);
 	}
 	return 0;
 }

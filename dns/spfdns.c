@@ -134,6 +134,22 @@ spfdns_note_record(const char *domain, const char *txt)
 	t->recdom[t->nrec++] = xstrdup(domain);
 }
 
+/* What the last TXT lookup found (see spfdns.h). */
+static void
+spfdns_note_txt(const SPF_dns_rr_t *rr)
+{
+	struct spfdns_track *t = spfdns_cur;
+
+	t->last_txt = 1;
+	t->last_spf = 0;
+	t->last_n = rr->herrno == NETDB_SUCCESS ? rr->num_rr : 0;
+	free(t->last_text);
+	t->last_text = t->last_n ? xstrdup(rr->rr[0]->txt) : NULL;
+	for (int i = 0; i < t->last_n; i++)
+		if (strncasecmp(rr->rr[i]->txt, "v=spf1", 6) == 0)
+			t->last_spf = 1;
+}
+
 static SPF_dns_rr_t *
 spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
     int should_cache)
@@ -175,6 +191,8 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 	rr->num_rr = n;
 	if (herr == NETDB_SUCCESS && n == 0)
 		rr->herrno = NO_DATA;
+	if (spfdns_cur && type == ns_t_txt)
+		spfdns_note_txt(rr);
 	if (spfdns_cur) {
 		if (rr->herrno == HOST_NOT_FOUND || rr->herrno == NO_DATA)
 			spfdns_cur->voids++;
@@ -201,6 +219,11 @@ spfdns_new(const struct sockaddr_storage *servers, const socklen_t *lens,
 	}
 	/* A loopback forwarder is what tests (and local caches) use. */
 	r |= ub_ctx_set_option(d->ub, "do-not-query-localhost:", "no");
+	/* Unbound answers RFC 6761 names itself; ours come from the
+	 * configured server like any other (tests use .test). */
+	r |= ub_ctx_set_option(d->ub, "local-zone:", "test. transparent");
+	r |= ub_ctx_set_option(d->ub, "local-zone:",
+	    "127.in-addr.arpa. transparent");
 	/* An unanswered server is given up on after timeout_ms. */
 	if (timeout_ms <= 0)
 		timeout_ms = 5000;
@@ -272,5 +295,7 @@ spfdns_track_end(struct spfdns_track *t)
 		free(t->recdom[i]);
 	}
 	t->nrec = 0;
+	free(t->last_text);
+	t->last_text = NULL;
 	spfdns_cur = NULL;
 }

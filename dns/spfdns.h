@@ -28,6 +28,11 @@ struct spfdns_track {
 	char	*rec[SPFDNS_RECORDS];	/* "v=spf1" records seen (malloc'd) */
 	char	*recdom[SPFDNS_RECORDS];	/* ...and the name they came from */
 	int	 overflow;	/* more records than kept */
+	/* The last TXT lookup: on fail, libspf2's explanation (exp=) one. */
+	int	 last_txt;	/* a TXT lookup was made */
+	int	 last_spf;	/* ...whose answer held an SPF record */
+	int	 last_n;	/* ...with this many records */
+	char	*last_text;	/* ...the first of them (malloc'd) */
 };
 
 struct spfdns;
