@@ -212,6 +212,7 @@ spf_explain(const struct spf *s, const struct spf_request *q,
 	str_copy(ip, q->ip, sizeof(ip));
 	mv.v = "in-addr";
 	if (inet_pton(AF_INET6, q->ip, &a6) == 1) {
+		inet_ntop(AF_INET6, &a6, ip, sizeof(ip));
 		if (IN6_IS_ADDR_V4MAPPED(&a6)) {
 			memcpy(&a4, a6.s6_addr + 12, 4);
 			inet_ntop(AF_INET, &a4, ip, sizeof(ip));
@@ -253,7 +254,15 @@ static void
 spf_fixup(struct spf_verdict *v, const struct spfdns_track *t)
 {
 	const char *why;
+	int voids = t->voids, temp = t->temp;
 
+	/* On fail the last TXT lookup may be exp='s: its failure only
+	 * costs the explanation (RFC 7208 6.2). */
+	if (v->result == SPF_FAIL && t->last_txt && !t->last_spf &&
+	    t->last_index == t->lookups) {
+		voids -= t->last_void;
+		temp -= t->last_temp;
+	}
 	for (int i = 0; i < t->nrec; i++) {
 		if (spf_record_check(t->rec[i], &why) == -1) {
 			v->result = SPF_PERMERROR;
@@ -264,7 +273,7 @@ spf_fixup(struct spf_verdict *v, const struct spfdns_track *t)
 	}
 	/* libspf2 takes a lookup that failed for now as "no match" or
 	 * "no record": the RFC makes the whole evaluation temperror. */
-	if (t->temp) {
+	if (temp > 0) {
 		v->result = SPF_TEMPERROR;
 		str_copy(v->reason, "DNS lookup failed for now",
 		    sizeof(v->reason));
@@ -272,7 +281,13 @@ spf_fixup(struct spf_verdict *v, const struct spfdns_track *t)
 	}
 	if (v->result == SPF_PERMERROR || v->result == SPF_TEMPERROR)
 		return;
-	if (t->voids > SPF_VOID_MAX) {
+	if (t->mx_over) {
+		v->result = SPF_PERMERROR;
+		str_copy(v->reason, "more than 10 MX records",
+		    sizeof(v->reason));
+		return;
+	}
+	if (voids > SPF_VOID_MAX) {
 		v->result = SPF_PERMERROR;
 		snprintf(v->reason, sizeof(v->reason), "more than %d void "
 		    "lookups", SPF_VOID_MAX);
@@ -301,6 +316,8 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 	if (q->sender[0] != '\0')
 		SPF_request_set_env_from(req, q->sender);
 	spfdns_track_begin(&t);
+	t.fix = !q->libonly;
+	t.v6 = strchr(q->ip, ':') != NULL && strchr(q->ip, '.') == NULL;
 	err = q->libonly ? SPF_request_query_mailfrom(req, &resp) :
 	    spf_query(req, &resp);
 	if (resp == NULL) {

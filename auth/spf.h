@@ -82,4 +82,10 @@ struct spf_macro_vals {
 int		 spf_macro_expand(const char *s, size_t len,
 		    const struct spf_macro_vals *, int exp, struct buf *out);
 
+/*
+ * An SPF record as libspf2 can evaluate it: the /0 prefixes it refuses
+ * (RFC 7208 allows them) said another way for a client of this family.
+ */
+void		 spf_record_rewrite(const char *rec, int v6, struct buf *out);
+
 #endif

@@ -427,3 +427,137 @@ spf_macro_expand(const char *s, size_t len, const struct spf_macro_vals *mv,
 	}
 	return 0;
 }
+
+/* One a or mx term (after its qualifier) rewritten for its /0 prefixes. */
+static void
+spfrec_rewrite_amx(struct buf *out, char qual, const char *t, size_t len,
+    int v6)
+{
+	const char *end = t + len, *p = t, *cidr, *c4 = NULL, *c6 = NULL;
+	size_t nlen, c4len = 0;
+
+	while (p < end && isalpha((unsigned char)*p))
+		p++;
+	nlen = (size_t)(p - t);
+	cidr = spfrec_cidr_start(p, end);
+	if (cidr < end && cidr[1] != '/') {
+		c4 = cidr + 1;
+		c6 = strstr(c4, "//");
+		if (c6 && c6 >= end)
+			c6 = NULL;
+		c4len = (size_t)((c6 ? c6 : end) - c4);
+		if (c6)
+			c6 += 2;
+	} else if (cidr < end)
+		c6 = cidr + 2;
+	if (qual)
+		buf_putc(out, qual);
+	if (!v6 && c4 && c4len == 1 && *c4 == '0' && nlen == 1) {
+		/* a/0 from an IPv4 client: "any A record" is exists. */
+		buf_puts(out, "exists:");
+		if (p < cidr && *p == ':')
+			buf_append(out, p + 1, (size_t)(cidr - p - 1));
+		else
+			buf_puts(out, "%{d}");
+		return;
+	}
+	buf_append(out, t, (size_t)(cidr - t));
+	/* The prefix of the other family does not matter: leave it out. */
+	if (c4 && !(v6 && c4len == 1 && *c4 == '0')) {
+		buf_putc(out, '/');
+		buf_append(out, c4, c4len);
+	}
+	if (c6 && !(!v6 && (size_t)(end - c6) == 1 && *c6 == '0')) {
+		buf_puts(out, "//");
+		buf_append(out, c6, (size_t)(end - c6));
+	}
+}
+
+/* A modifier's name length ("name=" at t), or 0 for a directive. */
+static size_t
+spfrec_modifier(const char *t, const char *end)
+{
+	const char *q = t;
+
+	if (q >= end || !isalpha((unsigned char)*q))
+		return 0;
+	while (q < end && (isalnum((unsigned char)*q) || *q == '-' ||
+	    *q == '_' || *q == '.'))
+		q++;
+	return q < end && *q == '=' ? (size_t)(q - t) : 0;
+}
+
+void
+spf_record_rewrite(const char *rec, int v6, struct buf *out)
+{
+	const char *p = rec;
+	int hasall = 0;
+
+	/* redirect= is ignored where "all" is (RFC 7208 6.1). */
+	for (const char *q = rec; *q; ) {
+		const char *t = q, *e;
+
+		while (*q && *q != ' ')
+			q++;
+		e = q;
+		while (*q == ' ')
+			q++;
+		if (t < e && strchr("+-~?", *t))
+			t++;
+		if (e - t == 3 && strncasecmp(t, "all", 3) == 0)
+			hasall = 1;
+	}
+	while (*p) {
+		const char *t, *end;
+		char qual = 0;
+		size_t len;
+
+		if (*p == ' ') {
+			buf_putc(out, *p++);
+			continue;
+		}
+		t = p;
+		while (*p && *p != ' ')
+			p++;
+		end = p;
+		if (t == rec) {			/* v=spf1 */
+			buf_append(out, t, (size_t)(end - t));
+			continue;
+		}
+		if ((len = spfrec_modifier(t, end)) != 0) {
+			/* Unknown modifiers change nothing, and libspf2
+			 * refuses some the RFC allows: leave them out. */
+			if ((len == 3 && strncasecmp(t, "exp", 3) == 0) ||
+			    (len == 8 && strncasecmp(t, "redirect", 8) == 0 &&
+			    !hasall))
+				buf_append(out, t, (size_t)(end - t));
+			continue;
+		}
+		if (strchr("+-~?", *t) && t + 1 < end)
+			qual = *t++;
+		len = (size_t)(end - t);
+		if (len > 6 && (strncasecmp(t, "ip4:", 4) == 0 ||
+		    strncasecmp(t, "ip6:", 4) == 0) &&
+		    end[-2] == '/' && end[-1] == '0' && end[-3] != '/') {
+			int six = t[2] == '6';
+
+			/* libspf2 refuses /0: two halves say the same. */
+			if (qual)
+				buf_putc(out, qual);
+			buf_puts(out, six ? "ip6:::/1 " : "ip4:0.0.0.0/1 ");
+			if (qual)
+				buf_putc(out, qual);
+			buf_puts(out, six ? "ip6:8000::/1" : "ip4:128.0.0.0/1");
+			continue;
+		}
+		if ((len >= 1 && (t[0] | 0x20) == 'a' && (len == 1 ||
+		    t[1] == ':' || t[1] == '/')) || (len >= 2 &&
+		    strncasecmp(t, "mx", 2) == 0 && (len == 2 || t[2] == ':' ||
+		    t[2] == '/'))) {
+			spfrec_rewrite_amx(out, qual, t, len, v6);
+			continue;
+		}
+		buf_append(out, qual ? t - 1 : t, (size_t)(end - t) +
+		    (qual ? 1 : 0));
+	}
+}

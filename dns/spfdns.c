@@ -18,6 +18,7 @@
 #include <spf2/spf_dns_rr.h>
 #include <unbound.h>
 
+#include "auth/spf.h"
 #include "dns/spfdns.h"
 #include "lib/util.h"
 
@@ -107,12 +108,35 @@ spfdns_put(SPF_dns_rr_t *rr, int idx, ns_type type, const unsigned char *d,
 			i += l;
 		}
 		rr->rr[idx]->txt[o] = '\0';
-		if (strlen(rr->rr[idx]->txt) != o)
-			rr->rr[idx]->txt[0] = '\0';	/* NUL inside: no record */
+		/* A NUL inside: kept visible, so the syntax check refuses it. */
+		for (i = 0; i < o; i++)
+			if (rr->rr[idx]->txt[i] == '\0')
+				rr->rr[idx]->txt[i] = '\x7f';
 		return 0;
 	default:
 		return -1;
 	}
+}
+
+/* Rewrite an SPF record so libspf2 takes what the RFC allows. */
+static int
+spfdns_fix(SPF_dns_rr_t *rr, int idx)
+{
+	struct spfdns_track *t = spfdns_cur;
+	struct buf b;
+	int r = 0;
+
+	if (t == NULL || !t->fix || strncasecmp(rr->rr[idx]->txt, "v=spf1", 6))
+		return 0;
+	buf_init(&b);
+	spf_record_rewrite(rr->rr[idx]->txt, t->v6, &b);
+	buf_putc(&b, '\0');
+	if (SPF_dns_rr_buf_realloc(rr, idx, b.len))
+		r = -1;
+	else
+		memcpy(rr->rr[idx]->txt, b.data, b.len);
+	buf_free(&b);
+	return r;
 }
 
 /* Remember an SPF record libspf2 fetched, for auth/spf.c's checks. */
@@ -142,6 +166,9 @@ spfdns_note_txt(const SPF_dns_rr_t *rr)
 
 	t->last_txt = 1;
 	t->last_spf = 0;
+	t->last_index = t->lookups;
+	t->last_void = rr->herrno == HOST_NOT_FOUND || rr->herrno == NO_DATA;
+	t->last_temp = rr->herrno == TRY_AGAIN;
 	t->last_n = rr->herrno == NETDB_SUCCESS ? rr->num_rr : 0;
 	free(t->last_text);
 	t->last_text = t->last_n ? xstrdup(rr->rr[0]->txt) : NULL;
@@ -157,13 +184,24 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 	struct spfdns *d = layer->hook;
 	struct ub_result *res = NULL;
 	SPF_dns_rr_t *rr;
-	int i, n, herr;
+	int i, n, herr, r;
 
 	if (spfdns_cur)
 		spfdns_cur->lookups++;
-	if (ub_resolve(d->ub, domain, type, 1, &res) != 0 || res == NULL) {
+	r = ub_resolve(d->ub, domain, type, 1, &res);
+	if (r == UB_SYNTAX) {
+		/* Not a name DNS can carry (a label over 63 bytes, an empty
+		 * one): it exists nowhere. */
+		if (res)
+			ub_resolve_free(res);
 		if (spfdns_cur)
-			spfdns_cur->temp = 1;
+			spfdns_cur->voids++;
+		return SPF_dns_rr_new_init(layer, domain, type, 0,
+		    HOST_NOT_FOUND);
+	}
+	if (r != 0 || res == NULL) {
+		if (spfdns_cur)
+			spfdns_cur->temp++;
 		return SPF_dns_rr_new_init(layer, domain, type, 0, TRY_AGAIN);
 	}
 	if (res->nxdomain)
@@ -184,8 +222,11 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 		if (spfdns_put(rr, n, type, (unsigned char *)res->data[i],
 		    (size_t)res->len[i]) == -1)
 			continue;
-		if (type == ns_t_txt)
+		if (type == ns_t_txt) {
 			spfdns_note_record(domain, rr->rr[n]->txt);
+			if (spfdns_fix(rr, n) == -1)
+				continue;
+		}
 		n++;
 	}
 	rr->num_rr = n;
@@ -197,7 +238,9 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 		if (rr->herrno == HOST_NOT_FOUND || rr->herrno == NO_DATA)
 			spfdns_cur->voids++;
 		if (rr->herrno == TRY_AGAIN)
-			spfdns_cur->temp = 1;
+			spfdns_cur->temp++;
+		if (type == ns_t_mx && n > 10)
+			spfdns_cur->mx_over = 1;
 	}
 	ub_resolve_free(res);
 	return rr;

@@ -21,9 +21,15 @@
 #define SPFDNS_RECORDS	16	/* records kept per evaluation */
 
 struct spfdns_track {
+	int	 fix;		/* rewrite records for libspf2 (auth/spf.c) */
+	int	 v6;		/* ...for an IPv6 client */
+	int	 mx_over;	/* an MX answer of more than 10 records */
+	int	 last_void;	/* the last TXT lookup was void */
+	int	 last_temp;	/* ...or failed for now */
+	int	 last_index;	/* ...and was lookup number this */
 	int	 lookups;	/* queries made */
 	int	 voids;		/* NXDOMAIN or no data */
-	int	 temp;		/* a query failed for now */
+	int	 temp;		/* queries that failed for now */
 	int	 nrec;
 	char	*rec[SPFDNS_RECORDS];	/* "v=spf1" records seen (malloc'd) */
 	char	*recdom[SPFDNS_RECORDS];	/* ...and the name they came from */
