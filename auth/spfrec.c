@@ -491,6 +491,7 @@ void
 spf_record_rewrite(const char *rec, int v6, struct buf *out)
 {
 	const char *p = rec;
+	size_t start = out->len;
 	int hasall = 0;
 
 	/* redirect= is ignored where "all" is (RFC 7208 6.1). */
@@ -513,9 +514,11 @@ spf_record_rewrite(const char *rec, int v6, struct buf *out)
 		size_t len;
 
 		if (*p == ' ') {
-			buf_putc(out, *p++);
+			p++;
 			continue;
 		}
+		if (out->len > start)
+			buf_putc(out, ' ');
 		t = p;
 		while (*p && *p != ' ')
 			p++;
@@ -531,6 +534,8 @@ spf_record_rewrite(const char *rec, int v6, struct buf *out)
 			    (len == 8 && strncasecmp(t, "redirect", 8) == 0 &&
 			    !hasall))
 				buf_append(out, t, (size_t)(end - t));
+			else if (out->len > start)
+				out->len--;	/* the blank put before it */
 			continue;
 		}
 		if (strchr("+-~?", *t) && t + 1 < end)
