@@ -408,11 +408,13 @@ spf_received_header(struct buf *b, const struct spf_verdict *v,
 }
 
 void
-spf_ar_part(struct buf *b, const struct spf_verdict *v)
+spf_ar_part(struct buf *b, const struct spf_verdict *v,
+    const struct spf_request *q)
 {
+	/* RFC 8601 2.7.2: smtp.mailfrom is the address, smtp.helo the name */
 	buf_printf(b, "spf=%s smtp.%s=", spf_result_name(v->result),
 	    v->identity);
-	spf_hval(b, v->domain);
+	spf_hval(b, q->sender[0] ? q->sender : q->helo);
 }
 
 enum spf_action

@@ -57,7 +57,8 @@ enum spf_action	 spf_policy(const struct spf_verdict *, char *reply,
 void		 spf_received_header(struct buf *, const struct spf_verdict *,
 		    const struct spf_request *, const char *receiver);
 /* The "spf=... smtp.mailfrom=..." part of Authentication-Results. */
-void		 spf_ar_part(struct buf *, const struct spf_verdict *);
+void		 spf_ar_part(struct buf *, const struct spf_verdict *,
+		    const struct spf_request *);
 
 /*
  * The syntax checks libspf2 does not make (spfrec.c): 0 when record is a

@@ -113,7 +113,7 @@ check_main(const struct conf *c, int argc, char *argv[])
 	buf_init(&b);
 	spf_received_header(&b, &v, &q, host);
 	buf_printf(&b, "Authentication-Results: %s;\r\n\t", host);
-	spf_ar_part(&b, &v);
+	spf_ar_part(&b, &v, &q);
 	buf_printf(&b, "\r\n");
 	fwrite(b.data, 1, b.len, stdout);
 	buf_free(&b);
