@@ -151,3 +151,27 @@ def test_knob_off(tmpbase):
             assert not dns.queries("fail.test")
         finally:
             d.stop()
+
+
+def test_ternctl_check(tmpbase):
+    d = Daemon(tmpbase, extra="spf yes")
+    with DNSServer(ZONES, port=d.dns_port):
+        def check(ip, helo, sender):
+            r = d.ctl("check", "--client-ip", ip, "--helo", helo,
+                      "--mail-from", sender, input="Subject: x\n\nbody\n")
+            assert r.returncode == 0, r.stderr
+            return r.stdout.splitlines()
+        out = check("192.0.2.1", "mail.fail.test", "a@fail.test")
+        assert out[0].startswith("Received-SPF: pass (mx.example.test: ")
+        assert "Authentication-Results: mx.example.test;" in out
+        assert "\tspf=pass smtp.mailfrom=a@fail.test" in out
+        assert out[-1] == 'action=accept reason="spf ok"'
+        out = check("192.0.2.2", "mail.fail.test", "a@fail.test")
+        assert out[-1].startswith('action=reject reason="550 5.7.23 SPF: ')
+        out = check("192.0.2.2", "helo.test", "<>")
+        assert "\tspf=fail smtp.helo=helo.test" in out
+        assert out[-1].startswith('action=reject')
+        out = check("::ffff:192.0.2.1", "x.test", "a@fail.test")
+        assert out[-1] == 'action=accept reason="spf ok"'
+        out = check("192.0.2.1", "x.test", "a@servfail.test")
+        assert out[-1].startswith('action=tempfail reason="451 4.7.24 ')
