@@ -335,6 +335,11 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 		if (v->result == SPF_FAIL)
 			spf_clean(v->exp, sizeof(v->exp),
 			    SPF_response_get_explanation(resp));
+		/* libspf2 keeps why a record was refused in its messages. */
+		if (SPF_response_messages(resp) > 0 &&
+		    (v->result == SPF_PERMERROR || v->result == SPF_TEMPERROR))
+			spf_clean(v->reason, sizeof(v->reason),
+			    SPF_error_message(SPF_response_message(resp, 0)));
 	}
 	if (!q->libonly) {
 		spf_fixup(v, &t);
