@@ -85,8 +85,12 @@ int		 spf_macro_expand(const char *s, size_t len,
 
 /*
  * An SPF record as libspf2 can evaluate it: the /0 prefixes it refuses
- * (RFC 7208 allows them) said another way for a client of this family.
+ * (RFC 7208 allows them) said another way for a client of this family,
+ * some as exists: of NAME.KIND.token (KIND mx4, mx6 or a6) that the DNS
+ * layer answers itself; unknown modifiers left out, redirect= beside
+ * "all" too.
  */
-void		 spf_record_rewrite(const char *rec, int v6, struct buf *out);
+void		 spf_record_rewrite(const char *rec, int v6, const char *token,
+		    struct buf *out);
 
 #endif

@@ -428,13 +428,20 @@ spf_macro_expand(const char *s, size_t len, const struct spf_macro_vals *mv,
 	return 0;
 }
 
-/* One a or mx term (after its qualifier) rewritten for its /0 prefixes. */
+/*
+ * One a or mx term (after its qualifier) rewritten for its /0 prefixes.
+ * What libspf2 cannot say ("any MX host has an address", "any AAAA
+ * record") becomes exists: of a name under token, which dns/spfdns.c
+ * answers itself (NULL token: left as it is).
+ */
 static void
 spfrec_rewrite_amx(struct buf *out, char qual, const char *t, size_t len,
-    int v6)
+    int v6, const char *token)
 {
 	const char *end = t + len, *p = t, *cidr, *c4 = NULL, *c6 = NULL;
+	const char *kind = NULL;
 	size_t nlen, c4len = 0;
+	int z4, z6;
 
 	while (p < end && isalpha((unsigned char)*p))
 		p++;
@@ -450,24 +457,35 @@ spfrec_rewrite_amx(struct buf *out, char qual, const char *t, size_t len,
 			c6 += 2;
 	} else if (cidr < end)
 		c6 = cidr + 2;
+	z4 = c4 && c4len == 1 && *c4 == '0';
+	z6 = c6 && (size_t)(end - c6) == 1 && *c6 == '0';
+	if (!v6 && z4)
+		kind = nlen == 1 ? "" : "mx4";
+	else if (v6 && z6)
+		kind = nlen == 1 ? "a6" : "mx6";
 	if (qual)
 		buf_putc(out, qual);
-	if (!v6 && c4 && c4len == 1 && *c4 == '0' && nlen == 1) {
-		/* a/0 from an IPv4 client: "any A record" is exists. */
+	if (kind && (*kind == '\0' || token)) {
+		size_t dlen = p < cidr && *p == ':' ? (size_t)(cidr - p - 1) : 0;
+
 		buf_puts(out, "exists:");
-		if (p < cidr && *p == ':')
-			buf_append(out, p + 1, (size_t)(cidr - p - 1));
+		if (dlen && p[dlen] == '.')
+			dlen--;		/* an absolute name: its dot */
+		if (dlen)
+			buf_append(out, p + 1, dlen);
 		else
 			buf_puts(out, "%{d}");
+		if (*kind)
+			buf_printf(out, ".%s.%s", kind, token);
 		return;
 	}
 	buf_append(out, t, (size_t)(cidr - t));
 	/* The prefix of the other family does not matter: leave it out. */
-	if (c4 && !(v6 && c4len == 1 && *c4 == '0')) {
+	if (c4 && !(v6 && z4)) {
 		buf_putc(out, '/');
 		buf_append(out, c4, c4len);
 	}
-	if (c6 && !(!v6 && (size_t)(end - c6) == 1 && *c6 == '0')) {
+	if (c6 && !(!v6 && z6)) {
 		buf_puts(out, "//");
 		buf_append(out, c6, (size_t)(end - c6));
 	}
@@ -488,7 +506,8 @@ spfrec_modifier(const char *t, const char *end)
 }
 
 void
-spf_record_rewrite(const char *rec, int v6, struct buf *out)
+spf_record_rewrite(const char *rec, int v6, const char *token,
+    struct buf *out)
 {
 	const char *p = rec;
 	size_t start = out->len;
@@ -559,7 +578,7 @@ spf_record_rewrite(const char *rec, int v6, struct buf *out)
 		    t[1] == ':' || t[1] == '/')) || (len >= 2 &&
 		    strncasecmp(t, "mx", 2) == 0 && (len == 2 || t[2] == ':' ||
 		    t[2] == '/'))) {
-			spfrec_rewrite_amx(out, qual, t, len, v6);
+			spfrec_rewrite_amx(out, qual, t, len, v6, token);
 			continue;
 		}
 		buf_append(out, qual ? t - 1 : t, (size_t)(end - t) +

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include <spf2/spf.h>
 #include <spf2/spf_dns.h>
@@ -25,6 +26,7 @@
 struct spfdns {
 	struct ub_ctx		*ub;
 	SPF_dns_server_t	 layer;
+	char			 token[24];	/* label of our own names */
 };
 
 static __thread struct spfdns_track *spfdns_cur;
@@ -120,7 +122,7 @@ spfdns_put(SPF_dns_rr_t *rr, int idx, ns_type type, const unsigned char *d,
 
 /* Rewrite an SPF record so libspf2 takes what the RFC allows. */
 static int
-spfdns_fix(SPF_dns_rr_t *rr, int idx)
+spfdns_fix(const struct spfdns *d, SPF_dns_rr_t *rr, int idx)
 {
 	struct spfdns_track *t = spfdns_cur;
 	struct buf b;
@@ -129,7 +131,7 @@ spfdns_fix(SPF_dns_rr_t *rr, int idx)
 	if (t == NULL || !t->fix || strncasecmp(rr->rr[idx]->txt, "v=spf1", 6))
 		return 0;
 	buf_init(&b);
-	spf_record_rewrite(rr->rr[idx]->txt, t->v6, &b);
+	spf_record_rewrite(rr->rr[idx]->txt, t->v6, d->token, &b);
 	buf_putc(&b, '\0');
 	if (SPF_dns_rr_buf_realloc(rr, idx, b.len))
 		r = -1;
@@ -177,6 +179,101 @@ spfdns_note_txt(const SPF_dns_rr_t *rr)
 			t->last_spf = 1;
 }
 
+/* One question for the synthetic names: 1 data, 0 none, -1 temporary. */
+static int
+spfdns_has(struct spfdns *d, const char *name, int type, struct ub_result **out)
+{
+	struct ub_result *res = NULL;
+	int r;
+
+	if (ub_resolve(d->ub, name, type, 1, &res) != 0 || res == NULL) {
+		if (res)
+			ub_resolve_free(res);
+		return -1;
+	}
+	r = res->havedata && res->rcode == 0 && !res->bogus ? 1 :
+	    res->nxdomain || (res->rcode == 0 && !res->bogus) ? 0 : -1;
+	if (out)
+		*out = res;
+	else
+		ub_resolve_free(res);
+	return r;
+}
+
+/*
+ * NAME.KIND.token (from spf_record_rewrite): a6, "NAME has an AAAA
+ * record"; mx4 and mx6, "one of NAME's MX hosts (10 at most) has an A,
+ * or AAAA, record".  Answered as an A record when true, NXDOMAIN when
+ * not, TRY_AGAIN when DNS failed.
+ */
+static SPF_dns_rr_t *
+spfdns_synthetic(SPF_dns_server_t *layer, struct spfdns *d,
+    const char *domain, size_t nlen)
+{
+	char name[300], kind[4];
+	const char *dot;
+	struct ub_result *mx = NULL;
+	SPF_dns_rr_t *rr;
+	int r = 0, i;
+
+	dot = memrchr(domain, '.', nlen);
+	if (dot == NULL || (size_t)(domain + nlen - dot - 1) >= sizeof(kind) ||
+	    (size_t)(dot - domain) >= sizeof(name))
+		return SPF_dns_rr_new_init(layer, domain, ns_t_a, 0,
+		    HOST_NOT_FOUND);
+	memcpy(kind, dot + 1, (size_t)(domain + nlen - dot - 1));
+	kind[domain + nlen - dot - 1] = '\0';
+	memcpy(name, domain, (size_t)(dot - domain));
+	name[dot - domain] = '\0';
+	if (strcmp(kind, "a6") == 0)
+		r = spfdns_has(d, name, ns_t_aaaa, NULL);
+	else if ((r = spfdns_has(d, name, ns_t_mx, &mx)) == 1) {
+		char host[1100];
+
+		r = 0;
+		for (i = 0; mx->data[i] && r != 1; i++) {
+			int h;
+
+			if (i == 10) {
+				if (spfdns_cur)
+					spfdns_cur->mx_over = 1;
+				break;
+			}
+			if (mx->len[i] < 3 || spfdns_wire_name((unsigned char *)
+			    mx->data[i] + 2, (size_t)mx->len[i] - 2, host,
+			    sizeof(host)) == -1)
+				continue;
+			h = spfdns_has(d, host, strcmp(kind, "mx6") == 0 ?
+			    ns_t_aaaa : ns_t_a, NULL);
+			if (h == -1 && r == 0)
+				r = -1;
+			else if (h == 1)
+				r = 1;
+		}
+	}
+	if (mx)
+		ub_resolve_free(mx);
+	if (r == -1) {
+		if (spfdns_cur)
+			spfdns_cur->temp++;
+		return SPF_dns_rr_new_init(layer, domain, ns_t_a, 0, TRY_AGAIN);
+	}
+	if (r == 0) {
+		if (spfdns_cur)
+			spfdns_cur->voids++;
+		return SPF_dns_rr_new_init(layer, domain, ns_t_a, 0,
+		    HOST_NOT_FOUND);
+	}
+	rr = SPF_dns_rr_new_init(layer, domain, ns_t_a, 0, NETDB_SUCCESS);
+	if (rr && SPF_dns_rr_buf_realloc(rr, 0, 4) == 0) {
+		static const unsigned char one[4] = { 127, 0, 0, 2 };
+
+		memcpy(&rr->rr[0]->a, one, 4);
+		rr->num_rr = 1;
+	}
+	return rr;
+}
+
 static SPF_dns_rr_t *
 spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
     int should_cache)
@@ -188,6 +285,13 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 
 	if (spfdns_cur)
 		spfdns_cur->lookups++;
+	{
+		size_t nl = strlen(domain), tl = strlen(d->token);
+
+		if (type == ns_t_a && nl > tl + 1 && domain[nl - tl - 1] == '.' &&
+		    strcasecmp(domain + nl - tl, d->token) == 0)
+			return spfdns_synthetic(layer, d, domain, nl - tl - 1);
+	}
 	r = ub_resolve(d->ub, domain, type, 1, &res);
 	if (r == UB_SYNTAX) {
 		/* Not a name DNS can carry (a label over 63 bytes, an empty
@@ -224,7 +328,7 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 			continue;
 		if (type == ns_t_txt) {
 			spfdns_note_record(domain, rr->rr[n]->txt);
-			if (spfdns_fix(rr, n) == -1)
+			if (spfdns_fix(d, rr, n) == -1)
 				continue;
 		}
 		n++;
@@ -300,6 +404,14 @@ spfdns_new(const struct sockaddr_storage *servers, const socklen_t *lens,
 		ub_ctx_delete(d->ub);
 		free(d);
 		return NULL;
+	}
+	{
+		unsigned char rnd[6];
+
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			memset(rnd, 0x5a, sizeof(rnd));
+		snprintf(d->token, sizeof(d->token), "tern-%02x%02x%02x%02x%02x"
+		    "%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
 	}
 	d->layer.destroy = NULL;	/* ours: spfdns_free */
 	d->layer.lookup = spfdns_lookup;

@@ -16,16 +16,10 @@ from conftest import TERNCTL
 
 # Cases our handling still gets wrong (see ARCHITECTURE, Known limits).
 KNOWN_FAILURES = {
-    "a-cidr6-0-ip6",
-    "a-cidr6-0-nxdomain",
     "bytes-bug",
     "domain-name-truncation",
     "include-over-limit",
     "macro-mania-in-domain",
-    "mx-cidr4-0",
-    "mx-cidr6-0-ip6",
-    "mx-cidr6-0-nxdomain",
-    "mx-nxdomain",
     "p-macro-ip4-valid",
     "p-macro-ip6-valid",
     "p-macro-multiple",

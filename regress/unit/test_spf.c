@@ -69,7 +69,7 @@ rewrites(const char *rec, int v6, const char *want)
 	int ok;
 
 	buf_init(&b);
-	spf_record_rewrite(rec, v6, &b);
+	spf_record_rewrite(rec, v6, "T", &b);
 	buf_putc(&b, '\0');
 	ok = strcmp(b.data, want) == 0;
 	buf_free(&b);
@@ -157,6 +157,11 @@ test_spf(void)
 	    "v=spf1 ~exists:foo.test"));
 	CHECK(rewrites("v=spf1 a/0 -all", 1, "v=spf1 a -all"));
 	CHECK(rewrites("v=spf1 mx/24//0", 0, "v=spf1 mx/24"));
+	CHECK(rewrites("v=spf1 mx/0 -all", 0,
+	    "v=spf1 exists:%{d}.mx4.T -all"));
+	CHECK(rewrites("v=spf1 mx:example.org.//0", 1,
+	    "v=spf1 exists:example.org.mx6.T"));
+	CHECK(rewrites("v=spf1 -a//0", 1, "v=spf1 -exists:%{d}.a6.T"));
 	CHECK(rewrites("v=spf1 redirect=x.test ~all", 0, "v=spf1 ~all"));
 	CHECK(rewrites("v=spf1 a redirect=x.test", 0,
 	    "v=spf1 a redirect=x.test"));
