@@ -156,6 +156,16 @@ policy_timeout(evutil_socket_t fd, short ev, void *arg)
 }
 
 int
+policy_fds(const struct conf *conf)
+{
+	int on = 0;
+
+	for (size_t i = 0; i < conf->nlisteners; i++)
+		on |= conf_spf_enabled(conf, &conf->listeners[i]);
+	return on ? 2 + 4 + 2 * POLICY_THREADS : 0;
+}
+
+int
 policy_init(struct event_base *base, const struct conf *conf, policy_cb cb)
 {
 	char err[256];
@@ -165,6 +175,8 @@ policy_init(struct event_base *base, const struct conf *conf, policy_cb cb)
 	pol.conf = conf;
 	pol.cb = cb;
 	pol.tail = &pol.head;
+	if (policy_fds(conf) == 0)
+		return 0;
 	pol.timeout_ms = (uint64_t)conf_num(conf, NULL, K_SPF_TIMEOUT);
 	pol.dns = spfdns_new(conf->resolvers, conf->resolverlen,
 	    conf->nresolvers, (int)pol.timeout_ms, err, sizeof(err));

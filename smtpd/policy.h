@@ -32,6 +32,13 @@ struct policy_txn {
 /* The answer to one step: the session id it was asked for. */
 typedef void (*policy_cb)(uint64_t sid);
 
+/*
+ * Descriptors the pipeline may hold at once (its pipe, libunbound's
+ * context, a query socket per worker): 0 when no listener checks SPF,
+ * and then policy_init starts nothing.
+ */
+int	 policy_fds(const struct conf *);
+
 /* Start the SPF workers (before the seccomp filter).  0 or -1. */
 int	 policy_init(struct event_base *, const struct conf *, policy_cb);
 

@@ -2126,7 +2126,7 @@ smtp_fd_budget(void)
 {
 	long long conns = conf_num(smtp.conf, NULL, K_MAX_CONNECTIONS);
 	long long fixed = SMTP_FD_RESERVE + SMTP_FD_PER_DELIVERY *
-	    conf_num(smtp.conf, NULL, K_MAX_DELIVERIES);
+	    conf_num(smtp.conf, NULL, K_MAX_DELIVERIES) + policy_fds(smtp.conf);
 	long long need = 2 * conns + fixed, cur, was;
 	struct rlimit rl;
 
