@@ -143,6 +143,11 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    "/var/mail/vhosts/%d/%u/Maildir", 0, 0, 0,
 	    "Maildir of a virtual account of the credential store; %d is "
 	    "its domain, %u its local part" },
+	[K_SPF] = { "spf", KNOB_STRING, NULL, 0, 0, 1,
+	    "yes: check SPF (RFC 7208) for MAIL FROM or HELO; unset: yes on "
+	    "mx listeners, no elsewhere" },
+	[K_SPF_TIMEOUT] = { "spf-timeout", KNOB_DURATION, "20s", 1000,
+	    300000, 0, "longest wait for an SPF verdict; then temperror" },
 	[K_AUTH_REQUIRED] = { "auth-required", KNOB_STRING, NULL, 0, 0, 1,
 	    "yes: MAIL needs AUTH first (530 5.7.0); unset: yes on msa "
 	    "listeners, no elsewhere" },
@@ -525,6 +530,9 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	if (id == K_SRS_DOMAIN && (why = conf_domain_problem(word)) != NULL)
 		return conf_error(p, "srs-domain: invalid domain \"%s\": %s",
 		    word, why);
+	if (id == K_SPF && strcmp(word, "yes") && strcmp(word, "no"))
+		return conf_error(p, "spf: expected yes or no, got \"%s\"",
+		    word);
 	if (id == K_AUTH_REQUIRED && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "auth-required: expected yes or no, got "
 		    "\"%s\"", word);
@@ -1506,6 +1514,20 @@ conf_auth_required(const struct conf *c, const struct listener *l)
 	return l && l->role == ROLE_MSA;
 }
 
+int
+conf_spf_enabled(const struct conf *c, const struct listener *l)
+{
+	const char *v = NULL;
+
+	if (l && l->knobs[K_SPF].set)
+		v = l->knobs[K_SPF].s;
+	else if (c->v[K_SPF].s)
+		v = c->v[K_SPF].s;
+	if (v)
+		return strcmp(v, "yes") == 0;
+	return l && l->role == ROLE_MX;
+}
+
 /*
  * An account's own address: a virtual account's name (with any
  * +extension), a system account at any local domain; then what
@@ -1754,6 +1776,11 @@ conf_print_listener(struct buf *b, const struct conf *c,
 		if (i == K_AUTH_REQUIRED) {	/* unset: by the listener's role */
 			buf_printf(b, " %s %s", knob_defs[i].name,
 			    conf_auth_required(c, l) ? "yes" : "no");
+			continue;
+		}
+		if (i == K_SPF) {
+			buf_printf(b, " spf %s", conf_spf_enabled(c, l) ?
+			    "yes" : "no");
 			continue;
 		}
 		buf_printf(b, " %s ", knob_defs[i].name);

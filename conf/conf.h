@@ -83,6 +83,8 @@ enum knob_id {
 	K_BREAKER_REJECT_PERCENT, /* int: trip at this share of rejected
 				   * recipients in the last hour (0: never) */
 	K_BREAKER_REJECT_MIN,	/* int: ...once at least this many were */
+	K_SPF,			/* string yes|no, per listener; unset: mx yes */
+	K_SPF_TIMEOUT,		/* duration (ms): longest wait for a verdict */
 	K__COUNT
 };
 
@@ -206,6 +208,8 @@ const char	*conf_str(const struct conf *, enum knob_id);
 long long	 conf_num(const struct conf *, const struct listener *,
 		    enum knob_id);
 int		 conf_is_local_domain(const struct conf *, const char *);
+/* Does this listener check SPF (knob spf; unset: on MX listeners)? */
+int		 conf_spf_enabled(const struct conf *, const struct listener *);
 /* Whether an authenticated account may use addr as sender or From:. */
 int		 conf_sender_allowed(const struct conf *, const char *account,
 		    const char *addr);

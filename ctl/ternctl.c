@@ -46,7 +46,9 @@ ctl_usage(void)
 	    "  auth             clients and accounts with failed logins "
 	    "(the AUTH throttle)\n"
 	    "  auth clear ADDR|ACCOUNT\n"
-	    "                   forget their failed logins\n");
+	    "                   forget their failed logins\n"
+	    "  check --client-ip IP --helo NAME --mail-from ADDR < message\n"
+	    "                   the MX's checks (SPF) on a message\n");
 	exit(1);
 }
 
@@ -198,7 +200,7 @@ main(int argc, char *argv[])
 		path = getenv("TERN_CONF");
 	if (strcmp(name, "sendmail") == 0)
 		return sendmail_main(argc, argv, path);
-	while ((ch = getopt(argc, argv, "Df:")) != -1) {
+	while ((ch = getopt(argc, argv, "+Df:")) != -1) {
 		switch (ch) {
 		case 'D': embedded = 1; break;
 		case 'f': path = optarg; break;
@@ -244,6 +246,8 @@ main(int argc, char *argv[])
 		snprintf(req, sizeof(req), "auth-clear %s", argv[2]);
 		return ctl_request(c, req);
 	}
+	if (strcmp(argv[0], "check") == 0)
+		return check_main(c, argc, argv);
 	if ((strcmp(argv[0], "show") == 0 || strcmp(argv[0], "remove") == 0 ||
 	    strcmp(argv[0], "hold") == 0 || strcmp(argv[0], "release") == 0) &&
 	    argc == 2) {

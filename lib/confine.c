@@ -68,6 +68,10 @@ static const int confine_smtp[] = {
 	SCMP_SYS(statfs), SCMP_SYS(fstatfs), SCMP_SYS(flock),
 	SCMP_SYS(socketpair), SCMP_SYS(getrusage), SCMP_SYS(prlimit64),
 	SCMP_SYS(getrlimit), SCMP_SYS(readlink), SCMP_SYS(readlinkat),
+	/* the SPF worker threads (smtpd/policy.c) and libunbound in them */
+	SCMP_SYS(clone), SCMP_SYS(clone3), SCMP_SYS(set_robust_list),
+	SCMP_SYS(rseq), SCMP_SYS(epoll_create), SCMP_SYS(epoll_create1),
+	SCMP_SYS(pipe2),
 };
 
 /* The queue process: the spool (create, sync, rename, remove), the

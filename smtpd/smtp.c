@@ -46,6 +46,7 @@
 #include "lib/proc.h"
 #include "queue/resolve.h"
 #include "smtpd/clients.h"
+#include "smtpd/policy.h"
 #include "smtpd/sasl.h"
 #include "smtpd/smtp_parse.h"
 #include "smtpd/tls.h"
@@ -67,6 +68,7 @@ enum sstate {
 	SS_CMD,		/* reading commands */
 	SS_WAIT,	/* waiting for the queue; input is held */
 	SS_VAULT,	/* waiting for the vault (SRS); input is held */
+	SS_POLICY,	/* waiting for a policy verdict (SPF); input is held */
 	SS_DATA,	/* reading message data */
 	SS_STARTTLS,	/* our 220 to STARTTLS queued; TLS once it is sent */
 	SS_HANDSHAKE,	/* the TLS handshake, as the server */
@@ -137,6 +139,7 @@ struct session {
 	struct buf		 hdr;		/* the field being read */
 	int			 hasdate, hasmsgid;
 	char			*badfrom;	/* a From: address not its own */
+	struct policy_txn	 pol;		/* verdicts, headers to prepend */
 };
 
 /* The profile of the local submission socket: no per-address limits. */
@@ -317,6 +320,7 @@ session_free(struct session *s)
 	free(s->authuser);
 	free(s->saslname);
 	free(s->badfrom);
+	policy_txn_free(&s->pol);
 	buf_free(&s->hdr);
 	buf_free(&s->wbuf);
 	if (s->timer)
@@ -374,6 +378,7 @@ session_reset(struct session *s)
 	s->hasdate = s->hasmsgid = 0;
 	free(s->badfrom);
 	s->badfrom = NULL;
+	policy_txn_reset(&s->pol);
 }
 
 /* ---- line reader ------------------------------------------------------ */
@@ -607,6 +612,37 @@ session_sender_allowed(struct session *s, const char *addr)
 	return conf_sender_allowed(smtp.conf, s->authuser, addr);
 }
 
+static struct session	*smtp_find(uint64_t);
+
+/* The MAIL step of the policy pipeline (SPF); 1: the session waits. */
+static int
+smtp_policy_mail(struct session *s)
+{
+	char ip[INET6_ADDRSTRLEN + 2];
+	size_t n;
+
+	str_copy(ip, s->addr[0] == '[' ? s->addr + 1 : s->addr, sizeof(ip));
+	if ((n = strlen(ip)) > 0 && ip[n - 1] == ']')
+		ip[n - 1] = '\0';
+	if (!policy_mail(&s->pol, s->id, s->l, &s->ss, ip, s->helo, s->sender,
+	    s->authed || s->local))
+		return 0;
+	s->state = SS_POLICY;
+	return 1;
+}
+
+static void
+smtp_policy_done(uint64_t sid)
+{
+	struct session *s = smtp_find(sid);
+
+	if (s == NULL || s->state != SS_POLICY)
+		return;
+	s->state = SS_CMD;
+	session_reply(s, "250 2.1.0 sender ok");
+	session_process(s);
+}
+
 static void
 cmd_mail(struct session *s, const char *arg)
 {
@@ -666,8 +702,11 @@ cmd_mail(struct session *s, const char *arg)
 		return;
 	}
 	s->sender = xstrdup(addr);
-	if (limits_probe(s, PROBE_MAIL) == -1)
-		session_reply(s, "250 2.1.0 sender ok");
+	if (limits_probe(s, PROBE_MAIL) == 0)
+		return;		/* 250 when the queue has answered */
+	if (smtp_policy_mail(s))
+		return;		/* 250 when the verdict is in */
+	session_reply(s, "250 2.1.0 sender ok");
 }
 
 /* The recipient as stored: Postmaster gets our primary local domain. */
@@ -684,8 +723,6 @@ rcpt_normalise(struct session *s, const struct smtp_path *p, char *out,
 	}
 	return session_addr(s, p, out, len, "5.1.3");
 }
-
-static struct session	*smtp_find(uint64_t);
 
 /* Is it a bounce to an address we rewrote with SRS when forwarding? */
 static int
@@ -854,7 +891,7 @@ cmd_rcpt(struct session *s, const char *arg)
 {
 	struct smtp_path p;
 	const char *rest, *why = NULL;
-	char addr[SMTP_PATH_MAX * 2];
+	char addr[SMTP_PATH_MAX * 2], reply[SPF_EXP_MAX + 128];
 	int flags = PATH_ALLOW_POSTMASTER;
 
 	if (s->sender == NULL) {
@@ -882,6 +919,13 @@ cmd_rcpt(struct session *s, const char *arg)
 	}
 	if (rcpt_normalise(s, &p, addr, sizeof(addr)) == -1)
 		return;
+	if (policy_rcpt(&s->pol, rcpt_is_srs(&p), reply, sizeof(reply))) {
+		session_log(s, "event=rcpt result=%s reason=\"SPF %s\" to=<%s>",
+		    reply[0] == '5' ? "reject" : "tempfail",
+		    spf_result_name(s->pol.spf.result), log_a(addr));
+		session_reply(s, "%s", reply);
+		return;
+	}
 	if (rcpt_is_srs(&p))
 		rcpt_srs(s, addr);
 	else
@@ -1289,6 +1333,7 @@ data_received(struct session *s)
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	buf_append(&s->wbuf, s->pol.headers.data, s->pol.headers.len);
 	/* A-labels: a U-label here alone would keep it from a peer without
 	   SMTPUTF8 (queue/mta.c, mta_header8) */
 	if (s->nrcpts == 1)
@@ -1930,6 +1975,7 @@ smtp_session_new(evutil_socket_t fd, const struct listener *l,
 	s->state = ssl ? SS_HANDSHAKE : SS_PREGREET;
 	str_copy(s->addr, addr, sizeof(s->addr));
 	buf_init(&s->wbuf);
+	buf_init(&s->pol.headers);
 	session_bev(s, fd, ssl);
 	clients_add(&s->ss);
 	s->next = smtp.sessions;
@@ -2201,7 +2247,7 @@ smtp_fd_budget(void)
 {
 	long long conns = conf_num(smtp.conf, NULL, K_MAX_CONNECTIONS);
 	long long fixed = SMTP_FD_RESERVE + SMTP_FD_PER_DELIVERY *
-	    conf_num(smtp.conf, NULL, K_MAX_DELIVERIES);
+	    conf_num(smtp.conf, NULL, K_MAX_DELIVERIES) + policy_fds(smtp.conf);
 	long long need = 2 * conns + fixed, cur, was;
 	struct rlimit rl;
 
@@ -2779,6 +2825,7 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 	smtp_dns_init(conf);
 	mta_init(smtp.base, conf);
 	verify_init(smtp.base, conf, smtp.aliases);
+	policy_init(smtp.base, conf, smtp_policy_done);
 	smtp.nextid = ((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8);
 	smtp.parent = ipc_new(smtp.base, parentfd, smtp_parent_msg,
 	    smtp_parent_closed, NULL);

@@ -67,6 +67,10 @@ class Daemon:
             f"resolver 127.0.0.1 port {self.dns_port}",
             "greeting-delay 0",
         ]
+        # SPF (on by default on mx listeners) needs a DNS answer per
+        # MAIL; tests that check it turn it on (test_spf.py).
+        if "spf " not in extra:
+            lines.append("spf no")
         for u in vusers:
             lines.append(f'virtual "{u}@example.test" maildir '
                          f'"{self.maildirs}/{u}/Maildir"')

@@ -1,0 +1,96 @@
+/*
+ * spf: Sender Policy Framework (RFC 7208) on libspf2, with our own
+ * handling around it where libspf2 departs from the RFC (see spf.c and
+ * spfrec.c).  spf_check blocks on DNS (dns/spfdns.c): the smtp process
+ * calls it only from its SPF worker threads (smtpd/policy.c), ternctl
+ * check directly.  One struct spf per thread.
+ */
+#ifndef TERN_SPF_H
+#define TERN_SPF_H
+
+#include <stddef.h>
+
+struct buf;
+struct spfdns;
+
+enum spf_result {
+	SPF_NONE, SPF_NEUTRAL, SPF_PASS, SPF_FAIL, SPF_SOFTFAIL,
+	SPF_TEMPERROR, SPF_PERMERROR
+};
+
+struct spf_request {
+	const char	*ip;		/* client address, text */
+	const char	*helo;		/* as given */
+	const char	*sender;	/* MAIL FROM, "" for <> */
+	int		 libonly;	/* libspf2's answer, without our fixes
+					   (for measuring the RFC suite) */
+};
+
+#define SPF_EXP_MAX	256
+
+struct spf_verdict {
+	enum spf_result	 result;
+	const char	*identity;	/* "mailfrom" or "helo" */
+	char		 domain[256];	/* the identity's domain */
+	char		 reason[256];	/* for the log and the header comment */
+	char		 exp[SPF_EXP_MAX];	/* fail: explanation, printable
+						   ASCII only; may be empty */
+};
+
+struct spf	*spf_new(struct spfdns *, const char *receiver);
+void		 spf_free(struct spf *);
+void		 spf_check(struct spf *, const struct spf_request *,
+		    struct spf_verdict *);
+
+const char	*spf_result_name(enum spf_result);
+
+/*
+ * The default policy: fail refused (550 5.7.23, with the sanitised
+ * explanation), temperror deferred (451 4.7.24), the rest accepted.
+ * reply gets the SMTP reply line without CRLF (empty for accept).
+ */
+enum spf_action { SPF_ACCEPT, SPF_REJECT, SPF_TEMPFAIL };
+enum spf_action	 spf_policy(const struct spf_verdict *, char *reply,
+		    size_t cap);
+
+/* "Received-SPF: ...\r\n" (RFC 7208 9.1), folded, values quoted. */
+void		 spf_received_header(struct buf *, const struct spf_verdict *,
+		    const struct spf_request *, const char *receiver);
+/* The "spf=... smtp.mailfrom=..." part of Authentication-Results. */
+void		 spf_ar_part(struct buf *, const struct spf_verdict *,
+		    const struct spf_request *);
+
+/*
+ * The syntax checks libspf2 does not make (spfrec.c): 0 when record is a
+ * well-formed RFC 7208 record, -1 with a reason.  Exposed for tests and
+ * the fuzz target.
+ */
+int		 spf_record_check(const char *record, const char **why);
+/* A macro-string (RFC 7208 7.1): domainspec 0 after a modifier's "=",
+ * 1 a domain-spec (domain-end, no c r t), 2 explanation text (blanks and
+ * c r t allowed); 0 or -1. */
+int		 spf_macro_check(const char *s, size_t len, int domainspec,
+		    const char **why);
+
+/* The values macros expand to (RFC 7208 7.3); p is always "unknown". */
+struct spf_macro_vals {
+	const char	*s, *l, *o, *d, *i, *v, *h, *c, *r, *t;
+};
+/*
+ * Expand a macro-string into out; exp allows c, r and t (explanations).
+ * -1 (out partly written) for a string that is not a macro-string.
+ */
+int		 spf_macro_expand(const char *s, size_t len,
+		    const struct spf_macro_vals *, int exp, struct buf *out);
+
+/*
+ * An SPF record as libspf2 can evaluate it: the /0 prefixes it refuses
+ * (RFC 7208 allows them) said another way for a client of this family,
+ * some as exists: of NAME.KIND.token (KIND mx4, mx6 or a6) that the DNS
+ * layer answers itself; unknown modifiers left out, redirect= beside
+ * "all" too.
+ */
+void		 spf_record_rewrite(const char *rec, int v6, const char *token,
+		    struct buf *out);
+
+#endif

@@ -1,0 +1,456 @@
+/*
+ * spfdns: libspf2's DNS layer on a blocking libunbound context (see
+ * spfdns.h).  Runs in the smtp process's SPF worker threads and in
+ * ternctl; never on an event loop.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <spf2/spf.h>
+#include <spf2/spf_dns.h>
+#include <spf2/spf_dns_rr.h>
+#include <unbound.h>
+
+#include "auth/spf.h"
+#include "dns/spfdns.h"
+#include "lib/util.h"
+
+struct spfdns {
+	struct ub_ctx		*ub;
+	SPF_dns_server_t	 layer;
+	char			 token[24];	/* label of our own names */
+};
+
+static __thread struct spfdns_track *spfdns_cur;
+
+/*
+ * A name in uncompressed wire form (rdata as libunbound hands it over) as
+ * text without the trailing dot.  -1 for a malformed one.
+ */
+static int
+spfdns_wire_name(const unsigned char *p, size_t len, char *out, size_t cap)
+{
+	size_t i = 0, o = 0;
+
+	while (i < len) {
+		size_t l = p[i++];
+
+		if (l == 0) {
+			if (o == 0)
+				out[o++] = '.';
+			out[o] = '\0';
+			return 0;
+		}
+		if (l > 63 || i + l > len || o + l + 2 > cap)
+			return -1;
+		if (o)
+			out[o++] = '.';
+		memcpy(out + o, p + i, l);
+		for (size_t k = 0; k < l; k++)
+			if (out[o + k] == '\0')
+				return -1;
+		o += l;
+		i += l;
+	}
+	return -1;
+}
+
+/* One record's rdata into rr[idx]; 0, or -1 to skip it. */
+static int
+spfdns_put(SPF_dns_rr_t *rr, int idx, ns_type type, const unsigned char *d,
+    size_t len)
+{
+	char name[1100];
+	size_t i, o;
+
+	switch (type) {
+	case ns_t_a:
+		if (len != 4 || SPF_dns_rr_buf_realloc(rr, idx, 4))
+			return -1;
+		memcpy(&rr->rr[idx]->a, d, 4);
+		return 0;
+	case ns_t_aaaa:
+		if (len != 16 || SPF_dns_rr_buf_realloc(rr, idx, 16))
+			return -1;
+		memcpy(&rr->rr[idx]->aaaa, d, 16);
+		return 0;
+	case ns_t_mx:
+	case ns_t_ptr:
+		if (type == ns_t_mx) {
+			if (len < 3)
+				return -1;
+			d += 2;
+			len -= 2;
+		}
+		if (spfdns_wire_name(d, len, name, sizeof(name)) == -1 ||
+		    SPF_dns_rr_buf_realloc(rr, idx, strlen(name) + 1))
+			return -1;
+		memcpy(rr->rr[idx]->ptr, name, strlen(name) + 1);
+		return 0;
+	case ns_t_txt:
+	case ns_t_spf:
+		/* The character-strings of one record, joined (RFC 7208 3.3). */
+		if (SPF_dns_rr_buf_realloc(rr, idx, len + 1))
+			return -1;
+		for (i = 0, o = 0; i < len; ) {
+			size_t l = d[i++];
+
+			if (l > len - i)
+				l = len - i;
+			memcpy(rr->rr[idx]->txt + o, d + i, l);
+			o += l;
+			i += l;
+		}
+		rr->rr[idx]->txt[o] = '\0';
+		/* A NUL inside: kept visible, so the syntax check refuses it. */
+		for (i = 0; i < o; i++)
+			if (rr->rr[idx]->txt[i] == '\0')
+				rr->rr[idx]->txt[i] = '\x7f';
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/* Rewrite an SPF record so libspf2 takes what the RFC allows. */
+static int
+spfdns_fix(const struct spfdns *d, SPF_dns_rr_t *rr, int idx)
+{
+	struct spfdns_track *t = spfdns_cur;
+	struct buf b;
+	int r = 0;
+
+	if (t == NULL || !t->fix || strncasecmp(rr->rr[idx]->txt, "v=spf1", 6))
+		return 0;
+	buf_init(&b);
+	spf_record_rewrite(rr->rr[idx]->txt, t->v6, d->token, &b);
+	buf_putc(&b, '\0');
+	if (SPF_dns_rr_buf_realloc(rr, idx, b.len))
+		r = -1;
+	else
+		memcpy(rr->rr[idx]->txt, b.data, b.len);
+	buf_free(&b);
+	return r;
+}
+
+/* Remember an SPF record libspf2 fetched, for auth/spf.c's checks. */
+static void
+spfdns_note_record(const char *domain, const char *txt)
+{
+	struct spfdns_track *t = spfdns_cur;
+
+	if (t == NULL)
+		return;
+	if (strncasecmp(txt, "v=spf1", 6) != 0 ||
+	    (txt[6] != '\0' && txt[6] != ' '))
+		return;
+	if (t->nrec >= SPFDNS_RECORDS) {
+		t->overflow = 1;
+		return;
+	}
+	t->rec[t->nrec] = xstrdup(txt);
+	t->recdom[t->nrec++] = xstrdup(domain);
+}
+
+/* What the last TXT lookup found (see spfdns.h). */
+static void
+spfdns_note_txt(const SPF_dns_rr_t *rr)
+{
+	struct spfdns_track *t = spfdns_cur;
+
+	t->last_txt = 1;
+	t->last_spf = 0;
+	t->last_index = t->lookups;
+	t->last_void = rr->herrno == HOST_NOT_FOUND || rr->herrno == NO_DATA;
+	t->last_temp = rr->herrno == TRY_AGAIN;
+	t->last_n = rr->herrno == NETDB_SUCCESS ? rr->num_rr : 0;
+	free(t->last_text);
+	t->last_text = t->last_n ? xstrdup(rr->rr[0]->txt) : NULL;
+	for (int i = 0; i < t->last_n; i++)
+		if (strncasecmp(rr->rr[i]->txt, "v=spf1", 6) == 0)
+			t->last_spf = 1;
+}
+
+/* One question for the synthetic names: 1 data, 0 none, -1 temporary. */
+static int
+spfdns_has(struct spfdns *d, const char *name, int type, struct ub_result **out)
+{
+	struct ub_result *res = NULL;
+	int r;
+
+	if (ub_resolve(d->ub, name, type, 1, &res) != 0 || res == NULL) {
+		if (res)
+			ub_resolve_free(res);
+		return -1;
+	}
+	r = res->havedata && res->rcode == 0 && !res->bogus ? 1 :
+	    res->nxdomain || (res->rcode == 0 && !res->bogus) ? 0 : -1;
+	if (out)
+		*out = res;
+	else
+		ub_resolve_free(res);
+	return r;
+}
+
+/*
+ * NAME.KIND.token (from spf_record_rewrite): a6, "NAME has an AAAA
+ * record"; mx4 and mx6, "one of NAME's MX hosts (10 at most) has an A,
+ * or AAAA, record".  Answered as an A record when true, NXDOMAIN when
+ * not, TRY_AGAIN when DNS failed.
+ */
+static SPF_dns_rr_t *
+spfdns_synthetic(SPF_dns_server_t *layer, struct spfdns *d,
+    const char *domain, size_t nlen)
+{
+	char name[300], kind[4];
+	const char *dot;
+	struct ub_result *mx = NULL;
+	SPF_dns_rr_t *rr;
+	int r = 0, i;
+
+	dot = memrchr(domain, '.', nlen);
+	if (dot == NULL || (size_t)(domain + nlen - dot - 1) >= sizeof(kind) ||
+	    (size_t)(dot - domain) >= sizeof(name))
+		return SPF_dns_rr_new_init(layer, domain, ns_t_a, 0,
+		    HOST_NOT_FOUND);
+	memcpy(kind, dot + 1, (size_t)(domain + nlen - dot - 1));
+	kind[domain + nlen - dot - 1] = '\0';
+	memcpy(name, domain, (size_t)(dot - domain));
+	name[dot - domain] = '\0';
+	if (strcmp(kind, "a6") == 0)
+		r = spfdns_has(d, name, ns_t_aaaa, NULL);
+	else if ((r = spfdns_has(d, name, ns_t_mx, &mx)) == 1) {
+		char host[1100];
+
+		r = 0;
+		for (i = 0; mx->data[i] && r != 1; i++) {
+			int h;
+
+			if (i == 10) {
+				if (spfdns_cur)
+					spfdns_cur->mx_over = 1;
+				break;
+			}
+			if (mx->len[i] < 3 || spfdns_wire_name((unsigned char *)
+			    mx->data[i] + 2, (size_t)mx->len[i] - 2, host,
+			    sizeof(host)) == -1)
+				continue;
+			h = spfdns_has(d, host, strcmp(kind, "mx6") == 0 ?
+			    ns_t_aaaa : ns_t_a, NULL);
+			if (h == -1 && r == 0)
+				r = -1;
+			else if (h == 1)
+				r = 1;
+		}
+	}
+	if (mx)
+		ub_resolve_free(mx);
+	if (r == -1) {
+		if (spfdns_cur)
+			spfdns_cur->temp++;
+		return SPF_dns_rr_new_init(layer, domain, ns_t_a, 0, TRY_AGAIN);
+	}
+	if (r == 0) {
+		if (spfdns_cur)
+			spfdns_cur->voids++;
+		return SPF_dns_rr_new_init(layer, domain, ns_t_a, 0,
+		    HOST_NOT_FOUND);
+	}
+	rr = SPF_dns_rr_new_init(layer, domain, ns_t_a, 0, NETDB_SUCCESS);
+	if (rr && SPF_dns_rr_buf_realloc(rr, 0, 4) == 0) {
+		static const unsigned char one[4] = { 127, 0, 0, 2 };
+
+		memcpy(&rr->rr[0]->a, one, 4);
+		rr->num_rr = 1;
+	}
+	return rr;
+}
+
+static SPF_dns_rr_t *
+spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
+    int should_cache)
+{
+	struct spfdns *d = layer->hook;
+	struct ub_result *res = NULL;
+	SPF_dns_rr_t *rr;
+	int i, n, herr, r;
+
+	if (spfdns_cur)
+		spfdns_cur->lookups++;
+	{
+		size_t nl = strlen(domain), tl = strlen(d->token);
+
+		if (type == ns_t_a && nl > tl + 1 && domain[nl - tl - 1] == '.' &&
+		    strcasecmp(domain + nl - tl, d->token) == 0)
+			return spfdns_synthetic(layer, d, domain, nl - tl - 1);
+	}
+	r = ub_resolve(d->ub, domain, type, 1, &res);
+	if (r == UB_SYNTAX) {
+		/* Not a name DNS can carry (a label over 63 bytes, an empty
+		 * one): it exists nowhere. */
+		if (res)
+			ub_resolve_free(res);
+		if (spfdns_cur)
+			spfdns_cur->voids++;
+		return SPF_dns_rr_new_init(layer, domain, type, 0,
+		    HOST_NOT_FOUND);
+	}
+	if (r != 0 || res == NULL) {
+		if (spfdns_cur)
+			spfdns_cur->temp++;
+		return SPF_dns_rr_new_init(layer, domain, type, 0, TRY_AGAIN);
+	}
+	if (res->nxdomain)
+		herr = HOST_NOT_FOUND;
+	else if (res->rcode != 0 || res->bogus)
+		herr = TRY_AGAIN;
+	else if (!res->havedata)
+		herr = NO_DATA;
+	else
+		herr = NETDB_SUCCESS;
+	rr = SPF_dns_rr_new_init(layer, domain, type,
+	    herr == NETDB_SUCCESS ? res->ttl : 0, herr);
+	if (rr == NULL) {
+		ub_resolve_free(res);
+		return NULL;
+	}
+	for (i = 0, n = 0; herr == NETDB_SUCCESS && res->data[i]; i++) {
+		if (spfdns_put(rr, n, type, (unsigned char *)res->data[i],
+		    (size_t)res->len[i]) == -1)
+			continue;
+		if (type == ns_t_txt) {
+			spfdns_note_record(domain, rr->rr[n]->txt);
+			if (spfdns_fix(d, rr, n) == -1)
+				continue;
+		}
+		n++;
+	}
+	rr->num_rr = n;
+	if (herr == NETDB_SUCCESS && n == 0)
+		rr->herrno = NO_DATA;
+	if (spfdns_cur && type == ns_t_txt)
+		spfdns_note_txt(rr);
+	if (spfdns_cur) {
+		if (rr->herrno == HOST_NOT_FOUND || rr->herrno == NO_DATA)
+			spfdns_cur->voids++;
+		if (rr->herrno == TRY_AGAIN)
+			spfdns_cur->temp++;
+		if (type == ns_t_mx && n > 10)
+			spfdns_cur->mx_over = 1;
+	}
+	ub_resolve_free(res);
+	return rr;
+}
+
+struct spfdns *
+spfdns_new(const struct sockaddr_storage *servers, const socklen_t *lens,
+    size_t nservers, int timeout_ms, char *err, size_t errlen)
+{
+	struct spfdns *d = xcalloc(1, sizeof(*d));
+	char addr[INET6_ADDRSTRLEN + 16], rtt[32];
+	int r = 0;
+
+	d->ub = ub_ctx_create();
+	if (d->ub == NULL) {
+		snprintf(err, errlen, "ub_ctx_create failed");
+		free(d);
+		return NULL;
+	}
+	/* A loopback forwarder is what tests (and local caches) use. */
+	r |= ub_ctx_set_option(d->ub, "do-not-query-localhost:", "no");
+	/* Unbound answers RFC 6761 names itself; ours come from the
+	 * configured server like any other (tests use .test). */
+	r |= ub_ctx_set_option(d->ub, "local-zone:", "test. transparent");
+	r |= ub_ctx_set_option(d->ub, "local-zone:",
+	    "127.in-addr.arpa. transparent");
+	/* An unanswered server is given up on after timeout_ms. */
+	if (timeout_ms <= 0)
+		timeout_ms = 5000;
+	snprintf(rtt, sizeof(rtt), "%d", timeout_ms);
+	r |= ub_ctx_set_option(d->ub, "infra-cache-max-rtt:", rtt);
+	for (size_t i = 0; i < nservers && r == 0; i++) {
+		char host[INET6_ADDRSTRLEN];
+		int port;
+
+		(void)lens;
+		if (servers[i].ss_family == AF_INET) {
+			const struct sockaddr_in *s4 =
+			    (const struct sockaddr_in *)&servers[i];
+
+			inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+			port = ntohs(s4->sin_port);
+		} else {
+			const struct sockaddr_in6 *s6 =
+			    (const struct sockaddr_in6 *)&servers[i];
+
+			inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+			port = ntohs(s6->sin6_port);
+		}
+		snprintf(addr, sizeof(addr), "%s@%d", host, port ? port : 53);
+		r |= ub_ctx_set_fwd(d->ub, addr);
+	}
+	if (r == 0 && nservers == 0)
+		r = ub_ctx_resolvconf(d->ub, NULL);
+	if (r != 0) {
+		snprintf(err, errlen, "libunbound set-up: %s", ub_strerror(r));
+		ub_ctx_delete(d->ub);
+		free(d);
+		return NULL;
+	}
+	{
+		unsigned char rnd[6];
+
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			memset(rnd, 0x5a, sizeof(rnd));
+		snprintf(d->token, sizeof(d->token), "tern-%02x%02x%02x%02x%02x"
+		    "%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
+	}
+	d->layer.destroy = NULL;	/* ours: spfdns_free */
+	d->layer.lookup = spfdns_lookup;
+	d->layer.name = "tern";
+	d->layer.hook = d;
+	return d;
+}
+
+void
+spfdns_free(struct spfdns *d)
+{
+	if (d == NULL)
+		return;
+	ub_ctx_delete(d->ub);
+	free(d);
+}
+
+void *
+spfdns_layer(struct spfdns *d)
+{
+	return &d->layer;
+}
+
+void
+spfdns_track_begin(struct spfdns_track *t)
+{
+	memset(t, 0, sizeof(*t));
+	spfdns_cur = t;
+}
+
+void
+spfdns_track_end(struct spfdns_track *t)
+{
+	for (int i = 0; i < t->nrec; i++) {
+		free(t->rec[i]);
+		free(t->recdom[i]);
+	}
+	t->nrec = 0;
+	free(t->last_text);
+	t->last_text = NULL;
+	spfdns_cur = NULL;
+}

@@ -1,0 +1,63 @@
+/*
+ * spfdns: the DNS layer libspf2 calls, on a blocking libunbound context
+ * that forwards to the configured resolver (`resolver ADDR port N`), so
+ * SPF sees the same nameserver as every other lookup and tests keep their
+ * loopback DNS.  It blocks by design: it runs in the smtp process's SPF
+ * worker threads (smtpd/policy.c) and in `ternctl check`, never on an
+ * event loop.  One context is shared by every thread (libunbound locks it)
+ * and caches answers for their TTL.
+ *
+ * It also watches what it answers for one evaluation (struct spfdns_track,
+ * per thread): void lookups (NXDOMAIN or no data) for RFC 7208 4.6.4, and
+ * every SPF record libspf2 fetches, so auth/spf.c can check their syntax
+ * where libspf2 is lax.
+ */
+#ifndef TERN_SPFDNS_H
+#define TERN_SPFDNS_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#define SPFDNS_RECORDS	16	/* records kept per evaluation */
+
+struct spfdns_track {
+	int	 fix;		/* rewrite records for libspf2 (auth/spf.c) */
+	int	 v6;		/* ...for an IPv6 client */
+	int	 mx_over;	/* an MX answer of more than 10 records */
+	int	 last_void;	/* the last TXT lookup was void */
+	int	 last_temp;	/* ...or failed for now */
+	int	 last_index;	/* ...and was lookup number this */
+	int	 lookups;	/* queries made */
+	int	 voids;		/* NXDOMAIN or no data */
+	int	 temp;		/* queries that failed for now */
+	int	 nrec;
+	char	*rec[SPFDNS_RECORDS];	/* "v=spf1" records seen (malloc'd) */
+	char	*recdom[SPFDNS_RECORDS];	/* ...and the name they came from */
+	int	 overflow;	/* more records than kept */
+	/* The last TXT lookup: on fail, libspf2's explanation (exp=) one. */
+	int	 last_txt;	/* a TXT lookup was made */
+	int	 last_spf;	/* ...whose answer held an SPF record */
+	int	 last_n;	/* ...with this many records */
+	char	*last_text;	/* ...the first of them (malloc'd) */
+};
+
+struct spfdns;
+
+/*
+ * A resolver forwarding to servers (none: /etc/resolv.conf).  timeout_ms
+ * bounds how long an unanswered server is waited for.  NULL on error, with
+ * a reason in err.
+ */
+struct spfdns	*spfdns_new(const struct sockaddr_storage *servers,
+		    const socklen_t *lens, size_t nservers, int timeout_ms,
+		    char *err, size_t errlen);
+void		 spfdns_free(struct spfdns *);
+
+/* The libspf2 layer (an SPF_dns_server_t *), one per SPF server object. */
+void		*spfdns_layer(struct spfdns *);
+
+/* Watch this thread's queries into t until spfdns_track_end. */
+void		 spfdns_track_begin(struct spfdns_track *t);
+void		 spfdns_track_end(struct spfdns_track *t);
+
+#endif
