@@ -65,6 +65,8 @@ enum ipc_tag {
 	T_REJECTED,	/* smtp -> queue (Q_COMMIT): recipients refused */
 	T_POLICY,	/* queue -> smtp (Q_CREATED): a limit refused it;
 			 * T_TEXT is the reply after the code */
+	T_RET,		/* smtp -> queue (Q_COMMIT): RET=, DSN_RET_* */
+	T_ENVID,	/* smtp -> queue, queue -> smtp: ENVID=, decoded */
 };
 
 /* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */

@@ -110,8 +110,9 @@ ctl_show(struct buf *o, const struct qmsg *m)
 	    "client: %s\nhelo: %s\nprotocol: %s\nbody: %s%s\n", m->env.id,
 	    date, (unsigned long long)m->env.size, m->env.sender,
 	    m->env.client ? m->env.client : "", m->env.helo ? m->env.helo : "",
-	    m->env.proto ? m->env.proto : "", m->env.body8bit ? "8BITMIME" :
-	    "7BIT", m->env.smtputf8 ? " SMTPUTF8" : "");
+	    m->env.proto ? m->env.proto : "", m->env.body8bit == 2 ?
+	    "BINARYMIME" : m->env.body8bit ? "8BITMIME" : "7BIT",
+	    m->env.smtputf8 ? " SMTPUTF8" : "");
 	if (m->env.flags & ENV_HOLD)
 		buf_puts(o, "held: by the admin (ternctl release)\n");
 	for (i = 0; i < m->env.nrcpts; i++) {

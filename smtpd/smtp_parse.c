@@ -718,7 +718,8 @@ static int
 param_ret(const struct esmtp_param *p, struct mail_params *mp,
     const char **why)
 {
-	return esmtp_ret(p->val, p->vallen, &mp->ret, why);
+	/* -3: a DSN parameter's syntax, refused with 501 (RFC 3461). */
+	return esmtp_ret(p->val, p->vallen, &mp->ret, why) == 0 ? 0 : -3;
 }
 
 static int
@@ -726,7 +727,7 @@ param_envid(const struct esmtp_param *p, struct mail_params *mp,
     const char **why)
 {
 	return esmtp_envid(p->val, p->vallen, mp->envid, sizeof(mp->envid),
-	    why);
+	    why) == 0 ? 0 : -3;
 }
 
 static const struct mail_param_def {

@@ -77,8 +77,8 @@ struct mail_params {
  * Parse MAIL FROM parameters (SIZE=, BODY=, SMTPUTF8, XPROGRAM=, RET=,
  * ENVID=), space separated, keywords case-insensitive.  Unknown or
  * repeated ones fail; the caller refuses XPROGRAM where it does not offer
- * it.  Returns 0, or -1 with *why; -2 for an unknown parameter (555, not
- * 501).
+ * it.  Returns 0, or -1 with *why; -2 for an unknown parameter; -3 for
+ * a malformed RET= or ENVID= (501 5.5.4, RFC 3461).
  */
 int	 smtp_parse_mail_params(const char *s, struct mail_params *,
 	    const char **why);
