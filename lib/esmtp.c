@@ -230,6 +230,17 @@ esmtp_rcpt_print(struct buf *b, unsigned notify, const char *orcpt)
 	}
 }
 
+void
+esmtp_mail_print(struct buf *b, int ret, const char *envid)
+{
+	if (ret == DSN_RET_FULL || ret == DSN_RET_HDRS)
+		buf_puts(b, ret == DSN_RET_HDRS ? " RET=HDRS" : " RET=FULL");
+	if (envid != NULL && *envid != '\0') {
+		buf_puts(b, " ENVID=");
+		esmtp_xtext_encode(b, envid);
+	}
+}
+
 int
 esmtp_bdat(const char *arg, uint64_t *size, int *last, const char **why)
 {

@@ -63,6 +63,8 @@ int	esmtp_rcpt(const char *s, struct dsn_rcpt_params *,
  * Appends " NOTIFY=..." and " ORCPT=..." for what is set.
  */
 void	esmtp_rcpt_print(struct buf *, unsigned notify, const char *orcpt);
+/* Appends " RET=..." and " ENVID=..." (xtext) for what is set. */
+void	esmtp_mail_print(struct buf *, int ret, const char *envid);
 
 /*
  * The BDAT argument: "size" or "size LAST" (LAST case-insensitive, one

@@ -67,6 +67,8 @@ enum ipc_tag {
 			 * T_TEXT is the reply after the code */
 	T_RET,		/* smtp -> queue (Q_COMMIT): RET=, DSN_RET_* */
 	T_ENVID,	/* smtp -> queue, queue -> smtp: ENVID=, decoded */
+	T_DSNMAIL,	/* queue -> parent: " RET=.. ENVID=.." for LMTP */
+	T_DSNRCPT,	/* queue -> parent: " NOTIFY=.. ORCPT=.." for LMTP */
 };
 
 /* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */

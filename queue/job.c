@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "conf/conf.h"
+#include "lib/esmtp.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "lib/util.h"
@@ -210,6 +211,23 @@ job_new(struct qmsg *m, size_t ri, const struct target *t, uint64_t id)
 	return j;
 }
 
+/* The DSN parameters as LMTP takes them, for a server that offers DSN. */
+static void
+job_dsn_params(struct buf *b, const struct qmsg *m, const struct env_rcpt *r)
+{
+	struct buf p;
+
+	buf_init(&p);
+	esmtp_mail_print(&p, m->env.ret, m->env.envid);
+	if (p.len)
+		rec_put_str(b, T_DSNMAIL, p.data);
+	buf_reset(&p);
+	esmtp_rcpt_print(&p, r->notify, r->orcpt);
+	if (p.len)
+		rec_put_str(b, T_DSNRCPT, p.data);
+	buf_free(&p);
+}
+
 static int
 job_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 {
@@ -230,6 +248,7 @@ job_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 	rec_put_str(&b, T_RCPT, t->rcpt);
 	rec_put_str(&b, T_ORCPT, r->addr);
 	rec_put_str(&b, T_ID, m->env.id);
+	job_dsn_params(&b, m, r);
 	ipc_send(queue_parent(), IMSG_P_DELIVER, b.data, b.len, fd);
 	buf_free(&b);
 	return 0;

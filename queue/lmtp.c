@@ -305,21 +305,31 @@ static int
 lmtp_dialogue(struct lmtp *l, const struct mda_job *j, const char *spec,
     const char *addr, char *err, size_t errlen)
 {
-	char line[1200], text[1024];
-	int r, code;
+	char line[2900], text[1024];
+	int r, code, dsn;
 
 	if ((r = lmtp_expect(l, spec, "connect", 220, LMTP_CMD_SECS, err,
 	    errlen)) != MDA_OK)
 		return r;
 	snprintf(line, sizeof(line), "LHLO %s", j->helo);
-	if (lmtp_cmd(l, line) == -1 || (r = lmtp_expect(l, spec, "LHLO", 250,
-	    LMTP_CMD_SECS, err, errlen)) != MDA_OK)
+	if (lmtp_cmd(l, line) == -1)
 		goto broken;
-	snprintf(line, sizeof(line), "MAIL FROM:<%s>", j->sender);
+	/* DSN parameters go to a server that offers DSN (RFC 3461). */
+	code = lmtp_reply(l, LMTP_CMD_SECS, text, sizeof(text));
+	dsn = strstr(text, " DSN ") != NULL || (strlen(text) >= 4 &&
+	    strcmp(text + strlen(text) - 4, " DSN") == 0);
+	if (code / 100 != 2) {
+		r = code == -1 ? MDA_OK : code / 100 == 5 ? MDA_PERM : MDA_TEMP;
+		snprintf(err, errlen, "%s (lmtp %s, after LHLO)", text, spec);
+		goto broken;
+	}
+	snprintf(line, sizeof(line), "MAIL FROM:<%s>%s", j->sender,
+	    dsn && j->dsn_mail ? j->dsn_mail : "");
 	if (lmtp_cmd(l, line) == -1 || (r = lmtp_expect(l, spec, "MAIL FROM",
 	    250, LMTP_CMD_SECS, err, errlen)) != MDA_OK)
 		goto broken;
-	snprintf(line, sizeof(line), "RCPT TO:<%s>", addr);
+	snprintf(line, sizeof(line), "RCPT TO:<%s>%s", addr,
+	    dsn && j->dsn_rcpt ? j->dsn_rcpt : "");
 	if (lmtp_cmd(l, line) == -1 || (r = lmtp_expect(l, spec, "RCPT TO",
 	    250, LMTP_CMD_SECS, err, errlen)) != MDA_OK)
 		goto broken;

@@ -36,6 +36,8 @@ struct mda_job {
 	const char	*user;		/* the account this process runs as */
 	const char	*home;
 	const char	*helo;		/* our name, for LHLO */
+	const char	*dsn_mail;	/* " RET=.. ENVID=..", or NULL */
+	const char	*dsn_rcpt;	/* " NOTIFY=.. ORCPT=..", or NULL */
 	time_t		 deadline;	/* commands and LMTP stop here */
 };
 

@@ -842,22 +842,19 @@ mta_start_txn(struct mta_conn *c)
 		str_copy(params + strlen(params), " SMTPUTF8",
 		    sizeof(params) - strlen(params));
 	j->dsnpassed = c->ext_dsn;
-	if (c->ext_dsn && j->ret)
-		str_copy(params + strlen(params), j->ret == DSN_RET_HDRS ?
-		    " RET=HDRS" : " RET=FULL", sizeof(params) - strlen(params));
 	c->msgs++;
 	c->dirty = 1;
 	c->replies = 0;
 	c->accepted = 0;
 	c->mail_code = 0;
 	c->sent_rcpts = 0;
-	if (c->ext_dsn && j->envid) {
+	if (c->ext_dsn) {
 		struct buf e;
 
 		buf_init(&e);
-		esmtp_xtext_encode(&e, j->envid);
-		mta_send(c, "MAIL FROM:<%s>%s ENVID=%s", j->sender, params,
-		    e.data);
+		buf_puts(&e, "");
+		esmtp_mail_print(&e, j->ret, j->envid);
+		mta_send(c, "MAIL FROM:<%s>%s%s", j->sender, params, e.data);
 		buf_free(&e);
 	} else
 		mta_send(c, "MAIL FROM:<%s>%s", j->sender, params);

@@ -652,6 +652,7 @@ enum { DS_FORWARD, DS_MAILBOX };
 struct deliver_req {
 	uint64_t	 job;
 	char		*kind, *user, *path, *sender, *rcpt, *orcpt, *id;
+	char		*dsnmail, *dsnrcpt;	/* for LMTP; may be NULL */
 };
 
 struct delivery {
@@ -662,6 +663,7 @@ struct delivery {
 	int		 msgfd;
 	struct target	*t;		/* from the parent's own expansion */
 	char		*sender, *orcpt, *id;
+	char		*dsnmail, *dsnrcpt;	/* DSN parameters, for LMTP */
 	char		 runas[64];	/* the account the worker runs as */
 	char		 home[1024];
 	uid_t		 uid;
@@ -688,6 +690,8 @@ deliver_req_free(struct deliver_req *d)
 	free(d->rcpt);
 	free(d->orcpt);
 	free(d->id);
+	free(d->dsnmail);
+	free(d->dsnrcpt);
 }
 
 static int
@@ -712,6 +716,8 @@ deliver_req_parse(struct rec_reader *rd, struct deliver_req *d)
 		case T_RCPT: dst = &d->rcpt; break;
 		case T_ORCPT: dst = &d->orcpt; break;
 		case T_ID: dst = &d->id; break;
+		case T_DSNMAIL: dst = &d->dsnmail; break;
+		case T_DSNRCPT: dst = &d->dsnrcpt; break;
 		}
 		if (dst && (*dst != NULL || (*dst = rec_str(&r, 4000)) == NULL))
 			return -1;
@@ -804,6 +810,8 @@ delivery_free(struct delivery *dl)
 	free(dl->sender);
 	free(dl->orcpt);
 	free(dl->id);
+	free(dl->dsnmail);
+	free(dl->dsnrcpt);
 	buf_free(&dl->out);
 	buf_free(&dl->fwd);
 	free(dl);
@@ -1026,6 +1034,8 @@ worker_run(const struct delivery *dl, int out)
 	j.sender = dl->sender;
 	j.rcpt = dl->t->rcpt;
 	j.orcpt = dl->orcpt;
+	j.dsn_mail = dl->dsnmail;
+	j.dsn_rcpt = dl->dsnrcpt;
 	j.qid = dl->id;
 	j.user = dl->runas;
 	j.home = dl->home;
@@ -1151,6 +1161,11 @@ parent_deliver(struct rec_reader *rd, int msgfd)
 	dl->sender = xstrdup(d.sender);
 	dl->orcpt = xstrdup(d.orcpt);
 	dl->id = xstrdup(d.id);
+	/* Printed by esmtp (xtext): plain text or nothing goes to LMTP. */
+	if (d.dsnmail && deliver_plain(d.dsnmail, 200))
+		dl->dsnmail = xstrdup(d.dsnmail);
+	if (d.dsnrcpt && deliver_plain(d.dsnrcpt, 1600))
+		dl->dsnrcpt = xstrdup(d.dsnrcpt);
 	buf_init(&dl->out);
 	buf_init(&dl->fwd);
 	if (dl->msgfd < 0)

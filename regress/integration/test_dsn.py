@@ -3,6 +3,7 @@ and checked at MAIL and RCPT, kept in the envelope, honoured in our
 notices (failure, success) and passed on to a next hop that offers DSN
 (an aiosmtpd peer taught DSN, which records what it got) but not to one
 that does not.  Also the SMTP client's BDAT for BINARYMIME mail."""
+import os
 import socket
 import threading
 
@@ -12,6 +13,7 @@ from aiosmtpd.smtp import SMTP
 from conftest import SMTPConn, wait_for
 from test_chunking import MSG, bdat
 from test_remote import MX, Sink, dsn_of, empty, remote, status_blocks  # noqa: F401
+from test_local_forms import users  # noqa: F401
 from test_smtp import ehlo
 
 DSN_KEYS = ("NOTIFY", "ORCPT", "RET", "ENVID")
@@ -44,7 +46,9 @@ class DSNSink(Sink):
         return responses[:-1] + ["250-DSN"] + responses[-1:]
 
 
-class DSNServer(SMTP):
+class DSNParams:
+    """Takes the DSN parameters off MAIL and RCPT and records them."""
+
     async def smtp_MAIL(self, arg):
         arg, got = split_dsn(arg or "")
         self.event_handler.mail_params.append(got)
@@ -54,6 +58,10 @@ class DSNServer(SMTP):
         arg, got = split_dsn(arg or "")
         self.event_handler.rcpt_params.append(got)
         await super().smtp_RCPT(arg)
+
+
+class DSNServer(DSNParams, SMTP):
+    pass
 
 
 class DSNController(Controller):
@@ -294,3 +302,45 @@ def test_binarymime_bounced_for_peer_without_chunking(remote):
     assert mx1.messages == []
     b = status_blocks(dsn_of(d))[0]
     assert b["Action"] == "failed" and b["Status"] == "5.6.3", b
+
+
+# ---- over LMTP ----------------------------------------------------------------
+
+class DSNLMTPStore(DSNSink):
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
+                              envelope.original_content))
+        return "250 2.0.0 saved"
+
+
+def test_dsn_parameters_passed_over_lmtp(make_daemon, tmpbase, users):
+    from aiosmtpd.controller import UnixSocketController
+    from aiosmtpd.lmtp import LMTP
+
+    class DSNLMTP(DSNParams, LMTP):
+        pass
+
+    class Ctl(UnixSocketController):
+        def factory(self):
+            return DSNLMTP(self.handler, **self.SMTP_kwargs)
+
+    pw = users()
+    store = DSNLMTPStore()
+    sock = tmpbase / "lmtp.sock"
+    ctl = Ctl(store, unix_socket=str(sock), ready_timeout=10)
+    ctl.start()
+    try:
+        os.chmod(sock, 0o666)
+        d = make_daemon(f'local-delivery lmtp\nlmtp "unix:{sock}"').start()
+        submit(d, [(f"{pw.pw_name}@localhost",
+                    " NOTIFY=SUCCESS ORCPT=rfc822;x+2By@localhost")],
+               mail=" ENVID=lm+2B1 RET=HDRS")
+        assert wait_for(lambda: store.messages, 15), d.logtext()[-2000:]
+        # Delivered here: the success report is ours.
+        assert wait_for(lambda: dsn_of(d) is not None, 15), d.logtext()
+    finally:
+        ctl.stop()
+    assert store.mail_params == [{"ENVID": "lm+2B1", "RET": "HDRS"}]
+    assert store.rcpt_params == [{"NOTIFY": "SUCCESS",
+                                  "ORCPT": "rfc822;x+2By@localhost"}]
+    assert status_blocks(dsn_of(d))[0]["Action"] == "delivered"
