@@ -782,16 +782,21 @@ mta_send_bdat(struct mta_conn *c)
 	mta_body_start(c);
 }
 
-/* After the last RCPT reply: the body's command, or nothing to send. */
+/*
+ * After the last RCPT reply: the body's command, or -1 when no
+ * recipient was accepted.  c may be gone when it returns 0.
+ */
 static int
 mta_send_body_cmd(struct mta_conn *c)
 {
 	if (!c->accepted)
 		return -1;
-	if (c->bdat)
+	if (c->bdat) {
 		mta_send_bdat(c);
-	else
-		mta_send(c, "DATA");
+		return 0;
+	}
+	mta_send(c, "DATA");
+	mta_timeout(c, TO_DATA);
 	return 0;
 }
 
@@ -958,14 +963,11 @@ mta_txn_reply(struct mta_conn *c)
 				goto finished;
 			return;
 		}
-		if (!c->ext_pipe) {
-			if (idx < j->nr)
-				mta_send_rcpt(c, idx);
-			else if (mta_send_body_cmd(c) == -1)
-				goto finished;
-			if (c->st == C_TXN)
-				mta_timeout(c, idx < j->nr ? TO_RCPT : TO_DATA);
-		}
+		if (!c->ext_pipe && idx < j->nr) {
+			mta_send_rcpt(c, idx);
+			mta_timeout(c, TO_RCPT);
+		} else if (!c->ext_pipe && mta_send_body_cmd(c) == -1)
+			goto finished;
 		return;
 	}
 	/* The DATA reply. */

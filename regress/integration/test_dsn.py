@@ -7,6 +7,8 @@ import os
 import socket
 import threading
 
+import pytest
+
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
@@ -210,7 +212,8 @@ class BdatPeer:
     """A minimal MX that offers CHUNKING and BINARYMIME and takes one
     BDAT chunk per transaction; records (MAIL line, body bytes)."""
 
-    def __init__(self, host, port):
+    def __init__(self, host, port, pipelining=True):
+        self.pipelining = pipelining
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
@@ -251,7 +254,9 @@ class BdatPeer:
                 return
             verb = line[:4].upper()
             if verb == b"EHLO":
-                conn.sendall(b"250-bdat.test\r\n250-PIPELINING\r\n"
+                conn.sendall(b"250-bdat.test\r\n" +
+                             (b"250-PIPELINING\r\n" if self.pipelining
+                              else b"") +
                              b"250-8BITMIME\r\n250-CHUNKING\r\n"
                              b"250 BINARYMIME\r\n")
             elif verb == b"MAIL":
@@ -279,9 +284,10 @@ def send_binary(d, rcpt):
         assert code == 250, text
 
 
-def test_binarymime_relayed_by_bdat(remote):
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_binarymime_relayed_by_bdat(remote, pipelining):
     make, port = remote
-    with BdatPeer("127.0.0.2", port) as peer:
+    with BdatPeer("127.0.0.2", port, pipelining) as peer:
         d = make()
         send_binary(d, "bin@remote.test")
         assert wait_for(lambda: peer.got, 20), d.logtext()
