@@ -2,8 +2,13 @@
 hygiene, size limit and durable commit as DATA, and the smuggling cases
 (chunk boundaries splitting CRLF.CRLF, BDAT mixed with DATA, BDAT LAST 0,
 BDAT out of a transaction, sizes that cannot be kept in step)."""
-from conftest import SMTPConn, wait_for
+import pytest
+
+from conftest import SMTPConn
 from test_smtp import ehlo, only_mail, strip_trace
+
+# Under the ASan build, fail a test whose ternd wrote a sanitizer report.
+pytestmark = pytest.mark.usefixtures("sanitizer_check")
 
 MSG = b"Subject: chunks\r\nFrom: <a@example.org>\r\n\r\n"
 

@@ -18,6 +18,9 @@ from test_remote import MX, Sink, dsn_of, empty, remote, status_blocks  # noqa: 
 from test_local_forms import users  # noqa: F401
 from test_smtp import ehlo
 
+# Under the ASan build, fail a test whose ternd wrote a sanitizer report.
+pytestmark = pytest.mark.usefixtures("sanitizer_check")
+
 DSN_KEYS = ("NOTIFY", "ORCPT", "RET", "ENVID")
 
 
