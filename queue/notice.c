@@ -6,7 +6,7 @@
  * the group commit like any message; a message from the null sender is
  * never bounced to it (its failures go once to the postmaster).  The
  * sender's DSN parameters (RFC 3461) decide: NOTIFY= which notices a
- * recipient gets (NEVER: none; SUCCESS: one when it is delivered here or
+ * recipient is sent (NEVER: none; SUCCESS: one when it is delivered here or
  * relayed to a peer that does not take DSN), RET=HDRS the headers only,
  * and ENVID and ORCPT are reported back as given.
  */
