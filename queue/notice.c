@@ -83,11 +83,13 @@ notice_add(struct qmsg *m, size_t ri, const char *rcpt,
 	    (m->env.flags & ENV_DSN)))
 		return;		/* no success report to <> */
 	if (!notice_wanted(m, ri, delayed)) {
-		if (delayed == NOTICE_FAILED)
+		if (delayed == NOTICE_FAILED || delayed == NOTICE_DELAYED)
 			log_info("q=%s event=dsn result=suppressed to=<%s> "
-			    "reason=\"NOTIFY=%s\"", m->env.id, log_a(rcpt),
+			    "type=%s reason=\"NOTIFY=%s\"", m->env.id,
+			    log_a(rcpt), delayed ? "delay" : "failure",
 			    m->env.rcpts[ri].notify & DSN_NOTIFY_NEVER ?
-			    "NEVER" : "without FAILURE");
+			    "NEVER" : delayed ? "without DELAY" :
+			    "without FAILURE");
 		return;
 	}
 	f = xcalloc(1, sizeof(*f));
@@ -241,7 +243,7 @@ notice_send(struct qmsg *m)
 {
 	time_t now = time(NULL);
 	long long warn = conf_num(queue_conf(), NULL, K_DELAY_WARNING) / 1000;
-	size_t i;
+	size_t i, late = 0;
 
 	if (m->fails && notice_dsn(m, m->fails, 0) == 0)
 		notice_free(m);
@@ -253,11 +255,15 @@ notice_send(struct qmsg *m)
 	for (i = 0; i < m->env.nrcpts; i++) {
 		const struct env_rcpt *r = &m->env.rcpts[i];
 
-		if (r->state == RS_PENDING && r->attempts > 0)
+		if (r->state == RS_PENDING && r->attempts > 0) {
+			late++;
 			notice_add(m, i, r->addr, r->last_error, NULL,
 			    NOTICE_DELAYED);
+		}
 	}
-	if (m->fails && notice_dsn(m, m->fails, 1) == 0) {
+	/* Warned, or NOTIFY= wanted no warning: either way, once. */
+	if (late > 0 && (m->fails == NULL ||
+	    notice_dsn(m, m->fails, 1) == 0)) {
 		m->env.flags |= ENV_WARNED;
 		m->dirty = 1;
 	}

@@ -214,3 +214,19 @@ def test_bdat_on_submit_socket_offered(daemon):
             break
     s.close()
     assert any(b"CHUNKING" in l for l in lines), lines
+
+
+def test_bdat_fed_one_byte_at_a_time(daemon):
+    """The command, the chunk and the next command in single-byte writes:
+    the chunk's lines are cut the same way whatever the reads."""
+    import socket
+    data = MSG + b"a\r\n.\r\nb\r\n"
+    with SMTPConn(daemon.port) as c:
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        envelope(c)
+        for byte in b"BDAT %d LAST\r\n" % len(data) + data + b"NOOP\r\n":
+            c.send(bytes([byte]))
+        code, text = c.reply()
+        assert code == 250 and "queued as" in text, text
+        assert c.reply()[0] == 250
+    assert strip_trace(only_mail(daemon, "demo")) == lf(data)

@@ -353,3 +353,26 @@ def test_dsn_parameters_passed_over_lmtp(make_daemon, tmpbase, users):
     assert store.rcpt_params == [{"NOTIFY": "SUCCESS",
                                   "ORCPT": "rfc822;x+2By@localhost"}]
     assert status_blocks(dsn_of(d))[0]["Action"] == "delivered"
+
+
+def test_notify_without_delay_gets_no_delay_warning(remote):
+    make, port = remote
+    with MX("127.0.0.2", port) as mx1, MX("127.0.0.3", port) as mx2:
+        for mx in (mx1, mx2):
+            mx.rcpt_reply["slow@remote.test"] = "450 4.2.0 mailbox busy"
+            mx.rcpt_reply["slower@remote.test"] = "450 4.2.0 mailbox busy"
+        d = make("delay-warning 2s\n")
+        submit(d, [("slow@remote.test", " NOTIFY=FAILURE")])
+        assert wait_for(lambda: "type=delay" in d.logtext(), 30), \
+            d.logtext()
+        # The same delay with NOTIFY=DELAY is reported: the warning time
+        # has passed for the first one too, and it got none.
+        submit(d, [("slower@remote.test", " NOTIFY=DELAY,FAILURE")])
+        assert wait_for(lambda: dsn_of(d) is not None, 30), d.logtext()
+    blocks = status_blocks(dsn_of(d))
+    assert [b["Action"] for b in blocks] == ["delayed"]
+    assert "slower@remote.test" in blocks[0]["Final-Recipient"]
+    assert len(d.maildir("demo")) == 1
+    lines = [l for l in d.logtext().splitlines()
+             if "result=suppressed" in l and "type=delay" in l]
+    assert len(lines) == 1, lines            # once, not at every retry
