@@ -72,6 +72,12 @@ enum sstate {
 	SS_CLOSING	/* final reply queued; close when written */
 };
 
+/* A recipient's NOTIFY= and ORCPT= (RFC 3461); orcpt NULL: not given. */
+struct rcpt_dsn {
+	unsigned	 notify;
+	char		*orcpt;
+};
+
 /* Why a message in DATA is refused at its end. */
 enum data_err {
 	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_HOPS, DE_WRITE, DE_QUEUE,
@@ -141,8 +147,8 @@ struct session {
 	uint64_t		 bleft;		/* chunk octets still to read */
 	char			 breply[160];	/* refusal sent after the chunk */
 	struct buf		 bline;		/* the line being assembled */
-	struct dsn_rcpt_params	 rcur;		/* of the RCPT being checked */
-	struct dsn_rcpt_params	*rdsn;		/* parallel to rcpts */
+	struct rcpt_dsn		 rcur;		/* of the RCPT being checked */
+	struct rcpt_dsn		*rdsn;		/* parallel to rcpts */
 };
 
 /* The profile of the local submission socket: no per-address limits. */
@@ -318,6 +324,7 @@ session_free(struct session *s)
 		ipc_send(smtp.queue, IMSG_Q_ABORT, s->qid, strlen(s->qid), -1);
 	session_reset(s);
 	free(s->helo);
+	free(s->rcur.orcpt);
 	free(s->vaultrcpt);
 	free(s->authuser);
 	free(s->saslname);
@@ -364,6 +371,8 @@ session_reset(struct session *s)
 		free(s->rcpts[i]);
 	free(s->rcpts);
 	s->rcpts = NULL;
+	for (i = 0; i < s->nrcpts; i++)
+		free(s->rdsn[i].orcpt);
 	free(s->rdsn);
 	s->rdsn = NULL;
 	s->nrcpts = 0;
@@ -625,6 +634,7 @@ rcpt_add(struct session *s, const char *addr)
 	s->rcpts = xreallocarray(s->rcpts, s->nrcpts + 1, sizeof(*s->rcpts));
 	s->rdsn = xreallocarray(s->rdsn, s->nrcpts + 1, sizeof(*s->rdsn));
 	s->rdsn[s->nrcpts] = s->rcur;
+	s->rcur.orcpt = NULL;		/* the recipient's now */
 	s->rcpts[s->nrcpts++] = xstrdup(addr);
 	session_reply(s, "250 2.1.5 recipient ok");
 }
@@ -718,6 +728,7 @@ static void
 cmd_rcpt(struct session *s, const char *arg)
 {
 	struct smtp_path p;
+	struct dsn_rcpt_params rp;
 	const char *rest, *why = NULL;
 	char addr[SMTP_PATH_MAX * 2];
 	int flags = PATH_ALLOW_POSTMASTER, r;
@@ -732,11 +743,14 @@ cmd_rcpt(struct session *s, const char *arg)
 		session_error(s, "501 5.1.3 %s", why ? why : "bad recipient address");
 		return;
 	}
-	if ((r = esmtp_rcpt(rest, &s->rcur, &why)) != 0) {
+	if ((r = esmtp_rcpt(rest, &rp, &why)) != 0) {
 		session_error(s, "%s 5.5.4 %s", r == -1 ? "501" : "555",
 		    why ? why : "bad parameters");
 		return;
 	}
+	free(s->rcur.orcpt);
+	s->rcur.notify = rp.notify;
+	s->rcur.orcpt = rp.orcpt[0] ? xstrdup(rp.orcpt) : NULL;
 	if (s->nrcpts >= (size_t)session_knob(s, K_MAX_RECIPIENTS)) {
 		session_reply(s, "452 4.5.3 too many recipients");
 		return;
@@ -1315,7 +1329,7 @@ data_send_commit(struct session *s)
 		rec_put_str(&b, T_RCPT, s->rcpts[i]);
 		if (s->rdsn[i].notify)
 			rec_put_u64(&b, T_DSN, s->rdsn[i].notify);
-		if (s->rdsn[i].orcpt[0])
+		if (s->rdsn[i].orcpt)
 			rec_put_str(&b, T_ORCPT, s->rdsn[i].orcpt);
 	}
 	r |= ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len, -1);
