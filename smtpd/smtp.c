@@ -1707,8 +1707,16 @@ bdat_chunk_end(struct session *s)
 		return;
 	}
 	if (s->blast) {
+		/* A last line without CRLF gets one; a CR there is bare. */
+		if (s->bline.len > 0 && !s->blong &&
+		    s->bline.data[s->bline.len - 1] == '\r') {
+			if (s->derr == DE_NONE)
+				s->derr = DE_BARE;
+			buf_reset(&s->bline);
+		} else if (s->bline.len > 0 && !s->blong)
+			buf_putc(&s->bline, '\r');
 		if (s->bline.len > 0 || s->blong)
-			bdat_line(s);	/* no final CRLF: a bare CR or a line */
+			bdat_line(s);
 		data_commit(s);		/* 250 once durable, or the refusal */
 		return;
 	}

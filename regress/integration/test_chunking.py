@@ -230,3 +230,15 @@ def test_bdat_fed_one_byte_at_a_time(daemon):
         assert code == 250 and "queued as" in text, text
         assert c.reply()[0] == 250
     assert strip_trace(only_mail(daemon, "demo")) == lf(data)
+
+
+def test_bdat_last_line_without_crlf(daemon):
+    with SMTPConn(daemon.port) as c:
+        envelope(c)
+        code, text = bdat(c, MSG + b"no line end", last=True)
+        assert code == 250 and "queued as" in text, text
+    with SMTPConn(daemon.port) as c:
+        envelope(c)
+        code, text = bdat(c, MSG + b"bare CR at the end\r", last=True)
+        assert code == 554 and "5.5.2" in text, text
+    assert strip_trace(only_mail(daemon, "demo")) == lf(MSG) + b"no line end\n"
