@@ -242,3 +242,18 @@ def test_bdat_last_line_without_crlf(daemon):
         code, text = bdat(c, MSG + b"bare CR at the end\r", last=True)
         assert code == 554 and "5.5.2" in text, text
     assert strip_trace(only_mail(daemon, "demo")) == lf(MSG) + b"no line end\n"
+
+
+def test_bdat_250_means_durable(make_daemon):
+    """The 250 to BDAT LAST comes from the same commit as DATA's: the
+    message survives kill -9 right after it, and a remote one is queued."""
+    d = make_daemon("trusted-network 127.0.0.0/8\n").start()
+    with SMTPConn(d.port) as c:
+        envelope(c, rcpt="someone@remote.example")
+        code, text = bdat(c, MSG + b"durable\r\n", last=True)
+        assert code == 250, text
+        d.kill9()                                # no time for anything else
+    qid = text.split()[-1]
+    d.start()
+    out = d.ctl("queue", check=True).stdout
+    assert qid in out and "someone@remote.example" in out, out
