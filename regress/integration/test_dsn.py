@@ -376,3 +376,19 @@ def test_notify_without_delay_gets_no_delay_warning(remote):
     lines = [l for l in d.logtext().splitlines()
              if "result=suppressed" in l and "type=delay" in l]
     assert len(lines) == 1, lines            # once, not at every retry
+
+
+def test_ternctl_show_lists_dsn_parameters(make_daemon):
+    d = make_daemon("trusted-network 127.0.0.0/8\n").start()
+    with SMTPConn(d.port) as c:
+        ehlo(c)
+        assert c.cmd("MAIL FROM:<demo@example.test> RET=HDRS "
+                     "ENVID=QQ+2B1")[0] == 250
+        assert c.cmd("RCPT TO:<someone@remote.example> NOTIFY=DELAY "
+                     "ORCPT=rfc822;a+2Bb@x.test")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        code, text = c.cmd(MSG + b"x\r\n.")
+        assert code == 250, text
+    out = d.ctl("show", text.split()[-1], check=True).stdout
+    assert "dsn: RET=HDRS ENVID=QQ+2B1" in out, out
+    assert "  dsn: NOTIFY=DELAY ORCPT=rfc822;a+2Bb@x.test" in out, out
