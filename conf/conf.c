@@ -119,6 +119,9 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    "directory of mbox files, for local-delivery mbox" },
 	[K_LMTP] = { "lmtp", KNOB_STRING, NULL, 0, 0, 0,
 	    "LMTP server for local-delivery lmtp: unix:/path or host:port" },
+	[K_LOCAL_WORKER_IDLE] = { "local-worker-idle", KNOB_DURATION, "10s",
+	    0, HOUR, 0, "how long a Maildir delivery worker waits for the "
+	    "next message to its account; 0: a process per delivery" },
 	[K_CREDENTIALS] = { "credentials", KNOB_PATH,
 	    "/etc/tern/credentials.db", 0, 0, 0,
 	    "credential store (ternctl user ...); root's, mode 0600" },

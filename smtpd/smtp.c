@@ -45,6 +45,7 @@
 #include "lib/proc.h"
 #include "queue/resolve.h"
 #include "smtpd/clients.h"
+#include "smtpd/sasl.h"
 #include "smtpd/smtp_parse.h"
 #include "smtpd/tls.h"
 #include "auth/srs.h"
@@ -118,6 +119,7 @@ struct session {
 	int			 goodbye;	/* we close: TLS close_notify */
 	uint64_t		 active;	/* ms: last input (or connect) */
 	uid_t			 uid;		/* its peer's uid */
+	int			 probe;		/* PROBE_*: the queue is asked */
 	char			 localacct[80];	/* "local:NAME": its limits */
 	/* transaction */
 	char			*sender;	/* NULL = no MAIL yet */
@@ -516,17 +518,85 @@ cmd_helo(struct session *s, const char *arg, int esmtp)
 
 /*
  * Whose sending limits a submission counts against: the account it
- * proved with AUTH, or the local user of a sendmail(1) session; NULL for
+ * proved with AUTH, or the local user of a sendmail(1) session (with the
+ * program that ran sendmail, when it said: XPROGRAM); NULL for
  * the MX and trusted networks, which have no limits of their own.
  */
 static const char *
 session_account(const struct session *s)
 {
+	static char key[sizeof(s->localacct) + SMTP_PROGRAM_MAX + 2];
+
 	if (s->authed && s->authuser)
 		return s->authuser;
-	if (s->local)
+	if (!s->local)
+		return NULL;
+	if (s->mp.program[0] == '\0')
 		return s->localacct;
-	return NULL;
+	/* "local:USER/PROGRAM": a web form's mail() has its own limits and
+	   breaker, apart from cron's, within its user's (queue/limits.c). */
+	snprintf(key, sizeof(key), "%s/%s", s->localacct, s->mp.program);
+	str_lower(key);
+	return key;
+}
+
+/*
+ * Sending limits asked early: at MAIL (an account already over its
+ * message limit or suspended) and at each RCPT (its recipient limit), so
+ * a client learns before sending the data.  The queue answers from the
+ * same figures as at DATA (Q_CREATE with Q_F_PROBE: no file, nothing
+ * held); DATA's answer still decides.  The session waits (SS_WAIT).
+ */
+enum { PROBE_NONE, PROBE_MAIL, PROBE_RCPT };
+
+/* 0: asked, the answer comes to limits_probed; -1: nothing to ask. */
+static int
+limits_probe(struct session *s, int kind)
+{
+	struct buf b;
+	int rv;
+
+	if (session_account(s) == NULL || smtp.queue == NULL)
+		return -1;
+	buf_init(&b);
+	rec_put_u64(&b, T_SID, s->id);
+	rec_put_u64(&b, T_FLAGS, Q_F_PROBE);
+	rec_put_str(&b, T_ACCOUNT, session_account(s));
+	rec_put_u64(&b, T_NRCPT, s->nrcpts);
+	rv = ipc_send(smtp.queue, IMSG_Q_CREATE, b.data, b.len, -1);
+	buf_free(&b);
+	if (rv == -1)
+		return -1;
+	s->probe = kind;
+	s->state = SS_WAIT;
+	return 0;
+}
+
+/* The queue's answer (code 0: within the limits; no queue: the same). */
+static void
+limits_probed(struct session *s, int code, const char *text)
+{
+	int kind = s->probe;
+
+	s->probe = PROBE_NONE;
+	s->state = SS_CMD;
+	if (code == 0)
+		session_reply(s, kind == PROBE_MAIL ? "250 2.1.0 sender ok" :
+		    "250 2.1.5 recipient ok");
+	else {
+		session_log(s, "event=%s result=tempfail code=%d reason=\"%s\" "
+		    "account=<%s> from=<%s>%s%s%s", kind == PROBE_MAIL ? "mail" :
+		    "rcpt", code, log_q(text), log_a(session_account(s)),
+		    log_a(s->sender), kind == PROBE_MAIL ? "" : " to=<",
+		    kind == PROBE_MAIL ? "" : log_a(s->rcpts[s->nrcpts - 1]),
+		    kind == PROBE_MAIL ? "" : ">");
+		session_reply(s, "%d %s", code, text);
+		if (kind == PROBE_MAIL)
+			session_reset(s);
+		else			/* this recipient only */
+			free(s->rcpts[--s->nrcpts]);
+	}
+	session_process(s);
 }
 
 static void
@@ -588,7 +658,8 @@ cmd_mail(struct session *s, const char *arg)
 		return;
 	}
 	s->sender = xstrdup(addr);
-	session_reply(s, "250 2.1.0 sender ok");
+	if (limits_probe(s, PROBE_MAIL) == -1)
+		session_reply(s, "250 2.1.0 sender ok");
 }
 
 /* The recipient as stored: Postmaster gets our primary local domain. */
@@ -636,7 +707,8 @@ rcpt_add(struct session *s, const char *addr)
 	s->rdsn[s->nrcpts] = s->rcur;
 	s->rcur.orcpt = NULL;		/* the recipient's now */
 	s->rcpts[s->nrcpts++] = xstrdup(addr);
-	session_reply(s, "250 2.1.5 recipient ok");
+	if (limits_probe(s, PROBE_RCPT) == -1)
+		session_reply(s, "250 2.1.5 recipient ok");
 }
 
 /* A local recipient must exist; any other needs a client allowed to relay. */
@@ -852,49 +924,6 @@ cmd_starttls(struct session *s)
 
 /* ---- AUTH (RFC 4954): PLAIN and LOGIN, checked by the vault ---------------- */
 
-/* Decode base64 into out (NUL-terminated); -1 if it is not base64. */
-static int
-sasl_decode(const char *in, char *out, size_t cap, size_t *outlen)
-{
-	size_t n = strlen(in), pad = 0;
-	const char *eq;
-	int r;
-
-	if (n == 0 || n % 4 != 0 || n / 4 * 3 + 1 > cap)
-		return -1;
-	if (strspn(in, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	    "0123456789+/=") != n)
-		return -1;
-	/* Padding only at the end: "=" or "==". */
-	if ((eq = strchr(in, '=')) != NULL && (eq < in + n - 2 ||
-	    strspn(eq, "=") != (size_t)(in + n - eq)))
-		return -1;
-	if (in[n - 1] == '=')
-		pad++;
-	if (in[n - 2] == '=')
-		pad++;
-	if ((r = EVP_DecodeBlock((unsigned char *)out,
-	    (const unsigned char *)in, (int)n)) < 0 || (size_t)r < pad)
-		return -1;
-	*outlen = (size_t)r - pad;
-	out[*outlen] = '\0';
-	return 0;
-}
-
-/* A name or password as SASL carries it: no NUL, no controls but space. */
-static int
-sasl_plain_text(const char *s, size_t len, size_t max)
-{
-	size_t i;
-
-	if (len == 0 || len > max)
-		return 0;
-	for (i = 0; i < len; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return 0;
-	return 1;
-}
-
 static void
 auth_done(uint64_t sid, int status, const char *account, const char *unused)
 {
@@ -939,8 +968,7 @@ auth_check(struct session *s, const char *user, size_t ulen,
 	size_t n;
 
 	s->sasl = SASL_NONE;
-	if (!sasl_plain_text(user, ulen, 255) ||
-	    !sasl_plain_text(pass, plen, 1024)) {
+	if (!sasl_text_ok(user, ulen, 255) || !sasl_text_ok(pass, plen, 1024)) {
 		session_error(s, "535 5.7.8 authentication credentials "
 		    "invalid");
 		return;
@@ -969,8 +997,9 @@ auth_check(struct session *s, const char *user, size_t ulen,
 static void
 auth_plain(struct session *s, const char *b64)
 {
-	char buf[2048], *user, *pass, *end;
-	size_t len;
+	char buf[2048];
+	const char *user, *pass;
+	size_t len, ulen, plen;
 
 	if (strcmp(b64, "=") == 0)
 		len = 0, buf[0] = '\0';
@@ -979,20 +1008,14 @@ auth_plain(struct session *s, const char *b64)
 		session_error(s, "501 5.5.2 cannot decode the response");
 		return;
 	}
-	end = buf + len;
-	user = memchr(buf, '\0', len);
-	pass = user ? memchr(user + 1, '\0', (size_t)(end - user - 1)) : NULL;
-	if (user == NULL || pass == NULL || (user > buf &&
-	    ((size_t)(user - buf) != (size_t)(pass - user - 1) ||
-	    memcmp(buf, user + 1, (size_t)(user - buf)) != 0))) {
+	if (sasl_plain_split(buf, len, &user, &ulen, &pass, &plen) == -1) {
 		s->sasl = SASL_NONE;
 		explicit_bzero(buf, sizeof(buf));
 		session_error(s, "535 5.7.8 authentication credentials "
 		    "invalid");
 		return;
 	}
-	auth_check(s, user + 1, (size_t)(pass - user - 1), pass + 1,
-	    (size_t)(end - pass - 1));
+	auth_check(s, user, ulen, pass, plen);
 	explicit_bzero(buf, sizeof(buf));
 }
 
@@ -2471,6 +2494,10 @@ smtp_policy_refused(struct session *s, const struct qreply *q)
 	for (i = 0; text[i]; i++)
 		if (text[i] < 0x20 || text[i] > 0x7e)
 			text[i] = '?';
+	if (s->probe) {
+		limits_probed(s, code, text);
+		return;
+	}
 	session_log(s, "event=limit result=tempfail code=%d reason=\"%s\" "
 	    "account=<%s> from=<%s> nrcpt=%zu", code, log_q(text),
 	    log_a(session_account(s) ? session_account(s) : ""),
@@ -2487,6 +2514,12 @@ smtp_created(struct session *s, struct qreply *q, int fd)
 		if (fd >= 0)
 			close(fd);
 		smtp_policy_refused(s, q);
+		return;
+	}
+	if (s->state == SS_WAIT && s->probe) {
+		if (fd >= 0)
+			close(fd);
+		limits_probed(s, 0, NULL);	/* DATA decides the rest */
 		return;
 	}
 	if (s->state != SS_WAIT || q->code != 0 || fd < 0 || q->id == NULL) {
@@ -2605,6 +2638,10 @@ smtp_commit_unknown(struct session *s)
 static void
 smtp_queue_gone(struct session *s)
 {
+	if (s->state == SS_WAIT && s->probe) {
+		limits_probed(s, 0, NULL);	/* asked again at DATA */
+		return;
+	}
 	if (s->state == SS_WAIT && s->committing) {
 		smtp_commit_unknown(s);
 		return;
@@ -2735,6 +2772,9 @@ smtp_pickup_session(struct rec_reader *rd, int fd)
 	s->uid = (uid_t)uid;
 	snprintf(s->addr, sizeof(s->addr), "local:uid=%u(%s)", (unsigned)uid,
 	    user);
+	/* Its limits are the file owner's, as on the submit socket. */
+	snprintf(s->localacct, sizeof(s->localacct), "local:%s", user);
+	str_lower(s->localacct);
 	free(user);
 	smtp_start_session(s);
 }

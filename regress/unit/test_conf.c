@@ -652,7 +652,8 @@ test_conf_senders(void)
 	    "allow-sender Bob info@example.org\n"
 	    "limit-messages-hour 7\n"
 	    "limit Lists@example.org messages-hour 300 recipients-day 0\n"
-	    "limit local:backup messages-day 5\n";
+	    "limit local:backup messages-day 5\n"
+	    "limit local:www-data/PHP-fpm8.2 messages-hour 20\n";
 	static const char *bad[] = {
 	    "allow-sender anna\n", "allow-sender anna nobody\n",
 	    "allow-sender anna x@-bad-\n", "allow-sender anna @\n",
@@ -700,6 +701,10 @@ test_conf_senders(void)
 	CHECK(conf_limit(c, "lists@example.org", LIM_RCPT_DAY) == 0);
 	CHECK(conf_limit(c, "local:backup", LIM_MSG_DAY) == 5);
 	CHECK(conf_limit(c, "local:backup", LIM_MSG_HOUR) == 7);
+	/* A program of a local user, as smtp names it (lower case). */
+	CHECK(conf_limit(c, "local:www-data/php-fpm8.2", LIM_MSG_HOUR) == 20);
+	CHECK(conf_limit(c, "local:www-data/php-fpm8.2", LIM_MSG_DAY) == 500);
+	CHECK(conf_limit(c, "local:www-data", LIM_MSG_HOUR) == 7);
 	test_conf_print_roundtrip(c);
 	conf_free(c);
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
