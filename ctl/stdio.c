@@ -221,7 +221,7 @@ bs_mail(struct bs *bs, const char *arg)
 		bs_error(bs, "501 5.1.7 bad sender address");
 		return;
 	}
-	if (smtp_parse_mail_params(rest, &bs->mp, &why) == -1 ||
+	if (smtp_parse_mail_params(rest, &bs->mp, &why) != 0 ||
 	    bs->mp.program[0] != '\0') {
 		bs_error(bs, "555 5.5.4 unsupported or bad parameter");
 		return;

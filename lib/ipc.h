@@ -70,6 +70,8 @@ enum ipc_tag {
 	T_THROTTLE,	/* vault -> queue (V_THROTTLE): one entry, itself
 			 * records: T_KIND, T_ID, T_CODE failures, T_SIZE
 			 * delay, T_STATUS refused, T_ARRIVAL until */
+	T_RET,		/* smtp -> queue (Q_COMMIT): RET=, DSN_RET_* */
+	T_ENVID,	/* smtp -> queue, queue -> smtp: ENVID=, decoded */
 };
 
 /* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */

@@ -236,6 +236,16 @@ commit_rcpts(struct ipc *peer, struct rec_reader *rd)
 				return;
 			envelope_add_rcpt(&in->env, s);
 			free(s);
+		} else if (in && !in->batched && in->env.nrcpts > 0 &&
+		    (r.tag == T_DSN || r.tag == T_ORCPT)) {
+			/* The DSN parameters of the recipient just added. */
+			struct env_rcpt *rc = &in->env.rcpts[in->env.nrcpts - 1];
+			uint64_t v;
+
+			if (r.tag == T_DSN && rec_u64(&r, &v) == 0 && v <= 0xf)
+				rc->notify = (unsigned)v;
+			else if (r.tag == T_ORCPT && rc->orcpt == NULL)
+				rc->orcpt = rec_str(&r, 1024);
 		}
 	}
 }
@@ -275,7 +285,7 @@ commit_fill_env(struct envelope *e, struct rec_reader *rd)
 			break;
 		case T_BODY:
 			if (rec_u64(&r, &v) == 0)
-				e->body8bit = v != 0;
+				e->body8bit = v > 2 ? 1 : (int)v;
 			break;
 		case T_UTF8:
 			if (rec_u64(&r, &v) == 0)
@@ -286,6 +296,13 @@ commit_fill_env(struct envelope *e, struct rec_reader *rd)
 			break;
 		case T_ACCOUNT:
 			dst = &e->account;
+			break;
+		case T_ENVID:
+			dst = &e->envid;
+			break;
+		case T_RET:
+			if (rec_u64(&r, &v) == 0 && v <= 2)
+				e->ret = (int)v;
 			break;
 		}
 		if (dst) {

@@ -25,6 +25,7 @@
 #include "queue/dest.h"
 #include "queue/envelope.h"
 #include "queue/limits.h"
+#include "lib/esmtp.h"
 #include "lib/log.h"
 #include "queue/qint.h"
 #include "queue/sched.h"
@@ -99,6 +100,21 @@ ctl_list(struct buf *o)
 }
 
 static void
+ctl_show_dsn(struct buf *o, const char *label, int ret, const char *envid,
+    unsigned notify, const char *orcpt)
+{
+	struct buf p;
+
+	/* The DSN parameters as the client gave them (xtext: plain text). */
+	buf_init(&p);
+	esmtp_mail_print(&p, ret, envid);
+	esmtp_rcpt_print(&p, notify, orcpt);
+	if (p.len)
+		buf_printf(o, "%s%s\n", label, p.data);
+	buf_free(&p);
+}
+
+static void
 ctl_show(struct buf *o, const struct qmsg *m)
 {
 	char date[64];
@@ -112,15 +128,18 @@ ctl_show(struct buf *o, const struct qmsg *m)
 	    "client: %s\nhelo: %s\nprotocol: %s\nbody: %s%s\n", m->env.id,
 	    date, (unsigned long long)m->env.size, m->env.sender,
 	    m->env.client ? m->env.client : "", m->env.helo ? m->env.helo : "",
-	    m->env.proto ? m->env.proto : "", m->env.body8bit ? "8BITMIME" :
-	    "7BIT", m->env.smtputf8 ? " SMTPUTF8" : "");
+	    m->env.proto ? m->env.proto : "", m->env.body8bit == 2 ?
+	    "BINARYMIME" : m->env.body8bit ? "8BITMIME" : "7BIT",
+	    m->env.smtputf8 ? " SMTPUTF8" : "");
 	if (m->env.flags & ENV_HOLD)
 		buf_puts(o, "held: by the admin (ternctl release)\n");
+	ctl_show_dsn(o, "dsn:", m->env.ret, m->env.envid, 0, NULL);
 	for (i = 0; i < m->env.nrcpts; i++) {
 		const struct env_rcpt *r = &m->env.rcpts[i];
 
 		buf_printf(o, "recipient: <%s>\n  status: %s\n  attempts: %u\n",
 		    r->addr, envelope_state_name(r->state), r->attempts);
+		ctl_show_dsn(o, "  dsn:", 0, NULL, r->notify, r->orcpt);
 		if (r->last_try) {
 			t = (time_t)r->last_try;
 			localtime_r(&t, &tm);

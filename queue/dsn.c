@@ -458,7 +458,8 @@ dsn_text_rcpt(struct buf *b, const struct dsn_msg *m,
 		dsn_clean(&v, diag, strlen(diag), 0, DSN_DIAG_MAX);
 	} else
 		buf_printf(&v, "%s (status %s)", strcmp(dsn_action(m, r),
-		    "delayed") == 0 ? "delivery delayed" : "delivery failed",
+		    "delayed") == 0 ? "delivery delayed" : strcmp(dsn_action(m,
+		    r), "failed") == 0 ? "delivery failed" : dsn_action(m, r),
 		    dsn_status(m, r));
 	if (r->retry_until != 0 && strcmp(dsn_action(m, r), "delayed") == 0) {
 		buf_puts(&v, " (will be retried until ");
@@ -481,7 +482,11 @@ dsn_text(struct buf *b, const struct dsn_msg *m, const struct dsn_rcpt *r,
 	dsn_fold(b, v.data, 0, "", DSN_WIDTH);
 	buf_puts(b, "\r\n");
 	buf_reset(&v);
-	if (m->delayed)
+	if (m->success)
+		buf_puts(&v, "Your message was delivered to the recipients "
+		    "below, or handed on to a system that reports no further "
+		    "(relayed), as you asked.");
+	else if (m->delayed)
 		buf_puts(&v, "Your message could not be delivered yet to one "
 		    "or more recipients. The mail system will keep trying; "
 		    "you do not need to send it again.");
@@ -612,8 +617,8 @@ dsn_headers(struct buf *b, const struct dsn_msg *m, const char *host,
 	dsn_clean(&v, m->to, strlen(m->to), 1, DSN_HARD);
 	buf_putc(&v, '>');
 	dsn_field(b, "To", v.data);
-	dsn_field(b, "Subject", m->delayed ?
-	    "Delayed Mail (still being retried)" :
+	dsn_field(b, "Subject", m->success ? "Successful Mail Delivery "
+	    "Report" : m->delayed ? "Delayed Mail (still being retried)" :
 	    "Undelivered Mail Returned to Sender");
 	buf_printf(b, "Message-ID: <%s@%s>\r\n", msgid, host);
 	buf_puts(b, "Auto-Submitted: auto-replied\r\n");
@@ -644,7 +649,8 @@ dsn_assemble(struct buf *b, const struct dsn_msg *m, const char *host,
 	if (o->data != NULL) {
 		buf_printf(b, "\r\n--%s\r\n", bnd);
 		buf_printf(b, "Content-Description: %s message%s\r\n",
-		    m->delayed ? "Delayed" : "Undelivered",
+		    m->success ? "Delivered" : m->delayed ? "Delayed" :
+		    "Undelivered",
 		    o->full ? "" : " headers");
 		buf_puts(b, o->full ? "Content-Type: message/rfc822\r\n" :
 		    "Content-Type: text/rfc822-headers\r\n");

@@ -40,6 +40,8 @@ struct dsn_msg {
 	long long	 now;		/* Date:; 0: time(NULL) */
 	const char	*envid;		/* ENVID as received; may be NULL */
 	int		 delayed;	/* 1 delay warning, 0 failure */
+	int		 success;	/* every recipient delivered or
+					   relayed: a success report */
 	const char	*original;	/* spooled message, CRLF lines */
 	size_t		 original_len;	/* 0: no third part */
 	int		 return_full;	/* RET=FULL: attach whole message... */

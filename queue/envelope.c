@@ -17,6 +17,7 @@ enum env_tag {
 	E_SIZE, E_ARRIVAL, E_RCPT, E_R_STATE, E_R_ATTEMPTS, E_R_LAST,
 	E_R_NEXT, E_R_ERROR, E_R_DONE, E_FLAGS, E_R_FWD,
 	E_ACCOUNT,	/* newer: absent from older envelopes, and optional */
+	E_RET, E_ENVID, E_R_NOTIFY, E_R_ORCPT,	/* DSN (RFC 3461), optional */
 	E_END = 0xff
 };
 
@@ -43,6 +44,10 @@ envelope_encode(const struct envelope *e, struct buf *b)
 		rec_put_u64(b, E_FLAGS, e->flags);
 	if (e->account)
 		rec_put_str(b, E_ACCOUNT, e->account);
+	if (e->ret)
+		rec_put_u64(b, E_RET, (uint64_t)e->ret);
+	if (e->envid)
+		rec_put_str(b, E_ENVID, e->envid);
 	for (i = 0; i < e->nrcpts; i++) {
 		const struct env_rcpt *r = &e->rcpts[i];
 
@@ -57,6 +62,10 @@ envelope_encode(const struct envelope *e, struct buf *b)
 			rec_put_str(b, E_R_DONE, r->done[j]);
 		if (r->fwd_from)
 			rec_put_str(b, E_R_FWD, r->fwd_from);
+		if (r->notify)
+			rec_put_u64(b, E_R_NOTIFY, r->notify);
+		if (r->orcpt)
+			rec_put_str(b, E_R_ORCPT, r->orcpt);
 	}
 	crc = crc32_update(0, b->data, b->len);
 	c[0] = (unsigned char)(crc >> 24);
@@ -115,6 +124,13 @@ env_rcpt_rec(struct envelope *e, const struct rec *r)
 		return env_take_str(r, &rc->last_error);
 	case E_R_FWD:
 		return env_take_str(r, &rc->fwd_from);
+	case E_R_ORCPT:
+		return env_take_str(r, &rc->orcpt);
+	case E_R_NOTIFY:
+		if (env_take_u64(r, &v, 0xf) == -1)
+			return -1;
+		rc->notify = (unsigned)v;
+		return 0;
 	case E_R_DONE:
 		if (env_take_str(r, &s) == -1)
 			return -1;
@@ -153,8 +169,15 @@ env_rec(struct envelope *e, const struct rec *r)
 		return env_take_str(r, &e->proto);
 	case E_ACCOUNT:
 		return env_take_str(r, &e->account);
+	case E_ENVID:
+		return env_take_str(r, &e->envid);
+	case E_RET:
+		if (env_take_u64(r, &v, 2) == -1)
+			return -1;
+		e->ret = (int)v;
+		return 0;
 	case E_BODY8:
-		if (env_take_u64(r, &v, 1) == -1)
+		if (env_take_u64(r, &v, 2) == -1)
 			return -1;
 		e->body8bit = (int)v;
 		return 0;
@@ -249,6 +272,7 @@ envelope_free(struct envelope *e)
 		free(e->rcpts[i].addr);
 		free(e->rcpts[i].last_error);
 		free(e->rcpts[i].fwd_from);
+		free(e->rcpts[i].orcpt);
 		for (j = 0; j < e->rcpts[i].ndone; j++)
 			free(e->rcpts[i].done[j]);
 		free(e->rcpts[i].done);
@@ -259,6 +283,7 @@ envelope_free(struct envelope *e)
 	free(e->client);
 	free(e->proto);
 	free(e->account);
+	free(e->envid);
 	memset(e, 0, sizeof(*e));
 }
 

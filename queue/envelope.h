@@ -31,6 +31,8 @@ struct env_rcpt {
 	char		**done;		/* delivery targets already served */
 	size_t		 ndone;
 	char		*fwd_from;	/* added by that recipient's .forward */
+	unsigned	 notify;	/* NOTIFY=, DSN_NOTIFY_*; 0: not given */
+	char		*orcpt;		/* ORCPT=, "type;addr"; NULL: none */
 };
 
 struct envelope {
@@ -39,13 +41,15 @@ struct envelope {
 	char		*helo;
 	char		*client;	/* "[192.0.2.1]" */
 	char		*proto;		/* "ESMTP", "SMTP", "LOCAL" */
-	int		 body8bit;
+	int		 body8bit;	/* 0 7BIT, 1 8BITMIME, 2 BINARYMIME */
 	int		 smtputf8;
 	uint64_t	 size;		/* bytes of the spooled message */
 	uint64_t	 arrival;	/* unix seconds */
 	uint64_t	 flags;		/* ENV_* */
 	char		*account;	/* who submitted it (AUTH name, or
 					 * "local:NAME"); NULL: nobody */
+	int		 ret;		/* RET=, DSN_RET_*; 0: not given */
+	char		*envid;		/* ENVID=, decoded; NULL: none */
 	struct env_rcpt	*rcpts;
 	size_t		 nrcpts;
 };

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "conf/conf.h"
+#include "lib/esmtp.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "lib/util.h"
@@ -320,14 +321,24 @@ job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded, int lmtp)
 	rec_put_u64(&b, T_SIZE, m->env.size);
 	rec_put_u64(&b, T_BODY, (uint64_t)m->env.body8bit);
 	rec_put_u64(&b, T_UTF8, (uint64_t)m->env.smtputf8);
+	if (m->env.ret)
+		rec_put_u64(&b, T_RET, (uint64_t)m->env.ret);
+	if (m->env.envid)
+		rec_put_str(&b, T_ENVID, m->env.envid);
 	for (i = 0; i < n; i++) {
 		struct pending *p = &pend[idx[i]];
 		struct job *j = job_new(m, p->rcpt, &p->t, jobs.nextjob);
+		const struct env_rcpt *er = &m->env.rcpts[p->rcpt];
 
 		j->remote = 1;
 		j->peer = smtp;
 		j->domain = xstrdup(d->domain);
 		rec_put_str(&b, T_RCPT, p->t.path);
+		/* RFC 3461 for a next hop that takes DSN (mta.c decides). */
+		if (er->notify)
+			rec_put_u64(&b, T_DSN, er->notify);
+		if (er->orcpt)
+			rec_put_str(&b, T_ORCPT, er->orcpt);
 	}
 	ipc_send(smtp, IMSG_M_DELIVER, b.data, b.len, fd);
 	buf_free(&b);
@@ -629,8 +640,11 @@ job_delivered(struct rec_reader *rd)
 	jobs.nlocal--;
 	m = j->msg;
 	job_target_result(j, status > 2 ? 1 : (int)status, text, "local");
-	if (status == 0)
+	if (status == 0) {
+		notice_add(m, j->rcpt, j->desc, text, "local",
+		    NOTICE_DELIVERED);
 		job_forward(m, j->rcpt, &fwd);
+	}
 	job_free(j);
 	queue_settle(m);
 	free(text);
@@ -643,7 +657,7 @@ void
 job_remote_result(struct ipc *peer, struct rec_reader *rd)
 {
 	struct rec r;
-	uint64_t jid = 0, status = 1;
+	uint64_t jid = 0, status = 1, passed = 0;
 	char *relay = NULL, *addr = NULL, *text = NULL, *tls = NULL;
 	struct qmsg *m = NULL;
 	struct dest *d = NULL;
@@ -661,6 +675,9 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 		case T_TLS:
 			free(tls);
 			tls = rec_str(&r, 200);
+			break;
+		case T_DSN:	/* 1: the peer took NOTIFY, its reports; 2: LMTP */
+			rec_u64(&r, &passed);
 			break;
 		case T_RCPT:
 			free(addr);
@@ -682,6 +699,10 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 				dest_outcome(d, status > 2 ? 1 : (int)status, text);
 			job_target_result(j, status > 2 ? 1 : (int)status,
 			    text, relay ? relay : "none");
+			if (status == 0 && passed != 1)
+				notice_add(m, j->rcpt, j->desc, text, relay,
+				    passed == 2 ? NOTICE_DELIVERED :
+				    NOTICE_RELAYED);
 			job_free(j);
 			break;
 		}

@@ -34,6 +34,7 @@
 #include "dns/dns.h"
 #include "lib/addr.h"
 #include "lib/ipc.h"
+#include "lib/esmtp.h"
 #include "lib/log.h"
 #include "queue/mta.h"
 #include "lib/rec.h"
@@ -63,6 +64,8 @@ enum cstate {
 
 struct mta_rcpt {
 	char	*addr;
+	unsigned notify;	/* NOTIFY=, for a peer that takes DSN */
+	char	*orcpt;		/* ORCPT=, decoded "type;addr"; or NULL */
 	int	 status;	/* -1 = no outcome yet */
 	char	 reply[MTA_TEXT];
 };
@@ -92,6 +95,8 @@ struct mta_conn {
 	char			*authpass;	/* connection only */
 	int			 ext_pipe, ext_8bit, ext_utf8, ext_tls, ext_size;
 	int			 ext_plain, ext_login;
+	int			 ext_dsn, ext_chunk, ext_binary;
+	int			 bdat;		/* this body goes by BDAT */
 	long long		 maxsize;
 	int			 msgs;
 	int			 dirty;		/* needs RSET before reuse */
@@ -117,8 +122,11 @@ struct mta_job {
 	char			 domain[256];
 	int			 fd;
 	uint64_t		 size;
-	int			 body8, utf8;
+	int			 body8, utf8;	/* body8: 2 BINARYMIME */
 	int			 eai;		/* an address needs SMTPUTF8 */
+	int			 ret;		/* RET=, DSN_RET_* */
+	char			*envid;		/* ENVID=, decoded */
+	int			 dsnpassed;	/* the peer took NOTIFY= */
 	struct mta_rcpt		*r;
 	size_t			 nr;
 	const struct route	*route;
@@ -155,6 +163,7 @@ static void	mta_next_host(struct mta_job *);
 static void	mta_next_addr(struct mta_job *);
 static void	mta_conn_free(struct mta_conn *);
 static void	mta_start_txn(struct mta_conn *);
+static void	mta_body_start(struct mta_conn *);
 static void	mta_readcb(struct bufferevent *, void *);
 static void	mta_writecb(struct bufferevent *, void *);
 static void	mta_eventcb(struct bufferevent *, short, void *);
@@ -274,6 +283,12 @@ mta_ehlo_line(struct mta_conn *c, const char *kw)
 		c->ext_utf8 = 1;
 	else if (strcmp(up, "STARTTLS") == 0)
 		c->ext_tls = 1;
+	else if (strcmp(up, "DSN") == 0)
+		c->ext_dsn = 1;
+	else if (strcmp(up, "CHUNKING") == 0)
+		c->ext_chunk = 1;
+	else if (strcmp(up, "BINARYMIME") == 0)
+		c->ext_binary = 1;
 	else if (strcmp(up, "SIZE") == 0) {
 		c->ext_size = 1;
 		c->maxsize = kw[i] == ' ' ? strtoll(kw + i + 1, NULL, 10) : 0;
@@ -339,9 +354,12 @@ mta_job_free(struct mta_job *j)
 	for (i = 0; i < 2; i++)
 		if (j->dq[i])
 			dns_cancel(j->dq[i]);
-	for (i = 0; i < j->nr; i++)
+	for (i = 0; i < j->nr; i++) {
 		free(j->r[i].addr);
+		free(j->r[i].orcpt);
+	}
 	free(j->r);
+	free(j->envid);
 	free(j->hosts);
 	free(j->sender);
 	if (j->fd >= 0)
@@ -359,6 +377,11 @@ mta_job_done(struct mta_job *j)
 	rec_put_u64(&b, T_JOB, j->id);
 	rec_put_str(&b, T_RELAY, j->relay[0] ? j->relay : "none");
 	rec_put_str(&b, T_TLS, j->tlsinfo);
+	/* LMTP is final delivery (RFC 2033): the reports stay ours. */
+	if (j->route != NULL && j->route->lmtp)
+		rec_put_u64(&b, T_DSN, 2);
+	else if (j->dsnpassed)
+		rec_put_u64(&b, T_DSN, 1);
 	for (i = 0; i < j->nr; i++) {
 		struct mta_rcpt *r = &j->r[i];
 
@@ -556,6 +579,7 @@ mta_ehlo(struct mta_conn *c)
 	c->ext_pipe = c->ext_8bit = c->ext_utf8 = c->ext_tls = 0;
 	c->ext_size = 0;
 	c->ext_plain = c->ext_login = 0;
+	c->ext_dsn = c->ext_chunk = c->ext_binary = 0;
 	c->maxsize = 0;
 	mta_send(c, "%s %s", mta_lmtp(c) ? "LHLO" : "EHLO",
 	    conf_str(mta.conf, K_HOSTNAME));
@@ -765,10 +789,17 @@ mta_wire(const struct mta_conn *c, const char *a, char *w, size_t len)
 static void
 mta_send_rcpt(struct mta_conn *c, size_t i)
 {
+	struct mta_rcpt *r = &c->job->r[i];
 	char w[ADDR_STR_MAX];
+	struct buf p;
 
-	mta_send(c, "RCPT TO:<%s>", mta_wire(c, c->job->r[i].addr, w,
-	    sizeof(w)));
+	buf_init(&p);
+	buf_puts(&p, "");
+	if (c->ext_dsn)
+		esmtp_rcpt_print(&p, r->notify, r->orcpt);
+	mta_send(c, "RCPT TO:<%s>%s", mta_wire(c, r->addr, w, sizeof(w)),
+	    p.data);
+	buf_free(&p);
 	c->sent_rcpts = i + 1;
 }
 
@@ -796,6 +827,42 @@ mta_header8(struct mta_job *j)
 	return 1;
 }
 
+/*
+ * The body of a BINARYMIME message goes in one BDAT ... LAST chunk, as
+ * it is in the spool: no dot-stuffing, no end-of-data line.
+ */
+static void
+mta_send_bdat(struct mta_conn *c)
+{
+	struct stat st;
+
+	if (fstat(c->job->fd, &st) == -1) {
+		mta_conn_abandon(c, 1, "local error reading the message: %s",
+		    strerror(errno));
+		return;
+	}
+	mta_send(c, "BDAT %lld LAST", (long long)st.st_size);
+	mta_body_start(c);
+}
+
+/*
+ * After the last RCPT reply: the body's command, or -1 when no
+ * recipient was accepted.  c may be gone when it returns 0.
+ */
+static int
+mta_send_body_cmd(struct mta_conn *c)
+{
+	if (!c->accepted)
+		return -1;
+	if (c->bdat) {
+		mta_send_bdat(c);
+		return 0;
+	}
+	mta_send(c, "DATA");
+	mta_timeout(c, TO_DATA);
+	return 0;
+}
+
 static void
 mta_start_txn(struct mta_conn *c)
 {
@@ -816,6 +883,15 @@ mta_start_txn(struct mta_conn *c)
 		mta_job_done(j);
 		return;
 	}
+	/* RFC 3030: binary goes by BDAT, to a peer that says it takes it. */
+	if (j->body8 == 2 && (!c->ext_chunk || !c->ext_binary)) {
+		mta_fail_all(j, MTA_PERM, "554 5.6.3 the destination does not "
+		    "support BINARYMIME and CHUNKING, which this message needs");
+		mta_conn_park(c);
+		mta_job_done(j);
+		return;
+	}
+	c->bdat = j->body8 == 2;
 	if (!c->ext_utf8 && (j->eai || (j->utf8 && mta_header8(j)))) {
 		mta_fail_all(j, MTA_PERM, "553 5.6.7 the destination does not "
 		    "support SMTPUTF8, which this message needs");
@@ -827,24 +903,37 @@ mta_start_txn(struct mta_conn *c)
 		snprintf(params, sizeof(params), " SIZE=%llu",
 		    (unsigned long long)j->size);
 	if (j->body8 && c->ext_8bit)
-		str_copy(params + strlen(params), " BODY=8BITMIME",
+		str_copy(params + strlen(params), j->body8 == 2 ?
+		    " BODY=BINARYMIME" : " BODY=8BITMIME",
 		    sizeof(params) - strlen(params));
 	if ((j->utf8 || j->eai) && c->ext_utf8)
 		str_copy(params + strlen(params), " SMTPUTF8",
 		    sizeof(params) - strlen(params));
+	j->dsnpassed = c->ext_dsn;
 	c->msgs++;
 	c->dirty = 1;
 	c->replies = 0;
 	c->accepted = 0;
 	c->mail_code = 0;
 	c->sent_rcpts = 0;
-	mta_send(c, "MAIL FROM:<%s>%s", mta_wire(c, j->sender, w, sizeof(w)),
-	    params);
+	if (c->ext_dsn) {
+		struct buf e;
+
+		buf_init(&e);
+		buf_puts(&e, "");
+		esmtp_mail_print(&e, j->ret, j->envid);
+		mta_send(c, "MAIL FROM:<%s>%s%s",
+		    mta_wire(c, j->sender, w, sizeof(w)), params, e.data);
+		buf_free(&e);
+	} else
+		mta_send(c, "MAIL FROM:<%s>%s",
+		    mta_wire(c, j->sender, w, sizeof(w)), params);
 	if (c->ext_pipe) {
 		/* RFC 2920: the whole envelope and DATA in one write. */
 		for (i = 0; i < j->nr; i++)
 			mta_send_rcpt(c, i);
-		mta_send(c, "DATA");
+		if (!c->bdat)
+			mta_send(c, "DATA");
 	}
 	c->st = C_TXN;
 	mta_timeout(c, TO_MAIL);
@@ -879,16 +968,17 @@ mta_body_refill(struct mta_conn *c)
 	}
 	if (n == 0) {
 		/* The spool holds CRLF lines, so the end is always a line end. */
-		if (!c->bol)
+		if (!c->bol && !c->bdat)
 			evbuffer_add(out, "\r\n", 2);
-		evbuffer_add(out, ".\r\n", 3);
+		if (!c->bdat)
+			evbuffer_add(out, ".\r\n", 3);
 		c->st = C_DOT;
 		mta_timeout(c, TO_DOT);
 		return;
 	}
 	o = xmalloc((size_t)n * 2);
 	for (i = 0; i < n; i++) {
-		if (c->bol && in[i] == '.')
+		if (c->bol && in[i] == '.' && !c->bdat)
 			o[k++] = '.';	/* dot-stuffing, RFC 5321 4.5.2 */
 		o[k++] = in[i];
 		c->bol = in[i] == '\n';
@@ -932,15 +1022,17 @@ mta_txn_reply(struct mta_conn *c)
 	if (idx <= j->nr) {
 		if (c->mail_code / 100 == 2)
 			mta_rcpt_outcome(c, idx - 1, c->code);
-		if (!c->ext_pipe) {
-			if (idx < j->nr)
-				mta_send_rcpt(c, idx);
-			else if (c->accepted)
-				mta_send(c, "DATA");
-			else
+		if (c->ext_pipe && c->bdat && idx == j->nr) {
+			/* BDAT waits for the recipients' replies. */
+			if (mta_send_body_cmd(c) == -1)
 				goto finished;
-			mta_timeout(c, idx < j->nr ? TO_RCPT : TO_DATA);
+			return;
 		}
+		if (!c->ext_pipe && idx < j->nr) {
+			mta_send_rcpt(c, idx);
+			mta_timeout(c, TO_RCPT);
+		} else if (!c->ext_pipe && mta_send_body_cmd(c) == -1)
+			goto finished;
 		return;
 	}
 	/* The DATA reply. */
@@ -1616,10 +1708,31 @@ mta_parse_job(struct mta_job *j, struct rec_reader *rd)
 		case T_BODY:
 			if (rec_u64(&r, &v) == -1)
 				return -1;
-			j->body8 = v != 0;
+			j->body8 = v > 2 ? 1 : (int)v;
 			break;
 		case T_FLAGS:
 			if (rec_u64(&r, &j->flags) == -1)
+				return -1;
+			break;
+		case T_RET:
+			if (rec_u64(&r, &v) == -1 || v > 2)
+				return -1;
+			j->ret = (int)v;
+			break;
+		case T_ENVID:
+			if (j->envid || (j->envid = rec_str(&r,
+			    DSN_ENVID_MAX)) == NULL)
+				return -1;
+			break;
+		case T_DSN:	/* of the recipient before it */
+			if (j->nr == 0 || rec_u64(&r, &v) == -1 || v > 0xf)
+				return -1;
+			j->r[j->nr - 1].notify = (unsigned)v;
+			break;
+		case T_ORCPT:
+			if (j->nr == 0 || j->r[j->nr - 1].orcpt ||
+			    (j->r[j->nr - 1].orcpt = rec_str(&r,
+			    DSN_ORCPT_MAX)) == NULL)
 				return -1;
 			break;
 		case T_UTF8:

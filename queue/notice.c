@@ -4,7 +4,11 @@
  * warning when a message is still deferred after delay-warning.  Notices
  * are built by dsn.c (RFC 3464) and queued from the null sender through
  * the group commit like any message; a message from the null sender is
- * never bounced to it (its failures go once to the postmaster).
+ * never bounced to it (its failures go once to the postmaster).  The
+ * sender's DSN parameters (RFC 3461) decide: NOTIFY= which notices a
+ * recipient is sent (NEVER: none; SUCCESS: one when it is delivered here or
+ * relayed to a peer that does not take DSN), RET=HDRS the headers only,
+ * and ENVID and ORCPT are reported back as given.
  */
 #include <sys/types.h>
 
@@ -15,6 +19,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "lib/esmtp.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "queue/commit.h"
@@ -31,7 +36,7 @@
 struct failure {
 	struct failure	*next;
 	char		*rcpt, *orcpt, *status, *diag, *relay;
-	int		 delayed;
+	int		 delayed;	/* NOTICE_* */
 };
 
 /* "550 5.1.1 ..." -> "5.1.1"; else the class from the reply code. */
@@ -52,17 +57,51 @@ notice_esc(const char *text, int perm, char *out, size_t len)
 	str_copy(out, perm ? "5.0.0" : "4.0.0", len);
 }
 
+/* Does recipient ri's NOTIFY= ask for this kind of notice? */
+static int
+notice_wanted(const struct qmsg *m, size_t ri, int kind)
+{
+	unsigned n = m->env.rcpts[ri].notify;
+
+	if (n == 0)
+		return kind == NOTICE_FAILED || kind == NOTICE_DELAYED;
+	if (kind == NOTICE_FAILED)
+		return (n & DSN_NOTIFY_FAILURE) != 0;
+	if (kind == NOTICE_DELAYED)
+		return (n & DSN_NOTIFY_DELAY) != 0;
+	return (n & DSN_NOTIFY_SUCCESS) != 0;
+}
+
 void
 notice_add(struct qmsg *m, size_t ri, const char *rcpt,
     const char *text, const char *relay, int delayed)
 {
-	struct failure *f = xcalloc(1, sizeof(*f));
+	struct failure *f;
 	char esc[16];
 
-	notice_esc(text, !delayed, esc, sizeof(esc));
+	if (delayed >= NOTICE_DELIVERED && (m->env.sender[0] == '\0' ||
+	    (m->env.flags & ENV_DSN)))
+		return;		/* no success report to <> */
+	if (!notice_wanted(m, ri, delayed)) {
+		if (delayed == NOTICE_FAILED || delayed == NOTICE_DELAYED)
+			log_info("q=%s event=dsn result=suppressed to=<%s> "
+			    "type=%s reason=\"NOTIFY=%s\"", m->env.id,
+			    log_a(rcpt), delayed ? "delay" : "failure",
+			    m->env.rcpts[ri].notify & DSN_NOTIFY_NEVER ?
+			    "NEVER" : delayed ? "without DELAY" :
+			    "without FAILURE");
+		return;
+	}
+	f = xcalloc(1, sizeof(*f));
+	if (delayed >= NOTICE_DELIVERED)
+		str_copy(esc, "2.0.0", sizeof(esc));
+	else
+		notice_esc(text, !delayed, esc, sizeof(esc));
 	f->rcpt = xstrdup(rcpt);
-	f->orcpt = strcmp(rcpt, m->env.rcpts[ri].addr) ? xstrdup(m->env.rcpts[ri].addr) :
-	    NULL;
+	/* ORCPT as the client gave it; else the address before aliases. */
+	f->orcpt = m->env.rcpts[ri].orcpt ? xstrdup(m->env.rcpts[ri].orcpt) :
+	    strcmp(rcpt, m->env.rcpts[ri].addr) ?
+	    xstrdup(m->env.rcpts[ri].addr) : NULL;
 	f->status = xstrdup(esc);
 	f->diag = text ? xstrdup(text) : NULL;
 	f->relay = relay ? xstrdup(relay) : NULL;
@@ -126,11 +165,16 @@ notice_dsn(struct qmsg *m, struct failure *list, int delayed)
 	struct buf orig, out;
 	char to[300], relay[340];
 	size_t n = 0, i;
-	int whole, r;
+	int whole, r, success = 1;
 	uint64_t flags = ENV_DSN;
+	static const char *const action[] = { "failed", "delayed",
+	    "delivered", "relayed" };
 
-	for (f = list; f; f = f->next)
+	for (f = list; f; f = f->next) {
 		n++;
+		if (f->delayed < NOTICE_DELIVERED)
+			success = 0;
+	}
 	if (n == 0)
 		return 0;
 	if (m->env.sender[0] == '\0') {
@@ -152,7 +196,7 @@ notice_dsn(struct qmsg *m, struct failure *list, int delayed)
 		dr[i].rcpt = f->rcpt;
 		dr[i].orcpt = f->orcpt;
 		dr[i].status = f->status;
-		dr[i].action = delayed ? "delayed" : "failed";
+		dr[i].action = action[f->delayed & 3];
 		if (f->relay && strcmp(f->relay, "local") && strcmp(f->relay,
 		    "none")) {
 			snprintf(relay, sizeof(relay), "dns; %.*s", (int)strcspn(
@@ -168,18 +212,23 @@ notice_dsn(struct qmsg *m, struct failure *list, int delayed)
 	dm.queue_id = m->env.id;
 	dm.arrival = (long long)m->env.arrival;
 	dm.delayed = delayed;
+	dm.success = success;
+	dm.envid = m->env.envid;
 	buf_init(&orig);
 	buf_init(&out);
 	notice_read_original(m, &orig, &whole);
 	dm.original = orig.data;
 	dm.original_len = orig.len;
-	dm.return_full = whole;
+	/* RET=HDRS, a success and a binary body: the headers alone. */
+	dm.return_full = whole && !success && m->env.ret != DSN_RET_HDRS &&
+	    m->env.body8bit != 2;
 	dm.max_full = NOTICE_DSN_FULL;
 	r = dsn_build(&dm, dr, n, &out);
 	if (r == 0)
 		r = commit_inject(to, &out, flags);
 	log_info("q=%s event=dsn result=%s to=<%s> type=%s nrcpt=%zu", m->env.id,
-	    r == 0 ? "ok" : "error", log_a(to), delayed ? "delay" : "failure", n);
+	    r == 0 ? "ok" : "error", log_a(to), delayed ? "delay" : success ?
+	    "success" : "failure", n);
 	for (i = 0; i < n; i++)
 		free((char *)dr[i].remote_mta);
 	free(dr);
@@ -194,7 +243,7 @@ notice_send(struct qmsg *m)
 {
 	time_t now = time(NULL);
 	long long warn = conf_num(queue_conf(), NULL, K_DELAY_WARNING) / 1000;
-	size_t i;
+	size_t i, late = 0;
 
 	if (m->fails && notice_dsn(m, m->fails, 0) == 0)
 		notice_free(m);
@@ -206,10 +255,15 @@ notice_send(struct qmsg *m)
 	for (i = 0; i < m->env.nrcpts; i++) {
 		const struct env_rcpt *r = &m->env.rcpts[i];
 
-		if (r->state == RS_PENDING && r->attempts > 0)
-			notice_add(m, i, r->addr, r->last_error, NULL, 1);
+		if (r->state == RS_PENDING && r->attempts > 0) {
+			late++;
+			notice_add(m, i, r->addr, r->last_error, NULL,
+			    NOTICE_DELAYED);
+		}
 	}
-	if (m->fails && notice_dsn(m, m->fails, 1) == 0) {
+	/* Warned, or NOTIFY= wanted no warning: either way, once. */
+	if (late > 0 && (m->fails == NULL ||
+	    notice_dsn(m, m->fails, 1) == 0)) {
 		m->env.flags |= ENV_WARNED;
 		m->dirty = 1;
 	}

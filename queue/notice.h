@@ -10,9 +10,18 @@
 
 struct qmsg;
 
-/* Owe m's sender a failure of recipient ri (delayed: a delay), as rcpt. */
+#define NOTICE_FAILED		0
+#define NOTICE_DELAYED		1
+#define NOTICE_DELIVERED	2	/* success, delivered here */
+#define NOTICE_RELAYED		3	/* success, to a peer without DSN */
+
+/*
+ * Owe m's sender a notice of kind NOTICE_* on recipient ri, as rcpt, if
+ * its NOTIFY= asks for one (none given: failures and delays, as before
+ * RFC 3461).
+ */
 void	notice_add(struct qmsg *m, size_t ri, const char *rcpt,
-	    const char *text, const char *relay, int delayed);
+	    const char *text, const char *relay, int kind);
 /* Queue what m owes: failures at once, one delay warning when late. */
 void	notice_send(struct qmsg *m);
 /* Forget what m owes (it is gone). */

@@ -54,6 +54,7 @@
 #include "auth/srs.h"
 #include "auth/vault.h"
 #include "lib/util.h"
+#include "lib/esmtp.h"
 
 #define SMTP_WBUF	(64 * 1024)	/* spool write chunk */
 #define SMTP_INMAX	(256 * 1024)	/* input buffered while busy */
@@ -70,9 +71,16 @@ enum sstate {
 	SS_VAULT,	/* waiting for the vault (SRS); input is held */
 	SS_POLICY,	/* waiting for a policy verdict (SPF); input is held */
 	SS_DATA,	/* reading message data */
+	SS_BDAT,	/* reading a BDAT chunk (RFC 3030) */
 	SS_STARTTLS,	/* our 220 to STARTTLS queued; TLS once it is sent */
 	SS_HANDSHAKE,	/* the TLS handshake, as the server */
 	SS_CLOSING	/* final reply queued; close when written */
+};
+
+/* A recipient's NOTIFY= and ORCPT= (RFC 3461); orcpt NULL: not given. */
+struct rcpt_dsn {
+	unsigned	 notify;
+	char		*orcpt;
 };
 
 /* Why a message in DATA is refused at its end. */
@@ -140,6 +148,15 @@ struct session {
 	int			 hasdate, hasmsgid;
 	char			*badfrom;	/* a From: address not its own */
 	struct policy_txn	 pol;		/* verdicts, headers to prepend */
+	/* BDAT: the chunk being read; DSN: each recipient's parameters */
+	int			 bdat;		/* this transaction uses BDAT */
+	int			 bok;		/* the chunk is the message's */
+	int			 blast, blong;	/* LAST given; line too long */
+	uint64_t		 bleft;		/* chunk octets still to read */
+	char			 breply[160];	/* refusal sent after the chunk */
+	struct buf		 bline;		/* the line being assembled */
+	struct rcpt_dsn		 rcur;		/* of the RCPT being checked */
+	struct rcpt_dsn		*rdsn;		/* parallel to rcpts */
 };
 
 /* The profile of the local submission socket: no per-address limits. */
@@ -315,6 +332,7 @@ session_free(struct session *s)
 		ipc_send(smtp.queue, IMSG_Q_ABORT, s->qid, strlen(s->qid), -1);
 	session_reset(s);
 	free(s->helo);
+	free(s->rcur.orcpt);
 	free(s->vaultrcpt);
 	free(s->verifyrcpt);
 	free(s->authuser);
@@ -323,6 +341,7 @@ session_free(struct session *s)
 	policy_txn_free(&s->pol);
 	buf_free(&s->hdr);
 	buf_free(&s->wbuf);
+	buf_free(&s->bline);
 	if (s->timer)
 		event_free(s->timer);
 	/* Our last reply is sent: say so in TLS too (RFC 8446 6.1). */
@@ -362,7 +381,15 @@ session_reset(struct session *s)
 		free(s->rcpts[i]);
 	free(s->rcpts);
 	s->rcpts = NULL;
+	for (i = 0; i < s->nrcpts; i++)
+		free(s->rdsn[i].orcpt);
+	free(s->rdsn);
+	s->rdsn = NULL;
 	s->nrcpts = 0;
+	/* A chunk being read stays to be read (bleft): its reply is sent. */
+	s->bdat = s->bok = s->blong = 0;
+	s->breply[0] = '\0';
+	buf_reset(&s->bline);
 	if (s->msgfd >= 0) {
 		close(s->msgfd);
 		s->msgfd = -1;
@@ -490,6 +517,9 @@ cmd_helo(struct session *s, const char *arg, int esmtp)
 	session_reply(s, "250-SIZE %lld", session_knob(s, K_MAX_MESSAGE_SIZE));
 	session_reply(s, "250-8BITMIME");
 	session_reply(s, "250-SMTPUTF8");
+	session_reply(s, "250-CHUNKING");
+	session_reply(s, "250-BINARYMIME");
+	session_reply(s, "250-DSN");
 	if (s->local)
 		session_reply(s, "250-XPROGRAM");	/* sendmail's caller */
 	session_reply(s, "250 ENHANCEDSTATUSCODES");
@@ -649,7 +679,7 @@ cmd_mail(struct session *s, const char *arg)
 	struct smtp_path p;
 	const char *rest, *why = NULL;
 	char addr[SMTP_PATH_MAX * 2] = "";
-	int flags = PATH_ALLOW_NULL;
+	int flags = PATH_ALLOW_NULL, r;
 
 	if (s->helo == NULL) {
 		session_error(s, "503 5.5.1 send HELO or EHLO first");
@@ -674,8 +704,9 @@ cmd_mail(struct session *s, const char *arg)
 		session_error(s, "501 5.5.4 parameters need EHLO");
 		return;
 	}
-	if (smtp_parse_mail_params(rest, &s->mp, &why) == -1) {
-		session_error(s, "555 5.5.4 %s", why ? why : "bad parameters");
+	if ((r = smtp_parse_mail_params(rest, &s->mp, &why)) != 0) {
+		session_error(s, "%s 5.5.4 %s", r == -3 ? "501" : "555",
+		    why ? why : "bad parameters");
 		return;
 	}
 	if (s->mp.program[0] != '\0' && !s->local) {
@@ -746,6 +777,9 @@ static void
 rcpt_add(struct session *s, const char *addr)
 {
 	s->rcpts = xreallocarray(s->rcpts, s->nrcpts + 1, sizeof(*s->rcpts));
+	s->rdsn = xreallocarray(s->rdsn, s->nrcpts + 1, sizeof(*s->rdsn));
+	s->rdsn[s->nrcpts] = s->rcur;
+	s->rcur.orcpt = NULL;		/* the recipient's now */
 	s->rcpts[s->nrcpts++] = xstrdup(addr);
 	if (limits_probe(s, PROBE_RCPT) == -1)
 		session_reply(s, "250 2.1.5 recipient ok");
@@ -890,9 +924,10 @@ static void
 cmd_rcpt(struct session *s, const char *arg)
 {
 	struct smtp_path p;
+	struct dsn_rcpt_params rp;
 	const char *rest, *why = NULL;
 	char addr[SMTP_PATH_MAX * 2], reply[SPF_EXP_MAX + 128];
-	int flags = PATH_ALLOW_POSTMASTER;
+	int flags = PATH_ALLOW_POSTMASTER, r;
 
 	if (s->sender == NULL) {
 		session_error(s, "503 5.5.1 send MAIL first");
@@ -906,10 +941,14 @@ cmd_rcpt(struct session *s, const char *arg)
 		session_error(s, "553 5.6.7 non-ASCII address requires SMTPUTF8");
 		return;
 	}
-	if (smtp_parse_rcpt_params(rest, &why) == -1) {
-		session_error(s, "555 5.5.4 %s", why ? why : "bad parameters");
+	if ((r = esmtp_rcpt(rest, &rp, &why)) != 0) {
+		session_error(s, "%s 5.5.4 %s", r == -1 ? "501" : "555",
+		    why ? why : "bad parameters");
 		return;
 	}
+	free(s->rcur.orcpt);
+	s->rcur.notify = rp.notify;
+	s->rcur.orcpt = rp.orcpt[0] ? xstrdup(rp.orcpt) : NULL;
 	/* Trusted clients (list managers) get the larger limit. */
 	if (s->nrcpts >= (size_t)session_knob(s, s->local || s->authed ||
 	    conf_is_trusted(smtp.conf, (struct sockaddr *)&s->ss) ?
@@ -932,23 +971,14 @@ cmd_rcpt(struct session *s, const char *arg)
 		rcpt_check(s, addr);
 }
 
-static void
-cmd_data(struct session *s)
+/* Ask the queue for a message file; -1 if the channel is gone. */
+static int
+data_request(struct session *s)
 {
 	struct buf b;
 
-	if (s->sender == NULL) {
-		session_error(s, "503 5.5.1 send MAIL first");
-		return;
-	}
-	if (s->nrcpts == 0) {
-		session_error(s, "554 5.5.1 no valid recipients");
-		return;
-	}
-	if (smtp.queue == NULL) {
-		session_reply(s, "451 4.3.0 queue unavailable, try again later");
-		return;
-	}
+	if (smtp.queue == NULL)
+		return -1;
 	buf_init(&b);
 	rec_put_u64(&b, T_SID, s->id);
 	/* The queue answers for the account's limits before a file exists. */
@@ -958,12 +988,36 @@ cmd_data(struct session *s)
 	}
 	if (ipc_send(smtp.queue, IMSG_Q_CREATE, b.data, b.len, -1) == -1) {
 		buf_free(&b);
-		session_reply(s, "451 4.3.0 queue unavailable, try again later");
-		return;
+		return -1;
 	}
 	buf_free(&b);
 	s->state = SS_WAIT;
+	return 0;
 }
+
+static void
+cmd_data(struct session *s)
+{
+	if (s->sender == NULL) {
+		session_error(s, "503 5.5.1 send MAIL first");
+		return;
+	}
+	/* RFC 3030 3: no DATA in a BDAT transaction, none for binary. */
+	if (s->bdat || s->mp.body == BODY_BINARYMIME) {
+		session_error(s, "503 5.5.1 %s", s->bdat ? "DATA after BDAT "
+		    "in one transaction" : "BODY=BINARYMIME needs BDAT");
+		return;
+	}
+	if (s->nrcpts == 0) {
+		session_error(s, "554 5.5.1 no valid recipients");
+		return;
+	}
+	if (data_request(s) == -1)
+		session_reply(s, "451 4.3.0 queue unavailable, try again later");
+}
+
+static void	bdat_start(struct session *, const char *);
+static void	bdat_read(struct session *);
 
 /*
  * STARTTLS (RFC 3207).  Whatever the client sent after the command in the
@@ -1245,7 +1299,7 @@ session_command(struct session *s, char *line)
 		cmd_auth(s, cmd.arg);
 		break;
 	case VERB_BDAT:
-		session_error(s, "502 5.5.1 command not implemented");
+		bdat_start(s, cmd.arg);
 		break;
 	case VERB_UNKNOWN:
 		session_error(s, "500 5.5.2 command unrecognized");
@@ -1428,7 +1482,7 @@ data_send_commit(struct session *s)
 
 	buf_init(&b);
 	for (i = 0; i < s->nrcpts; i++) {
-		if (b.len > IPC_MAX / 2) {
+		if (b.len > IPC_MAX / 3) {
 			r |= ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len,
 			    -1);
 			buf_reset(&b);
@@ -1438,6 +1492,10 @@ data_send_commit(struct session *s)
 			rec_put_str(&b, T_ID, s->qid);
 		}
 		rec_put_str(&b, T_RCPT, s->rcpts[i]);
+		if (s->rdsn[i].notify)
+			rec_put_u64(&b, T_DSN, s->rdsn[i].notify);
+		if (s->rdsn[i].orcpt)
+			rec_put_str(&b, T_ORCPT, s->rdsn[i].orcpt);
 	}
 	r |= ipc_send(smtp.queue, IMSG_Q_RCPTS, b.data, b.len, -1);
 	buf_reset(&b);
@@ -1447,7 +1505,11 @@ data_send_commit(struct session *s)
 	rec_put_str(&b, T_HELO, s->helo);
 	rec_put_str(&b, T_CLIENT, s->addr);
 	rec_put_str(&b, T_PROTO, session_protocol(s, 0));
-	rec_put_u64(&b, T_BODY, s->mp.body != BODY_7BIT);
+	rec_put_u64(&b, T_BODY, (uint64_t)s->mp.body);	/* 0, 1, 2 */
+	if (s->mp.ret)
+		rec_put_u64(&b, T_RET, (uint64_t)s->mp.ret);
+	if (s->mp.envid[0])
+		rec_put_str(&b, T_ENVID, s->mp.envid);
 	rec_put_u64(&b, T_UTF8, (uint64_t)s->mp.smtputf8);
 	rec_put_u64(&b, T_SIZE, s->msgsize);
 	if (session_account(s)) {
@@ -1612,7 +1674,7 @@ data_line(struct session *s, const char *line, size_t len)
 {
 	uint64_t max = (uint64_t)session_knob(s, K_MAX_MESSAGE_SIZE);
 
-	if (line[0] == '.') {		/* dot-stuffing, RFC 5321 4.5.2 */
+	if (line[0] == '.' && !s->bdat) {	/* dot-stuffing, 4.5.2 */
 		line++;
 		len--;
 	}
@@ -1708,6 +1770,14 @@ data_start(struct session *s, const char *qid, int fd)
 	s->inheaders = 1;
 	s->hops = 0;
 	data_received(s);
+	if (s->bdat) {
+		/* No 354, no deadline of its own: chunks are commands. */
+		s->state = SS_BDAT;
+		bdat_read(s);
+		if (s->state == SS_CMD)
+			session_process(s);
+		return;
+	}
 	session_reply(s, "354 end data with <CR><LF>.<CR><LF>");
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
@@ -1716,6 +1786,190 @@ data_start(struct session *s, const char *qid, int fd)
 	else
 		event_assign(s->timer, smtp.base, -1, 0, session_datatimeout, s);
 	evtimer_add(s->timer, &tv);
+}
+
+/* ---- BDAT (RFC 3030) ------------------------------------------------------ */
+
+/*
+ * A chunk's bytes are cut into lines as DATA's are, with the same rules:
+ * only CRLF ends a line (the CR may end one chunk and the LF start the
+ * next), a bare CR or LF or a NUL refuses the message at its end, a line
+ * over max-line-length too.  Nothing in a chunk ends the message, a
+ * "." line included; there is no dot-stuffing to undo.
+ */
+static void
+bdat_line(struct session *s)
+{
+	char *l = s->bline.data ? s->bline.data : "";
+	size_t len = s->bline.len;
+
+	if (s->blong) {
+		s->blong = 0;
+		if (s->derr == DE_NONE)
+			s->derr = DE_LINE;
+	} else if (len == 0 || l[len - 1] != '\r' ||
+	    memchr(l, '\r', len - 1) != NULL) {
+		if (s->derr == DE_NONE)
+			s->derr = DE_BARE;
+	} else if (memchr(l, '\0', len - 1) != NULL) {
+		if (s->derr == DE_NONE)
+			s->derr = DE_NUL;
+	} else {
+		l[len - 1] = '\0';
+		data_line(s, l, len - 1);
+	}
+	buf_reset(&s->bline);
+}
+
+static void
+bdat_bytes(struct session *s, const char *p, size_t n)
+{
+	size_t max = (size_t)session_knob(s, K_MAX_LINE_LENGTH) + 1;
+	const char *nl;
+	size_t take;
+
+	while (n > 0) {
+		nl = memchr(p, '\n', n);
+		take = nl ? (size_t)(nl - p) : n;
+		if (s->blong || s->bline.len + take > max)
+			s->blong = 1;	/* kept short; refused at the end */
+		else
+			buf_append(&s->bline, p, take);
+		if (nl == NULL)
+			return;
+		bdat_line(s);
+		p = nl + 1;
+		n -= take + 1;
+	}
+}
+
+/* A refused chunk is read to its end, then answered (and counted). */
+static void
+bdat_refused(struct session *s)
+{
+	char reply[sizeof(s->breply)];
+
+	str_copy(reply, s->breply, sizeof(reply));
+	if (s->qid[0] && smtp.queue)
+		ipc_send(smtp.queue, IMSG_Q_ABORT, s->qid, strlen(s->qid), -1);
+	s->qid[0] = '\0';
+	if (s->bdat)
+		session_reset(s);	/* RFC 3030 2: the transaction is lost */
+	s->state = SS_CMD;
+	session_error(s, "%s", reply);
+}
+
+/* The chunk is read: answer it, or end the message with LAST. */
+static void
+bdat_chunk_end(struct session *s)
+{
+	if (s->breply[0] != '\0') {
+		bdat_refused(s);
+		return;
+	}
+	if (!s->bok) {		/* answered already (queue refused it) */
+		s->state = SS_CMD;
+		return;
+	}
+	if (s->blast) {
+		/* A last line without CRLF gets one; a CR there is bare. */
+		if (s->bline.len > 0 && !s->blong &&
+		    s->bline.data[s->bline.len - 1] == '\r') {
+			if (s->derr == DE_NONE)
+				s->derr = DE_BARE;
+			buf_reset(&s->bline);
+		} else if (s->bline.len > 0 && !s->blong)
+			buf_putc(&s->bline, '\r');
+		if (s->bline.len > 0 || s->blong)
+			bdat_line(s);
+		data_commit(s);		/* 250 once durable, or the refusal */
+		return;
+	}
+	if (s->derr == DE_SIZE) {
+		data_refuse(s);		/* 552 now, the chunk was read */
+		return;
+	}
+	s->state = SS_CMD;
+	session_reply(s, "250 2.0.0 %llu octets received",
+	    (unsigned long long)s->msgsize);
+}
+
+static void
+bdat_read(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	size_t n = evbuffer_get_length(in);
+
+	if (n > s->bleft)
+		n = (size_t)s->bleft;
+	if (n > SMTP_WBUF)
+		n = SMTP_WBUF;
+	if (n > 0) {
+		if (s->bok && s->msgfd >= 0)
+			bdat_bytes(s, (const char *)evbuffer_pullup(in,
+			    (ssize_t)n), n);
+		evbuffer_drain(in, n);
+		s->bleft -= n;
+	}
+	if (s->bleft == 0)
+		bdat_chunk_end(s);
+}
+
+/*
+ * BDAT size [LAST].  The chunk is always read, so the session stays in
+ * step with the client, and the reply comes after it; a size that
+ * cannot be read, or one over max-message-size, cannot be skipped in
+ * step, and the connection is closed.
+ */
+static void
+bdat_start(struct session *s, const char *arg)
+{
+	const char *why = NULL;
+	uint64_t size = 0;
+	int last = 0, r;
+	long long max = session_knob(s, K_MAX_MESSAGE_SIZE);
+
+	r = esmtp_bdat(arg, &size, &last, &why);
+	if (r == -1 || size > (uint64_t)max) {
+		session_log(s, "event=bdat result=reject code=%d reason=\"%s\"",
+		    r == -1 ? 501 : 552, r == -1 ? log_q(why) : "chunk over "
+		    "max-message-size");
+		if (r == -1)
+			session_reply(s, "501 5.5.4 %s; closing", why);
+		else
+			session_reply(s, "552 5.3.4 chunk exceeds fixed maximum "
+			    "message size of %lld bytes; closing", max);
+		if (s->qid[0] && smtp.queue)
+			ipc_send(smtp.queue, IMSG_Q_ABORT, s->qid,
+			    strlen(s->qid), -1);
+		s->qid[0] = '\0';
+		session_close(s, "BDAT out of step");
+		return;
+	}
+	s->bleft = size;
+	s->blast = last;
+	s->bok = 0;
+	s->breply[0] = '\0';
+	s->state = SS_BDAT;
+	if (r == -2)
+		snprintf(s->breply, sizeof(s->breply), "501 5.5.4 %s", why);
+	else if (s->sender == NULL)
+		str_copy(s->breply, "503 5.5.1 send MAIL first",
+		    sizeof(s->breply));
+	else if (s->nrcpts == 0)
+		str_copy(s->breply, "554 5.5.1 no valid recipients",
+		    sizeof(s->breply));
+	else if (s->msgfd >= 0 || s->bdat)
+		s->bok = 1;
+	else {
+		s->bdat = s->bok = 1;
+		if (data_request(s) == 0)
+			return;		/* SS_WAIT; data_start reads on */
+		s->bdat = 0;
+		str_copy(s->breply, "451 4.3.0 queue unavailable, try again "
+		    "later", sizeof(s->breply));
+	}
+	bdat_read(s);
 }
 
 /* ---- the session loop ------------------------------------------------------ */
@@ -1727,7 +1981,10 @@ session_process(struct session *s)
 	int guard;
 
 	for (guard = 0; guard < 100000; guard++) {
-		if (s->state != SS_CMD && s->state != SS_DATA)
+		if (s->state == SS_CMD && s->bleft > 0)
+			s->state = SS_BDAT;	/* a refused chunk is read */
+		if (s->state != SS_CMD && s->state != SS_DATA &&
+		    s->state != SS_BDAT)
 			return;
 		/* STARTTLS replaces the bufferevent: ask each time. */
 		in = bufferevent_get_input(s->bev);
@@ -1744,6 +2001,8 @@ session_process(struct session *s)
 		}
 		if (s->state == SS_CMD)
 			session_cmdline(s);
+		else if (s->state == SS_BDAT)
+			bdat_read(s);
 		else
 			session_dataline(s);
 		if (s->state == SS_CMD &&
@@ -2530,7 +2789,7 @@ smtp_queue_gone(struct session *s)
 		smtp_commit_unknown(s);
 		return;
 	}
-	if (s->state == SS_DATA) {
+	if (s->state == SS_DATA || (s->state == SS_BDAT && s->msgfd >= 0)) {
 		/* Known not committed: 451 at the end of the data. */
 		close(s->msgfd);
 		s->msgfd = -1;

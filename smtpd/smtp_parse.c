@@ -714,6 +714,22 @@ param_program(const struct esmtp_param *p, struct mail_params *mp,
 	return 0;
 }
 
+static int
+param_ret(const struct esmtp_param *p, struct mail_params *mp,
+    const char **why)
+{
+	/* -3: a DSN parameter's syntax, refused with 501 (RFC 3461). */
+	return esmtp_ret(p->val, p->vallen, &mp->ret, why) == 0 ? 0 : -3;
+}
+
+static int
+param_envid(const struct esmtp_param *p, struct mail_params *mp,
+    const char **why)
+{
+	return esmtp_envid(p->val, p->vallen, mp->envid, sizeof(mp->envid),
+	    why) == 0 ? 0 : -3;
+}
+
 static const struct mail_param_def {
 	const char	*kw;
 	int		(*parse)(const struct esmtp_param *,
@@ -723,6 +739,8 @@ static const struct mail_param_def {
 	{ "BODY",	param_body },
 	{ "SMTPUTF8",	param_smtputf8 },
 	{ "XPROGRAM",	param_program },
+	{ "RET",	param_ret },
+	{ "ENVID",	param_envid },
 };
 
 static int
@@ -740,7 +758,8 @@ param_mail_one(const struct esmtp_param *p, struct mail_params *mp,
 		*seen |= 1u << i;
 		return mail_param_defs[i].parse(p, mp, why);
 	}
-	return param_unsupported(p, why);
+	param_unsupported(p, why);
+	return -2;
 }
 
 int
@@ -754,13 +773,17 @@ smtp_parse_mail_params(const char *s, struct mail_params *mp,
 	mp->body = BODY_7BIT;
 	mp->smtputf8 = 0;
 	mp->program[0] = '\0';
+	mp->ret = DSN_RET_NONE;
+	mp->envid[0] = '\0';
 	for (;;) {
+		int r;
+
 		s += strspn(s, " ");
 		if (*s == '\0')
 			break;
 		param_split(&s, &p);
-		if (param_mail_one(&p, mp, &seen, why) == -1)
-			return -1;
+		if ((r = param_mail_one(&p, mp, &seen, why)) != 0)
+			return r;
 	}
 	return 0;
 }

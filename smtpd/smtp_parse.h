@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "lib/esmtp.h"
+
 enum smtp_verb {
 	VERB_UNKNOWN, VERB_HELO, VERB_EHLO, VERB_MAIL, VERB_RCPT, VERB_DATA,
 	VERB_BDAT, VERB_RSET, VERB_NOOP, VERB_HELP, VERB_QUIT, VERB_VRFY,
@@ -67,13 +69,16 @@ struct mail_params {
 	/* XPROGRAM=, ternctl's on the submit socket: the program that ran
 	   sendmail, as the client says it; "" when not given */
 	char		 program[SMTP_PROGRAM_MAX + 1];
+	int		 ret;		/* RET=, DSN_RET_*; RFC 3461 */
+	char		 envid[DSN_ENVID_MAX + 1];	/* ENVID=, decoded */
 };
 
 /*
- * Parse MAIL FROM parameters (SIZE=, BODY=, SMTPUTF8, XPROGRAM=), space
- * separated, keywords case-insensitive.  Unknown or repeated ones fail;
- * the caller refuses XPROGRAM where it does not offer it.
- * Returns 0, or -1 with *why.
+ * Parse MAIL FROM parameters (SIZE=, BODY=, SMTPUTF8, XPROGRAM=, RET=,
+ * ENVID=), space separated, keywords case-insensitive.  Unknown or
+ * repeated ones fail; the caller refuses XPROGRAM where it does not offer
+ * it.  Returns 0, or -1 with *why; -2 for an unknown parameter; -3 for
+ * a malformed RET= or ENVID= (501 5.5.4, RFC 3461).
  */
 int	 smtp_parse_mail_params(const char *s, struct mail_params *,
 	    const char **why);

@@ -415,3 +415,29 @@ def test_no_pipelining_when_the_peer_does_not_offer_it(interop):
     assert req["encryption_protocol"].startswith("TLSv1."), req
     assert req["rx_queue"] == 0, req
     assert "improper command pipelining" not in t.pf.logtext(), t.diag()
+
+
+def test_dsn_parameters_reach_postfix(interop):
+    """Postfix offers DSN: RET and ENVID go with MAIL, NOTIFY and ORCPT
+    with RCPT (RFC 3461), re-encoded as xtext."""
+    t = interop()
+    msg = (f"From: <{SENDER}>\r\nSubject: dsn\r\n\r\n").encode() + BODY[:200]
+    with smtplib.SMTP("127.0.0.1", t.d.port, timeout=30) as s:
+        s.ehlo()
+        assert "dsn" in s.esmtp_features
+        refused = s.sendmail(SENDER, ["someone@interop.test"], msg,
+                             mail_options=["RET=HDRS", "ENVID=QQ+2B1"],
+                             rcpt_options=["NOTIFY=FAILURE,DELAY",
+                                           "ORCPT=rfc822;old+2Bx@example.test"])
+    assert refused == {}, refused
+    assert wait_for(lambda: t.pf.messages("someone@interop.test"), 30), \
+        t.diag()
+    assert t.queue_empty(), t.diag()
+    s = delivery_session(t.pf_log("someone@interop.test"))
+    (mail,) = [c for _, c in client_lines(s)
+               if c.upper().startswith("MAIL FROM:")]
+    (rcpt,) = [c for _, c in client_lines(s)
+               if c.upper().startswith("RCPT TO:")]
+    assert " RET=HDRS" in mail and " ENVID=QQ+2B1" in mail, mail
+    assert " NOTIFY=FAILURE,DELAY" in rcpt, rcpt
+    assert " ORCPT=rfc822;old+2Bx@example.test" in rcpt, rcpt

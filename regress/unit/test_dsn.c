@@ -618,9 +618,44 @@ test_dsn_hostile(void)
 	buf_free(&b);
 }
 
+/* NOTIFY=SUCCESS: a success report, its own subject and actions. */
+static void
+test_dsn_success(void)
+{
+	struct dsn_msg m;
+	struct dsn_rcpt r[3];
+	struct parsed ps;
+	struct buf b;
+	char v[1024];
+	const char *bp;
+	size_t bl;
+
+	sample(&m, r);
+	m.success = 1;
+	r[0].action = "delivered";
+	r[0].status = "2.0.0";
+	r[0].diagnostic = NULL;
+	r[0].orcpt = "rfc822;old@example.net";
+	buf_init(&b);
+	CHECK(dsn_build(&m, r, 1, &b) == 0);
+	CHECK(lines_ok(b.data, b.len));
+	CHECK(memmem(b.data, b.len, "Subject: Successful Mail Delivery Report",
+	    40) != NULL);
+	CHECK(memmem(b.data, b.len, "delivery failed", 15) == NULL);
+	CHECK(parse(b.data, b.len, &ps) == 0);
+	CHECK(block(&ps.part[1], 1, &bp, &bl));
+	CHECK(field(bp, bl, "Action", v, sizeof(v)) &&
+	    strcmp(v, "delivered") == 0);
+	CHECK(field(bp, bl, "Status", v, sizeof(v)) && strcmp(v, "2.0.0") == 0);
+	CHECK(field(bp, bl, "Original-Recipient", v, sizeof(v)) &&
+	    strcmp(v, "rfc822; old@example.net") == 0);
+	buf_free(&b);
+}
+
 void
 test_dsn(void)
 {
+	test_dsn_success();
 	test_dsn_failed();
 	test_dsn_full_delayed();
 	test_dsn_hostile();

@@ -93,7 +93,34 @@ test_envelope(void)
 	CHECK(d.rcpts[1].fwd_from && strcmp(d.rcpts[1].fwd_from,
 	    "b@example.test") == 0 && d.rcpts[0].fwd_from == NULL);
 	CHECK(d.flags == (ENV_WARNED | ENV_HOLD | ENV_SUSPENDED));
+	/* No DSN records (as in envelopes written before RFC 3461 support). */
+	CHECK(d.ret == 0 && d.envid == NULL && d.body8bit == 0);
+	CHECK(d.rcpts[0].notify == 0 && d.rcpts[0].orcpt == NULL);
 	envelope_free(&d);
+
+	/* The DSN facts and BINARYMIME round trip. */
+	{
+		struct envelope x, y;
+		struct buf xb;
+
+		sample(&x);
+		x.ret = 2;
+		x.envid = xstrdup("QQ+1");
+		x.body8bit = 2;
+		x.rcpts[0].notify = 0x6;
+		x.rcpts[0].orcpt = xstrdup("rfc822;old@example.test");
+		buf_init(&xb);
+		envelope_encode(&x, &xb);
+		CHECK(envelope_decode(xb.data, xb.len, &y, &why) == 0);
+		CHECK(y.ret == 2 && y.envid && strcmp(y.envid, "QQ+1") == 0);
+		CHECK(y.body8bit == 2);
+		CHECK(y.rcpts[0].notify == 0x6 && y.rcpts[0].orcpt &&
+		    strcmp(y.rcpts[0].orcpt, "rfc822;old@example.test") == 0);
+		CHECK(y.rcpts[1].notify == 0 && y.rcpts[1].orcpt == NULL);
+		envelope_free(&y);
+		envelope_free(&x);
+		buf_free(&xb);
+	}
 
 	/* Every truncation is refused, never half-read. */
 	for (cut = 0; cut < b.len; cut++)
