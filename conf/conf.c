@@ -157,6 +157,22 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_BREAKER_REJECT_MIN] = { "breaker-reject-min", KNOB_INT, "20",
 	    1, 10000000, 0, "rejected recipients in an hour before "
 	    "breaker-reject-percent applies" },
+	[K_PACING] = { "pacing", KNOB_STRING, "yes", 0, 0, 0,
+	    "yes: learn how fast each destination takes mail from its "
+	    "replies and keep under it; no: only the connection limits" },
+	[K_THROTTLE_REPLIES] = { "throttle-replies", KNOB_PATH,
+	    "/etc/tern/throttle-replies", 0, 0, 0,
+	    "file of reply texts that mean \"slow down\" (or not)" },
+	[K_RETRY_JITTER] = { "retry-jitter", KNOB_INT, "10", 0, 100, 0,
+	    "percent of a retry interval added at random, the same for "
+	    "every recipient of a message" },
+	[K_QUEUE_SWEEP] = { "queue-sweep", KNOB_DURATION, "5m", SEC, DAY, 0,
+	    "how often every queued message is looked at, due or not" },
+	[K_CONNECTION_IDLE] = { "connection-idle-time", KNOB_DURATION, "10s",
+	    100, HOUR, 0, "how long an idle outgoing connection is kept for "
+	    "the next message to the same host" },
+	[K_CONNECTION_MESSAGES] = { "max-connection-messages", KNOB_INT,
+	    "100", 1, 100000, 0, "transactions on one outgoing connection" },
 };
 
 const char *const conf_limit_names[LIM__COUNT] = {
@@ -517,6 +533,9 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	if (id == K_TLS_VERIFY && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "tls-verify: expected yes or no, got "
 		    "\"%s\"", word);
+	if (id == K_PACING && strcmp(word, "yes") && strcmp(word, "no"))
+		return conf_error(p, "pacing: expected yes or no, got \"%s\"",
+		    word);
 	if (id == K_LOCAL_DELIVERY && strcmp(word, "maildir") &&
 	    strcmp(word, "mbox") && strcmp(word, "lmtp"))
 		return conf_error(p, "local-delivery: expected maildir, mbox "

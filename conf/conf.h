@@ -77,6 +77,12 @@ enum knob_id {
 	K_BREAKER_REJECT_PERCENT, /* int: trip at this share of rejected
 				   * recipients in the last hour (0: never) */
 	K_BREAKER_REJECT_MIN,	/* int: ...once at least this many were */
+	K_PACING,		/* string yes|no: learn each destination's rate */
+	K_THROTTLE_REPLIES,	/* path: replies that mean "slow down" */
+	K_RETRY_JITTER,		/* int: % of a retry interval added at random */
+	K_QUEUE_SWEEP,		/* duration (ms): look at every message this often */
+	K_CONNECTION_IDLE,	/* duration (ms): keep an idle outgoing one */
+	K_CONNECTION_MESSAGES,	/* int: transactions on one outgoing one */
 	K__COUNT
 };
 

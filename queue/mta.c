@@ -39,8 +39,6 @@
 
 #define MTA_LINE_MAX	4096		/* longest reply line we read */
 #define MTA_REPLY_LINES	200		/* lines of one multi-line reply */
-#define MTA_IDLE_SECS	10		/* keep an idle connection this long */
-#define MTA_CONN_MSGS	100		/* transactions per connection */
 #define MTA_CHUNK	(64 * 1024)	/* message bytes read per refill */
 #define MTA_TEXT	400
 
@@ -492,10 +490,11 @@ mta_idle_timeout(evutil_socket_t fd, short ev, void *arg)
 static void
 mta_conn_park(struct mta_conn *c)
 {
-	struct timeval tv = { MTA_IDLE_SECS, 0 };
+	long long ms = conf_num(mta.conf, NULL, K_CONNECTION_IDLE);
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 
 	c->job = NULL;
-	if (c->msgs >= MTA_CONN_MSGS) {
+	if (c->msgs >= conf_num(mta.conf, NULL, K_CONNECTION_MESSAGES)) {
 		mta_idle_timeout(-1, 0, c);
 		return;
 	}
@@ -505,7 +504,7 @@ mta_conn_park(struct mta_conn *c)
 	if (c->idle == NULL)
 		c->idle = evtimer_new(mta.base, mta_idle_timeout, c);
 	evtimer_add(c->idle, &tv);
-	mta_timeout(c, MTA_IDLE_SECS + 5);
+	mta_timeout(c, (int)(ms / 1000) + 5);
 }
 
 /*
@@ -744,6 +743,11 @@ mta_start_txn(struct mta_conn *c)
 
 	str_copy(j->relay, c->relay, sizeof(j->relay));
 	str_copy(j->tlsinfo, c->tls ? c->tlsinfo : "none", sizeof(j->tlsinfo));
+	/* Outcomes of a transaction that never ended are not outcomes: the
+	   new one decides every recipient again (else one it delivers could
+	   be reported deferred, and sent twice). */
+	for (i = 0; i < j->nr; i++)
+		j->r[i].status = -1;
 	if (c->maxsize > 0 && j->size > (uint64_t)c->maxsize) {
 		char t[MTA_TEXT];
 
@@ -919,12 +923,39 @@ mta_dot_reply(struct mta_conn *c)
 	mta_job_done(j);
 }
 
+/*
+ * A 421, wherever it comes: the host closes the channel and asks us to
+ * wait.  The job ends here, every recipient without an outcome deferred
+ * with the host's own words (the queue reads them as a throttle), and
+ * neither this host nor the next is tried at once.
+ */
+static void
+mta_conn_stop(struct mta_conn *c)
+{
+	struct mta_job *j = c->job;
+
+	mta_lasterr(j, 1, "%s", c->text);
+	log_info("q=%s event=mta relay=%s result=throttled reason=\"%s\"",
+	    j->qid, c->relay, log_q(j->lasterr));
+	mta_fail_all(j, MTA_TEMP, j->lasterr);
+	if (j->relay[0] == '\0')
+		str_copy(j->relay, c->relay, sizeof(j->relay));
+	c->job = NULL;
+	j->conn = NULL;
+	mta_conn_free(c);
+	mta_job_done(j);
+}
+
 /* A whole reply has arrived: act on it according to the state. */
 static void
 mta_reply(struct mta_conn *c)
 {
 	int ok = c->code / 100 == 2;
 
+	if (c->code == 421 && c->job && c->st != C_QUIT) {
+		mta_conn_stop(c);
+		return;
+	}
 	switch (c->st) {
 	case C_GREETING:
 		if (!ok) {
