@@ -286,6 +286,8 @@ dest_arm(const struct dest *d)
 	double now = dest_now(), t = d->pace.next_ok;
 	struct timeval tv;
 
+	if (d->static_next > t)
+		t = d->static_next;
 	if (reopen_ev == NULL || t <= now)
 		return;
 	if (reopen_at > now && reopen_at <= t &&
@@ -336,10 +338,28 @@ dest_get(const char *domain)
 	return d;
 }
 
+/* The admin's shaping for d: its domain's, else its MX host's. */
+static const struct shape *
+dest_shape(const struct dest *d)
+{
+	const struct shape *s = conf_find_shape(queue_conf(), d->domain);
+	char host[256];
+
+	if (s == NULL && d->mx[0]) {
+		str_copy(host, d->mx, sizeof(host));
+		host[strcspn(host, "[")] = '\0';
+		s = conf_find_shape(queue_conf(), host);
+	}
+	return s;
+}
+
 int
 dest_limit(const struct dest *d)
 {
-	(void)d;
+	const struct shape *s = dest_shape(d);
+
+	if (s && s->conns)
+		return s->conns;
 	return (int)conf_num(queue_conf(), NULL, K_MAX_DOMAIN_CONNECTIONS);
 }
 
@@ -359,8 +379,11 @@ dest_rcpt_max(const struct dest *d)
 {
 	size_t max = (size_t)conf_num(queue_conf(), NULL,
 	    K_MAX_TXN_RECIPIENTS);
+	const struct shape *s = dest_shape(d);
 	double now = dest_now(), can;
 
+	if (s && s->rcpts && (size_t)s->rcpts < max)
+		max = (size_t)s->rcpts;
 	if (!dest_pacing())
 		return max;
 	if (d->pace.rcpt_max > 0 && (size_t)d->pace.rcpt_max < max)
@@ -378,9 +401,15 @@ dest_rcpt_max(const struct dest *d)
 int
 dest_full(const struct dest *d)
 {
+	double now = dest_now();
+
+	if (d->static_next > now) {
+		dest_arm(d);
+		return 1;
+	}
 	if (!dest_pacing())
 		return d->active >= dest_limit(d);
-	if (pace_open_now(&d->pace, d->active, dest_limit(d), dest_now()))
+	if (pace_open_now(&d->pace, d->active, dest_limit(d), now))
 		return 0;
 	dest_arm(d);
 	return 1;
@@ -389,6 +418,13 @@ dest_full(const struct dest *d)
 uint32_t
 dest_open(struct dest *d, size_t n)
 {
+	const struct shape *s = dest_shape(d);
+	double now = dest_now();
+
+	/* messages-per-minute: starts spaced evenly over the minute. */
+	if (s && s->mpm)
+		d->static_next = (d->static_next > now ? d->static_next : now) +
+		    60.0 / s->mpm;
 	d->active++;
 	return dest_pacing() ? pace_open(&d->pace, n, dest_now()) :
 	    d->pace.epoch;

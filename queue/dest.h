@@ -45,6 +45,7 @@ struct dest {
 	char		 mx[256];	/* last host that answered */
 	int		 active;	/* transactions in flight */
 	struct dest_pace pace;
+	double		 static_next;	/* messages-per-minute: next start */
 	uint32_t	 ok, temp, perm;	/* outcomes since start */
 	time_t		 last;		/* last outcome */
 	char		 lasterr[256];	/* last reply, any kind */

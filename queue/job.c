@@ -295,15 +295,37 @@ job_pend_clear(void)
 	npend = 0;
 }
 
-/* Send one transaction: entries [from, to) of pend, all one domain. */
+/*
+ * Mail deferred longer than fallback-after goes through fallback-relay,
+ * if one is set: the relay is a destination of its own ("relay:HOST"),
+ * paced like any other, so a throttled domain's mail leaves by it.
+ */
+static struct dest *
+job_fallback(const struct qmsg *m, size_t ri)
+{
+	const struct route *r = conf_fallback_route(queue_conf());
+	uint64_t after = (uint64_t)conf_num(queue_conf(), NULL,
+	    K_FALLBACK_AFTER) / 1000;
+	char key[300];
+
+	if (r == NULL || m->env.rcpts[ri].attempts < 2 ||
+	    (uint64_t)time(NULL) < m->env.arrival + after)
+		return NULL;
+	snprintf(key, sizeof(key), "relay:%s", r->host);
+	str_lower(key);
+	return dest_get(key);
+}
+
+/* Send one transaction to d: entries idx[0..n) of pend, all one domain. */
 static void
-job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded)
+job_send_txn(struct qmsg *m, struct dest *d, size_t *idx, size_t n,
+    int forwarded)
 {
 	struct ipc *smtp = queue_smtp();
-	struct dest *d;
 	struct buf b;
 	size_t i;
 	uint32_t epoch;
+	uint64_t flags = 0;
 	int fd;
 
 	if (smtp == NULL || (fd = spool_msg_fd(m)) == -1) {
@@ -311,7 +333,6 @@ job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded)
 			job_rr(m, pend[idx[i]].rcpt)->wait = 1;
 		return;
 	}
-	d = dest_get(pend[idx[0]].domain);
 	epoch = dest_open(d, n);
 	jobs.nremote++;
 	++jobs.nextjob;
@@ -323,8 +344,12 @@ job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded)
 	   passes SPF where it lands; the smtp process asks the vault for it,
 	   and bounces to it come back and are reversed at RCPT. */
 	if (forwarded && m->env.sender[0] != '\0')
-		rec_put_u64(&b, T_FLAGS, MTA_F_SRS);
-	rec_put_str(&b, T_DOMAIN, d->domain);
+		flags |= MTA_F_SRS;
+	if (strcmp(d->domain, pend[idx[0]].domain) != 0)
+		flags |= MTA_F_FALLBACK;
+	if (flags)
+		rec_put_u64(&b, T_FLAGS, flags);
+	rec_put_str(&b, T_DOMAIN, pend[idx[0]].domain);
 	rec_put_u64(&b, T_SIZE, m->env.size);
 	rec_put_u64(&b, T_BODY, (uint64_t)m->env.body8bit);
 	rec_put_u64(&b, T_UTF8, (uint64_t)m->env.smtputf8);
@@ -360,7 +385,8 @@ job_flush_remote(struct qmsg *m)
 
 		if (used[i])
 			continue;
-		d = dest_get(pend[i].domain);
+		if ((d = job_fallback(m, pend[i].rcpt)) == NULL)
+			d = dest_get(pend[i].domain);
 		max = dest_rcpt_max(d);
 		n = 0;
 		for (k = i; k < npend && n < max; k++)
@@ -380,7 +406,7 @@ job_flush_remote(struct qmsg *m)
 			}
 			continue;
 		}
-		job_send_txn(m, idx, n, pend[i].forwarded);
+		job_send_txn(m, d, idx, n, pend[i].forwarded);
 	}
 	free(idx);
 	free(used);

@@ -491,10 +491,16 @@ static void
 mta_conn_park(struct mta_conn *c)
 {
 	long long ms = conf_num(mta.conf, NULL, K_CONNECTION_IDLE);
+	long long most = conf_num(mta.conf, NULL, K_CONNECTION_MESSAGES);
 	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	const struct shape *s = conf_find_shape(mta.conf, c->host);
 
+	if (s == NULL && c->job)
+		s = conf_find_shape(mta.conf, c->job->domain);
+	if (s && s->mpc)
+		most = s->mpc;
 	c->job = NULL;
-	if (c->msgs >= conf_num(mta.conf, NULL, K_CONNECTION_MESSAGES)) {
+	if (c->msgs >= most) {
 		mta_idle_timeout(-1, 0, c);
 		return;
 	}
@@ -1434,6 +1440,8 @@ static void
 mta_route(struct mta_job *j)
 {
 	j->route = conf_find_route(mta.conf, j->domain);
+	if ((j->flags & MTA_F_FALLBACK) && conf_fallback_route(mta.conf))
+		j->route = conf_fallback_route(mta.conf);
 	if (j->route) {
 		mta_add_host(j, j->route->host, j->route->port);
 		mta_next_host(j);

@@ -308,3 +308,36 @@ def test_learns_the_rate_and_delivers_everything_once(world):
     assert got == sorted(want)
     assert b.refused >= 1
     assert line and line[1] != "-", line         # a rate was learned
+
+
+def test_fallback_relay_takes_mail_deferred_too_long(world):
+    # The destination keeps saying "later"; once a message has waited
+    # fallback-after and was tried more than once, it leaves through the
+    # fallback relay, and the throttled MX never gets it.
+    make, port = world
+    with MX("127.0.0.2", port) as mx1, MX("127.0.0.7", port) as relay:
+        ref = Refuser("451 4.7.0 try again later")
+        mx1.handle_RCPT = ref.handle_RCPT
+        d = make("retry-min 1s\nretry-max 1s\nfallback-after 2s\n"
+                 f"fallback-relay 127.0.0.7:{port}\n")
+        send(d, ["fb@remote.test"], "fallback")
+        assert wait_for(lambda: len(relay.messages) == 1, 60), d.logtext()
+        assert wait_for(lambda: empty(d), 10)
+    assert relay.messages[0][1] == ["fb@remote.test"]
+    assert ref.refused >= 1 and mx1.messages == []
+    assert re.search(r"to=<fb@remote.test>.*relay=127\.0\.0\.7.*status=sent",
+                     d.logtext()), d.logtext()
+
+
+def test_static_shaping_limits_recipients_per_transaction(world):
+    # The admin knows the receiver takes two recipients at a time.
+    make, port = world
+    with MX("127.0.0.2", port) as mx1:
+        d = make("destination remote.test recipients 2 connections 1\n")
+        rcpts = [f"s{i}@remote.test" for i in range(5)]
+        send(d, rcpts, "shaped")
+        assert wait_for(lambda: empty(d), 30), d.logtext()
+    sizes = sorted(len(r) for _, r, _ in mx1.messages)
+    assert sizes == [1, 2, 2], sizes
+    got = sorted(r for _, rc, _ in mx1.messages for r in rc)
+    assert got == sorted(rcpts)

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "conf/conf.h"
+#include "lib/util.h"
 #include "queue/dest.h"
 #include "regress/unit/unit.h"
 
@@ -62,6 +64,75 @@ simulate(double rate, double burst, int n, int *refused)
 	return left == 0 ? now : -1;
 }
 
+/* The config statements of pacing: destination, fallback-relay. */
+static void
+pace_conf(void)
+{
+	static const char ok[] =
+	    "destination isp.example connections 2 recipients 5 "
+	    "messages-per-minute 30 messages-per-connection 10\n"
+	    "destination MX1.ISP.example recipients 1\n"
+	    "fallback-relay relay.example:2525 tls required\n"
+	    "fallback-after 2h\npacing no\nlisten mx 127.0.0.1 port 25\n";
+	static const char *bad[] = {
+	    "destination isp.example\n",
+	    "destination isp.example connections\n",
+	    "destination isp.example connections 0\n",
+	    "destination isp.example speed 3\n",
+	    "destination isp.example connections 1\n"
+	    "destination isp.example recipients 1\n",
+	    "destination bad..name connections 1\n",
+	    "fallback-relay\n",
+	    "route !fallback via x.example\n",
+	    "pacing maybe\n",
+	};
+	char err[512];
+	struct conf *c;
+	const struct shape *s;
+	const struct route *r;
+	struct buf b;
+	size_t i;
+
+	c = conf_parse("t", ok, sizeof(ok) - 1, "/", err, sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL) {
+		printf("%s\n", err);
+		return;
+	}
+	s = conf_find_shape(c, "ISP.example");
+	CHECK(s && s->conns == 2 && s->rcpts == 5 && s->mpm == 30 &&
+	    s->mpc == 10);
+	s = conf_find_shape(c, "mx1.isp.example");
+	CHECK(s && s->rcpts == 1 && s->conns == 0);
+	CHECK(conf_find_shape(c, "other.example") == NULL);
+	r = conf_fallback_route(c);
+	CHECK(r && strcmp(r->host, "relay.example") == 0 && r->port == 2525 &&
+	    r->tls == ROUTE_TLS_REQUIRED);
+	CHECK(conf_find_route(c, "isp.example") == NULL);
+	CHECK(conf_num(c, NULL, K_FALLBACK_AFTER) == 2 * 3600 * 1000);
+	CHECK(strcmp(conf_str(c, K_PACING), "no") == 0);
+	buf_init(&b);
+	conf_print(c, &b);
+	buf_putc(&b, '\0');
+	CHECK(strstr(b.data, "destination \"isp.example\" connections 2 "
+	    "recipients 5 messages-per-minute 30 messages-per-connection 10")
+	    != NULL);
+	CHECK(strstr(b.data, "fallback-relay \"relay.example\" port 2525")
+	    != NULL);
+	buf_free(&b);
+	conf_free(c);
+	for (i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		char text[256];
+
+		snprintf(text, sizeof(text), "%slisten mx 127.0.0.1 port 25\n",
+		    bad[i]);
+		c = conf_parse("t", text, strlen(text), "/", err, sizeof(err));
+		CHECK(c == NULL);
+		if (c)
+			conf_free(c);
+	}
+}
+
 void
 test_pace(void)
 {
@@ -70,6 +141,7 @@ test_pace(void)
 	size_t i;
 	int refused, first_refused = -1;
 
+	pace_conf();
 	/* Classes of replies. */
 	CHECK(dest_classify("421 4.7.0 Try again later, closing") ==
 	    DEST_SIG_THROTTLE);
