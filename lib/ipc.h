@@ -65,6 +65,8 @@ enum ipc_tag {
 	T_REJECTED,	/* smtp -> queue (Q_COMMIT): recipients refused */
 	T_POLICY,	/* queue -> smtp (Q_CREATED): a limit refused it;
 			 * T_TEXT is the reply after the code */
+	T_URGENT,	/* smtp -> queue (Q_COMMIT): "Priority: urgent" from
+			 * an authenticated sender */
 };
 
 /* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */

@@ -266,6 +266,9 @@ commit_fill_env(struct envelope *e, struct rec_reader *rd)
 		case T_ACCOUNT:
 			dst = &e->account;
 			break;
+		case T_URGENT:
+			e->flags |= ENV_URGENT;
+			break;
 		}
 		if (dst) {
 			free(*dst);

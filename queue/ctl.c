@@ -114,6 +114,8 @@ ctl_show(struct buf *o, const struct qmsg *m)
 	    "7BIT", m->env.smtputf8 ? " SMTPUTF8" : "");
 	if (m->env.flags & ENV_HOLD)
 		buf_puts(o, "held: by the admin (ternctl release)\n");
+	if (m->env.flags & ENV_URGENT)
+		buf_puts(o, "urgent: first at each destination\n");
 	for (i = 0; i < m->env.nrcpts; i++) {
 		const struct env_rcpt *r = &m->env.rcpts[i];
 

@@ -341,3 +341,43 @@ def test_static_shaping_limits_recipients_per_transaction(world):
     assert sizes == [1, 2, 2], sizes
     got = sorted(r for _, rc, _ in mx1.messages for r in rc)
     assert got == sorted(rcpts)
+
+
+def test_priority_urgent_header_counts_only_from_authenticated_senders(
+        make_daemon, tmpbase):
+    # "Priority: urgent" (RFC 2156) from an authenticated account marks the
+    # message urgent; the same header from an unauthenticated client does
+    # not.  Nothing answers for remote.test here: the mail stays queued.
+    from test_tls import Client, make_server_ca
+    ca = tmpbase / "ca"
+    ctx = make_server_ca(ca)
+    msa = free_port()
+    anna, pw = "anna@example.test", "Urgent-Sub-Pw-7yT2q"
+    d = make_daemon(f'tls-cert "{ca}/leaf.pem"\ntls-key "{ca}/leaf.key"\n'
+                    f"listen msa 127.0.0.1 port {msa}\n"
+                    "trusted-network 127.0.0.0/8\n",
+                    vusers=("demo", "alice", "bob", "anna"))
+    d.ctl("user", "add", anna, input=pw + "\n", check=True)
+    d.start()
+    msg = (b"Subject: games cancelled\r\nFrom: <anna@example.test>\r\n"
+           b"Priority: urgent\r\n\r\ntonight's games are cancelled\r\n")
+    with Client(msa) as c:
+        c.ehlo()
+        c.starttls(context=ctx)
+        c.ehlo()
+        assert c.login(anna, pw)[0] == 235
+        c.sendmail(anna, ["parent1@remote.test"], msg)
+    send(d, ["parent2@remote.test"], "plain", body=b"x")
+    import smtplib
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as s:
+        s.sendmail("someone@sender.test", ["parent3@remote.test"],
+                   msg.replace(b"anna@example.test", b"someone@sender.test"))
+    assert wait_for(lambda: len(queued_ids(d)) == 3, 20), d.ctl("queue")
+    urgent = {}
+    for q in queued_ids(d):
+        show = d.ctl("show", q).stdout
+        rcpt = re.search(r"recipient: <([^>]+)>", show)[1]
+        urgent[rcpt] = "urgent:" in show
+    assert urgent == {"parent1@remote.test": True,
+                      "parent2@remote.test": False,
+                      "parent3@remote.test": False}, urgent
