@@ -473,6 +473,8 @@ dest_txn_end(struct dest *d, size_t ok, int sig, uint32_t epoch)
 uint64_t
 dest_reopen(const struct dest *d)
 {
+	if (!dest_pacing())
+		return 0;	/* the usual backoff */
 	return (uint64_t)d->pace.next_ok + 1;
 }
 
