@@ -22,9 +22,11 @@
  *   the destination reopens after one recipient's worth of time at the
  *   new rate; concurrency halves too;
  * - a success raises the rate: by 1/8 a recipient until the first decrease
- *   (the receiver's limit is not known yet), then additively by 1/64 of
- *   the rate at the last decrease a recipient, so the agent settles just
- *   under the receiver's limit and probes it gently;
+ *   (the receiver's limit is not known yet), then additively by a step of
+ *   1/64 of the rate at the last decrease a recipient, so the agent settles
+ *   just under the receiver's limit and probes it gently; the step doubles
+ *   every 8 recipients accepted in a row, so a rate far below the limit
+ *   (the limit rose, or a decrease overshot) recovers in a few dozen;
  * - a 452 or 4.5.3 is about recipients per transaction: the next ones
  *   carry no more than the receiver took.
  * Nothing in it is in seconds except the first pause (retry-min) when a
@@ -198,6 +200,10 @@ pace_success(struct dest_pace *p, size_t ok, int maxconc)
 			p->rate += p->step * (double)ok;
 		else
 			p->rate *= 1.0 + (double)ok / 8;
+		/* A long run of successes means the limit moved up, or the
+		   last decrease overshot: the step doubles every 8. */
+		for (p->run += (uint32_t)ok; p->run >= 8; p->run -= 8)
+			p->step *= 2;
 	}
 	p->conc += 1.0 / p->conc;
 	if (p->conc > maxconc)
@@ -234,6 +240,7 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 	}
 	p->rate = r;
 	p->step = r / 64;
+	p->run = 0;
 	p->streak++;
 	p->conc /= 2;
 	if (p->conc < 1)

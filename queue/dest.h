@@ -33,6 +33,7 @@ struct dest_pace {
 	double	 since;		/* start of the current measurement */
 	double	 last_dec;	/* last decrease */
 	uint32_t accepted;	/* recipients accepted since `since` */
+	uint32_t run;		/* accepted since the step last grew */
 	int	 rcpt_max;	/* recipients per transaction; 0: no limit */
 	uint32_t throttles;	/* throttling replies seen */
 	uint32_t epoch;		/* decreases so far */

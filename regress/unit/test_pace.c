@@ -187,6 +187,18 @@ test_pace(void)
 		pace_result(&p, 2, DEST_SIG_NONE, p.epoch, 10, 60, 5);
 		CHECK(p.rate > r && p.rate - r < r * 0.1);
 	}
+	/* A rate far below the limit recovers within a few dozen. */
+	{
+		struct dest_pace q;
+		int k;
+
+		pace_init(&q, 5);
+		pace_result(&q, 0, DEST_SIG_THROTTLE, 0, 0, 10, 5);
+		CHECK(q.rate > 0.09 && q.rate < 0.11);
+		for (k = 0; k < 100 && q.rate < 2; k++)
+			pace_result(&q, 1, DEST_SIG_NONE, q.epoch, 1 + k, 10, 5);
+		CHECK(q.rate >= 2 && k < 60);
+	}
 	/* Recipients per transaction: what the receiver took. */
 	pace_result(&p, 3, DEST_SIG_RCPTS, p.epoch, 11, 60, 5);
 	CHECK(p.rcpt_max == 3);
