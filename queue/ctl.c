@@ -214,6 +214,8 @@ ctl_destinations(struct buf *o)
 	buf_printf(o, "%-24s %8s %4s %6s %6s %6s %7s  %s\n", "destination",
 	    "rate/min", "conc", "active", "queued", "oldest", "next", "last reply");
 	for (d = dest_first(); d; d = d->next) {
+		const struct dest *p = dest_paced(d);
+
 		queued = 0;
 		oldest = 0;
 		TAILQ_FOREACH(m, &queue_all, entry)
@@ -231,17 +233,17 @@ ctl_destinations(struct buf *o)
 			}
 		ctl_age(age, sizeof(age), oldest ? (long)(now - (time_t)oldest) :
 		    -1);
-		if ((time_t)d->pace.next_ok > now)
-			ctl_age(next, sizeof(next), (long)((time_t)d->pace.next_ok
+		if ((time_t)p->pace.next_ok > now)
+			ctl_age(next, sizeof(next), (long)((time_t)p->pace.next_ok
 			    - now));
 		else
 			snprintf(next, sizeof(next), "now");
-		if (d->pace.rate > 0)
-			snprintf(rate, sizeof(rate), "%.3g", d->pace.rate * 60);
+		if (p->pace.rate > 0)
+			snprintf(rate, sizeof(rate), "%.3g", p->pace.rate * 60);
 		else
 			snprintf(rate, sizeof(rate), "-");
 		buf_printf(o, "%-24s %8s %4d %6d %6zu %6s %7s  %s\n", d->domain,
-		    rate, (int)d->pace.conc, d->active, queued, age, next,
+		    rate, (int)p->pace.conc, d->active, queued, age, next,
 		    d->lasterr);
 	}
 	if (dest_first() == NULL)

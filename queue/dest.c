@@ -225,7 +225,7 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 		return;
 	}
 	p->accepted += (uint32_t)ok;
-	if (p->accepted > 0 && el > 0)
+	if (p->accepted > 0 && p->since > 0 && el > 0)
 		measured = p->accepted / el;
 	if (p->rate == 0)
 		r = measured > 0 ? measured / 2 : 1.0 / (first > 0 ? first : 60);
@@ -238,6 +238,8 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 		if (r > p->rate * 0.95)
 			r = p->rate * 0.95;
 	}
+	if (r < 1e-9)
+		r = 1e-9;		/* a recipient in 30 years: no lower */
 	p->rate = r;
 	p->step = r / 64;
 	p->run = 0;
@@ -286,11 +288,56 @@ dest_reopened(evutil_socket_t fd, short ev, void *arg)
 	sched_unblock();
 }
 
+struct dest *
+dest_paced(const struct dest *d)
+{
+	return d->via ? d->via : (struct dest *)d;
+}
+
+/* Transactions open under p's pacing: its own, or its domains'. */
+static int
+dest_active(const struct dest *p)
+{
+	const struct dest *d;
+	int n = p->active;
+
+	for (d = dests; d; d = d->next)
+		if (d->via == p)
+			n += d->active;
+	return n;
+}
+
+void
+dest_set_mx(struct dest *d, const char *relay)
+{
+	char host[256], key[260];
+	struct dest *h;
+
+	if (relay == NULL || strcmp(relay, "none") == 0)
+		return;
+	str_copy(d->mx, relay, sizeof(d->mx));
+	if (strncmp(d->domain, "relay:", 6) == 0 ||
+	    strncmp(d->domain, "mx:", 3) == 0)
+		return;
+	str_copy(host, relay, sizeof(host));
+	host[strcspn(host, "[")] = '\0';
+	str_lower(host);
+	snprintf(key, sizeof(key), "mx:%s", host);
+	h = dest_get(key);
+	if (d->via == h)
+		return;
+	/* A host new to pacing starts from what the domain knew alone
+	   (transactions in flight carry the domain's epochs). */
+	if (h->pace.since == 0)
+		h->pace = dest_paced(d)->pace;
+	d->via = h;
+}
+
 /* Wake the scheduler when d reopens (the earliest such time wins). */
 static void
 dest_arm(const struct dest *d)
 {
-	double now = dest_now(), t = d->pace.next_ok;
+	double now = dest_now(), t = dest_paced(d)->pace.next_ok;
 	struct timeval tv;
 
 	if (d->static_next > t)
@@ -387,16 +434,17 @@ dest_rcpt_max(const struct dest *d)
 	size_t max = (size_t)conf_num(queue_conf(), NULL,
 	    K_MAX_TXN_RECIPIENTS);
 	const struct shape *s = dest_shape(d);
+	const struct dest_pace *p = &dest_paced(d)->pace;
 	double now = dest_now(), can;
 
 	if (s && s->rcpts && (size_t)s->rcpts < max)
 		max = (size_t)s->rcpts;
 	if (!dest_pacing())
 		return max;
-	if (d->pace.rcpt_max > 0 && (size_t)d->pace.rcpt_max < max)
-		max = (size_t)d->pace.rcpt_max;
-	if (d->pace.rate > 0) {
-		can = 1 + (now - d->pace.next_ok) * d->pace.rate;
+	if (p->rcpt_max > 0 && (size_t)p->rcpt_max < max)
+		max = (size_t)p->rcpt_max;
+	if (p->rate > 0) {
+		can = 1 + (now - p->next_ok) * p->rate;
 		if (can < 1)
 			can = 1;
 		if (can < (double)max)
@@ -409,14 +457,17 @@ int
 dest_full(const struct dest *d)
 {
 	double now = dest_now();
+	const struct dest *p;
 
 	if (d->static_next > now) {
 		dest_arm(d);
 		return 1;
 	}
-	if (!dest_pacing())
+	if (!dest_pacing() || d->active >= dest_limit(d))
 		return d->active >= dest_limit(d);
-	if (pace_open_now(&d->pace, d->active, dest_limit(d), now))
+	p = dest_paced(d);
+	if (pace_open_now(&p->pace, dest_active(p), p == d ? dest_limit(d) :
+	    dest_limit(p), now))
 		return 0;
 	dest_arm(d);
 	return 1;
@@ -433,8 +484,8 @@ dest_open(struct dest *d, size_t n)
 		d->static_next = (d->static_next > now ? d->static_next : now) +
 		    60.0 / s->mpm;
 	d->active++;
-	return dest_pacing() ? pace_open(&d->pace, n, dest_now()) :
-	    d->pace.epoch;
+	return dest_pacing() ? pace_open(&dest_paced(d)->pace, n,
+	    dest_now()) : dest_paced(d)->pace.epoch;
 }
 
 void
@@ -464,15 +515,16 @@ dest_txn_end(struct dest *d, size_t ok, int sig, uint32_t epoch)
 {
 	double first = (double)conf_num(queue_conf(), NULL, K_RETRY_MIN) /
 	    1000;
+	struct dest *p = dest_paced(d);
 
 	if (!dest_pacing())
 		return;
-	pace_result(&d->pace, ok, sig, epoch, dest_now(), first,
+	pace_result(&p->pace, ok, sig, epoch, dest_now(), first,
 	    dest_limit(d));
 	if (sig == DEST_SIG_THROTTLE)
-		log_info("event=pace domain=%s result=throttled rate=%.4g "
-		    "conc=%d reopen=%.1fs reason=\"%s\"", d->domain,
-		    d->pace.rate, (int)d->pace.conc, d->pace.next_ok -
+		log_info("event=pace domain=%s via=%s result=throttled "
+		    "rate=%.4g conc=%d reopen=%.1fs reason=\"%s\"", d->domain,
+		    p->domain, p->pace.rate, (int)p->pace.conc, p->pace.next_ok -
 		    dest_now(), log_q(d->lasterr));
 	dest_arm(d);
 }
@@ -482,7 +534,7 @@ dest_reopen(const struct dest *d)
 {
 	if (!dest_pacing())
 		return 0;	/* the usual backoff */
-	return (uint64_t)d->pace.next_ok + 1;
+	return (uint64_t)dest_paced(d)->pace.next_ok + 1;
 }
 
 void
@@ -491,6 +543,8 @@ dest_flush(const char *domain)
 	struct dest *d;
 
 	for (d = dests; d; d = d->next)
-		if (domain == NULL || strcmp(d->domain, domain) == 0)
+		if (domain == NULL || strcmp(d->domain, domain) == 0) {
 			d->pace.next_ok = 0;
+			dest_paced(d)->pace.next_ok = 0;
+		}
 }

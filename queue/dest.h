@@ -44,6 +44,7 @@ struct dest {
 	struct dest	*next;
 	char		 domain[256];
 	char		 mx[256];	/* last host that answered */
+	struct dest	*via;		/* paced with this MX host's state */
 	int		 active;	/* transactions in flight */
 	struct dest_pace pace;
 	double		 static_next;	/* messages-per-minute: next start */
@@ -61,6 +62,14 @@ int		 dest_classify(const char *text);
 struct dest	*dest_get(const char *domain);
 /* The destination of a domain if it was ever seen, else NULL. */
 struct dest	*dest_find(const char *domain);
+/*
+ * The MX host that answered for d (relay "host[addr]:port"): from now on
+ * d is paced with that host's state ("mx:HOST"), shared by every domain
+ * it serves.
+ */
+void		 dest_set_mx(struct dest *, const char *relay);
+/* Whose pacing state d uses: its MX host's, or its own. */
+struct dest	*dest_paced(const struct dest *);
 /* Every destination, for listing. */
 struct dest	*dest_first(void);
 /* How many transactions it may have open at once. */

@@ -719,6 +719,7 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 			if (d == NULL && j->domain) {
 				d = dest_get(j->domain);
 				epoch = j->epoch;
+				dest_set_mx(d, relay);
 			}
 			if (d)
 				dest_outcome(d, status > 2 ? 1 : (int)status, text);
@@ -748,8 +749,7 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 		job_free(j);
 	}
 	if (d) {
-		if (relay && strcmp(relay, "none") != 0)
-			str_copy(d->mx, relay, sizeof(d->mx));
+		dest_set_mx(d, relay);
 		if (!applied)
 			dest_txn_end(d, ok, sig, epoch);
 		dest_close(d);

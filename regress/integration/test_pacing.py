@@ -381,3 +381,54 @@ def test_priority_urgent_header_counts_only_from_authenticated_senders(
     assert urgent == {"parent1@remote.test": True,
                       "parent2@remote.test": False,
                       "parent3@remote.test": False}, urgent
+
+
+def test_domains_sharing_an_mx_host_are_paced_together(make_daemon):
+    # other.test is served by remote.test's MX host.  Once the queue knows
+    # that (a delivery told it), both domains use one pacing state: the
+    # host's "slow down" for remote.test closes other.test too, and a
+    # refusal for other.test lowers the rate remote.test goes at.
+    port = free_port()
+    zones = dict(ZONES)
+    zones["other.test."] = {"MX": [(10, "mx1.remote.test.")]}
+    d = make_daemon("trusted-network 127.0.0.0/8\n"
+                    f"remote-port {port}\nretry-min 1h\nretry-max 1h\n")
+    dns = DNSServer(zones, port=d.dns_port).start()
+    try:
+        with MX("127.0.0.2", port) as mx1:
+            # Connections are kept and their handler with them: the switch
+            # to refusing is a flag the handler reads.
+            ref = Refuser("451 4.7.0 Temporarily rate limited, try again "
+                          "later")
+            state = {"refuse": False}
+            orig = Sink.handle_RCPT
+
+            async def rcpt(server, session, envelope, address, options):
+                if state["refuse"]:
+                    return await ref.handle_RCPT(server, session, envelope,
+                                                 address, options)
+                return await orig(mx1, server, session, envelope, address,
+                                  options)
+            mx1.handle_RCPT = rcpt
+            d.start()
+            send(d, ["x@other.test"], "before")
+            assert wait_for(lambda: len(mx1.messages) == 1, 20), d.logtext()
+            assert wait_for(lambda: empty(d), 10)
+            state["refuse"] = True
+            send(d, ["a@remote.test"], "throttled")
+            assert wait_for(lambda: "domain=remote.test via=mx:mx1.remote."
+                            "test result=throttled" in d.logtext(), 20), \
+                d.logtext()
+            send(d, ["b@other.test"], "waits")
+            assert wait_for(lambda: "domain=other.test via=mx:mx1.remote."
+                            "test result=throttled" in d.logtext(), 20), \
+                d.logtext()
+            rates = re.findall(r"result=throttled rate=([0-9.e+-]+)",
+                               d.logtext())
+            assert len(rates) >= 2 and float(rates[1]) < float(rates[0])
+            r = dest_line(d, "remote.test")
+            o = dest_line(d, "other.test")
+            assert r and o and r[1] == o[1] != "-", (r, o)
+            assert r[2] == o[2] and r[6] == o[6], (r, o)
+    finally:
+        dns.stop()
