@@ -272,8 +272,8 @@ pace_result(struct dest_pace *p, size_t ok, int sig, uint32_t epoch,
 
 /* ---- destinations -------------------------------------------------------- */
 
-static double
-dest_now(void)
+double
+dest_clock(void)
 {
 	struct timespec ts;
 
@@ -337,7 +337,7 @@ dest_set_mx(struct dest *d, const char *relay)
 static void
 dest_arm(const struct dest *d)
 {
-	double now = dest_now(), t = dest_paced(d)->pace.next_ok;
+	double now = dest_clock(), t = dest_paced(d)->pace.next_ok;
 	struct timeval tv;
 
 	if (d->static_next > t)
@@ -435,7 +435,7 @@ dest_rcpt_max(const struct dest *d)
 	    K_MAX_TXN_RECIPIENTS);
 	const struct shape *s = dest_shape(d);
 	const struct dest_pace *p = &dest_paced(d)->pace;
-	double now = dest_now(), can;
+	double now = dest_clock(), can;
 
 	if (s && s->rcpts && (size_t)s->rcpts < max)
 		max = (size_t)s->rcpts;
@@ -444,7 +444,12 @@ dest_rcpt_max(const struct dest *d)
 	if (p->rcpt_max > 0 && (size_t)p->rcpt_max < max)
 		max = (size_t)p->rcpt_max;
 	if (p->rate > 0) {
+		/* What the rate allows by now, or what it allows while one
+		   transaction takes (so a fast receiver's rate is not lost to
+		   the round trips), whichever is more. */
 		can = 1 + (now - p->next_ok) * p->rate;
+		if (can < p->rate * p->rtt)
+			can = p->rate * p->rtt;
 		if (can < 1)
 			can = 1;
 		if (can < (double)max)
@@ -456,7 +461,7 @@ dest_rcpt_max(const struct dest *d)
 int
 dest_full(const struct dest *d)
 {
-	double now = dest_now();
+	double now = dest_clock();
 	const struct dest *p;
 
 	if (d->static_next > now) {
@@ -477,7 +482,7 @@ uint32_t
 dest_open(struct dest *d, size_t n)
 {
 	const struct shape *s = dest_shape(d);
-	double now = dest_now();
+	double now = dest_clock();
 
 	/* messages-per-minute: starts spaced evenly over the minute. */
 	if (s && s->mpm)
@@ -485,7 +490,7 @@ dest_open(struct dest *d, size_t n)
 		    60.0 / s->mpm;
 	d->active++;
 	return dest_pacing() ? pace_open(&dest_paced(d)->pace, n,
-	    dest_now()) : dest_paced(d)->pace.epoch;
+	    dest_clock()) : dest_paced(d)->pace.epoch;
 }
 
 void
@@ -511,7 +516,8 @@ dest_outcome(struct dest *d, int status, const char *text)
 }
 
 void
-dest_txn_end(struct dest *d, size_t ok, int sig, uint32_t epoch)
+dest_txn_end(struct dest *d, size_t ok, int sig, uint32_t epoch,
+    double opened)
 {
 	double first = (double)conf_num(queue_conf(), NULL, K_RETRY_MIN) /
 	    1000;
@@ -519,13 +525,16 @@ dest_txn_end(struct dest *d, size_t ok, int sig, uint32_t epoch)
 
 	if (!dest_pacing())
 		return;
-	pace_result(&p->pace, ok, sig, epoch, dest_now(), first,
+	if (opened > 0 && dest_clock() > opened)
+		p->pace.rtt = p->pace.rtt > 0 ? 0.75 * p->pace.rtt + 0.25 *
+		    (dest_clock() - opened) : dest_clock() - opened;
+	pace_result(&p->pace, ok, sig, epoch, dest_clock(), first,
 	    dest_limit(d));
 	if (sig == DEST_SIG_THROTTLE)
 		log_info("event=pace domain=%s via=%s result=throttled "
 		    "rate=%.4g conc=%d reopen=%.1fs reason=\"%s\"", d->domain,
 		    p->domain, p->pace.rate, (int)p->pace.conc, p->pace.next_ok -
-		    dest_now(), log_q(d->lasterr));
+		    dest_clock(), log_q(d->lasterr));
 	dest_arm(d);
 }
 
@@ -534,7 +543,9 @@ dest_reopen(const struct dest *d)
 {
 	if (!dest_pacing())
 		return 0;	/* the usual backoff */
-	return (uint64_t)dest_paced(d)->pace.next_ok + 1;
+	/* Rounded down: due by then, it waits for the reopening timer,
+	   which is precise, instead of for the next whole second. */
+	return (uint64_t)dest_paced(d)->pace.next_ok;
 }
 
 void

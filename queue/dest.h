@@ -35,6 +35,7 @@ struct dest_pace {
 	uint32_t accepted;	/* recipients accepted since `since` */
 	uint32_t run;		/* accepted since the step last grew */
 	int	 rcpt_max;	/* recipients per transaction; 0: no limit */
+	double	 rtt;		/* how long a transaction takes (average) */
 	uint32_t throttles;	/* throttling replies seen */
 	uint32_t epoch;		/* decreases so far */
 	uint32_t streak;	/* throttles without a success between */
@@ -89,7 +90,9 @@ void		 dest_outcome(struct dest *, int status, const char *text);
  * told to wait, arms a wake-up for when it reopens.
  */
 void		 dest_txn_end(struct dest *, size_t ok, int sig,
-		    uint32_t epoch);
+		    uint32_t epoch, double opened);
+/* The clock pacing runs on (seconds, fractional); `opened` above. */
+double		 dest_clock(void);
 /* When a throttled recipient there is tried again (seconds). */
 uint64_t	 dest_reopen(const struct dest *);
 /* The admin's flush: forget the wait (the learned rate stays). */

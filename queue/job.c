@@ -43,6 +43,7 @@ struct job {
 	char		*desc;		/* its address */
 	int		 remote;
 	uint32_t	 epoch;		/* remote: the destination's, at start */
+	double		 opened;	/* remote: when (dest_clock) */
 	struct ipc	*peer;		/* remote: the smtp process doing it */
 	char		*domain;	/* remote: the destination */
 	time_t		 start;
@@ -359,6 +360,7 @@ job_send_txn(struct qmsg *m, struct dest *d, size_t *idx, size_t n,
 
 		j->remote = 1;
 		j->epoch = epoch;
+		j->opened = dest_clock();
 		j->peer = smtp;
 		j->domain = xstrdup(d->domain);
 		rec_put_str(&b, T_RCPT, p->t.path);
@@ -687,6 +689,7 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 	struct job *j;
 	size_t ok = 0;
 	uint32_t epoch = 0;
+	double opened = 0;
 	int sig = DEST_SIG_NONE, s = 0, applied = 0;
 
 	while (rec_next(rd, &r) == 1) {
@@ -719,6 +722,7 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 			if (d == NULL && j->domain) {
 				d = dest_get(j->domain);
 				epoch = j->epoch;
+				opened = j->opened;
 				dest_set_mx(d, relay);
 			}
 			if (d)
@@ -729,7 +733,7 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 			    DEST_SIG_THROTTLE && d && !applied) {
 				/* Before the recipient is settled: it waits
 				   for the reopening this sets. */
-				dest_txn_end(d, ok, s, epoch);
+				dest_txn_end(d, ok, s, epoch, opened);
 				applied = 1;
 			} else if (status == 1 && s == DEST_SIG_RCPTS)
 				sig = s;
@@ -751,7 +755,7 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 	if (d) {
 		dest_set_mx(d, relay);
 		if (!applied)
-			dest_txn_end(d, ok, sig, epoch);
+			dest_txn_end(d, ok, sig, epoch, opened);
 		dest_close(d);
 	}
 	if (jobs.nremote > 0)
