@@ -131,8 +131,9 @@ dest_load_signals(const char *path)
 /*
  * The first pattern found in the text wins, in file order, so "ignore"
  * lines listed first keep greylisting out of the throttle class.  Any
- * 421 is a throttle: the receiver closes the channel.  A 452 is about
- * recipients.  Only 4xx replies are classified.
+ * 421 is a throttle: the receiver closes the channel.  An unmatched 452
+ * without a storage code is about recipients.  Only 4xx replies are
+ * classified.
  */
 int
 dest_classify(const char *text)
@@ -152,7 +153,10 @@ dest_classify(const char *text)
 	for (i = 0; i < npats; i++)
 		if (strstr(low, pats[i].text) != NULL)
 			return pats[i].sig;
-	if (strncmp(low, "452", 3) == 0)
+	/* A bare 452 is "too many recipients" (RFC 5321 4.5.3.1.10); one
+	   about storage (4.2.x, 4.3.x) is the mailbox's or the host's. */
+	if (strncmp(low, "452", 3) == 0 && strstr(low, " 4.2.") == NULL &&
+	    strstr(low, " 4.3.") == NULL)
 		return DEST_SIG_RCPTS;
 	return DEST_SIG_NONE;
 }

@@ -302,15 +302,19 @@ job_pend_clear(void)
  * paced like any other, so a throttled domain's mail leaves by it.
  */
 static struct dest *
-job_fallback(const struct qmsg *m, size_t ri)
+job_fallback(const struct qmsg *m, size_t ri, const char *domain)
 {
 	const struct route *r = conf_fallback_route(queue_conf());
 	uint64_t after = (uint64_t)conf_num(queue_conf(), NULL,
 	    K_FALLBACK_AFTER) / 1000;
+	const struct dest *d;
 	char key[300];
 
-	if (r == NULL || m->env.rcpts[ri].attempts < 2 ||
-	    (uint64_t)time(NULL) < m->env.arrival + after)
+	if (r == NULL || (uint64_t)time(NULL) < m->env.arrival + after)
+		return NULL;
+	/* Deferred before, or waiting for a destination that throttles. */
+	if (m->env.rcpts[ri].attempts < 2 && ((d = dest_find(domain)) ==
+	    NULL || dest_paced(d)->pace.throttles == 0 || !dest_full(d)))
 		return NULL;
 	snprintf(key, sizeof(key), "relay:%s", r->host);
 	str_lower(key);
@@ -387,7 +391,7 @@ job_flush_remote(struct qmsg *m)
 
 		if (used[i])
 			continue;
-		if ((d = job_fallback(m, pend[i].rcpt)) == NULL)
+		if ((d = job_fallback(m, pend[i].rcpt, pend[i].domain)) == NULL)
 			d = dest_get(pend[i].domain);
 		max = dest_rcpt_max(d);
 		n = 0;

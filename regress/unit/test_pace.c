@@ -153,7 +153,12 @@ test_pace(void)
 	    DEST_SIG_NONE);
 	CHECK(dest_classify("450 4.2.0 mailbox busy") == DEST_SIG_NONE);
 	CHECK(dest_classify("452 4.5.3 Too many recipients") == DEST_SIG_RCPTS);
-	CHECK(dest_classify("452 4.2.2 mailbox full") == DEST_SIG_RCPTS);
+	CHECK(dest_classify("452 4.2.2 mailbox full") == DEST_SIG_NONE);
+	CHECK(dest_classify("452 4.3.1 insufficient system storage") ==
+	    DEST_SIG_NONE);
+	CHECK(dest_classify("452 too many recipients this time") ==
+	    DEST_SIG_RCPTS);
+	CHECK(dest_classify("452 slow down please") == DEST_SIG_RCPTS);
 	CHECK(dest_classify("550 5.7.0 rate limit") == DEST_SIG_NONE);
 	CHECK(dest_classify("250 ok") == DEST_SIG_NONE);
 	CHECK(dest_classify(NULL) == DEST_SIG_NONE);
