@@ -161,6 +161,25 @@ dest_classify(const char *text)
 	return DEST_SIG_NONE;
 }
 
+/*
+ * A receiver enforcing its limit may answer 421 and close while our
+ * pipelined commands are in flight; the reset can swallow the 421.  At a
+ * destination that has throttled before, such a drop is read as one more
+ * throttle, not as a failure of one recipient with its own backoff.
+ */
+int
+dest_signal(const struct dest *d, const char *text)
+{
+	int s = dest_classify(text);
+
+	if (s == DEST_SIG_NONE && d && text &&
+	    dest_paced(d)->pace.throttles > 0 &&
+	    (strncmp(text, "lost connection", 15) == 0 ||
+	    strncmp(text, "connection error", 16) == 0))
+		s = DEST_SIG_THROTTLE;
+	return s;
+}
+
 /* ---- the rule ----------------------------------------------------------- */
 
 void

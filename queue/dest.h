@@ -58,6 +58,10 @@ struct dest {
 void		 dest_load_signals(const char *path);
 /* What the reply text (starting with its code) says; see DEST_SIG_*. */
 int		 dest_classify(const char *text);
+struct dest;
+/* The same for an outcome at d: a connection that a destination known
+   to throttle drops in the middle of a transaction is a throttle too. */
+int		 dest_signal(const struct dest *d, const char *text);
 
 /* The destination of a domain (lower case), made on first use. */
 struct dest	*dest_get(const char *domain);

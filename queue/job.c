@@ -561,7 +561,7 @@ job_target_result(struct job *j, int status, const char *text,
 		    sizeof(rr->err));
 		/* The destination said "slow down": this recipient waits for
 		   it to reopen with the rest of its queue, not a backoff. */
-		if (d && dest_classify(text) != DEST_SIG_NONE)
+		if (d && dest_signal(d, text) != DEST_SIG_NONE)
 			rr->reopen = dest_reopen(d);
 	} else {
 		/* Served, with a failure the sender hears about in a DSN. */
@@ -733,7 +733,7 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 				dest_outcome(d, status > 2 ? 1 : (int)status, text);
 			if (status == 0)
 				ok++;
-			else if (status == 1 && (s = dest_classify(text)) ==
+			else if (status == 1 && (s = dest_signal(d, text)) ==
 			    DEST_SIG_THROTTLE && d && !applied) {
 				/* Before the recipient is settled: it waits
 				   for the reopening this sets. */

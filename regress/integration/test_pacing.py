@@ -386,8 +386,8 @@ def test_priority_urgent_header_counts_only_from_authenticated_senders(
 def test_domains_sharing_an_mx_host_are_paced_together(make_daemon):
     # other.test is served by remote.test's MX host.  Once the queue knows
     # that (a delivery told it), both domains use one pacing state: the
-    # host's "slow down" for remote.test closes other.test too, and a
-    # refusal for other.test lowers the rate remote.test goes at.
+    # host's "slow down" for remote.test closes other.test too (mail to
+    # either drains in arrival order through the one window).
     port = free_port()
     zones = dict(ZONES)
     zones["other.test."] = {"MX": [(10, "mx1.remote.test.")]}
@@ -420,12 +420,9 @@ def test_domains_sharing_an_mx_host_are_paced_together(make_daemon):
                             "test result=throttled" in d.logtext(), 20), \
                 d.logtext()
             send(d, ["b@other.test"], "waits")
-            assert wait_for(lambda: "domain=other.test via=mx:mx1.remote."
-                            "test result=throttled" in d.logtext(), 20), \
-                d.logtext()
-            rates = re.findall(r"result=throttled rate=([0-9.e+-]+)",
-                               d.logtext())
-            assert len(rates) >= 2 and float(rates[1]) < float(rates[0])
+            assert wait_for(lambda: len(queued_ids(d)) == 2, 20)
+            # other.test never refused anything itself, yet it shows the
+            # host's learned rate, concurrency and next start: one state.
             r = dest_line(d, "remote.test")
             o = dest_line(d, "other.test")
             assert r and o and r[1] == o[1] != "-", (r, o)
