@@ -266,6 +266,50 @@ ac_delay(unsigned failures)
 	return 1u << (failures - 1);
 }
 
+/* ---- the admin's view --------------------------------------------------------- */
+
+void
+authcheck_walk(struct authcheck *ac, time_t now,
+    void (*fn)(void *, int, const char *, unsigned, unsigned, int, time_t),
+    void *arg)
+{
+	struct ttable *t[2] = { &ac->clients, &ac->accounts };
+	const struct tslot *s;
+	size_t k, i;
+
+	for (k = 0; k < 2; k++)
+		for (i = 0; i < t[k]->n; i++) {
+			s = &t[k]->s[i];
+			if (s->failures == 0 || tt_expired(s, now))
+				continue;
+			fn(arg, (int)k, s->key, s->failures,
+			    s->failures >= AUTHCHECK_LIMIT ? 0 :
+			    ac_delay(s->failures), s->failures >=
+			    AUTHCHECK_LIMIT, s->last + AUTHCHECK_WINDOW);
+		}
+}
+
+int
+authcheck_clear(struct authcheck *ac, const char *key)
+{
+	char ck[AUTHCHECK_CLIENT_MAX + 1], canon[CRED_NAME_MAX + 1];
+	const char *why;
+	int n = 0;
+
+	if (credstore_name(key, canon, sizeof(canon), &why) == 0)
+		key = canon;
+	authcheck_client_key(key, ck, sizeof(ck));
+	if (tt_find(&ac->clients, ck) != NULL) {
+		tt_clear(&ac->clients, ck);
+		n++;
+	}
+	if (tt_find(&ac->accounts, key) != NULL) {
+		tt_clear(&ac->accounts, key);
+		n++;
+	}
+	return n;
+}
+
 void
 authcheck_run(struct authcheck *ac, const char *user, const char *pass,
     const char *client, time_t now, struct authcheck_result *out)

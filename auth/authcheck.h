@@ -55,6 +55,19 @@ void	authcheck_fail(struct authcheck *, const char *client,
 /* The failures counted now for a client and for an account (0 if none). */
 unsigned authcheck_failures(struct authcheck *, const char *client,
 	    const char *account, time_t now);
+/*
+ * What the throttle holds now, for `ternctl auth`: calls fn once per
+ * client (kind 0) and account (kind 1) with failures not yet forgotten:
+ * its key, the failures counted, the delay its next attempt waits, and
+ * until when its failures count (it is refused until then when refused
+ * is set).
+ */
+void	authcheck_walk(struct authcheck *, time_t now,
+	    void (*fn)(void *arg, int kind, const char *key, unsigned failures,
+	    unsigned delay, int refused, time_t until), void *arg);
+/* Forget a client's or an account's failures (`ternctl auth clear`): the
+   number of entries cleared (a key can name a client and an account). */
+int	authcheck_clear(struct authcheck *, const char *key);
 /* The throttle's key for a client: the address, an IPv6 one as its /64. */
 void	authcheck_client_key(const char *client, char *out, size_t outlen);
 

@@ -41,6 +41,8 @@ struct vroute {
 struct vpeer {
 	struct vpeer	*next;
 	struct ipc	*ipc;
+	int		 queue;		/* the queue process: throttle requests
+					   only; else smtp: no throttle */
 };
 
 /* A password check: waiting its turn, then (timer set) held back. */
@@ -59,6 +61,7 @@ TAILQ_HEAD(vauths, vauth);
 #define VAULT_AUTH_MAX		1024		/* checks waiting or held */
 #define VAULT_SECRETS_MAX	(64u << 20)	/* one P_SECRETS, all chunks */
 #define VAULT_USER_MAX		512
+#define VAULT_THROTTLE_MAX	(IPC_MAX - 4096)	/* one answer's entries */
 
 static struct {
 	struct event_base	*base;
@@ -540,6 +543,82 @@ vault_auth_drop(struct vpeer *pe)
 		}
 }
 
+/* ---- the throttle, for ternctl auth (through the queue) ------------------ */
+
+struct vthrottle {
+	struct buf	*out;
+	uint64_t	 left;		/* entries that did not fit */
+};
+
+static void
+vault_throttle_entry(void *arg, int kind, const char *key, unsigned failures,
+    unsigned delay, int refused, time_t until)
+{
+	struct vthrottle *t = arg;
+	struct buf e;
+
+	if (t->out->len > VAULT_THROTTLE_MAX) {
+		t->left++;
+		return;
+	}
+	buf_init(&e);
+	rec_put_u64(&e, T_KIND, (uint64_t)kind);
+	rec_put_str(&e, T_ID, key);
+	rec_put_u64(&e, T_CODE, failures);
+	rec_put_u64(&e, T_SIZE, delay);
+	rec_put_u64(&e, T_STATUS, (uint64_t)refused);
+	rec_put_u64(&e, T_ARRIVAL, until < 0 ? 0 : (uint64_t)until);
+	rec_put(t->out, T_THROTTLE, e.data, e.len);
+	buf_free(&e);
+}
+
+/*
+ * From the queue process (ternctl auth): T_JOB, and T_ID to clear that
+ * client or account; without T_ID, the list.  The answer: T_JOB, T_KIND,
+ * T_STATUS (VAULT_OK; VAULT_NONE: nothing to clear), the entries
+ * (T_THROTTLE each) and T_CODE, the entries left out for room.  Keys are
+ * addresses the vault accepted and account names of the store: no
+ * secret.  -1: malformed, no answer.
+ */
+int
+vault_throttle_request(const void *data, size_t len, time_t now,
+    struct buf *reply)
+{
+	struct vthrottle t = { reply, 0 };
+	struct rec_reader rd;
+	struct rec r;
+	uint64_t job = 0;
+	char *key = NULL;
+	int n, status = VAULT_OK;
+
+	rec_reader_init(&rd, data, len);
+	while ((n = rec_next(&rd, &r)) == 1) {
+		if (r.tag == T_JOB && (job != 0 || rec_u64(&r, &job) == -1))
+			break;
+		if (r.tag == T_ID && (key != NULL ||
+		    (key = rec_str(&r, CRED_NAME_MAX)) == NULL))
+			break;
+	}
+	if (n != 0 || job == 0 || (key != NULL && key[0] == '\0')) {
+		free(key);
+		return -1;
+	}
+	if (v.ac == NULL)
+		v.ac = authcheck_new();
+	if (key != NULL && authcheck_clear(v.ac, key) == 0)
+		status = VAULT_NONE;
+	else if (key != NULL)
+		log_info("event=auth-throttle result=cleared key=<%s>",
+		    log_a(key));
+	vault_reply_put(reply, IMSG_V_THROTTLE, job, status, NULL, NULL);
+	if (key == NULL) {
+		authcheck_walk(v.ac, now, vault_throttle_entry, &t);
+		rec_put_u64(reply, T_CODE, t.left);
+	}
+	free(key);
+	return 0;
+}
+
 /* ---- channels ------------------------------------------------------------ */
 
 /*
@@ -581,14 +660,23 @@ vault_peer_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 {
 	struct buf out;
 
+	struct vpeer *pe = arg;
+	int rv;
+
 	if (fd >= 0)
 		close(fd);
-	if (type == IMSG_V_AUTH) {
+	if (type == IMSG_V_AUTH && !pe->queue) {
 		vault_auth_request(arg, rd);
 		return;
 	}
 	buf_init(&out);
-	if (vault_request(type, rd->p, rd->len, &out) == -1) {
+	/* Each peer its own requests: smtp never sees the throttle. */
+	if (pe->queue)
+		rv = type == IMSG_V_THROTTLE ? vault_throttle_request(rd->p,
+		    rd->len, time(NULL), &out) : -1;
+	else
+		rv = vault_request(type, rd->p, rd->len, &out);
+	if (rv == -1) {
 		log_warnx("event=ipc result=error reason=\"bad request\" "
 		    "type=%d", type);
 		buf_free(&out);
@@ -613,10 +701,11 @@ vault_peer_closed(struct ipc *c, void *arg)
 }
 
 static void
-vault_add_peer(int fd)
+vault_add_peer(int fd, int queue)
 {
 	struct vpeer *pe = xcalloc(1, sizeof(*pe));
 
+	pe->queue = queue;
 	pe->ipc = ipc_new(v.base, fd, vault_peer_msg, vault_peer_closed, pe);
 	pe->next = v.peers;
 	v.peers = pe;
@@ -664,8 +753,15 @@ static void
 vault_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
     void *arg)
 {
+	struct rec r;
+	int queue = 0;
+
 	if (type == IMSG_P_PEER && fd >= 0) {
-		vault_add_peer(fd);
+		while (rec_next(rd, &r) == 1)
+			if (r.tag == T_KIND && r.len == strlen(PEER_QUEUE) &&
+			    memcmp(r.data, PEER_QUEUE, r.len) == 0)
+				queue = 1;
+		vault_add_peer(fd, queue);
 		return;
 	}
 	if (fd >= 0)
@@ -722,7 +818,7 @@ vault_warm_up(void)
 
 void
 vault_main(const void *secrets, size_t len, int parentfd, int *peers,
-    size_t npeers)
+    size_t npeers, int queuefd)
 {
 	struct event *ev;
 	size_t i;
@@ -742,7 +838,9 @@ vault_main(const void *secrets, size_t len, int parentfd, int *peers,
 	v.parent = ipc_new(v.base, parentfd, vault_parent_msg,
 	    vault_parent_closed, NULL);
 	for (i = 0; i < npeers; i++)
-		vault_add_peer(peers[i]);
+		vault_add_peer(peers[i], 0);
+	if (queuefd >= 0)
+		vault_add_peer(queuefd, 1);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGINT, SIG_IGN);

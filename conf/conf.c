@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "lib/addr.h"
 #include "lib/util.h"
 
 #define CONF_MAX_FILE	(1024 * 1024)
@@ -119,6 +120,9 @@ const struct knob_def knob_defs[K__COUNT] = {
 	    "directory of mbox files, for local-delivery mbox" },
 	[K_LMTP] = { "lmtp", KNOB_STRING, NULL, 0, 0, 0,
 	    "LMTP server for local-delivery lmtp: unix:/path or host:port" },
+	[K_LOCAL_WORKER_IDLE] = { "local-worker-idle", KNOB_DURATION, "10s",
+	    0, HOUR, 0, "how long a Maildir delivery worker waits for the "
+	    "next message to its account; 0: a process per delivery" },
 	[K_CREDENTIALS] = { "credentials", KNOB_PATH,
 	    "/etc/tern/credentials.db", 0, 0, 0,
 	    "credential store (ternctl user ...); root's, mode 0600" },
@@ -663,17 +667,21 @@ static int
 conf_stmt_domain(struct parser *p)
 {
 	struct conf *c = p->conf;
-	const char *why;
-	char *d;
+	const char *why = "longer than 253 characters";
+	char *d, ad[256];
 
 	if (p->ntok < 2)
 		return conf_error(p, "local-domain: missing domain");
 	if (conf_extra(p, 2) == -1)
 		return -1;
-	if ((why = conf_domain_problem(p->tok[1])) != NULL)
+	/* U-labels are kept as A-labels: one form to compare (lib/addr.c) */
+	if (str_copy(ad, p->tok[1], sizeof(ad)) >= sizeof(ad) ||
+	    (addr_has8bit(ad) &&
+	    addr_domain_ascii(p->tok[1], ad, sizeof(ad), &why) == -1) ||
+	    (why = conf_domain_problem(ad)) != NULL)
 		return conf_error(p, "local-domain: invalid domain \"%s\": %s",
 		    p->tok[1], why);
-	d = xstrdup(p->tok[1]);
+	d = xstrdup(ad);
 	str_lower(d);
 	for (size_t i = 0; i < c->ndomains; i++)
 		if (strcmp(c->domains[i], d) == 0) {
@@ -1008,15 +1016,37 @@ conf_vaddr_ok(const char *a)
 	    conf_domain_problem(at + 1) == NULL;
 }
 
+/* The address with its domain's U-labels as A-labels, lower case. */
+static int
+conf_vaddr_ascii(const char *a, char *out, size_t len)
+{
+	const char *at = strrchr(a, '@');
+	char dom[256];
+	size_t n;
+
+	if (at == NULL || str_copy(out, a, len) >= len)
+		return -1;
+	if (addr_has8bit(at + 1)) {
+		n = (size_t)(at - a) + 1;
+		if (addr_domain_ascii(at + 1, dom, sizeof(dom), NULL) == -1 ||
+		    str_copy(out + n, dom, len - n) >= len - n)
+			return -1;
+	}
+	str_lower(out);
+	return 0;
+}
+
 static int
 conf_stmt_virtual(struct parser *p)
 {
 	struct conf *c = p->conf;
 	struct vuser v;
+	char va[320];
 
 	if (p->ntok < 2)
 		return conf_error(p, "virtual: missing address");
-	if (!conf_vaddr_ok(p->tok[1]))
+	if (conf_vaddr_ascii(p->tok[1], va, sizeof(va)) == -1 ||
+	    !conf_vaddr_ok(va))
 		return conf_error(p, "virtual: invalid address \"%s\"",
 		    p->tok[1]);
 	if (p->ntok < 3 || strcmp(p->tok[2], "maildir") != 0)
@@ -1026,12 +1056,11 @@ conf_stmt_virtual(struct parser *p)
 		return conf_error(p, "virtual: missing maildir path");
 	if (conf_extra(p, 4) == -1)
 		return -1;
-	str_lower(p->tok[1]);
 	for (size_t i = 0; i < c->nvusers; i++)
-		if (strcmp(c->vusers[i].address, p->tok[1]) == 0)
+		if (strcmp(c->vusers[i].address, va) == 0)
 			return conf_error(p, "virtual: \"%s\" already defined "
-			    "at line %d", p->tok[1], p->vuser_line[i]);
-	v.address = xstrdup(p->tok[1]);
+			    "at line %d", va, p->vuser_line[i]);
+	v.address = xstrdup(va);
 	v.maildir = conf_abspath(p, p->tok[3]);
 	c->vusers = xreallocarray(c->vusers, c->nvusers + 1,
 	    sizeof(*c->vusers));

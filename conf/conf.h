@@ -60,6 +60,7 @@ enum knob_id {
 	K_LOCAL_DELIVERY,	/* string maildir|mbox|lmtp: system accounts */
 	K_MBOX_DIR,		/* path: mbox spool, /var/mail */
 	K_LMTP,			/* string: "unix:/path" or "host:port" */
+	K_LOCAL_WORKER_IDLE,	/* duration (ms): a local worker's idle life */
 	K_CREDENTIALS,		/* path: the credential store (Berkeley DB) */
 	K_VIRTUAL_MAILDIR,	/* path: store accounts' Maildir, %d %u */
 	K_TLS,			/* string starttls|implicit|none, per listener

@@ -44,7 +44,11 @@ ctl_usage(void)
 	    "  user list        the accounts, locked or active\n"
 	    "  user limits      what each account sent, suspended or active\n"
 	    "  user release NAME  lift the breaker's suspension, release "
-	    "its mail\n");
+	    "its mail\n"
+	    "  auth             clients and accounts with failed logins "
+	    "(the AUTH throttle)\n"
+	    "  auth clear ADDR|ACCOUNT\n"
+	    "                   forget their failed logins\n");
 	exit(1);
 }
 
@@ -168,6 +172,20 @@ ctl_valid_id(const char *id)
 	return 1;
 }
 
+/* A client address or an account name: printable, no space, short. */
+static int
+ctl_valid_key(const char *k)
+{
+	size_t i, n = strlen(k);
+
+	if (n == 0 || n > 255)
+		return 0;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)k[i] <= ' ' || (unsigned char)k[i] >= 127)
+			return 0;
+	return 1;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -227,6 +245,18 @@ main(int argc, char *argv[])
 		return ctl_newaliases(c);
 	if (strcmp(argv[0], "user") == 0)
 		return user_main(c, argc, argv);
+	if (strcmp(argv[0], "auth") == 0 && argc == 1)
+		return ctl_request(c, "auth");
+	if (strcmp(argv[0], "auth") == 0 && argc == 3 &&
+	    strcmp(argv[1], "clear") == 0) {
+		if (!ctl_valid_key(argv[2])) {
+			fprintf(stderr, "ternctl: bad address or account \"%s\"\n",
+			    argv[2]);
+			return 1;
+		}
+		snprintf(req, sizeof(req), "auth-clear %s", argv[2]);
+		return ctl_request(c, req);
+	}
 	if ((strcmp(argv[0], "show") == 0 || strcmp(argv[0], "remove") == 0 ||
 	    strcmp(argv[0], "hold") == 0 || strcmp(argv[0], "release") == 0) &&
 	    argc == 2) {

@@ -359,7 +359,7 @@ user_usage(void)
 	    "usage: ternctl [-f file] user add|passwd|del|lock|unlock NAME\n"
 	    "       ternctl [-f file] user list\n"
 	    "       ternctl [-f file] user limits\n"
-	    "       ternctl [-f file] user release NAME|local:USER\n");
+	    "       ternctl [-f file] user release NAME|local:USER[/PROGRAM]\n");
 	exit(1);
 }
 
@@ -380,7 +380,13 @@ user_release(const struct conf *c, const char *arg)
 			if (!isalnum((unsigned char)arg[i]) &&
 			    strchr("._-", arg[i]) == NULL)
 				break;
-		if (i == 6 || arg[i] != '\0' || i > 64) {
+		/* local:USER/PROGRAM: a program's own suspension. */
+		if (i > 6 && arg[i] == '/' && arg[i + 1] != '\0' &&
+		    strlen(arg + i + 1) <= 32 && strspn(arg + i + 1,
+		    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "0123456789._+-") == strlen(arg + i + 1))
+			i += strlen(arg + i);
+		if (i == 6 || arg[i] != '\0' || i > 64 + 33) {
 			fprintf(stderr, "ternctl: bad local user \"%s\"\n",
 			    arg);
 			return 1;

@@ -42,6 +42,8 @@ enum ipc_type {
 	IMSG_P_ACCOUNTS,	/* parent -> smtp, queue: virtual accounts */
 	IMSG_P_CREDENTIALS,	/* queue -> parent: the store has changed */
 	IMSG_P_TLS,		/* parent -> new smtp: certificate chain, key */
+	IMSG_V_THROTTLE,	/* queue -> vault: list (or clear) the AUTH
+				   throttle's entries */
 	IMSG__MAX
 };
 
@@ -65,12 +67,18 @@ enum ipc_tag {
 	T_REJECTED,	/* smtp -> queue (Q_COMMIT): recipients refused */
 	T_POLICY,	/* queue -> smtp (Q_CREATED): a limit refused it;
 			 * T_TEXT is the reply after the code */
+	T_THROTTLE,	/* vault -> queue (V_THROTTLE): one entry, itself
+			 * records: T_KIND, T_ID, T_CODE failures, T_SIZE
+			 * delay, T_STATUS refused, T_ARRIVAL until */
 	T_URGENT,	/* smtp -> queue (Q_COMMIT): "Priority: urgent" from
 			 * an authenticated sender */
 };
 
 /* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */
 #define IPC_F_MORE	0x1	/* more chunks follow; apply them together */
+/* T_FLAGS of Q_CREATE: only ask whether the account's limits allow it
+   (MAIL, RCPT); the answer is Q_CREATED without a file. */
+#define Q_F_PROBE	0x1
 
 /* IMSG_P_FD kinds (T_KIND) and IMSG_P_PEER kinds. */
 #define FD_LISTENER	"listener"

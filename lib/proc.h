@@ -28,14 +28,18 @@ void	smtp_main(struct conf *, struct lsock *, size_t, int submitfd,
 	    int parentfd, int queuefd, int vaultfd, struct buf *tls)
 	    __attribute__((noreturn));
 void	queue_main(struct conf *, const char *conftext, size_t conflen,
-	    int parentfd, int controlfd, int smtpfd) __attribute__((noreturn));
+	    int parentfd, int controlfd, int smtpfd, int vaultfd)
+	    __attribute__((noreturn));
 void	vault_main(const void *secrets, size_t len, int parentfd, int *peers,
-	    size_t npeers) __attribute__((noreturn));
+	    size_t npeers, int queuefd) __attribute__((noreturn));
 /* The vault's secrets message (also used by tests): 0 or -1 malformed. */
 int	vault_load(const void *, size_t);
 /* One request to the vault, its answer appended to reply; -1 malformed. */
 struct buf;
 int	vault_request(int type, const void *, size_t, struct buf *reply);
+/* The queue's request for the AUTH throttle (list, or clear T_ID). */
+int	vault_throttle_request(const void *, size_t, time_t now,
+	    struct buf *reply);
 
 /*
  * Enter the role's seccomp filter (lib/confine.c): from here on, a system

@@ -42,6 +42,8 @@ struct incoming {
 	struct envelope	 env;
 	uint64_t	 rejected;	/* recipients refused at RCPT */
 	int		 batched;
+	char		*resv;		/* the account its limits hold for it */
+	uint64_t	 resvrcpts;
 };
 
 static struct {
@@ -126,7 +128,7 @@ commit_create(struct ipc *peer, struct rec_reader *rd)
 {
 	struct incoming *in;
 	struct rec r;
-	uint64_t sid = 0, nrcpts = 0;
+	uint64_t sid = 0, nrcpts = 0, flags = 0;
 	char id[QID_LEN + 1], *account = NULL, text[400];
 	int fd, code;
 
@@ -135,15 +137,22 @@ commit_create(struct ipc *peer, struct rec_reader *rd)
 			rec_u64(&r, &sid);
 		else if (r.tag == T_NRCPT)
 			rec_u64(&r, &nrcpts);
+		else if (r.tag == T_FLAGS)
+			rec_u64(&r, &flags);
 		else if (r.tag == T_ACCOUNT && account == NULL)
 			account = rec_str(&r, 300);
 	}
 	/* An account's limits and the breaker answer before a file exists. */
 	code = account ? limits_check(account, (size_t)nrcpts, text,
 	    sizeof(text)) : 0;
-	free(account);
-	if (code != 0) {
-		commit_policy_reply(peer, sid, code, text);
+	if (code != 0 || (flags & Q_F_PROBE)) {
+		/* A probe (MAIL, RCPT) only asks: no file, nothing held. */
+		if (code != 0)
+			commit_policy_reply(peer, sid, code, text);
+		else
+			commit_reply(peer, IMSG_Q_CREATED, sid, NULL, 0, NULL,
+			    -1);
+		free(account);
 		return;
 	}
 	if ((fd = spool_create(id)) == -1) {
@@ -153,12 +162,21 @@ commit_create(struct ipc *peer, struct rec_reader *rd)
 		    strerror(errno));
 		commit_reply(peer, IMSG_Q_CREATED, sid, NULL, full ? 452 : 451,
 		    strerror(errno), -1);
+		free(account);
 		return;
 	}
 	in = xcalloc(1, sizeof(*in));
 	memcpy(in->id, id, sizeof(in->id));
 	in->peer = peer;
 	in->sid = sid;
+	/* Held against the limits until committed or dropped, so that two
+	   sessions at once cannot both pass the last free place. */
+	if (account && limits_reserve(account, (size_t)nrcpts) == 0) {
+		in->resv = account;
+		in->resvrcpts = nrcpts;
+		account = NULL;
+	}
+	free(account);
 	memcpy(in->env.id, id, sizeof(in->env.id));
 	in->next = commit.incoming;
 	commit.incoming = in;
@@ -177,6 +195,9 @@ commit_drop(struct incoming *in)
 		}
 	if (in->batched != 2)		/* published files are not here */
 		spool_unlink_incoming(in->id);
+	if (in->resv)		/* counted by now if it was committed */
+		limits_unreserve(in->resv, (size_t)in->resvrcpts);
+	free(in->resv);
 	envelope_free(&in->env);
 	free(in);
 }

@@ -1,7 +1,8 @@
 /*
  * ctl: the queue process's control socket, which ternctl talks to: one
  * request line (queue, summary, show ID, remove ID, hold ID, release ID,
- * flush [DOMAIN], credentials), one reply ("ok" or "error ...", then
+ * flush [DOMAIN], credentials, accounts, account-release NAME, auth,
+ * auth-clear KEY), one reply ("ok" or "error ...", then
  * text).  The socket was bound by the parent; its mode and group limit it
  * to root and control-group.  "credentials" (sent by ternctl user after a
  * change) is passed on to the parent, which reads the store again; it
@@ -28,6 +29,7 @@
 #include "queue/qint.h"
 #include "queue/sched.h"
 #include "queue/spool.h"
+#include "queue/throttle.h"
 #include "lib/util.h"
 
 #define QUEUE_CTL_MAX		1024	/* longest control request */
@@ -412,13 +414,26 @@ ctl_read(struct bufferevent *bev, void *arg)
 	buf_init(&o);
 	if (len > QUEUE_CTL_MAX || memchr(line, '\0', len))
 		buf_puts(&o, "error request too long\n");
-	else
+	else if (strcmp(line, "auth") == 0 || (strncmp(line, "auth-clear ",
+	    11) == 0 && line[11] != '\0')) {
+		/* The vault holds the AUTH throttle: answered later. */
+		throttle_ask(bev, line[4] ? line + 11 : NULL);
+		free(line);
+		buf_free(&o);
+		return;
+	} else
 		ctl_execute(line, &o);
 	free(line);
+	ctl_reply(bev, &o);
+	buf_free(&o);
+}
+
+void
+ctl_reply(struct bufferevent *bev, const struct buf *o)
+{
 	bufferevent_disable(bev, EV_READ);
 	bufferevent_setcb(bev, NULL, ctl_done, ctl_event, NULL);
-	bufferevent_write(bev, o.data, o.len);
-	buf_free(&o);
+	bufferevent_write(bev, o->data, o->len);
 }
 
 static void

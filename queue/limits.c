@@ -52,6 +52,8 @@ struct acct {
 	uint32_t	 bad[LIM_NSLOTS];	/* rejected recipients */
 	uint64_t	 suspended;	/* unix seconds; 0: not */
 	char		*reason;
+	uint64_t	 rmsgs, rrcpts;	/* being received: given a file, not
+					   yet committed (memory only) */
 };
 
 static struct {
@@ -256,7 +258,7 @@ lim_decode(const unsigned char *p, size_t len, const char **why)
 {
 	struct rec_reader rd;
 	struct rec r;
-	struct acct *a = NULL;
+	struct acct *a = NULL, *next;
 	size_t before;
 	char *name;
 	uint32_t want;
@@ -292,9 +294,33 @@ lim_decode(const unsigned char *p, size_t len, const char **why)
 	for (a = lim.accts; a; a = a->next)
 		if (a->slot > lim_now_slot(time(NULL)))
 			a->slot = lim_now_slot(time(NULL));
+	/* Each account was put first: the file's order again, so a file
+	   written back reads the same. */
+	for (a = lim.accts, lim.accts = NULL; a; a = next) {
+		next = a->next;
+		a->next = lim.accts;
+		lim.accts = a;
+	}
 	want = ((uint32_t)r.data[0] << 24) | ((uint32_t)r.data[1] << 16) |
 	    ((uint32_t)r.data[2] << 8) | r.data[3];
 	return want == crc32_update(0, p, before) ? 0 : -1;
+}
+
+int
+limits_decode(const void *p, size_t len, const char **why)
+{
+	lim_free_all();
+	if (lim_decode(p, len, why) == -1) {
+		lim_free_all();
+		return -1;
+	}
+	return 0;
+}
+
+void
+limits_encode(struct buf *b)
+{
+	lim_encode(b);
 }
 
 /* Write the state now; sync for a suspension or a release. */
@@ -339,12 +365,10 @@ limits_start(struct event_base *base)
 		if (errno != ENOENT)
 			log_warnx("event=limits result=error reason=\"reading "
 			    "%s: %s\"", LIM_FILE, strerror(errno));
-	} else if (lim_decode((const unsigned char *)b.data, b.len, &why)
-	    == -1) {
+	} else if (limits_decode(b.data, b.len, &why) == -1) {
 		/* Counters start again; suspended mail stays held anyway. */
 		log_warnx("event=limits result=error reason=\"%s: %s; "
 		    "counting starts again\"", LIM_FILE, why);
-		lim_free_all();
 	}
 	buf_free(&b);
 }
@@ -360,45 +384,118 @@ limits_flush(void)
 
 /* ---- the questions ------------------------------------------------------- */
 
-int
-limits_check(const char *account, size_t nrcpts, char *text, size_t len)
+/*
+ * A program's key, "local:USER/PROGRAM" (sendmail(1) run by a web form's
+ * PHP, by cron): its own limits and breaker, and its user's limits over
+ * all of that user's keys.  The user's key into user; 0 if not one.
+ */
+static int
+lim_user_of(const char *account, char *user, size_t len)
+{
+	const char *slash;
+
+	if (strncmp(account, "local:", 6) != 0 ||
+	    (slash = strchr(account, '/')) == NULL ||
+	    (size_t)(slash - account) >= len)
+		return 0;
+	memcpy(user, account, (size_t)(slash - account));
+	user[slash - account] = '\0';
+	return 1;
+}
+
+/* Add what a's slots and reservations hold to have[]. */
+static void
+lim_have(struct acct *a, uint64_t have[LIM__COUNT])
+{
+	lim_roll(a, time(NULL));
+	have[LIM_MSG_HOUR] += a->rmsgs + lim_sum(a, a->msgs, LIM_HOUR);
+	have[LIM_MSG_DAY] += a->rmsgs + lim_sum(a, a->msgs, LIM_NSLOTS);
+	have[LIM_RCPT_HOUR] += a->rrcpts + lim_sum(a, a->rcpts, LIM_HOUR);
+	have[LIM_RCPT_DAY] += a->rrcpts + lim_sum(a, a->rcpts, LIM_NSLOTS);
+}
+
+/* have[] against name's limits: 0, or the refusal. */
+static int
+lim_over(const char *name, const uint64_t have[LIM__COUNT], size_t nrcpts,
+    char *text, size_t len)
 {
 	static const char *const what[LIM__COUNT] = {
 		"messages an hour", "messages a day", "recipients an hour",
 		"recipients a day" };
-	struct acct *a = lim_find(account, 0);
-	uint64_t have[LIM__COUNT] = { 0, 0, 0, 0 }, add;
+	uint64_t add;
 	long long max;
 	int k;
 
-	if (a) {
-		lim_roll(a, time(NULL));
-		if (a->suspended) {
-			snprintf(text, len, "4.7.1 account %s suspended for "
-			    "unusual sending; the postmaster has been told",
-			    account);
-			return 451;
-		}
-		have[LIM_MSG_HOUR] = lim_sum(a, a->msgs, LIM_HOUR);
-		have[LIM_MSG_DAY] = lim_sum(a, a->msgs, LIM_NSLOTS);
-		have[LIM_RCPT_HOUR] = lim_sum(a, a->rcpts, LIM_HOUR);
-		have[LIM_RCPT_DAY] = lim_sum(a, a->rcpts, LIM_NSLOTS);
-	}
 	for (k = 0; k < LIM__COUNT; k++) {
-		max = conf_limit(queue_conf(), account, (enum limit_kind)k);
+		max = conf_limit(queue_conf(), name, (enum limit_kind)k);
 		add = k <= LIM_MSG_DAY ? 1 : nrcpts;
 		if (max <= 0 || have[k] + add <= (uint64_t)max)
 			continue;
 		log_info("event=limit result=refused account=<%s> limit=%s "
-		    "max=%lld count=%llu add=%llu", log_a(account),
+		    "max=%lld count=%llu add=%llu", log_a(name),
 		    conf_limit_names[k], max, (unsigned long long)have[k],
 		    (unsigned long long)add);
 		snprintf(text, len, "%s sending limit of %lld %s reached for "
 		    "%s", k <= LIM_MSG_DAY ? "4.7.1" : "4.5.3", max, what[k],
-		    account);
+		    name);
 		return k <= LIM_MSG_DAY ? 451 : 452;
 	}
 	return 0;
+}
+
+int
+limits_check(const char *account, size_t nrcpts, char *text, size_t len)
+{
+	struct acct *a = lim_find(account, 0), *b;
+	uint64_t have[LIM__COUNT] = { 0, 0, 0, 0 };
+	char user[LIM_NAME_MAX + 1];
+	size_t n;
+	int code;
+
+	if (a && a->suspended) {
+		snprintf(text, len, "4.7.1 account %s suspended for unusual "
+		    "sending; the postmaster has been told", account);
+		return 451;
+	}
+	if (lim_user_of(account, user, sizeof(user))) {
+		/* The user's limits hold over all of its programs together
+		   (checked first: with the defaults, its name is the one a
+		   refusal should give). */
+		n = strlen(user);
+		for (b = lim.accts; b; b = b->next)
+			if (strncmp(b->name, user, n) == 0 &&
+			    (b->name[n] == '\0' || b->name[n] == '/'))
+				lim_have(b, have);
+		if ((code = lim_over(user, have, nrcpts, text, len)) != 0)
+			return code;
+		memset(have, 0, sizeof(have));
+	}
+	if (a)
+		lim_have(a, have);
+	return lim_over(account, have, nrcpts, text, len);
+}
+
+int
+limits_reserve(const char *account, size_t nrcpts)
+{
+	struct acct *a = lim_find(account, 1);
+
+	if (a == NULL)
+		return -1;
+	a->rmsgs++;
+	a->rrcpts += nrcpts;
+	return 0;
+}
+
+void
+limits_unreserve(const char *account, size_t nrcpts)
+{
+	struct acct *a = lim_find(account, 0);
+
+	if (a == NULL)
+		return;
+	a->rmsgs -= a->rmsgs ? 1 : 0;
+	a->rrcpts -= a->rrcpts >= nrcpts ? nrcpts : a->rrcpts;
 }
 
 /* ---- the breaker --------------------------------------------------------- */

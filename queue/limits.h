@@ -19,15 +19,24 @@ struct qmsg;
 
 /* At start, after the spool is open: read the state file. */
 void	limits_start(struct event_base *);
+/* The state file's contents, read (replacing the table; the whole or
+   nothing: -1 with *why, the table empty) and written; for tests too. */
+int	limits_decode(const void *, size_t, const char **why);
+void	limits_encode(struct buf *);
 /* Stopping: write the state file now. */
 void	limits_flush(void);
 
 /*
- * May account submit a message to nrcpts recipients now?  0 yes; else the
- * reply code (451, 452) with the rest of the reply in text ("4.7.1 ...").
+ * May account submit a message to nrcpts recipients now, counting the
+ * messages being received for it?  0 yes; else the reply code (451, 452)
+ * with the rest of the reply in text ("4.7.1 ...").
  */
 int	limits_check(const char *account, size_t nrcpts, char *text,
 	    size_t len);
+/* A message file was given for account's nrcpts recipients: hold its
+   place until it is committed (counted) or dropped; -1 if no room. */
+int	limits_reserve(const char *account, size_t nrcpts);
+void	limits_unreserve(const char *account, size_t nrcpts);
 /* m was committed (rejected: recipients refused at RCPT): count it; may
    trip the breaker; m is held if its account is suspended. */
 void	limits_count(struct qmsg *m, uint64_t rejected);

@@ -73,7 +73,8 @@ mda_prepare(const char *md, char *err, size_t errlen)
 
 	for (i = 0; i < 3; i++) {
 		if (snprintf(p, sizeof(p), "%s/%s", md, sub[i]) >= (int)sizeof(p) ||
-		    mda_mkdirs(p) == -1) {
+		    (mkdir(p, 0700) == -1 && errno != EEXIST &&
+		    mda_mkdirs(p) == -1)) {
 			snprintf(err, errlen, "cannot create %s: %s", p,
 			    strerror(errno));
 			return -1;
@@ -178,31 +179,49 @@ mda_tmp_clean(const char *md, const char *shown, const char *qid)
 		    "dir=\"%s/tmp\"", qid, removed, log_q(shown));
 }
 
+/*
+ * tmp/, fsync, link into new/: everything but the fsync of new/, which
+ * the caller does (once for several deliveries into the same Maildir, in
+ * a local worker).  On success *newdir is new/, open for that fsync.
+ */
 int
-mda_maildir(int msgfd, const char *md, const char *shown, const char *sender,
-    const char *rcpt, const char *qid, char *err, size_t errlen)
+mda_maildir_put(int msgfd, const char *md, const char *shown,
+    const char *sender, const char *rcpt, const char *qid, int *newdir,
+    char *err, size_t errlen)
 {
-	char host[256] = "localhost", name[512], tmp[4096], new[4096];
+	static unsigned int seq;	/* a worker delivers many */
+	static char host[256];		/* a worker delivers many */
+	char name[512], tmp[4096], new[4096];
 	char final[4200], hdr[2048];
 	struct timeval tv;
 	size_t size;
-	int fd, dfd;
+	int fd, dfd, rc;
 
-	if (mda_prepare(md, err, errlen) == -1)
-		return EX_TEMPFAIL_;
+	*newdir = -1;
+	/* tmp/ is looked at first: made only when it is not there. */
 	mda_tmp_clean(md, shown, qid);
-	gethostname(host, sizeof(host) - 1);
-	for (char *p = host; *p; p++)
-		if (*p == '/' || *p == ':')
-			*p = '_';
+	if (host[0] == '\0') {
+		if (gethostname(host, sizeof(host) - 1) == -1 || !host[0])
+			str_copy(host, "localhost", sizeof(host));
+		for (char *p = host; *p; p++)
+			if (*p == '/' || *p == ':')
+				*p = '_';
+	}
 	gettimeofday(&tv, NULL);
-	snprintf(name, sizeof(name), "%lld.M%06ldP%dQ%s.%s", (long long)tv.tv_sec,
-	    (long)tv.tv_usec, (int)getpid(), qid, host);
+	snprintf(name, sizeof(name), "%lld.M%06ldP%dN%uQ%s.%s",
+	    (long long)tv.tv_sec, (long)tv.tv_usec, (int)getpid(), ++seq, qid,
+	    host);
 	if (snprintf(tmp, sizeof(tmp), "%s/tmp/%s", md, name) >= (int)sizeof(tmp)) {
 		snprintf(err, errlen, "maildir path too long");
 		return EX_CANTCREAT_;
 	}
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1) {
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd == -1 && errno == ENOENT) {
+		if (mda_prepare(md, err, errlen) == -1)
+			return EX_TEMPFAIL_;
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
+	if (fd == -1) {
 		snprintf(err, errlen, "cannot create %s/tmp/%s: %s", shown, name,
 		    strerror(errno));
 		return EX_TEMPFAIL_;
@@ -223,7 +242,10 @@ mda_maildir(int msgfd, const char *md, const char *shown, const char *sender,
 		unlink(tmp);
 		return EX_CANTCREAT_;
 	}
-	if (link(tmp, new) == -1 && rename(tmp, new) == -1) {
+	rc = link(tmp, new);
+	if (rc == -1 && errno == ENOENT && mda_prepare(md, err, errlen) == 0)
+		rc = link(tmp, new);	/* new/ was gone: made again */
+	if (rc == -1 && rename(tmp, new) == -1) {
 		snprintf(err, errlen, "link %s/new/%s: %s", shown, final,
 		    strerror(errno));
 		unlink(tmp);
@@ -231,15 +253,31 @@ mda_maildir(int msgfd, const char *md, const char *shown, const char *sender,
 	}
 	unlink(tmp);
 	(void)!snprintf(tmp, sizeof(tmp), "%s/new", md);
-	if ((dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
-	    fsync(dfd) == -1) {
+	if ((dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
 		snprintf(err, errlen, "fsync %s/new: %s", shown, strerror(errno));
-		if (dfd >= 0)
-			close(dfd);
+		return EX_TEMPFAIL_;
+	}
+	*newdir = dfd;
+	snprintf(err, errlen, "delivered to maildir %s", shown);
+	return EX_OK_;
+}
+
+int
+mda_maildir(int msgfd, const char *md, const char *shown, const char *sender,
+    const char *rcpt, const char *qid, char *err, size_t errlen)
+{
+	int code, dfd;
+
+	code = mda_maildir_put(msgfd, md, shown, sender, rcpt, qid, &dfd, err,
+	    errlen);
+	if (code != EX_OK_)
+		return code;
+	if (fsync(dfd) == -1) {
+		snprintf(err, errlen, "fsync %s/new: %s", shown, strerror(errno));
+		close(dfd);
 		return EX_TEMPFAIL_;
 	}
 	close(dfd);
-	snprintf(err, errlen, "delivered to maildir %s", shown);
 	return EX_OK_;
 }
 

@@ -59,6 +59,10 @@ void	mda_clean(char *dst, size_t dstlen, const char *src, size_t n);
 int	mda_maildir(int msgfd, const char *path, const char *shown,
 	    const char *sender, const char *rcpt, const char *qid, char *err,
 	    size_t errlen);
+/* mda_maildir without the fsync of new/: *newdir is new/, the caller's. */
+int	mda_maildir_put(int msgfd, const char *path, const char *shown,
+	    const char *sender, const char *rcpt, const char *qid, int *newdir,
+	    char *err, size_t errlen);
 /* The account's mailbox in mbox-dir: created 0600, may be 0660 user:mail. */
 int	mda_mbox(const struct mda_job *, const char *path, char *err, size_t);
 /* A /file target: regular, not a link, not group or world writable. */

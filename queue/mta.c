@@ -31,6 +31,7 @@
 #include "auth/vault.h"
 #include "conf/conf.h"
 #include "dns/dns.h"
+#include "lib/addr.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "queue/mta.h"
@@ -114,6 +115,7 @@ struct mta_job {
 	int			 fd;
 	uint64_t		 size;
 	int			 body8, utf8;
+	int			 eai;		/* an address needs SMTPUTF8 */
 	struct mta_rcpt		*r;
 	size_t			 nr;
 	const struct route	*route;
@@ -733,18 +735,62 @@ mta_starttls(struct mta_conn *c)
 
 /* ---- the transaction ----------------------------------------------------------- */
 
+/*
+ * An address as it goes out: canonical (quoted only where it must be),
+ * and for a peer without SMTPUTF8 with A-labels (RFC 6531 3.2).  The
+ * job keeps the queue's spelling, which names it in the results.
+ */
+static const char *
+mta_wire(const struct mta_conn *c, const char *a, char *w, size_t len)
+{
+	int r;
+
+	if (*a == '\0')
+		return a;
+	r = c->ext_utf8 ? addr_canon(a, ADDR_F_UTF8, w, len, NULL) :
+	    addr_ascii(a, w, len);
+	return r == 0 ? w : a;	/* checked when the job came */
+}
+
 static void
 mta_send_rcpt(struct mta_conn *c, size_t i)
 {
-	mta_send(c, "RCPT TO:<%s>", c->job->r[i].addr);
+	char w[ADDR_STR_MAX];
+
+	mta_send(c, "RCPT TO:<%s>", mta_wire(c, c->job->r[i].addr, w,
+	    sizeof(w)));
 	c->sent_rcpts = i + 1;
+}
+
+/*
+ * Does the header of an SMTPUTF8 message carry UTF-8?  Then a peer without
+ * SMTPUTF8 must not get it (RFC 6531 3.5); an all-ASCII one may, without
+ * the parameter.  A header beyond 64 KiB or unreadable counts as UTF-8.
+ */
+static int
+mta_header8(struct mta_job *j)
+{
+	char h[65536];
+	ssize_t n;
+	size_t i;
+
+	if ((n = pread(j->fd, h, sizeof(h), 0)) <= 0)
+		return 1;
+	for (i = 0; i < (size_t)n; i++) {
+		if ((unsigned char)h[i] >= 0x80)
+			return 1;
+		if (h[i] == '\n' && i + 2 < (size_t)n && h[i + 1] == '\r' &&
+		    h[i + 2] == '\n')
+			return 0;
+	}
+	return 1;
 }
 
 static void
 mta_start_txn(struct mta_conn *c)
 {
 	struct mta_job *j = c->job;
-	char params[80] = "";
+	char params[80] = "", w[ADDR_STR_MAX];
 	size_t i;
 
 	str_copy(j->relay, c->relay, sizeof(j->relay));
@@ -765,7 +811,7 @@ mta_start_txn(struct mta_conn *c)
 		mta_job_done(j);
 		return;
 	}
-	if (j->utf8 && !c->ext_utf8) {
+	if (!c->ext_utf8 && (j->eai || (j->utf8 && mta_header8(j)))) {
 		mta_fail_all(j, MTA_PERM, "553 5.6.7 the destination does not "
 		    "support SMTPUTF8, which this message needs");
 		mta_conn_park(c);
@@ -778,7 +824,7 @@ mta_start_txn(struct mta_conn *c)
 	if (j->body8 && c->ext_8bit)
 		str_copy(params + strlen(params), " BODY=8BITMIME",
 		    sizeof(params) - strlen(params));
-	if (j->utf8)
+	if ((j->utf8 || j->eai) && c->ext_utf8)
 		str_copy(params + strlen(params), " SMTPUTF8",
 		    sizeof(params) - strlen(params));
 	c->msgs++;
@@ -787,7 +833,8 @@ mta_start_txn(struct mta_conn *c)
 	c->accepted = 0;
 	c->mail_code = 0;
 	c->sent_rcpts = 0;
-	mta_send(c, "MAIL FROM:<%s>%s", j->sender, params);
+	mta_send(c, "MAIL FROM:<%s>%s", mta_wire(c, j->sender, w, sizeof(w)),
+	    params);
 	if (c->ext_pipe) {
 		/* RFC 2920: the whole envelope and DATA in one write. */
 		for (i = 0; i < j->nr; i++)
@@ -1456,6 +1503,40 @@ mta_route(struct mta_job *j)
 
 /* ---- jobs from the queue ---------------------------------------------------------- */
 
+/*
+ * Addresses are data: each must be a Mailbox (lib/addr.c), and goes out in
+ * its canonical form (mta_wire), so nothing in it can break the dialogue.
+ */
+static int
+mta_addr(const char *a, int *eai)
+{
+	char out[ADDR_STR_MAX];
+	struct addr x;
+
+	if (addr_parse(a, ADDR_F_UTF8, &x, NULL) != 0 ||
+	    addr_format(&x, out, sizeof(out)) >= sizeof(out))
+		return -1;
+	*eai |= x.utf8;
+	return 0;
+}
+
+static int
+mta_job_addrs(struct mta_job *j)
+{
+	char dom[ADDR_DOMAIN_MAX + 1];
+	size_t i;
+
+	for (i = 0; i < j->nr; i++)
+		if (mta_addr(j->r[i].addr, &j->eai) == -1)
+			return -1;
+	if (*j->sender != '\0' && mta_addr(j->sender, &j->eai) == -1)
+		return -1;
+	if (addr_domain_ascii(j->domain, dom, sizeof(dom), NULL) == -1)
+		return -1;
+	str_copy(j->domain, dom, sizeof(j->domain));
+	return 0;
+}
+
 static int
 mta_parse_job(struct mta_job *j, struct rec_reader *rd)
 {
@@ -1517,11 +1598,7 @@ mta_parse_job(struct mta_job *j, struct rec_reader *rd)
 	}
 	if (n == -1 || j->sender == NULL || j->domain[0] == '\0' || j->nr == 0)
 		return -1;
-	/* Addresses are data: refuse anything that could break the dialogue. */
-	for (size_t i = 0; i < j->nr; i++)
-		if (strpbrk(j->r[i].addr, "\r\n<> ") != NULL)
-			return -1;
-	return strpbrk(j->sender, "\r\n<> ") != NULL ? -1 : 0;
+	return mta_job_addrs(j);
 }
 
 static struct mta_job *

@@ -40,6 +40,7 @@
 #include "queue/resolve.h"
 #include "queue/sched.h"
 #include "queue/spool.h"
+#include "queue/throttle.h"
 
 /* Where ternd started: relative config paths resolve against it. */
 
@@ -242,16 +243,30 @@ queue_tell_parent(int type)
 		ipc_send(q.parent, type, NULL, 0, -1);
 }
 
+/* A peer channel's kind: the vault's (ternctl auth), or an smtp's. */
+static int
+queue_peer_is_vault(struct rec_reader *rd)
+{
+	struct rec r;
+
+	while (rec_next(rd, &r) == 1)
+		if (r.tag == T_KIND)
+			return r.len == strlen(PEER_VAULT) &&
+			    memcmp(r.data, PEER_VAULT, r.len) == 0;
+	return 0;
+}
+
 static void
 queue_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
     void *arg)
 {
 	switch (type) {
 	case IMSG_P_PEER:
-		if (fd >= 0) {
+		if (fd >= 0 && queue_peer_is_vault(rd))
+			throttle_channel(q.base, fd);
+		else if (fd >= 0)
 			queue_add_peer(fd);
-			fd = -1;
-		}
+		fd = -1;
 		break;
 	case IMSG_P_DELIVERED:
 		job_delivered(rd);
@@ -345,7 +360,7 @@ queue_sigterm(evutil_socket_t sig, short ev, void *arg)
 
 void
 queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
-    int controlfd, int smtpfd)
+    int controlfd, int smtpfd, int vaultfd)
 {
 	struct event *ev;
 
@@ -366,6 +381,8 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	    queue_parent_closed, NULL);
 	if (smtpfd >= 0)
 		queue_add_peer(smtpfd);
+	if (vaultfd >= 0)
+		throttle_channel(q.base, vaultfd);
 	commit_start(q.base);
 	ctl_start(q.base, controlfd);
 	signal(SIGPIPE, SIG_IGN);

@@ -21,6 +21,7 @@
 
 #include "conf/aliases.h"
 #include "conf/conf.h"
+#include "lib/addr.h"
 #include "lib/ipc.h"
 #include "queue/resolve.h"
 #include "lib/util.h"
@@ -50,23 +51,23 @@ struct expand {
 	struct runas		 aliases_owner;
 };
 
+/*
+ * The mailbox's name, not its spelling: "bob"@x and bob@x are one local
+ * part (lib/addr.c removes quotes); a name that needs quotes ("john doe")
+ * matches no account, alias or virtual user, so it is refused at RCPT.
+ */
 int
 resolve_split(const char *addr, char *local, size_t llen, char *domain,
     size_t dlen)
 {
-	const char *at = strrchr(addr, '@');
-	size_t n;
+	struct addr a;
 
-	if (at == NULL || at == addr || at[1] == '\0')
+	if (addr_parse(addr, ADDR_F_UTF8, &a, NULL) != 0)
 		return -1;
-	n = (size_t)(at - addr);
-	if (n >= llen || strlen(at + 1) >= dlen)
+	if (str_copy(local, a.local, llen) >= llen ||
+	    str_copy(domain, a.domain, dlen) >= dlen)
 		return -1;
-	memcpy(local, addr, n);
-	local[n] = '\0';
-	str_copy(domain, at + 1, dlen);
 	str_lower(local);
-	str_lower(domain);
 	return 0;
 }
 
@@ -628,6 +629,18 @@ expand_account(struct expand *x, const char *name, const char *rcpt)
 	return 0;
 }
 
+/* local@domain in the form SMTP and Delivered-To: want (quoted if need be). */
+static void
+resolve_join(const char *local, const char *domain, char *out, size_t len)
+{
+	struct addr a;
+
+	memset(&a, 0, sizeof(a));
+	str_copy(a.local, local, sizeof(a.local));
+	str_copy(a.domain, domain, sizeof(a.domain));
+	addr_format(&a, out, len);
+}
+
 static int
 expand_name(struct expand *x, const char *local, const char *domain,
     int depth)
@@ -639,7 +652,7 @@ expand_name(struct expand *x, const char *local, const char *domain,
 	size_t n;
 	int r;
 
-	snprintf(rcpt, sizeof(rcpt), "%s@%s", local, domain);
+	resolve_join(local, domain, rcpt, sizeof(rcpt));
 	if (depth > RESOLVE_DEPTH) {
 		snprintf(x->err, x->errlen, "alias loop or nesting too deep "
 		    "at \"%s\"", local);

@@ -14,7 +14,8 @@ set -eu
 # libraries of DESIGN.md "Dependencies", and git for `make banned`.
 BUILD_PKGS="gcc make pkg-config clang libclang-rt-dev libc6-dev git
 libevent-dev libssl-dev libdb5.3-dev db5.3-util libspf2-dev libpsl-dev
-publicsuffix libpwquality-dev libcrypt-dev libseccomp-dev cracklib-runtime"
+publicsuffix libpwquality-dev libcrypt-dev libseccomp-dev cracklib-runtime
+libidn2-dev"
 
 # Tests: the Python harness and the real peers it talks to.  swaks needs
 # Net::SSLeay (only a Recommends) for --tls and --tlsc.

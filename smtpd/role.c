@@ -212,11 +212,11 @@ role_start(int argc, char *argv[], const char *arg)
 	}
 	if (strcmp(role, "vault") == 0)
 		vault_main(ri.secrets.data, ri.secrets.len, PROC_PARENT_FD,
-		    ri.peers, ri.npeers);
+		    ri.peers, ri.npeers, ri.queuefd);
 	c = role_conf(&ri);
 	if (strcmp(role, "smtp") == 0)
 		smtp_main(c, ri.ls, ri.nls, ri.submitfd, PROC_PARENT_FD,
 		    ri.queuefd, ri.vaultfd, &ri.tls);
 	queue_main(c, ri.conf.data, ri.conf.len, PROC_PARENT_FD, ri.controlfd,
-	    ri.npeers ? ri.peers[0] : -1);
+	    ri.npeers ? ri.peers[0] : -1, ri.vaultfd);
 }

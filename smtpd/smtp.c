@@ -39,12 +39,14 @@
 #include "conf/aliases.h"
 #include "conf/conf.h"
 #include "dns/dns.h"
+#include "lib/addr.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "queue/mta.h"
 #include "lib/proc.h"
 #include "queue/resolve.h"
 #include "smtpd/clients.h"
+#include "smtpd/sasl.h"
 #include "smtpd/smtp_parse.h"
 #include "smtpd/tls.h"
 #include "auth/srs.h"
@@ -110,6 +112,7 @@ struct session {
 	int			 goodbye;	/* we close: TLS close_notify */
 	uint64_t		 active;	/* ms: last input (or connect) */
 	uid_t			 uid;		/* its peer's uid */
+	int			 probe;		/* PROBE_*: the queue is asked */
 	char			 localacct[80];	/* "local:NAME": its limits */
 	/* transaction */
 	char			*sender;	/* NULL = no MAIL yet */
@@ -487,17 +490,119 @@ cmd_helo(struct session *s, const char *arg, int esmtp)
 
 /*
  * Whose sending limits a submission counts against: the account it
- * proved with AUTH, or the local user of a sendmail(1) session; NULL for
+ * proved with AUTH, or the local user of a sendmail(1) session (with the
+ * program that ran sendmail, when it said: XPROGRAM); NULL for
  * the MX and trusted networks, which have no limits of their own.
  */
 static const char *
 session_account(const struct session *s)
 {
+	static char key[sizeof(s->localacct) + SMTP_PROGRAM_MAX + 2];
+
 	if (s->authed && s->authuser)
 		return s->authuser;
-	if (s->local)
+	if (!s->local)
+		return NULL;
+	if (s->mp.program[0] == '\0')
 		return s->localacct;
-	return NULL;
+	/* "local:USER/PROGRAM": a web form's mail() has its own limits and
+	   breaker, apart from cron's, within its user's (queue/limits.c). */
+	snprintf(key, sizeof(key), "%s/%s", s->localacct, s->mp.program);
+	str_lower(key);
+	return key;
+}
+
+/*
+ * Sending limits asked early: at MAIL (an account already over its
+ * message limit or suspended) and at each RCPT (its recipient limit), so
+ * a client learns before sending the data.  The queue answers from the
+ * same figures as at DATA (Q_CREATE with Q_F_PROBE: no file, nothing
+ * held); DATA's answer still decides.  The session waits (SS_WAIT).
+ */
+enum { PROBE_NONE, PROBE_MAIL, PROBE_RCPT };
+
+/* 0: asked, the answer comes to limits_probed; -1: nothing to ask. */
+static int
+limits_probe(struct session *s, int kind)
+{
+	struct buf b;
+	int rv;
+
+	if (session_account(s) == NULL || smtp.queue == NULL)
+		return -1;
+	buf_init(&b);
+	rec_put_u64(&b, T_SID, s->id);
+	rec_put_u64(&b, T_FLAGS, Q_F_PROBE);
+	rec_put_str(&b, T_ACCOUNT, session_account(s));
+	rec_put_u64(&b, T_NRCPT, s->nrcpts);
+	rv = ipc_send(smtp.queue, IMSG_Q_CREATE, b.data, b.len, -1);
+	buf_free(&b);
+	if (rv == -1)
+		return -1;
+	s->probe = kind;
+	s->state = SS_WAIT;
+	return 0;
+}
+
+/* The queue's answer (code 0: within the limits; no queue: the same). */
+static void
+limits_probed(struct session *s, int code, const char *text)
+{
+	int kind = s->probe;
+
+	s->probe = PROBE_NONE;
+	s->state = SS_CMD;
+	if (code == 0)
+		session_reply(s, kind == PROBE_MAIL ? "250 2.1.0 sender ok" :
+		    "250 2.1.5 recipient ok");
+	else {
+		session_log(s, "event=%s result=tempfail code=%d reason=\"%s\" "
+		    "account=<%s> from=<%s>%s%s%s", kind == PROBE_MAIL ? "mail" :
+		    "rcpt", code, log_q(text), log_a(session_account(s)),
+		    log_a(s->sender), kind == PROBE_MAIL ? "" : " to=<",
+		    kind == PROBE_MAIL ? "" : log_a(s->rcpts[s->nrcpts - 1]),
+		    kind == PROBE_MAIL ? "" : ">");
+		session_reply(s, "%d %s", code, text);
+		if (kind == PROBE_MAIL)
+			session_reset(s);
+		else			/* this recipient only */
+			free(s->rcpts[--s->nrcpts]);
+	}
+	session_process(s);
+}
+
+/*
+ * The address as stored and sent on (lib/addr.c): the local part quoted
+ * only when it must be, the domain in lower case (U-labels normalised).
+ * A domain that is not valid IDNA is refused here, not bounced later.
+ */
+static int
+session_addr(struct session *s, const struct smtp_path *p, char *out,
+    size_t len, const char *esc)
+{
+	char raw[SMTP_PATH_MAX * 2];
+	const char *why = NULL;
+	int r;
+
+	smtp_path_string(p, raw, sizeof(raw));
+	if ((r = addr_canon(raw, ADDR_F_UTF8, out, len, &why)) == 0)
+		return 0;
+	if (r == ADDR_EIDNA)
+		session_error(s, "553 5.1.3 %s", why);
+	else
+		session_error(s, "501 %s %s", esc, why ? why : "bad address");
+	return -1;
+}
+
+/* Sender ownership compares domains in their A-label form. */
+static int
+session_sender_allowed(struct session *s, const char *addr)
+{
+	char ascii[ADDR_STR_MAX];
+
+	if (*addr != '\0' && addr_ascii(addr, ascii, sizeof(ascii)) == 0)
+		addr = ascii;
+	return conf_sender_allowed(smtp.conf, s->authuser, addr);
 }
 
 static void
@@ -505,7 +610,7 @@ cmd_mail(struct session *s, const char *arg)
 {
 	struct smtp_path p;
 	const char *rest, *why = NULL;
-	char addr[SMTP_PATH_MAX * 2];
+	char addr[SMTP_PATH_MAX * 2] = "";
 	int flags = PATH_ALLOW_NULL;
 
 	if (s->helo == NULL) {
@@ -548,8 +653,9 @@ cmd_mail(struct session *s, const char *arg)
 		    "of %lld bytes", session_knob(s, K_MAX_MESSAGE_SIZE));
 		return;
 	}
-	smtp_path_string(&p, addr, sizeof(addr));
-	if (s->authed && !conf_sender_allowed(smtp.conf, s->authuser, addr)) {
+	if (!p.null && session_addr(s, &p, addr, sizeof(addr), "5.1.7") == -1)
+		return;
+	if (s->authed && !session_sender_allowed(s, addr)) {
 		session_log(s, "event=mail result=reject code=553 esc=5.7.1 "
 		    "reason=\"sender not owned\" user=<%s> from=<%s>",
 		    log_a(s->authuser), log_a(addr));
@@ -558,21 +664,23 @@ cmd_mail(struct session *s, const char *arg)
 		return;
 	}
 	s->sender = xstrdup(addr);
-	session_reply(s, "250 2.1.0 sender ok");
+	if (limits_probe(s, PROBE_MAIL) == -1)
+		session_reply(s, "250 2.1.0 sender ok");
 }
 
 /* The recipient as stored: Postmaster gets our primary local domain. */
-static void
-rcpt_normalise(const struct smtp_path *p, char *out, size_t len)
+static int
+rcpt_normalise(struct session *s, const struct smtp_path *p, char *out,
+    size_t len)
 {
 	if (p->domain[0] == '\0') {
 		const char *d = smtp.conf->ndomains ? smtp.conf->domains[0] :
 		    conf_str(smtp.conf, K_HOSTNAME);
 
 		snprintf(out, len, "postmaster@%s", d);
-		return;
+		return 0;
 	}
-	smtp_path_string(p, out, len);
+	return session_addr(s, p, out, len, "5.1.3");
 }
 
 static struct session	*smtp_find(uint64_t);
@@ -588,14 +696,11 @@ rcpt_is_srs(const struct smtp_path *p)
 static int
 rcpt_local_addr(const char *addr)
 {
-	const char *at = strrchr(addr, '@');
-	char dom[SMTP_DOMAIN_MAX + 1];
+	struct addr a;
 
-	if (at == NULL)
-		return 1;
-	str_copy(dom, at + 1, sizeof(dom));
-	str_lower(dom);
-	return conf_is_local_domain(smtp.conf, dom);
+	if (addr_parse(addr, ADDR_F_UTF8, &a, NULL) != 0)
+		return 1;	/* resolve_exists() refuses it */
+	return conf_is_local_domain(smtp.conf, a.domain);
 }
 
 static void
@@ -603,7 +708,8 @@ rcpt_add(struct session *s, const char *addr)
 {
 	s->rcpts = xreallocarray(s->rcpts, s->nrcpts + 1, sizeof(*s->rcpts));
 	s->rcpts[s->nrcpts++] = xstrdup(addr);
-	session_reply(s, "250 2.1.5 recipient ok");
+	if (limits_probe(s, PROBE_RCPT) == -1)
+		session_reply(s, "250 2.1.5 recipient ok");
 }
 
 /* A local recipient must exist; any other needs a client allowed to relay. */
@@ -703,10 +809,12 @@ cmd_rcpt(struct session *s, const char *arg)
 		session_error(s, "503 5.5.1 send MAIL first");
 		return;
 	}
-	if (s->mp.smtputf8)
-		flags |= PATH_ALLOW_UTF8;
-	if (smtp_parse_path(arg, flags, &p, &rest, &why) == -1) {
+	if (smtp_parse_path(arg, flags | PATH_ALLOW_UTF8, &p, &rest, &why) == -1) {
 		session_error(s, "501 5.1.3 %s", why ? why : "bad recipient address");
+		return;
+	}
+	if (p.utf8 && !s->mp.smtputf8) {
+		session_error(s, "553 5.6.7 non-ASCII address requires SMTPUTF8");
 		return;
 	}
 	if (smtp_parse_rcpt_params(rest, &why) == -1) {
@@ -717,7 +825,8 @@ cmd_rcpt(struct session *s, const char *arg)
 		session_reply(s, "452 4.5.3 too many recipients");
 		return;
 	}
-	rcpt_normalise(&p, addr, sizeof(addr));
+	if (rcpt_normalise(s, &p, addr, sizeof(addr)) == -1)
+		return;
 	if (rcpt_is_srs(&p))
 		rcpt_srs(s, addr);
 	else
@@ -799,49 +908,6 @@ cmd_starttls(struct session *s)
 
 /* ---- AUTH (RFC 4954): PLAIN and LOGIN, checked by the vault ---------------- */
 
-/* Decode base64 into out (NUL-terminated); -1 if it is not base64. */
-static int
-sasl_decode(const char *in, char *out, size_t cap, size_t *outlen)
-{
-	size_t n = strlen(in), pad = 0;
-	const char *eq;
-	int r;
-
-	if (n == 0 || n % 4 != 0 || n / 4 * 3 + 1 > cap)
-		return -1;
-	if (strspn(in, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	    "0123456789+/=") != n)
-		return -1;
-	/* Padding only at the end: "=" or "==". */
-	if ((eq = strchr(in, '=')) != NULL && (eq < in + n - 2 ||
-	    strspn(eq, "=") != (size_t)(in + n - eq)))
-		return -1;
-	if (in[n - 1] == '=')
-		pad++;
-	if (in[n - 2] == '=')
-		pad++;
-	if ((r = EVP_DecodeBlock((unsigned char *)out,
-	    (const unsigned char *)in, (int)n)) < 0 || (size_t)r < pad)
-		return -1;
-	*outlen = (size_t)r - pad;
-	out[*outlen] = '\0';
-	return 0;
-}
-
-/* A name or password as SASL carries it: no NUL, no controls but space. */
-static int
-sasl_plain_text(const char *s, size_t len, size_t max)
-{
-	size_t i;
-
-	if (len == 0 || len > max)
-		return 0;
-	for (i = 0; i < len; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return 0;
-	return 1;
-}
-
 static void
 auth_done(uint64_t sid, int status, const char *account, const char *unused)
 {
@@ -886,8 +952,7 @@ auth_check(struct session *s, const char *user, size_t ulen,
 	size_t n;
 
 	s->sasl = SASL_NONE;
-	if (!sasl_plain_text(user, ulen, 255) ||
-	    !sasl_plain_text(pass, plen, 1024)) {
+	if (!sasl_text_ok(user, ulen, 255) || !sasl_text_ok(pass, plen, 1024)) {
 		session_error(s, "535 5.7.8 authentication credentials "
 		    "invalid");
 		return;
@@ -916,8 +981,9 @@ auth_check(struct session *s, const char *user, size_t ulen,
 static void
 auth_plain(struct session *s, const char *b64)
 {
-	char buf[2048], *user, *pass, *end;
-	size_t len;
+	char buf[2048];
+	const char *user, *pass;
+	size_t len, ulen, plen;
 
 	if (strcmp(b64, "=") == 0)
 		len = 0, buf[0] = '\0';
@@ -926,20 +992,14 @@ auth_plain(struct session *s, const char *b64)
 		session_error(s, "501 5.5.2 cannot decode the response");
 		return;
 	}
-	end = buf + len;
-	user = memchr(buf, '\0', len);
-	pass = user ? memchr(user + 1, '\0', (size_t)(end - user - 1)) : NULL;
-	if (user == NULL || pass == NULL || (user > buf &&
-	    ((size_t)(user - buf) != (size_t)(pass - user - 1) ||
-	    memcmp(buf, user + 1, (size_t)(user - buf)) != 0))) {
+	if (sasl_plain_split(buf, len, &user, &ulen, &pass, &plen) == -1) {
 		s->sasl = SASL_NONE;
 		explicit_bzero(buf, sizeof(buf));
 		session_error(s, "535 5.7.8 authentication credentials "
 		    "invalid");
 		return;
 	}
-	auth_check(s, user + 1, (size_t)(pass - user - 1), pass + 1,
-	    (size_t)(end - pass - 1));
+	auth_check(s, user, ulen, pass, plen);
 	explicit_bzero(buf, sizeof(buf));
 }
 
@@ -1166,7 +1226,7 @@ session_protocol(const struct session *s, int utf8)
 static void
 data_received(struct session *s)
 {
-	char date[64], rcpt[600] = "", tls[200] = "";
+	char date[64], rcpt[600] = "", tls[200] = "", a[ADDR_STR_MAX];
 	time_t now = time(NULL);
 	struct tm tm;
 	const char *proto, *cipher;
@@ -1174,8 +1234,12 @@ data_received(struct session *s)
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	/* A-labels: a U-label here alone would keep it from a peer without
+	   SMTPUTF8 (queue/mta.c, mta_header8) */
 	if (s->nrcpts == 1)
-		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", s->rcpts[0]);
+		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>",
+		    addr_ascii(s->rcpts[0], a, sizeof(a)) == 0 ? a :
+		    s->rcpts[0]);
 	if (s->local) {
 		/* The user is the kernel's word; the program, sendmail's. */
 		buf_printf(&s->wbuf, "Received: by %s (Tern, from %s%s%s)\r\n\t"
@@ -2218,6 +2282,10 @@ smtp_policy_refused(struct session *s, const struct qreply *q)
 	for (i = 0; text[i]; i++)
 		if (text[i] < 0x20 || text[i] > 0x7e)
 			text[i] = '?';
+	if (s->probe) {
+		limits_probed(s, code, text);
+		return;
+	}
 	session_log(s, "event=limit result=tempfail code=%d reason=\"%s\" "
 	    "account=<%s> from=<%s> nrcpt=%zu", code, log_q(text),
 	    log_a(session_account(s) ? session_account(s) : ""),
@@ -2234,6 +2302,12 @@ smtp_created(struct session *s, struct qreply *q, int fd)
 		if (fd >= 0)
 			close(fd);
 		smtp_policy_refused(s, q);
+		return;
+	}
+	if (s->state == SS_WAIT && s->probe) {
+		if (fd >= 0)
+			close(fd);
+		limits_probed(s, 0, NULL);	/* DATA decides the rest */
 		return;
 	}
 	if (s->state != SS_WAIT || q->code != 0 || fd < 0 || q->id == NULL) {
@@ -2352,6 +2426,10 @@ smtp_commit_unknown(struct session *s)
 static void
 smtp_queue_gone(struct session *s)
 {
+	if (s->state == SS_WAIT && s->probe) {
+		limits_probed(s, 0, NULL);	/* asked again at DATA */
+		return;
+	}
 	if (s->state == SS_WAIT && s->committing) {
 		smtp_commit_unknown(s);
 		return;
@@ -2482,6 +2560,9 @@ smtp_pickup_session(struct rec_reader *rd, int fd)
 	s->uid = (uid_t)uid;
 	snprintf(s->addr, sizeof(s->addr), "local:uid=%u(%s)", (unsigned)uid,
 	    user);
+	/* Its limits are the file owner's, as on the submit socket. */
+	snprintf(s->localacct, sizeof(s->localacct), "local:%s", user);
+	str_lower(s->localacct);
 	free(user);
 	smtp_start_session(s);
 }

@@ -41,6 +41,7 @@
 #include "queue/resolve.h"
 #include "lib/util.h"
 #include "smtpd/certs.h"
+#include "smtpd/lworker.h"
 #include "smtpd/maildrop.h"
 #include "smtpd/role.h"
 
@@ -675,6 +676,7 @@ struct delivery {
 };
 
 static struct delivery	*deliveries;
+static int		 delivery_pooled(struct delivery *);
 static struct aliases	*deliver_aliases;
 static char		*deliver_aliases_src;
 
@@ -875,32 +877,9 @@ delivery_account(struct delivery *dl)
 static int
 worker_become(const struct delivery *dl, char *err, size_t errlen)
 {
-	gid_t groups[NGROUPS_MAX + 1];
-	int n;
+	struct lw_account a = { dl->runas, dl->uid, dl->gid, dl->mailgid };
 
-	if (!p.root)
-		return 0;
-	if (initgroups(dl->runas, dl->gid) == -1)
-		goto fail;
-	if (dl->mailgid != (gid_t)-1) {
-		if ((n = getgroups(NGROUPS_MAX, groups)) == -1)
-			goto fail;
-		groups[n++] = dl->mailgid;
-		if (setgroups((size_t)n, groups) == -1)
-			goto fail;
-	}
-	if (setgid(dl->gid) == -1 || setuid(dl->uid) == -1)
-		goto fail;
-	if (setuid(0) != -1) {
-		snprintf(err, errlen, "still root after dropping to %s",
-		    dl->runas);
-		return -1;
-	}
-	return 0;
-fail:
-	snprintf(err, errlen, "cannot become %s: %s", dl->runas,
-	    strerror(errno));
-	return -1;
+	return lworker_become(&a, err, errlen);
 }
 
 /* The address LMTP is given: the account's own, with its +extension. */
@@ -932,13 +911,15 @@ worker_lmtp_addr(const struct target *t, char *out, size_t len)
  * permissions, as without this.  Returns the path to deliver to.
  */
 static const char *
-worker_enter_maildir(const struct delivery *dl, char *dir, size_t len)
+worker_enter_maildir(const struct delivery *dl, char *dir, size_t len,
+    int *dfd)
 {
 	const char *path = dl->t->path, *base, *rest;
 	char *comp, *next;
 	struct stat st;
 	int fd, nfd;
 
+	*dfd = -1;
 	if (!p.root || dl->stage != DS_MAILBOX || dl->t->kind != TG_MAILDIR ||
 	    path[0] != '/' || (base = strrchr(path, '/')) == NULL ||
 	    base == path || base[1] == '\0' || (size_t)(base - path) >= len)
@@ -965,12 +946,11 @@ worker_enter_maildir(const struct delivery *dl, char *dir, size_t len)
 		if ((fd = nfd) == -1)
 			return path;
 	}
-	if (fstat(fd, &st) == -1 || (st.st_uid != dl->uid && st.st_uid != 0) ||
-	    fchdir(fd) == -1) {
+	if (fstat(fd, &st) == -1 || (st.st_uid != dl->uid && st.st_uid != 0)) {
 		close(fd);
 		return path;
 	}
-	close(fd);
+	*dfd = fd;
 	return rest;
 }
 
@@ -1008,14 +988,18 @@ worker_run(const struct delivery *dl, int out)
 	struct mda_job j;
 	struct buf res, fwd;
 	const char *md;
-	int code, self = 0;
+	int code, self = 0, dfd;
 	size_t off = 0;
 	ssize_t w;
 
 	signal(SIGPIPE, SIG_IGN);
 	buf_init(&res);
 	buf_init(&fwd);
-	md = worker_enter_maildir(dl, dir, sizeof(dir));
+	md = worker_enter_maildir(dl, dir, sizeof(dir), &dfd);
+	if (dfd >= 0 && fchdir(dfd) == -1)
+		md = dl->t->path;
+	if (dfd >= 0)
+		close(dfd);
 	if (worker_become(dl, err, sizeof(err)) == -1) {
 		code = MDA_TEMP;
 		goto report;
@@ -1084,6 +1068,26 @@ worker_isolate(const struct delivery *dl, int out)
 	log_reopen();
 }
 
+/*
+ * No ~/.forward at all: the .forward stage would only say so, and its
+ * worker would cost a process per message; straight to the mailbox.  Any
+ * other answer (it exists, cannot be looked at) keeps the stage, where
+ * the account reads it with its own rights.
+ */
+static int
+delivery_no_forward(struct delivery *dl)
+{
+	char path[4096];
+	struct stat st;
+
+	if (dl->stage != DS_FORWARD || snprintf(path, sizeof(path),
+	    "%s/.forward", dl->home) >= (int)sizeof(path) ||
+	    lstat(path, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
+		return 0;
+	dl->stage = DS_MAILBOX;
+	return 1;
+}
+
 static int
 delivery_start(struct delivery *dl, char *why, size_t whylen)
 {
@@ -1092,10 +1096,13 @@ delivery_start(struct delivery *dl, char *why, size_t whylen)
 	int pfd[2];
 	pid_t pid;
 
-	if ((bad = delivery_account(dl)) != NULL) {
+	if ((bad = delivery_account(dl)) != NULL ||
+	    (delivery_no_forward(dl) && (bad = delivery_account(dl)) != NULL)) {
 		str_copy(why, bad, whylen);
 		return -1;
 	}
+	if (delivery_pooled(dl) == 0)
+		return 0;
 	if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) == -1) {
 		str_copy(why, strerror(errno), whylen);
 		return -1;
@@ -1233,14 +1240,79 @@ delivery_next(struct delivery *dl, int st, const char *text, int self,
 	return -1;
 }
 
+/* A stage of the delivery ended: on to the mailbox stage, or report. */
+static void
+delivery_end(struct delivery *dl, int st, const char *text, int self,
+    struct buf *fwd)
+{
+	char all[2100];
+	int next;
+
+	if ((next = delivery_next(dl, st, text, self, fwd)) == 1)
+		return;		/* the mailbox worker runs now */
+	if (next == 0) {
+		if (dl->stage == DS_MAILBOX && dl->note[0])
+			snprintf(all, sizeof(all), "%s; %s", text[0] ? text :
+			    "delivery failed", dl->note);
+		else
+			str_copy(all, text[0] ? text : st ? "delivery failed" :
+			    "delivered", sizeof(all));
+		/* Forwarded copies only with a delivery that is whole. */
+		deliver_reply(dl->job, st, all, st != 0 ? NULL :
+		    dl->stage == DS_FORWARD ? fwd : &dl->fwd);
+	}
+	delivery_free(dl);
+}
+
+/* A local worker's outcome; one that died before it answered: retry. */
+static void
+delivery_pooled_done(void *arg, int code, const char *text)
+{
+	struct buf none;
+	int st = code == MDA_OK ? 0 : code == MDA_PERM ? 2 : 1;
+
+	buf_init(&none);
+	delivery_end(arg, st, text, 0, &none);
+}
+
+/*
+ * A Maildir delivery goes to the account's long-lived worker
+ * (smtpd/lworker.c) after the same checks as a forked one; -1: fork one.
+ */
+static int
+delivery_pooled(struct delivery *dl)
+{
+	struct lw_account a = { dl->runas, dl->uid, dl->gid, dl->mailgid };
+	long long idle = conf_num(p.conf, NULL, K_LOCAL_WORKER_IDLE);
+	struct lw_req q;
+	char dir[4096];
+	int rc;
+
+	if (dl->stage != DS_MAILBOX || dl->t->kind != TG_MAILDIR ||
+	    idle <= 0 || idle > INT_MAX)
+		return -1;
+	q.msgfd = dl->msgfd;
+	q.md = worker_enter_maildir(dl, dir, sizeof(dir), &q.dirfd);
+	q.shown = dl->t->path;
+	q.sender = dl->sender;
+	q.rcpt = dl->t->rcpt;
+	q.qid = dl->id;
+	rc = lworker_deliver(&a, &q, (int)idle, delivery_pooled_done, dl);
+	if (q.dirfd >= 0)
+		close(q.dirfd);
+	if (rc == 0)
+		dl->pid = 0;
+	return rc;
+}
+
 static int
 worker_reaped(pid_t pid, int status)
 {
 	struct worker **pp, *w;
 	struct delivery *dl;
-	char text[1024], all[2100];
+	char text[1024];
 	struct buf fwd;
-	int st, self, next;
+	int st, self;
 
 	for (pp = &p.workers; (w = *pp) != NULL; pp = &w->next)
 		if (w->pid == pid)
@@ -1278,23 +1350,8 @@ worker_reaped(pid_t pid, int status)
 	if (WIFSIGNALED(status))
 		snprintf(text, sizeof(text), "delivery worker killed by signal "
 		    "%d", WTERMSIG(status));
-	if ((next = delivery_next(dl, st, text, self, &fwd)) == 1) {
-		buf_free(&fwd);
-		return 1;	/* the mailbox worker runs now */
-	}
-	if (next == 0) {
-		if (dl->stage == DS_MAILBOX && dl->note[0])
-			snprintf(all, sizeof(all), "%s; %s", text[0] ? text :
-			    "delivery failed", dl->note);
-		else
-			str_copy(all, text[0] ? text : st ? "delivery failed" :
-			    "delivered", sizeof(all));
-		/* Forwarded copies only with a delivery that is whole. */
-		deliver_reply(dl->job, st, all, st != 0 ? NULL :
-		    dl->stage == DS_FORWARD ? &fwd : &dl->fwd);
-	}
+	delivery_end(dl, st, text, self, &fwd);
 	buf_free(&fwd);
-	delivery_free(dl);
 	return 1;
 }
 
@@ -1307,6 +1364,7 @@ worker_watchdog(evutil_socket_t fd, short ev, void *arg)
 	for (w = p.workers; w; w = w->next)
 		if (now - w->start > TERND_WORKER_SECS)
 			kill(w->pid, SIGKILL);
+	lworker_watchdog(now, TERND_WORKER_SECS);
 }
 
 /* ---- children ------------------------------------------------------------------- */
@@ -1552,11 +1610,13 @@ parent_send_role(struct child *ch)
 		parent_send_init(ch, 0);
 		parent_send_secrets(ch);
 		parent_pair(ch, &p.smtp);
+		parent_pair(ch, &p.queue);	/* ternctl auth */
 	} else if (ch == &p.queue) {
 		parent_send_init(ch, 1);
 		parent_send_accounts(ch);
 		parent_send_fd(ch, IMSG_P_FD, FD_CONTROL, 0, p.ctlfd, 0);
 		parent_pair(ch, &p.smtp);
+		parent_pair(ch, &p.vault);
 	} else {
 		parent_send_init(ch, 1);
 		parent_send_accounts(ch);
@@ -1779,7 +1839,7 @@ parent_maybe_exit(void)
 	if (!p.stopping || p.smtp.pid || p.queue.pid || p.vault.pid ||
 	    p.oldsmtp)
 		return;
-	if (p.workers || maildrop_busy())
+	if (p.workers || lworker_count() || maildrop_busy())
 		return;
 	unlink(conf_str(p.conf, K_PIDFILE));
 	unlink(conf_str(p.conf, K_CONTROL_SOCKET));
@@ -1795,7 +1855,8 @@ parent_sigchld(evutil_socket_t sig, short ev, void *arg)
 	int status;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		if (worker_reaped(pid, status) || maildrop_reaped(pid, status))
+		if (worker_reaped(pid, status) || lworker_reaped(pid, status) ||
+		    maildrop_reaped(pid, status))
 			continue;
 		if (pid == p.oldsmtp) {
 			p.oldsmtp = 0;
@@ -1834,6 +1895,7 @@ parent_stop_timeout(evutil_socket_t fd, short ev, void *arg)
 		kill(p.oldsmtp, SIGKILL);
 	for (w = p.workers; w; w = w->next)
 		kill(w->pid, SIGKILL);
+	lworker_kill();
 	maildrop_kill();
 	unlink(conf_str(p.conf, K_PIDFILE));
 	exit(0);
@@ -1848,6 +1910,7 @@ parent_sigterm(evutil_socket_t sig, short ev, void *arg)
 		return;
 	p.stopping = 1;
 	maildrop_stop();
+	lworker_stop();
 	log_info("event=stop reason=\"signal %d\"", (int)sig);
 	if (p.oldsmtp)
 		kill(p.oldsmtp, SIGTERM);
@@ -2133,6 +2196,7 @@ main(int argc, char *argv[])
 	parent_pidfile(p.conf);
 	signal(SIGPIPE, SIG_IGN);
 	p.base = event_base_new();
+	lworker_init(p.base, p.root, parent_safe_fork);
 	parent_spawn(&p.vault);
 	parent_spawn(&p.queue);
 	parent_spawn(&p.smtp);

@@ -2286,6 +2286,9 @@ def print_table(R):
                 print("   %7d " % L["clients"] + " ".join(
                     ("%9.2f" % x) for x in per) + fmt(batch, ".1f", 13))
         print()
+    if R.get("versus"):
+        import versus
+        versus.print_versus(R["versus"], R["fsync"]["files_per_s"])
     M = R.get("memory")
     if M:
         print("4. memory of ternd (parent + all descendants)")
@@ -2399,6 +2402,12 @@ def parse_args():
     ap.add_argument("--strace", action="store_true",
                     help="count the daemon's file and sync syscalls per "
                     "message with strace -c (slows the daemon down)")
+    ap.add_argument("--versus-clients", default="1,10,50", metavar="LEVELS",
+                    help="9.: client levels of the runs against Postfix "
+                    "('' to leave them out)")
+    ap.add_argument("--messages", type=int, default=2000, metavar="N",
+                    help="9.: messages per level against Postfix (300 "
+                    "for a short run)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temp dir (for inspection)")
     a = ap.parse_args()
@@ -2446,6 +2455,14 @@ def parse_args():
         ap.error("--size: 512 bytes to 16 MiB")
     if a.idle < 0 or a.idle > 20000:
         ap.error("--idle: 0 to 20000")
+    try:
+        a.versus_levels = [int(x) for x in a.versus_clients.split(",")
+                           if x.strip() and int(x) != 0]
+    except ValueError:
+        ap.error("--versus-clients: numbers")
+    if any(not 1 <= n <= 1000 for n in a.versus_levels) or \
+            not 1 <= a.messages <= 100000:
+        ap.error("--versus-clients: 1 to 1000; --messages: 1 to 100000")
     return a
 
 
@@ -2454,6 +2471,36 @@ def parse_args():
 # process's descriptor budget (2 per connection, 3 per delivery) fits a
 # hard limit of 20000.
 HELD_DELIVERIES = 2000
+
+
+def run_versus(build, base, a, max_conn, daemons, R):
+    """9.: Tern against Postfix; 1 if Tern lost or failed something."""
+    import versus
+    why = versus.unavailable()
+    if why:
+        R["notes"].append("9. against Postfix left out: " + why)
+        return 0
+    try:
+        R["versus"] = versus.versus(build, base, a.versus_levels,
+                                    a.messages, a.size, max_conn, daemons)
+    except versus.pfmod.PostfixError as e:
+        R["notes"].append("9. against Postfix: Postfix failed: %s" %
+                          str(e).splitlines()[0])
+        return 0
+    status = 0
+    for row in R["versus"]["levels"]:
+        t = row["tern"]
+        if t["lost"] or t["n_errors"] or t["duplicates"]:
+            status = 1
+            R["notes"].append("9., %d clients: ternd lost %d, %d client "
+                              "error(s), %d duplicate(s): %s" % (
+                                  row["clients"], t["lost"], t["n_errors"],
+                                  t["duplicates"], "; ".join(t["errors"])))
+        if row["postfix"]["lost"]:
+            R["notes"].append("9., %d clients: Postfix did not deliver %d "
+                              "within the drain" % (row["clients"],
+                                                    row["postfix"]["lost"]))
+    return status
 
 
 def raise_nofile(need):
@@ -2614,6 +2661,9 @@ def main():
                     R["notes"].append("%s, %d clients: not all clients were "
                                       "connected at the start" % (mode, n))
                 d.stop()            # its spool stays until the end (above)
+
+        if a.versus_levels:
+            status |= run_versus(build, base, a, max_conn, daemons, R)
 
         # Submission (6.-8.): before the relay runs, whose deliveries
         # delete files (see below).
@@ -2824,4 +2874,5 @@ def main():
 
 
 if __name__ == "__main__":
+    sys.modules["bench"] = sys.modules[__name__]    # for versus.py
     sys.exit(main())

@@ -1,7 +1,8 @@
 /*
  * fuzz_vault: the vault's request handler on arbitrary requests, as a
- * taken-over smtp process could send them.  The first byte picks the
- * request type; the rest is the payload.  A request is answered or
+ * taken-over smtp process could send them, and the throttle request the
+ * queue process sends (ternctl auth: list, or clear a key).  The first
+ * byte picks the request type; the rest is the payload.  A request is answered or
  * refused, never more than one answer, and the secrets it holds are never
  * in an answer to anything but a route-credentials request.
  */
@@ -46,9 +47,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	load_once();
 	if (len < 1)
 		return 0;
-	type = IMSG_V_SRS_REVERSE + data[0] % 4;
+	type = data[0] % 5 == 4 ? IMSG_V_THROTTLE : IMSG_V_SRS_REVERSE +
+	    data[0] % 4;
 	buf_init(&out);
-	if (vault_request(type, data + 1, len - 1, &out) == 0) {
+	if ((type == IMSG_V_THROTTLE ? vault_throttle_request(data + 1,
+	    len - 1, 1700000000, &out) : vault_request(type, data + 1,
+	    len - 1, &out)) == 0) {
 		if (out.len == 0)
 			abort();
 		/* A secret in an answer is a leak, unless the request

@@ -6,14 +6,16 @@ allow-sender grants); submitted mail gets Date: and Message-ID: when it
 has none.  Clients verify the daemon against a test CA.
 """
 import base64
+import os
 import re
+import signal
 import smtplib
 import time
 
 import pytest
 
 from conftest import SMTPConn, free_port, wait_for
-from test_privsep import memory_has, role_pids
+from test_privsep import memory_has, role_pids, roles
 from test_tls import Client, make_server_ca
 
 pytestmark = pytest.mark.usefixtures("sanitizer_check")
@@ -224,3 +226,84 @@ def test_password_not_kept_by_the_smtp_process(sub):
         assert c.login(ANNA, PASSWORD)[0] == 235
         pid = role_pids(sub)["smtp"]
         assert not memory_has(pid, PASSWORD.encode())
+
+
+# ---- the throttle in ternctl: the vault's counts, through the queue --------
+
+def auth_table(d):
+    """`ternctl auth` as {(kind, key): (failures, delay, state)}."""
+    r = d.ctl("auth", check=True)
+    rows = {}
+    for line in r.stdout.splitlines()[1:]:
+        f = line.split()
+        if len(f) >= 5 and f[0] in ("client", "account"):
+            rows[(f[0], f[1])] = (int(f[2]), f[3], f[4])
+    return rows, r.stdout
+
+
+def fail_login(d, user, times=1):
+    c = raw_tls(d)
+    for _ in range(times):
+        code, text = c.cmd("AUTH PLAIN " + b64(f"\0{user}\0not-the-pw"))
+        assert code == 535, text
+    c.close()
+
+
+def test_ternctl_auth_lists_and_clears_the_throttle(sub):
+    rows, out = auth_table(sub)
+    assert rows == {} and "no client or account" in out, out
+    fail_login(sub, ANNA, 2)
+    rows, out = auth_table(sub)
+    # Two failures: the next attempt waits 2 s; both the address and the
+    # account are counted, with the time their failures are forgotten.
+    assert rows[("client", "127.0.0.1")] == (2, "2s", "delayed"), out
+    assert rows[("account", ANNA)] == (2, "2s", "delayed"), out
+    assert re.search(r"client\s+127\.0\.0\.1\s+2\s+2s\s+delayed\s+"
+                     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", out), out
+    # An unknown name counts against the address alone.
+    fail_login(sub, "nobody@example.test")
+    rows, out = auth_table(sub)
+    assert rows[("client", "127.0.0.1")][0] == 3, out
+    assert ("account", "nobody@example.test") not in rows, out
+    # Clear the address: the account's count stays.
+    r = sub.ctl("auth", "clear", "127.0.0.1")
+    assert r.returncode == 0 and "forgotten" in r.stdout, r.stderr
+    rows, out = auth_table(sub)
+    assert list(rows) == [("account", ANNA)], out
+    # An account by any spelling the store accepts.
+    r = sub.ctl("auth", "clear", ANNA.upper())
+    assert r.returncode == 0, r.stderr
+    rows, out = auth_table(sub)
+    assert rows == {}, out
+    r = sub.ctl("auth", "clear", ANNA)
+    assert r.returncode == 1 and "not throttled" in r.stdout + r.stderr, r
+    r = sub.ctl("auth", "clear", "bad key")
+    assert r.returncode == 1, r
+    # Cleared means the vault forgot: the next failure is the first again.
+    fail_login(sub, ANNA)
+    assert wait_for(lambda: re.search(
+        r"vault: event=auth result=fail user=<anna@example\.test> "
+        r"client=\[127\.0\.0\.1\] failures=1 delay=0s",
+        sub.logtext())), sub.logtext()
+    assert re.search(r"event=auth-throttle result=cleared "
+                     r"key=<127\.0\.0\.1>", sub.logtext())
+
+
+def test_ternctl_auth_follows_vault_and_queue_restarts(sub):
+    fail_login(sub, "nobody@example.test")
+    rows, out = auth_table(sub)
+    assert rows[("client", "127.0.0.1")][0] == 1, out
+    # The vault restarted: its counts are gone with it, and ternctl auth
+    # reaches the new one (the parent pairs it with the queue again).
+    pid = role_pids(sub)["vault"]
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: roles(sub).get("vault", [pid]) != [pid], 20)
+    assert wait_for(lambda: "no client or account" in
+                    sub.ctl("auth").stdout, 20), sub.ctl("auth")
+    # The queue restarted: it gets a channel to the running vault.
+    fail_login(sub, ANNA)
+    pid = role_pids(sub)["queue"]
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: roles(sub).get("queue", [pid]) != [pid], 20)
+    assert wait_for(lambda: ("account", ANNA) in auth_table(sub)[0], 20), \
+        sub.ctl("auth")

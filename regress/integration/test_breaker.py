@@ -7,6 +7,8 @@ and `ternctl user release` undoes it.  sendmail(1) users are limited as
 "local:NAME".  Remote recipients stay queued: the test DNS is dead.
 """
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -46,11 +48,16 @@ def login(d, who):
 
 
 def submit(c, sender, rcpts, subject="x"):
-    """One transaction; the reply to DATA if it refused, else to the end."""
+    """One transaction; the first refusal for the limits (at MAIL, at a
+    RCPT, at DATA), else the reply to the end of the data."""
     code, text = c.mail(sender)
-    assert code == 250, text
+    if code != 250:
+        return code, text.decode()
     for r in rcpts:
-        c.rcpt(r)
+        code, text = c.rcpt(r)
+        if code in (451, 452):
+            c.rset()
+            return code, text.decode()
     code, text = c.docmd("DATA")
     if code != 354:
         return code, text.decode()
@@ -199,3 +206,152 @@ def test_limits_apply_to_sendmail_per_local_user(make_daemon, tmpbase,
     r = run(d, sendmail, ["demo@example.test"], b"Subject: s\n\nx\n")
     assert r.returncode == 0, r.stderr
     assert "account=<local:nobody>" in d.logtext()
+
+
+# ---- asked early (MAIL, RCPT), held at DATA -----------------------------------
+
+def test_limits_answered_at_mail_and_rcpt(make_daemon, tmpbase):
+    d = breaker_daemon(make_daemon, tmpbase,
+                       "limit-messages-hour 1\nlimit-recipients-hour 2\n")
+    with login(d, ANNA) as c:
+        assert c.mail(ANNA)[0] == 250
+        assert c.rcpt("a@elsewhere.example")[0] == 250
+        assert c.rcpt("b@elsewhere.example")[0] == 250
+        # The third recipient is over the limit: refused at RCPT, the
+        # transaction goes on with the two it has.
+        code, text = c.rcpt("c@elsewhere.example")
+        assert code == 452 and text.startswith(
+            b"4.5.3 sending limit of 2 recipients an hour reached for "
+            b"anna@example.test"), text
+        code, text = c.data(b"Subject: two\r\n\r\nx\r\n")
+        assert code == 250, text
+        # The account's message limit is reached: MAIL says so at once.
+        code, text = c.mail(ANNA)
+        assert code == 451 and text.startswith(
+            b"4.7.1 sending limit of 1 messages an hour reached for "
+            b"anna@example.test"), text
+        assert c.noop()[0] == 250               # the session goes on
+    assert len(queued(d)) == 1
+    log = d.logtext()
+    assert re.search(r"event=rcpt result=tempfail code=452 reason=\"4\.5\.3 "
+                     r"sending limit of 2 recipients an hour[^\"]*\" "
+                     r"account=<anna@example\.test> from=<anna@example\.test>"
+                     r" to=<c@elsewhere\.example>", log), log
+    assert re.search(r"event=mail result=tempfail code=451 ", log), log
+    assert "event=limit result=refused account=<anna@example.test>" in log
+
+
+def test_two_sessions_cannot_both_take_the_last_place(make_daemon, tmpbase):
+    d = breaker_daemon(make_daemon, tmpbase, "limit-messages-hour 1\n")
+    a = login(d, ANNA)
+    assert a.mail(ANNA)[0] == 250
+    assert a.rcpt("a@elsewhere.example")[0] == 250
+    code, text = a.docmd("DATA")
+    assert code == 354, text
+    # While a's message is being received, its place is held: b is
+    # refused, though nothing is committed yet.
+    with login(d, ANNA) as b:
+        code, text = submit(b, ANNA, ["b@elsewhere.example"])
+        assert code == 451 and b"1 messages an hour" in text.encode(), text
+    a.send(b"Subject: a\r\n\r\nx\r\n.\r\n")
+    assert a.getreply()[0] == 250
+    a.quit()
+    assert len(queued(d)) == 1, d.ctl("queue").stdout
+
+
+def test_a_dropped_session_gives_its_place_back(make_daemon, tmpbase):
+    d = breaker_daemon(make_daemon, tmpbase, "limit-messages-hour 1\n")
+    a = login(d, ANNA)
+    assert a.mail(ANNA)[0] == 250
+    assert a.rcpt("a@elsewhere.example")[0] == 250
+    assert a.docmd("DATA")[0] == 354
+    a.send(b"Subject: half\r\n\r\nnever ends")
+    a.close()                                   # gone mid-data
+    # Once the queue drops the half message, the place is free again.
+    def sent():
+        with login(d, ANNA) as b:
+            return submit(b, ANNA, ["b@elsewhere.example"])[0] == 250
+    assert wait_for(sent, 20), d.logtext()
+    assert len(queued(d)) == 1
+
+
+# ---- per program: a web form's mail() apart from cron's ----------------------
+
+def shell_named(tmpbase, name):
+    """A copy of /bin/sh called name: the program that runs sendmail
+    (its name reaches the daemon as XPROGRAM, from /proc/PPID/comm)."""
+    p = tmpbase / name
+    if not p.exists():
+        shutil.copy("/bin/sh", p)
+    return p
+
+
+def sendmail_from(d, prog, sendmail, rcpt, subject):
+    """sendmail run as nobody by the program prog, as PHP's mail() or
+    cron runs it."""
+    return subprocess.run(
+        ["runuser", "-u", "nobody", "--", "env", f"TERN_CONF={d.conf}",
+         str(prog), "-c", f'"$0" {rcpt}; exit $?', str(sendmail)],
+        input=f"Subject: {subject}\n\nx\n".encode(), capture_output=True,
+        timeout=60)
+
+
+def test_program_has_its_own_limit_within_its_users(make_daemon, tmpbase,
+                                                    sendmail):
+    php = shell_named(tmpbase, "php-fpm8.2")
+    cron = shell_named(tmpbase, "cron")
+    d = make_daemon("limit local:nobody/php-fpm8.2 messages-hour 2\n"
+                    "limit local:nobody messages-hour 4\n").start()
+    for i in range(2):
+        r = sendmail_from(d, php, sendmail, "demo@example.test", f"form {i}")
+        assert r.returncode == 0, r.stderr
+    r = sendmail_from(d, php, sendmail, "demo@example.test", "form 3")
+    assert r.returncode != 0 and b"sending limit of 2 messages an hour " \
+        b"reached for local:nobody/php-fpm8.2" in r.stderr, \
+        (r.returncode, r.stderr)
+    # cron's mail of the same user is not stopped by the form's limit...
+    r = sendmail_from(d, cron, sendmail, "demo@example.test", "cron 1")
+    assert r.returncode == 0, r.stderr
+    r = sendmail_from(d, cron, sendmail, "demo@example.test", "cron 2")
+    assert r.returncode == 0, r.stderr
+    # ... but the user's limit holds over its programs together.
+    r = sendmail_from(d, cron, sendmail, "demo@example.test", "cron 3")
+    assert r.returncode != 0 and b"sending limit of 4 messages an hour " \
+        b"reached for local:nobody" in r.stderr, (r.returncode, r.stderr)
+    assert wait_for(lambda: len(d.maildir("demo")) == 4), d.logtext()
+    out = d.ctl("user", "limits", check=True).stdout
+    assert re.search(r"^local:nobody/php-fpm8\.2\s+2\s", out, re.M), out
+    assert re.search(r"^local:nobody/cron\s+2\s", out, re.M), out
+
+
+def test_breaker_holds_the_programs_mail_not_crons(make_daemon, tmpbase,
+                                                   sendmail):
+    php = shell_named(tmpbase, "php-fpm8.2")
+    cron = shell_named(tmpbase, "cron")
+    d = make_daemon("breaker-floor 3\nbreaker-factor 10\n").start()
+    d.write_aliases("postmaster: alice\n")
+    r = sendmail_from(d, cron, sendmail, "far@elsewhere.example", "cron")
+    assert r.returncode == 0, r.stderr
+    for i in range(4):                          # the 4th trips it
+        r = sendmail_from(d, php, sendmail, f"v{i}@elsewhere.example",
+                          f"spam {i}")
+        assert r.returncode == 0, (i, r.stderr)
+    assert wait_for(lambda: re.search(
+        r"event=breaker result=tripped account=<local:nobody/php-fpm8\.2> "
+        r"held=4 ", d.logtext())), d.logtext()
+    r = sendmail_from(d, php, sendmail, "v9@elsewhere.example", "spam 9")
+    assert r.returncode != 0 and b"local:nobody/php-fpm8.2 suspended" in \
+        r.stderr, r.stderr
+    # cron's queued message is not held, and cron still sends.
+    q = queued(d)
+    assert sorted(m for _, m in q) == [" ", "!", "!", "!", "!"], q
+    r = sendmail_from(d, cron, sendmail, "demo@example.test", "cron again")
+    assert r.returncode == 0, r.stderr
+    assert d.wait_mail("demo"), d.logtext()
+    assert d.wait_mail("alice"), d.logtext()    # the postmaster's notice
+    assert "ternctl user release local:nobody/php-fpm8.2" in \
+        d.maildir("alice")[0].read_text()
+    r = d.ctl("user", "release", "local:nobody/php-fpm8.2")
+    assert r.returncode == 0 and "4 held message(s) released" in r.stdout, \
+        (r.stdout, r.stderr)
+    assert all(m == " " for _, m in queued(d)), d.ctl("queue").stdout

@@ -530,3 +530,24 @@ def test_bs_with_daemon_down_keeps_the_message(d, sendmail):
     d.start()
     [m] = mail_of(d, "demo")
     assert b"Subject: bs later" in m
+
+
+def test_picked_up_mail_counts_per_program(d, sgid_sendmail, php, tmpbase):
+    # Dropped while ternd was down, a form's mail and cron's are picked
+    # up as their programs: each counted under its own key
+    # (local:USER/PROGRAM), which has its own limits and breaker.
+    cron = tmpbase / "cron"
+    shutil.copy("/bin/sh", cron)
+    for prog, subject in ((php, "form"), (php, "form"), (cron, "cron")):
+        ok(subprocess.run(["runuser", "-u", "nobody", "--", "env",
+                           f"TERN_CONF={d.conf}", str(prog), "-c",
+                           f'"$0" demo@example.test; exit $?',
+                           str(sgid_sendmail)],
+                          input=f"Subject: {subject}\n\nx\n".encode(),
+                          capture_output=True, timeout=60))
+    assert len(drops(d)) == 3
+    d.start()
+    mail_of(d, "demo", 3)
+    out = d.ctl("user", "limits", check=True).stdout
+    assert re.search(r"^local:nobody/php-fpm8\.2\s+2\s", out, re.M), out
+    assert re.search(r"^local:nobody/cron\s+1\s", out, re.M), out

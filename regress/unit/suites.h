@@ -1,5 +1,6 @@
 /* One SUITE(name) per test_name() function; see main.c. */
 SUITE(util)
+SUITE(addr)
 SUITE(smtp_parse)
 SUITE(conf)
 SUITE(aliases)
@@ -17,4 +18,6 @@ SUITE(authcheck)
 SUITE(vault)
 SUITE(vault_req)
 SUITE(drop)
+SUITE(sasl)
+SUITE(limits)
 SUITE(pace)

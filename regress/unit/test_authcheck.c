@@ -207,6 +207,86 @@ test_authcheck_bounded(void)
 	authcheck_free(ac);
 }
 
+struct seen {
+	char		key[80];
+	int		kind, refused;
+	unsigned	failures, delay;
+	time_t		until;
+};
+
+static struct seen seen[8];
+static size_t nseen;
+
+static void
+view_cb(void *arg, int kind, const char *key, unsigned failures,
+    unsigned delay, int refused, time_t until)
+{
+	struct seen *e;
+
+	if (nseen >= sizeof(seen) / sizeof(seen[0]))
+		return;
+	e = &seen[nseen++];
+	str_copy(e->key, key, sizeof(e->key));
+	e->kind = kind;
+	e->failures = failures;
+	e->delay = delay;
+	e->refused = refused;
+	e->until = until;
+}
+
+static const struct seen *
+view_find(int kind, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < nseen; i++)
+		if (seen[i].kind == kind && strcmp(seen[i].key, key) == 0)
+			return &seen[i];
+	return NULL;
+}
+
+/* ternctl auth's view: entries, their delay or refusal, and clearing. */
+static void
+test_authcheck_view(void)
+{
+	struct authcheck *ac = authcheck_new();
+	const struct seen *e;
+	int i;
+
+	for (i = 0; i < AUTHCHECK_LIMIT + 2; i++)
+		authcheck_fail(ac, "203.0.113.9", "anna@example.org", T0 + i);
+	for (i = 0; i < 3; i++)
+		authcheck_fail(ac, "2001:db8::1", NULL, T0);
+	nseen = 0;
+	authcheck_walk(ac, T0 + 20, view_cb, NULL);
+	CHECK(nseen == 3);
+	CHECK((e = view_find(0, "203.0.113.9")) != NULL && e->refused &&
+	    e->failures == AUTHCHECK_LIMIT + 2 && e->delay == 0 &&
+	    e->until == T0 + AUTHCHECK_LIMIT + 1 + AUTHCHECK_WINDOW);
+	CHECK((e = view_find(1, "anna@example.org")) != NULL && e->refused);
+	CHECK((e = view_find(0, "2001:db8::/64")) != NULL && !e->refused &&
+	    e->failures == 3 && e->delay == 4 && e->until == T0 +
+	    AUTHCHECK_WINDOW);
+	/* Forgotten after the window: not shown. */
+	nseen = 0;
+	authcheck_walk(ac, T0 + AUTHCHECK_WINDOW, view_cb, NULL);
+	CHECK(nseen == 2 && view_find(0, "2001:db8::/64") == NULL);
+	/* Clearing: an address of the same /64, an account by any case. */
+	CHECK(authcheck_clear(ac, "2001:db8::5") == 1);
+	CHECK(authcheck_clear(ac, "[IPv6:2001:db8::7]") == 0);
+	CHECK(authcheck_clear(ac, "Anna@Example.ORG") == 1);
+	CHECK(authcheck_failures(ac, "203.0.113.9", "anna@example.org",
+	    T0 + 20) == AUTHCHECK_LIMIT + 2);
+	CHECK(authcheck_failures(ac, NULL, "anna@example.org", T0 + 20) == 0);
+	CHECK(authcheck_clear(ac, "203.0.113.9") == 1);
+	CHECK(authcheck_failures(ac, "203.0.113.9", NULL, T0 + 20) == 0);
+	CHECK(authcheck_clear(ac, "203.0.113.9") == 0);
+	nseen = 0;
+	authcheck_walk(ac, T0 + 20, view_cb, NULL);
+	CHECK(nseen == 0);
+	authcheck_free(ac);
+}
+
 void
 test_authcheck(void)
 {
@@ -214,4 +294,5 @@ test_authcheck(void)
 	test_authcheck_delays();
 	test_authcheck_counting();
 	test_authcheck_bounded();
+	test_authcheck_view();
 }

@@ -652,7 +652,8 @@ test_conf_senders(void)
 	    "allow-sender Bob info@example.org\n"
 	    "limit-messages-hour 7\n"
 	    "limit Lists@example.org messages-hour 300 recipients-day 0\n"
-	    "limit local:backup messages-day 5\n";
+	    "limit local:backup messages-day 5\n"
+	    "limit local:www-data/PHP-fpm8.2 messages-hour 20\n";
 	static const char *bad[] = {
 	    "allow-sender anna\n", "allow-sender anna nobody\n",
 	    "allow-sender anna x@-bad-\n", "allow-sender anna @\n",
@@ -700,6 +701,10 @@ test_conf_senders(void)
 	CHECK(conf_limit(c, "lists@example.org", LIM_RCPT_DAY) == 0);
 	CHECK(conf_limit(c, "local:backup", LIM_MSG_DAY) == 5);
 	CHECK(conf_limit(c, "local:backup", LIM_MSG_HOUR) == 7);
+	/* A program of a local user, as smtp names it (lower case). */
+	CHECK(conf_limit(c, "local:www-data/php-fpm8.2", LIM_MSG_HOUR) == 20);
+	CHECK(conf_limit(c, "local:www-data/php-fpm8.2", LIM_MSG_DAY) == 500);
+	CHECK(conf_limit(c, "local:www-data", LIM_MSG_HOUR) == 7);
 	test_conf_print_roundtrip(c);
 	conf_free(c);
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -711,9 +716,36 @@ test_conf_senders(void)
 	}
 }
 
+/* A local domain and a virtual user named with U-labels: kept as A-labels. */
+static void
+test_conf_idna(void)
+{
+	static const char t[] = LISTEN
+	    "local-domain \"B\xc3\xbc" "cher.example\"\n"
+	    "virtual \"anna@b\xc3\xbc" "cher.example\" maildir /m\n";
+	static const char bad[] = LISTEN
+	    "local-domain \"\xe2\x98\x83.example\"\n";
+	char err[512];
+	struct conf *c;
+
+	c = conf_parse("t.conf", t, strlen(t), "/base", err, sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL)
+		return;
+	CHECK(c->ndomains == 1 &&
+	    strcmp(c->domains[0], "xn--bcher-kva.example") == 0);
+	CHECK(conf_is_local_domain(c, "XN--BCHER-KVA.example"));
+	CHECK(conf_find_vuser(c, "anna@xn--bcher-kva.example") != NULL);
+	conf_free(c);
+	c = conf_parse("t.conf", bad, strlen(bad), "/base", err, sizeof(err));
+	CHECK(c == NULL && strstr(err, "malformed internationalized domain"));
+	conf_free(c);
+}
+
 void
 test_conf(void)
 {
+	test_conf_idna();
 	test_conf_senders();
 	test_conf_routes();
 	test_conf_rejected();

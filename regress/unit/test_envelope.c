@@ -1,5 +1,6 @@
 /* test_envelope: envelope records round trip; damaged files are refused. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "queue/envelope.h"
@@ -31,6 +32,40 @@ sample(struct envelope *e)
 	e->account = xstrdup("anna@example.org");
 }
 
+/* Quoted local parts (spaces, quotes, backslashes) and UTF-8 come back
+   byte for byte: every string is a length-prefixed record. */
+static void
+test_envelope_quoted(void)
+{
+	static const char *const addrs[] = {
+		"\"john doe\"@example.net",
+		"\"a\\\"b \\\\ c\"@example.net",
+		"\"x@y\"@example.net",
+		"j\xc3\xb6rg@b\xc3\xbc" "cher.example",
+	};
+	struct envelope e, d;
+	struct buf b;
+	const char *why = NULL;
+	size_t i;
+
+	sample(&e);
+	free(e.sender);
+	e.sender = xstrdup(addrs[0]);
+	for (i = 1; i < sizeof(addrs) / sizeof(addrs[0]); i++)
+		envelope_add_rcpt(&e, addrs[i]);
+	buf_init(&b);
+	envelope_encode(&e, &b);
+	CHECK(envelope_decode(b.data, b.len, &d, &why) == 0);
+	CHECK(strcmp(d.sender, addrs[0]) == 0);
+	CHECK(d.nrcpts == 2 + sizeof(addrs) / sizeof(addrs[0]) - 1);
+	for (i = 1; i < sizeof(addrs) / sizeof(addrs[0]) && d.nrcpts > i + 1;
+	    i++)
+		CHECK(strcmp(d.rcpts[i + 1].addr, addrs[i]) == 0);
+	envelope_free(&d);
+	envelope_free(&e);
+	buf_free(&b);
+}
+
 void
 test_envelope(void)
 {
@@ -40,6 +75,7 @@ test_envelope(void)
 	size_t cut;
 	int bad = 0;
 
+	test_envelope_quoted();
 	sample(&e);
 	buf_init(&b);
 	envelope_encode(&e, &b);

@@ -319,9 +319,28 @@ test_resolve_store(void)
 	CHECK(system(err) == 0);
 }
 
+/* Lookups use the mailbox's name: quotes gone, lower case, A-labels. */
+static void
+test_resolve_split(void)
+{
+	char l[128], d[256];
+
+	CHECK(resolve_split("\"Bob\"@Example.TEST", l, sizeof(l), d,
+	    sizeof(d)) == 0 && strcmp(l, "bob") == 0 &&
+	    strcmp(d, "example.test") == 0);
+	CHECK(resolve_split("\"john doe\"@example.test", l, sizeof(l), d,
+	    sizeof(d)) == 0 && strcmp(l, "john doe") == 0);
+	CHECK(resolve_split("friend@b\xc3\xbc" "cher.test", l, sizeof(l), d,
+	    sizeof(d)) == 0 && strcmp(d, "xn--bcher-kva.test") == 0);
+	CHECK(resolve_split("john doe@example.test", l, sizeof(l), d,
+	    sizeof(d)) == -1);
+	CHECK(resolve_split("bob@example.test", l, 3, d, sizeof(d)) == -1);
+}
+
 void
 test_resolve(void)
 {
+	test_resolve_split();
 	test_resolve_check();
 	test_resolve_forward();
 	test_resolve_store();

@@ -153,7 +153,7 @@ start_vault(int *parentfd, int *peerfd, const char *logpath)
 		    0600)) == -1 || dup2(fd, STDERR_FILENO) == -1)
 			_exit(98);
 		log_init("vault", 1, 0);
-		vault_main(b.data, b.len, PROC_PARENT_FD, &peer, 1);
+		vault_main(b.data, b.len, PROC_PARENT_FD, &peer, 1, -1);
 	}
 	close(psv[1]);
 	close(vsv[1]);

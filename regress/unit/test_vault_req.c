@@ -128,6 +128,35 @@ test_vault_req(void)
 		buf_free(&out);
 	}
 	buf_free(&bad);
+	/* The queue's throttle request: smtp's requests do not take it, it
+	   takes none of theirs; a list, a clear of nothing, malformed. */
+	CHECK(ask(IMSG_V_THROTTLE, T_ID, "192.0.2.1", 20, &a) == -1);
+	{
+		struct buf req, out;
+
+		buf_init(&req);
+		buf_init(&out);
+		rec_put_u64(&req, T_JOB, 21);
+		CHECK(vault_throttle_request(req.data, req.len, 1700000000,
+		    &out) == 0 && out.len > 0);
+		buf_reset(&out);
+		rec_put_str(&req, T_ID, "192.0.2.1");
+		CHECK(vault_throttle_request(req.data, req.len, 1700000000,
+		    &out) == 0);
+		CHECK(memmem(out.data, out.len, "\0\0\0\0\0\0\0\1", 8) != NULL);
+		buf_reset(&out);
+		CHECK(vault_throttle_request(req.data, req.len - 2, 1700000000,
+		    &out) == -1 && out.len == 0);
+		rec_put_str(&req, T_ID, "192.0.2.2");	/* two keys */
+		CHECK(vault_throttle_request(req.data, req.len, 1700000000,
+		    &out) == -1 && out.len == 0);
+		buf_reset(&req);
+		rec_put_str(&req, T_ID, "192.0.2.1");	/* no job */
+		CHECK(vault_throttle_request(req.data, req.len, 1700000000,
+		    &out) == -1 && out.len == 0);
+		buf_free(&req);
+		buf_free(&out);
+	}
 	/* Without a key, SRS is off: nothing rewritten, nothing reversed. */
 	load(0);
 	CHECK(ask(IMSG_V_SRS_FORWARD, T_SENDER, "joe@example.org", 16,
