@@ -179,6 +179,25 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_BREAKER_REJECT_MIN] = { "breaker-reject-min", KNOB_INT, "20",
 	    1, 10000000, 0, "rejected recipients in an hour before "
 	    "breaker-reject-percent applies" },
+	[K_PACING] = { "pacing", KNOB_STRING, "yes", 0, 0, 0,
+	    "yes: learn how fast each destination takes mail from its "
+	    "replies and keep under it; no: only the connection limits" },
+	[K_THROTTLE_REPLIES] = { "throttle-replies", KNOB_PATH,
+	    "/etc/tern/throttle-replies", 0, 0, 0,
+	    "file of reply texts that mean \"slow down\" (or not)" },
+	[K_RETRY_JITTER] = { "retry-jitter", KNOB_INT, "10", 0, 100, 0,
+	    "percent of a retry interval added at random, the same for "
+	    "every recipient of a message" },
+	[K_QUEUE_SWEEP] = { "queue-sweep", KNOB_DURATION, "5m", SEC, DAY, 0,
+	    "how often every queued message is looked at, due or not" },
+	[K_CONNECTION_IDLE] = { "connection-idle-time", KNOB_DURATION, "10s",
+	    100, HOUR, 0, "how long an idle outgoing connection is kept for "
+	    "the next message to the same host" },
+	[K_CONNECTION_MESSAGES] = { "max-connection-messages", KNOB_INT,
+	    "100", 1, 100000, 0, "transactions on one outgoing connection" },
+	[K_FALLBACK_AFTER] = { "fallback-after", KNOB_DURATION, "30m", SEC,
+	    30 * DAY, 0, "mail deferred this long goes through fallback-relay, "
+	    "if one is set" },
 };
 
 const char *const conf_limit_names[LIM__COUNT] = {
@@ -542,6 +561,9 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	if (id == K_TLS_VERIFY && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "tls-verify: expected yes or no, got "
 		    "\"%s\"", word);
+	if (id == K_PACING && strcmp(word, "yes") && strcmp(word, "no"))
+		return conf_error(p, "pacing: expected yes or no, got \"%s\"",
+		    word);
 	if (id == K_LOCAL_DELIVERY && strcmp(word, "maildir") &&
 	    strcmp(word, "mbox") && strcmp(word, "lmtp"))
 		return conf_error(p, "local-delivery: expected maildir, mbox "
@@ -1232,7 +1254,11 @@ conf_route_lmtp(struct parser *p, struct route *r)
 	return 0;
 }
 
-/* route <domain|*> via <host>[:port] [port n] [tls ...] [auth file] */
+/*
+ * route <domain|*> via <host>[:port] [port n] [tls ...] [auth file]
+ * fallback-relay <host>[:port] [tls ...] [auth file] is read as a route
+ * for the domain ROUTE_FALLBACK.
+ */
 static int
 conf_stmt_route(struct parser *p)
 {
@@ -1249,6 +1275,7 @@ conf_stmt_route(struct parser *p)
 		return conf_error(p, "route: expected \"route <domain> via "
 		    "<host>\"");
 	if (strcmp(p->tok[1], "*") != 0 &&
+	    strcmp(p->tok[1], ROUTE_FALLBACK) != 0 &&
 	    (why = conf_domain_problem(p->tok[1])) != NULL)
 		return conf_error(p, "route: invalid domain \"%s\": %s",
 		    p->tok[1], why);
@@ -1306,6 +1333,81 @@ conf_stmt_route(struct parser *p)
 	return 0;
 }
 
+/* fallback-relay <host>[:port] [tls ...] [auth file] */
+static int
+conf_stmt_fallback(struct parser *p)
+{
+	static char kw_route[] = "route", kw_dom[] = ROUTE_FALLBACK,
+	    kw_via[] = "via";
+	char **save = p->tok, **tok;
+	size_t n = p->ntok, i;
+	int rc;
+
+	if (n < 2)
+		return conf_error(p, "fallback-relay: expected a host");
+	tok = xcalloc(n + 2, sizeof(*tok));
+	tok[0] = kw_route;
+	tok[1] = kw_dom;
+	tok[2] = kw_via;
+	for (i = 1; i < n; i++)
+		tok[i + 2] = save[i];
+	p->tok = tok;
+	p->ntok = n + 2;
+	rc = conf_stmt_route(p);
+	p->tok = save;
+	p->ntok = n;
+	free(tok);
+	return rc;
+}
+
+/*
+ * destination <domain|host> [connections N] [recipients N]
+ *     [messages-per-minute N] [messages-per-connection N]
+ */
+static int
+conf_stmt_shape(struct parser *p)
+{
+	struct conf *c = p->conf;
+	struct shape s;
+	const char *why;
+	long long v;
+	size_t i;
+
+	memset(&s, 0, sizeof(s));
+	if (p->ntok < 4 || p->ntok % 2 != 0)
+		return conf_error(p, "destination: expected \"destination "
+		    "<domain|host> <setting> <number> ...\"");
+	if ((why = conf_domain_problem(p->tok[1])) != NULL)
+		return conf_error(p, "destination: invalid name \"%s\": %s",
+		    p->tok[1], why);
+	for (i = 0; i < c->nshapes; i++)
+		if (str_casecmp(c->shapes[i].name, p->tok[1]) == 0)
+			return conf_error(p, "destination: %s given twice",
+			    p->tok[1]);
+	for (i = 2; i + 1 < p->ntok; i += 2) {
+		if (parse_ll(p->tok[i + 1], 1, 100000, &v) == -1)
+			return conf_error(p, "destination: bad number \"%s\"",
+			    p->tok[i + 1]);
+		if (strcmp(p->tok[i], "connections") == 0)
+			s.conns = (int)v;
+		else if (strcmp(p->tok[i], "recipients") == 0)
+			s.rcpts = (int)v;
+		else if (strcmp(p->tok[i], "messages-per-minute") == 0)
+			s.mpm = (int)v;
+		else if (strcmp(p->tok[i], "messages-per-connection") == 0)
+			s.mpc = (int)v;
+		else
+			return conf_error(p, "destination: unknown setting "
+			    "\"%s\"", p->tok[i]);
+	}
+	s.name = xstrdup(p->tok[1]);
+	str_lower(s.name);
+	c->shapes = xreallocarray(c->shapes, c->nshapes + 1,
+	    sizeof(*c->shapes));
+	c->shapes[c->nshapes++] = s;
+	return 0;
+}
+
 static int
 conf_statement(struct parser *p)
 {
@@ -1324,8 +1426,13 @@ conf_statement(struct parser *p)
 		return conf_stmt_virtual(p);
 	if (strcmp(kw, "resolver") == 0)
 		return conf_stmt_resolver(p);
-	if (strcmp(kw, "route") == 0)
+	if (strcmp(kw, "route") == 0 && p->ntok > 1 &&
+	    strcmp(p->tok[1], ROUTE_FALLBACK) != 0)
 		return conf_stmt_route(p);
+	if (strcmp(kw, "fallback-relay") == 0)
+		return conf_stmt_fallback(p);
+	if (strcmp(kw, "destination") == 0)
+		return conf_stmt_shape(p);
 	if (strcmp(kw, "allow-sender") == 0)
 		return conf_stmt_grant(p);
 	if (strcmp(kw, "limit") == 0)
@@ -1497,6 +1604,9 @@ conf_free(struct conf *c)
 	for (size_t i = 0; i < c->nlimits; i++)
 		free(c->limits[i].account);
 	free(c->limits);
+	for (size_t i = 0; i < c->nshapes; i++)
+		free(c->shapes[i].name);
+	free(c->shapes);
 	free(c);
 }
 
@@ -1587,6 +1697,24 @@ conf_find_route(const struct conf *c, const char *domain)
 			any = &c->routes[i];
 	}
 	return any;
+}
+
+const struct route *
+conf_fallback_route(const struct conf *c)
+{
+	for (size_t i = 0; i < c->nroutes; i++)
+		if (strcmp(c->routes[i].domain, ROUTE_FALLBACK) == 0)
+			return &c->routes[i];
+	return NULL;
+}
+
+const struct shape *
+conf_find_shape(const struct conf *c, const char *name)
+{
+	for (size_t i = 0; i < c->nshapes; i++)
+		if (str_casecmp(c->shapes[i].name, name) == 0)
+			return &c->shapes[i];
+	return NULL;
 }
 
 int
@@ -1857,9 +1985,13 @@ conf_print(const struct conf *c, struct buf *b)
 		    "verify", "none" };
 		const struct route *r = &c->routes[i];
 
-		buf_puts(b, "route ");
-		conf_print_quoted(b, r->domain);
-		buf_puts(b, r->lmtp ? " via lmtp " : " via ");
+		if (strcmp(r->domain, ROUTE_FALLBACK) == 0)
+			buf_puts(b, "fallback-relay ");
+		else {
+			buf_puts(b, "route ");
+			conf_print_quoted(b, r->domain);
+			buf_puts(b, r->lmtp ? " via lmtp " : " via ");
+		}
 		if (r->path)
 			buf_printf(b, "unix:%s", r->path);
 		else
@@ -1871,6 +2003,21 @@ conf_print(const struct conf *c, struct buf *b)
 			buf_puts(b, " auth ");
 			conf_print_quoted(b, r->authfile);
 		}
+		buf_putc(b, '\n');
+	}
+	for (size_t i = 0; i < c->nshapes; i++) {
+		const struct shape *s = &c->shapes[i];
+
+		buf_puts(b, "destination ");
+		conf_print_quoted(b, s->name);
+		if (s->conns)
+			buf_printf(b, " connections %d", s->conns);
+		if (s->rcpts)
+			buf_printf(b, " recipients %d", s->rcpts);
+		if (s->mpm)
+			buf_printf(b, " messages-per-minute %d", s->mpm);
+		if (s->mpc)
+			buf_printf(b, " messages-per-connection %d", s->mpc);
 		buf_putc(b, '\n');
 	}
 }

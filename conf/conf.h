@@ -85,6 +85,13 @@ enum knob_id {
 	K_BREAKER_REJECT_MIN,	/* int: ...once at least this many were */
 	K_SPF,			/* string yes|no, per listener; unset: mx yes */
 	K_SPF_TIMEOUT,		/* duration (ms): longest wait for a verdict */
+	K_PACING,		/* string yes|no: learn each destination's rate */
+	K_THROTTLE_REPLIES,	/* path: replies that mean "slow down" */
+	K_RETRY_JITTER,		/* int: % of a retry interval added at random */
+	K_QUEUE_SWEEP,		/* duration (ms): look at every message this often */
+	K_CONNECTION_IDLE,	/* duration (ms): keep an idle outgoing one */
+	K_CONNECTION_MESSAGES,	/* int: transactions on one outgoing one */
+	K_FALLBACK_AFTER,	/* duration (ms): deferred this long: fallback */
 	K__COUNT
 };
 
@@ -170,6 +177,18 @@ struct acct_limit {
 	long long	 v[LIM__COUNT];	/* -1: the global knob */
 };
 
+/* destination NAME ...: static shaping for a domain or an MX host. */
+struct shape {
+	char		*name;		/* lower-cased domain or host */
+	int		 conns;		/* 0: the global knob */
+	int		 rcpts;		/* recipients per transaction; 0: knob */
+	int		 mpm;		/* messages a minute; 0: no limit */
+	int		 mpc;		/* messages per connection; 0: knob */
+};
+
+/* The fallback-relay statement is kept as a route with this domain. */
+#define ROUTE_FALLBACK	"!fallback"
+
 struct conf {
 	char		*file;		/* name used in error messages */
 	struct knob_val	 v[K__COUNT];
@@ -190,6 +209,8 @@ struct conf {
 	size_t		 ngrants;	/* an account */
 	struct acct_limit *limits;	/* limit: per-account overrides */
 	size_t		 nlimits;
+	struct shape	*shapes;	/* destination: static shaping */
+	size_t		 nshapes;
 };
 
 /*
@@ -230,6 +251,10 @@ const struct route *conf_find_route(const struct conf *, const char *);
 const struct route *conf_lmtp_route(const struct conf *, const char *);
 /* Fill r from "unix:/path", "host:port" or "[v6]:port" (lmtp knob). */
 int		 conf_lmtp_spec(const char *spec, struct route *r);
+/* The relay for mail deferred longer than fallback-after, or NULL. */
+const struct route *conf_fallback_route(const struct conf *);
+/* Static shaping of a domain or MX host (lower case), or NULL. */
+const struct shape *conf_find_shape(const struct conf *, const char *);
 /* Read every route's auth file (the parent does, as root). */
 int		 conf_load_secrets(struct conf *, char *err, size_t errlen);
 /* ternd -P: effective settings, globally and per listener. */

@@ -32,6 +32,8 @@ ctl_usage(void)
 	    "  show ID          a message's envelope and recipients\n"
 	    "  remove ID        remove a message from the queue\n"
 	    "  flush [domain]   try every queued message (to domain) now\n"
+	    "  flush --urgent ID  send a message first at each destination\n"
+	    "  destinations     per destination: learned rate, queue, next try\n"
 	    "  hold ID          keep a message from being delivered\n"
 	    "  release ID       let a held message go\n"
 	    "  summary          the queue per destination domain\n"
@@ -222,6 +224,17 @@ main(int argc, char *argv[])
 		return ctl_request(c, "flush");
 	if (strcmp(argv[0], "summary") == 0 && argc == 1)
 		return ctl_request(c, "summary");
+	if (strcmp(argv[0], "destinations") == 0 && argc == 1)
+		return ctl_request(c, "destinations");
+	if (strcmp(argv[0], "flush") == 0 && argc == 3 &&
+	    strcmp(argv[1], "--urgent") == 0) {
+		if (!ctl_valid_id(argv[2])) {
+			fprintf(stderr, "ternctl: bad queue id \"%s\"\n", argv[2]);
+			return 1;
+		}
+		snprintf(req, sizeof(req), "urgent %s", argv[2]);
+		return ctl_request(c, req);
+	}
 	if (strcmp(argv[0], "flush") == 0 && argc == 2) {
 		if (smtp_check_domain(argv[1], 0) == -1) {
 			fprintf(stderr, "ternctl: bad domain \"%s\"\n", argv[1]);

@@ -72,6 +72,8 @@ enum ipc_tag {
 			 * delay, T_STATUS refused, T_ARRIVAL until */
 	T_RET,		/* smtp -> queue (Q_COMMIT): RET=, DSN_RET_* */
 	T_ENVID,	/* smtp -> queue, queue -> smtp: ENVID=, decoded */
+	T_URGENT,	/* smtp -> queue (Q_COMMIT): "Priority: urgent" from
+			 * an authenticated sender */
 };
 
 /* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */

@@ -304,6 +304,9 @@ commit_fill_env(struct envelope *e, struct rec_reader *rd)
 			if (rec_u64(&r, &v) == 0 && v <= 2)
 				e->ret = (int)v;
 			break;
+		case T_URGENT:
+			e->flags |= ENV_URGENT;
+			break;
 		}
 		if (dst) {
 			free(*dst);

@@ -134,6 +134,8 @@ ctl_show(struct buf *o, const struct qmsg *m)
 	if (m->env.flags & ENV_HOLD)
 		buf_puts(o, "held: by the admin (ternctl release)\n");
 	ctl_show_dsn(o, "dsn:", m->env.ret, m->env.envid, 0, NULL);
+	if (m->env.flags & ENV_URGENT)
+		buf_puts(o, "urgent: first at each destination\n");
 	for (i = 0; i < m->env.nrcpts; i++) {
 		const struct env_rcpt *r = &m->env.rcpts[i];
 
@@ -186,7 +188,87 @@ ctl_flush(const char *domain)
 				sched_wake(m, 0);
 			}
 		}
+	dest_flush(domain);
 	sched_unblock();
+}
+
+/* flush --urgent ID: first in each destination's queue, tried now. */
+static void
+ctl_urgent(struct buf *o, struct qmsg *m)
+{
+	m->env.flags |= ENV_URGENT;
+	spool_write_env(m);
+	log_info("q=%s event=urgent reason=\"admin\"", m->env.id);
+	buf_printf(o, "ok\n%s marked urgent\n", m->env.id);
+	sched_wake(m, 0);
+	sched_unblock();
+}
+
+static void
+ctl_age(char *out, size_t len, long s)
+{
+	if (s < 0)
+		snprintf(out, len, "-");
+	else if (s < 120)
+		snprintf(out, len, "%lds", s);
+	else if (s < 7200)
+		snprintf(out, len, "%ldm", s / 60);
+	else
+		snprintf(out, len, "%ldh", s / 3600);
+}
+
+/*
+ * Per destination: what pacing learned (rate in recipients a minute,
+ * concurrency), what waits for it, since when, the last reply and when
+ * the next transaction may start.
+ */
+static void
+ctl_destinations(struct buf *o)
+{
+	struct dest *d;
+	struct qmsg *m;
+	time_t now = time(NULL);
+	size_t i, queued;
+	uint64_t oldest;
+	char age[32], next[32], rate[32];
+
+	buf_printf(o, "%-24s %8s %4s %6s %6s %6s %7s  %s\n", "destination",
+	    "rate/min", "conc", "active", "queued", "oldest", "next", "last reply");
+	for (d = dest_first(); d; d = d->next) {
+		const struct dest *p = dest_paced(d);
+
+		queued = 0;
+		oldest = 0;
+		TAILQ_FOREACH(m, &queue_all, entry)
+			for (i = 0; i < m->env.nrcpts; i++) {
+				const struct env_rcpt *r = &m->env.rcpts[i];
+				const char *at = strrchr(r->addr, '@');
+
+				if (m->removed || (r->state != RS_PENDING &&
+				    r->state != RS_HELD) || at == NULL ||
+				    str_casecmp(at + 1, d->domain) != 0)
+					continue;
+				queued++;
+				if (oldest == 0 || m->env.arrival < oldest)
+					oldest = m->env.arrival;
+			}
+		ctl_age(age, sizeof(age), oldest ? (long)(now - (time_t)oldest) :
+		    -1);
+		if ((time_t)p->pace.next_ok > now)
+			ctl_age(next, sizeof(next), (long)((time_t)p->pace.next_ok
+			    - now));
+		else
+			snprintf(next, sizeof(next), "now");
+		if (p->pace.rate > 0)
+			snprintf(rate, sizeof(rate), "%.3g", p->pace.rate * 60);
+		else
+			snprintf(rate, sizeof(rate), "-");
+		buf_printf(o, "%-24s %8s %4d %6d %6zu %6s %7s  %s\n", d->domain,
+		    rate, (int)p->pace.conc, d->active, queued, age, next,
+		    d->lasterr);
+	}
+	if (dest_first() == NULL)
+		buf_puts(o, "(no remote destination yet)\n");
 }
 
 static void
@@ -273,7 +355,8 @@ ctl_execute(const char *req, struct buf *o)
 
 	if (arg && (strncmp(req, "show ", 5) == 0 || strncmp(req, "remove ",
 	    7) == 0 || strncmp(req, "hold ", 5) == 0 ||
-	    strncmp(req, "release ", 8) == 0)) {
+	    strncmp(req, "release ", 8) == 0 ||
+	    strncmp(req, "urgent ", 7) == 0)) {
 		if ((m = queue_find_msg(arg + 1)) == NULL || m->removed) {
 			buf_puts(o, "error no such message\n");
 			return;
@@ -282,6 +365,11 @@ ctl_execute(const char *req, struct buf *o)
 	if (strcmp(req, "queue") == 0) {
 		buf_puts(o, "ok\n");
 		ctl_list(o);
+	} else if (strcmp(req, "destinations") == 0) {
+		buf_puts(o, "ok\n");
+		ctl_destinations(o);
+	} else if (m && strncmp(req, "urgent ", 7) == 0) {
+		ctl_urgent(o, m);
 	} else if (strcmp(req, "summary") == 0) {
 		buf_puts(o, "ok\n");
 		ctl_summary(o);

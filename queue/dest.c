@@ -1,20 +1,387 @@
 /*
  * dest: per-destination state, kept in one place and run by the queue
- * process: how many transactions are open to a domain, the limit, and how
- * recent attempts went.  The scheduler's unit for remote delivery; pacing
- * builds on this (a later version adapts the limit to what the
- * destination accepts).  Destinations live as long as the process.
+ * process: how many transactions are open to a domain, what pacing
+ * learned about it, and how recent attempts went.  Destinations live as
+ * long as the process.
+ *
+ * Pacing.  A receiver that limits a client answers "try again later" (a
+ * 421, enhanced codes 4.7.0, 4.7.28, 4.7.650, or a provider's rate-limit
+ * text, listed in the throttle-replies file) once the client goes faster
+ * than it allows.  Such a reply is about the destination, not about one
+ * message: the destination stops taking transactions until the window
+ * should reopen, and every recipient queued for it waits for that (the
+ * scheduler's blocked list), not only the one that was refused.
+ *
+ * The rule, on a rate in recipients a second:
+ * - until the first throttling reply there is no rate (no pacing): mail
+ *   goes out as fast as the connection limits allow;
+ * - a throttling reply lowers the rate multiplicatively.  The estimate is
+ *   what the receiver accepted since the previous throttling reply divided
+ *   by the time between them (both replies mean its bucket was empty), or
+ *   half the rate, whichever is more; with no success in between, half;
+ *   the destination reopens after one recipient's worth of time at the
+ *   new rate; concurrency halves too;
+ * - a success raises the rate: by 1/8 a recipient until the first decrease
+ *   (the receiver's limit is not known yet), then additively by a step of
+ *   1/64 of the rate at the last decrease a recipient, so the agent settles
+ *   just under the receiver's limit and probes it gently; the step doubles
+ *   every 8 recipients accepted in a row, so a rate far below the limit
+ *   (the limit rose, or a decrease overshot) recovers in a few dozen;
+ * - a 452 or 4.5.3 is about recipients per transaction: the next ones
+ *   carry no more than the receiver took.
+ * Nothing in it is in seconds except the first pause (retry-min) when a
+ * destination refuses before accepting anything.
  */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <event2/event.h>
 
 #include "conf/conf.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "queue/dest.h"
 #include "queue/qint.h"
+#include "queue/sched.h"
 
 static struct dest *dests;	/* every destination seen */
+static struct event *reopen_ev;	/* wakes the scheduler when one reopens */
+static double reopen_at;
+
+/* ---- reply classes ---------------------------------------------------- */
+
+struct dest_pat {
+	int	 sig;		/* DEST_SIG_* */
+	char	*text;		/* lower case; matched as a substring */
+};
+
+static struct dest_pat *pats;
+static size_t npats;
+
+/* Used when the file cannot be read: the same as the shipped file. */
+static const char *const builtin_pats[] = {
+	"rcpts 4.5.3", "rcpts too many recipients", "ignore greylist", "ignore mailbox busy", "ignore 4.2.0",
+	"ignore 4.7.1", "throttle 4.7.0", "throttle 4.7.28",
+	"throttle 4.7.650", "throttle try again later",
+	"throttle rate limit", "throttle ratelimit", "throttle too many",
+	"throttle temporarily deferred", "throttle throttl",
+	"throttle unusual rate", "throttle [ts01]", "throttle [ts02]",
+	"throttle [ts03]", "throttle rp-001", "throttle 4.2.1",
+};
+
+static void
+dest_pat_add(const char *line)
+{
+	const char *sp = strchr(line, ' ');
+	int sig;
+	size_t i;
+
+	if (sp == NULL || sp[1] == '\0')
+		return;
+	if (strncmp(line, "throttle ", 9) == 0)
+		sig = DEST_SIG_THROTTLE;
+	else if (strncmp(line, "rcpts ", 6) == 0)
+		sig = DEST_SIG_RCPTS;
+	else if (strncmp(line, "ignore ", 7) == 0)
+		sig = DEST_SIG_NONE;
+	else
+		return;
+	pats = xreallocarray(pats, npats + 1, sizeof(*pats));
+	pats[npats].sig = sig;
+	pats[npats].text = xstrdup(sp + 1);
+	for (i = 0; pats[npats].text[i]; i++)
+		pats[npats].text[i] = (char)tolower(
+		    (unsigned char)pats[npats].text[i]);
+	npats++;
+}
+
+void
+dest_load_signals(const char *path)
+{
+	FILE *f;
+	char line[512];
+	size_t i, n;
+
+	for (i = 0; i < npats; i++)
+		free(pats[i].text);
+	npats = 0;
+	if (path == NULL || (f = fopen(path, "r")) == NULL) {
+		if (path)
+			log_warnx("event=start result=warn reason=\"cannot read "
+			    "%s: built-in throttle replies used\"", log_q(path));
+		for (i = 0; i < sizeof(builtin_pats) / sizeof(*builtin_pats);
+		    i++)
+			dest_pat_add(builtin_pats[i]);
+		return;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		n = strcspn(line, "\r\n");
+		line[n] = '\0';
+		while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+			line[--n] = '\0';
+		if (line[0] != '#' && line[0] != '\0')
+			dest_pat_add(line);
+	}
+	fclose(f);
+}
+
+/*
+ * The first pattern found in the text wins, in file order, so "ignore"
+ * lines listed first keep greylisting out of the throttle class.  Any
+ * 421 is a throttle: the receiver closes the channel.  An unmatched 452
+ * without a storage code is about recipients.  Only 4xx replies are
+ * classified.
+ */
+int
+dest_classify(const char *text)
+{
+	char low[512];
+	size_t i;
+
+	if (text == NULL || text[0] != '4')
+		return DEST_SIG_NONE;
+	for (i = 0; i + 1 < sizeof(low) && text[i]; i++)
+		low[i] = (char)tolower((unsigned char)text[i]);
+	low[i] = '\0';
+	if (strncmp(low, "421", 3) == 0)
+		return DEST_SIG_THROTTLE;
+	if (npats == 0)
+		dest_load_signals(NULL);
+	for (i = 0; i < npats; i++)
+		if (strstr(low, pats[i].text) != NULL)
+			return pats[i].sig;
+	/* A bare 452 is "too many recipients" (RFC 5321 4.5.3.1.10); one
+	   about storage (4.2.x, 4.3.x) is the mailbox's or the host's. */
+	if (strncmp(low, "452", 3) == 0 && strstr(low, " 4.2.") == NULL &&
+	    strstr(low, " 4.3.") == NULL)
+		return DEST_SIG_RCPTS;
+	return DEST_SIG_NONE;
+}
+
+/*
+ * A receiver enforcing its limit may answer 421 and close while our
+ * pipelined commands are in flight; the reset can swallow the 421.  At a
+ * destination that has throttled before, such a drop is read as one more
+ * throttle, not as a failure of one recipient with its own backoff.
+ */
+int
+dest_signal(const struct dest *d, const char *text)
+{
+	int s = dest_classify(text);
+
+	if (s == DEST_SIG_NONE && d && text &&
+	    dest_paced(d)->pace.throttles > 0 &&
+	    (strncmp(text, "lost connection", 15) == 0 ||
+	    strncmp(text, "connection error", 16) == 0))
+		s = DEST_SIG_THROTTLE;
+	return s;
+}
+
+/* ---- the rule ----------------------------------------------------------- */
+
+void
+pace_init(struct dest_pace *p, int conc)
+{
+	memset(p, 0, sizeof(*p));
+	p->conc = conc > 0 ? conc : 1;
+}
+
+int
+pace_open_now(const struct dest_pace *p, int active, int maxconc,
+    double now)
+{
+	int conc = (int)p->conc;
+
+	if (conc > maxconc)
+		conc = maxconc;
+	if (conc < 1)
+		conc = 1;
+	return active < conc && now >= p->next_ok;
+}
+
+uint32_t
+pace_open(struct dest_pace *p, size_t n, double now)
+{
+	if (p->since == 0)
+		p->since = now;
+	if (p->rate > 0)
+		p->next_ok = (p->next_ok > now ? p->next_ok : now) +
+		    (double)n / p->rate;
+	return p->epoch;
+}
+
+static void
+pace_success(struct dest_pace *p, size_t ok, int maxconc)
+{
+	p->accepted += (uint32_t)ok;
+	p->streak = 0;
+	if (p->rate > 0) {
+		if (p->step > 0)
+			p->rate += p->step * (double)ok;
+		else
+			p->rate *= 1.0 + (double)ok / 8;
+		/* A long run of successes means the limit moved up, or the
+		   last decrease overshot: the step doubles every 8. */
+		for (p->run += (uint32_t)ok; p->run >= 8; p->run -= 8)
+			p->step *= 2;
+	}
+	p->conc += 1.0 / p->conc;
+	if (p->conc > maxconc)
+		p->conc = maxconc;
+}
+
+static void
+pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
+    double first)
+{
+	double el = now - p->since, measured = 0, r;
+
+	p->throttles++;
+	/* Replies to transactions that started before the last decrease
+	   say nothing new: one decrease per reopening. */
+	if (epoch != p->epoch) {
+		if (p->next_ok < now + 1.0 / p->rate)
+			p->next_ok = now + 1.0 / p->rate;
+		return;
+	}
+	p->accepted += (uint32_t)ok;
+	if (p->accepted > 0 && p->since > 0 && el > 0)
+		measured = p->accepted / el;
+	if (p->rate == 0)
+		r = measured > 0 ? measured / 2 : 1.0 / (first > 0 ? first : 60);
+	else if (p->streak > 0 || measured == 0)
+		r = p->rate / 2;
+	else {
+		r = measured * 0.95;
+		if (r < p->rate / 2)
+			r = p->rate / 2;
+		if (r > p->rate * 0.95)
+			r = p->rate * 0.95;
+	}
+	if (r < 1e-9)
+		r = 1e-9;		/* a recipient in 30 years: no lower */
+	p->rate = r;
+	p->step = r / 64;
+	p->run = 0;
+	p->streak++;
+	p->conc /= 2;
+	if (p->conc < 1)
+		p->conc = 1;
+	p->last_dec = now;
+	p->epoch++;
+	p->since = now;
+	p->accepted = 0;
+	p->next_ok = now + 1.0 / r;
+}
+
+void
+pace_result(struct dest_pace *p, size_t ok, int sig, uint32_t epoch,
+    double now, double first_pause, int maxconc)
+{
+	/* Too many recipients, with some taken: a recipient count; with
+	   none taken, the receiver counts over time: a throttle. */
+	if (sig == DEST_SIG_RCPTS && ok > 0)
+		p->rcpt_max = (int)ok;
+	else if (sig == DEST_SIG_RCPTS)
+		sig = DEST_SIG_THROTTLE;
+	if (sig == DEST_SIG_THROTTLE)
+		pace_throttle(p, ok, epoch, now, first_pause);
+	else if (ok > 0)
+		pace_success(p, ok, maxconc);
+}
+
+/* ---- destinations -------------------------------------------------------- */
+
+double
+dest_clock(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+dest_reopened(evutil_socket_t fd, short ev, void *arg)
+{
+	reopen_at = 0;
+	sched_unblock();
+}
+
+struct dest *
+dest_paced(const struct dest *d)
+{
+	return d->via ? d->via : (struct dest *)d;
+}
+
+/* Transactions open under p's pacing: its own, or its domains'. */
+static int
+dest_active(const struct dest *p)
+{
+	const struct dest *d;
+	int n = p->active;
+
+	for (d = dests; d; d = d->next)
+		if (d->via == p)
+			n += d->active;
+	return n;
+}
+
+void
+dest_set_mx(struct dest *d, const char *relay)
+{
+	char host[256], key[260];
+	struct dest *h;
+
+	if (relay == NULL || strcmp(relay, "none") == 0)
+		return;
+	str_copy(d->mx, relay, sizeof(d->mx));
+	if (strncmp(d->domain, "relay:", 6) == 0 ||
+	    strncmp(d->domain, "mx:", 3) == 0)
+		return;
+	str_copy(host, relay, sizeof(host));
+	host[strcspn(host, "[")] = '\0';
+	str_lower(host);
+	snprintf(key, sizeof(key), "mx:%s", host);
+	h = dest_get(key);
+	if (d->via == h)
+		return;
+	/* A host new to pacing starts from what the domain knew alone
+	   (transactions in flight carry the domain's epochs). */
+	if (h->pace.since == 0)
+		h->pace = dest_paced(d)->pace;
+	d->via = h;
+}
+
+/* Wake the scheduler when d reopens (the earliest such time wins). */
+static void
+dest_arm(const struct dest *d)
+{
+	double now = dest_clock(), t = dest_paced(d)->pace.next_ok;
+	struct timeval tv;
+
+	if (d->static_next > t)
+		t = d->static_next;
+	if (reopen_ev == NULL || t <= now)
+		return;
+	if (reopen_at > now && reopen_at <= t &&
+	    evtimer_pending(reopen_ev, NULL))
+		return;
+	reopen_at = t;
+	t -= now;
+	tv.tv_sec = (time_t)t;
+	tv.tv_usec = (suseconds_t)((t - (double)tv.tv_sec) * 1e6) + 1000;
+	evtimer_add(reopen_ev, &tv);
+}
+
+void
+dest_init(struct event_base *base)
+{
+	reopen_ev = evtimer_new(base, dest_reopened, NULL);
+}
 
 struct dest *
 dest_find(const char *domain)
@@ -28,6 +395,12 @@ dest_find(const char *domain)
 }
 
 struct dest *
+dest_first(void)
+{
+	return dests;
+}
+
+struct dest *
 dest_get(const char *domain)
 {
 	struct dest *d;
@@ -36,28 +409,111 @@ dest_get(const char *domain)
 		return d;
 	d = xcalloc(1, sizeof(*d));
 	str_copy(d->domain, domain, sizeof(d->domain));
+	pace_init(&d->pace, dest_limit(d));
 	d->next = dests;
 	dests = d;
 	return d;
 }
 
+/* The admin's shaping for d: its domain's, else its MX host's. */
+static const struct shape *
+dest_shape(const struct dest *d)
+{
+	const struct shape *s = conf_find_shape(queue_conf(), d->domain);
+	char host[256];
+
+	if (s == NULL && d->mx[0]) {
+		str_copy(host, d->mx, sizeof(host));
+		host[strcspn(host, "[")] = '\0';
+		s = conf_find_shape(queue_conf(), host);
+	}
+	return s;
+}
+
 int
 dest_limit(const struct dest *d)
 {
-	(void)d;	/* one limit for all, until pacing adapts it */
+	const struct shape *s = dest_shape(d);
+
+	if (s && s->conns)
+		return s->conns;
 	return (int)conf_num(queue_conf(), NULL, K_MAX_DOMAIN_CONNECTIONS);
+}
+
+static int
+dest_pacing(void)
+{
+	return strcmp(conf_str(queue_conf(), K_PACING), "no") != 0;
+}
+
+/*
+ * Recipients in the next transaction.  A paced destination takes what
+ * its rate allows by now (at least one), so a receiver that counts
+ * recipients is not sent more than it will accept.
+ */
+size_t
+dest_rcpt_max(const struct dest *d)
+{
+	size_t max = (size_t)conf_num(queue_conf(), NULL,
+	    K_MAX_TXN_RECIPIENTS);
+	const struct shape *s = dest_shape(d);
+	const struct dest_pace *p = &dest_paced(d)->pace;
+	double now = dest_clock(), can;
+
+	if (s && s->rcpts && (size_t)s->rcpts < max)
+		max = (size_t)s->rcpts;
+	if (!dest_pacing())
+		return max;
+	if (p->rcpt_max > 0 && (size_t)p->rcpt_max < max)
+		max = (size_t)p->rcpt_max;
+	if (p->rate > 0) {
+		/* What the rate allows by now, or what it allows while one
+		   transaction takes (so a fast receiver's rate is not lost to
+		   the round trips), whichever is more. */
+		can = 1 + (now - p->next_ok) * p->rate;
+		if (can < p->rate * p->rtt)
+			can = p->rate * p->rtt;
+		if (can < 1)
+			can = 1;
+		if (can < (double)max)
+			max = (size_t)can;
+	}
+	return max;
 }
 
 int
 dest_full(const struct dest *d)
 {
-	return d->active >= dest_limit(d);
+	double now = dest_clock();
+	const struct dest *p;
+
+	if (d->static_next > now) {
+		dest_arm(d);
+		return 1;
+	}
+	if (!dest_pacing() || d->active >= dest_limit(d))
+		return d->active >= dest_limit(d);
+	p = dest_paced(d);
+	if (pace_open_now(&p->pace, dest_active(p), p == d ? dest_limit(d) :
+	    dest_limit(p), now))
+		return 0;
+	dest_arm(d);
+	return 1;
 }
 
-void
-dest_open(struct dest *d)
+uint32_t
+dest_open(struct dest *d, size_t n)
 {
+	const struct shape *s = dest_shape(d);
+	double now = dest_clock();
+
+	/* messages-per-minute: starts spaced evenly over the minute. */
+	if (s && s->mpm)
+		d->static_next = (d->static_next > now ? d->static_next : now) +
+		    60.0 / s->mpm;
 	d->active++;
+	return dest_pacing() ? pace_open(&dest_paced(d)->pace, n,
+	    dest_clock()) : dest_paced(d)->pace.epoch;
 }
 
 void
@@ -71,15 +527,58 @@ void
 dest_outcome(struct dest *d, int status, const char *text)
 {
 	d->last = time(NULL);
+	log_sanitize(d->lasterr, text ? text : "", sizeof(d->lasterr));
 	if (status == 0) {
 		d->ok++;
-		d->streak = 0;
 		return;
 	}
-	if (status == 1) {
+	if (status == 1)
 		d->temp++;
-		d->streak++;
-	} else
+	else
 		d->perm++;
-	log_sanitize(d->lasterr, text ? text : "", sizeof(d->lasterr));
+}
+
+void
+dest_txn_end(struct dest *d, size_t ok, int sig, uint32_t epoch,
+    double opened)
+{
+	double first = (double)conf_num(queue_conf(), NULL, K_RETRY_MIN) /
+	    1000;
+	struct dest *p = dest_paced(d);
+
+	if (!dest_pacing())
+		return;
+	if (opened > 0 && dest_clock() > opened)
+		p->pace.rtt = p->pace.rtt > 0 ? 0.75 * p->pace.rtt + 0.25 *
+		    (dest_clock() - opened) : dest_clock() - opened;
+	pace_result(&p->pace, ok, sig, epoch, dest_clock(), first,
+	    dest_limit(d));
+	if (sig == DEST_SIG_THROTTLE)
+		log_info("event=pace domain=%s via=%s result=throttled "
+		    "rate=%.4g conc=%d reopen=%.1fs reason=\"%s\"", d->domain,
+		    p->domain, p->pace.rate, (int)p->pace.conc, p->pace.next_ok -
+		    dest_clock(), log_q(d->lasterr));
+	dest_arm(d);
+}
+
+uint64_t
+dest_reopen(const struct dest *d)
+{
+	if (!dest_pacing())
+		return 0;	/* the usual backoff */
+	/* Rounded down: due by then, it waits for the reopening timer,
+	   which is precise, instead of for the next whole second. */
+	return (uint64_t)dest_paced(d)->pace.next_ok;
+}
+
+void
+dest_flush(const char *domain)
+{
+	struct dest *d;
+
+	for (d = dests; d; d = d->next)
+		if (domain == NULL || strcmp(d->domain, domain) == 0) {
+			d->pace.next_ok = 0;
+			dest_paced(d)->pace.next_ok = 0;
+		}
 }

@@ -59,6 +59,7 @@ struct envelope {
 #define ENV_DSN		0x04	/* a notice we made (null sender) */
 #define ENV_DOUBLE	0x08	/* a notice to the postmaster: never bounced */
 #define ENV_SUSPENDED	0x10	/* held because its account is suspended */
+#define ENV_URGENT	0x20	/* first in each destination's queue */
 
 void	envelope_encode(const struct envelope *, struct buf *);
 /* 0 ok; -1 with *why ("truncated", "bad checksum", ...). */

@@ -8,7 +8,6 @@
  * to (P_DELIVERED, M_RESULT, or an smtp process gone): targets served,
  * retries with backoff, failures owed to the sender.
  */
-#include <sys/random.h>
 #include <sys/types.h>
 
 #include <errno.h>
@@ -44,6 +43,8 @@ struct job {
 	char		*target;	/* the target's key */
 	char		*desc;		/* its address */
 	int		 remote;
+	uint32_t	 epoch;		/* remote: the destination's, at start */
+	double		 opened;	/* remote: when (dest_clock) */
 	struct ipc	*peer;		/* remote: the smtp process doing it */
 	char		*domain;	/* remote: the destination */
 	time_t		 start;
@@ -52,6 +53,7 @@ struct job {
 /* What a recipient's current round of deliveries came to. */
 struct rround {
 	int	 temp, perm, held, wait;
+	uint64_t reopen;	/* throttled: when its destination reopens */
 	char	 err[512];
 	char	 waitdom[256];	/* waiting for a slot at this destination */
 	uint32_t saved_attempts;	/* a round that only waited is undone */
@@ -80,23 +82,35 @@ job_local(void)
 	return jobs.nlocal;
 }
 
+/*
+ * The retry interval after a temporary failure.  The random part is drawn
+ * per message and attempt, not per recipient, so a message's recipients
+ * deferred together come due together and go out in one transaction.
+ */
 static uint64_t
-job_backoff(uint32_t attempts)
+job_backoff(const struct qmsg *m, uint32_t attempts)
 {
 	uint64_t min = (uint64_t)conf_num(queue_conf(), NULL, K_RETRY_MIN) /
 	    1000;
 	uint64_t max = (uint64_t)conf_num(queue_conf(), NULL, K_RETRY_MAX) /
 	    1000;
-	uint64_t d = min ? min : 1;
-	uint32_t i, jitter;
+	uint64_t d = min ? min : 1, pct = (uint64_t)conf_num(queue_conf(),
+	    NULL, K_RETRY_JITTER), jitter;
+	uint32_t i;
 
 	for (i = 1; i < attempts && d < max; i++)
 		d *= 2;
 	if (d > max)
 		d = max;
-	/* Up to 10% jitter, so retries of one burst do not stay in step. */
-	if (getrandom(&jitter, sizeof(jitter), 0) == sizeof(jitter) && d >= 10)
-		d += jitter % (d / 10);
+	/* Jitter, so retries of different messages do not stay in step. */
+	jitter = 0xcbf29ce484222325ULL;		/* FNV-1a of the id */
+	for (i = 0; m->env.id[i]; i++)
+		jitter = (jitter ^ (unsigned char)m->env.id[i]) *
+		    0x100000001b3ULL;
+	jitter ^= (uint64_t)attempts * 0x9e3779b97f4a7c15ULL;
+	jitter ^= jitter >> 29;
+	if (d * pct / 100 > 0)
+		d += jitter % (d * pct / 100 + 1);
 	return d;
 }
 
@@ -144,7 +158,8 @@ job_rcpt_finish(struct qmsg *m, size_t ri)
 			notice_add(m, ri, r->addr, rr->err, NULL, 0);
 	} else if (rr->temp) {
 		r->state = RS_PENDING;
-		r->next_try = (uint64_t)now + job_backoff(r->attempts);
+		r->next_try = rr->reopen ? rr->reopen : (uint64_t)now +
+		    job_backoff(m, r->attempts);
 		envelope_set_error(r, rr->err);
 	} else if (rr->held) {
 		r->state = RS_HELD;
@@ -289,14 +304,42 @@ job_pend_clear(void)
 	npend = 0;
 }
 
-/* Send one transaction: entries [from, to) of pend, all one domain. */
+/*
+ * Mail deferred longer than fallback-after goes through fallback-relay,
+ * if one is set: the relay is a destination of its own ("relay:HOST"),
+ * paced like any other, so a throttled domain's mail leaves by it.
+ */
+static struct dest *
+job_fallback(const struct qmsg *m, size_t ri, const char *domain)
+{
+	const struct route *r = conf_fallback_route(queue_conf());
+	uint64_t after = (uint64_t)conf_num(queue_conf(), NULL,
+	    K_FALLBACK_AFTER) / 1000;
+	const struct dest *d;
+	char key[300];
+
+	if (r == NULL || (uint64_t)time(NULL) < m->env.arrival + after ||
+	    conf_lmtp_route(queue_conf(), domain) != NULL)
+		return NULL;
+	/* Deferred before, or waiting for a destination that throttles. */
+	if (m->env.rcpts[ri].attempts < 2 && ((d = dest_find(domain)) ==
+	    NULL || dest_paced(d)->pace.throttles == 0 || !dest_full(d)))
+		return NULL;
+	snprintf(key, sizeof(key), "relay:%s", r->host);
+	str_lower(key);
+	return dest_get(key);
+}
+
+/* Send one transaction to d: entries idx[0..n) of pend, all one domain. */
 static void
-job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded, int lmtp)
+job_send_txn(struct qmsg *m, struct dest *d, size_t *idx, size_t n,
+    int forwarded, int lmtp)
 {
 	struct ipc *smtp = queue_smtp();
-	struct dest *d;
 	struct buf b;
 	size_t i;
+	uint32_t epoch;
+	uint64_t flags = 0;
 	int fd;
 
 	if (smtp == NULL || (fd = spool_msg_fd(m)) == -1) {
@@ -304,8 +347,7 @@ job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded, int lmtp)
 			job_rr(m, pend[idx[i]].rcpt)->wait = 1;
 		return;
 	}
-	d = dest_get(pend[idx[0]].domain);
-	dest_open(d);
+	epoch = dest_open(d, n);
 	jobs.nremote++;
 	++jobs.nextjob;
 	buf_init(&b);
@@ -315,9 +357,15 @@ job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded, int lmtp)
 	/* Forwarded mail to another domain goes out with an SRS sender, so it
 	   passes SPF where it lands; the smtp process asks the vault for it,
 	   and bounces to it come back and are reversed at RCPT. */
-	if ((forwarded && m->env.sender[0] != '\0') || lmtp)
-		rec_put_u64(&b, T_FLAGS, lmtp ? MTA_F_LMTP : MTA_F_SRS);
-	rec_put_str(&b, T_DOMAIN, d->domain);
+	if (lmtp)
+		flags |= MTA_F_LMTP;
+	else if (forwarded && m->env.sender[0] != '\0')
+		flags |= MTA_F_SRS;
+	if (strcmp(d->domain, pend[idx[0]].domain) != 0)
+		flags |= MTA_F_FALLBACK;
+	if (flags)
+		rec_put_u64(&b, T_FLAGS, flags);
+	rec_put_str(&b, T_DOMAIN, pend[idx[0]].domain);
 	rec_put_u64(&b, T_SIZE, m->env.size);
 	rec_put_u64(&b, T_BODY, (uint64_t)m->env.body8bit);
 	rec_put_u64(&b, T_UTF8, (uint64_t)m->env.smtputf8);
@@ -331,6 +379,8 @@ job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded, int lmtp)
 		const struct env_rcpt *er = &m->env.rcpts[p->rcpt];
 
 		j->remote = 1;
+		j->epoch = epoch;
+		j->opened = dest_clock();
 		j->peer = smtp;
 		j->domain = xstrdup(d->domain);
 		rec_put_str(&b, T_RCPT, p->t.path);
@@ -352,7 +402,7 @@ job_send_txn(struct qmsg *m, size_t *idx, size_t n, int forwarded, int lmtp)
 static void
 job_flush_remote(struct qmsg *m)
 {
-	size_t max = (size_t)conf_num(queue_conf(), NULL, K_MAX_TXN_RECIPIENTS);
+	size_t max;
 	size_t *idx = xcalloc(npend + 1, sizeof(*idx));
 	char *used = xcalloc(npend + 1, 1);
 	size_t i, k, n;
@@ -362,7 +412,12 @@ job_flush_remote(struct qmsg *m)
 
 		if (used[i])
 			continue;
-		d = dest_get(pend[i].domain);
+		/* An LMTP server is where the mail ends: no fallback. */
+		d = pend[i].lmtp ? NULL : job_fallback(m, pend[i].rcpt,
+		    pend[i].domain);
+		if (d == NULL)
+			d = dest_get(pend[i].domain);
+		max = dest_rcpt_max(d);
 		n = 0;
 		for (k = i; k < npend && n < max; k++)
 			if (!used[k] && strcmp(pend[k].domain, pend[i].domain) ==
@@ -382,7 +437,7 @@ job_flush_remote(struct qmsg *m)
 			}
 			continue;
 		}
-		job_send_txn(m, idx, n, pend[i].forwarded, pend[i].lmtp);
+		job_send_txn(m, d, idx, n, pend[i].forwarded, pend[i].lmtp);
 	}
 	free(idx);
 	free(used);
@@ -512,7 +567,7 @@ job_try(struct qmsg *m, time_t now, uint64_t *soonest)
 /* One target's outcome, from a local worker or a remote transaction. */
 static void
 job_target_result(struct job *j, int status, const char *text,
-    const char *relay)
+    const char *relay, const struct dest *d)
 {
 	struct qmsg *m = j->msg;
 	struct env_rcpt *rc = &m->env.rcpts[j->rcpt];
@@ -531,6 +586,10 @@ job_target_result(struct job *j, int status, const char *text,
 		rr->temp = 1;
 		str_copy(rr->err, text ? text : "temporary failure",
 		    sizeof(rr->err));
+		/* The destination said "slow down": this recipient waits for
+		   it to reopen with the rest of its queue, not a backoff. */
+		if (d && dest_signal(d, text) != DEST_SIG_NONE)
+			rr->reopen = dest_reopen(d);
 	} else {
 		/* Served, with a failure the sender hears about in a DSN. */
 		envelope_mark_done(rc, j->target);
@@ -639,7 +698,7 @@ job_delivered(struct rec_reader *rd)
 	}
 	jobs.nlocal--;
 	m = j->msg;
-	job_target_result(j, status > 2 ? 1 : (int)status, text, "local");
+	job_target_result(j, status > 2 ? 1 : (int)status, text, "local", NULL);
 	if (status == 0) {
 		notice_add(m, j->rcpt, j->desc, text, "local",
 		    NOTICE_DELIVERED);
@@ -662,6 +721,10 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 	struct qmsg *m = NULL;
 	struct dest *d = NULL;
 	struct job *j;
+	size_t ok = 0;
+	uint32_t epoch = 0;
+	double opened = 0;
+	int sig = DEST_SIG_NONE, s = 0, applied = 0;
 
 	while (rec_next(rd, &r) == 1) {
 		switch (r.tag) {
@@ -693,12 +756,26 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 			    (j = job_take(jid, addr, peer)) == NULL)
 				break;
 			m = j->msg;
-			if (d == NULL && j->domain)
+			if (d == NULL && j->domain) {
 				d = dest_get(j->domain);
+				epoch = j->epoch;
+				opened = j->opened;
+				dest_set_mx(d, relay);
+			}
 			if (d)
 				dest_outcome(d, status > 2 ? 1 : (int)status, text);
+			if (status == 0)
+				ok++;
+			else if (status == 1 && (s = dest_signal(d, text)) ==
+			    DEST_SIG_THROTTLE && d && !applied) {
+				/* Before the recipient is settled: it waits
+				   for the reopening this sets. */
+				dest_txn_end(d, ok, s, epoch, opened);
+				applied = 1;
+			} else if (status == 1 && s == DEST_SIG_RCPTS)
+				sig = s;
 			job_target_result(j, status > 2 ? 1 : (int)status,
-			    text, relay ? relay : "none");
+			    text, relay ? relay : "none", d);
 			if (status == 0 && passed != 1)
 				notice_add(m, j->rcpt, j->desc, text, relay,
 				    passed == 2 ? NOTICE_DELIVERED :
@@ -713,11 +790,15 @@ job_remote_result(struct ipc *peer, struct rec_reader *rd)
 		if (d == NULL && j->domain)
 			d = dest_get(j->domain);
 		job_target_result(j, 1, "no outcome reported", relay ?
-		    relay : "none");
+		    relay : "none", NULL);
 		job_free(j);
 	}
-	if (d)
+	if (d) {
+		dest_set_mx(d, relay);
+		if (!applied)
+			dest_txn_end(d, ok, sig, epoch, opened);
 		dest_close(d);
+	}
 	if (jobs.nremote > 0)
 		jobs.nremote--;
 	if (m)
@@ -752,7 +833,7 @@ job_txn_lost(struct ipc *peer)
 		while ((j = job_take(id, NULL, peer)) != NULL) {
 			m = j->msg;
 			job_target_result(j, 1, "the delivering process went "
-			    "away", "none");
+			    "away", "none", NULL);
 			job_free(j);
 			queue_settle(m);
 		}

@@ -42,8 +42,6 @@
 
 #define MTA_LINE_MAX	4096		/* longest reply line we read */
 #define MTA_REPLY_LINES	200		/* lines of one multi-line reply */
-#define MTA_IDLE_SECS	10		/* keep an idle connection this long */
-#define MTA_CONN_MSGS	100		/* transactions per connection */
 #define MTA_CHUNK	(64 * 1024)	/* message bytes read per refill */
 #define MTA_TEXT	400
 
@@ -531,10 +529,17 @@ mta_idle_timeout(evutil_socket_t fd, short ev, void *arg)
 static void
 mta_conn_park(struct mta_conn *c)
 {
-	struct timeval tv = { MTA_IDLE_SECS, 0 };
+	long long ms = conf_num(mta.conf, NULL, K_CONNECTION_IDLE);
+	long long most = conf_num(mta.conf, NULL, K_CONNECTION_MESSAGES);
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	const struct shape *s = conf_find_shape(mta.conf, c->host);
 
+	if (s == NULL && c->job)
+		s = conf_find_shape(mta.conf, c->job->domain);
+	if (s && s->mpc)
+		most = s->mpc;
 	c->job = NULL;
-	if (c->msgs >= MTA_CONN_MSGS) {
+	if (c->msgs >= most) {
 		mta_idle_timeout(-1, 0, c);
 		return;
 	}
@@ -544,7 +549,7 @@ mta_conn_park(struct mta_conn *c)
 	if (c->idle == NULL)
 		c->idle = evtimer_new(mta.base, mta_idle_timeout, c);
 	evtimer_add(c->idle, &tv);
-	mta_timeout(c, MTA_IDLE_SECS + 5);
+	mta_timeout(c, (int)(ms / 1000) + 5);
 }
 
 /*
@@ -872,6 +877,11 @@ mta_start_txn(struct mta_conn *c)
 
 	str_copy(j->relay, c->relay, sizeof(j->relay));
 	str_copy(j->tlsinfo, c->tls ? c->tlsinfo : "none", sizeof(j->tlsinfo));
+	/* Outcomes of a transaction that never ended are not outcomes: the
+	   new one decides every recipient again (else one it delivers could
+	   be reported deferred, and sent twice). */
+	for (i = 0; i < j->nr; i++)
+		j->r[i].status = -1;
 	if (c->maxsize > 0 && j->size > (uint64_t)c->maxsize) {
 		char t[MTA_TEXT];
 
@@ -1107,12 +1117,39 @@ mta_dot_reply(struct mta_conn *c)
 	mta_job_done(j);
 }
 
+/*
+ * A 421, wherever it comes: the host closes the channel and asks us to
+ * wait.  The job ends here, every recipient without an outcome deferred
+ * with the host's own words (the queue reads them as a throttle), and
+ * neither this host nor the next is tried at once.
+ */
+static void
+mta_conn_stop(struct mta_conn *c)
+{
+	struct mta_job *j = c->job;
+
+	mta_lasterr(j, 1, "%s", c->text);
+	log_info("q=%s event=mta relay=%s result=throttled reason=\"%s\"",
+	    j->qid, c->relay, log_q(j->lasterr));
+	mta_fail_all(j, MTA_TEMP, j->lasterr);
+	if (j->relay[0] == '\0')
+		str_copy(j->relay, c->relay, sizeof(j->relay));
+	c->job = NULL;
+	j->conn = NULL;
+	mta_conn_free(c);
+	mta_job_done(j);
+}
+
 /* A whole reply has arrived: act on it according to the state. */
 static void
 mta_reply(struct mta_conn *c)
 {
 	int ok = c->code / 100 == 2;
 
+	if (c->code == 421 && c->job && c->st != C_QUIT) {
+		mta_conn_stop(c);
+		return;
+	}
 	switch (c->st) {
 	case C_GREETING:
 		if (!ok) {
@@ -1613,6 +1650,8 @@ mta_route(struct mta_job *j)
 {
 	j->route = j->flags & MTA_F_LMTP ? &mta.lmtp :
 	    conf_find_route(mta.conf, j->domain);
+	if ((j->flags & MTA_F_FALLBACK) && conf_fallback_route(mta.conf))
+		j->route = conf_fallback_route(mta.conf);
 	if (j->route) {
 		mta_add_host(j, j->route->path ? j->route->path :
 		    j->route->host ? j->route->host : "", j->route->port);

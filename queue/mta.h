@@ -30,6 +30,7 @@ void	mta_shutdown(void);
 /* IMSG_M_DELIVER flags (T_FLAGS). */
 #define MTA_F_SRS	0x1	/* forwarded: send with the vault's SRS sender */
 #define MTA_F_LMTP	0x2	/* to the lmtp server of local-delivery lmtp */
+#define MTA_F_FALLBACK	0x4	/* deferred too long: through fallback-relay */
 
 /* Status of one recipient in IMSG_M_RESULT. */
 #define MTA_OK		0

@@ -35,6 +35,7 @@
 #include "queue/job.h"
 #include "queue/limits.h"
 #include "queue/notice.h"
+#include "queue/dest.h"
 #include "queue/qint.h"
 #include "queue/resolve.h"
 #include "queue/sched.h"
@@ -372,6 +373,8 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	q.aliases = aliases_open(conf_str(conf, K_ALIASES));
 	spool_open(q.base, conf_str(conf, K_SPOOL));
 	sched_init(q.base);
+	dest_init(q.base);
+	dest_load_signals(conf_str(conf, K_THROTTLE_REPLIES));
 	spool_recover();
 	limits_start(q.base);
 	q.parent = ipc_new(q.base, parentfd, queue_parent_msg,

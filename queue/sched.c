@@ -9,12 +9,14 @@
  * but no delivery slot was free: a finishing delivery puts the list back
  * in the heap), or in neither (held, or waiting for deliveries in flight,
  * whose end wakes it).  A queue of thousands of deferred messages costs
- * nothing until they are due; a sweep every SCHED_SWEEP seconds looks at
+ * nothing until they are due; a sweep every queue-sweep looks at
  * everything, so a missed wake-up delays mail, never strands it.
  */
 #include <sys/queue.h>
 #include <sys/types.h>
 
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -26,7 +28,8 @@
 #include "queue/qint.h"
 #include "queue/sched.h"
 
-#define SCHED_SWEEP	300
+/* How often everything is looked at (queue-sweep), in seconds. */
+#define SCHED_SWEEP	((time_t)(conf_num(queue_conf(), NULL, K_QUEUE_SWEEP) / 1000))
 
 static struct {
 	struct qmsg		**heap;		/* scheduled, earliest due first */
@@ -215,6 +218,33 @@ sched_next_look(const struct qmsg *m, time_t now, int *blocked)
 	return soonest;
 }
 
+/*
+ * The order a run tries what is due in: urgent mail first, then oldest
+ * first, so each destination's slots and rate go to urgent mail and then
+ * drain its queue in arrival order.
+ */
+static int
+sched_cmp(const void *a, const void *b)
+{
+	const struct qmsg *x = *(struct qmsg *const *)a;
+	const struct qmsg *y = *(struct qmsg *const *)b;
+	int ux = (x->env.flags & ENV_URGENT) != 0;
+	int uy = (y->env.flags & ENV_URGENT) != 0;
+
+	if (ux != uy)
+		return uy - ux;
+	if (x->env.arrival != y->env.arrival)
+		return x->env.arrival < y->env.arrival ? -1 : 1;
+	return strcmp(x->env.id, y->env.id);
+}
+
+static void
+sched_order(struct qmsg **v, size_t n)
+{
+	if (n > 1)
+		qsort(v, n, sizeof(*v), sched_cmp);
+}
+
 static void
 sched_run(evutil_socket_t fd, short ev, void *arg)
 {
@@ -241,6 +271,7 @@ sched_run(evutil_socket_t fd, short ev, void *arg)
 		}
 		sched.runbuf[n++] = m;
 	}
+	sched_order(sched.runbuf, n);
 	/* Settling one message never frees another. */
 	for (i = 0; i < n; i++) {
 		m = sched.runbuf[i];

@@ -157,6 +157,7 @@ struct session {
 	struct buf		 bline;		/* the line being assembled */
 	struct rcpt_dsn		 rcur;		/* of the RCPT being checked */
 	struct rcpt_dsn		*rdsn;		/* parallel to rcpts */
+	int			 urgent;	/* Priority: urgent */
 };
 
 /* The profile of the local submission socket: no per-address limits. */
@@ -402,7 +403,7 @@ session_reset(struct session *s)
 	s->derr = DE_NONE;
 	s->werrno = 0;
 	buf_reset(&s->hdr);
-	s->hasdate = s->hasmsgid = 0;
+	s->hasdate = s->hasmsgid = s->urgent = 0;
 	free(s->badfrom);
 	s->badfrom = NULL;
 	policy_txn_reset(&s->pol);
@@ -1515,6 +1516,8 @@ data_send_commit(struct session *s)
 	if (session_account(s)) {
 		rec_put_str(&b, T_ACCOUNT, session_account(s));
 		rec_put_u64(&b, T_REJECTED, s->nrejected);
+		if (s->urgent)
+			rec_put_u64(&b, T_URGENT, 1);
 	}
 	if (r == 0)
 		r = ipc_send(smtp.queue, IMSG_Q_COMMIT, b.data, b.len, -1);
@@ -1622,6 +1625,9 @@ hdr_field_done(struct session *s)
 		s->hasdate = 1;
 	else if (strncasecmp(v, "Message-ID:", 11) == 0)
 		s->hasmsgid = 1;
+	else if (strncasecmp(v, "Priority:", 9) == 0 && strcasestr(v + 9,
+	    "non-urgent") == NULL && strcasestr(v + 9, "urgent") != NULL)
+		s->urgent = 1;	/* RFC 2156: goes first at each destination */
 	else if (strncasecmp(v, "From:", 5) == 0 && s->badfrom == NULL &&
 	    hdr_from_check(s, v + 5, bad, sizeof(bad)))
 		s->badfrom = xstrdup(bad);

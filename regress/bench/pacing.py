@@ -1,0 +1,363 @@
+#!/usr/bin/python3
+"""Pacing bench: an urgent list mail to 1500 recipients, 160 of them at an
+ISP that limits how fast a client may send, on a compressed clock.
+
+Run by `make bench-pacing` as
+
+    /usr/bin/python3 regress/bench/pacing.py --build obj/normal
+
+The world, all on loopback: the loopback DNS server
+(regress/integration/dnsserver.py) and MX hosts for 40 domains, each an
+aiosmtpd server on its own 127.0.0.x address, all in one asyncio loop in
+this process.  39 domains take everything.  The ISP ("bigisp.test",
+127.0.0.9) keeps a hidden token bucket per client: BURST recipients at
+once, then RATE an hour; a transaction that finds the bucket empty is
+refused (450 4.7.0 "try again later" at RCPT, or 421 at MAIL, closing),
+and a client refused 20 times within an hour goes in a penalty box for two
+hours (every connection greeted with 421).
+
+A Mailman-like submission: 150 messages of 10 recipients, recipients
+sorted by domain (as Mailman's bulk delivery does), 160 at the ISP, sent
+to ternd's MX port from a trusted address.
+
+Clock: one simulated hour is --hour real seconds (default 20).  ternd's
+own time constants (retry-min, retry-max, connection-idle-time,
+queue-sweep) are set once for the base hour and NOT changed when the
+receiver's hour is varied 10x both ways, so a rule with a time scale baked
+in would show it.  Figures in simulated minutes.
+
+Reported per run: the ISP's last delivery against the theoretical minimum
+(160 - BURST) / RATE, refusals provoked (the 421s and 4.7.0s), penalties,
+the other domains' completion, and lost and duplicated recipients.  A run
+ends when every recipient arrived or at a time cap (then what is missing
+is "not delivered by the cap", not lost: it is still queued).
+
+It asserts no threshold; figures depend on the machine's load.  Every
+loop is bounded in time and count; servers and the daemon are stopped on
+the way out.
+"""
+import argparse
+import asyncio
+import os
+import pathlib
+import shutil
+import smtplib
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "regress" / "integration"))
+
+from aiosmtpd.smtp import SMTP  # noqa: E402
+
+from dnsserver import DNSServer  # noqa: E402
+
+NDOM = 39
+ISP = "bigisp.test"
+ISP_ADDR = "127.0.0.9"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sink:
+    def __init__(self, world):
+        self.world = world
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.world.delivered(envelope.rcpt_tos)
+        return "250 2.0.0 accepted"
+
+
+class Throttler(Sink):
+    """The ISP: a token bucket of recipients, a penalty box."""
+
+    def __init__(self, world, burst, rate_per_s, hour):
+        super().__init__(world)
+        self.burst, self.rate, self.hour = burst, rate_per_s, hour
+        self.tokens, self.t = burst, time.monotonic()
+        self.refusals = []          # times
+        self.penalties = 0
+        self.penalty_until = 0
+        self.greet421 = 0
+        self.txn_refused = set()
+
+    def fill(self):
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) *
+                          self.rate)
+        self.t = now
+        return now
+
+    def refuse(self, key):
+        now = time.monotonic()
+        if key in self.txn_refused:
+            return
+        self.txn_refused.add(key)
+        self.refusals.append(now)
+        recent = [t for t in self.refusals if t > now - self.hour]
+        if len(recent) >= 20 and now >= self.penalty_until:
+            self.penalties += 1
+            self.penalty_until = now + 2 * self.hour
+            self.refusals = []
+
+    def in_penalty(self):
+        return time.monotonic() < self.penalty_until
+
+    async def handle_MAIL(self, server, session, envelope, address, options):
+        self.fill()
+        if self.tokens < 1:
+            self.refuse((id(session), id(envelope)))
+            server.transport.write(b"421 4.7.0 Too many messages from you, "
+                                   b"try again later\r\n")
+            server.transport.close()
+            return "421 4.7.0 closed"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        self.fill()
+        if self.tokens < 1:
+            self.refuse((id(session), id(envelope)))
+            return "450 4.7.0 Rate limited, try again later"
+        self.tokens -= 1
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+
+class Greet421(asyncio.Protocol):
+    def __init__(self, isp):
+        self.isp = isp
+
+    def connection_made(self, transport):
+        self.isp.greet421 += 1
+        transport.write(b"421 4.7.0 You are in the penalty box, try again "
+                        b"in a while\r\n")
+        transport.close()
+
+
+class World:
+    def __init__(self, port, burst, rate_per_s, hour):
+        self.port = port
+        self.lock = threading.Lock()
+        self.got = {}               # rcpt -> count
+        self.last = {}              # domain -> monotonic time
+        self.loop = asyncio.new_event_loop()
+        self.isp = Throttler(self, burst, rate_per_s, hour)
+        self.servers = []
+        self.thread = threading.Thread(target=self.loop.run_forever,
+                                       daemon=True)
+
+    def delivered(self, rcpts):
+        now = time.monotonic()
+        with self.lock:
+            for r in rcpts:
+                self.got[r] = self.got.get(r, 0) + 1
+                self.last[r.split("@")[1]] = now
+
+    async def _start(self):
+        sink = Sink(self)
+        for i in range(NDOM):
+            srv = await self.loop.create_server(
+                lambda: SMTP(sink, hostname=f"mx.d{i}.test"),
+                f"127.0.0.{10 + i}", self.port)
+            self.servers.append(srv)
+
+        def isp_proto():
+            if self.isp.in_penalty():
+                return Greet421(self.isp)
+            return SMTP(self.isp, hostname="mx.bigisp.test")
+        self.servers.append(await self.loop.create_server(
+            isp_proto, ISP_ADDR, self.port))
+
+    def start(self):
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+
+    def stop(self):
+        async def close():
+            for s in self.servers:
+                s.close()
+        try:
+            asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+def zones():
+    z = {f"{ISP}.": {"MX": [(10, f"mx.{ISP}.")]},
+         f"mx.{ISP}.": {"A": [ISP_ADDR]}}
+    for i in range(NDOM):
+        z[f"d{i}.test."] = {"MX": [(10, f"mx.d{i}.test.")]}
+        z[f"mx.d{i}.test."] = {"A": [f"127.0.0.{10 + i}"]}
+    return z
+
+
+def recipients():
+    rc = [f"parent{i}@{ISP}" for i in range(160)]
+    for k in range(1340):
+        rc.append(f"p{k}@d{k % NDOM}.test")
+    return sorted(rc, key=lambda a: (a.split("@")[1], a))
+
+
+def submit(port, rcpts, conns=5):
+    """150 messages over `conns` connections, in list order."""
+    chunks = [rcpts[i:i + 10] for i in range(0, len(rcpts), 10)]
+    threads = [threading.Thread(target=submit_some,
+                                args=(port, chunks[k::conns]))
+               for k in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+
+
+def submit_some(port, chunks):
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
+        for chunk in chunks:
+            s.sendmail("registrar@league.test", chunk,
+                       b"Subject: tonight's games are cancelled\r\n"
+                       b"From: <registrar@league.test>\r\n"
+                       b"Precedence: list\r\n\r\n"
+                       b"Tonight's games are cancelled.\r\n")
+
+
+def run_one(build, base_hour, hour, burst, rate_h, pacing, cap_factor):
+    from conftest import Daemon
+    import conftest
+    conftest.TERND = pathlib.Path(build) / "ternd"
+    conftest.TERNCTL = pathlib.Path(build) / "ternctl"
+    rate = rate_h / hour                      # recipients per real second
+    tmin = (160 - burst) / rate
+    port = free_port()
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="tern-bench-pacing-"))
+    os.chmod(tmp, 0o755)
+    m = base_hour / 60                        # ternd's simulated minute
+    extra = ("trusted-network 127.0.0.0/8\n"
+             f"remote-port {port}\n"
+             f"retry-min {max(1, round(m))}s\n"
+             f"retry-max {max(1, round(base_hour))}s\n"
+             f"connection-idle-time {max(100, round(m * 1000 / 6))}ms\n"
+             f"queue-sweep {max(1, round(5 * m))}s\n"
+             "delay-warning 0\n"
+             f"pacing {'yes' if pacing else 'no'}\n")
+    world = World(port, burst, rate, hour)
+    d = Daemon(tmp, extra)
+    dns = None
+    try:
+        world.start()
+        dns = DNSServer(zones(), port=d.dns_port).start()
+        d.start()
+        rcpts = recipients()
+        t0 = time.monotonic()
+        submit(d.port, rcpts)
+        t1 = time.monotonic()
+        cap = t0 + max(cap_factor * tmin, 30)
+        want = set(rcpts)
+        while time.monotonic() < cap:
+            with world.lock:
+                if want <= set(world.got):
+                    break
+            time.sleep(0.2)
+        end = time.monotonic()
+        time.sleep(min(2, max(0.5, hour / 60)))   # duplicates come late
+        with world.lock:
+            got = dict(world.got)
+            last = dict(world.last)
+        isp_got = sum(1 for r in got if r.endswith("@" + ISP))
+        others = [r for r in want if not r.endswith("@" + ISP)]
+        others_done = all(r in got for r in others)
+        res = {
+            "pacing": pacing, "hour": hour, "rate_h": rate_h,
+            "burst": burst, "tmin_s": tmin,
+            "isp_done": isp_got == 160,
+            "isp_delivered": isp_got,
+            "isp_last_s": (last.get(ISP, t0) - t0),
+            "others_done": others_done,
+            "others_last_s": max((last[k] for k in last if k != ISP),
+                                 default=t0) - t0,
+            "submit_s": t1 - t0,
+            "refusals": len(world.isp.txn_refused),
+            "greet421": world.isp.greet421,
+            "penalties": world.isp.penalties,
+            "dups": sum(c - 1 for c in got.values() if c > 1),
+            "missing": len(want - set(got)),
+            "ended_s": end - t0,
+            "destinations": d.ctl("destinations").stdout,
+        }
+        return res
+    finally:
+        d.stop()
+        if dns:
+            dns.stop()
+        world.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(r):
+    sm = 60 / r["hour"]                   # real seconds -> simulated min
+    done = (f"{r['isp_last_s'] * sm:7.1f} sim-min "
+            f"({r['isp_last_s'] / r['tmin_s']:.2f}x min)"
+            if r["isp_done"] else
+            f"not done: {r['isp_delivered']}/160 by the cap "
+            f"({r['ended_s'] * sm:.0f} sim-min)")
+    print(f"  pacing {'on ' if r['pacing'] else 'off'} hour={r['hour']}s "
+          f"rate={r['rate_h']}/h burst={r['burst']}: ISP {done}; "
+          f"minimum {r['tmin_s'] * sm:.1f} sim-min; refusals "
+          f"{r['refusals']}, penalty 421s {r['greet421']}, penalties "
+          f"{r['penalties']}; other domains "
+          f"{'done' if r['others_done'] else 'NOT done'} in "
+          f"{r['others_last_s'] * sm:.2f} sim-min ({r['others_last_s']:.1f}"
+          f"s real, submission took {r['submit_s']:.1f}s); duplicated "
+          f"{r['dups']}; not delivered {r['missing']}")
+    sys.stdout.flush()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="obj/normal")
+    ap.add_argument("--hour", type=float, default=20.0,
+                    help="real seconds in a simulated hour (base)")
+    ap.add_argument("--rate", type=int, default=60,
+                    help="the ISP's hidden rate, recipients an hour")
+    ap.add_argument("--burst", type=int, default=5)
+    ap.add_argument("--scales", default="0.1,1",
+                    help="receiver hour = base hour x each (10 = a 10x "
+                    "slower receiver; 0.1 = 10x faster)")
+    ap.add_argument("--off-scales", default="1",
+                    help="scales also run with pacing off")
+    ap.add_argument("--cap", type=float, default=2.5,
+                    help="stop a run at this many times the minimum")
+    a = ap.parse_args()
+    build = str((ROOT / a.build).resolve())
+    print(f"pacing bench: 1500 recipients (160 at {ISP}), 10 a message; "
+          f"base simulated hour {a.hour}s real; ternd's knobs for the base "
+          "hour in every run")
+    for sc in [float(x) for x in a.scales.split(",") if x]:
+        for pacing in (True, False):
+            if not pacing and str(sc) not in [str(float(x)) for x in
+                                              a.off_scales.split(",") if x]:
+                continue
+            r = run_one(build, a.hour, a.hour * sc, a.burst, a.rate,
+                        pacing, a.cap)
+            report(r)
+            if pacing:
+                for line in r["destinations"].splitlines():
+                    if line.startswith(("destination", ISP)):
+                        print("    " + line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+/*
+ * test_pace: the pacing rule of queue/dest.c against a simulated receiver
+ * (a token bucket: a burst, then a rate), on a clock the test moves, at
+ * three time scales; and the reply classes.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "lib/util.h"
+#include "queue/dest.h"
+#include "regress/unit/unit.h"
+
+void test_pace(void);
+
+struct bucket {
+	double	 tokens, burst, rate, t;
+};
+
+static int
+bucket_take(struct bucket *b, double now)
+{
+	b->tokens += (now - b->t) * b->rate;
+	if (b->tokens > b->burst)
+		b->tokens = b->burst;
+	b->t = now;
+	if (b->tokens < 1)
+		return 0;
+	b->tokens -= 1;
+	return 1;
+}
+
+/*
+ * Deliver n recipients one a transaction, one transaction at a time,
+ * starting each as soon as the rule allows.  Returns the time the last
+ * was accepted; *refused counts throttling replies.
+ */
+static double
+simulate(double rate, double burst, int n, int *refused)
+{
+	struct dest_pace p;
+	struct bucket b = { burst, burst, rate, 0 };
+	double now = 0, first = 60.0 / (rate * 3600 / 60);	/* retry-min */
+	int left = n, guard;
+	uint32_t e;
+
+	pace_init(&p, 5);
+	*refused = 0;
+	for (guard = 0; left > 0 && guard < 100000; guard++) {
+		if (!pace_open_now(&p, 0, 5, now)) {
+			now = p.next_ok;
+			continue;
+		}
+		e = pace_open(&p, 1, now);
+		now += 0.001 / rate;		/* the transaction's own time */
+		if (bucket_take(&b, now)) {
+			left--;
+			pace_result(&p, 1, DEST_SIG_NONE, e, now, first, 5);
+		} else {
+			(*refused)++;
+			pace_result(&p, 0, DEST_SIG_THROTTLE, e, now, first, 5);
+		}
+	}
+	return left == 0 ? now : -1;
+}
+
+/* The config statements of pacing: destination, fallback-relay. */
+static void
+pace_conf(void)
+{
+	static const char ok[] =
+	    "destination isp.example connections 2 recipients 5 "
+	    "messages-per-minute 30 messages-per-connection 10\n"
+	    "destination MX1.ISP.example recipients 1\n"
+	    "fallback-relay relay.example:2525 tls required\n"
+	    "fallback-after 2h\npacing no\nlisten mx 127.0.0.1 port 25\n";
+	static const char *bad[] = {
+	    "destination isp.example\n",
+	    "destination isp.example connections\n",
+	    "destination isp.example connections 0\n",
+	    "destination isp.example speed 3\n",
+	    "destination isp.example connections 1\n"
+	    "destination isp.example recipients 1\n",
+	    "destination bad..name connections 1\n",
+	    "fallback-relay\n",
+	    "route !fallback via x.example\n",
+	    "pacing maybe\n",
+	};
+	char err[512];
+	struct conf *c;
+	const struct shape *s;
+	const struct route *r;
+	struct buf b;
+	size_t i;
+
+	c = conf_parse("t", ok, sizeof(ok) - 1, "/", err, sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL) {
+		printf("%s\n", err);
+		return;
+	}
+	s = conf_find_shape(c, "ISP.example");
+	CHECK(s && s->conns == 2 && s->rcpts == 5 && s->mpm == 30 &&
+	    s->mpc == 10);
+	s = conf_find_shape(c, "mx1.isp.example");
+	CHECK(s && s->rcpts == 1 && s->conns == 0);
+	CHECK(conf_find_shape(c, "other.example") == NULL);
+	r = conf_fallback_route(c);
+	CHECK(r && strcmp(r->host, "relay.example") == 0 && r->port == 2525 &&
+	    r->tls == ROUTE_TLS_REQUIRED);
+	CHECK(conf_find_route(c, "isp.example") == NULL);
+	CHECK(conf_num(c, NULL, K_FALLBACK_AFTER) == 2 * 3600 * 1000);
+	CHECK(strcmp(conf_str(c, K_PACING), "no") == 0);
+	buf_init(&b);
+	conf_print(c, &b);
+	buf_putc(&b, '\0');
+	CHECK(strstr(b.data, "destination \"isp.example\" connections 2 "
+	    "recipients 5 messages-per-minute 30 messages-per-connection 10")
+	    != NULL);
+	CHECK(strstr(b.data, "fallback-relay \"relay.example\" port 2525")
+	    != NULL);
+	buf_free(&b);
+	conf_free(c);
+	for (i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		char text[256];
+
+		snprintf(text, sizeof(text), "%slisten mx 127.0.0.1 port 25\n",
+		    bad[i]);
+		c = conf_parse("t", text, strlen(text), "/", err, sizeof(err));
+		CHECK(c == NULL);
+		if (c)
+			conf_free(c);
+	}
+}
+
+void
+test_pace(void)
+{
+	struct dest_pace p;
+	double scale[] = { 1.0 / 360, 1.0 / 60, 1.0 / 6 };	/* per second */
+	size_t i;
+	int refused, first_refused = -1;
+
+	pace_conf();
+	/* Classes of replies. */
+	CHECK(dest_classify("421 4.7.0 Try again later, closing") ==
+	    DEST_SIG_THROTTLE);
+	CHECK(dest_classify("451 4.7.650 The mail server has been "
+	    "temporarily rate limited") == DEST_SIG_THROTTLE);
+	CHECK(dest_classify("450 4.7.28 unusual rate of mail") ==
+	    DEST_SIG_THROTTLE);
+	CHECK(dest_classify("451 4.7.1 greylisted, try again later") ==
+	    DEST_SIG_NONE);
+	CHECK(dest_classify("450 4.2.0 mailbox busy") == DEST_SIG_NONE);
+	CHECK(dest_classify("452 4.5.3 Too many recipients") == DEST_SIG_RCPTS);
+	CHECK(dest_classify("452 4.2.2 mailbox full") == DEST_SIG_NONE);
+	CHECK(dest_classify("452 4.3.1 insufficient system storage") ==
+	    DEST_SIG_NONE);
+	CHECK(dest_classify("452 too many recipients this time") ==
+	    DEST_SIG_RCPTS);
+	CHECK(dest_classify("452 slow down please") == DEST_SIG_RCPTS);
+	CHECK(dest_classify("550 5.7.0 rate limit") == DEST_SIG_NONE);
+	CHECK(dest_classify("250 ok") == DEST_SIG_NONE);
+	CHECK(dest_classify(NULL) == DEST_SIG_NONE);
+
+	/* No pacing until the destination says so. */
+	pace_init(&p, 5);
+	CHECK(pace_open_now(&p, 4, 5, 0) && !pace_open_now(&p, 5, 5, 0));
+	pace_open(&p, 10, 0);
+	CHECK(p.next_ok == 0 && p.rate == 0);
+	pace_result(&p, 10, DEST_SIG_NONE, 0, 1, 60, 5);
+	CHECK(p.rate == 0 && p.conc == 5);
+
+	/* A throttle: rate from what was accepted, half of it; closed for
+	   one recipient's time; concurrency halves. */
+	pace_result(&p, 0, DEST_SIG_THROTTLE, 0, 2, 60, 5);
+	CHECK(p.rate > 0 && p.rate <= 5.0 + 1e-9);
+	CHECK(p.conc == 2.5);
+	CHECK(!pace_open_now(&p, 0, 5, 2) && pace_open_now(&p, 0, 5,
+	    2 + 1.0 / p.rate));
+	/* A reply to a transaction that was in flight: no second decrease. */
+	{
+		double r = p.rate;
+
+		pace_result(&p, 0, DEST_SIG_THROTTLE, 0, 2.01, 60, 5);
+		CHECK(p.rate == r);
+	}
+	/* Successes raise it additively. */
+	{
+		double r = p.rate;
+
+		pace_result(&p, 2, DEST_SIG_NONE, p.epoch, 10, 60, 5);
+		CHECK(p.rate > r && p.rate - r < r * 0.1);
+	}
+	/* A rate far below the limit recovers within a few dozen. */
+	{
+		struct dest_pace q;
+		int k;
+
+		pace_init(&q, 5);
+		pace_result(&q, 0, DEST_SIG_THROTTLE, 0, 0, 10, 5);
+		CHECK(q.rate > 0.09 && q.rate < 0.11);
+		for (k = 0; k < 100 && q.rate < 2; k++)
+			pace_result(&q, 1, DEST_SIG_NONE, q.epoch, 1 + k, 10, 5);
+		CHECK(q.rate >= 2 && k < 60);
+	}
+	/* Recipients per transaction: what the receiver took. */
+	pace_result(&p, 3, DEST_SIG_RCPTS, p.epoch, 11, 60, 5);
+	CHECK(p.rcpt_max == 3);
+
+	/*
+	 * The same receiver shape (burst 5, then 60 an hour) at three time
+	 * scales: the rule finishes 160 recipients near (160 - 5) / rate
+	 * and is refused about as often at each, so no time scale is
+	 * built in.
+	 */
+	for (i = 0; i < sizeof(scale) / sizeof(*scale); i++) {
+		double min = (160 - 5) / scale[i];
+		double t = simulate(scale[i], 5, 160, &refused);
+
+		printf("pace: rate %.4g/s: done in %.3g of the minimum, "
+		    "%d refusals\n", scale[i], t / min, refused);
+		CHECK(t > 0 && t < min * 1.2);
+		CHECK(refused < 40);
+		if (first_refused == -1)
+			first_refused = refused;
+		CHECK(refused <= first_refused + 3 &&
+		    refused + 3 >= first_refused);
+	}
+}
