@@ -221,6 +221,29 @@ lim_free_all(void)
 	lim.naccts = 0;
 }
 
+/* Forget a, which holds nothing: no count of the day, no suspension. */
+static void
+lim_forget(struct acct *a)
+{
+	struct acct **pp;
+
+	for (pp = &lim.accts; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == a) {
+			*pp = a->next;
+			lim.naccts--;
+			free(a->name);
+			free(a->reason);
+			free(a);
+			return;
+		}
+}
+
+size_t
+limits_accounts(void)
+{
+	return lim.naccts;
+}
+
 /* One record into the account being read (the latest A_NAME). */
 static int
 lim_decode_rec(struct acct *a, const struct rec *r)
@@ -496,6 +519,10 @@ limits_unreserve(const char *account, size_t nrcpts)
 		return;
 	a->rmsgs -= a->rmsgs ? 1 : 0;
 	a->rrcpts -= a->rrcpts >= nrcpts ? nrcpts : a->rrcpts;
+	/* A name made for a message that was never committed (XPROGRAM is
+	   the caller's word: a new one per session) takes no place. */
+	if (a->rmsgs == 0 && a->rrcpts == 0 && !lim_live(a, time(NULL)))
+		lim_forget(a);
 }
 
 /* ---- the breaker --------------------------------------------------------- */
