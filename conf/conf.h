@@ -85,6 +85,8 @@ enum knob_id {
 	K_BREAKER_REJECT_MIN,	/* int: ...once at least this many were */
 	K_SPF,			/* string yes|no, per listener; unset: mx yes */
 	K_SPF_TIMEOUT,		/* duration (ms): longest wait for a verdict */
+	K_DKIM_KEY_DIR,		/* path: where ternctl dkim keygen writes */
+	K_DKIM_SIGN_TRUSTED,	/* string yes|no: sign trusted-network mail */
 	K__COUNT
 };
 
@@ -170,6 +172,18 @@ struct acct_limit {
 	long long	 v[LIM__COUNT];	/* -1: the global knob */
 };
 
+/* dkim-key DOMAIN SELECTOR PATH: a signing key (read by the parent). */
+struct dkimkey {
+	char		*domain;	/* lower-cased */
+	char		*selector;
+	char		*path;
+	char		*pem;		/* the parent's copy, for the vault */
+	size_t		 pemlen;
+	int		 alg;		/* DKIM_ALG_* */
+	size_t		 siglen;
+	int		 line;
+};
+
 struct conf {
 	char		*file;		/* name used in error messages */
 	struct knob_val	 v[K__COUNT];
@@ -190,6 +204,8 @@ struct conf {
 	size_t		 ngrants;	/* an account */
 	struct acct_limit *limits;	/* limit: per-account overrides */
 	size_t		 nlimits;
+	struct dkimkey	*dkimkeys;	/* dkim-key */
+	size_t		 ndkimkeys;
 };
 
 /*
@@ -230,7 +246,7 @@ const struct route *conf_find_route(const struct conf *, const char *);
 const struct route *conf_lmtp_route(const struct conf *, const char *);
 /* Fill r from "unix:/path", "host:port" or "[v6]:port" (lmtp knob). */
 int		 conf_lmtp_spec(const char *spec, struct route *r);
-/* Read every route's auth file (the parent does, as root). */
+/* Read every route's auth file and DKIM key (the parent does, as root). */
 int		 conf_load_secrets(struct conf *, char *err, size_t errlen);
 /* ternd -P: effective settings, globally and per listener. */
 void		 conf_print(const struct conf *, struct buf *);

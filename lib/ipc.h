@@ -44,6 +44,7 @@ enum ipc_type {
 	IMSG_P_TLS,		/* parent -> new smtp: certificate chain, key */
 	IMSG_V_THROTTLE,	/* queue -> vault: list (or clear) the AUTH
 				   throttle's entries */
+	IMSG_V_DKIM_SIGN,	/* smtp -> vault: sign DKIM digests */
 	IMSG__MAX
 };
 
@@ -70,6 +71,12 @@ enum ipc_tag {
 	T_THROTTLE,	/* vault -> queue (V_THROTTLE): one entry, itself
 			 * records: T_KIND, T_ID, T_CODE failures, T_SIZE
 			 * delay, T_STATUS refused, T_ARRIVAL until */
+	T_DKIM,		/* parent -> smtp (P_INIT): a key's public facts,
+			 * "alg siglen domain selector"; parent -> vault
+			 * (P_SECRETS): a key's domain, then T_SELECTOR, T_PEM */
+	T_SELECTOR,	/* a DKIM selector */
+	T_PEM,		/* parent -> vault: a DKIM private key (PEM) */
+	T_DIGEST,	/* smtp -> vault (V_DKIM_SIGN): a digest to sign */
 };
 
 /* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */
