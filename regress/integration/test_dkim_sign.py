@@ -11,6 +11,7 @@ namespace, with a loopback DNS server on port 53 serving the record).
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,8 +19,9 @@ import textwrap
 import dkim
 import pytest
 
-from conftest import SMTPConn, free_port, wait_for
-from test_privsep import memory_has, role_pids
+from conftest import TERND, SMTPConn, free_port, wait_for
+from test_privsep import memory_has, role_pids, roles
+from test_remote import MX
 from test_sendmail import run as sendmail_run, sendmail  # noqa: F401
 from test_tls import Client, make_server_ca
 
@@ -43,8 +45,7 @@ def keygen(d, selector, kind):
     return path, txt
 
 
-@pytest.fixture
-def signer(make_daemon, tmpbase):
+def make_signer(make_daemon, tmpbase, extra=""):
     """msa (STARTTLS) on d.msa, account anna@example.test, a submit socket,
     keys rsa1 (RSA-2048) and ed1 (Ed25519) for example.test; d.txt maps
     the record names to their TXT values."""
@@ -53,7 +54,7 @@ def signer(make_daemon, tmpbase):
     msa = free_port()
     d = make_daemon(f'tls-cert "{ca}/leaf.pem"\ntls-key "{ca}/leaf.key"\n'
                     f"listen msa 127.0.0.1 port {msa}\n"
-                    f'dkim-key-dir "{tmpbase}/dkim"\n',
+                    f'dkim-key-dir "{tmpbase}/dkim"\n' + extra,
                     vusers=("demo", "alice", "bob", "anna"))
     d.txt, d.keys = {}, {}
     lines = []
@@ -71,6 +72,11 @@ def signer(make_daemon, tmpbase):
     d.start()
     assert wait_for(d.submit.exists, 10), d.logtext()
     return d
+
+
+@pytest.fixture
+def signer(make_daemon, tmpbase):
+    return make_signer(make_daemon, tmpbase)
 
 
 def submit(d, msg, rcpt="alice@example.test"):
@@ -177,6 +183,54 @@ def test_tampered_message_fails(signer):
         keygen(signer, "other", "rsa")[1], keygen(signer, "other2",
                                                   "ed25519")[1]
     assert verify_all(signer, got) == {"rsa1": False, "ed1": False}
+
+
+def test_relayed_message_verifies(make_daemon, tmpbase):
+    """Relayed to a remote MX (aiosmtpd, through a route): what arrives
+    there verifies, both signatures."""
+    port = free_port()
+    with MX("127.0.0.7", port) as sink:
+        d = make_signer(make_daemon, tmpbase,
+                        f"route remote.test via 127.0.0.7 port {port}\n")
+        submit(d, b"From: Anna <anna@example.test>\r\nTo: x@remote.test"
+                  b"\r\nSubject: out\r\n\r\n.leading dot\r\n..two\r\n",
+               rcpt="x@remote.test")
+        assert wait_for(lambda: len(sink.messages) == 1, 20), d.logtext()
+    msg = sink.messages[0][2]
+    assert b"\r\n.leading dot\r\n..two\r\n" in msg
+    assert verify_all(d, msg) == {"rsa1": True, "ed1": True}
+    assert dkim.verify(msg, dnsfunc=dnsfunc(d))
+
+
+def test_reload_adds_a_key_and_bad_keys_are_config_errors(signer, tmpbase):
+    path, txt = keygen(signer, "ed2", "ed25519")
+    signer.txt["ed2._domainkey.example.test."] = txt
+    good = signer.conf.read_text()
+    # A key that is not one, or too short, is refused (ternd -n, reload).
+    junk = tmpbase / "junk.key"
+    junk.write_text("not a key\n")
+    short = tmpbase / "short.key"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                    "rsa_keygen_bits:1024", "-out", str(short)], check=True,
+                   capture_output=True)
+    for bad, why in ((junk, "not a PEM private key"),
+                     (short, "RSA key of 1024 bits"),
+                     (tmpbase / "missing.key", "No such file")):
+        signer.conf.write_text(good + f'dkim-key example.test x "{bad}"\n')
+        r = subprocess.run([str(TERND), "-n", "-f", str(signer.conf)],
+                           capture_output=True, text=True)
+        assert r.returncode != 0 and why in r.stderr + r.stdout, r
+    signer.conf.write_text(good + f'dkim-key example.test ed2 "{path}"\n')
+    old = role_pids(signer)["smtp"]
+    signer.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "event=reload result=ok" in signer.logtext(), 10)
+    # Sessions go to the new smtp process once the old one is gone.
+    assert wait_for(lambda: roles(signer).get("smtp", [old]) != [old] and
+                    old not in roles(signer).get("smtp", [old]), 15)
+    submit(signer, b"From: anna@example.test\r\nSubject: r\r\n\r\nx\r\n")
+    (got,) = delivered(signer)
+    assert verify_all(signer, got) == {"rsa1": True, "ed1": True,
+                                       "ed2": True}
 
 
 def test_sendmail_mail_signed(signer, sendmail):  # noqa: F811
