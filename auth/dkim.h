@@ -28,7 +28,7 @@ struct buf;
 #define DKIM_ALG_ED25519	2	/* ed25519-sha256 (RFC 8463) */
 
 #define DKIM_DIGEST_LEN		32	/* SHA-256 */
-#define DKIM_SIG_MAX		1024	/* bytes: RSA-8192 */
+#define DKIM_SIG_MAX		512	/* bytes: RSA-4096 (4 fit one vault answer) */
 #define DKIM_SELECTOR_MAX	63
 #define DKIM_DOMAIN_MAX		253
 #define DKIM_KEYS_MAX		64	/* dkim-key statements */
