@@ -2,14 +2,22 @@
  * test_dkim: DKIM canonicalization (RFC 6376 3.4, with its 3.4.6
  * examples), the body hash fed line by line against the canonical text
  * hashed whole, the signer's choice of domain and h=, the room it
- * reserves against the fields it writes, and the keys' facts records.
+ * reserves against the fields it writes, the keys' facts records, and
+ * the vault's signing request: the signature checks with the public key,
+ * an unknown key is VAULT_NONE, a malformed request gets no answer.
  */
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/bio.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
 
 #include "auth/dkim.h"
+#include "auth/vault.h"
+#include "lib/ipc.h"
+#include "lib/proc.h"
 #include "regress/unit/unit.h"
 #include "lib/util.h"
 
@@ -156,6 +164,136 @@ test_dkim_signer(void)
 	dkim_sign_free(ds);
 }
 
+/* The vault's answer to one signing request: status, text; -1: none. */
+static int
+vault_sign(const char *domain, const char *sel, const unsigned char *d,
+    size_t dlen, uint64_t *status, char *text, size_t textlen)
+{
+	struct rec_reader rd;
+	struct buf req, out;
+	struct rec r;
+	char *t;
+	int rv;
+
+	buf_init(&req);
+	buf_init(&out);
+	rec_put_u64(&req, T_JOB, 9);
+	rec_put_str(&req, T_DOMAIN, domain);
+	rec_put_str(&req, T_SELECTOR, sel);
+	rec_put(&req, T_DIGEST, d, dlen);
+	rv = vault_request(IMSG_V_DKIM_SIGN, req.data, req.len, &out);
+	text[0] = '\0';
+	rec_reader_init(&rd, out.data ? out.data : "", out.len);
+	while (rec_next(&rd, &r) == 1)
+		if (r.tag == T_STATUS)
+			rec_u64(&r, status);
+		else if (r.tag == T_TEXT && (t = rec_str(&r, 4096)) != NULL) {
+			str_copy(text, t, textlen);
+			free(t);
+		}
+	if (rv == -1 && out.len != 0)
+		rv = -2;
+	buf_free(&req);
+	buf_free(&out);
+	return rv;
+}
+
+/* A base64 signature over digest d checks with pem's public key. */
+static int
+sig_checks(const struct buf *pem, const unsigned char *d, const char *b64)
+{
+	BIO *bio = BIO_new_mem_buf(pem->data, (int)pem->len);
+	EVP_PKEY *k = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+	unsigned char sig[600];
+	EVP_MD_CTX *md = NULL;
+	EVP_PKEY_CTX *pc = NULL;
+	int n, ok = 0;
+
+	BIO_free(bio);
+	if (k == NULL || strlen(b64) > 800 || (n = EVP_DecodeBlock(sig,
+	    (const unsigned char *)b64, (int)strlen(b64))) <= 0)
+		goto done;
+	n -= (b64[strlen(b64) - 1] == '=') + (b64[strlen(b64) - 2] == '=');
+	if (EVP_PKEY_get_base_id(k) == EVP_PKEY_ED25519)
+		ok = (md = EVP_MD_CTX_new()) != NULL &&
+		    EVP_DigestVerifyInit(md, NULL, NULL, NULL, k) == 1 &&
+		    EVP_DigestVerify(md, sig, (size_t)n, d,
+		    DKIM_DIGEST_LEN) == 1;
+	else
+		ok = (pc = EVP_PKEY_CTX_new(k, NULL)) != NULL &&
+		    EVP_PKEY_verify_init(pc) == 1 &&
+		    EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING) == 1 &&
+		    EVP_PKEY_CTX_set_signature_md(pc, EVP_sha256()) == 1 &&
+		    EVP_PKEY_verify(pc, sig, (size_t)n, d, DKIM_DIGEST_LEN) == 1;
+done:
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_CTX_free(pc);
+	EVP_PKEY_free(k);
+	return ok;
+}
+
+static void
+test_dkim_vault(void)
+{
+	unsigned char d[DKIM_DIGEST_LEN + 1];
+	struct buf ed, rsa, txt, secrets;
+	char text[4096];
+	uint64_t st = 99;
+
+	buf_init(&ed);
+	buf_init(&rsa);
+	buf_init(&txt);
+	buf_init(&secrets);
+	CHECK(dkim_key_generate(DKIM_ALG_ED25519, &ed, &txt) == 0);
+	CHECK(strncmp(txt.data, "v=DKIM1; k=ed25519; p=", 22) == 0);
+	buf_reset(&txt);
+	CHECK(dkim_key_generate(DKIM_ALG_RSA, &rsa, &txt) == 0);
+	CHECK(strncmp(txt.data, "v=DKIM1; k=rsa; p=MIIBIjAN", 26) == 0);
+	rec_put_str(&secrets, T_DKIM, "example.test");
+	rec_put_str(&secrets, T_SELECTOR, "e");
+	rec_put(&secrets, T_PEM, ed.data, ed.len);
+	rec_put_str(&secrets, T_DKIM, "example.test");
+	rec_put_str(&secrets, T_SELECTOR, "r");
+	rec_put(&secrets, T_PEM, rsa.data, rsa.len);
+	CHECK(vault_load(secrets.data, secrets.len) == 0);
+	for (size_t i = 0; i < sizeof(d); i++)
+		d[i] = (unsigned char)(i * 7);
+	CHECK(vault_sign("example.test", "e", d, DKIM_DIGEST_LEN, &st, text,
+	    sizeof(text)) == 0 && st == VAULT_OK && strlen(text) == 88);
+	CHECK(sig_checks(&ed, d, text));
+	d[0] ^= 1;		/* another digest: the signature fails */
+	CHECK(!sig_checks(&ed, d, text));
+	CHECK(vault_sign("example.test", "r", d, DKIM_DIGEST_LEN, &st, text,
+	    sizeof(text)) == 0 && st == VAULT_OK && strlen(text) == 344);
+	CHECK(sig_checks(&rsa, d, text));
+	CHECK(!sig_checks(&ed, d, text));
+	CHECK(vault_sign("example.test", "x", d, DKIM_DIGEST_LEN, &st, text,
+	    sizeof(text)) == 0 && st == VAULT_NONE);
+	CHECK(vault_sign("other.test", "e", d, DKIM_DIGEST_LEN, &st, text,
+	    sizeof(text)) == 0 && st == VAULT_NONE);
+	/* A digest of the wrong length: no answer at all. */
+	CHECK(vault_sign("example.test", "e", d, DKIM_DIGEST_LEN + 1, &st,
+	    text, sizeof(text)) == -1);
+	CHECK(vault_sign("example.test", "e", d, 0, &st, text,
+	    sizeof(text)) == -1);
+	/* A key that is not one: the secrets are refused whole. */
+	buf_reset(&secrets);
+	rec_put_str(&secrets, T_DKIM, "example.test");
+	rec_put_str(&secrets, T_SELECTOR, "e");
+	rec_put_str(&secrets, T_PEM, "junk");
+	CHECK(vault_load(secrets.data, secrets.len) == -1);
+	buf_reset(&secrets);
+	CHECK(vault_load("", 0) == 0);		/* and forgotten */
+	CHECK(vault_sign("example.test", "e", d, DKIM_DIGEST_LEN, &st, text,
+	    sizeof(text)) == 0 && st == VAULT_NONE);
+	explicit_bzero(ed.data, ed.len);
+	explicit_bzero(rsa.data, rsa.len);
+	buf_free(&ed);
+	buf_free(&rsa);
+	buf_free(&txt);
+	buf_free(&secrets);
+}
+
 void
 test_dkim(void)
 {
@@ -202,6 +340,7 @@ test_dkim(void)
 	CHECK(domain_is("From: <a@b\\c>\r\n", NULL));
 	CHECK(domain_is("To: a@example.test\r\n", NULL));
 	test_dkim_signer();
+	test_dkim_vault();
 
 	/* The keys' facts, as the parent sends them. */
 	CHECK(dkim_keyinfo_parse("2 64 example.test ed1", 21, &ki) == 0 &&
