@@ -317,6 +317,7 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 		SPF_request_set_env_from(req, q->sender);
 	spfdns_track_begin(&t);
 	t.fix = !q->libonly;
+	t.deadline_ms = q->deadline_ms;
 	t.v6 = strchr(q->ip, ':') != NULL && strchr(q->ip, '.') == NULL;
 	err = q->libonly ? SPF_request_query_mailfrom(req, &resp) :
 	    spf_query(req, &resp);

@@ -175,3 +175,49 @@ def test_ternctl_check(tmpbase):
         assert out[-1] == 'action=accept reason="spf ok"'
         out = check("192.0.2.1", "x.test", "a@servfail.test")
         assert out[-1].startswith('action=tempfail reason="451 4.7.24 ')
+
+
+def test_slow_sessions_do_not_starve_spf_workers(tmpbase):
+    """Several sessions whose MAIL FROM domains sit behind a nameserver
+    that never answers (more of them than the pipeline starts workers
+    with) must not hold back another client's check: its verdict is pass,
+    not the temperror its own spf-timeout would give it.  Each slow
+    session then starts a second transaction (RSET, MAIL again), which must
+    not pile more stuck work on the workers either."""
+    zones = dict(ZONES)
+    nslow = 6
+    for i in range(nslow):
+        zones[f"s{i}.drop.test"] = {"behaviour": "drop"}
+        zones[f"t{i}.drop.test"] = {"behaviour": "drop"}
+    d = Daemon(tmpbase, extra="spf yes\nspf-timeout 4s")
+    with DNSServer(zones, port=d.dns_port) as dns:
+        d.start()
+        slow = []
+        try:
+            for i in range(nslow):
+                c = SMTPConn(d.port)
+                c.cmd("EHLO client.test")
+                c.send(f"MAIL FROM:<a@s{i}.drop.test>\r\n")
+                slow.append(c)
+            # Every slow check has reached the DNS server: all of them
+            # are being evaluated before the normal client asks.
+            assert wait_for(lambda: all(
+                dns.queries(f"s{i}.drop.test") for i in range(nslow)), 10)
+            _, r = transaction(d, "a@pass.test")
+            assert r[0] == 250, r
+            assert "domain=<pass.test> client=[127.0.0.1] " \
+                "reason=\"timed out\"" not in d.logtext()
+            # The slow ones end with their own temperror, then try again.
+            for i, c in enumerate(slow):
+                c.sock.settimeout(30)
+                assert c.reply()[0] == 250
+                assert c.cmd("RSET")[0] == 250
+                c.send(f"MAIL FROM:<a@t{i}.drop.test>\r\n")
+            assert wait_for(lambda: all(
+                dns.queries(f"t{i}.drop.test") for i in range(nslow)), 10)
+            _, r = transaction(d, "b@pass.test")
+            assert r[0] == 250, r
+        finally:
+            for c in slow:
+                c.close()
+            d.stop()
