@@ -21,6 +21,7 @@
 
 #include "conf/conf.h"
 #include "dns/spfdns.h"
+#include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "smtpd/policy.h"
@@ -265,6 +266,7 @@ policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
 {
 	struct policy_job *j;
 	struct timeval tv;
+	char ascii[1024];
 	int grow;
 
 	policy_txn_reset(t);
@@ -276,6 +278,11 @@ policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
 	j->txn = t;
 	str_copy(j->ip, ip, sizeof(j->ip));
 	j->helo = xstrdup(helo);
+	/* SPF names domains by their A-labels (RFC 8616 4): a U-label
+	 * sender domain is the same domain, not an unknown one. */
+	if (*sender != '\0' && addr_has8bit(sender) &&
+	    addr_ascii(sender, ascii, sizeof(ascii)) == 0)
+		sender = ascii;
 	j->sender = xstrdup(sender);
 	if (pol.dns == NULL) {		/* no resolver: temperror at once */
 		t->pending = j;

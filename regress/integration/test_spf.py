@@ -19,6 +19,7 @@ ZONES = {
     "servfail.test": {"behaviour": "servfail"},
     "slow.test": {"behaviour": "drop"},
     "helo.test": {"TXT": ["v=spf1 -all"]},
+    "xn--bcher-kva.test": {"TXT": ["v=spf1 -all"]},
 }
 
 
@@ -90,6 +91,19 @@ def test_softfail_none_permerror_accepted_and_recorded(spfd):
 def test_temperror_servfail(spfd):
     _, r = transaction(spfd, "a@servfail.test")
     assert r[0] == 451 and "4.7.24" in r[1]
+
+
+def test_u_label_sender_domain_checked_as_a_labels(spfd):
+    """A MAIL FROM domain written with U-labels (SMTPUTF8) is the same
+    domain as its A-labels: its SPF record is looked up there (RFC 8616
+    4), so writing the domain in Unicode does not escape its -all."""
+    with SMTPConn(spfd.port) as c:
+        c.cmd("EHLO client.test")
+        assert c.cmd("MAIL FROM:<a@b\u00fccher.test> SMTPUTF8")[0] == 250
+        r = c.cmd("RCPT TO:<demo@example.test>")
+        c.cmd("QUIT")
+    assert r[0] == 550 and "5.7.23" in r[1], r
+    assert spfd.dns.queries("xn--bcher-kva.test", "TXT")
 
 
 def test_null_sender_checks_helo(spfd):
