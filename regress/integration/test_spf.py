@@ -112,6 +112,14 @@ def test_null_sender_checks_helo(spfd):
     assert "identity=helo domain=<helo.test>" in spfd.logtext()
 
 
+def test_null_sender_helo_with_trailing_blanks(spfd):
+    """Blanks after the HELO name are not part of the name: a bounce from
+    a HELO name whose record says -all is refused with or without them."""
+    _, r = transaction(spfd, "", helo="helo.test  ")
+    assert r[0] == 550 and "5.7.23" in r[1], r
+    assert "identity=helo domain=<helo.test>" in spfd.logtext()
+
+
 def test_srs_bounce_skips_spf(spfd):
     # A bounce to an SRS address of ours is judged by the vault, not SPF.
     with SMTPConn(spfd.port) as c:
