@@ -304,6 +304,18 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 
 	memset(v, 0, sizeof(*v));
 	spf_identity(q, v);
+	/* RFC 7208 4.3: not a multi-label domain name (an address literal,
+	 * one label) is none at once, and nothing is asked of DNS. */
+	{
+		const char *dot = strchr(v->domain, '.');
+
+		if (v->domain[0] == '[' || dot == NULL || dot[1] == '\0') {
+			v->result = SPF_NONE;
+			str_copy(v->reason, "not a domain name",
+			    sizeof(v->reason));
+			return;
+		}
+	}
 	req = SPF_request_new(s->srv);
 	if (req == NULL || spf_set_ip(req, q->ip, q->libonly) != 0) {
 		v->result = SPF_PERMERROR;

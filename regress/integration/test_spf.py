@@ -120,6 +120,17 @@ def test_null_sender_helo_with_trailing_blanks(spfd):
     assert "identity=helo domain=<helo.test>" in spfd.logtext()
 
 
+def test_address_literal_identity_is_none_without_dns(spfd):
+    """An address literal is not a domain (RFC 7208 4.3): a bounce from a
+    client that says HELO [IP], or a sender at an address literal, gets
+    none at once, and no question about "[...]" goes to the resolver."""
+    for sender, helo in (("", "[127.0.0.1]"), ("a@[127.0.0.1]", "c.test")):
+        _, r = transaction(spfd, sender, helo=helo)
+        assert r[0] == 250, (sender, helo, r)
+    assert not [q for q in spfd.dns.log if q[0].startswith("[")]
+    assert "event=spf result=none" in spfd.logtext()
+
+
 def test_srs_bounce_skips_spf(spfd):
     # A bounce to an SRS address of ours is judged by the vault, not SPF.
     with SMTPConn(spfd.port) as c:
