@@ -35,7 +35,7 @@
 #include "smtpd/verify.h"
 
 #define VERIFY_CACHE_MAX	4096	/* addresses remembered */
-#define VERIFY_PROBES_MAX	32	/* dialogues at once */
+#define VERIFY_PROBES_MAX	32	/* dialogues at once, per server */
 #define VERIFY_WAITERS_MAX	256	/* sessions waiting on one probe */
 #define VERIFY_SECS		30	/* a whole probe */
 #define VERIFY_LINE_MAX		1024
@@ -503,6 +503,7 @@ verify_probe_start(const struct route *r, const char *key, const char *addr,
 	struct sockaddr_storage ss;
 	struct vprobe *p;
 	char server[160];
+	size_t n = 0;
 	int len;
 
 	verify_server_name(r, server, sizeof(server));
@@ -510,7 +511,10 @@ verify_probe_start(const struct route *r, const char *key, const char *addr,
 		snprintf(text, textlen, "lmtp %s: not an address", server);
 		return NULL;
 	}
-	if (vf.nprobes >= VERIFY_PROBES_MAX) {
+	/* Per server: a hung one does not stop checks for the others. */
+	for (p = vf.probes; p; p = p->next)
+		n += strcmp(p->server, server) == 0;
+	if (n >= VERIFY_PROBES_MAX) {
 		snprintf(text, textlen, "too many recipient checks at once");
 		return NULL;
 	}
