@@ -309,3 +309,27 @@ def test_dead_lmtp_server_does_not_block_checks_for_another(make_daemon,
         for a in accepted:
             a.close()
         silent.close()
+
+
+def test_probe_names_u_label_domain_as_delivery_does(make_daemon):
+    """A recipient written with U-labels is asked about as the delivery
+    will name it to a server without SMTPUTF8: by its A-labels (and with
+    no UTF-8 on a command line that did not announce it)."""
+    from conftest import SMTPConn
+    store = Store(known={"a@xn--bcher-kva.example.test"})
+    port = free_port()
+    ctl = TCPLMTP(store, hostname="127.0.0.1", port=port, ready_timeout=10,
+                  enable_SMTPUTF8=False)
+    ctl.start()
+    d = make_daemon(f'route "xn--bcher-kva.example.test" via lmtp '
+                    f'127.0.0.1 port {port}').start()
+    try:
+        with SMTPConn(d.port) as c:
+            c.cmd("EHLO client.example.org")
+            assert c.cmd("MAIL FROM:<p@example.org> SMTPUTF8")[0] == 250
+            r = c.cmd("RCPT TO:<a@b\u00fccher.example.test>")
+            c.cmd("QUIT")
+    finally:
+        ctl.stop()
+    assert r[0] == 250, r
+    assert store.rcpts_seen == ["a@xn--bcher-kva.example.test"]
