@@ -507,7 +507,7 @@ cmd_helo(struct session *s, const char *arg, int esmtp)
 	}
 	session_reset(s);
 	free(s->helo);
-	s->helo = xstrdup(arg);
+	s->helo = xstrndup(arg, strcspn(arg, " "));	/* the name alone */
 	s->esmtp = esmtp;
 	if (!esmtp) {
 		session_reply(s, "250 %s", host);
