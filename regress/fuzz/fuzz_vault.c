@@ -4,7 +4,9 @@
  * queue process sends (ternctl auth: list, or clear a key).  The first
  * byte picks the request type; the rest is the payload.  A request is answered or
  * refused, never more than one answer, and the secrets it holds are never
- * in an answer to anything but a route-credentials request.
+ * in an answer to anything but a route-credentials request.  A first
+ * byte of 0xf0 or more makes a DKIM signing request (fuzz.example has
+ * the Ed25519 key ed1): its answer never holds the private key.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -17,6 +19,11 @@
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static const char key[] = "fuzz-vault-key-0123456789abcdef";
+/* A test key made for this target alone. */
+static const char dkim_pem[] = "-----BEGIN PRIVATE KEY-----\n"
+    "MC4CAQAwBQYDK2VwBCIEIIcDnuzkez4dhknimu18Q6EYlxBngqeIoRZohXwmlvVs\n"
+    "-----END PRIVATE KEY-----\n";
+static const char dkim_secret[] = "MC4CAQAwBQYDK2VwBCIEIIcDnuzkez4dhkni";
 
 static void
 load_once(void)
@@ -33,6 +40,9 @@ load_once(void)
 	rec_put_str(&b, T_PATH, "/etc/tern/relay.secret");
 	rec_put_str(&b, T_USER, "relayuser");
 	rec_put_str(&b, T_PASS, "relay-password-xyz");
+	rec_put_str(&b, T_DKIM, "fuzz.example");
+	rec_put_str(&b, T_SELECTOR, "ed1");
+	rec_put_str(&b, T_PEM, dkim_pem);
 	if (vault_load(b.data, b.len) != 0)
 		abort();
 	buf_free(&b);
@@ -47,8 +57,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	load_once();
 	if (len < 1)
 		return 0;
-	type = data[0] % 5 == 4 ? IMSG_V_THROTTLE : IMSG_V_SRS_REVERSE +
-	    data[0] % 4;
+	type = data[0] >= 0xf0 ? IMSG_V_DKIM_SIGN : data[0] % 5 == 4 ?
+	    IMSG_V_THROTTLE : IMSG_V_SRS_REVERSE + data[0] % 4;
 	buf_init(&out);
 	if ((type == IMSG_V_THROTTLE ? vault_throttle_request(data + 1,
 	    len - 1, 1700000000, &out) : vault_request(type, data + 1,
@@ -62,6 +72,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 		    !memmem(data, len, key, sizeof(key) - 1)) ||
 		    (memmem(out.data, out.len, "relay-password-xyz", 18) &&
 		    !memmem(data, len, "relay-password-xyz", 18))))
+			abort();
+		if (out.data && memmem(out.data, out.len, dkim_secret,
+		    sizeof(dkim_secret) - 1) && !memmem(data, len,
+		    dkim_secret, sizeof(dkim_secret) - 1))
 			abort();
 	} else if (out.len != 0)
 		abort();
