@@ -320,6 +320,24 @@ cred_mode_problem(DB *db)
 	return NULL;
 }
 
+/*
+ * Room for more accounts: the array doubles (one more each time would
+ * copy the whole array per account, quadratic in the store's size), and
+ * the old copy, hashes and all, is wiped before it is freed.
+ */
+static struct cred *
+cred_grow(struct cred *v, size_t n, size_t *cap)
+{
+	size_t ncap = *cap ? *cap * 2 : 64;
+	struct cred *nv = xcalloc(ncap, sizeof(*nv));
+
+	if (n)
+		memcpy(nv, v, n * sizeof(*v));
+	credstore_free(v, *cap);
+	*cap = ncap;
+	return nv;
+}
+
 /* Every entry of an open map, decoded; 0 or -1 with err. */
 static int
 cred_read_all(DB *db, const char *path, struct cred **out, size_t *nout,
@@ -327,7 +345,7 @@ cred_read_all(DB *db, const char *path, struct cred **out, size_t *nout,
 {
 	char name[CRED_NAME_MAX + 1];
 	struct cred *v = NULL;
-	size_t n = 0;
+	size_t n = 0, cap = 0;
 	DBC *dbc;
 	DBT k, d;
 	int ret;
@@ -346,12 +364,13 @@ cred_read_all(DB *db, const char *path, struct cred **out, size_t *nout,
 		}
 		memcpy(name, k.data, k.size);
 		name[k.size] = '\0';
-		v = xreallocarray(v, n + 1, sizeof(*v));
+		if (n == cap)
+			v = cred_grow(v, n, &cap);
 		if (credstore_decode(name, d.data, d.size, &v[n]) == -1) {
 			snprintf(err, errlen, "%s: the record of \"%s\" is "
 			    "damaged", path, name);
 			dbc->close(dbc);
-			credstore_free(v, n + 1);
+			credstore_free(v, cap);
 			return -1;
 		}
 		n++;
@@ -360,7 +379,7 @@ cred_read_all(DB *db, const char *path, struct cred **out, size_t *nout,
 	if (ret != DB_NOTFOUND) {
 		snprintf(err, errlen, "%s: %s", path, ret == EINVAL ?
 		    "a damaged entry" : db_strerror(ret));
-		credstore_free(v, n);
+		credstore_free(v, cap);
 		return -1;
 	}
 	if (n > 1)

@@ -237,20 +237,32 @@ notice_dsn(struct qmsg *m, struct failure *list, int delayed)
 	return r;
 }
 
+/*
+ * The arrival is kept in whole seconds, and the message came at any time
+ * within that second: a second more, so that the warning never comes
+ * before delay-warning has passed.
+ */
+uint64_t
+notice_warn_due(const struct qmsg *m)
+{
+	long long warn = conf_num(queue_conf(), NULL, K_DELAY_WARNING) / 1000;
+
+	return warn > 0 ? m->env.arrival + (uint64_t)warn + 1 : 0;
+}
+
 /* Owed notices of m: failures at once, one delay warning when late. */
 void
 notice_send(struct qmsg *m)
 {
-	time_t now = time(NULL);
-	long long warn = conf_num(queue_conf(), NULL, K_DELAY_WARNING) / 1000;
+	uint64_t now = (uint64_t)time(NULL), due = notice_warn_due(m);
 	size_t i, late = 0;
 
 	if (m->fails && notice_dsn(m, m->fails, 0) == 0)
 		notice_free(m);
 	if (m->fails)
 		return;		/* could not queue it: try again next time */
-	if (warn <= 0 || (m->env.flags & (ENV_WARNED | ENV_DSN)) ||
-	    m->env.sender[0] == '\0' || now - (time_t)m->env.arrival < warn)
+	if (due == 0 || (m->env.flags & (ENV_WARNED | ENV_DSN)) ||
+	    m->env.sender[0] == '\0' || now < due)
 		return;
 	for (i = 0; i < m->env.nrcpts; i++) {
 		const struct env_rcpt *r = &m->env.rcpts[i];

@@ -7,6 +7,7 @@
 #define TERN_NOTICE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct qmsg;
 
@@ -22,6 +23,8 @@ struct qmsg;
  */
 void	notice_add(struct qmsg *m, size_t ri, const char *rcpt,
 	    const char *text, const char *relay, int kind);
+/* When m's delay warning is due (seconds since the epoch); 0: never. */
+uint64_t notice_warn_due(const struct qmsg *m);
 /* Queue what m owes: failures at once, one delay warning when late. */
 void	notice_send(struct qmsg *m);
 /* Forget what m owes (it is gone). */

@@ -137,7 +137,7 @@ static struct {
 	char	**names;	/* sorted */
 	size_t	  n;
 	char	**next;		/* chunks of the set to come */
-	size_t	  nnext;
+	size_t	  nnext, capnext;
 } raccts;
 
 static int
@@ -195,21 +195,25 @@ resolve_accounts_msg(const void *data, size_t len)
 			k = -1;
 			break;
 		}
-		raccts.next = xreallocarray(raccts.next, raccts.nnext + 1,
-		    sizeof(*raccts.next));
+		if (raccts.nnext == raccts.capnext) {	/* doubling: linear */
+			raccts.capnext = raccts.capnext ? raccts.capnext * 2 :
+			    64;
+			raccts.next = xreallocarray(raccts.next, raccts.capnext,
+			    sizeof(*raccts.next));
+		}
 		raccts.next[raccts.nnext++] = s;
 	}
 	if (k == -1) {
 		resolve_names_free(raccts.next, raccts.nnext);
 		raccts.next = NULL;
-		raccts.nnext = 0;
+		raccts.nnext = raccts.capnext = 0;
 		return -1;
 	}
 	if (more)
 		return 0;
 	resolve_accounts_set(raccts.next, raccts.nnext);
 	raccts.next = NULL;
-	raccts.nnext = 0;
+	raccts.nnext = raccts.capnext = 0;
 	return 1;
 }
 

@@ -25,6 +25,7 @@
 #include "lib/util.h"
 #include "queue/envelope.h"
 #include "queue/job.h"
+#include "queue/notice.h"
 #include "queue/qint.h"
 #include "queue/sched.h"
 
@@ -187,8 +188,7 @@ sched_forget(struct qmsg *m)
 static uint64_t
 sched_next_look(const struct qmsg *m, time_t now, int *blocked)
 {
-	long long warn = conf_num(queue_conf(), NULL, K_DELAY_WARNING) / 1000;
-	uint64_t soonest = 0, t;
+	uint64_t soonest = 0, t = notice_warn_due(m);
 	int late = 0;
 	size_t i;
 
@@ -208,9 +208,8 @@ sched_next_look(const struct qmsg *m, time_t now, int *blocked)
 		} else if (job_count(m, i) == 0)
 			*blocked = 1;
 	}
-	if (late && warn > 0 && m->env.sender[0] != '\0' &&
-	    !(m->env.flags & (ENV_WARNED | ENV_DSN)) &&
-	    (t = m->env.arrival + (uint64_t)warn) > (uint64_t)now &&
+	if (late && t > 0 && m->env.sender[0] != '\0' &&
+	    !(m->env.flags & (ENV_WARNED | ENV_DSN)) && t > (uint64_t)now &&
 	    (soonest == 0 || t < soonest))
 		soonest = t;
 	if (m->fails && (soonest == 0 || (uint64_t)now + 60 < soonest))

@@ -3181,9 +3181,10 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 	smtp.nlev = nls + (submitfd >= 0);
 	for (i = 0; i < nls; i++) {
 		evutil_make_socket_nonblocking(ls[i].fd);
+		/* Backlog 0: the parent's listen(512) stays (-1 is 128). */
 		smtp.lev[i] = evconnlistener_new(smtp.base, smtp_accept,
 		    &conf->listeners[ls[i].listener],
-		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, ls[i].fd);
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, ls[i].fd);
 		if (smtp.lev[i] == NULL)
 			fatalx("event=start result=error reason=\"cannot "
 			    "listen on fd %d\"", ls[i].fd);

@@ -219,11 +219,11 @@ parent_accounts(void)
 	char **names = NULL;
 	size_t i, n = 0;
 
+	if (p.ncreds)	/* sized once: growing by one is quadratic */
+		names = xreallocarray(NULL, p.ncreds, sizeof(*names));
 	for (i = 0; i < p.ncreds; i++)
-		if (credstore_is_virtual(p.creds[i].name)) {
-			names = xreallocarray(names, n + 1, sizeof(*names));
+		if (credstore_is_virtual(p.creds[i].name))
 			names[n++] = xstrdup(p.creds[i].name);
-		}
 	resolve_accounts_set(names, n);
 }
 

@@ -356,6 +356,16 @@ def first_replies(socks, timeout):
     return [got.get(s) for s in socks]
 
 
+def connected(s):
+    """Whether a non-blocking connect has completed (the kernel took it
+    into the listener's backlog)."""
+    try:
+        s.getpeername()
+        return True
+    except OSError:
+        return False
+
+
 def close_all(socks):
     for s in socks:
         s.close()
@@ -398,11 +408,24 @@ def test_low_open_file_limit_lowers_the_connection_cap(make_daemon):
     # Fewer than the listen backlog (512): a SYN the kernel drops when the
     # backlog is full is retried by the client 1, 3, 7, 15 s later, which
     # on a loaded machine reads as "silent" though ternd never saw it.
-    socks = open_many(d.port, 450)
+    # The smtp process is held while they connect, as a busy one would
+    # be: all of them must still be taken into the backlog (the smtp
+    # process once set it back to libevent's 128).
+    smtp_pid = role_pids(d, "smtp")[-1]
+    socks = []
+    os.kill(smtp_pid, signal.SIGSTOP)
     try:
+        socks += open_many(d.port, 450)
+        try:
+            wait_for(lambda: all(connected(s) for s in socks), 10)
+            waiting = sum(connected(s) for s in socks)
+        finally:
+            os.kill(smtp_pid, signal.SIGCONT)
         codes = first_replies(socks, 20)
     finally:
+        os.kill(smtp_pid, signal.SIGCONT)
         close_all(socks)
+    assert waiting == len(socks), (waiting, len(socks))
     greeted = codes.count(220)
     refused = codes.count(421)
     silent = len([c for c in codes if c is None])
