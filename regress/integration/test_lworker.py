@@ -321,3 +321,29 @@ def test_stopped_account_worker_holds_only_its_share(make_daemon, two_users):
         mx.stop()
         if dns:
             dns.stop()
+
+
+@needs_root
+def test_stopped_worker_killed_after_local_worker_timeout(make_daemon):
+    """A worker whose Maildir delivery does not end is killed after
+    local-worker-timeout, not the 10 minutes other deliveries get, and
+    the delivery is retried by a new worker."""
+    d = make_daemon(BASE + "local-worker-idle 60s\n"
+                    "local-worker-timeout 1s\n").start()
+    send(d, ["demo@example.test"], "first")
+    assert d.wait_mail("demo")
+    pid = pid_of(d.maildir("demo")[0])
+    assert pid in workers(d)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        send(d, ["demo@example.test"], "second")
+        assert d.wait_mail("demo", 2, timeout=20), d.logtext()[-3000:]
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except OSError:
+            pass
+    assert "local worker killed by signal 9" in d.logtext()
+    assert pid not in workers(d)
+    assert len(with_subject(d.maildir("demo"), "second")) == 1
+    assert pid_of(with_subject(d.maildir("demo"), "second")[0]) != pid
