@@ -127,6 +127,12 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_LOCAL_WORKER_IDLE] = { "local-worker-idle", KNOB_DURATION, "10s",
 	    0, HOUR, 0, "how long a Maildir delivery worker waits for the "
 	    "next message to its account; 0: a process per delivery" },
+	[K_MAX_ACCOUNT_DELIVERIES] = { "max-account-deliveries", KNOB_INT,
+	    "4", 1, 10000, 0, "local deliveries in flight to one account; "
+	    "more wait for one of them to end" },
+	[K_LOCAL_WORKER_TIMEOUT] = { "local-worker-timeout", KNOB_DURATION,
+	    "2m", SEC, HOUR, 0, "how long a local worker's Maildir "
+	    "delivery may take before the worker is killed" },
 	[K_LMTP_VERIFY] = { "lmtp-verify", KNOB_STRING, "probe", 0, 0, 0,
 	    "how RCPT checks recipients delivered over LMTP: probe (ask the "
 	    "LMTP server) or map (the lmtp-recipients file)" },

@@ -62,6 +62,8 @@ enum knob_id {
 	K_MBOX_DIR,		/* path: mbox spool, /var/mail */
 	K_LMTP,			/* string: "unix:/path" or "host:port" */
 	K_LOCAL_WORKER_IDLE,	/* duration (ms): a local worker's idle life */
+	K_MAX_ACCOUNT_DELIVERIES, /* int: local deliveries to one account */
+	K_LOCAL_WORKER_TIMEOUT,	/* duration (ms): a worker's Maildir write */
 	K_LMTP_VERIFY,		/* string probe|map: RCPT of LMTP recipients */
 	K_LMTP_RECIPIENTS,	/* path: the map for lmtp-verify map */
 	K_LMTP_VERIFY_CACHE,	/* duration (ms): a probe's yes is kept */

@@ -47,6 +47,7 @@ struct job {
 	double		 opened;	/* remote: when (dest_clock) */
 	struct ipc	*peer;		/* remote: the smtp process doing it */
 	char		*domain;	/* remote: the destination */
+	char		*account;	/* local: the account it runs as */
 	time_t		 start;
 };
 
@@ -56,6 +57,8 @@ struct rround {
 	uint64_t reopen;	/* throttled: when its destination reopens */
 	char	 err[512];
 	char	 waitdom[256];	/* waiting for a slot at this destination */
+	char	 waitacct[256];	/* waiting for a slot of this account */
+	int	 served;	/* a target was served in this round */
 	uint32_t saved_attempts;	/* a round that only waited is undone */
 	uint64_t saved_last;
 	int	 saved_dirty;
@@ -170,14 +173,17 @@ job_rcpt_finish(struct qmsg *m, size_t ri)
 		 * Only waited for a slot at the destination: not an attempt,
 		 * nothing to write; still due, tried when a slot frees.
 		 */
-		char dom[256];
+		char dom[256], acct[256];
 
 		r->attempts = rr->saved_attempts;
 		r->last_try = rr->saved_last;
-		m->dirty = rr->saved_dirty;
+		/* A target served meanwhile is written down all the same. */
+		m->dirty = rr->saved_dirty || rr->served;
 		str_copy(dom, rr->waitdom, sizeof(dom));
+		str_copy(acct, rr->waitacct, sizeof(acct));
 		memset(rr, 0, sizeof(*rr));
 		str_copy(rr->waitdom, dom, sizeof(rr->waitdom));
+		str_copy(rr->waitacct, acct, sizeof(rr->waitacct));
 		return;
 	} else if (rr->perm) {
 		r->state = RS_FAILED;
@@ -226,6 +232,26 @@ job_new(struct qmsg *m, size_t ri, const struct target *t, uint64_t id)
 	return j;
 }
 
+/*
+ * Local deliveries in flight to the account t runs as are at most
+ * max-account-deliveries: an account whose deliveries do not end (its
+ * worker stopped by its owner) holds that many of max-deliveries, not
+ * all of them.
+ */
+static int
+job_account_full(const char *user)
+{
+	const struct job *j;
+	size_t n = 0, max = (size_t)conf_num(queue_conf(), NULL,
+	    K_MAX_ACCOUNT_DELIVERIES);
+
+	for (j = jobs.list; j; j = j->next)
+		if (!j->remote && j->account && strcmp(j->account, user) == 0 &&
+		    ++n >= max)
+			return 1;
+	return 0;
+}
+
 static int
 job_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 {
@@ -235,7 +261,7 @@ job_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 
 	if ((fd = spool_msg_fd(m)) == -1)
 		return -1;
-	job_new(m, ri, t, ++jobs.nextjob);
+	job_new(m, ri, t, ++jobs.nextjob)->account = xstrdup(t->user);
 	jobs.nlocal++;
 	buf_init(&b);
 	rec_put_u64(&b, T_JOB, jobs.nextjob);
@@ -501,6 +527,12 @@ job_try_rcpt(struct qmsg *m, size_t ri)
 			    "reason=\"%s\"", m->env.id, log_a(r->addr), log_q(rr->err));
 			continue;
 		}
+		if (job_account_full(t[i].user)) {
+			/* Waits, not an attempt, for one of those to end. */
+			rr->wait = 1;
+			str_copy(rr->waitacct, t[i].user, sizeof(rr->waitacct));
+			continue;
+		}
 		if (job_dispatch(m, ri, &t[i]) == 0)
 			started++;
 		else {
@@ -517,16 +549,28 @@ job_try_rcpt(struct qmsg *m, size_t ri)
 		job_rcpt_finish(m, ri);
 }
 
-/* A recipient still waiting for a destination that has no free slot. */
+/*
+ * A recipient still waiting: for a destination, an account or both, and
+ * none of them has a free slot yet.
+ */
 static int
 job_still_waiting(struct qmsg *m, size_t ri)
 {
-	struct dest *d;
+	const struct rround *rr;
+	int waits = 0, avail = 0;
 
-	if (m->rr == NULL || ri >= m->nrr || m->rr[ri].waitdom[0] == '\0')
+	if (m->rr == NULL || ri >= m->nrr)
 		return 0;
-	d = dest_get(m->rr[ri].waitdom);
-	return dest_full(d);
+	rr = &m->rr[ri];
+	if (rr->waitdom[0] != '\0') {
+		waits = 1;
+		avail |= !dest_full(dest_get(rr->waitdom));
+	}
+	if (rr->waitacct[0] != '\0') {
+		waits = 1;
+		avail |= !job_account_full(rr->waitacct);
+	}
+	return waits && !avail;
 }
 
 void
@@ -580,6 +624,8 @@ job_target_result(struct job *j, int status, const char *text,
 	    relay, (long)(time(NULL) - (time_t)m->env.arrival),
 	    status == 0 ? "2.0.0" : esc, status == 0 ? "sent" : status == 1 ?
 	    "deferred" : "bounced", log_q(text ? text : ""));
+	if (status != 1)
+		rr->served = 1;
 	if (status == 0)
 		envelope_mark_done(rc, j->target);
 	else if (status == 1) {
@@ -616,6 +662,7 @@ job_free(struct job *j)
 	free(j->target);
 	free(j->desc);
 	free(j->domain);
+	free(j->account);
 	free(j);
 }
 

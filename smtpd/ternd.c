@@ -1344,7 +1344,9 @@ worker_watchdog(evutil_socket_t fd, short ev, void *arg)
 	for (w = p.workers; w; w = w->next)
 		if (now - w->start > TERND_WORKER_SECS)
 			kill(w->pid, SIGKILL);
-	lworker_watchdog(now, TERND_WORKER_SECS);
+	/* A long-lived worker only writes Maildirs: far shorter. */
+	lworker_watchdog(now, (time_t)(conf_num(p.conf, NULL,
+	    K_LOCAL_WORKER_TIMEOUT) / 1000));
 }
 
 /* ---- children ------------------------------------------------------------------- */
@@ -2137,7 +2139,7 @@ main(int argc, char *argv[])
 	int ch, check = 0, print = 0, embedded = 0;
 	char err[1024];
 	struct event *ev;
-	struct timeval wd = { 60, 0 };
+	struct timeval wd = { 5, 0 };
 
 	p.confpath = TERND_CONF;
 	p.ctlfd = -1;

@@ -228,3 +228,122 @@ def test_maildir_folders_removed_between_deliveries_made_again(make_daemon,
     assert len(with_subject(d.maildir("demo"), "two")) == 1
     for sub in ("tmp", "new", "cur"):
         assert (md / sub).is_dir(), sub
+
+
+class _Sink:
+    """A remote MX host (aiosmtpd): records the recipients it accepts."""
+
+    def __init__(self):
+        self.rcpts = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.rcpts.extend(envelope.rcpt_tos)
+        return "250 2.0.0 accepted"
+
+
+def stop_account_workers(d, uid, sig):
+    """Send sig to every long-lived worker of uid; their pids."""
+    done = []
+    for p in workers(d):
+        try:
+            if uid in ids(p)[0]:
+                os.kill(p, sig)
+                done.append(p)
+        except (OSError, TypeError):
+            pass
+    return done
+
+
+@needs_root
+def test_stopped_account_worker_holds_only_its_share(make_daemon, two_users):
+    """An account that stops its own workers (SIGSTOP, it runs as her)
+    holds at most max-account-deliveries of the max-deliveries slots: mail
+    to another account and to a remote host still goes, and hers waits,
+    not as a failed attempt, until the workers run again."""
+    from aiosmtpd.controller import Controller
+    from conftest import free_port
+    from dnsserver import DNSServer
+
+    victim, other = two_users
+    port = free_port()
+    sink = _Sink()
+    mx = Controller(sink, hostname="127.0.0.2", port=port, ready_timeout=10)
+    mx.start()
+    dns = None
+    stopped = set()
+    try:
+        d = make_daemon(BASE + f"remote-port {port}\nlocal-worker-idle 60s\n")
+        dns = DNSServer({"remote.test.": {"MX": [(10, "mx.remote.test.")]},
+                         "mx.remote.test.": {"A": ["127.0.0.2"]}},
+                        port=d.dns_port).start()
+        d.start()
+        addr = f"{victim.pw_name}@localhost"
+        send(d, [addr], "warm")
+        assert wait_for(lambda: len(sys_new(victim)) == 1, 20), \
+            d.logtext()[-3000:]
+        stopped.update(stop_account_workers(d, victim.pw_uid,
+                                            signal.SIGSTOP))
+        assert stopped
+        # More messages to her than max-deliveries (50); every worker of
+        # hers that appears meanwhile is stopped too.
+        n = 55
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as s:
+            for i in range(n):
+                s.sendmail("s@example.org", [addr],
+                           f"Subject: pile{i}\r\n\r\nx\r\n".encode())
+                stopped.update(stop_account_workers(d, victim.pw_uid,
+                                                    signal.SIGSTOP))
+        # Mail to another account and to a remote host is not held up.
+        send(d, [f"{other.pw_name}@localhost"], "other")
+        send(d, ["someone@remote.test"], "remote")
+        ok = wait_for(lambda: len(sys_new(other)) == 1
+                      and sink.rcpts == ["someone@remote.test"], 20)
+        stopped.update(stop_account_workers(d, victim.pw_uid,
+                                            signal.SIGSTOP))
+        assert ok, d.logtext()[-3000:]
+        # Her mail waited without failing.
+        assert "status=bounced" not in d.logtext()
+        for p in stopped:
+            os.kill(p, signal.SIGCONT)
+        stopped.clear()
+        assert wait_for(lambda: len(sys_new(victim)) == n + 1, 30), \
+            d.logtext()[-3000:]
+        assert wait_for(lambda: d.queue_files() == [], 15)
+        for i in range(n):
+            assert len(with_subject(sys_new(victim), f"pile{i}")) == 1, i
+        assert len(sys_new(victim)) == n + 1
+    finally:
+        for p in stopped:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except OSError:
+                pass
+        mx.stop()
+        if dns:
+            dns.stop()
+
+
+@needs_root
+def test_stopped_worker_killed_after_local_worker_timeout(make_daemon):
+    """A worker whose Maildir delivery does not end is killed after
+    local-worker-timeout, not the 10 minutes other deliveries get, and
+    the delivery is retried by a new worker."""
+    d = make_daemon(BASE + "local-worker-idle 60s\n"
+                    "local-worker-timeout 1s\n").start()
+    send(d, ["demo@example.test"], "first")
+    assert d.wait_mail("demo")
+    pid = pid_of(d.maildir("demo")[0])
+    assert pid in workers(d)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        send(d, ["demo@example.test"], "second")
+        assert d.wait_mail("demo", 2, timeout=20), d.logtext()[-3000:]
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except OSError:
+            pass
+    assert "local worker killed by signal 9" in d.logtext()
+    assert pid not in workers(d)
+    assert len(with_subject(d.maildir("demo"), "second")) == 1
+    assert pid_of(with_subject(d.maildir("demo"), "second")[0]) != pid
