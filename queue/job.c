@@ -245,6 +245,10 @@ job_account_full(const char *user)
 	size_t n = 0, max = (size_t)conf_num(queue_conf(), NULL,
 	    K_MAX_ACCOUNT_DELIVERIES);
 
+	/* virtual-user is no one's login: nobody can stop its workers, and
+	   every virtual mailbox shares it. */
+	if (strcmp(user, conf_str(queue_conf(), K_VIRTUAL_USER)) == 0)
+		return 0;
 	for (j = jobs.list; j; j = j->next)
 		if (!j->remote && j->account && strcmp(j->account, user) == 0 &&
 		    ++n >= max)
