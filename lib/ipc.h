@@ -69,11 +69,15 @@ enum ipc_tag {
 			 * T_TEXT is the reply after the code */
 	T_THROTTLE,	/* vault -> queue (V_THROTTLE): one entry, itself
 			 * records: T_KIND, T_ID, T_CODE failures, T_SIZE
-			 * delay, T_STATUS refused, T_ARRIVAL until */
+			 * delay, T_STATUS refused, T_ARRIVAL until,
+			 * T_KNOWN known clients (accounts) */
 	T_RET,		/* smtp -> queue (Q_COMMIT): RET=, DSN_RET_* */
 	T_ENVID,	/* smtp -> queue, queue -> smtp: ENVID=, decoded */
 	T_URGENT,	/* smtp -> queue (Q_COMMIT): "Priority: urgent" from
 			 * an authenticated sender */
+	T_KNOWN,	/* parent -> vault: the auth-known-clients window
+			 * (seconds); in a T_THROTTLE account entry: the
+			 * clients known to it */
 };
 
 /* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */
