@@ -34,6 +34,10 @@ def sub(make_daemon, tmpbase):
     """mx (STARTTLS, no AUTH), msa on d.msa (STARTTLS) and d.smtps
     (implicit TLS); account anna@example.test, who may also send as
     board@example.test and anyone @league.test."""
+    return submission(make_daemon, tmpbase)
+
+
+def submission(make_daemon, tmpbase, extra=""):
     ca = tmpbase / "ca"
     ctx = make_server_ca(ca)
     msa, smtps = free_port(), free_port()
@@ -41,7 +45,8 @@ def sub(make_daemon, tmpbase):
                     f"listen msa 127.0.0.1 port {msa}\n"
                     f"listen msa 127.0.0.1 port {smtps} tls implicit\n"
                     'local-domain "league.test"\n'
-                    f"allow-sender {ANNA} board@example.test @league.test\n",
+                    f"allow-sender {ANNA} board@example.test @league.test\n"
+                    + extra,
                     vusers=("demo", "alice", "bob", "anna"))
     d.ctl("user", "add", ANNA, input=PASSWORD + "\n", check=True)
     d.msa, d.smtps, d.ctx = msa, smtps, ctx
@@ -358,3 +363,16 @@ def test_known_client_passes_the_account_lockout(sub):
                      r"refused\s+1\s+\d{4}-", out), out
     assert re.search(r"client\s+127\.0\.1\.1\s+\d+\s+-\s+refused\s+-\s",
                      out), out
+
+
+def test_auth_known_clients_0_knows_no_client(make_daemon, tmpbase):
+    d = submission(make_daemon, tmpbase, "auth-known-clients 0\n")
+    assert login_from(d, "127.0.0.2", PASSWORD)[0] == 235
+    assert login_from(d, "127.0.1.1", "guess")[0] == 535
+    rows, out = auth_table(d)
+    assert re.search(r"account\s+anna@example\.test\s+1\s+1s\s+delayed\s+"
+                     r"0\s", out), out
+    assert login_from(d, "127.0.0.2", PASSWORD)[0] == 235
+    assert wait_for(lambda: re.search(
+        r"result=ok user=<anna@example\.test> client=\[127\.0\.0\.2\] "
+        r"failures=0 delay=1s known=no", d.logtext())), d.logtext()
