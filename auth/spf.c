@@ -304,6 +304,18 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 
 	memset(v, 0, sizeof(*v));
 	spf_identity(q, v);
+	/* RFC 7208 4.3: not a multi-label domain name (an address literal,
+	 * one label) is none at once, and nothing is asked of DNS. */
+	{
+		const char *dot = strchr(v->domain, '.');
+
+		if (v->domain[0] == '[' || dot == NULL || dot[1] == '\0') {
+			v->result = SPF_NONE;
+			str_copy(v->reason, "not a domain name",
+			    sizeof(v->reason));
+			return;
+		}
+	}
 	req = SPF_request_new(s->srv);
 	if (req == NULL || spf_set_ip(req, q->ip, q->libonly) != 0) {
 		v->result = SPF_PERMERROR;
@@ -317,6 +329,7 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 		SPF_request_set_env_from(req, q->sender);
 	spfdns_track_begin(&t);
 	t.fix = !q->libonly;
+	t.deadline_ms = q->deadline_ms;
 	t.v6 = strchr(q->ip, ':') != NULL && strchr(q->ip, '.') == NULL;
 	err = q->libonly ? SPF_request_query_mailfrom(req, &resp) :
 	    spf_query(req, &resp);

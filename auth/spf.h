@@ -9,6 +9,7 @@
 #define TERN_SPF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct buf;
 struct spfdns;
@@ -24,6 +25,8 @@ struct spf_request {
 	const char	*sender;	/* MAIL FROM, "" for <> */
 	int		 libonly;	/* libspf2's answer, without our fixes
 					   (for measuring the RFC suite) */
+	uint64_t	 deadline_ms;	/* CLOCK_MONOTONIC ms: lookups end (0:
+					   libunbound's own timeouts only) */
 };
 
 #define SPF_EXP_MAX	256

@@ -25,6 +25,7 @@
 
 #include "auth/authcheck.h"
 #include "auth/credstore.h"
+#include "auth/dkim.h"
 #include "auth/srs.h"
 #include "auth/vault.h"
 #include "lib/ipc.h"
@@ -57,6 +58,12 @@ struct vauth {
 };
 TAILQ_HEAD(vauths, vauth);
 
+/* A DKIM signing key, parsed once. */
+struct vdkim {
+	char		*domain, *selector;
+	void		*key;		/* EVP_PKEY */
+};
+
 #define VAULT_ACCOUNTS_MAX	100000
 #define VAULT_AUTH_MAX		1024		/* checks waiting or held */
 #define VAULT_SECRETS_MAX	(64u << 20)	/* one P_SECRETS, all chunks */
@@ -77,6 +84,8 @@ static struct {
 	size_t			 nauth;
 	struct event		*authev;	/* the next check, next turn */
 	struct buf		 pending;	/* P_SECRETS chunks so far */
+	struct vdkim		 dkim[DKIM_KEYS_MAX];
+	size_t			 ndkim;
 } v;
 
 static void
@@ -99,6 +108,12 @@ vault_forget(void)
 		vault_wipe_str(v.routes[i].pass);
 	}
 	v.nroutes = 0;
+	for (i = 0; i < v.ndkim; i++) {
+		free(v.dkim[i].domain);
+		free(v.dkim[i].selector);
+		dkim_key_free(v.dkim[i].key);
+	}
+	v.ndkim = 0;
 	explicit_bzero(v.key, sizeof(v.key));
 	v.keylen = 0;
 	v.domain[0] = '\0';
@@ -125,6 +140,31 @@ vault_route_rec(const struct rec *r)
 	if (*dst != NULL)
 		return -1;
 	return (*dst = rec_str(r, 512)) ? 0 : -1;
+}
+
+/* A DKIM key is T_DKIM (its domain), then T_SELECTOR and T_PEM. */
+static int
+vault_dkim_rec(const struct rec *r)
+{
+	struct vdkim *k;
+
+	if (r->tag == T_DKIM) {
+		if (v.ndkim >= DKIM_KEYS_MAX)
+			return -1;
+		k = &v.dkim[v.ndkim++];
+		memset(k, 0, sizeof(*k));
+		return (k->domain = rec_str(r, DKIM_DOMAIN_MAX)) ? 0 : -1;
+	}
+	if (v.ndkim == 0)
+		return -1;
+	k = &v.dkim[v.ndkim - 1];
+	if (r->tag == T_SELECTOR)
+		return k->selector == NULL && (k->selector = rec_str(r,
+		    DKIM_SELECTOR_MAX)) ? 0 : -1;
+	if (k->key != NULL)
+		return -1;
+	k->key = dkim_key_parse((const char *)r->data, r->len);
+	return k->key ? 0 : -1;
 }
 
 /* Accounts: T_ACCOUNT, then its T_HASH and T_LOCKED. */
@@ -234,6 +274,12 @@ vault_load(const void *data, size_t len)
 		case T_USER:
 		case T_PASS:
 			if (vault_route_rec(&r) == -1)
+				return -1;
+			break;
+		case T_DKIM:
+		case T_SELECTOR:
+		case T_PEM:
+			if (vault_dkim_rec(&r) == -1)
 				return -1;
 			break;
 		}
@@ -630,6 +676,83 @@ vault_throttle_request(const void *data, size_t len, time_t now,
 	return 0;
 }
 
+/* ---- DKIM ---------------------------------------------------------------- */
+
+static const struct vdkim *
+vault_dkim_key(const char *domain, const char *selector)
+{
+	size_t i;
+
+	for (i = 0; i < v.ndkim; i++)
+		if (v.dkim[i].key && v.dkim[i].selector &&
+		    strcmp(v.dkim[i].domain, domain) == 0 &&
+		    strcmp(v.dkim[i].selector, selector) == 0)
+			return &v.dkim[i];
+	return NULL;
+}
+
+/*
+ * T_JOB, T_DOMAIN, then up to DKIM_DOMAIN_KEYS pairs of T_SELECTOR and
+ * T_DIGEST (32 bytes).  The answer: VAULT_OK with the base64 signatures
+ * in order, separated by spaces; VAULT_NONE when a key is not held;
+ * VAULT_TEMP when signing fails.  It signs only digests of the domain's
+ * own keys: a taken-over smtp process can have mail signed for the
+ * domains configured, as it can submit mail, but never read a key.
+ */
+static int
+vault_dkim_request(const void *data, size_t len, struct buf *reply)
+{
+	struct rec_reader rd;
+	struct rec r;
+	const struct vdkim *k[DKIM_DOMAIN_KEYS];
+	unsigned char d[DKIM_DOMAIN_KEYS][DKIM_DIGEST_LEN];
+	char *domain = NULL, *sel = NULL;
+	uint64_t job = 0;
+	size_t nk = 0, nd = 0, i;
+	struct buf sigs;
+	int n, status = VAULT_OK;
+
+	rec_reader_init(&rd, data, len);
+	while ((n = rec_next(&rd, &r)) == 1) {
+		if (r.tag == T_JOB) {
+			if (job != 0 || rec_u64(&r, &job) == -1)
+				break;
+		} else if (r.tag == T_DOMAIN) {
+			if (domain != NULL || (domain = rec_str(&r,
+			    DKIM_DOMAIN_MAX)) == NULL)
+				break;
+		} else if (r.tag == T_SELECTOR) {
+			if (domain == NULL || nk != nd || nk >=
+			    DKIM_DOMAIN_KEYS || (sel = rec_str(&r,
+			    DKIM_SELECTOR_MAX)) == NULL)
+				break;
+			if ((k[nk++] = vault_dkim_key(domain, sel)) == NULL)
+				status = VAULT_NONE;
+			free(sel);
+		} else if (r.tag == T_DIGEST) {
+			if (nd + 1 != nk || r.len != DKIM_DIGEST_LEN)
+				break;
+			memcpy(d[nd++], r.data, DKIM_DIGEST_LEN);
+		}
+	}
+	free(domain);
+	if (n != 0 || job == 0 || nk == 0 || nk != nd)
+		return -1;
+	buf_init(&sigs);
+	for (i = 0; status == VAULT_OK && i < nk; i++) {
+		if (i > 0)
+			buf_putc(&sigs, ' ');
+		if (dkim_key_sign(k[i]->key, d[i], DKIM_DIGEST_LEN,
+		    &sigs) == -1)
+			status = VAULT_TEMP;
+	}
+	vault_reply_put(reply, IMSG_V_DKIM_SIGN, job, status,
+	    status == VAULT_OK ? sigs.data : status == VAULT_NONE ?
+	    "no such key" : "signing failed", NULL);
+	buf_free(&sigs);
+	return 0;
+}
+
 /* ---- channels ------------------------------------------------------------ */
 
 /*
@@ -649,6 +772,8 @@ vault_request(int type, const void *data, size_t len, struct buf *reply)
 	uint64_t job;
 	char *a;
 
+	if (type == IMSG_V_DKIM_SIGN)
+		return vault_dkim_request(data, len, reply);
 	if (type != IMSG_V_SRS_REVERSE && type != IMSG_V_SRS_FORWARD &&
 	    type != IMSG_V_ROUTE_AUTH)
 		return -1;

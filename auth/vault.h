@@ -6,7 +6,8 @@
  * length-checked requests from the smtp process over its channel: reverse
  * an SRS address, rewrite a forwarded sender, hand over one route's
  * credentials for one connection, check a user's password
- * (auth/authcheck.c).  Nothing in it reads a file or a socket other than
+ * (auth/authcheck.c), sign a DKIM digest with a domain's key (the keys
+ * come in IMSG_P_SECRETS too).  Nothing in it reads a file or a socket other than
  * its channels.
  *
  * The client half (vault_client_*) runs in the smtp process: requests
@@ -57,6 +58,15 @@ int	vault_route_auth(const char *authfile, vault_cb, uint64_t cookie);
  */
 int	vault_check_password(const char *user, const char *pass,
 	    const char *client_addr, vault_cb, uint64_t cookie);
+/*
+ * DKIM: sign n SHA-256 digests (32 bytes each) with the keys of domain
+ * that selectors name.  The answer: VAULT_OK (a = the base64 signatures
+ * in order, separated by one space), VAULT_NONE (a key is not held) or
+ * VAULT_TEMP.
+ */
+int	vault_dkim_sign(const char *domain, const char *const *selectors,
+	    const unsigned char (*digests)[32], size_t n, vault_cb,
+	    uint64_t cookie);
 /* Requests waiting for an answer (shutdown waits for none). */
 size_t	vault_client_pending(void);
 

@@ -65,7 +65,7 @@ vault_reply_parse(struct rec_reader *rd, struct vreply *a)
 			dst = &a->text;
 		else if (r.tag == T_PASS)
 			dst = &a->pass;
-		if (dst && (*dst != NULL || (*dst = rec_str(&r, 1024)) == NULL))
+		if (dst && (*dst != NULL || (*dst = rec_str(&r, 4096)) == NULL))
 			return -1;
 	}
 	return n == 0 && a->status <= VAULT_TEMP ? 0 : -1;
@@ -221,6 +221,33 @@ vault_check_password(const char *user, const char *pass,
 	if (rv == -1)
 		return -1;
 	vault_req_add(IMSG_V_AUTH, cb, cookie);
+	return 0;
+}
+
+/* DKIM: sign n digests with domain's keys named by selectors. */
+int
+vault_dkim_sign(const char *domain, const char *const *selectors,
+    const unsigned char (*digests)[32], size_t n, vault_cb cb,
+    uint64_t cookie)
+{
+	struct buf b;
+	size_t i;
+	int rv;
+
+	if (vc.ipc == NULL)
+		return -1;
+	buf_init(&b);
+	rec_put_u64(&b, T_JOB, ++vc.nextid);
+	rec_put_str(&b, T_DOMAIN, domain);
+	for (i = 0; i < n; i++) {
+		rec_put_str(&b, T_SELECTOR, selectors[i]);
+		rec_put(&b, T_DIGEST, digests[i], 32);
+	}
+	rv = ipc_send(vc.ipc, IMSG_V_DKIM_SIGN, b.data, b.len, -1);
+	buf_free(&b);
+	if (rv == -1)
+		return -1;
+	vault_req_add(IMSG_V_DKIM_SIGN, cb, cookie);
 	return 0;
 }
 

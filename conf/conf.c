@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth/dkim.h"
 #include "conf/conf.h"
 #include "lib/addr.h"
 #include "lib/util.h"
@@ -202,6 +203,11 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_FALLBACK_AFTER] = { "fallback-after", KNOB_DURATION, "30m", SEC,
 	    30 * DAY, 0, "mail deferred this long goes through fallback-relay, "
 	    "if one is set" },
+	[K_DKIM_KEY_DIR] = { "dkim-key-dir", KNOB_PATH, "/etc/tern/dkim",
+	    0, 0, 0, "where ternctl dkim keygen writes DKIM private keys" },
+	[K_DKIM_SIGN_TRUSTED] = { "dkim-sign-trusted", KNOB_STRING, "no",
+	    0, 0, 0, "yes: DKIM-sign mail from trusted-network clients too "
+	    "(authenticated and local submissions always are)" },
 };
 
 const char *const conf_limit_names[LIM__COUNT] = {
@@ -562,6 +568,10 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	if (id == K_ORIGIN && (why = conf_domain_problem(word)) != NULL)
 		return conf_error(p, "origin: invalid domain \"%s\": %s",
 		    word, why);
+	if ((id == K_TLS_VERIFY || id == K_DKIM_SIGN_TRUSTED) &&
+	    strcmp(word, "yes") && strcmp(word, "no"))
+		return conf_error(p, "%s: expected yes or no, got \"%s\"",
+		    knob_defs[id].name, word);
 	if (id == K_TLS_VERIFY && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "tls-verify: expected yes or no, got "
 		    "\"%s\"", word);
@@ -1413,6 +1423,58 @@ conf_stmt_shape(struct parser *p)
 }
 
 static int
+conf_selector_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > DKIM_SELECTOR_MAX || s[0] == '.' || s[n - 1] == '.')
+		return 0;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-_.") == n;
+}
+
+/* dkim-key DOMAIN SELECTOR PATH */
+static int
+conf_stmt_dkim(struct parser *p)
+{
+	struct conf *c = p->conf;
+	struct dkimkey k;
+	const char *why;
+
+	if (p->ntok < 4)
+		return conf_error(p, "dkim-key: expected \"dkim-key <domain> "
+		    "<selector> <key file>\"");
+	if (conf_extra(p, 4) == -1)
+		return -1;
+	if ((why = conf_domain_problem(p->tok[1])) != NULL)
+		return conf_error(p, "dkim-key: invalid domain \"%s\": %s",
+		    p->tok[1], why);
+	if (!conf_selector_ok(p->tok[2]))
+		return conf_error(p, "dkim-key: invalid selector \"%s\"",
+		    p->tok[2]);
+	if (c->ndkimkeys >= DKIM_KEYS_MAX)
+		return conf_error(p, "dkim-key: more than %d keys",
+		    DKIM_KEYS_MAX);
+	memset(&k, 0, sizeof(k));
+	k.domain = xstrdup(p->tok[1]);
+	str_lower(k.domain);
+	for (size_t i = 0; i < c->ndkimkeys; i++)
+		if (strcmp(c->dkimkeys[i].domain, k.domain) == 0 &&
+		    strcmp(c->dkimkeys[i].selector, p->tok[2]) == 0) {
+			free(k.domain);
+			return conf_error(p, "dkim-key: %s %s already at line "
+			    "%d", p->tok[1], p->tok[2], c->dkimkeys[i].line);
+		}
+	k.selector = xstrdup(p->tok[2]);
+	k.path = conf_abspath(p, p->tok[3]);
+	k.line = p->line;
+	c->dkimkeys = xreallocarray(c->dkimkeys, c->ndkimkeys + 1,
+	    sizeof(*c->dkimkeys));
+	c->dkimkeys[c->ndkimkeys++] = k;
+	return 0;
+}
+
+static int
 conf_statement(struct parser *p)
 {
 	const char *kw = p->tok[0];
@@ -1441,6 +1503,8 @@ conf_statement(struct parser *p)
 		return conf_stmt_grant(p);
 	if (strcmp(kw, "limit") == 0)
 		return conf_stmt_limit(p);
+	if (strcmp(kw, "dkim-key") == 0)
+		return conf_stmt_dkim(p);
 	return conf_error(p, "unknown keyword \"%s\"", kw);
 }
 
@@ -1611,6 +1675,15 @@ conf_free(struct conf *c)
 	for (size_t i = 0; i < c->nshapes; i++)
 		free(c->shapes[i].name);
 	free(c->shapes);
+	for (size_t i = 0; i < c->ndkimkeys; i++) {
+		free(c->dkimkeys[i].domain);
+		free(c->dkimkeys[i].selector);
+		free(c->dkimkeys[i].path);
+		if (c->dkimkeys[i].pem)
+			explicit_bzero(c->dkimkeys[i].pem, c->dkimkeys[i].pemlen);
+		free(c->dkimkeys[i].pem);
+	}
+	free(c->dkimkeys);
 	free(c);
 }
 
@@ -1721,9 +1794,39 @@ conf_find_shape(const struct conf *c, const char *name)
 	return NULL;
 }
 
+/* A DKIM key file: read, checked, kept for the vault. */
+static int
+conf_load_dkim(struct conf *c, struct dkimkey *k, char *err, size_t errlen)
+{
+	char why[128];
+	struct buf b;
+
+	buf_init(&b);
+	if (file_read_all(k->path, 64 * 1024, &b) == -1) {
+		snprintf(err, errlen, "%s:%d: dkim-key %s: %s", c->file,
+		    k->line, k->path, strerror(errno));
+		buf_free(&b);
+		return -1;
+	}
+	if (dkim_key_check(b.data, b.len, &k->alg, &k->siglen, why,
+	    sizeof(why)) == -1) {
+		snprintf(err, errlen, "%s:%d: dkim-key %s: %s", c->file,
+		    k->line, k->path, why);
+		explicit_bzero(b.data, b.len);
+		buf_free(&b);
+		return -1;
+	}
+	k->pemlen = b.len;
+	k->pem = buf_steal(&b);
+	return 0;
+}
+
 int
 conf_load_secrets(struct conf *c, char *err, size_t errlen)
 {
+	for (size_t i = 0; i < c->ndkimkeys; i++)
+		if (conf_load_dkim(c, &c->dkimkeys[i], err, errlen) == -1)
+			return -1;
 	for (size_t i = 0; i < c->nroutes; i++) {
 		struct route *r = &c->routes[i];
 		struct buf b;

@@ -94,6 +94,8 @@ enum knob_id {
 	K_CONNECTION_IDLE,	/* duration (ms): keep an idle outgoing one */
 	K_CONNECTION_MESSAGES,	/* int: transactions on one outgoing one */
 	K_FALLBACK_AFTER,	/* duration (ms): deferred this long: fallback */
+	K_DKIM_KEY_DIR,		/* path: where ternctl dkim keygen writes */
+	K_DKIM_SIGN_TRUSTED,	/* string yes|no: sign trusted-network mail */
 	K__COUNT
 };
 
@@ -191,6 +193,18 @@ struct shape {
 /* The fallback-relay statement is kept as a route with this domain. */
 #define ROUTE_FALLBACK	"!fallback"
 
+/* dkim-key DOMAIN SELECTOR PATH: a signing key (read by the parent). */
+struct dkimkey {
+	char		*domain;	/* lower-cased */
+	char		*selector;
+	char		*path;
+	char		*pem;		/* the parent's copy, for the vault */
+	size_t		 pemlen;
+	int		 alg;		/* DKIM_ALG_* */
+	size_t		 siglen;
+	int		 line;
+};
+
 struct conf {
 	char		*file;		/* name used in error messages */
 	struct knob_val	 v[K__COUNT];
@@ -213,6 +227,8 @@ struct conf {
 	size_t		 nlimits;
 	struct shape	*shapes;	/* destination: static shaping */
 	size_t		 nshapes;
+	struct dkimkey	*dkimkeys;	/* dkim-key */
+	size_t		 ndkimkeys;
 };
 
 /*
@@ -257,7 +273,7 @@ int		 conf_lmtp_spec(const char *spec, struct route *r);
 const struct route *conf_fallback_route(const struct conf *);
 /* Static shaping of a domain or MX host (lower case), or NULL. */
 const struct shape *conf_find_shape(const struct conf *, const char *);
-/* Read every route's auth file (the parent does, as root). */
+/* Read every route's auth file and DKIM key (the parent does, as root). */
 int		 conf_load_secrets(struct conf *, char *err, size_t errlen);
 /* ternd -P: effective settings, globally and per listener. */
 void		 conf_print(const struct conf *, struct buf *);

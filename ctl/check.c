@@ -15,6 +15,7 @@
 #include "conf/conf.h"
 #include "ctl/ctl.h"
 #include "dns/spfdns.h"
+#include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/util.h"
 
@@ -96,6 +97,13 @@ check_main(const struct conf *c, int argc, char *argv[])
 		if (n >= 2 && s[n - 2] == '>')
 			s[n - 2] = '\0';
 		q.sender = s;
+	}
+	{	/* as the MX does: SPF asks for the A-labels (RFC 8616) */
+		static char ascii[1024];
+
+		if (addr_has8bit(q.sender) && addr_ascii(q.sender, ascii,
+		    sizeof(ascii)) == 0)
+			q.sender = ascii;
 	}
 	check_read_message();
 	dns = spfdns_new(c->resolvers, c->resolverlen, c->nresolvers,

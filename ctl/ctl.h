@@ -11,6 +11,8 @@ int		 ctl_request(const struct conf *, const char *req);
 int		 user_main(const struct conf *, int argc, char *argv[]);
 /* ternctl check ...: the MX's checks on a message (argv[0] is "check"). */
 int		 check_main(const struct conf *, int argc, char *argv[]);
+/* ternctl dkim keygen ... (argv[0] is "dkim"). */
+int		 dkim_main(const struct conf *, int argc, char *argv[]);
 /* sendmail(1) personality: submit stdin as a message. */
 int		 sendmail_main(int argc, char *argv[], const char *confpath);
 /* First thing: the setgid drop group is kept for sendmail's maildrop

@@ -50,7 +50,9 @@ ctl_usage(void)
 	    "  auth clear ADDR|ACCOUNT\n"
 	    "                   forget their failed logins\n"
 	    "  check --client-ip IP --helo NAME --mail-from ADDR < message\n"
-	    "                   the MX's checks (SPF) on a message\n");
+	    "                   the MX's checks (SPF) on a message\n"
+	    "  dkim keygen DOMAIN SELECTOR [rsa|ed25519]\n"
+	    "                   a DKIM signing key and its DNS record\n");
 	exit(1);
 }
 
@@ -247,6 +249,8 @@ main(int argc, char *argv[])
 		return ctl_newaliases(c);
 	if (strcmp(argv[0], "user") == 0)
 		return user_main(c, argc, argv);
+	if (strcmp(argv[0], "dkim") == 0)
+		return dkim_main(c, argc, argv);
 	if (strcmp(argv[0], "auth") == 0 && argc == 1)
 		return ctl_request(c, "auth");
 	if (strcmp(argv[0], "auth") == 0 && argc == 3 &&

@@ -8,11 +8,13 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include <spf2/spf.h>
 #include <spf2/spf_dns.h>
@@ -30,6 +32,107 @@ struct spfdns {
 };
 
 static __thread struct spfdns_track *spfdns_cur;
+
+/* An asynchronous question; freed by whichever side is last. */
+struct spfdns_q {
+	int			 done, abandoned, err;
+	struct ub_result	*res;
+};
+static pthread_mutex_t spfdns_qlock = PTHREAD_MUTEX_INITIALIZER;
+
+static uint64_t
+spfdns_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Called in whichever thread runs ub_process. */
+static void
+spfdns_answer(void *arg, int err, struct ub_result *res)
+{
+	struct spfdns_q *q = arg;
+
+	pthread_mutex_lock(&spfdns_qlock);
+	if (q->abandoned) {
+		pthread_mutex_unlock(&spfdns_qlock);
+		if (res)
+			ub_resolve_free(res);
+		free(q);
+		return;
+	}
+	q->done = 1;
+	q->err = err;
+	q->res = res;
+	pthread_mutex_unlock(&spfdns_qlock);
+}
+
+/*
+ * ub_resolve, bounded by the evaluation's deadline when it has one: a
+ * black-holed nameserver costs a worker no more than what is left of
+ * spf-timeout (libunbound's own retries can take much longer), and past
+ * the deadline nothing more is asked.  UB_TIMEOUT-like failure: -1.
+ */
+static int
+spfdns_resolve(struct ub_ctx *ub, const char *name, int type,
+    struct ub_result **out)
+{
+	uint64_t dl = spfdns_cur ? spfdns_cur->deadline_ms : 0, now;
+	struct spfdns_q *q;
+	int id, r, fd;
+
+	*out = NULL;
+	if (dl == 0)
+		return ub_resolve(ub, name, type, 1, out);
+	if ((now = spfdns_now_ms()) >= dl)
+		return -1;
+	q = xcalloc(1, sizeof(*q));
+	if ((r = ub_resolve_async(ub, name, type, 1, q, spfdns_answer,
+	    &id)) != 0) {
+		free(q);
+		return r;
+	}
+	fd = ub_fd(ub);
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		uint64_t left;
+
+		pthread_mutex_lock(&spfdns_qlock);
+		if (q->done) {
+			pthread_mutex_unlock(&spfdns_qlock);
+			break;
+		}
+		pthread_mutex_unlock(&spfdns_qlock);
+		if ((now = spfdns_now_ms()) >= dl) {
+			int gone = ub_cancel(ub, id) == 0;
+
+			pthread_mutex_lock(&spfdns_qlock);
+			if (gone || q->done) {
+				pthread_mutex_unlock(&spfdns_qlock);
+				if (q->res)
+					ub_resolve_free(q->res);
+				free(q);
+			} else {	/* its answer is on the way: it frees */
+				q->abandoned = 1;
+				pthread_mutex_unlock(&spfdns_qlock);
+			}
+			return -1;
+		}
+		/* Several threads may wait on the one descriptor: short
+		 * naps, so an answer another thread read is seen soon. */
+		left = dl - now;
+		(void)poll(&pfd, 1, left > 100 ? 100 : (int)left);
+		(void)ub_process(ub);
+	}
+	r = q->err;
+	*out = q->res;
+	free(q);
+	if (r == 0 && *out == NULL)
+		r = -1;
+	return r;
+}
 
 /*
  * A name in uncompressed wire form (rdata as libunbound hands it over) as
@@ -186,7 +289,7 @@ spfdns_has(struct spfdns *d, const char *name, int type, struct ub_result **out)
 	struct ub_result *res = NULL;
 	int r;
 
-	if (ub_resolve(d->ub, name, type, 1, &res) != 0 || res == NULL) {
+	if (spfdns_resolve(d->ub, name, type, &res) != 0 || res == NULL) {
 		if (res)
 			ub_resolve_free(res);
 		return -1;
@@ -292,7 +395,7 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 		    strcasecmp(domain + nl - tl, d->token) == 0)
 			return spfdns_synthetic(layer, d, domain, nl - tl - 1);
 	}
-	r = ub_resolve(d->ub, domain, type, 1, &res);
+	r = spfdns_resolve(d->ub, domain, type, &res);
 	if (r == UB_SYNTAX) {
 		/* Not a name DNS can carry (a label over 63 bytes, an empty
 		 * one): it exists nowhere. */
@@ -366,6 +469,10 @@ spfdns_new(const struct sockaddr_storage *servers, const socklen_t *lens,
 	}
 	/* A loopback forwarder is what tests (and local caches) use. */
 	r |= ub_ctx_set_option(d->ub, "do-not-query-localhost:", "no");
+	/* Bounded lookups (spfdns_resolve) use a resolver thread. */
+	r |= ub_ctx_async(d->ub, 1);
+	r |= ub_ctx_set_option(d->ub, "outgoing-range:", "64");
+	r |= ub_ctx_set_option(d->ub, "outgoing-num-tcp:", "10");
 	/* Unbound answers RFC 6761 names itself; ours come from the
 	 * configured server like any other (tests use .test). */
 	r |= ub_ctx_set_option(d->ub, "local-zone:", "test. transparent");

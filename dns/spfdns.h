@@ -16,9 +16,12 @@
 #define TERN_SPFDNS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #define SPFDNS_RECORDS	16	/* records kept per evaluation */
+#define SPFDNS_SOCKETS	74	/* query sockets of the resolver thread
+				   (outgoing-range 64, outgoing-num-tcp 10) */
 
 struct spfdns_track {
 	int	 fix;		/* rewrite records for libspf2 (auth/spf.c) */
@@ -39,6 +42,7 @@ struct spfdns_track {
 	int	 last_spf;	/* ...whose answer held an SPF record */
 	int	 last_n;	/* ...with this many records */
 	char	*last_text;	/* ...the first of them (malloc'd) */
+	uint64_t deadline_ms;	/* CLOCK_MONOTONIC ms: no lookup after (0: none) */
 };
 
 struct spfdns;

@@ -44,6 +44,7 @@ enum ipc_type {
 	IMSG_P_TLS,		/* parent -> new smtp: certificate chain, key */
 	IMSG_V_THROTTLE,	/* queue -> vault: list (or clear) the AUTH
 				   throttle's entries */
+	IMSG_V_DKIM_SIGN,	/* smtp -> vault: sign DKIM digests */
 	IMSG__MAX
 };
 
@@ -75,6 +76,12 @@ enum ipc_tag {
 	T_ENVID,	/* smtp -> queue, queue -> smtp: ENVID=, decoded */
 	T_URGENT,	/* smtp -> queue (Q_COMMIT): "Priority: urgent" from
 			 * an authenticated sender */
+	T_DKIM,		/* parent -> smtp (P_INIT): a key's public facts,
+			 * "alg siglen domain selector"; parent -> vault
+			 * (P_SECRETS): a key's domain, then T_SELECTOR, T_PEM */
+	T_SELECTOR,	/* a DKIM selector */
+	T_PEM,		/* parent -> vault: a DKIM private key (PEM) */
+	T_DIGEST,	/* smtp -> vault (V_DKIM_SIGN): a digest to sign */
 	T_KNOWN,	/* parent -> vault: the auth-known-clients window
 			 * (seconds); in a T_THROTTLE account entry: the
 			 * clients known to it */

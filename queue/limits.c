@@ -221,6 +221,29 @@ lim_free_all(void)
 	lim.naccts = 0;
 }
 
+/* Forget a, which holds nothing: no count of the day, no suspension. */
+static void
+lim_forget(struct acct *a)
+{
+	struct acct **pp;
+
+	for (pp = &lim.accts; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == a) {
+			*pp = a->next;
+			lim.naccts--;
+			free(a->name);
+			free(a->reason);
+			free(a);
+			return;
+		}
+}
+
+size_t
+limits_accounts(void)
+{
+	return lim.naccts;
+}
+
 /* One record into the account being read (the latest A_NAME). */
 static int
 lim_decode_rec(struct acct *a, const struct rec *r)
@@ -387,19 +410,23 @@ limits_flush(void)
 /*
  * A program's key, "local:USER/PROGRAM" (sendmail(1) run by a web form's
  * PHP, by cron): its own limits and breaker, and its user's limits over
- * all of that user's keys.  The user's key into user; 0 if not one.
+ * all of that user's keys, "local:USER" (a session naming no program)
+ * among them.  A local key's user key into user; 0 if not a local key.
  */
 static int
 lim_user_of(const char *account, char *user, size_t len)
 {
 	const char *slash;
+	size_t n;
 
-	if (strncmp(account, "local:", 6) != 0 ||
-	    (slash = strchr(account, '/')) == NULL ||
-	    (size_t)(slash - account) >= len)
+	if (strncmp(account, "local:", 6) != 0)
 		return 0;
-	memcpy(user, account, (size_t)(slash - account));
-	user[slash - account] = '\0';
+	slash = strchr(account, '/');
+	n = slash ? (size_t)(slash - account) : strlen(account);
+	if (n >= len)
+		return 0;
+	memcpy(user, account, n);
+	user[n] = '\0';
 	return 1;
 }
 
@@ -466,7 +493,8 @@ limits_check(const char *account, size_t nrcpts, char *text, size_t len)
 			if (strncmp(b->name, user, n) == 0 &&
 			    (b->name[n] == '\0' || b->name[n] == '/'))
 				lim_have(b, have);
-		if ((code = lim_over(user, have, nrcpts, text, len)) != 0)
+		if ((code = lim_over(user, have, nrcpts, text, len)) != 0 ||
+		    strcmp(user, account) == 0)
 			return code;
 		memset(have, 0, sizeof(have));
 	}
@@ -496,6 +524,10 @@ limits_unreserve(const char *account, size_t nrcpts)
 		return;
 	a->rmsgs -= a->rmsgs ? 1 : 0;
 	a->rrcpts -= a->rrcpts >= nrcpts ? nrcpts : a->rrcpts;
+	/* A name made for a message that was never committed (XPROGRAM is
+	   the caller's word: a new one per session) takes no place. */
+	if (a->rmsgs == 0 && a->rrcpts == 0 && !lim_live(a, time(NULL)))
+		lim_forget(a);
 }
 
 /* ---- the breaker --------------------------------------------------------- */

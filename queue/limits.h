@@ -37,6 +37,8 @@ int	limits_check(const char *account, size_t nrcpts, char *text,
    place until it is committed (counted) or dropped; -1 if no room. */
 int	limits_reserve(const char *account, size_t nrcpts);
 void	limits_unreserve(const char *account, size_t nrcpts);
+/* Accounts in the table (counted, suspended or holding a place). */
+size_t	limits_accounts(void);
 /* m was committed (rejected: recipients refused at RCPT): count it; may
    trip the breaker; m is held if its account is suspended. */
 void	limits_count(struct qmsg *m, uint64_t rejected);

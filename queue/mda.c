@@ -43,6 +43,40 @@
 #define MDA_TMP_STALE	(36 * 3600)	/* the Maildir convention */
 #define MDA_TMP_SCAN	(8 * 3600)	/* between two looks into a tmp/ */
 
+/*
+ * mkdir, and the directory holding the new one synced: a delivery into
+ * it is reported done only once all of it would survive a crash.  -1
+ * with errno (EEXIST: it was there, nothing to sync).
+ */
+static int
+mda_mkdir(const char *path)
+{
+	char up[4096];
+	const char *slash = strrchr(path, '/');
+	int fd, rc, e;
+
+	if (mkdir(path, 0700) == -1)
+		return -1;
+	if (slash == NULL)
+		str_copy(up, ".", sizeof(up));
+	else if (slash == path)
+		str_copy(up, "/", sizeof(up));
+	else if ((size_t)(slash - path) < sizeof(up)) {
+		memcpy(up, path, (size_t)(slash - path));
+		up[slash - path] = '\0';
+	} else {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((fd = open(up, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	rc = fsync(fd);
+	e = errno;
+	close(fd);
+	errno = e;
+	return rc;
+}
+
 /* mkdir -p, each created level 0700. */
 static int
 mda_mkdirs(const char *path)
@@ -57,7 +91,7 @@ mda_mkdirs(const char *path)
 		if (tmp[i] != '/' && tmp[i] != '\0')
 			continue;
 		tmp[i] = '\0';
-		if (mkdir(tmp, 0700) == -1 && errno != EEXIST)
+		if (mda_mkdir(tmp) == -1 && errno != EEXIST)
 			return -1;
 		tmp[i] = path[i];
 	}
@@ -73,7 +107,7 @@ mda_prepare(const char *md, char *err, size_t errlen)
 
 	for (i = 0; i < 3; i++) {
 		if (snprintf(p, sizeof(p), "%s/%s", md, sub[i]) >= (int)sizeof(p) ||
-		    (mkdir(p, 0700) == -1 && errno != EEXIST &&
+		    (mda_mkdir(p) == -1 && errno != EEXIST &&
 		    mda_mkdirs(p) == -1)) {
 			snprintf(err, errlen, "cannot create %s: %s", p,
 			    strerror(errno));

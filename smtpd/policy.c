@@ -14,17 +14,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "conf/conf.h"
 #include "dns/spfdns.h"
+#include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "smtpd/policy.h"
 
-#define POLICY_THREADS	4
+#define POLICY_THREADS	4	/* started with */
+#define POLICY_MAX_THREADS 32	/* grown to while checks wait */
 
 struct policy_job {
 	struct policy_job	*next;
@@ -34,7 +37,9 @@ struct policy_job {
 	char			*helo, *sender;
 	struct spf_verdict	 v;
 	struct event		*timer;
-	int			 queued;	/* a worker has it */
+	int			 queued;	/* in the list or a worker's */
+	int			 taken;		/* a worker's (under pol.lock) */
+	uint64_t		 deadline_ms;	/* its lookups end then */
 };
 
 static struct {
@@ -48,6 +53,8 @@ static struct {
 	int			 pipe[2];
 	struct event		*ev;
 	uint64_t		 timeout_ms;
+	int			 nidle, nqueue;	/* under lock */
+	int			 nthreads;	/* the loop's */
 } pol = { .lock = PTHREAD_MUTEX_INITIALIZER,
 	  .cond = PTHREAD_COND_INITIALIZER };
 
@@ -61,17 +68,22 @@ policy_worker(void *arg)
 		struct spf_request q;
 
 		pthread_mutex_lock(&pol.lock);
+		pol.nidle++;
 		while (pol.head == NULL)
 			pthread_cond_wait(&pol.cond, &pol.lock);
+		pol.nidle--;
+		pol.nqueue--;
 		j = pol.head;
 		pol.head = j->next;
 		if (pol.head == NULL)
 			pol.tail = &pol.head;
+		j->taken = 1;
 		pthread_mutex_unlock(&pol.lock);
 		memset(&q, 0, sizeof(q));
 		q.ip = j->ip;
 		q.helo = j->helo;
 		q.sender = j->sender;
+		q.deadline_ms = j->deadline_ms;
 		spf_check(spf, &q, &j->v);
 		/* The pointer itself: a pipe write this small is atomic. */
 		if (write(pol.pipe[1], &j, sizeof(j)) != sizeof(j))
@@ -89,6 +101,41 @@ policy_job_free(struct policy_job *j)
 	free(j->helo);
 	free(j->sender);
 	free(j);
+}
+
+/*
+ * The session no longer wants j: a job no worker has taken yet leaves the
+ * list and is freed (1); a taken one's late answer is dropped (0).
+ */
+static int
+policy_forget(struct policy_job *j)
+{
+	struct policy_job **pp;
+	int gone = 0;
+
+	j->txn = NULL;
+	if (!j->queued)
+		return 1;
+	pthread_mutex_lock(&pol.lock);
+	if (!j->taken) {
+		for (pp = &pol.head; *pp != j; pp = &(*pp)->next)
+			;
+		if ((*pp = j->next) == NULL)
+			pol.tail = pp;
+		pol.nqueue--;
+		gone = 1;
+	}
+	pthread_mutex_unlock(&pol.lock);
+	return gone;
+}
+
+static uint64_t
+policy_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static void
@@ -149,10 +196,8 @@ policy_timeout(evutil_socket_t fd, short ev, void *arg)
 	str_copy(v.reason, j->queued ? "timed out" : "no resolver",
 	    sizeof(v.reason));
 	policy_deliver(j, &v);
-	if (!j->queued)
+	if (policy_forget(j))
 		policy_job_free(j);
-	else
-		j->txn = NULL;	/* the worker's late answer is dropped */
 }
 
 int
@@ -162,14 +207,31 @@ policy_fds(const struct conf *conf)
 
 	for (size_t i = 0; i < conf->nlisteners; i++)
 		on |= conf_spf_enabled(conf, &conf->listeners[i]);
-	return on ? 2 + 4 + 2 * POLICY_THREADS : 0;
+	/* Our pipe, libunbound's pipes and resolver thread (its UDP and TCP
+	 * query sockets, see spfdns_new), a socket per worker. */
+	return on ? 2 + 8 + SPFDNS_SOCKETS + 2 * POLICY_MAX_THREADS : 0;
+}
+
+/* One more worker (pol.nthreads counts it); 0 or -1. */
+static int
+policy_spawn(void)
+{
+	struct spf *spf = spf_new(pol.dns, conf_str(pol.conf, K_HOSTNAME));
+	pthread_t t;
+
+	if (spf == NULL || pthread_create(&t, NULL, policy_worker, spf) != 0) {
+		log_warnx("event=spf result=warn reason=\"no new worker\"");
+		return -1;
+	}
+	pthread_detach(t);
+	pol.nthreads++;
+	return 0;
 }
 
 int
 policy_init(struct event_base *base, const struct conf *conf, policy_cb cb)
 {
 	char err[256];
-	pthread_t t;
 
 	pol.base = base;
 	pol.conf = conf;
@@ -191,14 +253,9 @@ policy_init(struct event_base *base, const struct conf *conf, policy_cb cb)
 	pol.ev = event_new(base, pol.pipe[0], EV_READ | EV_PERSIST,
 	    policy_readcb, NULL);
 	event_add(pol.ev, NULL);
-	for (int i = 0; i < POLICY_THREADS; i++) {
-		struct spf *spf = spf_new(pol.dns, conf_str(conf, K_HOSTNAME));
-
-		if (spf == NULL || pthread_create(&t, NULL, policy_worker,
-		    spf) != 0)
+	for (int i = 0; i < POLICY_THREADS; i++)
+		if (policy_spawn() == -1)
 			return -1;
-		pthread_detach(t);
-	}
 	return 0;
 }
 
@@ -209,6 +266,8 @@ policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
 {
 	struct policy_job *j;
 	struct timeval tv;
+	char ascii[1024];
+	int grow;
 
 	policy_txn_reset(t);
 	if (exempt || !conf_spf_enabled(pol.conf, l) ||
@@ -219,6 +278,11 @@ policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
 	j->txn = t;
 	str_copy(j->ip, ip, sizeof(j->ip));
 	j->helo = xstrdup(helo);
+	/* SPF names domains by their A-labels (RFC 8616 4): a U-label
+	 * sender domain is the same domain, not an unknown one. */
+	if (*sender != '\0' && addr_has8bit(sender) &&
+	    addr_ascii(sender, ascii, sizeof(ascii)) == 0)
+		sender = ascii;
 	j->sender = xstrdup(sender);
 	if (pol.dns == NULL) {		/* no resolver: temperror at once */
 		t->pending = j;
@@ -230,15 +294,23 @@ policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
 	}
 	t->pending = j;
 	j->queued = 1;
+	j->deadline_ms = policy_now_ms() + pol.timeout_ms;
 	j->timer = evtimer_new(pol.base, policy_timeout, j);
 	tv.tv_sec = (time_t)(pol.timeout_ms / 1000);
 	tv.tv_usec = (suseconds_t)(pol.timeout_ms % 1000) * 1000;
 	evtimer_add(j->timer, &tv);
+	/* A check waits behind slow ones only when POLICY_MAX_THREADS
+	 * are busy: a few sessions on a black-holed nameserver do not
+	 * hold up everyone else's until spf-timeout. */
 	pthread_mutex_lock(&pol.lock);
 	*pol.tail = j;
 	pol.tail = &j->next;
+	pol.nqueue++;
+	grow = pol.nqueue > pol.nidle && pol.nthreads < POLICY_MAX_THREADS;
 	pthread_cond_signal(&pol.cond);
 	pthread_mutex_unlock(&pol.lock);
+	if (grow)
+		(void)policy_spawn();
 	return 1;
 }
 
@@ -257,9 +329,8 @@ policy_txn_reset(struct policy_txn *t)
 
 	if (j) {
 		t->pending = NULL;
-		j->txn = NULL;
 		evtimer_del(j->timer);
-		if (!j->queued)
+		if (policy_forget(j))
 			policy_job_free(j);
 	}
 	t->spf_done = 0;

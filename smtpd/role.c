@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth/dkim.h"
 #include "conf/conf.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
@@ -46,6 +47,7 @@ struct role_init {
 static void
 role_init_msg(struct role_init *ri, struct rec_reader *rd)
 {
+	struct dkim_keyinfo ki;
 	struct rec r;
 	char *s;
 
@@ -62,6 +64,11 @@ role_init_msg(struct role_init *ri, struct rec_reader *rd)
 			break;
 		case T_GID:
 			rec_u64(&r, &ri->gid);
+			break;
+		case T_DKIM:	/* a signing key's public facts (smtp) */
+			if (dkim_keyinfo_parse((const char *)r.data, r.len,
+			    &ki) == 0)
+				dkim_keys_add(&ki);
 			break;
 		case T_PATH:
 		case T_USER:

@@ -47,6 +47,7 @@
 #include "queue/resolve.h"
 #include "smtpd/clients.h"
 #include "smtpd/policy.h"
+#include "smtpd/dkimsign.h"
 #include "smtpd/sasl.h"
 #include "smtpd/smtp_parse.h"
 #include "smtpd/tls.h"
@@ -86,11 +87,11 @@ struct rcpt_dsn {
 /* Why a message in DATA is refused at its end. */
 enum data_err {
 	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_HOPS, DE_WRITE, DE_QUEUE,
-	DE_FROM
+	DE_FROM, DE_DKIM
 };
 static const char *const data_err_name[] = {
 	"none", "size", "line-length", "bare-cr-lf", "nul", "hops", "write",
-	"queue", "from-not-owned"
+	"queue", "from-not-owned", "dkim-sign"
 };
 
 /* A SASL exchange in progress: the next line is a response, not a verb. */
@@ -158,6 +159,7 @@ struct session {
 	struct rcpt_dsn		 rcur;		/* of the RCPT being checked */
 	struct rcpt_dsn		*rdsn;		/* parallel to rcpts */
 	int			 urgent;	/* Priority: urgent */
+	struct dsign		*dkim;		/* DKIM signing, or NULL */
 };
 
 /* The profile of the local submission socket: no per-address limits. */
@@ -407,6 +409,8 @@ session_reset(struct session *s)
 	free(s->badfrom);
 	s->badfrom = NULL;
 	policy_txn_reset(&s->pol);
+	dsign_free(s->dkim);
+	s->dkim = NULL;
 }
 
 /* ---- line reader ------------------------------------------------------ */
@@ -503,7 +507,7 @@ cmd_helo(struct session *s, const char *arg, int esmtp)
 	}
 	session_reset(s);
 	free(s->helo);
-	s->helo = xstrdup(arg);
+	s->helo = xstrndup(arg, strcspn(arg, " "));	/* the name alone */
 	s->esmtp = esmtp;
 	if (!esmtp) {
 		session_reply(s, "250 %s", host);
@@ -1430,6 +1434,11 @@ data_refuse(struct session *s)
 		    "reason=\"spool write: %s\"", fd_strerror(s->werrno));
 		session_reply(s, "451 4.3.0 local error writing the "
 		    "message");
+	} else if (s->derr == DE_DKIM) {
+		session_log(s, "event=data result=tempfail code=451 "
+		    "esc=4.3.0 reason=\"DKIM signing failed\"");
+		session_reply(s, "451 4.3.0 message could not be signed, try "
+		    "again later");
 	} else if (s->derr == DE_QUEUE) {
 		session_log(s, "event=data result=tempfail code=451 "
 		    "esc=4.3.0 reason=\"queue lost during DATA\"");
@@ -1460,7 +1469,7 @@ data_refuse(struct session *s)
 		session_reply(s, "554 5.6.0 message refused: NUL byte "
 		    "in DATA");
 	}
-	if (s->derr != DE_WRITE && s->derr != DE_QUEUE)
+	if (s->derr != DE_WRITE && s->derr != DE_QUEUE && s->derr != DE_DKIM)
 		session_log(s, "event=data result=reject code=5xx "
 		    "reason=%s", data_err_name[s->derr]);
 	if (s->qid[0] && smtp.queue)
@@ -1525,16 +1534,56 @@ data_send_commit(struct session *s)
 	return r == 0 ? 0 : -1;
 }
 
-static void	hdr_complete(struct session *);
+static void	data_hend(struct session *);
+static void	data_commit_end(struct session *);
+
+/* The vault has signed (or not): the fields go over their room. */
+static void
+data_dkim_done(uint64_t sid, int status, const char *sigs, const char *b)
+{
+	struct session *s = smtp_find(sid);
+	const char *why;
+	char what[300];
+
+	if (s == NULL || s->state != SS_VAULT || s->dkim == NULL ||
+	    s->msgfd < 0)
+		return;
+	dsign_describe(s->dkim, what, sizeof(what));
+	if (dsign_write(s->dkim, s->msgfd, status, sigs, &why) == -1) {
+		session_log(s, "event=dkim-sign result=error %s reason=\"%s\"",
+		    what, log_q(why));
+		s->derr = DE_DKIM;
+	} else
+		session_log(s, "event=dkim-sign result=ok %s", what);
+	data_commit_end(s);
+	if (s->state == SS_CMD)
+		session_process(s);
+}
 
 static void
 data_commit(struct session *s)
 {
-	if (s->authed && s->inheaders && s->derr == DE_NONE)
-		hdr_complete(s);	/* a message that is all header */
+	int r;
+
+	if (s->inheaders && s->derr == DE_NONE)
+		data_hend(s);		/* a message that is all header */
 	if (s->badfrom != NULL && s->derr == DE_NONE)
 		s->derr = DE_FROM;
 	data_write(s, 1);
+	if (s->dkim && s->derr == DE_NONE && s->msgfd >= 0) {
+		if ((r = dsign_request(s->dkim, data_dkim_done, s->id)) == 0) {
+			s->state = SS_VAULT;
+			return;
+		}
+		if (r == -1)
+			s->derr = DE_DKIM;
+	}
+	data_commit_end(s);
+}
+
+static void
+data_commit_end(struct session *s)
+{
 	if (s->msgfd >= 0)
 		close(s->msgfd);
 	s->msgfd = -1;
@@ -1658,6 +1707,28 @@ hdr_complete(struct session *s)
 	s->hasdate = s->hasmsgid = 1;
 }
 
+/*
+ * The header ends: a submission gets what it left out, then a signed
+ * message the room for its DKIM-Signature fields.
+ */
+static void
+data_hend(struct session *s)
+{
+	size_t at = s->wbuf.len;
+	off_t off;
+
+	if (s->authed)
+		hdr_complete(s);
+	if (s->dkim == NULL || s->derr != DE_NONE)
+		return;
+	dsign_htext(s->dkim, s->wbuf.data + at, s->wbuf.len - at);
+	if ((off = lseek(s->msgfd, 0, SEEK_CUR)) == -1)
+		s->derr = DE_DKIM;
+	else
+		s->msgsize += dsign_hend(s->dkim, &s->wbuf,
+		    off + (off_t)s->wbuf.len);
+}
+
 /* Header lines of an authenticated submission, unfolded, bounded. */
 static void
 hdr_line(struct session *s, const char *line, size_t len)
@@ -1684,13 +1755,16 @@ data_line(struct session *s, const char *line, size_t len)
 		line++;
 		len--;
 	}
-	if (s->inheaders && s->authed) {
+	if (s->dkim && s->derr == DE_NONE && s->inheaders)
+		dsign_hline(s->dkim, line, len);
+	else if (s->dkim && s->derr == DE_NONE)
+		dsign_bline(s->dkim, line, len);
+	if (s->inheaders && s->authed)
 		hdr_line(s, line, len);
-		if (len == 0)
-			hdr_complete(s);
-	}
-	if (s->inheaders && len == 0)
+	if (s->inheaders && len == 0) {
+		data_hend(s);
 		s->inheaders = 0;
+	}
 	/*
 	 * RFC 5321 6.3: counting Received: fields finds loops; ours is one
 	 * more, so the client may bring one fewer than max-hops.
@@ -1776,6 +1850,10 @@ data_start(struct session *s, const char *qid, int fd)
 	s->inheaders = 1;
 	s->hops = 0;
 	data_received(s);
+	if (s->authed || s->local || (conf_is_trusted(smtp.conf,
+	    (struct sockaddr *)&s->ss) && strcmp(conf_str(smtp.conf,
+	    K_DKIM_SIGN_TRUSTED), "yes") == 0))
+		s->dkim = dsign_new();
 	if (s->bdat) {
 		/* No 354, no deadline of its own: chunks are commands. */
 		s->state = SS_BDAT;

@@ -32,6 +32,7 @@
 #include <seccomp.h>
 
 #include "auth/credstore.h"
+#include "auth/dkim.h"
 #include "conf/aliases.h"
 #include "conf/conf.h"
 #include "lib/ipc.h"
@@ -1401,6 +1402,30 @@ parent_exec(struct child *ch)
 }
 
 /* Identity and (for smtp and queue) the config text, in chunks. */
+/* The smtp process learns each DKIM key's facts, never the key. */
+static void
+parent_dkim_public(struct buf *b)
+{
+	struct dkim_keyinfo ki;
+	struct buf one;
+	size_t i;
+
+	buf_init(&one);
+	for (i = 0; i < p.conf->ndkimkeys; i++) {
+		const struct dkimkey *k = &p.conf->dkimkeys[i];
+
+		memset(&ki, 0, sizeof(ki));
+		str_copy(ki.domain, k->domain, sizeof(ki.domain));
+		str_copy(ki.selector, k->selector, sizeof(ki.selector));
+		ki.alg = k->alg;
+		ki.siglen = k->siglen;
+		buf_reset(&one);
+		dkim_keyinfo_format(&ki, &one);
+		rec_put_str(b, T_DKIM, one.data);
+	}
+	buf_free(&one);
+}
+
 static void
 parent_send_init(struct child *ch, int with_conf)
 {
@@ -1418,6 +1443,8 @@ parent_send_init(struct child *ch, int with_conf)
 			rec_put_str(&b, T_PATH, proc_basedir);
 			if (resolve_self)
 				rec_put_str(&b, T_USER, resolve_self);
+			if (ch == &p.smtp)
+				parent_dkim_public(&b);
 		}
 		n = with_conf ? p.text.len - off : 0;
 		if (n > PARENT_CONF_CHUNK)
@@ -1494,6 +1521,13 @@ parent_secrets(struct buf *b)
 		rec_put_str(b, T_PATH, r->authfile);
 		rec_put_str(b, T_USER, r->authuser);
 		rec_put_str(b, T_PASS, r->authpass);
+	}
+	for (i = 0; i < p.conf->ndkimkeys; i++) {
+		const struct dkimkey *k = &p.conf->dkimkeys[i];
+
+		rec_put_str(b, T_DKIM, k->domain);
+		rec_put_str(b, T_SELECTOR, k->selector);
+		rec_put(b, T_PEM, k->pem, k->pemlen);
 	}
 }
 

@@ -29,13 +29,14 @@
 #include <event2/event.h>
 
 #include "conf/conf.h"
+#include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "queue/resolve.h"
 #include "smtpd/verify.h"
 
 #define VERIFY_CACHE_MAX	4096	/* addresses remembered */
-#define VERIFY_PROBES_MAX	32	/* dialogues at once */
+#define VERIFY_PROBES_MAX	32	/* dialogues at once, per server */
 #define VERIFY_WAITERS_MAX	256	/* sessions waiting on one probe */
 #define VERIFY_SECS		30	/* a whole probe */
 #define VERIFY_LINE_MAX		1024
@@ -63,6 +64,7 @@ struct vprobe {
 	struct bufferevent	*bev;
 	int			 step;		/* replies read so far */
 	int			 code, lines;
+	int			 smtputf8;	/* offered in the LHLO reply */
 	char			 text[VERIFY_TEXT];
 	struct vwaiter		*w;
 	size_t			 nw;
@@ -396,11 +398,19 @@ verify_reply(struct vprobe *p, const char *text)
 		verify_send(p, "LHLO %s", conf_str(vf.conf, K_HOSTNAME));
 		return;
 	case 1:
-		verify_send(p, "MAIL FROM:<>", NULL);
+		/* The address as the delivery will name it: as it is with
+		   SMTPUTF8, else its domain's A-labels. */
+		verify_send(p, "MAIL FROM:<>%s", p->smtputf8 &&
+		    addr_has8bit(p->addr) ? " SMTPUTF8" : "");
 		return;
-	case 2:
-		verify_send(p, "RCPT TO:<%s>", p->addr);
+	case 2: {
+		char ascii[1024];
+
+		verify_send(p, "RCPT TO:<%s>", !p->smtputf8 &&
+		    addr_has8bit(p->addr) && addr_ascii(p->addr, ascii,
+		    sizeof(ascii)) == 0 ? ascii : p->addr);
 		return;
+	}
 	}
 	verify_probe_end(p, p->code / 100 == 2 ? VERIFY_OK : p->code / 100 ==
 	    5 ? VERIFY_NO : VERIFY_TEMP, "%s", text);
@@ -429,6 +439,9 @@ verify_readcb(struct bufferevent *bev, void *arg)
 			p->code = code;
 			str_copy(p->text, line, sizeof(p->text));
 		}
+		if (p->step == 1 && len >= 12 &&
+		    strcasecmp(line + 4, "SMTPUTF8") == 0)
+			p->smtputf8 = 1;
 		free(line);
 		if (more)
 			continue;
@@ -503,6 +516,7 @@ verify_probe_start(const struct route *r, const char *key, const char *addr,
 	struct sockaddr_storage ss;
 	struct vprobe *p;
 	char server[160];
+	size_t n = 0;
 	int len;
 
 	verify_server_name(r, server, sizeof(server));
@@ -510,7 +524,10 @@ verify_probe_start(const struct route *r, const char *key, const char *addr,
 		snprintf(text, textlen, "lmtp %s: not an address", server);
 		return NULL;
 	}
-	if (vf.nprobes >= VERIFY_PROBES_MAX) {
+	/* Per server: a hung one does not stop checks for the others. */
+	for (p = vf.probes; p; p = p->next)
+		n += strcmp(p->server, server) == 0;
+	if (n >= VERIFY_PROBES_MAX) {
 		snprintf(text, textlen, "too many recipient checks at once");
 		return NULL;
 	}

@@ -51,6 +51,13 @@ What it measures, all in one temp dir on one filesystem:
 8. the brute-force throttle: wrong passwords for one account from one
    address, and from many at once, for a bounded time: guesses made,
    the delays, when the refusals (454 4.7.0) start.
+10. DKIM signing cost (--dkim-messages N, off by default; --dkim-only
+   runs it alone): N messages over one connection from a trusted client
+   (dkim-sign-trusted yes) with a From: in the local domain, to a daemon
+   with no key, with an RSA-2048 key and with an Ed25519 key (made by
+   ternctl dkim keygen); the median and mean time from the end of the
+   data to the 250, and the difference to the unsigned run: the cost of
+   hashing, the vault's signature and the write of the field.
 
 Every loop is bounded in time and count; the daemon and the temp dir are
 removed on the way out, also on error or Ctrl-C.
@@ -2408,6 +2415,10 @@ def parse_args():
     ap.add_argument("--messages", type=int, default=2000, metavar="N",
                     help="9.: messages per level against Postfix (300 "
                     "for a short run)")
+    ap.add_argument("--dkim-messages", type=int, default=0, metavar="N",
+                    help="10.: messages per DKIM signing run (0: off)")
+    ap.add_argument("--dkim-only", action="store_true",
+                    help="run 10. (DKIM signing cost) alone")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temp dir (for inspection)")
     a = ap.parse_args()
@@ -2503,6 +2514,71 @@ def run_versus(build, base, a, max_conn, daemons, R):
     return status
 
 
+def dkim_sign_cost(build, base, max_conn, n, size, daemons):
+    """10.: per-message latency unsigned, RSA-2048 and Ed25519 signed."""
+    import re
+    out = {"messages": n, "runs": {}}
+    for kind in ("none", "rsa", "ed25519"):
+        print("bench: DKIM signing, %s, %d messages ..." % (kind, n),
+              file=sys.stderr)
+        d = Daemon(build, base / ("dkim-" + kind), max_conn)
+        daemons.append(d)
+        # dkim-key-dir is in the temp dir already (relocations).
+        conf = d.conf.read_text() + "dkim-sign-trusted yes\n"
+        d.conf.write_text(conf)
+        if kind != "none":
+            r = d.ctl("dkim", "keygen", LOCAL_DOMAIN, "b" + kind, kind)
+            m = re.search(r"^; the key: (\S+) ", r.stdout, re.M)
+            if r.returncode != 0 or not m:
+                raise BenchError("ternctl dkim keygen: " + r.stderr.strip())
+            d.conf.write_text(conf + 'dkim-key %s b%s "%s"\n' % (
+                LOCAL_DOMAIN, kind, m.group(1)))
+        d.start()
+        msgs = [(mid, b.replace(b"From: <bench@client.bench.test>",
+                                b"From: <bench@" + LOCAL_DOMAIN.encode() +
+                                b">", 1))
+                for mid, b in tagged_bodies(size, "dkim-" + kind, n,
+                                            "%s@%s" % (SINK_ALIAS,
+                                                       LOCAL_DOMAIN))]
+        res = send_messages("127.0.0.1", d.port, 1, msgs,
+                            ["%s@%s" % (SINK_ALIAS, LOCAL_DOMAIN)], 600)
+        lat = [b - a for a, b in zip([res["start"]] +
+                                     [x[2] for x in res["acked"]],
+                                     [x[2] for x in res["acked"]])]
+        signed = log_counts(d.log, ["event=dkim-sign result=ok"])[
+            "event=dkim-sign result=ok"]
+        d.stop()
+        if res["n_errors"] or len(res["acked"]) != n or \
+                signed != (0 if kind == "none" else n):
+            raise BenchError("DKIM %s: %d of %d acknowledged, %d signed, "
+                             "%s" % (kind, len(res["acked"]), n, signed,
+                                     "; ".join(res["errors"][:2])))
+        out["runs"][kind] = {"p50_ms": res["lat_ms_p50"],
+                             "mean_ms": round(1000 * sum(lat) / len(lat),
+                                              3),
+                             "rate": res["rate"], "signed": signed}
+    base_ms = out["runs"]["none"]
+    for kind in ("rsa", "ed25519"):
+        r = out["runs"][kind]
+        r["cost_p50_ms"] = round(r["p50_ms"] - base_ms["p50_ms"], 3)
+        r["cost_mean_ms"] = round(r["mean_ms"] - base_ms["mean_ms"], 3)
+    return out
+
+
+def print_dkim(D):
+    print("10. DKIM signing, %d messages each, one client (ms per "
+          "message)" % D["messages"])
+    print("   %-10s %9s %9s %9s %11s %11s" % ("key", "p50", "mean",
+                                              "msg/s", "cost p50",
+                                              "cost mean"))
+    for kind in ("none", "rsa", "ed25519"):
+        r = D["runs"][kind]
+        print("   %-10s %9.3f %9.3f %9.1f %11s %11s" % (
+            kind, r["p50_ms"], r["mean_ms"], r["rate"],
+            "%.3f" % r["cost_p50_ms"] if "cost_p50_ms" in r else "-",
+            "%.3f" % r["cost_mean_ms"] if "cost_mean_ms" in r else "-"))
+
+
 def raise_nofile(need):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = need if hard == resource.RLIM_INFINITY else min(hard, need)
@@ -2574,7 +2650,25 @@ def main():
     daemons = []
     sink = dns = None
     status = 0
+    if a.dkim_only:
+        try:
+            R["dkim_sign"] = dkim_sign_cost(build, base, max_conn,
+                                            a.dkim_messages or 300, a.size,
+                                            daemons)
+            print_dkim(R["dkim_sign"])
+        except BenchError as e:
+            print("bench: error: %s" % e, file=sys.stderr)
+            status = 1
+        finally:
+            for d in daemons:
+                d.stop()
+            shutil.rmtree(base, ignore_errors=True)
+        return status
     try:
+        if a.dkim_messages:
+            R["dkim_sign"] = dkim_sign_cost(build, base, max_conn,
+                                            a.dkim_messages, a.size,
+                                            daemons)
         if nofile < a.idle + 64:
             R["notes"].append("RLIMIT_NOFILE is %d: idle connections "
                               "reduced" % nofile)
@@ -2870,6 +2964,8 @@ def main():
         status = status or 1
     if "fsync" in R:
         print_table(R)
+    if "dkim_sign" in R:
+        print_dkim(R["dkim_sign"])
     return status
 
 

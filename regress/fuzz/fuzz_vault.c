@@ -4,9 +4,12 @@
  * queue process sends (ternctl auth: list, or clear a key).  The first
  * byte picks the request type; the rest is the payload.  A request is answered or
  * refused, never more than one answer, and the secrets it holds are never
- * in an answer to anything but a route-credentials request.
+ * in an answer to anything but a route-credentials request.  A first
+ * byte of 0xf0 or more makes a DKIM signing request (fuzz.example has
+ * the Ed25519 key ed1): its answer never holds the private key.
  *
- * A sixth kind drives the AUTH throttle's known clients (auth/authcheck.c)
+ * A first byte below 0xf0 that is 5 modulo 6 drives the AUTH throttle's
+ * known clients (auth/authcheck.c)
  * with the client addresses an smtp process passes on: a list of
  * operations (failure, success, question, listing), each an op byte, an
  * account byte, a time step byte and a client up to a newline.  The
@@ -26,6 +29,11 @@
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static const char key[] = "fuzz-vault-key-0123456789abcdef";
+/* A test key made for this target alone. */
+static const char dkim_pem[] = "-----BEGIN PRIVATE KEY-----\n"
+    "MC4CAQAwBQYDK2VwBCIEIIcDnuzkez4dhknimu18Q6EYlxBngqeIoRZohXwmlvVs\n"
+    "-----END PRIVATE KEY-----\n";
+static const char dkim_secret[] = "MC4CAQAwBQYDK2VwBCIEIIcDnuzkez4dhkni";
 
 static void
 load_once(void)
@@ -43,6 +51,9 @@ load_once(void)
 	rec_put_str(&b, T_USER, "relayuser");
 	rec_put_str(&b, T_PASS, "relay-password-xyz");
 	rec_put_u64(&b, T_KNOWN, 3600);
+	rec_put_str(&b, T_DKIM, "fuzz.example");
+	rec_put_str(&b, T_SELECTOR, "ed1");
+	rec_put_str(&b, T_PEM, dkim_pem);
 	if (vault_load(b.data, b.len) != 0)
 		abort();
 	buf_free(&b);
@@ -129,12 +140,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	load_once();
 	if (len < 1)
 		return 0;
-	if (data[0] % 6 == 5) {
+	if (data[0] < 0xf0 && data[0] % 6 == 5) {
 		fuzz_known(data + 1, len - 1);
 		return 0;
 	}
-	type = data[0] % 5 == 4 ? IMSG_V_THROTTLE : IMSG_V_SRS_REVERSE +
-	    data[0] % 4;
+	type = data[0] >= 0xf0 ? IMSG_V_DKIM_SIGN : data[0] % 5 == 4 ?
+	    IMSG_V_THROTTLE : IMSG_V_SRS_REVERSE + data[0] % 4;
 	buf_init(&out);
 	if ((type == IMSG_V_THROTTLE ? vault_throttle_request(data + 1,
 	    len - 1, 1700000000, &out) : vault_request(type, data + 1,
@@ -148,6 +159,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 		    !memmem(data, len, key, sizeof(key) - 1)) ||
 		    (memmem(out.data, out.len, "relay-password-xyz", 18) &&
 		    !memmem(data, len, "relay-password-xyz", 18))))
+			abort();
+		if (out.data && memmem(out.data, out.len, dkim_secret,
+		    sizeof(dkim_secret) - 1) && !memmem(data, len,
+		    dkim_secret, sizeof(dkim_secret) - 1))
 			abort();
 	} else if (out.len != 0)
 		abort();

@@ -355,3 +355,39 @@ def test_breaker_holds_the_programs_mail_not_crons(make_daemon, tmpbase,
     assert r.returncode == 0 and "4 held message(s) released" in r.stdout, \
         (r.stdout, r.stderr)
     assert all(m == " " for _, m in queued(d)), d.ctl("queue").stdout
+
+
+BARE_SUBMIT = r"""
+import smtplib, socket, sys
+s = smtplib.SMTP()
+s.sock = socket.socket(socket.AF_UNIX)
+s.sock.connect(sys.argv[1])
+s.getreply()
+s.ehlo("localhost")
+try:
+    s.sendmail("nobody@example.test", [sys.argv[2]], b"Subject: bare\r\n\r\nx\r\n")
+except smtplib.SMTPException as e:
+    print(e)
+    sys.exit(1)
+s.quit()
+"""
+
+
+def test_users_limit_holds_over_a_session_naming_no_program(make_daemon,
+                                                           tmpbase, sendmail):
+    """The user's limit counts its programs and its own sessions (no
+    XPROGRAM, which is the caller's to send or not) together: what the
+    programs took is not available again to a bare session."""
+    cron = shell_named(tmpbase, "cron")
+    d = make_daemon("limit local:nobody messages-hour 2\n").start()
+    for i in range(2):
+        r = sendmail_from(d, cron, sendmail, "demo@example.test", f"cron {i}")
+        assert r.returncode == 0, r.stderr
+    r = subprocess.run(
+        ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c",
+         BARE_SUBMIT, str(d.base / "submit.sock"), "demo@example.test"],
+        capture_output=True, timeout=60)
+    assert r.returncode == 1 and b"sending limit of 2 messages an hour " \
+        b"reached for local:nobody" in r.stdout, (r.returncode, r.stdout,
+                                                  r.stderr)
+    assert wait_for(lambda: len(d.maildir("demo")) == 2), d.logtext()

@@ -263,3 +263,73 @@ def test_pipelined_rcpts_wait_for_the_probe(make_daemon, lmtp_tcp):
         assert f.readline().startswith(b"250")
     assert wait_for(lambda: len(store.txns) == 1, 15)
     assert store.txns[0][1] == ["a@lists.example.test", "c@lists.example.test"]
+
+
+def test_dead_lmtp_server_does_not_block_checks_for_another(make_daemon,
+                                                            lmtp_tcp):
+    """Probes to one LMTP server that accepts and never speaks (a hung
+    host) fill only that server's share: a recipient of another LMTP
+    server is still checked and accepted meanwhile."""
+    import socket
+    from conftest import SMTPConn
+    store = Store(known={"team@team.example.test"})
+    good = lmtp_tcp(store)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(128)
+    dead = silent.getsockname()[1]
+    d = make_daemon(f'max-connections-per-ip 100\n'
+                    f'route "lists.example.test" via lmtp 127.0.0.1 '
+                    f'port {dead}\n'
+                    f'route "team.example.test" via lmtp 127.0.0.1 '
+                    f'port {good}').start()
+    held, accepted = [], []
+    try:
+        for i in range(40):
+            c = SMTPConn(d.port)
+            c.cmd("EHLO client.example.org")
+            c.send(f"MAIL FROM:<p@example.org>\r\n"
+                   f"RCPT TO:<u{i}@lists.example.test>\r\n")
+            held.append(c)
+        silent.settimeout(0.2)
+
+        def take():
+            try:
+                while True:
+                    accepted.append(silent.accept()[0])
+            except socket.timeout:
+                pass
+            return len(accepted) >= 32
+        assert wait_for(take, 15)
+        codes, _r = post(d, ["team@team.example.test"])
+        assert codes["team@team.example.test"][0] == 250, codes
+    finally:
+        for c in held:
+            c.close()
+        for a in accepted:
+            a.close()
+        silent.close()
+
+
+def test_probe_names_u_label_domain_as_delivery_does(make_daemon):
+    """A recipient written with U-labels is asked about as the delivery
+    will name it to a server without SMTPUTF8: by its A-labels (and with
+    no UTF-8 on a command line that did not announce it)."""
+    from conftest import SMTPConn
+    store = Store(known={"a@xn--bcher-kva.example.test"})
+    port = free_port()
+    ctl = TCPLMTP(store, hostname="127.0.0.1", port=port, ready_timeout=10,
+                  enable_SMTPUTF8=False)
+    ctl.start()
+    d = make_daemon(f'route "xn--bcher-kva.example.test" via lmtp '
+                    f'127.0.0.1 port {port}').start()
+    try:
+        with SMTPConn(d.port) as c:
+            c.cmd("EHLO client.example.org")
+            assert c.cmd("MAIL FROM:<p@example.org> SMTPUTF8")[0] == 250
+            r = c.cmd("RCPT TO:<a@b\u00fccher.example.test>")
+            c.cmd("QUIT")
+    finally:
+        ctl.stop()
+    assert r[0] == 250, r
+    assert store.rcpts_seen == ["a@xn--bcher-kva.example.test"]

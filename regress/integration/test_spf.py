@@ -19,6 +19,7 @@ ZONES = {
     "servfail.test": {"behaviour": "servfail"},
     "slow.test": {"behaviour": "drop"},
     "helo.test": {"TXT": ["v=spf1 -all"]},
+    "xn--bcher-kva.test": {"TXT": ["v=spf1 -all"]},
 }
 
 
@@ -92,10 +93,42 @@ def test_temperror_servfail(spfd):
     assert r[0] == 451 and "4.7.24" in r[1]
 
 
+def test_u_label_sender_domain_checked_as_a_labels(spfd):
+    """A MAIL FROM domain written with U-labels (SMTPUTF8) is the same
+    domain as its A-labels: its SPF record is looked up there (RFC 8616
+    4), so writing the domain in Unicode does not escape its -all."""
+    with SMTPConn(spfd.port) as c:
+        c.cmd("EHLO client.test")
+        assert c.cmd("MAIL FROM:<a@b\u00fccher.test> SMTPUTF8")[0] == 250
+        r = c.cmd("RCPT TO:<demo@example.test>")
+        c.cmd("QUIT")
+    assert r[0] == 550 and "5.7.23" in r[1], r
+    assert spfd.dns.queries("xn--bcher-kva.test", "TXT")
+
+
 def test_null_sender_checks_helo(spfd):
     _, r = transaction(spfd, "", helo="helo.test")
     assert r[0] == 550 and "5.7.23" in r[1]
     assert "identity=helo domain=<helo.test>" in spfd.logtext()
+
+
+def test_null_sender_helo_with_trailing_blanks(spfd):
+    """Blanks after the HELO name are not part of the name: a bounce from
+    a HELO name whose record says -all is refused with or without them."""
+    _, r = transaction(spfd, "", helo="helo.test  ")
+    assert r[0] == 550 and "5.7.23" in r[1], r
+    assert "identity=helo domain=<helo.test>" in spfd.logtext()
+
+
+def test_address_literal_identity_is_none_without_dns(spfd):
+    """An address literal is not a domain (RFC 7208 4.3): a bounce from a
+    client that says HELO [IP], or a sender at an address literal, gets
+    none at once, and no question about "[...]" goes to the resolver."""
+    for sender, helo in (("", "[127.0.0.1]"), ("a@[127.0.0.1]", "c.test")):
+        _, r = transaction(spfd, sender, helo=helo)
+        assert r[0] == 250, (sender, helo, r)
+    assert not [q for q in spfd.dns.log if q[0].startswith("[")]
+    assert "event=spf result=none" in spfd.logtext()
 
 
 def test_srs_bounce_skips_spf(spfd):
@@ -175,3 +208,49 @@ def test_ternctl_check(tmpbase):
         assert out[-1] == 'action=accept reason="spf ok"'
         out = check("192.0.2.1", "x.test", "a@servfail.test")
         assert out[-1].startswith('action=tempfail reason="451 4.7.24 ')
+
+
+def test_slow_sessions_do_not_starve_spf_workers(tmpbase):
+    """Several sessions whose MAIL FROM domains sit behind a nameserver
+    that never answers (more of them than the pipeline starts workers
+    with) must not hold back another client's check: its verdict is pass,
+    not the temperror its own spf-timeout would give it.  Each slow
+    session then starts a second transaction (RSET, MAIL again), which must
+    not pile more stuck work on the workers either."""
+    zones = dict(ZONES)
+    nslow = 6
+    for i in range(nslow):
+        zones[f"s{i}.drop.test"] = {"behaviour": "drop"}
+        zones[f"t{i}.drop.test"] = {"behaviour": "drop"}
+    d = Daemon(tmpbase, extra="spf yes\nspf-timeout 4s")
+    with DNSServer(zones, port=d.dns_port) as dns:
+        d.start()
+        slow = []
+        try:
+            for i in range(nslow):
+                c = SMTPConn(d.port)
+                c.cmd("EHLO client.test")
+                c.send(f"MAIL FROM:<a@s{i}.drop.test>\r\n")
+                slow.append(c)
+            # Every slow check has reached the DNS server: all of them
+            # are being evaluated before the normal client asks.
+            assert wait_for(lambda: all(
+                dns.queries(f"s{i}.drop.test") for i in range(nslow)), 10)
+            _, r = transaction(d, "a@pass.test")
+            assert r[0] == 250, r
+            assert "domain=<pass.test> client=[127.0.0.1] " \
+                "reason=\"timed out\"" not in d.logtext()
+            # The slow ones end with their own temperror, then try again.
+            for i, c in enumerate(slow):
+                c.sock.settimeout(30)
+                assert c.reply()[0] == 250
+                assert c.cmd("RSET")[0] == 250
+                c.send(f"MAIL FROM:<a@t{i}.drop.test>\r\n")
+            assert wait_for(lambda: all(
+                dns.queries(f"t{i}.drop.test") for i in range(nslow)), 10)
+            _, r = transaction(d, "b@pass.test")
+            assert r[0] == 250, r
+        finally:
+            for c in slow:
+                c.close()
+            d.stop()

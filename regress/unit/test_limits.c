@@ -5,6 +5,7 @@
  * slot table of the wrong size or an unknown record is refused whole.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -158,5 +159,37 @@ test_limits(void)
 	buf_free(&out);
 	buf_free(&out2);
 	/* Empty the table for whatever runs next. */
+	CHECK(limits_decode("", 0, &(const char *){ NULL }) == -1);
+
+	/*
+	 * A place held for a message never committed leaves nothing behind:
+	 * a local user naming a new XPROGRAM per dropped session must not
+	 * fill the table (then nobody new would be counted) or the memory.
+	 */
+	CHECK(limits_accounts() == 0);
+	for (int i = 0; i < 1000; i++) {
+		char key[64];
+
+		snprintf(key, sizeof(key), "local:nobody/p%d", i);
+		CHECK(limits_reserve(key, 2) == 0);
+		limits_unreserve(key, 2);
+	}
+	CHECK(limits_accounts() == 0);
+	CHECK(limits_reserve("local:nobody/a", 1) == 0);
+	CHECK(limits_reserve("local:nobody/a", 1) == 0);
+	limits_unreserve("local:nobody/a", 1);
+	CHECK(limits_accounts() == 1);		/* one place still held */
+	limits_unreserve("local:nobody/a", 1);
+	CHECK(limits_accounts() == 0);
+	/* An account with counts of the day stays. */
+	buf_init(&b);
+	buf_append(&b, magic, sizeof(magic));
+	one_account(&b, "anna@example.org", 288 * 4);
+	close_file(&b);
+	CHECK(decode(&b) == 0);
+	buf_free(&b);
+	CHECK(limits_reserve("anna@example.org", 1) == 0);
+	limits_unreserve("anna@example.org", 1);
+	CHECK(limits_accounts() == 1);
 	CHECK(limits_decode("", 0, &(const char *){ NULL }) == -1);
 }
