@@ -31,11 +31,22 @@ struct ttable {
 	uint64_t	 tick;
 };
 
+/* A client that logged in to an account: its known key, the last time. */
+struct kslot {
+	char		 account[CRED_NAME_MAX + 1];
+	char		 key[AUTHCHECK_CLIENT_MAX + 1];
+	uint64_t	 h;		/* of the account */
+	time_t		 last;		/* the last success */
+};
+
 struct authcheck {
 	struct cred	*acct;		/* sorted by name */
 	size_t		 nacct;
 	char		 dummy[CRYPT_GENSALT_OUTPUT_SIZE];
 	struct ttable	 clients, accounts;
+	struct kslot	*known;		/* AUTHCHECK_KNOWN_MAX once used */
+	size_t		 nknown;
+	time_t		 known_window;	/* seconds; 0: no client is known */
 };
 
 /* ---- the throttle tables -------------------------------------------------- */
@@ -163,6 +174,129 @@ authcheck_client_key(const char *client, char *out, size_t outlen)
 	str_copy(out, p, outlen);
 }
 
+void
+authcheck_known_key(const char *client, char *out, size_t outlen)
+{
+	char ck[AUTHCHECK_CLIENT_MAX + 1], *dot;
+	struct in_addr a4;
+
+	authcheck_client_key(client, ck, sizeof(ck));
+	if (inet_pton(AF_INET, ck, &a4) == 1 &&
+	    (dot = strrchr(ck, '.')) != NULL &&
+	    (size_t)(dot - ck) + sizeof(".0/24") <= sizeof(ck))
+		memcpy(dot, ".0/24", sizeof(".0/24"));
+	str_copy(out, ck, outlen);
+}
+
+/* ---- known clients ---------------------------------------------------------- */
+
+static int
+ks_expired(const struct authcheck *ac, const struct kslot *k, time_t now)
+{
+	return now - k->last >= ac->known_window || now < k->last - 60;
+}
+
+static struct kslot *
+ks_find(struct authcheck *ac, const char *account, const char *key)
+{
+	uint64_t h = tt_hash(account);
+	size_t i;
+
+	for (i = 0; i < ac->nknown; i++)
+		if (ac->known[i].h == h &&
+		    strcmp(ac->known[i].key, key) == 0 &&
+		    strcmp(ac->known[i].account, account) == 0)
+			return &ac->known[i];
+	return NULL;
+}
+
+void
+authcheck_set_known_window(struct authcheck *ac, time_t secs)
+{
+	ac->known_window = secs < 0 ? 0 : secs;
+}
+
+int
+authcheck_known(struct authcheck *ac, const char *account,
+    const char *client, time_t now)
+{
+	char kk[AUTHCHECK_CLIENT_MAX + 1];
+	const struct kslot *k;
+
+	if (ac->known_window == 0)
+		return 0;
+	authcheck_known_key(client, kk, sizeof(kk));
+	return (k = ks_find(ac, account, kk)) != NULL &&
+	    !ks_expired(ac, k, now);
+}
+
+void
+authcheck_known_add(struct authcheck *ac, const char *account,
+    const char *client, time_t now)
+{
+	char kk[AUTHCHECK_CLIENT_MAX + 1];
+	struct kslot *k, *old = NULL, *mine = NULL;
+	uint64_t h = tt_hash(account);
+	size_t i, n = 0;
+
+	if (ac->known_window == 0)
+		return;
+	authcheck_known_key(client, kk, sizeof(kk));
+	if ((k = ks_find(ac, account, kk)) != NULL) {
+		k->last = now;
+		return;
+	}
+	/* The account's oldest when it has its share, else a free slot,
+	   else the oldest of all (an expired one is the oldest). */
+	for (i = 0; i < ac->nknown; i++) {
+		k = &ac->known[i];
+		if (old == NULL || (!ks_expired(ac, old, now) &&
+		    (ks_expired(ac, k, now) || k->last < old->last)))
+			old = k;
+		if (k->h == h && strcmp(k->account, account) == 0 &&
+		    (n++, mine == NULL || k->last < mine->last))
+			mine = k;
+	}
+	if (n >= AUTHCHECK_KNOWN_PER)
+		k = mine;
+	else if (ac->nknown < AUTHCHECK_KNOWN_MAX) {
+		if (ac->known == NULL)
+			ac->known = xreallocarray(NULL, AUTHCHECK_KNOWN_MAX,
+			    sizeof(*ac->known));
+		k = &ac->known[ac->nknown++];
+	} else
+		k = old;
+	memset(k, 0, sizeof(*k));
+	str_copy(k->account, account, sizeof(k->account));
+	str_copy(k->key, kk, sizeof(k->key));
+	k->h = h;
+	k->last = now;
+}
+
+unsigned
+authcheck_known_count(struct authcheck *ac, const char *account, time_t now)
+{
+	uint64_t h = tt_hash(account);
+	unsigned n = 0;
+	size_t i;
+
+	for (i = 0; i < ac->nknown; i++)
+		if (ac->known[i].h == h && !ks_expired(ac, &ac->known[i],
+		    now) && strcmp(ac->known[i].account, account) == 0)
+			n++;
+	return n;
+}
+
+size_t
+authcheck_known_total(struct authcheck *ac, time_t now)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < ac->nknown; i++)
+		n += !ks_expired(ac, &ac->known[i], now);
+	return n;
+}
+
 /* ---- accounts --------------------------------------------------------------- */
 
 static int
@@ -196,6 +330,7 @@ authcheck_new(void)
 		    sizeof(ac->dummy));
 	ac->clients.cap = AUTHCHECK_CLIENTS;
 	ac->accounts.cap = AUTHCHECK_ACCOUNTS;
+	ac->known_window = AUTHCHECK_KNOWN_DAYS * 24 * 3600;
 	return ac;
 }
 
@@ -207,6 +342,7 @@ authcheck_free(struct authcheck *ac)
 	credstore_free(ac->acct, ac->nacct);
 	free(ac->clients.s);
 	free(ac->accounts.s);
+	free(ac->known);
 	free(ac);
 }
 
@@ -270,8 +406,8 @@ ac_delay(unsigned failures)
 
 void
 authcheck_walk(struct authcheck *ac, time_t now,
-    void (*fn)(void *, int, const char *, unsigned, unsigned, int, time_t),
-    void *arg)
+    void (*fn)(void *, int, const char *, unsigned, unsigned, int, time_t,
+    unsigned), void *arg)
 {
 	struct ttable *t[2] = { &ac->clients, &ac->accounts };
 	const struct tslot *s;
@@ -285,7 +421,8 @@ authcheck_walk(struct authcheck *ac, time_t now,
 			fn(arg, (int)k, s->key, s->failures,
 			    s->failures >= AUTHCHECK_LIMIT ? 0 :
 			    ac_delay(s->failures), s->failures >=
-			    AUTHCHECK_LIMIT, s->last + AUTHCHECK_WINDOW);
+			    AUTHCHECK_LIMIT, s->last + AUTHCHECK_WINDOW,
+			    k ? authcheck_known_count(ac, s->key, now) : 0);
 		}
 }
 
@@ -326,7 +463,9 @@ authcheck_run(struct authcheck *ac, const char *user, const char *pass,
 		a = ac_find(ac, canon);
 	fc = tt_count(&ac->clients, ck, now);
 	fa = a ? tt_count(&ac->accounts, a->name, now) : 0;
-	f = fc > fa ? fc : fa;
+	/* The account's failures do not hold back a client it knows. */
+	out->known = a != NULL && authcheck_known(ac, a->name, client, now);
+	f = out->known || fc > fa ? fc : fa;
 	out->failures = f;
 	if (f >= AUTHCHECK_LIMIT) {
 		out->status = VAULT_TEMP;
@@ -342,7 +481,10 @@ authcheck_run(struct authcheck *ac, const char *user, const char *pass,
 	if (a != NULL && match && !a->locked) {
 		out->status = VAULT_OK;
 		str_copy(out->text, a->name, sizeof(out->text));
-		tt_clear(&ac->accounts, a->name);
+		/* A refusal runs its window out, known client or not. */
+		if (fa < AUTHCHECK_LIMIT)
+			tt_clear(&ac->accounts, a->name);
+		authcheck_known_add(ac, a->name, client, now);
 		out->failures = fc;
 		return;
 	}

@@ -241,6 +241,7 @@ vault_load(const void *data, size_t len)
 {
 	struct rec_reader rd;
 	struct rec r;
+	uint64_t u;
 	char *s;
 	int n;
 
@@ -255,6 +256,13 @@ vault_load(const void *data, size_t len)
 				return -1;
 			memcpy(v.key, r.data, r.len);
 			v.keylen = r.len;
+			break;
+		case T_KNOWN:
+			if (rec_u64(&r, &u) == -1 || u > 3650 * 86400ULL)
+				return -1;
+			if (v.ac == NULL)
+				v.ac = authcheck_new();
+			authcheck_set_known_window(v.ac, (time_t)u);
 			break;
 		case T_DOMAIN:
 			if ((s = rec_str(&r, sizeof(v.domain) - 1)) == NULL)
@@ -500,12 +508,13 @@ vault_auth_log(const struct vauth *a, const struct authcheck_result *r)
 {
 	if (r->status == VAULT_OK)
 		log_info("event=auth result=ok user=<%s> client=[%s] "
-		    "failures=%u delay=%us", log_a(r->text), a->client,
-		    r->failures, r->delay);
+		    "failures=%u delay=%us known=%s", log_a(r->text),
+		    a->client, r->failures, r->delay, r->known ? "yes" : "no");
 	else if (r->status == VAULT_INVALID)
 		log_info("event=auth result=fail user=<%s> client=[%s] "
-		    "failures=%u delay=%us reason=\"%s\"", log_a(a->user),
-		    a->client, r->failures, r->delay, log_q(r->text));
+		    "failures=%u delay=%us reason=\"%s\" known=%s",
+		    log_a(a->user), a->client, r->failures, r->delay,
+		    log_q(r->text), r->known ? "yes" : "no");
 	else
 		log_info("event=auth result=tempfail user=<%s> client=[%s] "
 		    "failures=%u delay=0s reason=\"%s\"", log_a(a->user),
@@ -598,7 +607,7 @@ struct vthrottle {
 
 static void
 vault_throttle_entry(void *arg, int kind, const char *key, unsigned failures,
-    unsigned delay, int refused, time_t until)
+    unsigned delay, int refused, time_t until, unsigned known)
 {
 	struct vthrottle *t = arg;
 	struct buf e;
@@ -614,6 +623,8 @@ vault_throttle_entry(void *arg, int kind, const char *key, unsigned failures,
 	rec_put_u64(&e, T_SIZE, delay);
 	rec_put_u64(&e, T_STATUS, (uint64_t)refused);
 	rec_put_u64(&e, T_ARRIVAL, until < 0 ? 0 : (uint64_t)until);
+	if (kind == 1)
+		rec_put_u64(&e, T_KNOWN, known);
 	rec_put(t->out, T_THROTTLE, e.data, e.len);
 	buf_free(&e);
 }

@@ -158,6 +158,10 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_AUTH_REQUIRED] = { "auth-required", KNOB_STRING, NULL, 0, 0, 1,
 	    "yes: MAIL needs AUTH first (530 5.7.0); unset: yes on msa "
 	    "listeners, no elsewhere" },
+	[K_AUTH_KNOWN_CLIENTS] = { "auth-known-clients", KNOB_DURATION,
+	    "30d", 0, 365 * DAY, 0, "how long a client (its /24, an IPv6 "
+	    "one's /64) that logged in to an account is known to it: the "
+	    "account's failed-login lockout does not refuse it; 0: none is" },
 	[K_TLS] = { "tls", KNOB_STRING, "starttls", 0, 0, 1,
 	    "starttls: offer STARTTLS; implicit: TLS from the first byte "
 	    "(RFC 8314, msa listeners, port 465); none: no TLS" },

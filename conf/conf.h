@@ -76,6 +76,8 @@ enum knob_id {
 				 * parent; unset: a self-signed one is made */
 	K_TLS_KEY,		/* path: its private key (default: in tls-cert) */
 	K_AUTH_REQUIRED,	/* string yes|no, per listener; unset: msa yes */
+	K_AUTH_KNOWN_CLIENTS,	/* duration (ms): a client that logged in to
+				 * an account passes its lockout this long */
 	K_LIMIT_MESSAGES_HOUR,	/* int: per account (and local user); 0 none */
 	K_LIMIT_MESSAGES_DAY,	/* int */
 	K_LIMIT_RECIPIENTS_HOUR, /* int */

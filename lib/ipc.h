@@ -70,7 +70,8 @@ enum ipc_tag {
 			 * T_TEXT is the reply after the code */
 	T_THROTTLE,	/* vault -> queue (V_THROTTLE): one entry, itself
 			 * records: T_KIND, T_ID, T_CODE failures, T_SIZE
-			 * delay, T_STATUS refused, T_ARRIVAL until */
+			 * delay, T_STATUS refused, T_ARRIVAL until,
+			 * T_KNOWN known clients (accounts) */
 	T_RET,		/* smtp -> queue (Q_COMMIT): RET=, DSN_RET_* */
 	T_ENVID,	/* smtp -> queue, queue -> smtp: ENVID=, decoded */
 	T_URGENT,	/* smtp -> queue (Q_COMMIT): "Priority: urgent" from
@@ -81,6 +82,9 @@ enum ipc_tag {
 	T_SELECTOR,	/* a DKIM selector */
 	T_PEM,		/* parent -> vault: a DKIM private key (PEM) */
 	T_DIGEST,	/* smtp -> vault (V_DKIM_SIGN): a digest to sign */
+	T_KNOWN,	/* parent -> vault: the auth-known-clients window
+			 * (seconds); in a T_THROTTLE account entry: the
+			 * clients known to it */
 };
 
 /* T_FLAGS of a message sent in chunks (P_SECRETS, P_ACCOUNTS). */

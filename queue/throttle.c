@@ -94,7 +94,8 @@ throttle_line(struct buf *o, const struct rec *er)
 	struct rec_reader rd;
 	struct rec r;
 	uint64_t kind = 2, fail = 0, delay = 0, refused = 0, until = 0;
-	char *key = NULL, date[64] = "-", d[24] = "-";
+	uint64_t known = UINT64_MAX;
+	char *key = NULL, date[64] = "-", d[24] = "-", kn[24] = "-";
 	time_t t;
 	struct tm tm;
 	int n;
@@ -108,7 +109,8 @@ throttle_line(struct buf *o, const struct rec *er)
 		    (r.tag == T_CODE && rec_u64(&r, &fail) == -1) ||
 		    (r.tag == T_SIZE && rec_u64(&r, &delay) == -1) ||
 		    (r.tag == T_STATUS && rec_u64(&r, &refused) == -1) ||
-		    (r.tag == T_ARRIVAL && rec_u64(&r, &until) == -1))
+		    (r.tag == T_ARRIVAL && rec_u64(&r, &until) == -1) ||
+		    (r.tag == T_KNOWN && rec_u64(&r, &known) == -1))
 			break;
 	}
 	if (n != 0 || key == NULL || kind > 1 || until > INT64_MAX / 2) {
@@ -120,9 +122,11 @@ throttle_line(struct buf *o, const struct rec *er)
 		strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
 	if (delay)
 		snprintf(d, sizeof(d), "%llus", (unsigned long long)delay);
-	buf_printf(o, "%-8s %-40s %8llu %6s  %-8s %s\n", kind ? "account" :
-	    "client", key, (unsigned long long)fail, d, refused ? "refused" :
-	    "delayed", date);
+	if (known != UINT64_MAX)
+		snprintf(kn, sizeof(kn), "%llu", (unsigned long long)known);
+	buf_printf(o, "%-8s %-40s %8llu %6s  %-8s %5s  %s\n", kind ?
+	    "account" : "client", key, (unsigned long long)fail, d, refused ?
+	    "refused" : "delayed", kn, date);
 	free(key);
 	return 0;
 }
@@ -164,9 +168,9 @@ throttle_answer(struct twait *w, struct rec_reader *rd)
 		buf_puts(&o, "ok\nno client or account has failed logins "
 		    "counted\n");
 	else {
-		buf_printf(&o, "ok\n%-8s %-40s %8s %6s  %-8s %s\n", "KIND",
-		    "CLIENT OR ACCOUNT", "FAILURES", "DELAY", "STATE",
-		    "UNTIL");
+		buf_printf(&o, "ok\n%-8s %-40s %8s %6s  %-8s %5s  %s\n",
+		    "KIND", "CLIENT OR ACCOUNT", "FAILURES", "DELAY", "STATE",
+		    "KNOWN", "UNTIL");
 		buf_append(&o, lines.data, lines.len);
 		if (left)
 			buf_printf(&o, "(%llu more not shown)\n",

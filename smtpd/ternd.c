@@ -1512,6 +1512,8 @@ parent_secrets(struct buf *b)
 	}
 
 	rec_put(b, T_KEY, p.srskey, p.srskeylen);
+	rec_put_u64(b, T_KNOWN, (uint64_t)conf_num(p.conf, NULL,
+	    K_AUTH_KNOWN_CLIENTS) / 1000);
 	rec_put_str(b, T_DOMAIN, conf_str(p.conf, K_SRS_DOMAIN));
 	for (i = 0; i < p.conf->nroutes; i++) {
 		const struct route *r = &p.conf->routes[i];

@@ -11,6 +11,7 @@ import re
 import signal
 import smtplib
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -33,6 +34,10 @@ def sub(make_daemon, tmpbase):
     """mx (STARTTLS, no AUTH), msa on d.msa (STARTTLS) and d.smtps
     (implicit TLS); account anna@example.test, who may also send as
     board@example.test and anyone @league.test."""
+    return submission(make_daemon, tmpbase)
+
+
+def submission(make_daemon, tmpbase, extra=""):
     ca = tmpbase / "ca"
     ctx = make_server_ca(ca)
     msa, smtps = free_port(), free_port()
@@ -40,7 +45,8 @@ def sub(make_daemon, tmpbase):
                     f"listen msa 127.0.0.1 port {msa}\n"
                     f"listen msa 127.0.0.1 port {smtps} tls implicit\n"
                     'local-domain "league.test"\n'
-                    f"allow-sender {ANNA} board@example.test @league.test\n",
+                    f"allow-sender {ANNA} board@example.test @league.test\n"
+                    + extra,
                     vusers=("demo", "alice", "bob", "anna"))
     d.ctl("user", "add", ANNA, input=PASSWORD + "\n", check=True)
     d.msa, d.smtps, d.ctx = msa, smtps, ctx
@@ -258,7 +264,7 @@ def test_ternctl_auth_lists_and_clears_the_throttle(sub):
     # account are counted, with the time their failures are forgotten.
     assert rows[("client", "127.0.0.1")] == (2, "2s", "delayed"), out
     assert rows[("account", ANNA)] == (2, "2s", "delayed"), out
-    assert re.search(r"client\s+127\.0\.0\.1\s+2\s+2s\s+delayed\s+"
+    assert re.search(r"client\s+127\.0\.0\.1\s+2\s+2s\s+delayed\s+-\s+"
                      r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", out), out
     # An unknown name counts against the address alone.
     fail_login(sub, "nobody@example.test")
@@ -307,3 +313,66 @@ def test_ternctl_auth_follows_vault_and_queue_restarts(sub):
     assert wait_for(lambda: roles(sub).get("queue", [pid]) != [pid], 20)
     assert wait_for(lambda: ("account", ANNA) in auth_table(sub)[0], 20), \
         sub.ctl("auth")
+
+
+# ---- known clients: guesses from elsewhere do not lock the user out --------
+
+def login_from(d, source, password):
+    """AUTH PLAIN from a loopback source address: (code, text)."""
+    c = smtplib.SMTP("127.0.0.1", d.msa, "client.example.org", 60,
+                     source_address=(source, 0))
+    try:
+        c.ehlo()
+        c.starttls(context=d.ctx)
+        c.ehlo()
+        code, text = c.docmd("AUTH", "PLAIN " + b64(f"\0{ANNA}\0{password}"))
+        return code, text.decode()
+    finally:
+        c.close()
+
+
+def test_known_client_passes_the_account_lockout(sub):
+    # The user logs in from her usual address: it becomes known.
+    code, text = login_from(sub, "127.0.0.2", PASSWORD)
+    assert code == 235, text
+    # Someone guesses her password from 127.0.1.1 until the account is
+    # refused: ten at once (the throttle holds each answer back a while).
+    with ThreadPoolExecutor(max_workers=10) as ex:
+        codes = list(ex.map(lambda _: login_from(sub, "127.0.1.1",
+                                                 "guess")[0], range(10)))
+    assert codes == [535] * 10, codes
+    rows, out = auth_table(sub)
+    assert rows[("account", ANNA)][2] == "refused", out
+    # A never-seen address is refused, the right password or not ...
+    code, text = login_from(sub, "127.0.2.1", PASSWORD)
+    assert code == 454 and "4.7.0" in text, (code, text)
+    # ... her known address (any of its /24) still gets in ...
+    code, text = login_from(sub, "127.0.0.3", PASSWORD)
+    assert code == 235, (code, text)
+    assert wait_for(lambda: re.search(
+        r"vault: event=auth result=ok user=<anna@example\.test> "
+        r"client=\[127\.0\.0\.3\] failures=0 delay=0s known=yes",
+        sub.logtext())), sub.logtext()
+    # ... without ending the refusal, which ternctl auth shows with the
+    # count of the account's known clients.
+    code, text = login_from(sub, "127.0.2.1", PASSWORD)
+    assert code == 454, (code, text)
+    rows, out = auth_table(sub)
+    assert rows[("account", ANNA)][2] == "refused", out
+    assert re.search(r"account\s+anna@example\.test\s+\d+\s+-\s+"
+                     r"refused\s+1\s+\d{4}-", out), out
+    assert re.search(r"client\s+127\.0\.1\.1\s+\d+\s+-\s+refused\s+-\s",
+                     out), out
+
+
+def test_auth_known_clients_0_knows_no_client(make_daemon, tmpbase):
+    d = submission(make_daemon, tmpbase, "auth-known-clients 0\n")
+    assert login_from(d, "127.0.0.2", PASSWORD)[0] == 235
+    assert login_from(d, "127.0.1.1", "guess")[0] == 535
+    rows, out = auth_table(d)
+    assert re.search(r"account\s+anna@example\.test\s+1\s+1s\s+delayed\s+"
+                     r"0\s", out), out
+    assert login_from(d, "127.0.0.2", PASSWORD)[0] == 235
+    assert wait_for(lambda: re.search(
+        r"result=ok user=<anna@example\.test> client=\[127\.0\.0\.2\] "
+        r"failures=0 delay=1s known=no", d.logtext())), d.logtext()

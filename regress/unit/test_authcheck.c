@@ -3,7 +3,9 @@
  * wrong, unknown (one hash all the same, about as long) and locked
  * accounts; the delays growing with failures (before a right answer too),
  * the refusal after the limit and its end after the window; counting per
- * client (IPv6 by /64) and per account; the tables' bound and LRU order.
+ * client (IPv6 by /64) and per account; the tables' bound and LRU order;
+ * known clients (IPv4 by /24) that the account's lockout lets through,
+ * their window and bounds.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,12 +146,13 @@ test_authcheck_counting(void)
 	CHECK(r.status == VAULT_OK && r.delay == 2 && r.failures == 2);
 	CHECK(authcheck_failures(ac, NULL, "anna@example.org", T0) == 0);
 	CHECK(authcheck_failures(ac, "192.0.2.10", NULL, T0) == 2);
-	/* Per account, across clients. */
-	authcheck_run(ac, "anna@example.org", "y", "192.0.2.11", T0, &r);
-	authcheck_run(ac, "anna@example.org", "y", "192.0.2.12", T0, &r);
-	authcheck_run(ac, "anna@example.org", "y", "192.0.2.13", T0, &r);
-	CHECK(r.failures == 3);
-	authcheck_run(ac, "anna@example.org", PW_ANNA, "192.0.2.14", T0, &r);
+	/* Per account, across clients (not of 192.0.2.0/24: known now). */
+	authcheck_run(ac, "anna@example.org", "y", "198.51.100.11", T0, &r);
+	authcheck_run(ac, "anna@example.org", "y", "198.51.100.12", T0, &r);
+	authcheck_run(ac, "anna@example.org", "y", "198.51.100.13", T0, &r);
+	CHECK(r.failures == 3 && !r.known);
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "198.51.100.14", T0,
+	    &r);
 	CHECK(r.status == VAULT_OK && r.delay == 4);
 	/* Unknown names are counted for the client only. */
 	authcheck_run(ac, "nobody@example.org", "z", "192.0.2.20", T0, &r);
@@ -210,7 +213,7 @@ test_authcheck_bounded(void)
 struct seen {
 	char		key[80];
 	int		kind, refused;
-	unsigned	failures, delay;
+	unsigned	failures, delay, known;
 	time_t		until;
 };
 
@@ -219,7 +222,7 @@ static size_t nseen;
 
 static void
 view_cb(void *arg, int kind, const char *key, unsigned failures,
-    unsigned delay, int refused, time_t until)
+    unsigned delay, int refused, time_t until, unsigned known)
 {
 	struct seen *e;
 
@@ -232,6 +235,7 @@ view_cb(void *arg, int kind, const char *key, unsigned failures,
 	e->delay = delay;
 	e->refused = refused;
 	e->until = until;
+	e->known = known;
 }
 
 static const struct seen *
@@ -287,6 +291,125 @@ test_authcheck_view(void)
 	authcheck_free(ac);
 }
 
+/* Guesses from elsewhere lock the account, but not for a client it knows. */
+static void
+test_authcheck_known(void)
+{
+	struct authcheck *ac = make();
+	struct authcheck_result r;
+	const struct seen *e;
+	char key[80];
+	int i;
+
+	authcheck_known_key("192.0.2.77", key, sizeof(key));
+	CHECK(strcmp(key, "192.0.2.0/24") == 0);
+	authcheck_known_key("::ffff:192.0.2.77", key, sizeof(key));
+	CHECK(strcmp(key, "192.0.2.0/24") == 0);
+	authcheck_known_key("[IPv6:2001:db8:1:2::9]", key, sizeof(key));
+	CHECK(strcmp(key, "2001:db8:1:2::/64") == 0);
+
+	/* The user logs in from home: the first time, not yet known. */
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "192.0.2.10", T0, &r);
+	CHECK(r.status == VAULT_OK && !r.known);
+	CHECK(authcheck_known(ac, "anna@example.org", "192.0.2.10", T0));
+	CHECK(authcheck_known(ac, "anna@example.org", "192.0.2.200", T0));
+	CHECK(!authcheck_known(ac, "anna@example.org", "192.0.3.10", T0));
+	CHECK(!authcheck_known(ac, "bob", "192.0.2.10", T0));
+	/* Someone guesses from elsewhere until the account is refused. */
+	for (i = 0; i < AUTHCHECK_LIMIT + 2; i++)
+		authcheck_run(ac, "anna@example.org", "guess", "203.0.113.9",
+		    T0 + 1 + i, &r);
+	CHECK(authcheck_failures(ac, NULL, "anna@example.org", T0 + 20) >=
+	    AUTHCHECK_LIMIT);
+	/* A new client is refused without a check, the known one passes
+	 * with no delay, and its success does not end the refusal. */
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "198.51.100.5",
+	    T0 + 20, &r);
+	CHECK(r.status == VAULT_TEMP && !r.hashed && !r.known);
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "192.0.2.10", T0 + 20,
+	    &r);
+	CHECK(r.status == VAULT_OK && r.known && r.delay == 0 &&
+	    r.failures == 0);
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "192.0.2.11", T0 + 20,
+	    &r);
+	CHECK(r.status == VAULT_OK && r.known);
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "198.51.100.5",
+	    T0 + 21, &r);
+	CHECK(r.status == VAULT_TEMP);
+	/* ternctl auth: the refused account, with its one known client. */
+	nseen = 0;
+	authcheck_walk(ac, T0 + 21, view_cb, NULL);
+	CHECK((e = view_find(1, "anna@example.org")) != NULL && e->refused &&
+	    e->known == 1);
+	CHECK((e = view_find(0, "203.0.113.9")) != NULL && e->known == 0);
+	/* A known client's own failures still count: for the account too,
+	 * and for itself up to its own refusal. */
+	for (i = 0; i < AUTHCHECK_LIMIT; i++) {
+		authcheck_run(ac, "anna@example.org", "typo", "192.0.2.10",
+		    T0 + 30, &r);
+		CHECK(r.status == VAULT_INVALID && r.known);
+	}
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "192.0.2.10", T0 + 30,
+	    &r);
+	CHECK(r.status == VAULT_TEMP && !r.hashed);
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "192.0.2.99", T0 + 30,
+	    &r);
+	CHECK(r.status == VAULT_OK && r.known);
+	/* Known for the window after the last success, then no more. */
+	CHECK(authcheck_known(ac, "anna@example.org", "192.0.2.99",
+	    T0 + 30 + AUTHCHECK_KNOWN_DAYS * 86400 - 1));
+	CHECK(!authcheck_known(ac, "anna@example.org", "192.0.2.99",
+	    T0 + 30 + AUTHCHECK_KNOWN_DAYS * 86400));
+	/* auth-known-clients 0: no client is known, none is remembered. */
+	authcheck_set_known_window(ac, 0);
+	CHECK(!authcheck_known(ac, "anna@example.org", "192.0.2.99", T0 + 30));
+	authcheck_run(ac, "anna@example.org", PW_ANNA, "192.0.2.99", T0 + 30,
+	    &r);
+	CHECK(r.status == VAULT_TEMP);
+	authcheck_free(ac);
+}
+
+/* Per account and in all, the oldest success is forgotten first. */
+static void
+test_authcheck_known_bounded(void)
+{
+	struct authcheck *ac = authcheck_new();
+	char client[64], acct[64];
+	int i;
+
+	for (i = 0; i < AUTHCHECK_KNOWN_PER + 3; i++) {
+		snprintf(client, sizeof(client), "10.%d.0.1", i);
+		authcheck_known_add(ac, "anna", client, T0 + i);
+	}
+	/* Used again: 10.1.0.0/24 is now newer than 10.3 ... */
+	authcheck_known_add(ac, "anna", "10.1.0.7", T0 + 100);
+	authcheck_known_add(ac, "anna", "10.99.0.1", T0 + 101);
+	CHECK(authcheck_known_count(ac, "anna", T0 + 101) ==
+	    AUTHCHECK_KNOWN_PER);
+	CHECK(authcheck_known(ac, "anna", "10.1.0.1", T0 + 101));
+	CHECK(!authcheck_known(ac, "anna", "10.0.0.1", T0 + 101));
+	CHECK(!authcheck_known(ac, "anna", "10.4.0.1", T0 + 101));
+	CHECK(authcheck_known(ac, "anna", "10.5.0.1", T0 + 101));
+	CHECK(authcheck_known(ac, "anna", "10.99.0.1", T0 + 101));
+	/* Many accounts: bounded in all, the oldest (anna's) go first. */
+	for (i = 0; i < AUTHCHECK_KNOWN_MAX; i++) {
+		snprintf(acct, sizeof(acct), "user%d@example.org", i);
+		authcheck_known_add(ac, acct, "192.0.2.1", T0 + 200 + i);
+	}
+	CHECK(authcheck_known_total(ac, T0 + 200 + AUTHCHECK_KNOWN_MAX) ==
+	    AUTHCHECK_KNOWN_MAX);
+	CHECK(authcheck_known_count(ac, "anna", T0 + 300) == 0);
+	CHECK(authcheck_known(ac, "user0@example.org", "192.0.2.1", T0 + 300));
+	/* Full: a new one takes the oldest's place. */
+	authcheck_known_add(ac, "new", "192.0.2.1", T0 + 20000);
+	CHECK(!authcheck_known(ac, "user0@example.org", "192.0.2.1",
+	    T0 + 20000));
+	CHECK(authcheck_known(ac, "user1@example.org", "192.0.2.1",
+	    T0 + 20000));
+	CHECK(authcheck_known(ac, "new", "192.0.2.1", T0 + 20000));
+	authcheck_free(ac);
+}
+
 void
 test_authcheck(void)
 {
@@ -295,4 +418,6 @@ test_authcheck(void)
 	test_authcheck_counting();
 	test_authcheck_bounded();
 	test_authcheck_view();
+	test_authcheck_known();
+	test_authcheck_known_bounded();
 }
