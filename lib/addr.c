@@ -42,16 +42,16 @@ is_alnum(int c)
 }
 
 /* RFC 5322 atext, ASCII part. */
-static int
-is_atext(int c)
+int
+addr_is_atext(int c)
 {
 	return is_alnum(c) ||
 	    (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
 }
 
 /* RFC 5321 qtextSMTP. */
-static int
-is_qtext(int c)
+int
+addr_is_qtext(int c)
 {
 	return c == 32 || c == 33 || (c >= 35 && c <= 91) ||
 	    (c >= 93 && c <= 126);
@@ -61,8 +61,8 @@ is_qtext(int c)
  * Length of the well-formed UTF-8 sequence at s (at most avail octets), or
  * 0: no overlong forms, surrogates or code points above U+10FFFF.
  */
-static size_t
-utf8_seq(const unsigned char *s, size_t avail)
+size_t
+addr_utf8_seq(const unsigned char *s, size_t avail)
 {
 	unsigned char lo = 0x80, hi = 0xbf;
 	size_t n, i;
@@ -110,7 +110,7 @@ local_8bit(const char *s, size_t avail, unsigned flags, struct addr *a)
 
 	if (!(flags & ADDR_F_UTF8))
 		return 0;
-	if ((n = utf8_seq((const unsigned char *)s, avail)) != 0)
+	if ((n = addr_utf8_seq((const unsigned char *)s, avail)) != 0)
 		a->utf8 = 1;
 	return n;
 }
@@ -144,7 +144,7 @@ local_dotstring(const char *s, size_t len, unsigned flags, struct addr *a,
 					    ADDR_F_UTF8 ? "malformed UTF-8" :
 					    "non-ASCII address requires "
 					    "SMTPUTF8", ADDR_ESYNTAX);
-			} else if (!is_atext((unsigned char)s[i]))
+			} else if (!addr_is_atext((unsigned char)s[i]))
 				break;
 			if (local_put(a, &off, s + i, n) == -1)
 				return addr_fail(why, "local part too long",
@@ -190,7 +190,7 @@ local_quoted(const char *s, size_t len, unsigned flags, struct addr *a,
 				return addr_fail(why, "malformed quoted local "
 				    "part", ADDR_ESYNTAX);
 			i++;	/* the pair stands for its second octet */
-		} else if (!is_qtext(c))
+		} else if (!addr_is_qtext(c))
 			return addr_fail(why, "malformed quoted local part",
 			    ADDR_ESYNTAX);
 		if (local_put(a, &off, s + i, n) == -1)
@@ -270,7 +270,7 @@ label_idna(const char *s, size_t n, struct buf *b)
 	for (i = 0; i < n; i += r) {
 		if ((unsigned char)s[i] < 0x80)
 			r = 1;
-		else if ((r = (int)utf8_seq((const unsigned char *)s + i,
+		else if ((r = (int)addr_utf8_seq((const unsigned char *)s + i,
 		    n - i)) == 0)
 			return -1;
 	}
@@ -407,7 +407,7 @@ addr_local_needs_quotes(const char *local)
 		if (*p == '.' && (p[1] == '.' || p[1] == '\0'))
 			return 1;
 		if (*p != '.' && (unsigned char)*p < 0x80 &&
-		    !is_atext((unsigned char)*p))
+		    !addr_is_atext((unsigned char)*p))
 			return 1;
 	}
 	return 0;

@@ -33,6 +33,14 @@ struct addr {
 
 #define ADDR_F_UTF8	0x01	/* UTF-8 allowed (SMTPUTF8) */
 
+/* Character classes shared with the SMTP path parser (smtpd/smtp_parse.c):
+   RFC 5322 atext (ASCII), RFC 5321 qtextSMTP, and the length of the
+   well-formed UTF-8 sequence at s (RFC 3629: no overlong forms, surrogates
+   or code points above U+10FFFF; a NUL ends it), or 0. */
+int	addr_is_atext(int);
+int	addr_is_qtext(int);
+size_t	addr_utf8_seq(const unsigned char *s, size_t avail);
+
 /* addr_parse() results besides 0. */
 #define ADDR_ESYNTAX	(-1)	/* not a Mailbox (5.1.3 / 5.1.7) */
 #define ADDR_EIDNA	(-2)	/* a domain's U-labels are not valid IDNA */

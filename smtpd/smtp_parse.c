@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "smtpd/smtp_parse.h"
+#include "lib/addr.h"
 #include "lib/drop.h"
 #include "lib/util.h"
 
@@ -81,60 +82,6 @@ is_digit(int c)
 	return c >= '0' && c <= '9';
 }
 
-/* RFC 5322 atext, ASCII part. */
-static int
-is_atext(int c)
-{
-	return is_alpha(c) || is_digit(c) ||
-	    (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
-}
-
-/* RFC 5321 qtextSMTP. */
-static int
-is_qtext(int c)
-{
-	return c == 32 || c == 33 || (c >= 35 && c <= 91) ||
-	    (c >= 93 && c <= 126);
-}
-
-/*
- * Length of the well-formed UTF-8 sequence at s (at most avail octets), or
- * 0.  Overlong forms, UTF-16 surrogates and code points above U+10FFFF are
- * not well-formed (RFC 3629 section 4).  A NUL stops the scan, so avail may
- * be SIZE_MAX on a NUL-terminated string.
- */
-static size_t
-utf8_seq(const unsigned char *s, size_t avail)
-{
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t n, i;
-
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		n = 2;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		n = 3;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		n = 4;
-	else
-		return 0;
-	if (s[0] == 0xe0)
-		lo = 0xa0;
-	else if (s[0] == 0xed)
-		hi = 0x9f;
-	else if (s[0] == 0xf0)
-		lo = 0x90;
-	else if (s[0] == 0xf4)
-		hi = 0x8f;
-	if (n > avail)
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < n; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return n;
-}
-
 /* An octet >= 0x80 at s: set *n to its UTF-8 sequence length, or fail. */
 static int
 scan_8bit(const char *s, size_t avail, int allow, int *utf8, size_t *n,
@@ -142,7 +89,7 @@ scan_8bit(const char *s, size_t avail, int allow, int *utf8, size_t *n,
 {
 	if (!allow)
 		return parse_fail(why, "non-ASCII address requires SMTPUTF8");
-	if ((*n = utf8_seq((const unsigned char *)s, avail)) == 0)
+	if ((*n = addr_utf8_seq((const unsigned char *)s, avail)) == 0)
 		return parse_fail(why, "malformed UTF-8");
 	*utf8 = 1;
 	return 0;
@@ -321,7 +268,7 @@ local_dotstring(const char *s, int flags, int *utf8, size_t *len,
 				if (scan_8bit(s + i, SIZE_MAX,
 				    flags & PATH_ALLOW_UTF8, utf8, &n, why) == -1)
 					return -1;
-			} else if (!is_atext((unsigned char)s[i]))
+			} else if (!addr_is_atext((unsigned char)s[i]))
 				break;
 		}
 		if (atom == 0)
@@ -351,7 +298,7 @@ local_quoted(const char *s, int flags, int *utf8, size_t *len,
 				return -1;
 		} else if (c == '\\' && s[i + 1] >= 32 && s[i + 1] <= 126)
 			n = 2;
-		else if (!is_qtext(c))
+		else if (!addr_is_qtext(c))
 			return path_malformed(s + i, why);
 	}
 	/* An empty local part names no mailbox: refuse it. */
