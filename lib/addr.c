@@ -343,6 +343,29 @@ domain_unicode(struct addr *a)
 	return r;
 }
 
+/*
+ * The U-label form must name the same A-labels again: an "xn--" label
+ * beside U-labels that decodes to something IDNA2008 would encode
+ * otherwise is malformed, or the form stored and sent on would be
+ * another domain.
+ */
+static int
+domain_roundtrip(const struct addr *a, unsigned flags)
+{
+	struct buf b;
+	int r;
+
+	buf_init(&b);
+	buf_append(&b, "", 0);
+	r = domain_labels(a->udomain, strlen(a->udomain), flags, &b, NULL);
+	if (r == 0) {
+		str_lower(b.data);
+		r = strcmp(b.data, a->domain) == 0 ? 0 : -1;
+	}
+	buf_free(&b);
+	return r;
+}
+
 static int
 domain_parse(const char *s, size_t len, unsigned flags, struct addr *a,
     const char **why)
@@ -364,7 +387,8 @@ domain_parse(const char *s, size_t len, unsigned flags, struct addr *a,
 	if (r == 0) {
 		memcpy(a->domain, b.data, b.len + 1);
 		str_lower(a->domain);
-		if (addr_has8bit(s) && domain_unicode(a) == -1)
+		if (addr_has8bit(s) && (domain_unicode(a) == -1 ||
+		    domain_roundtrip(a, flags) != 0))
 			r = addr_fail(why, "malformed internationalized domain",
 			    ADDR_EIDNA);
 	}
