@@ -153,7 +153,9 @@ authcheck_client_key(const char *client, char *out, size_t outlen)
 		p++;
 	if ((n = strlen(p)) > 0 && p[n - 1] == ']')
 		p[n - 1] = '\0';
-	if (strncmp(p, "IPv6:", 5) == 0)
+	/* Only a real IPv6 literal loses its tag: any other string is its
+	   own key, the same however often it is made one. */
+	if (strncmp(p, "IPv6:", 5) == 0 && inet_pton(AF_INET6, p + 5, a) == 1)
 		p += 5;
 	if (inet_pton(AF_INET6, p, a) == 1) {
 		static const unsigned char mapped[12] = { [10] = 0xff,
