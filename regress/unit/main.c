@@ -1,8 +1,12 @@
 /*
  * main: runs every unit test suite and prints "N passed, N failed".
  */
+#include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "regress/unit/unit.h"
 
@@ -20,6 +24,27 @@ unit_check(int ok, const char *expr, const char *file, int line)
 }
 
 #define SUITE(name)	void test_##name(void);
+void
+unit_rm_tree(const char *dir)
+{
+	struct dirent *de;
+	char p[PATH_MAX + 256];
+	DIR *d;
+
+	if ((d = opendir(dir)) != NULL) {
+		while ((de = readdir(d)) != NULL) {
+			if (strcmp(de->d_name, ".") == 0 ||
+			    strcmp(de->d_name, "..") == 0)
+				continue;
+			snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+			if (unlink(p) == -1)
+				unit_rm_tree(p);
+		}
+		closedir(d);
+	}
+	rmdir(dir);
+}
+
 #include "regress/unit/suites.h"
 #undef SUITE
 

@@ -60,27 +60,6 @@ count_files(const char *dir)
 	return n;
 }
 
-static void
-remove_tree(const char *dir)
-{
-	struct dirent *de;
-	char p[1024];
-	DIR *d;
-
-	if ((d = opendir(dir)) != NULL) {
-		while ((de = readdir(d)) != NULL) {
-			if (strcmp(de->d_name, ".") == 0 ||
-			    strcmp(de->d_name, "..") == 0)
-				continue;
-			snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-			if (unlink(p) == -1)
-				remove_tree(p);
-		}
-		closedir(d);
-	}
-	rmdir(dir);
-}
-
 /* Run one delivery with the file size limit in force. */
 static void
 limit_files(int on)
@@ -157,11 +136,11 @@ test_mda(void)
 	}
 	if ((msgfd = big_message(dir)) == -1) {
 		CHECK(!"message file");
-		remove_tree(dir);
+		unit_rm_tree(dir);
 		return;
 	}
 	test_mda_maildir_short_write(dir, msgfd);
 	test_mda_mbox_short_write(dir, msgfd);
 	close(msgfd);
-	remove_tree(dir);
+	unit_rm_tree(dir);
 }

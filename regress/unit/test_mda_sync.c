@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -46,27 +45,6 @@ fsync(int fd)
 	return (int)syscall(SYS_fsync, fd);
 }
 
-static void
-rm_tree(const char *dir)
-{
-	struct dirent *de;
-	char p[PATH_MAX + 256];
-	DIR *d;
-
-	if ((d = opendir(dir)) != NULL) {
-		while ((de = readdir(d)) != NULL) {
-			if (strcmp(de->d_name, ".") == 0 ||
-			    strcmp(de->d_name, "..") == 0)
-				continue;
-			snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-			if (unlink(p) == -1)
-				rm_tree(p);
-		}
-		closedir(d);
-	}
-	rmdir(dir);
-}
-
 static int
 was_synced(const char *path)
 {
@@ -92,7 +70,7 @@ test_mda_sync(void)
 	snprintf(p, sizeof(p), "%s/msg", real);
 	if ((msgfd = open(p, O_RDWR | O_CREAT | O_TRUNC, 0600)) == -1) {
 		CHECK(!"message file");
-		rm_tree(dir);
+		unit_rm_tree(dir);
 		return;
 	}
 	(void)!write(msgfd, "Subject: x\r\n\r\nbody\r\n", 20);
@@ -116,7 +94,7 @@ test_mda_sync(void)
 
 	/* Only new/ removed since: made again, and the Maildir synced. */
 	snprintf(p, sizeof(p), "%s/new", md);
-	rm_tree(p);
+	unit_rm_tree(p);
 	synced.on = 1;
 	synced.n = 0;
 	code = mda_maildir(msgfd, md, md, "a@example.org", "anna@example.org",
@@ -136,5 +114,5 @@ test_mda_sync(void)
 	CHECK(was_synced(p));
 	CHECK(!was_synced(md));
 	close(msgfd);
-	rm_tree(dir);
+	unit_rm_tree(dir);
 }

@@ -8,4 +8,7 @@
 void	unit_check(int ok, const char *expr, const char *file, int line);
 #define CHECK(c)	unit_check((c) != 0, #c, __FILE__, __LINE__)
 
+/* Remove a test's scratch directory and everything below it. */
+void	unit_rm_tree(const char *dir);
+
 #endif
