@@ -33,6 +33,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "queue/resolve.h"
+#include "queue/mta.h"
 #include "smtpd/verify.h"
 
 #define VERIFY_CACHE_MAX	4096	/* addresses remembered */
@@ -270,19 +271,6 @@ verify_cache_put(const char *key, int result, const char *text)
 
 /* ---- the probe ------------------------------------------------------------------ */
 
-int
-verify_reply_line(const char *line, size_t len, int *code, int *more)
-{
-	if (len < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' ||
-	    line[1] > '9' || line[2] < '0' || line[2] > '9')
-		return -1;
-	if (len > 3 && line[3] != ' ' && line[3] != '-')
-		return -1;
-	*code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-	*more = len > 3 && line[3] == '-';
-	return 0;
-}
-
 static void
 verify_probe_free(struct vprobe *p)
 {
@@ -427,7 +415,7 @@ verify_readcb(struct bufferevent *bev, void *arg)
 
 	while (p->bev && (line = evbuffer_readln(in, &len,
 	    EVBUFFER_EOL_CRLF)) != NULL) {
-		if (len > VERIFY_LINE_MAX || verify_reply_line(line, len, &code,
+		if (len > VERIFY_LINE_MAX || mta_reply_line(line, len, &code,
 		    &more) == -1 || (p->lines > 0 && code != p->code) ||
 		    ++p->lines > VERIFY_LINES_MAX) {
 			free(line);

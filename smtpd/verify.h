@@ -34,9 +34,6 @@ void	verify_init(struct event_base *, const struct conf *,
  */
 int	verify_rcpt(const char *addr, uint64_t sid, verify_cb cb, char *text,
 	    size_t textlen);
-/* The server's reply to a probe's dialogue, one line: exposed for fuzzing.
-   0 and *code, *more set, or -1. */
-int	verify_reply_line(const char *line, size_t len, int *code, int *more);
 /* Recipients the map (text, one address or @domain a line) holds. */
 int	verify_map_has(const char *text, size_t len, const char *addr);
 

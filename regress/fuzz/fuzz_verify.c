@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "queue/mta.h"
 #include "smtpd/verify.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
@@ -26,7 +27,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(in, data + 1, size - 1);
 	in[size - 1] = '\0';
 	if (data[0] & 1) {
-		if (verify_reply_line(in, size - 1, &code, &more) == 0 &&
+		if (mta_reply_line(in, size - 1, &code, &more) == 0 &&
 		    (code < 200 || code > 599 || (more && in[3] != '-')))
 			abort();
 	} else {

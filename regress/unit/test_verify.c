@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "regress/unit/unit.h"
+#include "queue/mta.h"
 #include "smtpd/verify.h"
 
 void test_verify(void);
@@ -32,12 +33,12 @@ test_verify(void)
 	CHECK(!verify_map_has(map, n, "x@sub.all.example.org"));
 	CHECK(!verify_map_has(map, n, "# lists"));
 	CHECK(!verify_map_has("", 0, "a@b"));
-	CHECK(verify_reply_line("250-ok", 6, &code, &more) == 0 &&
+	CHECK(mta_reply_line("250-ok", 6, &code, &more) == 0 &&
 	    code == 250 && more);
-	CHECK(verify_reply_line("550 5.1.1 no", 12, &code, &more) == 0 &&
+	CHECK(mta_reply_line("550 5.1.1 no", 12, &code, &more) == 0 &&
 	    code == 550 && !more);
-	CHECK(verify_reply_line("250", 3, &code, &more) == 0 && !more);
-	CHECK(verify_reply_line("25", 2, &code, &more) == -1);
-	CHECK(verify_reply_line("650 x", 5, &code, &more) == -1);
-	CHECK(verify_reply_line("250x", 4, &code, &more) == -1);
+	CHECK(mta_reply_line("250", 3, &code, &more) == 0 && !more);
+	CHECK(mta_reply_line("25", 2, &code, &more) == -1);
+	CHECK(mta_reply_line("650 x", 5, &code, &more) == -1);
+	CHECK(mta_reply_line("250x", 4, &code, &more) == -1);
 }
