@@ -130,6 +130,9 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_MAX_ACCOUNT_DELIVERIES] = { "max-account-deliveries", KNOB_INT,
 	    "4", 1, 10000, 0, "local deliveries in flight to one account; "
 	    "more wait for one of them to end" },
+	[K_VAULT_TIMEOUT] = { "vault-timeout", KNOB_DURATION, "60s", SEC,
+	    HOUR, 0, "how long a session waits for the secrets process (a "
+	    "password check, a DKIM signature) before it answers 4xx" },
 	[K_LOCAL_WORKER_TIMEOUT] = { "local-worker-timeout", KNOB_DURATION,
 	    "2m", SEC, HOUR, 0, "how long a local worker's Maildir "
 	    "delivery may take before the worker is killed" },

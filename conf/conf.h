@@ -63,6 +63,7 @@ enum knob_id {
 	K_LMTP,			/* string: "unix:/path" or "host:port" */
 	K_LOCAL_WORKER_IDLE,	/* duration (ms): a local worker's idle life */
 	K_MAX_ACCOUNT_DELIVERIES, /* int: local deliveries to one account */
+	K_VAULT_TIMEOUT,	/* duration (ms): a vault request's answer */
 	K_LOCAL_WORKER_TIMEOUT,	/* duration (ms): a worker's Maildir write */
 	K_LMTP_VERIFY,		/* string probe|map: RCPT of LMTP recipients */
 	K_LMTP_RECIPIENTS,	/* path: the map for lmtp-verify map */

@@ -3161,6 +3161,7 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 	size_t i;
 
 	smtp.conf = conf;
+	vault_client_timeout((unsigned)conf_num(conf, NULL, K_VAULT_TIMEOUT));
 	smtp_tls_init(tls);
 	smtp_fd_budget();
 	smtp.base = event_base_new();
