@@ -33,6 +33,7 @@
  * destination refuses before accepting anything.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,15 +73,17 @@ static const char *const builtin_pats[] = {
 	"throttle [ts03]", "throttle rp-001", "throttle 4.2.1",
 };
 
-static void
-dest_pat_add(const char *line)
+/* One line of the file: "class text".  0 taken, -1 malformed. */
+static int
+dest_pat_add(struct dest_pat **tab, size_t *n, const char *line)
 {
 	const char *sp = strchr(line, ' ');
+	struct dest_pat *p;
 	int sig;
 	size_t i;
 
 	if (sp == NULL || sp[1] == '\0')
-		return;
+		return -1;
 	if (strncmp(line, "throttle ", 9) == 0)
 		sig = DEST_SIG_THROTTLE;
 	else if (strncmp(line, "rcpts ", 6) == 0)
@@ -88,44 +91,74 @@ dest_pat_add(const char *line)
 	else if (strncmp(line, "ignore ", 7) == 0)
 		sig = DEST_SIG_NONE;
 	else
-		return;
-	pats = xreallocarray(pats, npats + 1, sizeof(*pats));
-	pats[npats].sig = sig;
-	pats[npats].text = xstrdup(sp + 1);
-	for (i = 0; pats[npats].text[i]; i++)
-		pats[npats].text[i] = (char)tolower(
-		    (unsigned char)pats[npats].text[i]);
-	npats++;
+		return -1;
+	*tab = xreallocarray(*tab, *n + 1, sizeof(**tab));
+	p = &(*tab)[(*n)++];
+	p->sig = sig;
+	p->text = xstrdup(sp + 1);
+	for (i = 0; p->text[i]; i++)
+		p->text[i] = (char)tolower((unsigned char)p->text[i]);
+	return 0;
 }
 
-void
+static void
+dest_pats_free(struct dest_pat *tab, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(tab[i].text);
+	free(tab);
+}
+
+/*
+ * Read the file into a new table; the one in force is replaced only when
+ * the file could be read.  A line that is not "throttle|rcpts|ignore
+ * TEXT" is skipped with file:line in the log.  At start a file that
+ * cannot be read leaves the built-in table; at a reload, the table in
+ * force.
+ */
+int
 dest_load_signals(const char *path)
 {
+	struct dest_pat *tab = NULL;
+	size_t i, n, ntab = 0, lineno = 0;
 	FILE *f;
 	char line[512];
-	size_t i, n;
 
-	for (i = 0; i < npats; i++)
-		free(pats[i].text);
-	npats = 0;
 	if (path == NULL || (f = fopen(path, "r")) == NULL) {
+		if (pats != NULL) {
+			log_warnx("event=reload result=warn reason=\"cannot "
+			    "read %s: %s; the throttle replies in force are "
+			    "kept\"", log_q(path ? path : "(none)"),
+			    path ? strerror(errno) : "not set");
+			return -1;
+		}
 		if (path)
 			log_warnx("event=start result=warn reason=\"cannot read "
 			    "%s: built-in throttle replies used\"", log_q(path));
 		for (i = 0; i < sizeof(builtin_pats) / sizeof(*builtin_pats);
 		    i++)
-			dest_pat_add(builtin_pats[i]);
-		return;
+			(void)dest_pat_add(&pats, &npats, builtin_pats[i]);
+		return path ? -1 : 0;
 	}
 	while (fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
 		n = strcspn(line, "\r\n");
 		line[n] = '\0';
 		while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t'))
 			line[--n] = '\0';
-		if (line[0] != '#' && line[0] != '\0')
-			dest_pat_add(line);
+		if (line[0] != '#' && line[0] != '\0' &&
+		    dest_pat_add(&tab, &ntab, line) == -1)
+			log_warnx("event=config result=warn reason=\"%s:%zu: "
+			    "not throttle, rcpts or ignore followed by a text; "
+			    "line skipped\"", log_q(path), lineno);
 	}
 	fclose(f);
+	dest_pats_free(pats, npats);
+	pats = tab;
+	npats = ntab;
+	return 0;
 }
 
 /*

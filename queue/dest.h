@@ -54,8 +54,12 @@ struct dest {
 	char		 lasterr[256];	/* last reply, any kind */
 };
 
-/* Reply patterns from the throttle-replies file (NULL: the built-in). */
-void		 dest_load_signals(const char *path);
+/*
+ * Reply patterns from the throttle-replies file (NULL: the built-in),
+ * at start and at every reload.  -1: the file could not be read (the
+ * built-in table at start, the one in force at a reload, stays).
+ */
+int		 dest_load_signals(const char *path);
 /* What the reply text (starting with its code) says; see DEST_SIG_*. */
 int		 dest_classify(const char *text);
 struct dest;

@@ -231,6 +231,7 @@ queue_reload(struct rec_reader *rd)
 	q.conf = c;
 	aliases_close(q.aliases);
 	q.aliases = aliases_open(conf_str(c, K_ALIASES));
+	(void)dest_load_signals(conf_str(c, K_THROTTLE_REPLIES));
 	log_info("event=reload result=ok");
 	ctl_flush(NULL);
 }
