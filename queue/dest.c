@@ -2,7 +2,10 @@
  * dest: per-destination state, kept in one place and run by the queue
  * process: how many transactions are open to a domain, what pacing
  * learned about it, and how recent attempts went.  Destinations live as
- * long as the process.
+ * long as the process; what pacing learned is kept in the spool's
+ * "pacing" file too (written at most DEST_SAVE_SECS after a change and at
+ * a clean stop, read at start), so a restart in the middle of a throttled
+ * announcement does not start hammering the receiver again.
  *
  * Pacing.  A receiver that limits a client answers "try again later" (a
  * 421, enhanced codes 4.7.0, 4.7.28, 4.7.650, or a provider's rate-limit
@@ -47,10 +50,21 @@
 #include "queue/dest.h"
 #include "queue/qint.h"
 #include "queue/sched.h"
+#include "queue/spool.h"
 
 static struct dest *dests;	/* every destination seen */
 static struct event *reopen_ev;	/* wakes the scheduler when one reopens */
 static double reopen_at;
+static struct event *save_ev;	/* writes the pacing file */
+
+#define DEST_FILE	"pacing"
+#define DEST_FILE_MAGIC	"tern-pacing 1"
+#define DEST_SAVE_SECS	30
+#define DEST_KEEP_SECS	(2 * 86400.0)	/* older knowledge is dropped */
+#define DEST_FILE_MAX	20000		/* destinations read at most */
+
+static void	dest_save_later(void);
+static void	dest_save_cb(evutil_socket_t, short, void *);
 
 /* ---- reply classes ---------------------------------------------------- */
 
@@ -414,6 +428,7 @@ void
 dest_init(struct event_base *base)
 {
 	reopen_ev = evtimer_new(base, dest_reopened, NULL);
+	save_ev = evtimer_new(base, dest_save_cb, NULL);
 }
 
 struct dest *
@@ -586,6 +601,7 @@ dest_txn_end(struct dest *d, size_t ok, int sig, uint32_t epoch,
 		    (dest_clock() - opened) : dest_clock() - opened;
 	pace_result(&p->pace, ok, sig, epoch, dest_clock(), first,
 	    dest_limit(d));
+	dest_save_later();
 	if (sig == DEST_SIG_THROTTLE)
 		log_info("event=pace domain=%s via=%s result=throttled "
 		    "rate=%.4g conc=%d reopen=%.1fs reason=\"%s\"", d->domain,
@@ -614,4 +630,204 @@ dest_flush(const char *domain)
 			d->pace.next_ok = 0;
 			dest_paced(d)->pace.next_ok = 0;
 		}
+	dest_save_later();
+}
+
+/* ---- the pacing file ------------------------------------------------------ */
+
+/*
+ * One line a destination that learned something (a rate, a recipient
+ * limit, a throttle, its MX host), after a first line naming the format:
+ *
+ *	NAME MX RATE STEP CONC NEXT_OK RCPT_MAX THROTTLES STREAK SAVED
+ *
+ * MX is "-" when unknown; times are seconds since the epoch (pacing runs
+ * on the wall clock).  The file is the queue's own (in the spool); a line
+ * that does not read is skipped and named, never trusted in part.
+ */
+static int
+dest_worth_keeping(const struct dest *d)
+{
+	return d->pace.rate > 0 || d->pace.rcpt_max > 0 ||
+	    d->pace.throttles > 0 || d->mx[0] != '\0';
+}
+
+void
+dest_encode(struct buf *b, double now)
+{
+	const struct dest *d;
+	char line[900];
+	int n;
+
+	buf_append(b, DEST_FILE_MAGIC "\n", sizeof(DEST_FILE_MAGIC));
+	for (d = dests; d; d = d->next) {
+		if (!dest_worth_keeping(d))
+			continue;
+		n = snprintf(line, sizeof(line), "%s %s %.17g %.17g %.17g "
+		    "%.3f %d %u %u %.0f\n", d->domain, d->mx[0] ? d->mx : "-",
+		    d->pace.rate, d->pace.step, d->pace.conc, d->pace.next_ok,
+		    d->pace.rcpt_max, d->pace.throttles, d->pace.streak, now);
+		if (n > 0 && (size_t)n < sizeof(line))
+			buf_append(b, line, (size_t)n);
+	}
+}
+
+/* A name or MX as we write them: no space, no control, not empty. */
+static int
+dest_token_ok(const char *t)
+{
+	if (*t == '\0')
+		return 0;
+	for (; *t; t++)
+		if ((unsigned char)*t <= ' ' || (unsigned char)*t >= 0x7f)
+			return 0;
+	return 1;
+}
+
+static int
+dest_num_ok(double v, double max)
+{
+	return v == v && v >= 0 && v <= max;	/* v == v: not NaN */
+}
+
+/* One line into its destination: 0, or -1 with why. */
+static int
+dest_decode_line(char *line, double now, int *kept, const char **why)
+{
+	char name[256], mx[256];
+	double rate, step, conc, next_ok, saved;
+	int rcpt_max, used;
+	unsigned throttles, streak;
+	struct dest *d;
+
+	*kept = 0;
+	*why = "malformed line";
+	if (sscanf(line, "%255s %255s %lf %lf %lf %lf %d %u %u %lf%n", name,
+	    mx, &rate, &step, &conc, &next_ok, &rcpt_max, &throttles, &streak,
+	    &saved, &used) != 10 || line[used] != '\0')
+		return -1;
+	*why = "value out of range";
+	if (!dest_token_ok(name) || !dest_token_ok(mx) ||
+	    !dest_num_ok(rate, 1e9) || !dest_num_ok(step, 1e9) ||
+	    !dest_num_ok(conc, 1e6) || !dest_num_ok(next_ok, 1e11) ||
+	    rcpt_max < 0 || rcpt_max > 1000000 || !dest_num_ok(saved, 1e11))
+		return -1;
+	if (saved + DEST_KEEP_SECS < now || saved > now + 86400)
+		return 0;		/* stale, or from a clock set back */
+	d = dest_get(name);
+	d->pace.rate = rate;
+	d->pace.step = step;
+	d->pace.conc = conc < 1 ? 1 : conc;
+	/* A wait asked for long ago cannot last beyond the keeping time. */
+	d->pace.next_ok = next_ok > now + DEST_KEEP_SECS ? now : next_ok;
+	d->pace.rcpt_max = rcpt_max;
+	d->pace.throttles = throttles;
+	d->pace.streak = streak;
+	/* Measuring starts again: what was accepted before the restart is
+	   not known, and transactions in flight then are gone. */
+	d->pace.since = rate > 0 || throttles > 0 ? now : 0;
+	d->pace.accepted = 0;
+	if (strcmp(mx, "-") != 0)
+		str_copy(d->mx, mx, sizeof(d->mx));
+	*kept = 1;
+	return 0;
+}
+
+int
+dest_decode(char *text, size_t len, double now, size_t *nkept)
+{
+	char *line, *end, *stop = text + len;
+	const char *why;
+	size_t lineno = 1, n = 0;
+	struct dest *d;
+	int kept;
+
+	*nkept = 0;
+	end = memchr(text, '\n', len);
+	if (end == NULL || (size_t)(end - text) != strlen(DEST_FILE_MAGIC) ||
+	    memcmp(text, DEST_FILE_MAGIC, strlen(DEST_FILE_MAGIC)) != 0) {
+		log_warnx("event=pace result=error reason=\"%s:1: not a "
+		    "pacing file of this version; learned rates start "
+		    "again\"", DEST_FILE);
+		return -1;
+	}
+	for (line = end + 1; line < stop && n < DEST_FILE_MAX;
+	    line = end + 1, n++) {
+		lineno++;
+		if ((end = memchr(line, '\n', (size_t)(stop - line))) == NULL) {
+			log_warnx("event=pace result=warn reason=\"%s:%zu: "
+			    "cut short; line skipped\"", DEST_FILE, lineno);
+			break;
+		}
+		*end = '\0';
+		if (memchr(line, '\0', (size_t)(end - line)) != NULL ||
+		    dest_decode_line(line, now, &kept, &why) == -1)
+			log_warnx("event=pace result=warn reason=\"%s:%zu: %s; "
+			    "line skipped\"", DEST_FILE, lineno, why);
+		*nkept += (size_t)kept;
+	}
+	/* The domains' MX hosts again: shared state, as before the stop. */
+	for (d = dests; d; d = d->next)
+		if (d->mx[0] && d->via == NULL)
+			dest_set_mx(d, d->mx);
+	return 0;
+}
+
+static void
+dest_save(void)
+{
+	struct buf b;
+
+	buf_init(&b);
+	dest_encode(&b, dest_clock());
+	if (spool_write_state(DEST_FILE, &b, 0) == -1)
+		log_warnx("event=pace result=error reason=\"writing %s: %s\"",
+		    DEST_FILE, fd_strerror(errno));
+	buf_free(&b);
+}
+
+static void
+dest_save_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	dest_save();
+}
+
+static void
+dest_save_later(void)
+{
+	struct timeval tv = { DEST_SAVE_SECS, 0 };
+
+	if (save_ev && !evtimer_pending(save_ev, NULL))
+		evtimer_add(save_ev, &tv);
+}
+
+void
+dest_flush_file(void)
+{
+	if (save_ev && evtimer_pending(save_ev, NULL)) {
+		evtimer_del(save_ev);
+		dest_save();
+	}
+}
+
+void
+dest_restore(void)
+{
+	struct buf b;
+	size_t kept = 0;
+
+	buf_init(&b);
+	if (spool_read_state(DEST_FILE, &b) == -1) {
+		if (errno != ENOENT)
+			log_warnx("event=pace result=error reason=\"reading "
+			    "%s: %s\"", DEST_FILE, strerror(errno));
+	} else if (b.len > 0 && dest_decode(b.data, b.len, dest_clock(),
+	    &kept) == 0 && kept > 0) {
+		log_info("event=pace result=ok reason=\"restored what pacing "
+		    "learned about %zu destinations\"", kept);
+		/* Wake the scheduler when a restored wait ends. */
+		for (struct dest *d = dests; d; d = d->next)
+			dest_arm(d);
+	}
+	buf_free(&b);
 }

@@ -108,6 +108,17 @@ void		 dest_flush(const char *domain);
 /* Before any destination is used: the wake-up timer's loop. */
 struct event_base;
 void		 dest_init(struct event_base *);
+/*
+ * The pacing file in the spool: read at start (after dest_init), written
+ * a while after a change and at a clean stop (dest_flush_file).  The
+ * codec for tests: dest_decode takes a writable text and says how many
+ * destinations it kept (stale ones are dropped); -1: not such a file.
+ */
+struct buf;
+void		 dest_restore(void);
+void		 dest_flush_file(void);
+void		 dest_encode(struct buf *, double now);
+int		 dest_decode(char *text, size_t len, double now, size_t *kept);
 
 /* The rule itself, on a pace record, at time now (seconds). */
 void		 pace_init(struct dest_pace *, int conc);

@@ -466,3 +466,40 @@ def test_throttle_replies_file_is_read_again_at_reload(world, tmpbase):
         d.proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: "the throttle replies in force are kept"
                         in d.logtext(), 10), d.logtext()[-2000:]
+
+
+def test_learned_pacing_survives_a_restart(world):
+    # A destination that said "try again later" is closed; the daemon is
+    # restarted (an upgrade in the middle of a throttled announcement): a
+    # new message to it still waits for the reopening instead of being
+    # refused again at once, and `ternctl destinations` shows what was
+    # learned.  A line of the file that does not read is skipped and
+    # named; the rest is kept.
+    make, port = world
+    with MX("127.0.0.2", port) as mx1:
+        ref = Refuser("451 4.7.0 Temporarily rate limited, try again later")
+        mx1.handle_RCPT = ref.handle_RCPT
+        d = make("retry-min 1h\nretry-max 1h\n")
+        send(d, ["a0@remote.test"], "before")
+        assert wait_for(lambda: ref.refused >= 1, 20), d.logtext()
+        assert wait_for(lambda: (dest_line(d, "remote.test") or
+                                 [""] * 7)[6] not in ("", "now"), 20), \
+            d.ctl("destinations").stdout
+        d.stop()
+        state = d.spool / "pacing"
+        assert "remote.test" in state.read_text(), state.read_text()
+        bad = len(state.read_text().splitlines()) + 1
+        with state.open("a") as f:
+            f.write("broken.test - nan 0 1 0 0 0 0 0\n")
+        d.start()
+        assert wait_for(lambda: "restored what pacing learned about" in
+                        d.logtext(), 10), d.logtext()[-2000:]
+        assert f"pacing:{bad}: value out of range; line skipped" in \
+            d.logtext(), d.logtext()[-2000:]
+        line = dest_line(d, "remote.test")
+        assert line is not None and line[1] != "-" and line[6] != "now", \
+            d.ctl("destinations").stdout
+        before = ref.refused
+        send(d, ["a1@remote.test"], "after")
+        assert wait_for(lambda: len(queued_ids(d)) == 2, 20)
+        assert not wait_for(lambda: ref.refused > before, 3), ref.refused
