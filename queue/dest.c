@@ -260,12 +260,43 @@ pace_open(struct dest_pace *p, size_t n, double now)
 	return p->epoch;
 }
 
-static void
-pace_success(struct dest_pace *p, size_t ok, int maxconc)
+/*
+ * A first throttle that came before any transaction had ended (one
+ * refused at MAIL while another was still taking recipients) could only
+ * guess a rate, one recipient a first pause.  The first acceptances that
+ * report afterwards, whatever epoch their transaction carries, replace
+ * the guess with half of what was measured since the first transaction,
+ * as a first throttle with data would have; climbing from the guess by
+ * additive steps would take the receiver's whole window.
+ */
+static int
+pace_reestimate(struct dest_pace *p, double now)
 {
+	double el = now - p->since, r;
+
+	if (!p->guess || p->accepted == 0 || p->since <= 0 || el <= 0)
+		return 0;
+	p->guess = 0;
+	r = p->accepted / el / 2;
+	if (r <= p->rate)
+		return 0;
+	p->rate = r;
+	p->step = r / 64;
+	if (p->next_ok > now + 1.0 / r)
+		p->next_ok = now + 1.0 / r;
+	return 1;
+}
+
+static void
+pace_success(struct dest_pace *p, size_t ok, int maxconc, double now)
+{
+	int guessed;
+
 	p->accepted += (uint32_t)ok;
+	/* The recipients that made the measure do not raise it again. */
+	guessed = pace_reestimate(p, now);
 	p->streak = 0;
-	if (p->rate > 0) {
+	if (p->rate > 0 && !guessed) {
 		if (p->step > 0)
 			p->rate += p->step * (double)ok;
 		else
@@ -290,6 +321,8 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 	/* Replies to transactions that started before the last decrease
 	   say nothing new: one decrease per reopening. */
 	if (epoch != p->epoch) {
+		p->accepted += (uint32_t)ok;
+		(void)pace_reestimate(p, now);
 		if (p->next_ok < now + 1.0 / p->rate)
 			p->next_ok = now + 1.0 / p->rate;
 		return;
@@ -297,8 +330,24 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 	p->accepted += (uint32_t)ok;
 	if (p->accepted > 0 && p->since > 0 && el > 0)
 		measured = p->accepted / el;
-	if (p->rate == 0)
-		r = measured > 0 ? measured / 2 : 1.0 / (first > 0 ? first : 60);
+	if (p->rate == 0 && measured == 0) {
+		/* Nothing measured yet: pause a first pause, keep measuring
+		   from the first transaction (pace_reestimate). */
+		r = 1.0 / (first > 0 ? first : 60);
+		p->rate = r;
+		p->step = r / 64;
+		p->guess = 1;
+		p->streak++;
+		p->conc /= 2;
+		if (p->conc < 1)
+			p->conc = 1;
+		p->last_dec = now;
+		p->epoch++;
+		p->next_ok = now + 1.0 / r;
+		return;
+	}
+	if (p->rate == 0 || (p->guess && measured > 0))
+		r = measured / 2;
 	else if (p->streak > 0 || measured == 0)
 		r = p->rate / 2;
 	else {
@@ -312,6 +361,7 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 		r = 1e-9;		/* a recipient in 30 years: no lower */
 	p->rate = r;
 	p->step = r / 64;
+	p->guess = 0;
 	p->run = 0;
 	p->streak++;
 	p->conc /= 2;
@@ -337,7 +387,7 @@ pace_result(struct dest_pace *p, size_t ok, int sig, uint32_t epoch,
 	if (sig == DEST_SIG_THROTTLE)
 		pace_throttle(p, ok, epoch, now, first_pause);
 	else if (ok > 0)
-		pace_success(p, ok, maxconc);
+		pace_success(p, ok, maxconc, now);
 }
 
 /* ---- destinations -------------------------------------------------------- */

@@ -39,6 +39,7 @@ struct dest_pace {
 	uint32_t throttles;	/* throttling replies seen */
 	uint32_t epoch;		/* decreases so far */
 	uint32_t streak;	/* throttles without a success between */
+	int	 guess;		/* rate is a first pause, not a measure */
 };
 
 struct dest {
