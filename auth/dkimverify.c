@@ -157,7 +157,7 @@ static long
 dkim_b64(const char *s, size_t len, unsigned char *out, size_t cap)
 {
 	unsigned acc = 0;
-	size_t i, o = 0;
+	size_t i, o = 0, nd = 0;
 	int bits = 0, pad = 0;
 
 	for (i = 0; i < len; i++) {
@@ -185,6 +185,7 @@ dkim_b64(const char *s, size_t len, unsigned char *out, size_t cap)
 		else
 			return -1;
 		acc = (acc << 6) | (unsigned)v;
+		nd++;
 		bits += 6;
 		if (bits >= 8) {
 			bits -= 8;
@@ -193,7 +194,9 @@ dkim_b64(const char *s, size_t len, unsigned char *out, size_t cap)
 			out[o++] = (unsigned char)(acc >> bits);
 		}
 	}
-	if (pad > 2 || bits >= 6)
+	/* Padding, if any, exactly what the last quantum needs. */
+	if ((nd % 4) == 1 || (pad != 0 && (size_t)pad != (4 - nd % 4) % 4) ||
+	    (nd % 4 == 0 && pad != 0))
 		return -1;
 	return (long)o;
 }

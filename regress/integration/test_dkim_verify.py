@@ -330,3 +330,32 @@ def test_slow_key_does_not_delay_another_session(mx):
         assert r == [], "A's reply came before B was delivered"
     finally:
         a.close()
+
+
+def test_our_signatures_verified_by_us(make_daemon, tmpbase):
+    """Mail our signer signed (RSA-2048 and Ed25519, smtpd/dkimsign.c),
+    as delivered, run through `ternctl check` with the keys in the DNS:
+    both signatures pass, and a changed body fails both."""
+    from test_dkim_sign import delivered as signed_delivered
+    from test_dkim_sign import make_signer, submit
+    d = make_signer(make_daemon, tmpbase)
+    zone = {name: {"TXT": txt(v)} for name, v in d.txt.items()}
+    with DNSServer(zone, port=d.dns_port):
+        submit(d, b"From: Anna <anna@example.test>\r\nTo: alice@example.test"
+                  b"\r\nSubject: signed here\r\n\r\nchecked there\r\n")
+        (got,) = signed_delivered(d)
+
+        def check(msg):
+            r = d.ctl("check", "--client-ip", "127.0.0.1", "--helo",
+                      "client.test", "--mail-from", "anna@example.test",
+                      input=msg.decode())
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+        out = check(got)
+        assert "dkim=pass d=example.test s=rsa1 reason=\"\"" in out, out
+        assert "dkim=pass d=example.test s=ed1 reason=\"\"" in out, out
+        ar = re.search(r"^Authentication-Results: mx\.example\.test;\n"
+                       r"(\t.*\n)+", out, re.M).group(0)
+        assert ar.count("dkim=pass") == 2 and "header.s=ed1" in ar, ar
+        out = check(got.replace(b"checked there", b"changed there"))
+        assert out.count("dkim=fail") == 4, out     # A-R and summary
