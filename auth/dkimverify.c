@@ -758,7 +758,7 @@ dkimv_field_done(struct dkimv *v)
 		s->f.text = xstrndup(v->cur.data, v->cur.len);
 		s->f.len = f.len;
 		s->f.nlen = f.nlen;
-		if (v->curlong) {
+		if (v->curlong || f.len > DKIMV_SIGFIELD_MAX) {
 			s->bad = 1;
 			s->why = "signature field too long";
 		}
@@ -784,7 +784,7 @@ dkimv_hline(struct dkimv *v, const char *line, size_t len)
 		buf_append(&v->cur, "\r\n", 2);
 	else
 		dkimv_field_done(v);
-	if (v->cur.len + len > DKIMV_SIGFIELD_MAX)
+	if (v->cur.len + len > DKIMV_HEADER_MAX)
 		v->curlong = 1;
 	else
 		buf_append(&v->cur, line, len);

@@ -359,3 +359,40 @@ def test_our_signatures_verified_by_us(make_daemon, tmpbase):
         assert ar.count("dkim=pass") == 2 and "header.s=ed1" in ar, ar
         out = check(got.replace(b"checked there", b"changed there"))
         assert out.count("dkim=fail") == 4, out     # A-R and summary
+
+
+def test_dkim_alone_and_timeout(tmpbase):
+    """DKIM on, SPF off: the field has dkim= alone.  A key that never
+    comes is temperror once spf-timeout (here 2 s) has passed, and the
+    message is accepted."""
+    d = Daemon(tmpbase, extra="dkim-verify yes\nspf-timeout 2s")
+    with DNSServer(zones(), port=d.dns_port) as dns:
+        d.dns = dns
+        d.start()
+        try:
+            send(d, sign(MSG, "slow") + MSG)
+            ar = our_ar(delivered(d))
+            assert "spf=" not in ar, ar
+            (e,) = dkim_entries(ar)
+            assert e[0] == "temperror", e
+        finally:
+            d.stop()
+
+
+def test_large_header_field_goes_where_header_ends(mx):
+    """A header larger than the first write (64 KiB): the field cannot
+    go to the top any more, it goes where the header ends, and the
+    signature (which covers the long field) still passes."""
+    refs = b"References: " + b"\r\n ".join(
+        b"<%d.a-long-thread-message-id@sender.test>" % i
+        for i in range(2000)) + b"\r\n"
+    msg = MSG.replace(b"\r\n\r\nHello", b"\r\n" + refs + b"\r\nHello", 1)
+    assert len(msg) > 70000
+    s = sign(msg, "rsa", edit=lambda f, h: (
+        [(k, v + b":references" if k == b"h" else v) for k, v in f],
+        h + (b"references",)))
+    (e,), got = verdict(mx, s + msg)
+    assert e[0] == "pass", e
+    head = got.split(b"\r\n\r\n", 1)[0]
+    assert head.index(b"Authentication-Results: mx.example.test") > \
+        head.index(b"References:")
