@@ -96,6 +96,7 @@ check_dkim(struct dkimv *v, struct spfdns *dns, uint64_t timeout_ms,
 	struct timespec ts;
 	uint64_t dl;
 	size_t i, k, n, nt;
+	uint32_t ttl;
 	int r;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -109,7 +110,7 @@ check_dkim(struct dkimv *v, struct spfdns *dns, uint64_t timeout_ms,
 		if (dk[i].result == DKIM_NONE) {
 			dkim_check_keyname(&dk[i], name, sizeof(name));
 			buf_reset(&recs);
-			r = spfdns_txt(dns, name, dl, &recs, &nt);
+			r = spfdns_txt(dns, name, dl, &recs, &nt, &ttl);
 			for (k = 0; r == 0 && k < nt && k < 8; k++)
 				txt[k] = k == 0 ? recs.data : txt[k - 1] +
 				    strlen(txt[k - 1]) + 1;

@@ -69,32 +69,125 @@ static struct {
 } pol = { .lock = PTHREAD_MUTEX_INITIALIZER,
 	  .cond = PTHREAD_COND_INITIALIZER };
 
-/* A message's signatures whose keys are needed (in a worker). */
+/*
+ * Key records looked up lately, for their TTL (at most an hour): a
+ * message whose keys are all here is checked on the loop, without a
+ * trip to the workers.  Filled by the workers, read by both: locked.
+ */
+#define POLICY_KEYS		64
+#define POLICY_KEY_TTL_MAX	3600
+
+struct policy_key {
+	char		 name[DKIM_DOMAIN_MAX + DKIM_SELECTOR_MAX + 16];
+	int		 found;		/* spfdns_txt's 0 or 1 */
+	char		*recs;		/* NUL-separated */
+	size_t		 len, n;
+	uint64_t	 until_ms;
+};
+
+static struct {
+	pthread_mutex_t		 lock;
+	struct policy_key	 k[POLICY_KEYS];
+	size_t			 next;
+} pkeys = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static uint64_t	policy_now_ms(void);
+
 static void
-policy_dkim_run(struct policy_job *j)
+policy_key_put(const char *name, int found, const struct buf *recs,
+    size_t n, uint32_t ttl)
+{
+	struct policy_key *k = NULL;
+	size_t i;
+
+	if (ttl == 0)
+		return;
+	if (ttl > POLICY_KEY_TTL_MAX)
+		ttl = POLICY_KEY_TTL_MAX;
+	pthread_mutex_lock(&pkeys.lock);
+	for (i = 0; i < POLICY_KEYS && k == NULL; i++)
+		if (strcmp(pkeys.k[i].name, name) == 0)
+			k = &pkeys.k[i];
+	if (k == NULL)
+		k = &pkeys.k[pkeys.next++ % POLICY_KEYS];
+	free(k->recs);
+	str_copy(k->name, name, sizeof(k->name));
+	k->found = found;
+	k->len = recs->len;
+	k->recs = recs->len ? xstrndup(recs->data, recs->len) : NULL;
+	k->n = n;
+	k->until_ms = policy_now_ms() + (uint64_t)ttl * 1000;
+	pthread_mutex_unlock(&pkeys.lock);
+}
+
+/* A cached answer into recs: spfdns_txt's 0 or 1, or -2 for none. */
+static int
+policy_key_get(const char *name, struct buf *recs, size_t *n)
+{
+	uint64_t now = policy_now_ms();
+	int r = -2;
+	size_t i;
+
+	pthread_mutex_lock(&pkeys.lock);
+	for (i = 0; i < POLICY_KEYS; i++) {
+		struct policy_key *k = &pkeys.k[i];
+
+		if (k->name[0] && k->until_ms > now &&
+		    strcmp(k->name, name) == 0) {
+			if (k->len)
+				buf_append(recs, k->recs, k->len);
+			*n = k->n;
+			r = k->found;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&pkeys.lock);
+	return r;
+}
+
+/*
+ * Decide one signature from its key: from the cache, or (lookup) from
+ * the DNS.  0: not in the cache and not looked up.
+ */
+static int
+policy_key_check(struct dkim_check *c, uint64_t deadline_ms, int lookup)
 {
 	char name[DKIM_DOMAIN_MAX + DKIM_SELECTOR_MAX + 16];
 	const char *txt[8];
 	struct buf recs;
-	size_t i, n, k;
+	size_t n = 0, k;
+	uint32_t ttl;
 	int r;
 
+	dkim_check_keyname(c, name, sizeof(name));
 	buf_init(&recs);
-	for (i = 0; i < j->ndk; i++) {
-		struct dkim_check *c = &j->dk[i];
-
-		if (c->result != DKIM_NONE)
-			continue;
-		dkim_check_keyname(c, name, sizeof(name));
-		buf_reset(&recs);
-		r = spfdns_txt(pol.dns, name, j->deadline_ms, &recs, &n);
-		/* The records, NUL-separated: the first few. */
-		for (k = 0; r == 0 && k < n && k < 8; k++)
-			txt[k] = k == 0 ? recs.data : txt[k - 1] +
-			    strlen(txt[k - 1]) + 1;
-		dkim_check_key(c, r, txt, r == 0 ? k : 0);
+	if ((r = policy_key_get(name, &recs, &n)) == -2) {
+		if (!lookup) {
+			buf_free(&recs);
+			return 0;
+		}
+		r = spfdns_txt(pol.dns, name, deadline_ms, &recs, &n, &ttl);
+		if (r >= 0)
+			policy_key_put(name, r, &recs, n, ttl);
 	}
+	/* The records, NUL-separated: the first few. */
+	for (k = 0; r == 0 && k < n && k < 8; k++)
+		txt[k] = k == 0 ? recs.data : txt[k - 1] + strlen(txt[k - 1]) +
+		    1;
+	dkim_check_key(c, r, txt, r == 0 ? k : 0);
 	buf_free(&recs);
+	return 1;
+}
+
+/* A message's signatures whose keys are needed (in a worker). */
+static void
+policy_dkim_run(struct policy_job *j)
+{
+	size_t i;
+
+	for (i = 0; i < j->ndk; i++)
+		if (j->dk[i].result == DKIM_NONE)
+			(void)policy_key_check(&j->dk[i], j->deadline_ms, 1);
 }
 
 static void *
@@ -599,6 +692,9 @@ policy_data_end(struct policy_txn *t, uint64_t sid)
 	for (i = 0; i < n && i < e->ar.ndkim; i++) {
 		struct authres_dkim *a = &e->ar.dk[i];
 
+		/* A key in the cache: checked here and now. */
+		if (dk[i].result == DKIM_NONE && pol.dns != NULL)
+			(void)policy_key_check(&dk[i], 0, 0);
 		a->result = dk[i].result;
 		str_copy(a->comment, dk[i].comment, sizeof(a->comment));
 		if (a->result == DKIM_NONE)

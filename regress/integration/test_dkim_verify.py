@@ -396,3 +396,13 @@ def test_large_header_field_goes_where_header_ends(mx):
     head = got.split(b"\r\n\r\n", 1)[0]
     assert head.index(b"Authentication-Results: mx.example.test") > \
         head.index(b"References:")
+
+
+def test_key_asked_once(mx):
+    """Two messages signed with one key: both pass, the key is asked of
+    the DNS once (then the cache answers, for the record's TTL)."""
+    for i in range(2):
+        send(mx, sign(MSG, "rsa") + MSG)
+        (e,) = dkim_entries(our_ar(delivered(mx, i + 1)))
+        assert e[0] == "pass", e
+    assert len(mx.dns.queries(f"rsa._domainkey.{DOM}", "TXT")) == 1
