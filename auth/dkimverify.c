@@ -689,6 +689,7 @@ struct dkimv {
 	size_t			 kept;
 	int			 toolong;	/* fields left out */
 	int			 hdone;
+	int			 nosigs;	/* headers only */
 	struct dkimv_sig	 s[DKIM_VERIFY_MAX];
 	size_t			 ns;
 	struct dkim_body	 body[DKIM_VERIFY_MAX];
@@ -704,6 +705,12 @@ dkimv_new(time_t now)
 
 	v->now = now;
 	return v;
+}
+
+void
+dkimv_headers_only(struct dkimv *v)
+{
+	v->nosigs = 1;
 }
 
 void
@@ -752,7 +759,7 @@ dkimv_field_done(struct dkimv *v)
 	f.len = v->cur.len;
 	f.nlen = dkimv_name_len(v->cur.data, v->cur.len);
 	if (f.nlen == 14 && strncasecmp(v->cur.data, "DKIM-Signature", 14) ==
-	    0 && v->ns < DKIM_VERIFY_MAX) {
+	    0 && v->ns < DKIM_VERIFY_MAX && !v->nosigs) {
 		struct dkimv_sig *s = &v->s[v->ns++];
 
 		s->f.text = xstrndup(v->cur.data, v->cur.len);

@@ -547,10 +547,15 @@ policy_data(struct policy_txn *t)
 	struct policy_eod *e = &t->eod;
 
 	e->on = t->checks;
-	if (e->on && conf_dkim_verify_enabled(pol.conf, t->l)) {
+	if (!e->on)
+		return;
+	/* The header is kept for every checked message (DMARC reads its
+	 * From:); signatures are read when DKIM is verified. */
+	e->dkimv = dkimv_new(time(NULL));
+	if (conf_dkim_verify_enabled(pol.conf, t->l))
 		e->ar.dkim = 1;
-		e->dkimv = dkimv_new(time(NULL));
-	}
+	else
+		dkimv_headers_only(e->dkimv);
 }
 
 static void
@@ -632,8 +637,9 @@ policy_hend(struct policy_txn *t, struct buf *out, int top, int64_t off)
 	size_t i, n;
 
 	policy_held_end(t, out);
-	if (e->dkimv) {
+	if (e->dkimv)
 		dkimv_hend(e->dkimv);
+	if (e->dkimv && e->ar.dkim) {
 		n = dkimv_nsigs(e->dkimv);
 		e->ar.ndkim = n < DKIM_VERIFY_MAX ? n : DKIM_VERIFY_MAX;
 		for (i = 0; i < e->ar.ndkim; i++) {
@@ -681,14 +687,12 @@ policy_data_end(struct policy_txn *t, uint64_t sid)
 	size_t i, n, wait = 0;
 
 	t->step = POLICY_STEP_DATA;
-	if (e->dkimv == NULL) {
+	if (e->dkimv == NULL || !e->ar.dkim) {
 		e->done = 1;
 		return 0;
 	}
 	dk = xcalloc(DKIM_VERIFY_MAX, sizeof(*dk));
 	n = dkimv_end(e->dkimv, dk, DKIM_VERIFY_MAX);
-	dkimv_free(e->dkimv);
-	e->dkimv = NULL;
 	for (i = 0; i < n && i < e->ar.ndkim; i++) {
 		struct authres_dkim *a = &e->ar.dk[i];
 

@@ -406,3 +406,20 @@ def test_key_asked_once(mx):
         (e,) = dkim_entries(our_ar(delivered(mx, i + 1)))
         assert e[0] == "pass", e
     assert len(mx.dns.queries(f"rsa._domainkey.{DOM}", "TXT")) == 1
+
+
+def test_spf_alone(tmpbase):
+    """SPF on, DKIM verification off: the field has spf= alone, and a
+    forged field is removed all the same."""
+    d = Daemon(tmpbase, extra="spf yes")
+    with DNSServer(zones(), port=d.dns_port):
+        d.start()
+        try:
+            send(d, b"Authentication-Results: mx.example.test; dkim=pass\r\n"
+                 + sign(MSG, "rsa") + MSG)
+            got = delivered(d)
+            ar = our_ar(got)
+            assert "spf=pass" in ar and "dkim" not in ar, ar
+            assert got.count(b"Authentication-Results:") == 1
+        finally:
+            d.stop()

@@ -429,9 +429,40 @@ test_authres(void)
 	buf_free(&b);
 }
 
+/* The header kept for other checks: every From:, folds and all. */
+static void
+test_fields(void)
+{
+	struct dkim_check c[DKIM_VERIFY_MAX];
+	const char *f[4];
+	size_t l[4];
+
+	for (int only = 0; only < 2; only++) {
+		struct dkimv *v = dkimv_new(time(NULL));
+
+		if (only)
+			dkimv_headers_only(v);
+		feed(v, "DKIM-Signature: v=1\r\nfrom: a@x.test\r\nTo: b\r\n"
+		    "FROM : c@y.test,\r\n d@z.test\r\nX: y", 1);
+		dkimv_hend(v);
+		CHECK(dkimv_nsigs(v) == (only ? 0u : 1u));
+		CHECK(dkimv_fields(v, "From", f, l, 4) == 2);
+		CHECK(l[0] == 14 && memcmp(f[0], "from: a@x.test", 14) == 0);
+		CHECK(l[1] == strlen("FROM : c@y.test,\r\n d@z.test") &&
+		    memcmp(f[1], "FROM : c@y.test,\r\n d@z.test", l[1]) == 0);
+		CHECK(dkimv_fields(v, "x", f, l, 4) == 1 && l[0] == 4);
+		CHECK(dkimv_fields(v, "Fro", f, l, 4) == 0);
+		CHECK(dkimv_end(v, c, DKIM_VERIFY_MAX) == (only ? 0u : 1u));
+		if (!only)	/* v=1 alone: a permerror, no key asked */
+			CHECK(c[0].result == DKIM_PERMERROR);
+		dkimv_free(v);
+	}
+}
+
 void
 test_dkimverify(void)
 {
+	test_fields();
 	test_tags();
 	test_sigs();
 	test_keys();
