@@ -687,6 +687,7 @@ policy_data_end(struct policy_txn *t, uint64_t sid)
 	size_t i, n, wait = 0;
 
 	t->step = POLICY_STEP_DATA;
+	e->sid = sid;
 	if (e->dkimv == NULL || !e->ar.dkim) {
 		e->done = 1;
 		return 0;
@@ -729,8 +730,9 @@ policy_data_done(struct policy_txn *t, int fd)
 	ssize_t w;
 
 	if (e->removed > 0)
-		log_info("event=authres result=removed count=%zu authserv_id=%s",
-		    e->removed, policy_authserv_id());
+		log_info("s=%016llx event=authres result=removed count=%zu "
+		    "authserv_id=<%s>", (unsigned long long)e->sid, e->removed,
+		    log_a(policy_authserv_id()));
 	if (e->on && e->room > 0) {
 		buf_init(&b);
 		if (authres_format(&b, policy_authserv_id(), &e->ar,

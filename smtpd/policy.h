@@ -59,6 +59,7 @@ struct policy_eod {
 	struct buf		 held;		/* such a field, still undecided */
 	int			 dropping;	/* ...decided ours: dropped */
 	size_t			 removed;	/* fields removed */
+	uint64_t		 sid;		/* the session, for the log */
 };
 
 struct policy_txn {
