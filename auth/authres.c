@@ -15,6 +15,11 @@
 int
 authres_empty(const struct authres *r)
 {
+	size_t i;
+
+	for (i = 0; i < AUTHRES_EXTRA; i++)
+		if (r->extra[i].room > 0)
+			return 0;
 	return r->spf[0] == '\0' && !r->dkim;
 }
 
@@ -58,7 +63,11 @@ authres_dkim_entry(struct buf *b, const struct authres_dkim *d, int widest)
 		    " header.b=\"%s\"", d->b8);
 }
 
-/* The field; pad: each dkim= entry as long as its widest form. */
+/*
+ * The field; pad: each entry as long as its widest form.  widest: the
+ * longest it can be (for the room), with 6 more for a "; none" should
+ * every entry come to nothing.
+ */
 static void
 authres_build(struct buf *b, const char *id, const struct authres *r,
     int pad, int widest)
@@ -89,8 +98,31 @@ authres_build(struct buf *b, const char *id, const struct authres *r,
 		buf_free(&w);
 		n++;
 	}
+	for (i = 0; i < AUTHRES_EXTRA; i++) {
+		const struct authres_entry *x = &r->extra[i];
+		size_t len = strnlen(x->text, sizeof(x->text));
+
+		/* No text in the end: no entry; its room goes to the end. */
+		if (x->room == 0 || (!widest && len == 0))
+			continue;
+		buf_printf(b, ";\r\n\t");
+		if (widest) {
+			for (len = 0; len < x->room; len++)
+				buf_putc(b, 'x');
+			n++;
+			continue;
+		}
+		if (len > x->room)
+			len = x->room;	/* more than it said: cut */
+		buf_append(b, x->text, len);
+		while (pad && len++ < x->room)
+			buf_putc(b, ' ');
+		n++;
+	}
 	if (n == 0)
 		buf_printf(b, "; none");
+	else if (widest)	/* room for a "; none" after all */
+		buf_printf(b, "xxxxxx");
 	buf_printf(b, "\r\n");
 }
 
@@ -120,10 +152,15 @@ authres_format(struct buf *b, const char *id, const struct authres *r,
 		return room == 0 ? 0 : -1;
 	buf_init(&t);
 	authres_build(&t, id, r, room != 0, 0);
-	if (room != 0 && t.len != room)
+	if (room != 0 && t.len > room)
 		rv = -1;
-	else
-		buf_append(b, t.data, t.len);
+	else {
+		/* What is left (an entry left out), as blanks at the end. */
+		buf_append(b, t.data, t.len - 2);
+		while (room != 0 && t.len++ < room)
+			buf_putc(b, ' ');
+		buf_append(b, "\r\n", 2);
+	}
 	buf_free(&t);
 	return rv;
 }

@@ -33,11 +33,25 @@ struct authres_dkim {
 	char		 comment[AUTHRES_COMMENT_MAX];
 };
 
+/*
+ * Another method's entry (DMARC's): its longest form's length is set
+ * where the header ends (room; 0: no entry), its text ("dmarc=pass
+ * header.from=example.org") at the end; it is padded to room.
+ */
+#define AUTHRES_EXTRA		2
+#define AUTHRES_ENTRY_MAX	512
+
+struct authres_entry {
+	size_t	 room;
+	char	 text[AUTHRES_ENTRY_MAX];
+};
+
 struct authres {
 	char			 spf[AUTHRES_SPF_MAX];	/* "" : not checked */
 	int			 dkim;		/* DKIM was checked */
 	size_t			 ndkim;		/* signatures (0: dkim=none) */
 	struct authres_dkim	 dk[DKIM_VERIFY_MAX];
+	struct authres_entry	 extra[AUTHRES_EXTRA];	/* after dkim= */
 };
 
 /* Nothing to say: no field at all. */

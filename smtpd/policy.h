@@ -21,7 +21,10 @@
  * Its state (struct policy_eod) holds what DMARC reads: the SPF verdict
  * and its domain (t->spf: identity "mailfrom"/"helo", domain), each DKIM
  * signature's d=, s= and result (eod.ar.dk), the From: fields
- * (policy_header_fields).
+ * (policy_header_fields), a slot for its own Authentication-Results
+ * entry (eod.ar.extra: room set before policy_hend sizes the field,
+ * text before policy_data_done writes it) and the action (eod.refuse,
+ * eod.reply).
  */
 #ifndef TERN_POLICY_H
 #define TERN_POLICY_H

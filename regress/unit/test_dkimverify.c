@@ -422,6 +422,39 @@ test_authres(void)
 	    "\tspf=pass smtp.mailfrom=a@example.org;\r\n\tdkim=") == b.data);
 	CHECK(strstr(b.data, "header.d=example.org header.s=sel "
 	    "header.b=\"ab/+cdef\"") != NULL);
+	/* Another method's entry (DMARC's): sized first, written after the
+	 * dkim= entries, padded; left out when it has no text in the end;
+	 * cut when its text is longer than it said. */
+	{
+		struct authres x;
+		const char *t = "dmarc=pass header.from=example.org";
+
+		memset(&x, 0, sizeof(x));
+		x.extra[0].room = 60;
+		room = authres_room(&x, "mx");
+		for (int k = 0; k < 3; k++) {
+			str_copy(x.extra[0].text, k == 0 ? t : k == 1 ? "" :
+			    "dmarc=fail header.from=a-domain-much-longer-than-"
+			    "it-said.example.org", sizeof(x.extra[0].text));
+			buf_reset(&b);
+			CHECK(authres_format(&b, "mx", &x, room) == 0);
+			CHECK(b.len == room);
+			buf_putc(&b, '\0');
+			CHECK(k != 0 || strncmp(b.data, "Authentication-Results: "
+			    "mx;\r\n\tdmarc=pass header.from=example.org ", 61) ==
+			    0);
+			CHECK(k != 1 || strncmp(b.data, "Authentication-Results: "
+			    "mx; none ", 33) == 0);
+		}
+		x.dkim = 1;
+		room = authres_room(&x, "mx");
+		x.extra[0].text[0] = '\0';
+		buf_reset(&b);
+		CHECK(authres_format(&b, "mx", &x, room) == 0 && b.len == room);
+		buf_putc(&b, '\0');
+		CHECK(strncmp(b.data, "Authentication-Results: mx;\r\n\t"
+		    "dkim=none ", 38) == 0);
+	}
 	/* A room too small is refused, nothing written. */
 	buf_reset(&b);
 	CHECK(authres_format(&b, "mx.example.test", &ar, 10) == -1 &&
