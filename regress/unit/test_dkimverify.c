@@ -490,6 +490,20 @@ test_fields(void)
 			CHECK(c[0].result == DKIM_PERMERROR);
 		dkimv_free(v);
 	}
+	{	/* Seven signatures: the first five are read, the rest not. */
+		struct dkimv *v = dkimv_new(time(NULL));
+		char f7[64];
+
+		for (int i = 0; i < 7; i++) {
+			snprintf(f7, sizeof(f7), "DKIM-Signature: v=1; s=s%d", i);
+			dkimv_hline(v, f7, strlen(f7));
+		}
+		dkimv_hend(v);
+		CHECK(dkimv_nsigs(v) == DKIM_VERIFY_MAX);
+		CHECK(dkimv_end(v, c, DKIM_VERIFY_MAX) == DKIM_VERIFY_MAX);
+		CHECK(strcmp(c[4].s, "s4") == 0);
+		dkimv_free(v);
+	}
 }
 
 void
