@@ -99,6 +99,8 @@ enum knob_id {
 	K_FALLBACK_AFTER,	/* duration (ms): deferred this long: fallback */
 	K_DKIM_KEY_DIR,		/* path: where ternctl dkim keygen writes */
 	K_DKIM_SIGN_TRUSTED,	/* string yes|no: sign trusted-network mail */
+	K_DKIM_VERIFY,		/* string yes|no, per listener; unset: mx yes */
+	K_AUTHSERV_ID,		/* string: Authentication-Results id; hostname */
 	K__COUNT
 };
 
@@ -252,6 +254,9 @@ long long	 conf_num(const struct conf *, const struct listener *,
 int		 conf_is_local_domain(const struct conf *, const char *);
 /* Does this listener check SPF (knob spf; unset: on MX listeners)? */
 int		 conf_spf_enabled(const struct conf *, const struct listener *);
+/* ...verify DKIM signatures (knob dkim-verify; unset: on MX listeners)? */
+int		 conf_dkim_verify_enabled(const struct conf *,
+		    const struct listener *);
 /* Whether an authenticated account may use addr as sender or From:. */
 int		 conf_sender_allowed(const struct conf *, const char *account,
 		    const char *addr);

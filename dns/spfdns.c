@@ -542,6 +542,60 @@ spfdns_layer(struct spfdns *d)
 	return &d->layer;
 }
 
+int
+spfdns_txt(struct spfdns *d, const char *name, uint64_t deadline_ms,
+    struct buf *out, size_t *n, uint32_t *ttl)
+{
+	struct spfdns_track t, *saved = spfdns_cur;
+	struct ub_result *res = NULL;
+	size_t i, k, l, len;
+	int r;
+
+	*n = 0;
+	*ttl = 0;
+	/* The deadline rides on a track of our own, as SPF's does. */
+	memset(&t, 0, sizeof(t));
+	t.deadline_ms = deadline_ms;
+	spfdns_cur = &t;
+	r = spfdns_resolve(d->ub, name, ns_t_txt, &res);
+	spfdns_cur = saved;
+	if (r == UB_SYNTAX) {
+		if (res)
+			ub_resolve_free(res);
+		return 1;
+	}
+	if (r != 0 || res == NULL)
+		return -1;
+	if (res->nxdomain || (res->rcode == 0 && !res->bogus &&
+	    !res->havedata)) {
+		*ttl = res->ttl > 0 ? (uint32_t)res->ttl : 0;
+		ub_resolve_free(res);
+		return 1;
+	}
+	if (res->rcode != 0 || res->bogus) {
+		ub_resolve_free(res);
+		return -1;
+	}
+	for (i = 0; res->data[i]; i++) {
+		const unsigned char *p = (const unsigned char *)res->data[i];
+
+		len = (size_t)res->len[i];
+		for (k = 0; k < len; k += l) {
+			l = p[k++];
+			if (l > len - k)
+				l = len - k;
+			/* A NUL inside would cut the record: made visible. */
+			for (size_t j = 0; j < l; j++)
+				buf_putc(out, p[k + j] ? p[k + j] : 0x7f);
+		}
+		buf_putc(out, '\0');
+		(*n)++;
+	}
+	*ttl = res->ttl > 0 ? (uint32_t)res->ttl : 0;
+	ub_resolve_free(res);
+	return *n > 0 ? 0 : 1;
+}
+
 void
 spfdns_track_begin(struct spfdns_track *t)
 {

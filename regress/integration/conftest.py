@@ -71,6 +71,9 @@ class Daemon:
         # MAIL; tests that check it turn it on (test_spf.py).
         if "spf " not in extra:
             lines.append("spf no")
+        # DKIM verification likewise (test_dkim_verify.py).
+        if "dkim-verify " not in extra:
+            lines.append("dkim-verify no")
         for u in vusers:
             lines.append(f'virtual "{u}@example.test" maildir '
                          f'"{self.maildirs}/{u}/Maildir"')
