@@ -359,3 +359,26 @@ def test_unknown_addresses_left_to_fill_in(tmpbase):
     for line in a:
         assert "127.0.0.1" not in line and "\t10." not in line
     assert "; DKIM: no dkim-key for example.test in the config" in out
+
+
+def test_ipv6_address_printed_and_checked(tmpbase):
+    """An mx listener on an IPv6 address: its AAAA and ip6.arpa PTR are
+    printed; served, they pass (SPF evaluated for the IPv6 client too);
+    without the PTR, the IPv6 address is the one reported."""
+    v6 = "3fff::10"                     # RFC 9637 documentation space
+    d = make(tmpbase)
+    with open(d.conf, "a") as f:
+        f.write(f"listen mx {v6} port 25\n")
+    out = run(d, "example.test").stdout
+    assert f"mx.example.test.\tIN AAAA\t{v6}\n" in out, out
+    ptr = "0.1." + "0." * 26 + "f.f.f.3.ip6.arpa."
+    assert f"{ptr}\tIN PTR\tmx.example.test.\n" in out, out
+    zones = zones_from(out)
+    rc, lines, bad = check(d, zones)
+    assert rc == 0 and bad == [], lines
+    assert f"ok AAAA mx.example.test: {v6}" in lines
+    assert f"ok PTR {v6}: mx.example.test (forward-confirmed)" in lines
+    del zones[ptr]["PTR"]                # the name stays: NODATA
+    rc, lines, bad = check(d, zones)
+    assert rc == 1 and len(bad) == 1 and \
+        bad[0].startswith(f"missing PTR {v6}: no PTR record"), lines
