@@ -579,7 +579,9 @@ spfdns_query(struct spfdns *d, const char *name, int type,
 		return -1;
 	if ((rv = spfdns_resolve(d->ub, qname, type, &r)) != 0 || r == NULL ||
 	    r->answer_packet == NULL || r->answer_len < 12) {
-		res->why = rv ? ub_strerror(rv) : "no answer";
+		/* -1: spfdns_resolve's deadline passed */
+		res->why = rv == -1 ? "timeout" : rv ? ub_strerror(rv) :
+		    "no answer";
 		if (r)
 			ub_resolve_free(r);
 		return 0;

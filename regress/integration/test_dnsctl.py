@@ -382,3 +382,18 @@ def test_ipv6_address_printed_and_checked(tmpbase):
     rc, lines, bad = check(d, zones)
     assert rc == 1 and len(bad) == 1 and \
         bad[0].startswith(f"missing PTR {v6}: no PTR record"), lines
+
+
+def test_unanswered_lookup_is_an_error_within_spf_timeout(tmpbase):
+    """A nameserver that never answers one name: that line says error
+    (timeout), after spf-timeout, and the rest is still checked."""
+    d = make(tmpbase)
+    with open(d.conf, "a") as f:
+        f.write("spf-timeout 1s\n")
+    zones = good_zones(d.p)
+    zones["_dmarc.example.test."]["behaviour"] = "drop"
+    rc, lines, bad = check(d, zones)
+    assert rc == 1
+    assert bad == ["error DMARC _dmarc.example.test: lookup failed "
+                   "(timeout)"], lines
+    assert len(lines) == 7
