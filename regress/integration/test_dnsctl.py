@@ -14,7 +14,11 @@ the loopback server serves it.
 """
 import base64
 import copy
+import os
+import shutil
 import subprocess
+import sys
+import textwrap
 
 import dkim
 import pytest
@@ -23,6 +27,7 @@ from dnslib import QTYPE, RR, DNSRecord
 from conftest import Daemon
 from dnsserver import DNSServer
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 HOST_IP = "198.18.0.10"         # RFC 2544 space: no resolver blocks it
 
 
@@ -397,3 +402,55 @@ def test_unanswered_lookup_is_an_error_within_spf_timeout(tmpbase):
     assert bad == ["error DMARC _dmarc.example.test: lookup failed "
                    "(timeout)"], lines
     assert len(lines) == 7
+
+
+TESTKEY_HELPER = textwrap.dedent("""\
+    import subprocess, sys
+    sys.path.insert(0, sys.argv[1])
+    from dnsserver import DNSServer
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["mount", "--bind", sys.argv[2], "/etc/resolv.conf"],
+                   check=True)
+    txt = sys.argv[4]
+    zones = {"s1._domainkey.example.org": {"TXT": [[
+        txt[i:i + 250] for i in range(0, len(txt), 250)]]}}
+    with open(sys.argv[5], "w") as f:
+        f.write("Nameservers 127.0.0.1\\n")
+    with DNSServer(zones, port=53):
+        r = subprocess.run(["opendkim-testkey", "-d", "example.org", "-s",
+                            "s1", "-k", sys.argv[3], "-x", sys.argv[5],
+                            "-vvv"], capture_output=True, timeout=30)
+    sys.stdout.write("rc=%d %s" % (r.returncode,
+                                   (r.stdout + r.stderr).decode()))
+""")
+
+
+def opendkim_testkey(tmpbase, key, txt):
+    """opendkim-testkey: does the record txt hold key's public half?  In
+    its own network and mount namespace, where 127.0.0.1:53 serves txt as
+    s1._domainkey.example.org (its resolver, libunbound, answers .test
+    names itself) and its config names that nameserver."""
+    (tmpbase / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+    (tmpbase / "testkey.py").write_text(TESTKEY_HELPER)
+    r = subprocess.run(["unshare", "--net", "--mount", sys.executable,
+                        str(tmpbase / "testkey.py"), HERE,
+                        str(tmpbase / "resolv.conf"), str(key), txt,
+                        str(tmpbase / "opendkim.conf")],
+                       capture_output=True, text=True, timeout=60)
+    return r.stdout + r.stderr
+
+
+@pytest.mark.skipif(shutil.which("opendkim-testkey") is None or
+                    shutil.which("unshare") is None or os.getuid() != 0,
+                    reason="opendkim-tools, unshare and root needed")
+def test_printed_dkim_record_passes_opendkim_testkey(tmpbase):
+    d = make(tmpbase)
+    zones = zones_from(run(d, "example.test").stdout)
+    txt = "".join(zones["s1._domainkey.example.test."]["TXT"][0])
+    out = opendkim_testkey(tmpbase, d.key, txt)
+    # no DNSSEC here: "key not secure" is its word for a match
+    assert out.startswith("rc=0 ") and ("key OK" in out or
+                                        "key not secure" in out), out
+    other = "v=DKIM1; k=rsa; p=" + other_key_p(tmpbase)
+    out = opendkim_testkey(tmpbase, d.key, other)
+    assert not out.startswith("rc=0 ") and "keys do not match" in out, out
