@@ -454,3 +454,15 @@ def test_printed_dkim_record_passes_opendkim_testkey(tmpbase):
     other = "v=DKIM1; k=rsa; p=" + other_key_p(tmpbase)
     out = opendkim_testkey(tmpbase, d.key, other)
     assert not out.startswith("rc=0 ") and "keys do not match" in out, out
+
+
+@pytest.mark.parametrize("line", [
+    'route * via "smtp.provider.example" port 587',
+    'fallback-relay "smtp.provider.example"'])
+def test_smarthost_named_in_spf(tmpbase, line):
+    d = Daemon(tmpbase, extra=f"listen mx {HOST_IP} port 25\n{line}\n")
+    out = run(d, "example.test").stdout
+    assert 'example.test.\tIN TXT\t"v=spf1 mx a:smtp.provider.example ' \
+        '-all"\n' in out, out
+    assert 'mx.example.test.\tIN TXT\t"v=spf1 a a:smtp.provider.example ' \
+        '-all"\n' in out, out
