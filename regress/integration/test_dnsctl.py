@@ -466,3 +466,19 @@ def test_smarthost_named_in_spf(tmpbase, line):
         '-all"\n' in out, out
     assert 'mx.example.test.\tIN TXT\t"v=spf1 a a:smtp.provider.example ' \
         '-all"\n' in out, out
+
+
+def test_u_label_domain_printed_as_a_labels(tmpbase):
+    """A local-domain in U-labels: the records are for its A-labels, and
+    its dkim-key (written as A-labels) is found."""
+    kpath = tmpbase / "s1.key"
+    openssl_key(kpath, 2048)
+    d = Daemon(tmpbase, extra=f'local-domain "bücher.test"\n'
+                              f"listen mx {HOST_IP} port 25\n"
+                              f'dkim-key xn--bcher-kva.test s1 "{kpath}"\n')
+    r = run(d, "bücher.test")
+    assert r.returncode == 0, r.stderr
+    assert "xn--bcher-kva.test.\tIN MX\t10 mx.example.test.\n" in r.stdout
+    assert ('s1._domainkey.xn--bcher-kva.test. IN TXT ( "v=DKIM1; k=rsa; '
+            'p=' + openssl_p(kpath)[:200]) in r.stdout, r.stdout
+    assert "bücher" not in r.stdout
