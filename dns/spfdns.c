@@ -22,6 +22,7 @@
 #include <unbound.h>
 
 #include "auth/spf.h"
+#include "dns/dns.h"
 #include "dns/spfdns.h"
 #include "lib/util.h"
 
@@ -614,4 +615,42 @@ spfdns_track_end(struct spfdns_track *t)
 	free(t->last_text);
 	t->last_text = NULL;
 	spfdns_cur = NULL;
+}
+
+int
+spfdns_query(struct spfdns *d, const char *name, int type,
+    struct dns_result *res)
+{
+	struct ub_result *r = NULL;
+	char qname[256];
+	const unsigned char *pkt;
+	int rv;
+
+	memset(res, 0, sizeof(*res));
+	res->status = DNS_TEMPFAIL;
+	if (dns_query_name(name, (enum dns_type)type, qname,
+	    sizeof(qname)) == -1)
+		return -1;
+	if ((rv = spfdns_resolve(d->ub, qname, type, &r)) != 0 || r == NULL ||
+	    r->answer_packet == NULL || r->answer_len < 12) {
+		/* -1: spfdns_resolve's deadline passed */
+		res->why = rv == -1 ? "timeout" : rv ? ub_strerror(rv) :
+		    "no answer";
+		if (r)
+			ub_resolve_free(r);
+		return 0;
+	}
+	pkt = r->answer_packet;
+	if (r->rcode != 0 && r->rcode != 3) {	/* neither NOERROR nor NXDOMAIN */
+		res->why = r->rcode == 2 ? "servfail" : r->rcode == 5 ?
+		    "refused" : "error answer";
+		ub_resolve_free(r);
+		return 0;
+	}
+	if (dns_parse_response(pkt, (size_t)r->answer_len,
+	    (uint16_t)(pkt[0] << 8 | pkt[1]), name, (enum dns_type)type, res,
+	    NULL) == -1)
+		res->why = "malformed answer";
+	ub_resolve_free(r);
+	return 0;
 }

@@ -77,4 +77,14 @@ int		 spfdns_txt(struct spfdns *, const char *name,
 void		 spfdns_track_begin(struct spfdns_track *t);
 void		 spfdns_track_end(struct spfdns_track *t);
 
+/*
+ * One plain question (ternctl dns --check), answered through the same
+ * forwarder, parsed by dns/wire.c into res (free with dns_result_free):
+ * DNS_TEMPFAIL with res->why when there is no usable answer.  name is a
+ * domain, or for DNS_PTR an address literal.  -1 for a bad name.
+ */
+struct dns_result;
+int		 spfdns_query(struct spfdns *, const char *name, int type,
+		    struct dns_result *res);
+
 #endif
