@@ -415,7 +415,7 @@ dkim_from_domain(const char *v, size_t len, char *out, size_t outlen)
 {
 	char addr[1024];
 	size_t i, n = 0;
-	int depth = 0, quoted = 0, angle = 0, addrs = 0, inaddr = 0;
+	int depth = 0, quoted = 0, angle = 0, addrs = 0, inaddr = 0, cut = 0;
 	const char *at;
 
 	for (i = 0; i < len; i++) {
@@ -442,6 +442,7 @@ dkim_from_domain(const char *v, size_t len, char *out, size_t outlen)
 		else if (c == '<') {
 			angle = 1;
 			n = 0;
+			cut = 0;
 		} else if (c == '>' && angle) {
 			angle = 0;
 			inaddr = 1;
@@ -452,8 +453,10 @@ dkim_from_domain(const char *v, size_t len, char *out, size_t outlen)
 			;
 		else if (!inaddr && n + 1 < sizeof(addr))
 			addr[n++] = c;
+		else if (!inaddr)
+			cut = 1;	/* too long: its domain is not known */
 	}
-	if (addrs != 0 || depth || quoted || angle || n == 0)
+	if (addrs != 0 || depth || quoted || angle || n == 0 || cut)
 		return -1;
 	addr[n] = '\0';
 	if ((at = strrchr(addr, '@')) == NULL || at[1] == '\0' ||

@@ -1635,7 +1635,7 @@ hdr_from_check(struct session *s, const char *v, char *bad, size_t badlen)
 {
 	char one[512];
 	size_t n = 0;
-	int depth = 0, quoted = 0, angle = 0, inangle = 0, count = 0;
+	int depth = 0, quoted = 0, angle = 0, inangle = 0, count = 0, cut = 0;
 
 	for (;; v++) {
 		char ch = *v;
@@ -1648,14 +1648,14 @@ hdr_from_check(struct session *s, const char *v, char *bad, size_t badlen)
 			if (n > 0 || inangle) {
 				const char *a = one + strspn(one, " ");
 
-				if (++count > 20 || !conf_sender_allowed(
+				if (++count > 20 || cut || !conf_sender_allowed(
 				    smtp.conf, s->authuser, a)) {
 					str_copy(bad, a, badlen);
 					return 1;
 				}
 			}
 			n = 0;
-			inangle = 0;
+			inangle = cut = 0;
 			if (ch == '\0')
 				return 0;
 			continue;
@@ -1677,13 +1677,15 @@ hdr_from_check(struct session *s, const char *v, char *bad, size_t badlen)
 			quoted = 1;
 		} else if (ch == '<') {
 			angle = inangle = 1;
-			n = 0;		/* the display name is not the address */
+			n = cut = 0;	/* the display name is not the address */
 		} else if (ch == '>') {
 			angle = 0;
 		} else if (inangle && !angle) {
 			;		/* after <...>: nothing counts */
 		} else if (n + 1 < sizeof(one) && (ch != ' ' || n > 0))
 			one[n++] = ch;
+		else if (ch != ' ' || n > 0)
+			cut = 1;	/* too long to check: not its own */
 	}
 }
 

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/rec.h"
 #include "lib/util.h"
@@ -26,6 +27,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	const char *why;
 	unsigned char c[4];
 	uint32_t crc;
+	time_t t0;
 
 	if (len < 1)
 		return 0;
@@ -44,11 +46,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	if (limits_decode(in.data ? in.data : "", in.len, &why) == 0) {
 		buf_init(&b);
 		buf_init(&b2);
+		t0 = time(NULL);
 		limits_encode(&b);
 		if (limits_decode(b.data, b.len, &why) == -1)
 			abort();
 		limits_encode(&b2);
-		if (b.len != b2.len || memcmp(b.data, b2.data, b.len) != 0)
+		/* Counts slide out of the day as the 5-minute slot turns:
+		   only two encodings within one slot must be the same. */
+		if ((b.len != b2.len || memcmp(b.data, b2.data, b.len) != 0) &&
+		    t0 / 300 == time(NULL) / 300)
 			abort();
 		buf_free(&b);
 		buf_free(&b2);

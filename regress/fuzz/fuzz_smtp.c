@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/addr.h"
 #include "smtpd/smtp_parse.h"
 
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
@@ -21,7 +22,8 @@ static void
 fuzz_path_check(const char *arg, int flags, const struct smtp_path *p,
     const char *rest)
 {
-	char s[SMTP_LOCAL_MAX * 2 + SMTP_DOMAIN_MAX + 8];
+	char s[SMTP_LOCAL_MAX * 2 + SMTP_DOMAIN_MAX + 8], out[ADDR_STR_MAX];
+	int r;
 
 	if (strlen(p->local) > SMTP_LOCAL_MAX ||
 	    strlen(p->domain) > SMTP_DOMAIN_MAX)
@@ -41,6 +43,13 @@ fuzz_path_check(const char *arg, int flags, const struct smtp_path *p,
 	    smtp_check_domain(p->domain, flags & PATH_ALLOW_UTF8) != 0)
 		abort();
 	smtp_path_string(p, s, sizeof(s));
+	/* The session stores what the path parser took in lib/addr.c's
+	   canonical form: an ASCII mailbox the one takes, the other takes
+	   too (IDNA, and the length of a domain's A-labels, only lib/addr.c
+	   checks). */
+	if (!p->null && !p->utf8 && p->domain[0] != '\0' && (r = addr_canon(s,
+	    ADDR_F_UTF8, out, sizeof(out), NULL)) != 0)
+		abort();
 }
 
 static void

@@ -13,6 +13,26 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
+static void
+check_added(const char *in, size_t len)
+{
+	static const char *const lines[] = { "\n TEAM@Lists.example.org\r\n",
+	    "\n@lists.EXAMPLE.org", "\r\n\tteam@lists.example.org \n#" };
+	char *m;
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		size_t n = strlen(lines[i]);
+
+		if ((m = malloc(len + n)) == NULL)
+			return;
+		memcpy(m, in, len);
+		memcpy(m + len, lines[i], n);
+		if (!verify_map_has(m, len + n, "team@lists.example.org"))
+			abort();
+		free(m);
+	}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -32,6 +52,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 	} else {
 		(void)verify_map_has(in, size - 1, "team@lists.example.org");
+		check_added(in, size - 1);
 		n = size - 1 < sizeof(addr) - 1 ? size - 1 : sizeof(addr) - 1;
 		memcpy(addr, in + (size - 1 - n), n);
 		addr[n] = '\0';

@@ -20,10 +20,21 @@ TERND = BUILD / "ternd"
 TERNCTL = BUILD / "ternctl"
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port the kernel has free and this run has not handed out yet:
+    the kernel may give a just-closed port again, and two listeners of
+    one config on the same port refuse to start."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise RuntimeError("no free port not handed out before")
 
 
 def wait_for(pred, timeout=10.0, step=0.05):

@@ -209,6 +209,20 @@ def test_sender_ownership(sub):
     assert "reason=\"sender not owned\"" in sub.logtext()
 
 
+def test_long_from_address_is_not_cut_to_an_owned_one(sub):
+    # The first 511 bytes name anna's own address; the whole does not.
+    pad = "x" * (511 - len("anna+@example.test"))
+    forged = f"anna+{pad}@example.test.evil.example"
+    with tls_session(sub) as c:
+        c.login(ANNA, PASSWORD)
+        for field in (forged, f"Anna <{forged}>"):
+            c.mail(ANNA)
+            c.rcpt("alice@example.test")
+            code, text = c.data(b"Subject: long\r\nFrom: " +
+                                field.encode() + b"\r\n\r\nx\r\n")
+            assert code == 553 and b"5.7.1" in text, text
+
+
 def test_relay_refused_without_auth_on_every_listener(sub):
     with Client(sub.port) as c:                 # MX, even inside TLS
         c.ehlo()

@@ -118,6 +118,31 @@ domain_is(const char *head, const char *want)
 	return ok;
 }
 
+/* An address longer than the signer keeps is refused, never cut short
+   to a domain it does not name (found by fuzz_dkim). */
+static void
+test_dkim_long_from(void)
+{
+	char head[1200];
+	size_t n;
+
+	for (n = 1019; n <= 1023; n++) {
+		memcpy(head, "From: <", 7);
+		memset(head + 7, 'a', n);
+		snprintf(head + 7 + n, sizeof(head) - 7 - n,
+		    "@example.test.evil.example>\r\n");
+		CHECK(domain_is(head, NULL));
+		/* the same with no angle brackets, and a display name */
+		memmove(head + 6, head + 7, strlen(head + 7) + 1);
+		*strchr(head, '>') = ' ';
+		CHECK(domain_is(head, NULL));
+	}
+	memcpy(head, "From: ", 6);
+	memset(head + 6, 'N', 1100);
+	snprintf(head + 1106, sizeof(head) - 1106, " <a@example.test>\r\n");
+	CHECK(domain_is(head, "example.test"));
+}
+
 static void
 test_dkim_signer(void)
 {
@@ -339,6 +364,7 @@ test_dkim(void)
 	CHECK(domain_is("From: nobody\r\n", NULL));
 	CHECK(domain_is("From: <a@b\\c>\r\n", NULL));
 	CHECK(domain_is("To: a@example.test\r\n", NULL));
+	test_dkim_long_from();
 	test_dkim_signer();
 	test_dkim_vault();
 
