@@ -16,6 +16,7 @@
 
 #include "auth/dmarc.h"
 #include "lib/addr.h"
+#include "lib/rec.h"
 #include "lib/util.h"
 
 static const psl_ctx_t *dmarc_psl;
@@ -885,4 +886,68 @@ dmarc_ar_part(struct buf *b, const struct dmarc_verdict *v)
 	if (v->has_rec)
 		buf_printf(b, " policy.dmarc=%s",
 		    dmarc_policy_name(v->policy));
+}
+
+/* ---- the evaluation store's record ---- */
+
+void
+dmarc_store_encode(struct buf *b, uint64_t when, const char *ip,
+    const char *mailfrom, const struct dmarc_auth *au,
+    const struct dmarc_verdict *v, int disposition, const char *override)
+{
+	char one[300];
+
+	rec_put_u64(b, DS_TIME, when);
+	rec_put_str(b, DS_IP, ip);
+	rec_put_str(b, DS_FROM, v->from_domain);
+	rec_put_str(b, DS_MAILFROM, mailfrom);
+	rec_put_str(b, DS_SPF, spf_result_name(au->spf));
+	rec_put_str(b, DS_SPF_DOMAIN, au->spf_domain);
+	for (int i = 0; i < au->ndkim && i < DMARC_DKIM_MAX; i++) {
+		snprintf(one, sizeof(one), "d=%s %s", au->dkim[i].d,
+		    au->dkim[i].pass ? "pass" : "fail");
+		rec_put_str(b, DS_DKIM, one);
+	}
+	rec_put_str(b, DS_POLICY_DOMAIN, v->has_rec ? v->policy_domain : "");
+	rec_put_str(b, DS_P, v->has_rec ? dmarc_policy_name(v->policy) : "");
+	rec_put_str(b, DS_SP, v->has_rec && v->rec.sp != DMARC_POL_UNSET ?
+	    dmarc_policy_name(v->rec.sp) : "");
+	rec_put_u64(b, DS_PCT, v->has_rec ? (uint64_t)v->rec.pct : 100);
+	rec_put_str(b, DS_ADKIM, v->has_rec && v->rec.adkim == 's' ? "s" : "r");
+	rec_put_str(b, DS_ASPF, v->has_rec && v->rec.aspf == 's' ? "s" : "r");
+	rec_put_str(b, DS_RESULT, dmarc_result_name(v->result));
+	rec_put_str(b, DS_DISPOSITION, dmarc_policy_name(disposition));
+	rec_put_u64(b, DS_SPF_ALIGNED, (uint64_t)v->spf_aligned);
+	rec_put_u64(b, DS_DKIM_ALIGNED, (uint64_t)v->dkim_aligned);
+	rec_put_str(b, DS_OVERRIDE, override ? override : "");
+	rec_put_str(b, DS_RUA, v->has_rec ? v->rec.rua : "");
+	rec_put_str(b, DS_REASON, v->reason ? v->reason : "");
+}
+
+int
+dmarc_store_check(const void *p, size_t len)
+{
+	struct rec_reader rd;
+	struct rec r;
+	unsigned seen = 0;
+	int n;
+
+	rec_reader_init(&rd, p, len);
+	while ((n = rec_next(&rd, &r)) == 1) {
+		int u64 = r.tag == DS_TIME || r.tag == DS_PCT ||
+		    r.tag == DS_SPF_ALIGNED || r.tag == DS_DKIM_ALIGNED;
+
+		if (r.tag == 0 || r.tag >= DS__MAX || r.len > DMARC_URI_MAX ||
+		    (u64 && r.len != 8) ||
+		    (!u64 && memchr(r.data, '\0', r.len) != NULL))
+			return -1;
+		if (r.tag < 32)
+			seen |= 1u << r.tag;
+	}
+	if (n != 0)
+		return -1;
+	/* the time, the client, the result and what was done */
+	return (seen & (1u << DS_TIME | 1u << DS_IP | 1u << DS_RESULT |
+	    1u << DS_DISPOSITION)) == (1u << DS_TIME | 1u << DS_IP |
+	    1u << DS_RESULT | 1u << DS_DISPOSITION) ? 0 : -1;
 }

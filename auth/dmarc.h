@@ -187,4 +187,40 @@ const char *dmarc_policy_name(int);
 /* The "dmarc=... header.from=..." part of Authentication-Results. */
 void	 dmarc_ar_part(struct buf *, const struct dmarc_verdict *);
 
+/* ---- the evaluation store (queue/dmarcstore.c; docs/ARCHITECTURE.md) ---- */
+
+/* Record tags of one stored evaluation (lib/rec.c encoding). */
+enum dmarc_store_tag {
+	DS_TIME = 1,	/* u64, seconds since the epoch */
+	DS_IP,		/* the client's address */
+	DS_FROM,	/* the From: domain that decided ("" if none) */
+	DS_MAILFROM,	/* MAIL FROM's domain ("" for <>) */
+	DS_SPF,		/* SPF result name */
+	DS_SPF_DOMAIN,	/* the SPF identity's domain */
+	DS_DKIM,	/* one per signature: "d=DOMAIN result" */
+	DS_POLICY_DOMAIN, /* where the record was published */
+	DS_P,		/* published policy applied to the domain (p or sp) */
+	DS_PCT,		/* u64 */
+	DS_ADKIM,	/* "r" or "s" */
+	DS_ASPF,
+	DS_RESULT,	/* dmarc result name */
+	DS_DISPOSITION,	/* what was done: none, quarantine, reject */
+	DS_SPF_ALIGNED,	/* u64 0/1 */
+	DS_DKIM_ALIGNED,
+	DS_OVERRIDE,	/* "", "local_policy" (monitor), "sampled_out" */
+	DS_RUA,		/* the record's rua= */
+	DS_REASON,
+	DS_SP,		/* sp= as published ("" if absent) */
+	DS__MAX
+};
+
+/* Encode one evaluation; disposition is what was done. */
+void	 dmarc_store_encode(struct buf *, uint64_t when, const char *ip,
+	    const char *mailfrom_domain, const struct dmarc_auth *,
+	    const struct dmarc_verdict *, int disposition,
+	    const char *override);
+/* Is this a well-formed evaluation (every record known, bounded, the
+   mandatory ones there)?  0 or -1. */
+int	 dmarc_store_check(const void *, size_t);
+
 #endif

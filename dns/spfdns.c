@@ -21,6 +21,7 @@
 #include <spf2/spf_dns_rr.h>
 #include <unbound.h>
 
+#include "auth/dmarc.h"
 #include "auth/spf.h"
 #include "dns/spfdns.h"
 #include "lib/util.h"
@@ -540,6 +541,57 @@ void *
 spfdns_layer(struct spfdns *d)
 {
 	return &d->layer;
+}
+
+int
+spfdns_txt(struct spfdns *d, const char *name, uint64_t deadline_ms,
+    struct dmarc_txt *out)
+{
+	struct spfdns_track *saved = spfdns_cur, t;
+	struct ub_result *res = NULL;
+	int r;
+
+	/* spfdns_resolve takes the deadline from the thread's track */
+	memset(&t, 0, sizeof(t));
+	t.deadline_ms = deadline_ms;
+	spfdns_cur = &t;
+	r = spfdns_resolve(d->ub, name, ns_t_txt, &res);
+	spfdns_cur = saved;
+	out->n = 0;
+	if (r == UB_SYNTAX) {		/* a name DNS cannot carry */
+		if (res)
+			ub_resolve_free(res);
+		return DMARC_DNS_NONE;
+	}
+	if (r != 0 || res == NULL || res->bogus ||
+	    (res->rcode != 0 && !res->nxdomain)) {
+		if (res)
+			ub_resolve_free(res);
+		return DMARC_DNS_TEMP;
+	}
+	for (int i = 0; res->havedata && res->data[i] &&
+	    out->n < DMARC_TXT_MAX; i++) {
+		const unsigned char *p = (const unsigned char *)res->data[i];
+		size_t len = (size_t)res->len[i], k = 0, o = 0;
+		char *txt = xmalloc(len + 1);
+
+		while (k < len) {	/* character-strings, joined */
+			size_t l = p[k++];
+
+			if (l > len - k)
+				l = len - k;
+			memcpy(txt + o, p + k, l);
+			o += l;
+			k += l;
+		}
+		txt[o] = '\0';
+		for (size_t j = 0; j < o; j++)	/* a NUL stays visible */
+			if (txt[j] == '\0')
+				txt[j] = '\x7f';
+		out->rec[out->n++] = txt;
+	}
+	ub_resolve_free(res);
+	return out->n > 0 ? DMARC_DNS_OK : DMARC_DNS_NONE;
 }
 
 void

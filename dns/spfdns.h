@@ -60,6 +60,17 @@ void		 spfdns_free(struct spfdns *);
 /* The libspf2 layer (an SPF_dns_server_t *), one per SPF server object. */
 void		*spfdns_layer(struct spfdns *);
 
+/*
+ * The TXT records of name (each one's strings joined), for DMARC's policy
+ * discovery (auth/dmarc.c): blocking, so only from the SPF worker threads
+ * and ternctl, bounded by deadline_ms (CLOCK_MONOTONIC ms; 0: libunbound's
+ * own timeouts).  DMARC_DNS_OK, _NONE (NXDOMAIN or no TXT) or _TEMP
+ * (a failure for now, a bogus answer, the deadline).
+ */
+struct dmarc_txt;
+int		 spfdns_txt(struct spfdns *, const char *name,
+		    uint64_t deadline_ms, struct dmarc_txt *);
+
 /* Watch this thread's queries into t until spfdns_track_end. */
 void		 spfdns_track_begin(struct spfdns_track *t);
 void		 spfdns_track_end(struct spfdns_track *t);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "auth/dmarc.h"
 #include "auth/spf.h"
 #include "lib/util.h"
 
@@ -27,7 +28,21 @@ struct policy_txn {
 	int			 spf_done;	/* a verdict is here */
 	struct spf_verdict	 spf;
 	struct buf		 headers;	/* prepended, CRLF-terminated */
+	/* DMARC (RFC 7489): From: read as the header streams, policy
+	   discovery started at the end of the header, the verdict at the
+	   end of data. */
+	int			 dmarc_mode;	/* DMARC_MODE_*, for this message */
+	struct dmarc_from	*from;		/* NULL: no DMARC for it */
+	struct policy_job	*dpending;	/* discovery under way */
+	int			 dmarc_done;	/* discovery is back */
+	int			 eod_wait;	/* the end of data waits for it */
+	struct dmarc_policy_found *found;	/* per From: domain */
+	struct dmarc_verdict	 dmarc;
+	int			 quarantine;	/* the verdict says Junk */
 };
+
+/* Actions of the end-of-data step. */
+enum policy_action { POLICY_ACCEPT, POLICY_REJECT, POLICY_TEMPFAIL };
 
 /* The answer to one step: the session id it was asked for. */
 typedef void (*policy_cb)(uint64_t sid);
@@ -59,6 +74,35 @@ int	 policy_mail(struct policy_txn *, uint64_t sid, const struct listener *,
  */
 int	 policy_rcpt(const struct policy_txn *, int srs, char *reply,
 	    size_t cap);
+
+/*
+ * DATA starts: does DMARC apply to this message (the listener's dmarc
+ * knob; exempt: authenticated or local; trusted networks skip it)?
+ */
+void	 policy_data(struct policy_txn *, const struct listener *,
+	    const struct sockaddr_storage *, int exempt);
+/*
+ * A header line as received, without CRLF; the empty line ends the header
+ * and starts DMARC policy discovery (in the workers).
+ */
+void	 policy_hline(struct policy_txn *, uint64_t sid, const char *line,
+	    size_t len);
+/*
+ * End of data: 1 when DMARC discovery is still under way (the callback
+ * comes when it is back), 0 when the verdict can be made now.
+ */
+int	 policy_eod_wait(struct policy_txn *, uint64_t sid);
+/*
+ * End of data: the DMARC verdict from SPF (the MAIL step's) and the DKIM
+ * results in au (spf fields ignored).  Appends dmarc= to ar (the
+ * Authentication-Results field being built; may be NULL), sets
+ * t->quarantine, logs, and encodes the evaluation for the store into
+ * rec (may be NULL).  POLICY_REJECT and _TEMPFAIL put the reply (no
+ * CRLF) in reply.  Monitor mode always accepts.
+ */
+enum policy_action policy_dmarc(struct policy_txn *, uint64_t sid,
+	    const char *ip, const char *mailfrom, const struct dmarc_auth *au,
+	    struct buf *ar, struct buf *rec, char *reply, size_t cap);
 
 /* Forget the transaction's verdicts (a step under way is dropped). */
 void	 policy_txn_reset(struct policy_txn *);

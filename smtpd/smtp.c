@@ -87,11 +87,11 @@ struct rcpt_dsn {
 /* Why a message in DATA is refused at its end. */
 enum data_err {
 	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_HOPS, DE_WRITE, DE_QUEUE,
-	DE_FROM, DE_DKIM
+	DE_FROM, DE_DKIM, DE_DMARC
 };
 static const char *const data_err_name[] = {
 	"none", "size", "line-length", "bare-cr-lf", "nul", "hops", "write",
-	"queue", "from-not-owned", "dkim-sign"
+	"queue", "from-not-owned", "dkim-sign", "dmarc"
 };
 
 /* A SASL exchange in progress: the next line is a response, not a verb. */
@@ -149,6 +149,8 @@ struct session {
 	int			 hasdate, hasmsgid;
 	char			*badfrom;	/* a From: address not its own */
 	struct policy_txn	 pol;		/* verdicts, headers to prepend */
+	int			 eodpol;	/* waiting for the end-of-data step */
+	char			 preply[512];	/* its refusal (DE_DMARC) */
 	/* BDAT: the chunk being read; DSN: each recipient's parameters */
 	int			 bdat;		/* this transaction uses BDAT */
 	int			 bok;		/* the chunk is the message's */
@@ -648,6 +650,7 @@ session_sender_allowed(struct session *s, const char *addr)
 }
 
 static struct session	*smtp_find(uint64_t);
+static void		 data_commit_policy(struct session *);
 
 /* The MAIL step of the policy pipeline (SPF); 1: the session waits. */
 static int
@@ -673,6 +676,14 @@ smtp_policy_done(uint64_t sid)
 
 	if (s == NULL || s->state != SS_POLICY)
 		return;
+	if (s->eodpol) {		/* the end-of-data step's lookups */
+		s->eodpol = 0;
+		s->state = SS_DATA;
+		data_commit_policy(s);
+		if (s->state == SS_CMD)
+			session_process(s);
+		return;
+	}
 	s->state = SS_CMD;
 	session_reply(s, "250 2.1.0 sender ok");
 	session_process(s);
@@ -1439,6 +1450,8 @@ data_refuse(struct session *s)
 		    "esc=4.3.0 reason=\"DKIM signing failed\"");
 		session_reply(s, "451 4.3.0 message could not be signed, try "
 		    "again later");
+	} else if (s->derr == DE_DMARC) {
+		session_reply(s, "%s", s->preply);
 	} else if (s->derr == DE_QUEUE) {
 		session_log(s, "event=data result=tempfail code=451 "
 		    "esc=4.3.0 reason=\"queue lost during DATA\"");
@@ -1469,7 +1482,8 @@ data_refuse(struct session *s)
 		session_reply(s, "554 5.6.0 message refused: NUL byte "
 		    "in DATA");
 	}
-	if (s->derr != DE_WRITE && s->derr != DE_QUEUE && s->derr != DE_DKIM)
+	if (s->derr != DE_WRITE && s->derr != DE_QUEUE && s->derr != DE_DKIM &&
+	    s->derr != DE_DMARC)
 		session_log(s, "event=data result=reject code=5xx "
 		    "reason=%s", data_err_name[s->derr]);
 	if (s->qid[0] && smtp.queue)
@@ -1528,6 +1542,8 @@ data_send_commit(struct session *s)
 		if (s->urgent)
 			rec_put_u64(&b, T_URGENT, 1);
 	}
+	if (s->pol.quarantine)
+		rec_put_u64(&b, T_QUARANTINE, 1);
 	if (r == 0)
 		r = ipc_send(smtp.queue, IMSG_Q_COMMIT, b.data, b.len, -1);
 	buf_free(&b);
@@ -1536,6 +1552,7 @@ data_send_commit(struct session *s)
 
 static void	data_hend(struct session *);
 static void	data_commit_end(struct session *);
+static void	data_commit_sign(struct session *);
 
 /* The vault has signed (or not): the fields go over their room. */
 static void
@@ -1563,13 +1580,52 @@ data_dkim_done(uint64_t sid, int status, const char *sigs, const char *b)
 static void
 data_commit(struct session *s)
 {
-	int r;
-
 	if (s->inheaders && s->derr == DE_NONE)
 		data_hend(s);		/* a message that is all header */
 	if (s->badfrom != NULL && s->derr == DE_NONE)
 		s->derr = DE_FROM;
 	data_write(s, 1);
+	/* The end-of-data step: DMARC (its policy lookups may still run) */
+	if (s->derr == DE_NONE && policy_eod_wait(&s->pol, s->id)) {
+		s->eodpol = 1;
+		s->state = SS_POLICY;
+		return;
+	}
+	data_commit_policy(s);
+}
+
+/* The end-of-data verdicts; a refusal, else on to signing and commit. */
+static void
+data_commit_policy(struct session *s)
+{
+	char ip[INET6_ADDRSTRLEN + 2];
+	struct buf rec;
+	size_t n;
+
+	str_copy(ip, s->addr[0] == '[' ? s->addr + 1 : s->addr, sizeof(ip));
+	if ((n = strlen(ip)) > 0 && ip[n - 1] == ']')
+		ip[n - 1] = '\0';
+	buf_init(&rec);
+	if (s->derr == DE_NONE && s->pol.from != NULL &&
+	    policy_dmarc(&s->pol, s->id, ip, s->sender, NULL, NULL, &rec,
+	    s->preply, sizeof(s->preply)) != POLICY_ACCEPT) {
+		s->derr = DE_DMARC;
+		session_log(s, "event=data result=%s reason=\"%s\"",
+		    s->preply[0] == '4' ? "tempfail" : "reject",
+		    log_q(s->preply));
+	}
+	/* every evaluation is kept for the aggregate reports */
+	if (rec.len && smtp.queue)
+		ipc_send(smtp.queue, IMSG_Q_DMARC, rec.data, rec.len, -1);
+	buf_free(&rec);
+	data_commit_sign(s);
+}
+
+static void
+data_commit_sign(struct session *s)
+{
+	int r;
+
 	if (s->dkim && s->derr == DE_NONE && s->msgfd >= 0) {
 		if ((r = dsign_request(s->dkim, data_dkim_done, s->id)) == 0) {
 			s->state = SS_VAULT;
@@ -1761,6 +1817,8 @@ data_line(struct session *s, const char *line, size_t len)
 		dsign_bline(s->dkim, line, len);
 	if (s->inheaders && s->authed)
 		hdr_line(s, line, len);
+	if (s->inheaders)
+		policy_hline(&s->pol, s->id, line, len);
 	if (s->inheaders && len == 0) {
 		data_hend(s);
 		s->inheaders = 0;
@@ -1849,6 +1907,7 @@ data_start(struct session *s, const char *qid, int fd)
 	s->prevcrlf = 1;
 	s->inheaders = 1;
 	s->hops = 0;
+	policy_data(&s->pol, s->l, &s->ss, s->authed || s->local);
 	data_received(s);
 	if (s->authed || s->local || (conf_is_trusted(smtp.conf,
 	    (struct sockaddr *)&s->ss) && strcmp(conf_str(smtp.conf,

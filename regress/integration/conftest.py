@@ -71,6 +71,10 @@ class Daemon:
         # MAIL; tests that check it turn it on (test_spf.py).
         if "spf " not in extra:
             lines.append("spf no")
+        # DMARC (on by default on mx listeners) needs a DNS answer per
+        # message; tests that check it turn it on (test_dmarc.py).
+        if "dmarc " not in extra:
+            lines.append("dmarc off")
         for u in vusers:
             lines.append(f'virtual "{u}@example.test" maildir '
                          f'"{self.maildirs}/{u}/Maildir"')

@@ -1,0 +1,334 @@
+"""DMARC (RFC 7489) at the end of data on the MX, against the real daemon
+and a loopback DNS serving _dmarc records: reject is 550 5.7.1 with
+nothing queued, quarantine is delivered into the Maildir's .Junk folder,
+`dmarc monitor` only records, the organizational domain's record applies
+to subdomains, and every evaluation is kept in spool/dmarc/."""
+import os
+import struct
+import time
+import zlib
+
+import pytest
+
+from conftest import Daemon, SMTPConn, wait_for
+from dnsserver import DNSServer
+
+ZONES = {
+    # SPF passes for the loopback client, DMARC p=reject
+    "aligned.test": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+    "_dmarc.aligned.test": {"TXT": ["v=DMARC1; p=reject; aspf=r"]},
+    "mail.aligned.test": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+    # SPF softfail (accepted at RCPT), DMARC p=reject
+    "reject.test": {"TXT": ["v=spf1 ~all"]},
+    "_dmarc.reject.test": {"TXT": ["v=DMARC1; p=reject; "
+                                   "rua=mailto:agg@reject.test"]},
+    "quar.test": {"TXT": ["v=spf1 ~all"]},
+    "_dmarc.quar.test": {"TXT": ["v=DMARC1; p=quarantine"]},
+    "nopolicy.test": {"TXT": ["v=spf1 ~all"]},
+    "strict.test": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+    "_dmarc.strict.test": {"TXT": ["v=DMARC1; p=reject; aspf=s"]},
+    "bounce.strict.test": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+    "temp.test": {"TXT": ["v=spf1 ~all"]},
+    "_dmarc.temp.test": {"behaviour": "servfail"},
+}
+
+HDR = ("From: Someone <someone@{dom}>\r\nTo: demo@example.test\r\n"
+       "Subject: dmarc\r\nMessage-ID: <m{n}@{dom}>\r\n\r\nhello\r\n")
+
+
+def start(tmpbase, extra="dmarc enforce"):
+    d = Daemon(tmpbase, extra="spf yes\nspf-timeout 3s\n" + extra)
+    dns = DNSServer(ZONES, port=d.dns_port)
+    dns.start()
+    d.dns = dns
+    d.start()
+    return d
+
+
+@pytest.fixture
+def dmarcd(tmpbase):
+    d = start(tmpbase)
+    yield d
+    d.stop()
+    d.dns.stop()
+
+
+@pytest.fixture
+def make_dmarcd(tmpbase):
+    made = []
+
+    def make(extra):
+        d = start(tmpbase, extra)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.stop()
+        d.dns.stop()
+
+
+def send(d, sender, body, rcpt="demo@example.test"):
+    """One transaction; the reply to the end of data (or an earlier
+    refusal)."""
+    with SMTPConn(d.port) as c:
+        c.cmd("EHLO client.test")
+        r = c.cmd(f"MAIL FROM:<{sender}>")
+        if r[0] != 250:
+            return r
+        r = c.cmd(f"RCPT TO:<{rcpt}>")
+        if r[0] != 250:
+            return r
+        assert c.cmd("DATA")[0] == 354
+        c.send(body.replace("\r\n.", "\r\n..") + ".\r\n")
+        r = c.reply()
+        c.cmd("QUIT")
+        return r
+
+
+def msg(dom, n=0):
+    return HDR.format(dom=dom, n=n)
+
+
+def store_entries(d):
+    """Every evaluation in spool/dmarc/*: a list of {tag: [values]}."""
+    out = []
+    ddir = d.spool / "dmarc"
+    for f in sorted(ddir.iterdir()) if ddir.is_dir() else []:
+        data = f.read_bytes()
+        off = 0
+        while off < len(data):
+            assert data[off:off + 4] == b"DMR1"
+            (n,) = struct.unpack(">I", data[off + 4:off + 8])
+            payload = data[off + 8:off + 8 + n]
+            (crc,) = struct.unpack(">I", data[off + 8 + n:off + 12 + n])
+            assert crc == zlib.crc32(payload)
+            ent, p = {}, 0
+            while p < len(payload):
+                tag = payload[p]
+                (ln,) = struct.unpack(">I", payload[p + 1:p + 5])
+                ent.setdefault(tag, []).append(payload[p + 5:p + 5 + ln])
+                p += 5 + ln
+            out.append(ent)
+            off += 12 + n
+    return out
+
+
+# DS_* tags of auth/dmarc.h
+DS_IP, DS_FROM, DS_SPF, DS_P, DS_RESULT, DS_DISP, DS_OVERRIDE, DS_RUA = \
+    2, 3, 5, 9, 13, 14, 17, 18
+
+
+def s(ent, tag):
+    return ent[tag][0].decode()
+
+
+def nothing_queued(d):
+    return (d.queue_files("queue") == [] and
+            d.queue_files("incoming") == [] and
+            "event=queued" not in d.logtext())
+
+
+def test_reject_without_aligned_pass_is_550_at_end_of_data(dmarcd):
+    """RFC 7489 6.6.2, 10.3: p=reject, SPF softfail, no DKIM."""
+    r = send(dmarcd, "a@reject.test", msg("reject.test"))
+    assert r[0] == 550 and "5.7.1" in r[1], r
+    assert "reject.test" in r[1] and "DMARC" in r[1]
+    assert wait_for(lambda: nothing_queued(dmarcd))
+    assert dmarcd.maildir("demo") == []
+    log = dmarcd.logtext()
+    assert "event=dmarc result=fail from_domain=<reject.test> " \
+        "policy=reject disposition=reject action=reject" in log
+    assert wait_for(lambda: len(store_entries(dmarcd)) == 1)
+    e = store_entries(dmarcd)[0]
+    assert s(e, DS_FROM) == "reject.test" and s(e, DS_IP) == "127.0.0.1"
+    assert s(e, DS_RESULT) == "fail" and s(e, DS_DISP) == "reject"
+    assert s(e, DS_SPF) == "softfail" and s(e, DS_P) == "reject"
+    assert s(e, DS_RUA) == "mailto:agg@reject.test"
+
+
+def test_unaligned_spf_pass_is_refused(dmarcd):
+    """RFC 7489 3.1.2: SPF passes for another domain than From:'s."""
+    r = send(dmarcd, "a@aligned.test", msg("reject.test"))
+    assert r[0] == 550 and "5.7.1" in r[1]
+    assert wait_for(lambda: nothing_queued(dmarcd))
+
+
+def test_aligned_spf_pass_is_delivered(dmarcd):
+    """RFC 7489 3.1.2, relaxed: the same domain and a subdomain."""
+    assert send(dmarcd, "a@aligned.test", msg("aligned.test", 1))[0] == 250
+    assert send(dmarcd, "b@mail.aligned.test",
+                msg("aligned.test", 2))[0] == 250
+    assert dmarcd.wait_mail("demo", 2)
+    assert "event=dmarc result=pass from_domain=<aligned.test>" in \
+        dmarcd.logtext()
+    assert wait_for(lambda: len(store_entries(dmarcd)) == 2)
+    assert [s(e, DS_RESULT) for e in store_entries(dmarcd)] == \
+        ["pass", "pass"]
+
+
+def test_strict_spf_alignment(dmarcd):
+    """RFC 7489 3.1.2, aspf=s: a subdomain's SPF pass is not aligned."""
+    r = send(dmarcd, "b@bounce.strict.test", msg("strict.test"))
+    assert r[0] == 550 and "5.7.1" in r[1]
+    assert send(dmarcd, "b@strict.test", msg("strict.test", 2))[0] == 250
+
+
+def test_org_domain_fallback(dmarcd):
+    """RFC 7489 6.6.3 step 3: no _dmarc.sub.reject.test, so
+    _dmarc.reject.test's p= applies (no sp=)."""
+    dmarcd.dns.clear_log()
+    r = send(dmarcd, "a@reject.test", msg("news.sub.reject.test"))
+    assert r[0] == 550 and "5.7.1" in r[1]
+    names = [q[0] for q in dmarcd.dns.queries(qtype="TXT")]
+    assert "_dmarc.news.sub.reject.test" in names
+    assert "_dmarc.reject.test" in names
+    assert "_dmarc.sub.reject.test" not in names
+
+
+def test_no_policy_is_accepted(dmarcd):
+    """RFC 7489 6.6.3 step 5: no record anywhere, dmarc=none."""
+    assert send(dmarcd, "a@nopolicy.test", msg("nopolicy.test"))[0] == 250
+    assert dmarcd.wait_mail("demo")
+    assert "event=dmarc result=none from_domain=<nopolicy.test>" in \
+        dmarcd.logtext()
+
+
+def junk_ready(d, user="demo"):
+    """Deliver once so the Maildir exists, then give it a .Junk folder
+    owned like it (the delivery worker runs as the mailbox's owner)."""
+    assert send(d, "a@aligned.test", msg("aligned.test", 9))[0] == 250
+    assert d.wait_mail(user)
+    md = d.maildirs / user / "Maildir"
+    st = os.stat(md)
+    for sub in ("", "/cur", "/new", "/tmp"):
+        p = str(md) + "/.Junk" + sub
+        os.mkdir(p, 0o700)
+        os.chown(p, st.st_uid, st.st_gid)
+    return md
+
+
+def test_quarantine_lands_in_junk(dmarcd):
+    """RFC 7489 6.3 p=quarantine: accepted, into Maildir++'s .Junk."""
+    md = junk_ready(dmarcd)
+    assert send(dmarcd, "a@quar.test", msg("quar.test", 3))[0] == 250
+    assert wait_for(lambda: len(list((md / ".Junk" / "new").iterdir()))
+                    == 1)
+    assert len(dmarcd.maildir("demo")) == 1     # only the first one
+    assert "action=quarantine" in dmarcd.logtext()
+    assert wait_for(lambda: any(s(e, DS_DISP) == "quarantine"
+                                for e in store_entries(dmarcd)))
+
+
+def test_quarantine_without_junk_goes_to_inbox(dmarcd):
+    """No .Junk folder: delivered to the inbox, not lost."""
+    assert send(dmarcd, "a@quar.test", msg("quar.test", 4))[0] == 250
+    assert dmarcd.wait_mail("demo")
+
+
+def test_monitor_override_accepts(make_dmarcd):
+    """dmarc monitor: evaluated, recorded, never enforced."""
+    d = make_dmarcd("dmarc monitor")
+    assert send(d, "a@reject.test", msg("reject.test"))[0] == 250
+    assert d.wait_mail("demo")
+    assert "action=accept override=local_policy" in d.logtext()
+    assert wait_for(lambda: len(store_entries(d)) == 1)
+    e = store_entries(d)[0]
+    assert s(e, DS_RESULT) == "fail" and s(e, DS_DISP) == "none"
+    assert s(e, DS_OVERRIDE) == "local_policy"
+
+
+def test_monitor_per_listener(tmpbase):
+    """The knob on a listen line overrides the global one."""
+    d = Daemon(tmpbase, extra="spf yes\ndmarc enforce")
+    d.conf.write_text(d.conf.read_text().replace(
+        f"listen mx 127.0.0.1 port {d.port}",
+        f"listen mx 127.0.0.1 port {d.port} dmarc monitor"))
+    dns = DNSServer(ZONES, port=d.dns_port)
+    dns.start()
+    try:
+        d.start()
+        assert send(d, "a@reject.test", msg("reject.test"))[0] == 250
+    finally:
+        d.stop()
+        dns.stop()
+
+
+def test_dmarc_off_skips(make_dmarcd):
+    d = make_dmarcd("dmarc off")
+    assert send(d, "a@reject.test", msg("reject.test"))[0] == 250
+    assert "event=dmarc" not in d.logtext()
+
+
+def test_trusted_network_skips(make_dmarcd):
+    d = make_dmarcd("dmarc enforce\ntrusted-network 127.0.0.0/8")
+    assert send(d, "a@reject.test", msg("reject.test"))[0] == 250
+    assert "event=dmarc" not in d.logtext()
+
+
+def test_no_from_field_refused(dmarcd):
+    """RFC 7489 6.6.1 with RFC 5322 3.6: no From:, never a silent pass."""
+    r = send(dmarcd, "a@aligned.test", "Subject: x\r\n\r\nbody\r\n")
+    assert r[0] == 550 and "5.7.1" in r[1] and "From:" in r[1]
+    assert wait_for(lambda: nothing_queued(dmarcd))
+
+
+def test_several_from_fields_refused(dmarcd):
+    """RFC 7489 6.6.1: two From: fields (one aligned) are refused."""
+    body = ("From: a@aligned.test\r\nFrom: b@reject.test\r\n"
+            "Subject: x\r\n\r\nbody\r\n")
+    r = send(dmarcd, "a@aligned.test", body)
+    assert r[0] == 550 and "several From:" in r[1]
+
+
+def test_several_domains_in_one_from(dmarcd):
+    """RFC 7489 6.6.1: each domain evaluated, the strictest failing one
+    decides (aligned.test passes, reject.test fails)."""
+    body = ("From: a@aligned.test, b@reject.test\r\nSender: a@aligned.test"
+            "\r\nSubject: x\r\n\r\nbody\r\n")
+    r = send(dmarcd, "a@aligned.test", body)
+    assert r[0] == 550 and "reject.test" in r[1]
+
+
+def test_temperror_defers(dmarcd):
+    """RFC 7489 6.6.3: the policy lookup fails for now: 451, retried."""
+    r = send(dmarcd, "a@temp.test", msg("temp.test"))
+    assert r[0] == 451 and "4.7.5" in r[1]
+    assert wait_for(lambda: nothing_queued(dmarcd))
+
+
+def test_folded_from_and_bdat(dmarcd):
+    """The From: field is read across folds and through BDAT too."""
+    body = ("From:\r\n Someone\r\n <x@reject.test>\r\nSubject: x\r\n\r\n"
+            "b\r\n").encode()
+    with SMTPConn(dmarcd.port) as c:
+        c.cmd("EHLO client.test")
+        assert c.cmd("MAIL FROM:<a@reject.test>")[0] == 250
+        assert c.cmd("RCPT TO:<demo@example.test>")[0] == 250
+        c.send(b"BDAT %d LAST\r\n" % len(body) + body)
+        r = c.reply()
+        assert r[0] == 550 and "5.7.1" in r[1]
+    assert wait_for(lambda: nothing_queued(dmarcd))
+
+
+def test_ternctl_check_action_line(dmarcd):
+    """ternctl check: the dmarc= result and the action line."""
+    r = dmarcd.ctl("check", "--client-ip", "127.0.0.1", "--helo",
+                   "client.test", "--mail-from", "a@reject.test",
+                   input=msg("reject.test"))
+    assert r.returncode == 0, r.stderr
+    assert "dmarc=fail" in r.stdout and "header.from=reject.test" in r.stdout
+    assert r.stdout.strip().splitlines()[-1].startswith(
+        'action=reject reason="550 5.7.1')
+    r = dmarcd.ctl("check", "--client-ip", "127.0.0.1", "--helo",
+                   "client.test", "--mail-from", "a@quar.test",
+                   input=msg("quar.test"))
+    assert r.stdout.strip().splitlines()[-1].startswith("action=quarantine")
+    r = dmarcd.ctl("check", "--client-ip", "127.0.0.1", "--helo",
+                   "client.test", "--mail-from", "a@aligned.test",
+                   input=msg("aligned.test"))
+    assert "dmarc=pass" in r.stdout
+    assert r.stdout.strip().splitlines()[-1].startswith("action=accept")
+    r = dmarcd.ctl("check", "--client-ip", "127.0.0.1", "--helo",
+                   "client.test", "--mail-from", "a@temp.test",
+                   input=msg("temp.test"))
+    assert r.stdout.strip().splitlines()[-1].startswith("action=tempfail")
