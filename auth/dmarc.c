@@ -681,6 +681,15 @@ dmarc_txt_free(struct dmarc_txt *t)
 	t->n = 0;
 }
 
+void
+dmarc_txt_take(struct dmarc_txt *t, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n && t->n < DMARC_TXT_MAX; i++) {
+		t->rec[t->n++] = xstrdup(p);
+		p += strlen(p) + 1;
+	}
+}
+
 /*
  * Ask _dmarc.DOMAIN: 1 exactly one DMARC record (in *one, malloc'd), 0
  * none, 2 several, -1 temporary failure.

@@ -119,6 +119,9 @@ struct dmarc_txt {
    _TEMP (a failure for now). */
 typedef int (*dmarc_txt_fn)(void *arg, const char *name, struct dmarc_txt *);
 void	 dmarc_txt_free(struct dmarc_txt *);
+/* Fill t from n NUL-ended records one after another in p (as
+   dns/spfdns.c's spfdns_txt gives them); at most DMARC_TXT_MAX. */
+void	 dmarc_txt_take(struct dmarc_txt *t, const char *p, size_t n);
 
 enum dmarc_found { DMARC_FOUND_NONE, DMARC_FOUND_RECORD, DMARC_FOUND_TEMP };
 

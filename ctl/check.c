@@ -70,9 +70,16 @@ static int
 check_txt(void *arg, const char *name, struct dmarc_txt *out)
 {
 	const struct check_dns *cd = arg;
+	struct buf b;
+	size_t n;
+	int r;
 
-	(void)cd->timeout_ms;
-	return spfdns_txt(cd->dns, name, 0, out);
+	buf_init(&b);
+	r = spfdns_txt(cd->dns, name, 0, &b, &n);
+	if (r == 0)
+		dmarc_txt_take(out, b.data, n);
+	buf_free(&b);
+	return r == 0 ? DMARC_DNS_OK : r == 1 ? DMARC_DNS_NONE : DMARC_DNS_TEMP;
 }
 
 /* DMARC on the message: the A-R part into b, the verdict into v. */

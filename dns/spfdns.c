@@ -21,7 +21,6 @@
 #include <spf2/spf_dns_rr.h>
 #include <unbound.h>
 
-#include "auth/dmarc.h"
 #include "auth/spf.h"
 #include "dns/spfdns.h"
 #include "lib/util.h"
@@ -545,53 +544,53 @@ spfdns_layer(struct spfdns *d)
 
 int
 spfdns_txt(struct spfdns *d, const char *name, uint64_t deadline_ms,
-    struct dmarc_txt *out)
+    struct buf *out, size_t *n)
 {
-	struct spfdns_track *saved = spfdns_cur, t;
+	struct spfdns_track t, *saved = spfdns_cur;
 	struct ub_result *res = NULL;
+	size_t i, k, l, len;
 	int r;
 
-	/* spfdns_resolve takes the deadline from the thread's track */
+	*n = 0;
+	/* The deadline rides on a track of our own, as SPF's does. */
 	memset(&t, 0, sizeof(t));
 	t.deadline_ms = deadline_ms;
 	spfdns_cur = &t;
 	r = spfdns_resolve(d->ub, name, ns_t_txt, &res);
 	spfdns_cur = saved;
-	out->n = 0;
-	if (r == UB_SYNTAX) {		/* a name DNS cannot carry */
+	if (r == UB_SYNTAX) {
 		if (res)
 			ub_resolve_free(res);
-		return DMARC_DNS_NONE;
+		return 1;
 	}
-	if (r != 0 || res == NULL || res->bogus ||
-	    (res->rcode != 0 && !res->nxdomain)) {
-		if (res)
-			ub_resolve_free(res);
-		return DMARC_DNS_TEMP;
+	if (r != 0 || res == NULL)
+		return -1;
+	if (res->nxdomain || (res->rcode == 0 && !res->bogus &&
+	    !res->havedata)) {
+		ub_resolve_free(res);
+		return 1;
 	}
-	for (int i = 0; res->havedata && res->data[i] &&
-	    out->n < DMARC_TXT_MAX; i++) {
+	if (res->rcode != 0 || res->bogus) {
+		ub_resolve_free(res);
+		return -1;
+	}
+	for (i = 0; res->data[i]; i++) {
 		const unsigned char *p = (const unsigned char *)res->data[i];
-		size_t len = (size_t)res->len[i], k = 0, o = 0;
-		char *txt = xmalloc(len + 1);
 
-		while (k < len) {	/* character-strings, joined */
-			size_t l = p[k++];
-
+		len = (size_t)res->len[i];
+		for (k = 0; k < len; k += l) {
+			l = p[k++];
 			if (l > len - k)
 				l = len - k;
-			memcpy(txt + o, p + k, l);
-			o += l;
-			k += l;
+			/* A NUL inside would cut the record: made visible. */
+			for (size_t j = 0; j < l; j++)
+				buf_putc(out, p[k + j] ? p[k + j] : 0x7f);
 		}
-		txt[o] = '\0';
-		for (size_t j = 0; j < o; j++)	/* a NUL stays visible */
-			if (txt[j] == '\0')
-				txt[j] = '\x7f';
-		out->rec[out->n++] = txt;
+		buf_putc(out, '\0');
+		(*n)++;
 	}
 	ub_resolve_free(res);
-	return out->n > 0 ? DMARC_DNS_OK : DMARC_DNS_NONE;
+	return *n > 0 ? 0 : 1;
 }
 
 void

@@ -61,15 +61,15 @@ void		 spfdns_free(struct spfdns *);
 void		*spfdns_layer(struct spfdns *);
 
 /*
- * The TXT records of name (each one's strings joined), for DMARC's policy
- * discovery (auth/dmarc.c): blocking, so only from the SPF worker threads
- * and ternctl, bounded by deadline_ms (CLOCK_MONOTONIC ms; 0: libunbound's
- * own timeouts).  DMARC_DNS_OK, _NONE (NXDOMAIN or no TXT) or _TEMP
- * (a failure for now, a bogus answer, the deadline).
+ * TXT records of name (DKIM keys), each record's character-strings
+ * joined, NUL-separated into out (*n of them), waiting at most until
+ * deadline_ms (CLOCK_MONOTONIC; 0: libunbound's own timeouts).  0: found,
+ * 1: no such record (NXDOMAIN, no data), -1: failed for now (timeout,
+ * SERVFAIL, a DNSSEC-bogus answer).
  */
-struct dmarc_txt;
+struct buf;
 int		 spfdns_txt(struct spfdns *, const char *name,
-		    uint64_t deadline_ms, struct dmarc_txt *);
+		    uint64_t deadline_ms, struct buf *out, size_t *n);
 
 /* Watch this thread's queries into t until spfdns_track_end. */
 void		 spfdns_track_begin(struct spfdns_track *t);

@@ -67,8 +67,16 @@ static int
 policy_txt(void *arg, const char *name, struct dmarc_txt *out)
 {
 	const struct policy_job *j = arg;
+	struct buf b;
+	size_t n;
+	int r;
 
-	return spfdns_txt(pol.dns, name, j->deadline_ms, out);
+	buf_init(&b);
+	r = spfdns_txt(pol.dns, name, j->deadline_ms, &b, &n);
+	if (r == 0)
+		dmarc_txt_take(out, b.data, n);
+	buf_free(&b);
+	return r == 0 ? DMARC_DNS_OK : r == 1 ? DMARC_DNS_NONE : DMARC_DNS_TEMP;
 }
 
 /* DMARC policy discovery for each From: domain (worker thread). */
