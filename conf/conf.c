@@ -218,6 +218,12 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_DKIM_SIGN_TRUSTED] = { "dkim-sign-trusted", KNOB_STRING, "no",
 	    0, 0, 0, "yes: DKIM-sign mail from trusted-network clients too "
 	    "(authenticated and local submissions always are)" },
+	[K_DKIM_VERIFY] = { "dkim-verify", KNOB_STRING, NULL, 0, 0, 1,
+	    "yes: verify DKIM signatures (RFC 6376) of received mail; unset: "
+	    "yes on mx listeners, no elsewhere" },
+	[K_AUTHSERV_ID] = { "authserv-id", KNOB_STRING, NULL, 0, 0, 0,
+	    "the name in our Authentication-Results fields (RFC 8601); "
+	    "unset: hostname" },
 };
 
 const char *const conf_limit_names[LIM__COUNT] = {
@@ -576,6 +582,12 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	    strcmp(word, "monitor") && strcmp(word, "off"))
 		return conf_error(p, "dmarc: expected enforce, monitor or off, "
 		    "got \"%s\"", word);
+	if (id == K_DKIM_VERIFY && strcmp(word, "yes") && strcmp(word, "no"))
+		return conf_error(p, "dkim-verify: expected yes or no, got "
+		    "\"%s\"", word);
+	if (id == K_AUTHSERV_ID && (why = conf_domain_problem(word)) != NULL)
+		return conf_error(p, "authserv-id: invalid name \"%s\": %s",
+		    word, why);
 	if (id == K_AUTH_REQUIRED && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "auth-required: expected yes or no, got "
 		    "\"%s\"", word);
@@ -1745,6 +1757,20 @@ conf_dmarc_mode(const struct conf *c, const struct listener *l)
 	    strcmp(v, "monitor") == 0 ? DMARC_MODE_MONITOR : DMARC_MODE_OFF;
 }
 
+int
+conf_dkim_verify_enabled(const struct conf *c, const struct listener *l)
+{
+	const char *v = NULL;
+
+	if (l && l->knobs[K_DKIM_VERIFY].set)
+		v = l->knobs[K_DKIM_VERIFY].s;
+	else if (c->v[K_DKIM_VERIFY].s)
+		v = c->v[K_DKIM_VERIFY].s;
+	if (v)
+		return strcmp(v, "yes") == 0;
+	return l && l->role == ROLE_MX;
+}
+
 /*
  * An account's own address: a virtual account's name (with any
  * +extension), a system account at any local domain; then what
@@ -2043,9 +2069,10 @@ conf_print_listener(struct buf *b, const struct conf *c,
 			    conf_auth_required(c, l) ? "yes" : "no");
 			continue;
 		}
-		if (i == K_SPF) {
-			buf_printf(b, " spf %s", conf_spf_enabled(c, l) ?
-			    "yes" : "no");
+		if (i == K_SPF || i == K_DKIM_VERIFY) {
+			buf_printf(b, " %s %s", knob_defs[i].name, (i == K_SPF ?
+			    conf_spf_enabled(c, l) : conf_dkim_verify_enabled(c,
+			    l)) ? "yes" : "no");
 			continue;
 		}
 		if (i == K_DMARC) {

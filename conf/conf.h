@@ -100,6 +100,8 @@ enum knob_id {
 	K_DKIM_SIGN_TRUSTED,	/* string yes|no: sign trusted-network mail */
 	K_DMARC,		/* string enforce|monitor|off, per listener;
 				 * unset: enforce on mx */
+	K_DKIM_VERIFY,		/* string yes|no, per listener; unset: mx yes */
+	K_AUTHSERV_ID,		/* string: Authentication-Results id; hostname */
 	K__COUNT
 };
 
@@ -258,6 +260,9 @@ int		 conf_spf_enabled(const struct conf *, const struct listener *);
 #define DMARC_MODE_MONITOR	1
 #define DMARC_MODE_ENFORCE	2
 int		 conf_dmarc_mode(const struct conf *, const struct listener *);
+/* ...verify DKIM signatures (knob dkim-verify; unset: on MX listeners)? */
+int		 conf_dkim_verify_enabled(const struct conf *,
+		    const struct listener *);
 /* Whether an authenticated account may use addr as sender or From:. */
 int		 conf_sender_allowed(const struct conf *, const char *account,
 		    const char *addr);

@@ -3,15 +3,18 @@
  * an SMTP session, with the configured resolver.  Prints the headers the
  * MX would add (Received-SPF, Authentication-Results) and, last,
  * action=accept|quarantine|reject|tempfail reason="...".  The checks are
- * SPF (auth/spf.c) and DMARC (auth/dmarc.c) as the MX's enforce mode
- * applies them.
+ * SPF (auth/spf.c), DKIM (auth/dkimverify.c, keys looked up blocking)
+ * and DMARC (auth/dmarc.c) as the MX listeners' dmarc knob applies it.
  */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "auth/authres.h"
+#include "auth/dkimverify.h"
 #include "auth/dmarc.h"
 #include "auth/spf.h"
 #include "conf/conf.h"
@@ -47,59 +50,162 @@ check_print_reason(const char *r)
 	printf("\"\n");
 }
 
-/* Read the message (its header is what DMARC reads). */
-static void
-check_read_message(struct buf *m)
+/*
+ * The message, line by line (CRLF or LF ends), to the DKIM verifier as
+ * the MX would see it.  NULL when stdin is a terminal.
+ */
+static struct dkimv *
+check_read_message(struct dmarc_from *from)
 {
-	char buf[8192];
-	size_t n;
+	struct dkimv *v;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int inhead = 1;
 
 	if (isatty(0))
-		return;
-	while ((n = fread(buf, 1, sizeof(buf), stdin)) > 0)
-		if (m->len < 64 * 1024 * 1024)
-			buf_append(m, buf, n);
-}
+		return NULL;
+	v = dkimv_new(time(NULL));
+	while ((n = getline(&line, &cap, stdin)) > 0) {
+		size_t len = (size_t)n;
 
-struct check_dns {
-	struct spfdns	*dns;
-	uint64_t	 timeout_ms;
-};
+		if (len > 0 && line[len - 1] == '\n')
+			len--;
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		if (inhead && len == 0) {
+			dkimv_hend(v);
+			dmarc_from_end(from);
+			inhead = 0;
+		} else if (inhead) {
+			dkimv_hline(v, line, len);
+			dmarc_from_line(from, line, len);
+		}
+		else
+			dkimv_bline(v, line, len);
+	}
+	free(line);
+	dmarc_from_end(from);
+	return v;
+}
 
 static int
 check_txt(void *arg, const char *name, struct dmarc_txt *out)
 {
-	const struct check_dns *cd = arg;
 	struct buf b;
 	size_t n;
 	int r;
 
 	buf_init(&b);
-	r = spfdns_txt(cd->dns, name, 0, &b, &n);
+	r = spfdns_txt(arg, name, 0, &b, &n);
 	if (r == 0)
 		dmarc_txt_take(out, b.data, n);
 	buf_free(&b);
 	return r == 0 ? DMARC_DNS_OK : r == 1 ? DMARC_DNS_NONE : DMARC_DNS_TEMP;
 }
 
-/* DMARC on the message: the A-R part into b, the verdict into v. */
-static void
-check_dmarc(struct spfdns *dns, const struct buf *m,
-    const struct spf_verdict *sv, struct dmarc_verdict *v)
+/*
+ * DMARC on the message as the MX would apply it in mode: its dmarc=
+ * entry into ar, its action and reply (empty: accept).
+ */
+static const char *
+check_dmarc(struct spfdns *dns, const struct dmarc_from *from,
+    const struct spf_verdict *sv, struct authres *ar, int mode,
+    struct dmarc_verdict *v, char *reply, size_t cap)
 {
-	struct dmarc_from f;
 	struct dmarc_policy_found found[DMARC_FROM_DOMAINS];
 	struct dmarc_auth au;
-	struct check_dns cd = { dns, 0 };
+	struct buf b;
+	const char *action = "accept";
 
 	dmarc_init(NULL);
-	dmarc_from_header(&f, m->data ? m->data : "", m->len);
-	for (int i = 0; i < f.ndomains; i++)
-		dmarc_discover(check_txt, &cd, f.domain[i], &found[i]);
+	for (int i = 0; i < from->ndomains; i++)
+		dmarc_discover(check_txt, dns, from->domain[i], &found[i]);
 	memset(&au, 0, sizeof(au));
 	au.spf = sv->result;
 	str_copy(au.spf_domain, sv->domain, sizeof(au.spf_domain));
-	dmarc_evaluate(&f, found, &au, arc4random_uniform(100), v);
+	for (size_t i = 0; i < ar->ndkim && i < DMARC_DKIM_MAX; i++) {
+		str_copy(au.dkim[au.ndkim].d, ar->dk[i].d, sizeof(au.dkim[0].d));
+		au.dkim[au.ndkim++].pass = ar->dk[i].result == DKIM_PASS;
+	}
+	dmarc_evaluate(from, found, &au, arc4random_uniform(100), v);
+	buf_init(&b);
+	dmarc_ar_part(&b, v);
+	ar->dmarc = 1;
+	str_copy(ar->dmarc_text, b.data, sizeof(ar->dmarc_text));
+	buf_free(&b);
+	*reply = '\0';
+	if (v->result == DMARC_RES_TEMPERROR) {
+		action = "tempfail";
+		snprintf(reply, cap, "451 4.7.5 DMARC policy of %s not found "
+		    "for now (%s)", v->from_domain, v->reason);
+	} else if ((v->result == DMARC_RES_FAIL ||
+	    v->result == DMARC_RES_PERMERROR) &&
+	    v->disposition == DMARC_POL_REJECT) {
+		action = "reject";
+		if (v->result == DMARC_RES_PERMERROR)
+			snprintf(reply, cap, "550 5.7.1 message refused: %s",
+			    v->reason);
+		else
+			snprintf(reply, cap, "550 5.7.1 DMARC: %s refuses "
+			    "mail it has not authenticated (%s)",
+			    v->from_domain, v->reason);
+	} else if (v->result == DMARC_RES_FAIL &&
+	    v->disposition == DMARC_POL_QUARANTINE) {
+		action = "quarantine";
+		snprintf(reply, cap, "DMARC quarantine for %s (%s)",
+		    v->from_domain, v->reason);
+	}
+	if (mode == DMARC_MODE_MONITOR && strcmp(action, "accept") != 0) {
+		char was[600];
+
+		snprintf(was, sizeof(was), "dmarc monitor: %s not applied: %s",
+		    action, reply);
+		str_copy(reply, was, cap);
+		action = "accept";
+	}
+	return action;
+}
+
+/* Every signature's verdict, keys looked up now; into ar. */
+static void
+check_dkim(struct dkimv *v, struct spfdns *dns, uint64_t timeout_ms,
+    struct authres *ar)
+{
+	struct dkim_check dk[DKIM_VERIFY_MAX];
+	char name[DKIM_DOMAIN_MAX + DKIM_SELECTOR_MAX + 16];
+	const char *txt[8];
+	struct buf recs;
+	struct timespec ts;
+	uint64_t dl;
+	size_t i, k, n, nt;
+	int r;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	dl = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 +
+	    timeout_ms;
+	buf_init(&recs);
+	n = dkimv_end(v, dk, DKIM_VERIFY_MAX);
+	ar->dkim = 1;
+	ar->ndkim = n;
+	for (i = 0; i < n; i++) {
+		if (dk[i].result == DKIM_NONE) {
+			dkim_check_keyname(&dk[i], name, sizeof(name));
+			buf_reset(&recs);
+			r = spfdns_txt(dns, name, dl, &recs, &nt);
+			for (k = 0; r == 0 && k < nt && k < 8; k++)
+				txt[k] = k == 0 ? recs.data : txt[k - 1] +
+				    strlen(txt[k - 1]) + 1;
+			dkim_check_key(&dk[i], r, txt, r == 0 ? k : 0);
+		}
+		ar->dk[i].result = dk[i].result;
+		str_copy(ar->dk[i].d, dk[i].d, sizeof(ar->dk[i].d));
+		str_copy(ar->dk[i].s, dk[i].s, sizeof(ar->dk[i].s));
+		str_copy(ar->dk[i].b8, dk[i].b8, sizeof(ar->dk[i].b8));
+		str_copy(ar->dk[i].comment, dk[i].comment,
+		    sizeof(ar->dk[i].comment));
+	}
+	buf_free(&recs);
 }
 
 int
@@ -114,13 +220,19 @@ check_main(const struct conf *c, int argc, char *argv[])
 	};
 	struct spf_request q = { .ip = NULL, .helo = NULL, .sender = NULL };
 	struct spf_verdict v;
+	struct authres ar;
+	struct dkimv *dv;
+	struct dmarc_from from;
+	struct dmarc_verdict dmv;
+	char dreply[512];
+	const char *daction = "accept";
+	int mode = DMARC_MODE_OFF;
 	struct spfdns *dns;
 	struct spf *spf;
-	struct buf b, msg;
-	struct dmarc_verdict dv;
+	struct buf b;
 	char err[256], reply[512];
-	const char *host = conf_str(c, K_HOSTNAME), *action;
-	int ch, mode = DMARC_MODE_OFF;
+	const char *host = conf_str(c, K_HOSTNAME), *action, *id;
+	int ch;
 
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -151,8 +263,8 @@ check_main(const struct conf *c, int argc, char *argv[])
 		    sizeof(ascii)) == 0)
 			q.sender = ascii;
 	}
-	buf_init(&msg);
-	check_read_message(&msg);
+	dmarc_from_init(&from);
+	dv = check_read_message(&from);
 	dns = spfdns_new(c->resolvers, c->resolverlen, c->nresolvers,
 	    (int)conf_num(c, NULL, K_SPF_TIMEOUT), err, sizeof(err));
 	if (dns == NULL) {
@@ -165,23 +277,28 @@ check_main(const struct conf *c, int argc, char *argv[])
 		return 1;
 	}
 	spf_check(spf, &q, &v);
+	memset(&ar, 0, sizeof(ar));
+	buf_init(&b);
+	spf_ar_part(&b, &v, &q);
+	str_copy(ar.spf, b.data, sizeof(ar.spf));
+	buf_reset(&b);
+	if (dv != NULL)
+		check_dkim(dv, dns, (uint64_t)conf_num(c, NULL, K_SPF_TIMEOUT),
+		    &ar);
+	dkimv_free(dv);
 	/* DMARC as the MX listeners apply it (the strictest of them) */
 	for (size_t i = 0; i < c->nlisteners; i++)
 		if (c->listeners[i].role == ROLE_MX &&
 		    conf_dmarc_mode(c, &c->listeners[i]) > mode)
 			mode = conf_dmarc_mode(c, &c->listeners[i]);
-	memset(&dv, 0, sizeof(dv));
+	memset(&dmv, 0, sizeof(dmv));
+	dreply[0] = '\0';
 	if (mode != DMARC_MODE_OFF)
-		check_dmarc(dns, &msg, &v, &dv);
-	buf_init(&b);
+		daction = check_dmarc(dns, &from, &v, &ar, mode, &dmv, dreply,
+		    sizeof(dreply));
 	spf_received_header(&b, &v, &q, host);
-	buf_printf(&b, "Authentication-Results: %s;\r\n\t", host);
-	spf_ar_part(&b, &v, &q);
-	if (mode != DMARC_MODE_OFF) {
-		buf_printf(&b, ";\r\n\t");
-		dmarc_ar_part(&b, &dv);
-	}
-	buf_printf(&b, "\r\n");
+	id = conf_str(c, K_AUTHSERV_ID) ? conf_str(c, K_AUTHSERV_ID) : host;
+	(void)authres_format(&b, id, &ar, 0);
 	fwrite(b.data, 1, b.len, stdout);
 	buf_free(&b);
 	switch (spf_policy(&v, reply, sizeof(reply))) {
@@ -189,32 +306,10 @@ check_main(const struct conf *c, int argc, char *argv[])
 	case SPF_TEMPFAIL: action = "tempfail"; break;
 	default: action = "accept"; break;
 	}
-	/* SPF's refusals come first (at RCPT); then DMARC's, at the end of
-	   data, as the MX's enforce mode applies them */
-	if (strcmp(action, "accept") == 0 && mode == DMARC_MODE_MONITOR &&
-	    (dv.result == DMARC_RES_TEMPERROR ||
-	    dv.disposition != DMARC_POL_NONE))
-		snprintf(reply, sizeof(reply), "dmarc monitor: %s %s not "
-		    "applied", dmarc_result_name(dv.result),
-		    dmarc_policy_name(dv.disposition));
-	else if (strcmp(action, "accept") == 0 && mode != DMARC_MODE_OFF) {
-		if (dv.result == DMARC_RES_TEMPERROR) {
-			action = "tempfail";
-			snprintf(reply, sizeof(reply), "451 4.7.5 DMARC policy "
-			    "of %s could not be found (%s)", dv.from_domain,
-			    dv.reason);
-		} else if (dv.disposition == DMARC_POL_REJECT) {
-			action = "reject";
-			snprintf(reply, sizeof(reply), "550 5.7.1 %s (%s)",
-			    dv.result == DMARC_RES_PERMERROR ?
-			    "message refused" : "DMARC policy of the From: "
-			    "domain", dv.reason ? dv.reason : "fail");
-		} else if (dv.disposition == DMARC_POL_QUARANTINE &&
-		    dv.result == DMARC_RES_FAIL) {
-			action = "quarantine";
-			snprintf(reply, sizeof(reply), "DMARC quarantine "
-			    "for %s (%s)", dv.from_domain, dv.reason);
-		}
+	/* SPF refuses first (at RCPT); then DMARC, at the end of data */
+	if (strcmp(action, "accept") == 0 && mode != DMARC_MODE_OFF) {
+		action = daction;
+		str_copy(reply, dreply, sizeof(reply));
 	}
 	printf("spf=%s reason=", spf_result_name(v.result));
 	check_print_reason(v.reason);
@@ -222,16 +317,20 @@ check_main(const struct conf *c, int argc, char *argv[])
 		printf("explanation=");
 		check_print_reason(v.exp);
 	}
+	for (size_t i = 0; i < ar.ndkim; i++) {
+		printf("dkim=%s d=%s s=%s reason=", dkim_result_name(
+		    ar.dk[i].result), ar.dk[i].d, ar.dk[i].s);
+		check_print_reason(ar.dk[i].comment);
+	}
 	if (mode != DMARC_MODE_OFF) {
 		printf("dmarc=%s header.from=%s reason=",
-		    dmarc_result_name(dv.result), dv.from_domain[0] ?
-		    dv.from_domain : "-");
-		check_print_reason(dv.reason ? dv.reason : "");
+		    dmarc_result_name(dmv.result), dmv.from_domain[0] ?
+		    dmv.from_domain : "-");
+		check_print_reason(dmv.reason ? dmv.reason : "");
 	}
 	printf("action=%s reason=", action);
 	check_print_reason(reply[0] ? reply : mode == DMARC_MODE_OFF ?
 	    "spf ok" : "spf and dmarc ok");
-	buf_free(&msg);
 	spf_free(spf);
 	spfdns_free(dns);
 	return 0;

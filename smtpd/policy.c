@@ -5,6 +5,12 @@
  * job goes to the workers over a mutex-guarded list, the verdict comes
  * back through a pipe the loop reads.  A verdict later than spf-timeout
  * is replaced by temperror; the worker's late answer is dropped.
+ *
+ * The end-of-data step uses the same workers: a message's DKIM
+ * signatures whose key is still needed go as one job (kind
+ * POLICY_STEP_DATA), each key lookup bounded by the same deadline; the
+ * body hashes and the signed header's digest were computed on the loop
+ * as DATA streamed (auth/dkimverify.c).
  */
 #include <arpa/inet.h>
 
@@ -19,6 +25,8 @@
 
 #include <event2/event.h>
 
+#include "auth/authres.h"
+#include "auth/dkimverify.h"
 #include "conf/conf.h"
 #include "dns/spfdns.h"
 #include "lib/addr.h"
@@ -31,10 +39,7 @@
 
 struct policy_job {
 	struct policy_job	*next;
-	int			 dmarc;		/* DMARC discovery, not SPF */
-	int			 ndomains;
-	char			 (*domains)[256];
-	struct dmarc_policy_found *found;
+	enum policy_step	 kind;
 	uint64_t		 sid;
 	struct policy_txn	*txn;		/* NULL once given up */
 	char			 ip[64];
@@ -44,6 +49,12 @@ struct policy_job {
 	int			 queued;	/* in the list or a worker's */
 	int			 taken;		/* a worker's (under pol.lock) */
 	uint64_t		 deadline_ms;	/* its lookups end then */
+	struct dkim_check	*dk;		/* DATA: the signatures */
+	size_t			 ndk;
+	int			 dmarc;		/* DMARC policy discovery */
+	int			 ndomains;
+	char			 (*domains)[256];
+	struct dmarc_policy_found *found;
 };
 
 static struct {
@@ -61,6 +72,34 @@ static struct {
 	int			 nthreads;	/* the loop's */
 } pol = { .lock = PTHREAD_MUTEX_INITIALIZER,
 	  .cond = PTHREAD_COND_INITIALIZER };
+
+/* A message's signatures whose keys are needed (in a worker). */
+static void
+policy_dkim_run(struct policy_job *j)
+{
+	char name[DKIM_DOMAIN_MAX + DKIM_SELECTOR_MAX + 16];
+	const char *txt[8];
+	struct buf recs;
+	size_t i, n, k;
+	int r;
+
+	buf_init(&recs);
+	for (i = 0; i < j->ndk; i++) {
+		struct dkim_check *c = &j->dk[i];
+
+		if (c->result != DKIM_NONE)
+			continue;
+		dkim_check_keyname(c, name, sizeof(name));
+		buf_reset(&recs);
+		r = spfdns_txt(pol.dns, name, j->deadline_ms, &recs, &n);
+		/* The records, NUL-separated: the first few. */
+		for (k = 0; r == 0 && k < n && k < 8; k++)
+			txt[k] = k == 0 ? recs.data : txt[k - 1] +
+			    strlen(txt[k - 1]) + 1;
+		dkim_check_key(c, r, txt, r == 0 ? k : 0);
+	}
+	buf_free(&recs);
+}
 
 /* DMARC's TXT lookups, bounded by the job's deadline (worker thread). */
 static int
@@ -110,7 +149,17 @@ policy_worker(void *arg)
 		pthread_mutex_unlock(&pol.lock);
 		if (j->dmarc) {
 			policy_discover(j);
-			goto done;
+			if (write(pol.pipe[1], &j, sizeof(j)) != sizeof(j))
+				log_warnx("event=dmarc result=error "
+				    "reason=\"lost a verdict\"");
+			continue;
+		}
+		if (j->kind == POLICY_STEP_DATA) {
+			policy_dkim_run(j);
+			if (write(pol.pipe[1], &j, sizeof(j)) != sizeof(j))
+				log_warnx("event=dkim result=error "
+				    "reason=\"lost a verdict\"");
+			continue;
 		}
 		memset(&q, 0, sizeof(q));
 		q.ip = j->ip;
@@ -118,7 +167,6 @@ policy_worker(void *arg)
 		q.sender = j->sender;
 		q.deadline_ms = j->deadline_ms;
 		spf_check(spf, &q, &j->v);
-done:
 		/* The pointer itself: a pipe write this small is atomic. */
 		if (write(pol.pipe[1], &j, sizeof(j)) != sizeof(j))
 			log_warnx("event=spf result=error reason=\"lost a "
@@ -136,6 +184,7 @@ policy_job_free(struct policy_job *j)
 	free(j->sender);
 	free(j->domains);
 	free(j->found);
+	free(j->dk);
 	free(j);
 }
 
@@ -191,16 +240,84 @@ policy_deliver(struct policy_job *j, const struct spf_verdict *v)
 	struct spf_request q = { .ip = j->ip, .helo = j->helo,
 	    .sender = j->sender };
 
+	struct buf ar;
+
 	t->pending = NULL;
+	t->step = POLICY_STEP_MAIL;
 	t->spf = *v;
 	t->spf_done = 1;
 	spf_received_header(&t->headers, v, &q,
 	    conf_str(pol.conf, K_HOSTNAME));
+	buf_init(&ar);
+	spf_ar_part(&ar, v, &q);
+	str_copy(t->eod.ar.spf, ar.data, sizeof(t->eod.ar.spf));
+	buf_free(&ar);
 	policy_log(j, v);
 	pol.cb(j->sid);
 }
 
-static void	policy_dmarc_back(struct policy_job *);
+/* The end-of-data step's verdicts are all in (DKIM keys, DMARC policy):
+ * the waiting session is called back. */
+static void
+policy_eod_ready(struct policy_txn *t)
+{
+	struct policy_eod *e = &t->eod;
+
+	if (!e->wait || e->dkim_wait || (t->from && !t->dmarc_done))
+		return;
+	e->wait = 0;
+	e->done = 1;
+	t->step = POLICY_STEP_DATA;
+	pol.cb(t->sid);
+}
+
+/* DMARC discovery is back (found: the worker's, or ours on a timeout). */
+static void
+policy_dmarc_back(struct policy_txn *t, struct dmarc_policy_found *found)
+{
+	t->dpending = NULL;
+	free(t->found);
+	t->found = found;
+	t->dmarc_done = 1;
+	policy_eod_ready(t);
+}
+
+static void
+policy_dkim_log(uint64_t sid, const struct authres_dkim *d)
+{
+	log_info("s=%016llx event=dkim result=%s d=<%s> s=<%s> reason=\"%s\"",
+	    (unsigned long long)sid, dkim_result_name(d->result), log_a(d->d),
+	    log_a(d->s), log_q(d->comment));
+}
+
+/* The signatures' verdicts (dk: what the worker found, or NULL: it
+ * took too long, and those still waiting are temperror). */
+static void
+policy_dkim_deliver(struct policy_job *j, const struct dkim_check *dk)
+{
+	struct policy_txn *t = j->txn;
+	size_t i;
+
+	t->pending = NULL;
+	t->step = POLICY_STEP_DATA;
+	for (i = 0; i < j->ndk && i < t->eod.ar.ndkim; i++) {
+		struct authres_dkim *d = &t->eod.ar.dk[i];
+
+		if (d->result != DKIM_NONE)
+			continue;
+		if (dk != NULL) {
+			d->result = dk[i].result;
+			str_copy(d->comment, dk[i].comment, sizeof(d->comment));
+		} else {
+			d->result = DKIM_TEMPERROR;
+			str_copy(d->comment, j->queued ? "key lookup timed out" :
+			    "no resolver", sizeof(d->comment));
+		}
+		policy_dkim_log(j->sid, d);
+	}
+	t->eod.dkim_wait = 0;
+	policy_eod_ready(t);
+}
 
 static void
 policy_readcb(evutil_socket_t fd, short ev, void *arg)
@@ -213,28 +330,14 @@ policy_readcb(evutil_socket_t fd, short ev, void *arg)
 			continue;
 		}
 		evtimer_del(j->timer);
-		if (j->dmarc)
-			policy_dmarc_back(j);
+		if (j->dmarc) {
+			policy_dmarc_back(j->txn, j->found);
+			j->found = NULL;
+		} else if (j->kind == POLICY_STEP_DATA)
+			policy_dkim_deliver(j, j->dk);
 		else
 			policy_deliver(j, &j->v);
 		policy_job_free(j);
-	}
-}
-
-/* DMARC discovery is back (or given up): the found policies are the
-   transaction's; the end of data may be waiting for them. */
-static void
-policy_dmarc_back(struct policy_job *j)
-{
-	struct policy_txn *t = j->txn;
-
-	t->dpending = NULL;
-	t->found = j->found;
-	j->found = NULL;
-	t->dmarc_done = 1;
-	if (t->eod_wait) {
-		t->eod_wait = 0;
-		pol.cb(j->sid);
 	}
 }
 
@@ -243,12 +346,12 @@ policy_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct policy_job *j = arg;
 	struct spf_verdict v;
+	const char *at;
 
 	if (j->dmarc) {
 		/* The worker may still be writing j->found: ours instead. */
-		struct dmarc_policy_found *f = xcalloc((size_t)j->ndomains +
-		    1, sizeof(*f));
-		struct policy_txn *t = j->txn;
+		struct dmarc_policy_found *f = xcalloc((size_t)j->ndomains,
+		    sizeof(*f));
 
 		for (int i = 0; i < j->ndomains; i++) {
 			f[i].found = DMARC_FOUND_TEMP;
@@ -257,19 +360,18 @@ policy_timeout(evutil_socket_t fd, short ev, void *arg)
 			str_copy(f[i].domain, j->domains[i],
 			    sizeof(f[i].domain));
 		}
-		t->dpending = NULL;
-		t->found = f;
-		t->dmarc_done = 1;
-		if (t->eod_wait) {
-			t->eod_wait = 0;
-			pol.cb(j->sid);
-		}
+		policy_dmarc_back(j->txn, f);
 		if (policy_forget(j))
 			policy_job_free(j);
 		return;
 	}
-	const char *at = strrchr(j->sender, '@');
-
+	if (j->kind == POLICY_STEP_DATA) {
+		policy_dkim_deliver(j, NULL);
+		if (policy_forget(j))
+			policy_job_free(j);
+		return;
+	}
+	at = strrchr(j->sender, '@');
 	/* The worker may still be writing j->v: a verdict of our own. */
 	memset(&v, 0, sizeof(v));
 	v.result = SPF_TEMPERROR;
@@ -290,6 +392,7 @@ policy_fds(const struct conf *conf)
 
 	for (size_t i = 0; i < conf->nlisteners; i++)
 		on |= conf_spf_enabled(conf, &conf->listeners[i]) ||
+		    conf_dkim_verify_enabled(conf, &conf->listeners[i]) ||
 		    conf_dmarc_mode(conf, &conf->listeners[i]) !=
 		    DMARC_MODE_OFF;
 	/* Our pipe, libunbound's pipes and resolver thread (its UDP and TCP
@@ -348,40 +451,25 @@ policy_init(struct event_base *base, const struct conf *conf, policy_cb cb)
 	return 0;
 }
 
-int
-policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
-    const struct sockaddr_storage *ss, const char *ip, const char *helo,
-    const char *sender, int exempt)
+/* A job to the workers, with its deadline (or timed out at once when
+ * there is no resolver). */
+static void
+policy_queue(struct policy_job *j)
 {
-	struct policy_job *j;
 	struct timeval tv;
-	char ascii[1024];
 	int grow;
 
-	policy_txn_reset(t);
-	if (exempt || !conf_spf_enabled(pol.conf, l) ||
-	    conf_is_trusted(pol.conf, (const struct sockaddr *)ss))
-		return 0;
-	j = xcalloc(1, sizeof(*j));
-	j->sid = sid;
-	j->txn = t;
-	str_copy(j->ip, ip, sizeof(j->ip));
-	j->helo = xstrdup(helo);
-	/* SPF names domains by their A-labels (RFC 8616 4): a U-label
-	 * sender domain is the same domain, not an unknown one. */
-	if (*sender != '\0' && addr_has8bit(sender) &&
-	    addr_ascii(sender, ascii, sizeof(ascii)) == 0)
-		sender = ascii;
-	j->sender = xstrdup(sender);
+	if (j->dmarc)
+		j->txn->dpending = j;
+	else
+		j->txn->pending = j;
 	if (pol.dns == NULL) {		/* no resolver: temperror at once */
-		t->pending = j;
 		j->timer = evtimer_new(pol.base, policy_timeout, j);
 		tv.tv_sec = 0;
 		tv.tv_usec = 0;
 		evtimer_add(j->timer, &tv);
-		return 1;
+		return;
 	}
-	t->pending = j;
 	j->queued = 1;
 	j->deadline_ms = policy_now_ms() + pol.timeout_ms;
 	j->timer = evtimer_new(pol.base, policy_timeout, j);
@@ -400,6 +488,38 @@ policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
 	pthread_mutex_unlock(&pol.lock);
 	if (grow)
 		(void)policy_spawn();
+}
+
+int
+policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
+    const struct sockaddr_storage *ss, const char *ip, const char *helo,
+    const char *sender, int exempt)
+{
+	struct policy_job *j;
+	char ascii[1024];
+
+	policy_txn_reset(t);
+	t->l = l;
+	t->sid = sid;
+	str_copy(t->ip, ip, sizeof(t->ip));
+	str_copy(t->mfdom, strrchr(sender, '@') ? strrchr(sender, '@') + 1 :
+	    "", sizeof(t->mfdom));
+	t->checks = !exempt && !conf_is_trusted(pol.conf,
+	    (const struct sockaddr *)ss);
+	if (!t->checks || !conf_spf_enabled(pol.conf, l))
+		return 0;
+	j = xcalloc(1, sizeof(*j));
+	j->sid = sid;
+	j->txn = t;
+	str_copy(j->ip, ip, sizeof(j->ip));
+	j->helo = xstrdup(helo);
+	/* SPF names domains by their A-labels (RFC 8616 4): a U-label
+	 * sender domain is the same domain, not an unknown one. */
+	if (*sender != '\0' && addr_has8bit(sender) &&
+	    addr_ascii(sender, ascii, sizeof(ascii)) == 0)
+		sender = ascii;
+	j->sender = xstrdup(sender);
+	policy_queue(j);
 	return 1;
 }
 
@@ -411,27 +531,115 @@ policy_rcpt(const struct policy_txn *t, int srs, char *reply, size_t cap)
 	return spf_policy(&t->spf, reply, cap) != SPF_ACCEPT;
 }
 
-void
-policy_data(struct policy_txn *t, const struct listener *l,
-    const struct sockaddr_storage *ss, int exempt)
+/* ---- the end-of-data step ------------------------------------------------ */
+
+#define POLICY_HELD_MAX	(16 * 1024)	/* an Authentication-Results field
+					   held while its authserv-id is
+					   not yet read */
+
+const char *
+policy_authserv_id(void)
 {
-	t->dmarc_mode = conf_dmarc_mode(pol.conf, l);
-	if (exempt || t->dmarc_mode == DMARC_MODE_OFF ||
-	    conf_is_trusted(pol.conf, (const struct sockaddr *)ss)) {
-		t->dmarc_mode = DMARC_MODE_OFF;
-		return;
-	}
-	t->from = xmalloc(sizeof(*t->from));
-	dmarc_from_init(t->from);
+	const char *id = conf_str(pol.conf, K_AUTHSERV_ID);
+
+	return id ? id : conf_str(pol.conf, K_HOSTNAME);
 }
 
-/* The header has ended: discovery for each From: domain, in a worker. */
+void
+policy_data(struct policy_txn *t)
+{
+	struct policy_eod *e = &t->eod;
+
+	e->on = t->checks;
+	if (e->on && conf_dkim_verify_enabled(pol.conf, t->l)) {
+		e->ar.dkim = 1;
+		e->dkimv = dkimv_new(time(NULL));
+	}
+	t->dmarc_mode = e->on ? conf_dmarc_mode(pol.conf, t->l) :
+	    DMARC_MODE_OFF;
+	if (t->dmarc_mode != DMARC_MODE_OFF) {
+		t->from = xmalloc(sizeof(*t->from));
+		dmarc_from_init(t->from);
+	}
+}
+
 static void
-policy_dmarc_start(struct policy_txn *t, uint64_t sid)
+policy_put(struct buf *out, const char *text, size_t len)
+{
+	buf_append(out, text, len);
+	buf_append(out, "\r\n", 2);
+}
+
+/* The held field is complete, or as read as it will be: kept or not. */
+static void
+policy_held_end(struct policy_txn *t, struct buf *out)
+{
+	struct policy_eod *e = &t->eod;
+
+	if (e->held.len > 0) {
+		if (authres_claims(e->held.data, e->held.len,
+		    policy_authserv_id()) == 1)
+			e->removed++;
+		else
+			policy_put(out, e->held.data, e->held.len);
+	}
+	buf_reset(&e->held);
+	e->dropping = 0;
+}
+
+/* The held field grew: decide as soon as its authserv-id is read. */
+static void
+policy_held_try(struct policy_txn *t, struct buf *out)
+{
+	struct policy_eod *e = &t->eod;
+	int r = authres_claims(e->held.data, e->held.len, policy_authserv_id());
+
+	if (r == 1) {		/* RFC 8601 5: ours, from outside: removed */
+		e->removed++;
+		e->dropping = 1;
+		buf_reset(&e->held);
+	} else if (r == 0 || e->held.len > POLICY_HELD_MAX) {
+		policy_put(out, e->held.data, e->held.len);
+		buf_reset(&e->held);
+	}
+}
+
+void
+policy_hline(struct policy_txn *t, const char *line, size_t len,
+    struct buf *out)
+{
+	struct policy_eod *e = &t->eod;
+
+	if (e->dkimv)
+		dkimv_hline(e->dkimv, line, len);
+	if (t->from)
+		dmarc_from_line(t->from, line, len);
+	if (len > 0 && (line[0] == ' ' || line[0] == '\t')) {
+		if (e->dropping)
+			return;
+		if (e->held.len == 0) {
+			policy_put(out, line, len);
+			return;
+		}
+		buf_append(&e->held, "\r\n", 2);
+		buf_append(&e->held, line, len);
+		policy_held_try(t, out);
+		return;
+	}
+	policy_held_end(t, out);
+	if (len >= 22 && strncasecmp(line, "Authentication-Results", 22) == 0) {
+		buf_append(&e->held, line, len);
+		policy_held_try(t, out);
+		return;
+	}
+	policy_put(out, line, len);
+}
+
+/* The header has ended: DMARC discovery for each From: domain. */
+static void
+policy_dmarc_start(struct policy_txn *t)
 {
 	struct policy_job *j;
-	struct timeval tv;
-	int grow;
 
 	if (t->from->status != DMARC_FROM_OK || t->from->ndomains == 0) {
 		t->dmarc_done = 1;	/* nothing to look up */
@@ -439,7 +647,8 @@ policy_dmarc_start(struct policy_txn *t, uint64_t sid)
 	}
 	j = xcalloc(1, sizeof(*j));
 	j->dmarc = 1;
-	j->sid = sid;
+	j->kind = POLICY_STEP_DATA;
+	j->sid = t->sid;
 	j->txn = t;
 	j->ndomains = t->from->ndomains;
 	j->domains = xcalloc((size_t)j->ndomains, sizeof(*j->domains));
@@ -447,130 +656,243 @@ policy_dmarc_start(struct policy_txn *t, uint64_t sid)
 	for (int i = 0; i < j->ndomains; i++)
 		str_copy(j->domains[i], t->from->domain[i],
 		    sizeof(j->domains[i]));
-	t->dpending = j;
-	j->timer = evtimer_new(pol.base, policy_timeout, j);
-	if (pol.dns == NULL) {		/* no resolver: temperror at once */
-		tv.tv_sec = 0;
-		tv.tv_usec = 0;
-		evtimer_add(j->timer, &tv);
-		return;
+	policy_queue(j);
+}
+
+/* The end of data, DKIM done: wait for DMARC discovery if it is out. */
+static int
+policy_eod_wait(struct policy_txn *t)
+{
+	if (t->from && !t->dmarc_done) {
+		t->eod.wait = 1;
+		return 1;
 	}
-	j->queued = 1;
-	j->deadline_ms = policy_now_ms() + pol.timeout_ms;
-	tv.tv_sec = (time_t)(pol.timeout_ms / 1000);
-	tv.tv_usec = (suseconds_t)(pol.timeout_ms % 1000) * 1000;
-	evtimer_add(j->timer, &tv);
-	pthread_mutex_lock(&pol.lock);
-	*pol.tail = j;
-	pol.tail = &j->next;
-	pol.nqueue++;
-	grow = pol.nqueue > pol.nidle && pol.nthreads < POLICY_MAX_THREADS;
-	pthread_cond_signal(&pol.cond);
-	pthread_mutex_unlock(&pol.lock);
-	if (grow)
-		(void)policy_spawn();
+	t->eod.done = 1;
+	return 0;
 }
 
-void
-policy_hline(struct policy_txn *t, uint64_t sid, const char *line,
-    size_t len)
+/*
+ * The DMARC verdict (RFC 7489 6.6.2): SPF's result from MAIL, the DKIM
+ * signatures verified here, the policies discovered.  The dmarc= entry
+ * and a quarantine's mark go into the field; reject and temperror are
+ * the step's refusal, unless the mode is monitor; the evaluation is
+ * encoded for the store.
+ */
+static void
+policy_dmarc_verdict(struct policy_txn *t)
 {
-	if (t->from == NULL || t->from->done)
-		return;
-	dmarc_from_line(t->from, line, len);
-	if (t->from->done)
-		policy_dmarc_start(t, sid);
-}
-
-int
-policy_eod_wait(struct policy_txn *t, uint64_t sid)
-{
-	if (t->from == NULL)
-		return 0;
-	if (!t->from->done) {		/* a message that is all header */
-		dmarc_from_end(t->from);
-		policy_dmarc_start(t, sid);
-	}
-	if (t->dmarc_done)
-		return 0;
-	t->eod_wait = 1;
-	return 1;
-}
-
-enum policy_action
-policy_dmarc(struct policy_txn *t, uint64_t sid, const char *ip,
-    const char *mailfrom, const struct dmarc_auth *dk, struct buf *ar,
-    struct buf *rec, char *reply, size_t cap)
-{
-	struct dmarc_auth au;
+	struct policy_eod *e = &t->eod;
 	struct dmarc_verdict *v = &t->dmarc;
-	const char *at, *override = "";
-	enum policy_action act = POLICY_ACCEPT;
+	struct dmarc_auth au;
+	struct buf b;
+	const char *override = "", *act;
 	int disp;
 
-	*reply = '\0';
-	if (t->from == NULL || !t->dmarc_done)
-		return POLICY_ACCEPT;
 	memset(&au, 0, sizeof(au));
-	if (dk)
-		au = *dk;
 	au.spf = t->spf_done ? t->spf.result : SPF_NONE;
 	/* DMARC takes SPF's MAIL FROM result (RFC 7489 4.1); for <> that
 	   is the HELO identity (RFC 7208 2.4) */
 	str_copy(au.spf_domain, t->spf_done ? t->spf.domain : "",
 	    sizeof(au.spf_domain));
+	for (size_t i = 0; i < e->ar.ndkim && i < DMARC_DKIM_MAX; i++) {
+		str_copy(au.dkim[au.ndkim].d, e->ar.dk[i].d,
+		    sizeof(au.dkim[0].d));
+		au.dkim[au.ndkim++].pass = e->ar.dk[i].result == DKIM_PASS;
+	}
 	dmarc_evaluate(t->from, t->found, &au, arc4random_uniform(100), v);
-	disp = v->disposition;
-	if (v->result == DMARC_RES_TEMPERROR)
-		act = POLICY_TEMPFAIL;
-	else if (disp == DMARC_POL_REJECT)
-		act = POLICY_REJECT;
-	if (v->result != DMARC_RES_FAIL && v->result != DMARC_RES_PERMERROR &&
-	    v->result != DMARC_RES_TEMPERROR)
-		disp = DMARC_POL_NONE;
+	disp = v->result == DMARC_RES_FAIL ||
+	    v->result == DMARC_RES_PERMERROR ? v->disposition : DMARC_POL_NONE;
 	if (v->sampled_out)
 		override = "sampled_out";
-	if (t->dmarc_mode == DMARC_MODE_MONITOR && (act != POLICY_ACCEPT ||
-	    disp != DMARC_POL_NONE)) {
-		act = POLICY_ACCEPT;
+	if (t->dmarc_mode == DMARC_MODE_MONITOR &&
+	    (disp != DMARC_POL_NONE || v->result == DMARC_RES_TEMPERROR)) {
 		disp = DMARC_POL_NONE;
 		override = "local_policy";
+	} else if (v->result == DMARC_RES_TEMPERROR) {
+		e->refuse = 1;
+		snprintf(e->reply, sizeof(e->reply), "451 4.7.5 DMARC policy "
+		    "of %.80s not found for now (%s), try again later",
+		    v->from_domain, v->reason ? v->reason : "temperror");
+	} else if (disp == DMARC_POL_REJECT) {
+		e->refuse = 1;
+		if (v->result == DMARC_RES_PERMERROR)
+			snprintf(e->reply, sizeof(e->reply), "550 5.7.1 "
+			    "message refused: %s (RFC 5322 3.6)", v->reason);
+		else
+			snprintf(e->reply, sizeof(e->reply), "550 5.7.1 "
+			    "DMARC: %.100s refuses mail it has not "
+			    "authenticated (%s)", v->from_domain, v->reason);
 	}
-	if (act == POLICY_TEMPFAIL)
-		disp = DMARC_POL_NONE;
-	t->quarantine = act == POLICY_ACCEPT && disp == DMARC_POL_QUARANTINE;
-	if (act == POLICY_REJECT)
-		snprintf(reply, cap, "550 5.7.1 %s: message refused by the "
-		    "DMARC policy of %s (%s)", v->result ==
-		    DMARC_RES_PERMERROR ? "From: field" : "DMARC",
-		    v->from_domain[0] ? v->from_domain : "the sender",
-		    v->reason ? v->reason : "fail");
-	else if (act == POLICY_TEMPFAIL)
-		snprintf(reply, cap, "451 4.7.5 DMARC policy of %s could not "
-		    "be found (%s), try again later", v->from_domain,
-		    v->reason ? v->reason : "temperror");
-	if (v->result == DMARC_RES_PERMERROR && act == POLICY_REJECT)
-		snprintf(reply, cap, "550 5.7.1 message refused: %s (RFC 5322 "
-		    "3.6, RFC 7489 6.6.1)", v->reason);
-	if (ar)
-		dmarc_ar_part(ar, v);
-	at = strrchr(mailfrom, '@');
-	if (rec)
-		dmarc_store_encode(rec, (uint64_t)time(NULL), ip,
-		    at ? at + 1 : "", &au, v, act == POLICY_REJECT ?
-		    DMARC_POL_REJECT : disp, override);
+	t->quarantine = !e->refuse && disp == DMARC_POL_QUARANTINE;
+	buf_init(&b);
+	dmarc_ar_part(&b, v);
+	str_copy(e->ar.dmarc_text, b.data, sizeof(e->ar.dmarc_text));
+	buf_free(&b);
+	if (t->quarantine)
+		snprintf(e->ar.mark, sizeof(e->ar.mark), "X-Tern-DMARC: "
+		    "quarantine; header.from=%.253s", v->from_domain);
+	dmarc_store_encode(&t->dmarc_rec, (uint64_t)time(NULL), t->ip,
+	    t->mfdom, &au, v, e->refuse && disp == DMARC_POL_REJECT ?
+	    DMARC_POL_REJECT : e->refuse ? DMARC_POL_NONE : disp, override);
+	act = e->refuse ? (e->reply[0] == '4' ? "tempfail" : "reject") :
+	    t->quarantine ? "quarantine" : "accept";
 	log_info("s=%016llx event=dmarc result=%s from_domain=<%s> "
 	    "policy=%s disposition=%s action=%s%s%s spf=%s spf_aligned=%d "
 	    "dkim_aligned=%d client=[%s] reason=\"%s\"",
-	    (unsigned long long)sid, dmarc_result_name(v->result),
+	    (unsigned long long)t->sid, dmarc_result_name(v->result),
 	    log_a(v->from_domain), v->has_rec ? dmarc_policy_name(v->policy) :
-	    "none", dmarc_policy_name(act == POLICY_REJECT ? DMARC_POL_REJECT :
-	    disp), act == POLICY_REJECT ? "reject" : act == POLICY_TEMPFAIL ?
-	    "tempfail" : t->quarantine ? "quarantine" : "accept",
-	    *override ? " override=" : "", override,
-	    spf_result_name(au.spf), v->spf_aligned, v->dkim_aligned, ip,
-	    log_q(v->reason ? v->reason : ""));
-	return act;
+	    "none", dmarc_policy_name(disp), act, *override ? " override=" :
+	    "", override, spf_result_name(au.spf), v->spf_aligned,
+	    v->dkim_aligned, t->ip, log_q(v->reason ? v->reason : ""));
+}
+
+size_t
+policy_hend(struct policy_txn *t, struct buf *out, int top, int64_t off)
+{
+	struct policy_eod *e = &t->eod;
+	const char *d, *sel, *b8;
+	struct buf room;
+	size_t i, n;
+
+	policy_held_end(t, out);
+	if (t->from) {
+		dmarc_from_end(t->from);
+		policy_dmarc_start(t);
+		e->ar.dmarc = 1;
+	}
+	if (e->dkimv) {
+		dkimv_hend(e->dkimv);
+		n = dkimv_nsigs(e->dkimv);
+		e->ar.ndkim = n < DKIM_VERIFY_MAX ? n : DKIM_VERIFY_MAX;
+		for (i = 0; i < e->ar.ndkim; i++) {
+			dkimv_sig_ids(e->dkimv, i, &d, &sel, &b8);
+			str_copy(e->ar.dk[i].d, d, sizeof(e->ar.dk[i].d));
+			str_copy(e->ar.dk[i].s, sel, sizeof(e->ar.dk[i].s));
+			str_copy(e->ar.dk[i].b8, b8, sizeof(e->ar.dk[i].b8));
+		}
+	}
+	if (!e->on || (e->room = authres_room(&e->ar,
+	    policy_authserv_id())) == 0)
+		return 0;
+	/* Blanks until the end of data: the file is not committed before
+	 * policy_data_done writes the field over them. */
+	buf_init(&room);
+	for (i = 0; i + 2 < e->room; i++)
+		buf_putc(&room, ' ');
+	buf_append(&room, "\r\n", 2);
+	if (top) {
+		e->room_off = off;
+		buf_append(&room, out->data, out->len);
+		buf_reset(out);
+		buf_append(out, room.data, room.len);
+	} else {
+		e->room_off = off + (int64_t)out->len;
+		buf_append(out, room.data, room.len);
+	}
+	buf_free(&room);
+	return e->room;
+}
+
+void
+policy_bline(struct policy_txn *t, const char *line, size_t len)
+{
+	if (t->eod.dkimv)
+		dkimv_bline(t->eod.dkimv, line, len);
+}
+
+int
+policy_data_end(struct policy_txn *t, uint64_t sid)
+{
+	struct policy_eod *e = &t->eod;
+	struct dkim_check *dk;
+	struct policy_job *j;
+	size_t i, n, wait = 0;
+
+	t->step = POLICY_STEP_DATA;
+	if (t->from && !t->from->done) {	/* a message that is all header */
+		dmarc_from_end(t->from);
+		policy_dmarc_start(t);
+	}
+	if (e->dkimv == NULL)
+		return policy_eod_wait(t);
+	dk = xcalloc(DKIM_VERIFY_MAX, sizeof(*dk));
+	n = dkimv_end(e->dkimv, dk, DKIM_VERIFY_MAX);
+	dkimv_free(e->dkimv);
+	e->dkimv = NULL;
+	for (i = 0; i < n && i < e->ar.ndkim; i++) {
+		struct authres_dkim *a = &e->ar.dk[i];
+
+		a->result = dk[i].result;
+		str_copy(a->comment, dk[i].comment, sizeof(a->comment));
+		if (a->result == DKIM_NONE)
+			wait++;
+		else
+			policy_dkim_log(sid, a);
+	}
+	if (wait == 0) {
+		free(dk);
+		return policy_eod_wait(t);
+	}
+	j = xcalloc(1, sizeof(*j));
+	j->kind = POLICY_STEP_DATA;
+	j->sid = sid;
+	j->txn = t;
+	j->dk = dk;
+	j->ndk = n;
+	e->dkim_wait = 1;
+	e->wait = 1;
+	policy_queue(j);
+	return 1;
+}
+
+int
+policy_data_done(struct policy_txn *t, int fd)
+{
+	struct policy_eod *e = &t->eod;
+	struct buf b;
+	ssize_t w;
+
+	if (e->removed > 0)
+		log_info("event=authres result=removed count=%zu authserv_id=%s",
+		    e->removed, policy_authserv_id());
+	if (t->from)
+		policy_dmarc_verdict(t);
+	if (e->on && e->room > 0) {
+		buf_init(&b);
+		if (authres_format(&b, policy_authserv_id(), &e->ar,
+		    e->room) == -1) {
+			buf_free(&b);
+			errno = EINVAL;
+			return -1;
+		}
+		w = pwrite(fd, b.data, b.len, (off_t)e->room_off);
+		buf_free(&b);
+		if (w != (ssize_t)e->room) {
+			if (w >= 0)
+				errno = EIO;
+			return -1;
+		}
+	}
+	return e->refuse ? 1 : 0;
+}
+
+size_t
+policy_header_fields(const struct policy_txn *t, const char *name,
+    const char **out, size_t *lens, size_t max)
+{
+	return t->eod.dkimv ? dkimv_fields(t->eod.dkimv, name, out, lens,
+	    max) : 0;
+}
+
+static void
+policy_eod_reset(struct policy_eod *e)
+{
+	struct buf held = e->held;
+
+	dkimv_free(e->dkimv);
+	buf_reset(&held);
+	memset(e, 0, sizeof(*e));
+	e->held = held;
 }
 
 void
@@ -584,6 +906,12 @@ policy_txn_reset(struct policy_txn *t)
 		if (policy_forget(j))
 			policy_job_free(j);
 	}
+	t->spf_done = 0;
+	memset(&t->spf, 0, sizeof(t->spf));
+	buf_reset(&t->headers);
+	t->step = POLICY_STEP_MAIL;
+	t->checks = 0;
+	policy_eod_reset(&t->eod);
 	if ((j = t->dpending) != NULL) {
 		t->dpending = NULL;
 		evtimer_del(j->timer);
@@ -594,12 +922,10 @@ policy_txn_reset(struct policy_txn *t)
 	t->from = NULL;
 	free(t->found);
 	t->found = NULL;
-	t->dmarc_done = t->eod_wait = t->quarantine = 0;
+	t->dmarc_done = t->quarantine = 0;
 	t->dmarc_mode = DMARC_MODE_OFF;
 	memset(&t->dmarc, 0, sizeof(t->dmarc));
-	t->spf_done = 0;
-	memset(&t->spf, 0, sizeof(t->spf));
-	buf_reset(&t->headers);
+	buf_reset(&t->dmarc_rec);
 }
 
 void
@@ -607,4 +933,6 @@ policy_txn_free(struct policy_txn *t)
 {
 	policy_txn_reset(t);
 	buf_free(&t->headers);
+	buf_free(&t->eod.held);
+	buf_free(&t->dmarc_rec);
 }

@@ -3,8 +3,30 @@
  * wait (SPF on DNS) without holding up other sessions: the session asks,
  * holds its input, and is called back on the loop.  Each transaction keeps
  * its verdicts and the header fields to prepend to the message (struct
- * policy_txn).  Today: SPF at MAIL, applied at RCPT.  DKIM and DMARC will
- * add their steps at the end of data the same way.
+ * policy_txn).  Today: SPF at MAIL, applied at RCPT; at the end of data
+ * DKIM and DMARC, whose verdicts go into one
+ * Authentication-Results field.
+ *
+ * The end-of-data step, as the session drives it:
+ *   policy_data      DATA (or the first BDAT) starts
+ *   policy_hline     each header line, which it writes to the message
+ *                    itself (an Authentication-Results field from outside
+ *                    claiming our authserv-id is left out)
+ *   policy_hend      the header ends: the room for our field is reserved
+ *   policy_bline     each body line (body hashes as it streams)
+ *   policy_data_end  the message ends: 1 when the session must wait for
+ *                    the callback (with t->step == POLICY_STEP_DATA)
+ *   policy_data_done the verdicts are in: the field is written into its
+ *                    room, and the step's action (accept, or a reply)
+ * DMARC (RFC 7489) rides on the same step: the From: field is read as
+ * the header streams (policy_hline), policy discovery starts in the
+ * workers where the header ends (policy_hend), policy_data_end waits for
+ * it too, and policy_data_done makes the verdict, puts dmarc= into the
+ * field (and a quarantine's mark after it) and sets the action.
+ * Its state (struct policy_eod) holds what DMARC reads: the SPF verdict
+ * and its domain (t->spf: identity "mailfrom"/"helo", domain), each DKIM
+ * signature's d=, s= and result (eod.ar.dk), the From: fields
+ * (policy_header_fields).
  */
 #ifndef TERN_POLICY_H
 #define TERN_POLICY_H
@@ -13,6 +35,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "auth/authres.h"
 #include "auth/dmarc.h"
 #include "auth/spf.h"
 #include "lib/util.h"
@@ -22,27 +45,51 @@ struct event_base;
 struct listener;
 
 struct policy_job;
+struct dkimv;
+
+enum policy_step { POLICY_STEP_MAIL, POLICY_STEP_DATA };
+
+/* The end-of-data step's state. */
+struct policy_eod {
+	int			 on;		/* checks run on this message */
+	int			 done;		/* its verdicts are in */
+	struct dkimv		*dkimv;		/* DKIM verification, or NULL */
+	struct authres		 ar;		/* the verdicts, for the field */
+	size_t			 room;		/* the field's room, bytes */
+	int64_t			 room_off;	/* ...at this file offset */
+	int			 refuse;	/* the action: 0 accept, else
+						   reply holds the SMTP reply */
+	char			 reply[256];
+	int			 dkim_wait;	/* the DKIM keys' job is out */
+	int			 wait;		/* the session waits for the step */
+	/* The header pass: fields claiming our authserv-id, removed. */
+	struct buf		 held;		/* such a field, still undecided */
+	int			 dropping;	/* ...decided ours: dropped */
+	size_t			 removed;	/* fields removed */
+};
 
 struct policy_txn {
 	struct policy_job	*pending;	/* a step under way */
+	enum policy_step	 step;		/* ...or whose callback this is */
 	int			 spf_done;	/* a verdict is here */
 	struct spf_verdict	 spf;
 	struct buf		 headers;	/* prepended, CRLF-terminated */
-	/* DMARC (RFC 7489): From: read as the header streams, policy
-	   discovery started at the end of the header, the verdict at the
-	   end of data. */
-	int			 dmarc_mode;	/* DMARC_MODE_*, for this message */
+	int			 checks;	/* MAIL: profile on, not exempt */
+	const struct listener	*l;
+	uint64_t		 sid;		/* the session (policy_mail) */
+	char			 ip[64];	/* ...its client */
+	char			 mfdom[256];	/* ...MAIL FROM's domain */
+	struct policy_eod	 eod;
+	/* DMARC (RFC 7489) of this message */
+	int			 dmarc_mode;	/* DMARC_MODE_* (conf/conf.h) */
 	struct dmarc_from	*from;		/* NULL: no DMARC for it */
 	struct policy_job	*dpending;	/* discovery under way */
 	int			 dmarc_done;	/* discovery is back */
-	int			 eod_wait;	/* the end of data waits for it */
 	struct dmarc_policy_found *found;	/* per From: domain */
 	struct dmarc_verdict	 dmarc;
-	int			 quarantine;	/* the verdict says Junk */
+	int			 quarantine;	/* accepted, for the Junk folder */
+	struct buf		 dmarc_rec;	/* the evaluation, for Q_DMARC */
 };
-
-/* Actions of the end-of-data step. */
-enum policy_action { POLICY_ACCEPT, POLICY_REJECT, POLICY_TEMPFAIL };
 
 /* The answer to one step: the session id it was asked for. */
 typedef void (*policy_cb)(uint64_t sid);
@@ -75,34 +122,40 @@ int	 policy_mail(struct policy_txn *, uint64_t sid, const struct listener *,
 int	 policy_rcpt(const struct policy_txn *, int srs, char *reply,
 	    size_t cap);
 
+/* ---- the end-of-data step ---- */
+
+/* DATA starts (the header has not been read). */
+void	 policy_data(struct policy_txn *);
 /*
- * DATA starts: does DMARC apply to this message (the listener's dmarc
- * knob; exempt: authenticated or local; trusted networks skip it)?
+ * A header line (dot-unstuffed, no CRLF): observed, then appended to out
+ * with its CRLF, or held (a field that may be a forged
+ * Authentication-Results), or dropped.
  */
-void	 policy_data(struct policy_txn *, const struct listener *,
-	    const struct sockaddr_storage *, int exempt);
+void	 policy_hline(struct policy_txn *, const char *line, size_t len,
+	    struct buf *out);
 /*
- * A header line as received, without CRLF; the empty line ends the header
- * and starts DMARC policy discovery (in the workers).
+ * The header ends (before its empty line is written).  A held field is
+ * written out; the room for our Authentication-Results is reserved in
+ * out: at position 0 when top (nothing of the message is in the file
+ * yet), else at its end.  off: the file offset of out's first byte.
+ * Returns the bytes added to out.
  */
-void	 policy_hline(struct policy_txn *, uint64_t sid, const char *line,
-	    size_t len);
+size_t	 policy_hend(struct policy_txn *, struct buf *out, int top,
+	    int64_t off);
+void	 policy_bline(struct policy_txn *, const char *line, size_t len);
+/* The message ends.  1: wait for the callback; 0: go on now. */
+int	 policy_data_end(struct policy_txn *, uint64_t sid);
 /*
- * End of data: 1 when DMARC discovery is still under way (the callback
- * comes when it is back), 0 when the verdict can be made now.
+ * Write our field into its room in fd (before the message is committed).
+ * 0: accept; 1: refused, reply (no CRLF) in t->eod.reply; -1: the write
+ * failed (errno).
  */
-int	 policy_eod_wait(struct policy_txn *, uint64_t sid);
-/*
- * End of data: the DMARC verdict from SPF (the MAIL step's) and the DKIM
- * results in au (spf fields ignored).  Appends dmarc= to ar (the
- * Authentication-Results field being built; may be NULL), sets
- * t->quarantine, logs, and encodes the evaluation for the store into
- * rec (may be NULL).  POLICY_REJECT and _TEMPFAIL put the reply (no
- * CRLF) in reply.  Monitor mode always accepts.
- */
-enum policy_action policy_dmarc(struct policy_txn *, uint64_t sid,
-	    const char *ip, const char *mailfrom, const struct dmarc_auth *au,
-	    struct buf *ar, struct buf *rec, char *reply, size_t cap);
+int	 policy_data_done(struct policy_txn *, int fd);
+/* The header fields named name seen in this message (DMARC's From:). */
+size_t	 policy_header_fields(const struct policy_txn *, const char *name,
+	    const char **out, size_t *lens, size_t max);
+/* Our authserv-id (knob authserv-id; unset: hostname). */
+const char *policy_authserv_id(void);
 
 /* Forget the transaction's verdicts (a step under way is dropped). */
 void	 policy_txn_reset(struct policy_txn *);

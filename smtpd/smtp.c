@@ -70,7 +70,7 @@ enum sstate {
 	SS_CMD,		/* reading commands */
 	SS_WAIT,	/* waiting for the queue; input is held */
 	SS_VAULT,	/* waiting for the vault (SRS); input is held */
-	SS_POLICY,	/* waiting for a policy verdict (SPF); input is held */
+	SS_POLICY,	/* waiting for a policy verdict (SPF, DKIM); input held */
 	SS_DATA,	/* reading message data */
 	SS_BDAT,	/* reading a BDAT chunk (RFC 3030) */
 	SS_STARTTLS,	/* our 220 to STARTTLS queued; TLS once it is sent */
@@ -87,11 +87,11 @@ struct rcpt_dsn {
 /* Why a message in DATA is refused at its end. */
 enum data_err {
 	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_HOPS, DE_WRITE, DE_QUEUE,
-	DE_FROM, DE_DKIM, DE_DMARC
+	DE_FROM, DE_DKIM, DE_POLICY
 };
 static const char *const data_err_name[] = {
 	"none", "size", "line-length", "bare-cr-lf", "nul", "hops", "write",
-	"queue", "from-not-owned", "dkim-sign", "dmarc"
+	"queue", "from-not-owned", "dkim-sign", "policy"
 };
 
 /* A SASL exchange in progress: the next line is a response, not a verb. */
@@ -149,8 +149,6 @@ struct session {
 	int			 hasdate, hasmsgid;
 	char			*badfrom;	/* a From: address not its own */
 	struct policy_txn	 pol;		/* verdicts, headers to prepend */
-	int			 eodpol;	/* waiting for the end-of-data step */
-	char			 preply[512];	/* its refusal (DE_DMARC) */
 	/* BDAT: the chunk being read; DSN: each recipient's parameters */
 	int			 bdat;		/* this transaction uses BDAT */
 	int			 bok;		/* the chunk is the message's */
@@ -650,7 +648,6 @@ session_sender_allowed(struct session *s, const char *addr)
 }
 
 static struct session	*smtp_find(uint64_t);
-static void		 data_commit_policy(struct session *);
 
 /* The MAIL step of the policy pipeline (SPF); 1: the session waits. */
 static int
@@ -669,6 +666,8 @@ smtp_policy_mail(struct session *s)
 	return 1;
 }
 
+static void	data_commit_checked(struct session *);
+
 static void
 smtp_policy_done(uint64_t sid)
 {
@@ -676,10 +675,8 @@ smtp_policy_done(uint64_t sid)
 
 	if (s == NULL || s->state != SS_POLICY)
 		return;
-	if (s->eodpol) {		/* the end-of-data step's lookups */
-		s->eodpol = 0;
-		s->state = SS_DATA;
-		data_commit_policy(s);
+	if (s->pol.step == POLICY_STEP_DATA) {	/* the end-of-data step */
+		data_commit_checked(s);
 		if (s->state == SS_CMD)
 			session_process(s);
 		return;
@@ -1450,8 +1447,6 @@ data_refuse(struct session *s)
 		    "esc=4.3.0 reason=\"DKIM signing failed\"");
 		session_reply(s, "451 4.3.0 message could not be signed, try "
 		    "again later");
-	} else if (s->derr == DE_DMARC) {
-		session_reply(s, "%s", s->preply);
 	} else if (s->derr == DE_QUEUE) {
 		session_log(s, "event=data result=tempfail code=451 "
 		    "esc=4.3.0 reason=\"queue lost during DATA\"");
@@ -1463,6 +1458,11 @@ data_refuse(struct session *s)
 		    log_a(s->authuser ? s->authuser : ""), log_a(s->badfrom));
 		session_reply(s, "553 5.7.1 From: <%s> is not an address of "
 		    "user %s", s->badfrom, s->authuser ? s->authuser : "?");
+	} else if (s->derr == DE_POLICY) {
+		session_log(s, "event=data result=%s reason=\"%s\"",
+		    s->pol.eod.reply[0] == '4' ? "tempfail" : "reject",
+		    log_q(s->pol.eod.reply));
+		session_reply(s, "%s", s->pol.eod.reply);
 	} else if (s->derr == DE_SIZE) {
 		session_reply(s, "552 5.3.4 message size exceeds fixed "
 		    "maximum of %lld bytes",
@@ -1483,7 +1483,7 @@ data_refuse(struct session *s)
 		    "in DATA");
 	}
 	if (s->derr != DE_WRITE && s->derr != DE_QUEUE && s->derr != DE_DKIM &&
-	    s->derr != DE_DMARC)
+	    s->derr != DE_POLICY)
 		session_log(s, "event=data result=reject code=5xx "
 		    "reason=%s", data_err_name[s->derr]);
 	if (s->qid[0] && smtp.queue)
@@ -1552,7 +1552,6 @@ data_send_commit(struct session *s)
 
 static void	data_hend(struct session *);
 static void	data_commit_end(struct session *);
-static void	data_commit_sign(struct session *);
 
 /* The vault has signed (or not): the fields go over their room. */
 static void
@@ -1585,47 +1584,30 @@ data_commit(struct session *s)
 	if (s->badfrom != NULL && s->derr == DE_NONE)
 		s->derr = DE_FROM;
 	data_write(s, 1);
-	/* The end-of-data step: DMARC (its policy lookups may still run) */
-	if (s->derr == DE_NONE && policy_eod_wait(&s->pol, s->id)) {
-		s->eodpol = 1;
-		s->state = SS_POLICY;
+	if (s->derr == DE_NONE && s->msgfd >= 0 &&
+	    policy_data_end(&s->pol, s->id)) {
+		s->state = SS_POLICY;	/* DKIM keys: smtp_policy_done */
 		return;
 	}
-	data_commit_policy(s);
+	data_commit_checked(s);
 }
 
-/* The end-of-data verdicts; a refusal, else on to signing and commit. */
+/* The end-of-data verdicts are in: our header fields, then signing. */
 static void
-data_commit_policy(struct session *s)
-{
-	char ip[INET6_ADDRSTRLEN + 2];
-	struct buf rec;
-	size_t n;
-
-	str_copy(ip, s->addr[0] == '[' ? s->addr + 1 : s->addr, sizeof(ip));
-	if ((n = strlen(ip)) > 0 && ip[n - 1] == ']')
-		ip[n - 1] = '\0';
-	buf_init(&rec);
-	if (s->derr == DE_NONE && s->pol.from != NULL &&
-	    policy_dmarc(&s->pol, s->id, ip, s->sender, NULL, NULL, &rec,
-	    s->preply, sizeof(s->preply)) != POLICY_ACCEPT) {
-		s->derr = DE_DMARC;
-		session_log(s, "event=data result=%s reason=\"%s\"",
-		    s->preply[0] == '4' ? "tempfail" : "reject",
-		    log_q(s->preply));
-	}
-	/* every evaluation is kept for the aggregate reports */
-	if (rec.len && smtp.queue)
-		ipc_send(smtp.queue, IMSG_Q_DMARC, rec.data, rec.len, -1);
-	buf_free(&rec);
-	data_commit_sign(s);
-}
-
-static void
-data_commit_sign(struct session *s)
+data_commit_checked(struct session *s)
 {
 	int r;
 
+	if (s->derr == DE_NONE && s->msgfd >= 0 &&
+	    (r = policy_data_done(&s->pol, s->msgfd)) != 0) {
+		s->werrno = r == -1 ? errno : 0;
+		s->derr = r == -1 ? DE_WRITE : DE_POLICY;
+	}
+	/* every DMARC evaluation is kept for the aggregate reports */
+	if (s->pol.dmarc_rec.len > 0 && smtp.queue)
+		ipc_send(smtp.queue, IMSG_Q_DMARC, s->pol.dmarc_rec.data,
+		    s->pol.dmarc_rec.len, -1);
+	buf_reset(&s->pol.dmarc_rec);
 	if (s->dkim && s->derr == DE_NONE && s->msgfd >= 0) {
 		if ((r = dsign_request(s->dkim, data_dkim_done, s->id)) == 0) {
 			s->state = SS_VAULT;
@@ -1770,9 +1752,19 @@ hdr_complete(struct session *s)
 static void
 data_hend(struct session *s)
 {
-	size_t at = s->wbuf.len;
+	size_t at;
 	off_t off;
 
+	if (s->derr == DE_NONE && s->msgfd >= 0) {
+		/* Our Authentication-Results room, at the top if it can be. */
+		if ((off = lseek(s->msgfd, 0, SEEK_CUR)) == -1) {
+			s->werrno = errno;
+			s->derr = DE_WRITE;
+		} else
+			s->msgsize += policy_hend(&s->pol, &s->wbuf, off == 0,
+			    off);
+	}
+	at = s->wbuf.len;
 	if (s->authed)
 		hdr_complete(s);
 	if (s->dkim == NULL || s->derr != DE_NONE)
@@ -1815,10 +1807,10 @@ data_line(struct session *s, const char *line, size_t len)
 		dsign_hline(s->dkim, line, len);
 	else if (s->dkim && s->derr == DE_NONE)
 		dsign_bline(s->dkim, line, len);
+	if (!s->inheaders && s->derr == DE_NONE)
+		policy_bline(&s->pol, line, len);
 	if (s->inheaders && s->authed)
 		hdr_line(s, line, len);
-	if (s->inheaders)
-		policy_hline(&s->pol, s->id, line, len);
 	if (s->inheaders && len == 0) {
 		data_hend(s);
 		s->inheaders = 0;
@@ -1838,8 +1830,12 @@ data_line(struct session *s, const char *line, size_t len)
 		s->derr = DE_SIZE;
 		return;
 	}
-	buf_append(&s->wbuf, line, len);
-	buf_append(&s->wbuf, "\r\n", 2);
+	if (s->inheaders)	/* forged Authentication-Results left out */
+		policy_hline(&s->pol, line, len, &s->wbuf);
+	else {
+		buf_append(&s->wbuf, line, len);
+		buf_append(&s->wbuf, "\r\n", 2);
+	}
 	data_write(s, 0);
 }
 
@@ -1907,8 +1903,8 @@ data_start(struct session *s, const char *qid, int fd)
 	s->prevcrlf = 1;
 	s->inheaders = 1;
 	s->hops = 0;
-	policy_data(&s->pol, s->l, &s->ss, s->authed || s->local);
 	data_received(s);
+	policy_data(&s->pol);
 	if (s->authed || s->local || (conf_is_trusted(smtp.conf,
 	    (struct sockaddr *)&s->ss) && strcmp(conf_str(smtp.conf,
 	    K_DKIM_SIGN_TRUSTED), "yes") == 0))
@@ -2378,6 +2374,7 @@ smtp_session_new(evutil_socket_t fd, const struct listener *l,
 	str_copy(s->addr, addr, sizeof(s->addr));
 	buf_init(&s->wbuf);
 	buf_init(&s->pol.headers);
+	buf_init(&s->pol.dmarc_rec);
 	session_bev(s, fd, ssl);
 	clients_add(&s->ss);
 	s->next = smtp.sessions;

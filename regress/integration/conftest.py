@@ -75,6 +75,9 @@ class Daemon:
         # message; tests that check it turn it on (test_dmarc.py).
         if "dmarc " not in extra:
             lines.append("dmarc off")
+        # DKIM verification likewise (test_dkim_verify.py).
+        if "dkim-verify " not in extra:
+            lines.append("dkim-verify no")
         for u in vusers:
             lines.append(f'virtual "{u}@example.test" maildir '
                          f'"{self.maildirs}/{u}/Maildir"')

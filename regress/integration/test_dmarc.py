@@ -3,11 +3,13 @@ and a loopback DNS serving _dmarc records: reject is 550 5.7.1 with
 nothing queued, quarantine is delivered into the Maildir's .Junk folder,
 `dmarc monitor` only records, the organizational domain's record applies
 to subdomains, and every evaluation is kept in spool/dmarc/."""
+import base64
 import os
 import struct
-import time
+import subprocess
 import zlib
 
+import dkim
 import pytest
 
 from conftest import Daemon, SMTPConn, wait_for
@@ -30,15 +32,49 @@ ZONES = {
     "bounce.strict.test": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
     "temp.test": {"TXT": ["v=spf1 ~all"]},
     "_dmarc.temp.test": {"behaviour": "servfail"},
+    "other.test": {"TXT": ["v=spf1 ~all"]},
 }
+
+KEY = {}
+
+
+def dkim_key():
+    """An RSA-2048 key (PEM) and its p= value, made once per run."""
+    if not KEY:
+        pem = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA",
+                              "-pkeyopt", "rsa_keygen_bits:2048"],
+                             check=True, capture_output=True).stdout
+        der = subprocess.run(["openssl", "pkey", "-pubout", "-outform",
+                              "DER"], input=pem, check=True,
+                             capture_output=True).stdout
+        KEY["pem"], KEY["p"] = pem, base64.b64encode(der).decode()
+    return KEY["pem"], KEY["p"]
+
+
+def key_zones():
+    """ZONES with the key published for reject.test and other.test."""
+    p = dkim_key()[1]
+    rec = [[f"v=DKIM1; k=rsa; p={p}"[i:i + 250]
+            for i in range(0, len(f"v=DKIM1; k=rsa; p={p}"), 250)]]
+    z = dict(ZONES)
+    z["s1._domainkey.reject.test"] = {"TXT": rec}
+    z["s1._domainkey.other.test"] = {"TXT": rec}
+    return z
+
+
+def dkim_sign(body, domain):
+    """dkimpy's signature for body by domain (selector s1)."""
+    sig = dkim.sign(body.encode(), b"s1", domain.encode(), dkim_key()[0],
+                    include_headers=[b"from", b"to", b"subject"])
+    return sig.decode() + body
 
 HDR = ("From: Someone <someone@{dom}>\r\nTo: demo@example.test\r\n"
        "Subject: dmarc\r\nMessage-ID: <m{n}@{dom}>\r\n\r\nhello\r\n")
 
 
-def start(tmpbase, extra="dmarc enforce"):
+def start(tmpbase, extra="dmarc enforce", zones=None):
     d = Daemon(tmpbase, extra="spf yes\nspf-timeout 3s\n" + extra)
-    dns = DNSServer(ZONES, port=d.dns_port)
+    dns = DNSServer(zones or ZONES, port=d.dns_port)
     dns.start()
     d.dns = dns
     d.start()
@@ -57,8 +93,8 @@ def dmarcd(tmpbase):
 def make_dmarcd(tmpbase):
     made = []
 
-    def make(extra):
-        d = start(tmpbase, extra)
+    def make(extra, zones=None):
+        d = start(tmpbase, extra, zones)
         made.append(d)
         return d
     yield make
@@ -332,3 +368,59 @@ def test_ternctl_check_action_line(dmarcd):
                    "client.test", "--mail-from", "a@temp.test",
                    input=msg("temp.test"))
     assert r.stdout.strip().splitlines()[-1].startswith("action=tempfail")
+
+
+def test_authentication_results_carry_dmarc(dmarcd):
+    """RFC 7489 11.2 / RFC 8601: dmarc= with header.from= and
+    policy.dmarc= in our Authentication-Results field."""
+    assert send(dmarcd, "a@aligned.test", msg("aligned.test"))[0] == 250
+    assert dmarcd.wait_mail("demo")
+    m = dmarcd.maildir("demo")[0].read_bytes()
+    assert b"Authentication-Results: mx.example.test;" in m
+    assert b"dmarc=pass (aligned SPF pass) header.from=aligned.test " \
+        b"policy.dmarc=reject" in m
+    assert b"X-Tern-DMARC" not in m
+
+
+def test_quarantine_is_marked(dmarcd):
+    """RFC 7489 6.3 p=quarantine: the delivered copy says so."""
+    md = junk_ready(dmarcd)
+    assert send(dmarcd, "a@quar.test", msg("quar.test", 5))[0] == 250
+    assert wait_for(lambda: len(list((md / ".Junk" / "new").iterdir()))
+                    == 1)
+    m = next((md / ".Junk" / "new").iterdir()).read_bytes()
+    assert b"\nX-Tern-DMARC: quarantine; header.from=quar.test\n" in m
+    assert b"dmarc=fail (no SPF or DKIM pass) header.from=quar.test " \
+        b"policy.dmarc=quarantine" in m
+
+
+def test_aligned_dkim_pass_despite_spf(make_dmarcd):
+    """RFC 7489 3.1.1: SPF softfails, but a signature of the From:
+    domain (made by dkimpy) verifies: delivered.  dkimpy checks the
+    delivered copy's signature too (a second opinion on the pass)."""
+    z = key_zones()
+    d = make_dmarcd("dmarc enforce\ndkim-verify yes", z)
+    body = dkim_sign(msg("reject.test", 7), "reject.test")
+    assert send(d, "a@reject.test", body)[0] == 250
+    assert d.wait_mail("demo")
+    assert "event=dmarc result=pass from_domain=<reject.test>" in \
+        d.logtext()
+    assert "dkim_aligned=1" in d.logtext()
+    m = d.maildir("demo")[0].read_bytes()
+    assert b"dmarc=pass (aligned DKIM pass) header.from=reject.test" in m
+
+    def dnsfunc(name, timeout=5):
+        rec = z.get(name.decode().rstrip("."), {}).get("TXT", [])
+        return "".join(rec[0]).encode() if rec else None
+    assert dkim.verify(m, dnsfunc=dnsfunc)
+
+
+def test_unaligned_dkim_pass_is_refused(make_dmarcd):
+    """RFC 7489 3.1.1: a good signature of another domain aligns
+    nothing."""
+    d = make_dmarcd("dmarc enforce\ndkim-verify yes", key_zones())
+    body = dkim_sign(msg("reject.test", 8), "other.test")
+    r = send(d, "a@reject.test", body)
+    assert r[0] == 550 and "5.7.1" in r[1]
+    assert "event=dkim result=pass" in d.logtext()
+    assert wait_for(lambda: nothing_queued(d))

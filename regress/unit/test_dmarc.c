@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth/authres.h"
 #include "auth/dmarc.h"
 #include "lib/util.h"
 #include "regress/unit/unit.h"
@@ -461,6 +462,45 @@ test_ar(void)
 	buf_free(&b);
 }
 
+/* RFC 8601: the field fits the room reserved before the verdict, with
+   and without a quarantine's mark after it. */
+static void
+test_ar_room(void)
+{
+	struct authres ar;
+	struct buf b;
+	size_t room;
+
+	memset(&ar, 0, sizeof(ar));
+	ar.dmarc = 1;
+	str_copy(ar.spf, "spf=pass smtp.mailfrom=a@x.example", sizeof(ar.spf));
+	room = authres_room(&ar, "mx.example.test");
+	CHECK(room > 0);
+	buf_init(&b);
+	str_copy(ar.dmarc_text, "dmarc=pass header.from=x.example",
+	    sizeof(ar.dmarc_text));
+	CHECK(authres_format(&b, "mx.example.test", &ar, room) == 0 &&
+	    b.len == room);
+	CHECK(strstr(b.data, "\tdmarc=pass header.from=x.example ") != NULL);
+	buf_reset(&b);
+	str_copy(ar.mark, "X-Tern-DMARC: quarantine; header.from=x.example",
+	    sizeof(ar.mark));
+	CHECK(authres_format(&b, "mx.example.test", &ar, room) == 0 &&
+	    b.len == room);
+	CHECK(b.len > 51 && strcmp(b.data + b.len - 51,
+	    "\r\nX-Tern-DMARC: quarantine; header.from=x.example\r\n") == 0);
+	/* the longest entry and mark still fit */
+	memset(ar.dmarc_text, 'd', sizeof(ar.dmarc_text) - 1);
+	memset(ar.mark, 'm', sizeof(ar.mark) - 1);
+	buf_reset(&b);
+	CHECK(authres_format(&b, "mx.example.test", &ar, room) == 0 &&
+	    b.len == room);
+	/* every line within RFC 5322's 998 */
+	for (char *p = b.data, *e; (e = strstr(p, "\r\n")) != NULL; p = e + 2)
+		CHECK(e - p <= 998);
+	buf_free(&b);
+}
+
 void
 test_dmarc(void)
 {
@@ -471,4 +511,5 @@ test_dmarc(void)
 	test_discovery();
 	test_evaluate();
 	test_ar();
+	test_ar_room();
 }
