@@ -424,3 +424,65 @@ def test_unaligned_dkim_pass_is_refused(make_dmarcd):
     assert r[0] == 550 and "5.7.1" in r[1]
     assert "event=dkim result=pass" in d.logtext()
     assert wait_for(lambda: nothing_queued(d))
+
+
+def _ar_field(m):
+    """Our Authentication-Results field of a delivered copy, unfolded."""
+    lines = m.decode().split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("Authentication-Results: mx.example.test"):
+            f = [line]
+            for nxt in lines[i + 1:]:
+                if not nxt[:1] in (" ", "\t"):
+                    break
+                f.append(nxt)
+            return "\r\n".join(f)
+    return None
+
+
+def test_authentication_results_parse_with_authres(dmarcd):
+    """python3-authres (RFC 8601's reference parser) reads our field:
+    dmarc=fail with header.from and policy.dmarc, for a quarantined
+    message (the mark after it is a field of its own)."""
+    import authres
+    import authres.dmarc  # noqa: F401 (registers the dmarc method)
+    assert send(dmarcd, "a@quar.test", msg("quar.test", 6))[0] == 250
+    assert dmarcd.wait_mail("demo")
+    f = _ar_field(dmarcd.maildir("demo")[0].read_bytes())
+    r = authres.AuthenticationResultsHeader.parse(f)
+    assert r.authserv_id == "mx.example.test"
+    got = {x.method: x for x in r.results}
+    assert got["spf"].result == "softfail"
+    d = got["dmarc"]
+    assert d.result == "fail"
+    props = {(p.type, p.name): p.value for p in d.properties}
+    assert props[("header", "from")] == "quar.test"
+    assert props[("policy", "dmarc")] == "quarantine"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_spf_inputs_agree_with_pyspf(dmarcd):
+    """The SPF results DMARC aligned on, checked again by pyspf on the
+    same zones (a second opinion on the input of 3.1.2)."""
+    import dns.resolver
+    import spf
+    cases = [("a@aligned.test", "aligned.test"),
+             ("b@mail.aligned.test", "aligned.test"),
+             ("a@reject.test", "reject.test"),
+             ("a@nopolicy.test", "nopolicy.test")]
+    for n, (sender, dom) in enumerate(cases):
+        send(dmarcd, sender, msg(dom, 20 + n))
+    assert wait_for(lambda: len(store_entries(dmarcd)) == len(cases))
+    ours = [s(e, DS_SPF) for e in store_entries(dmarcd)]
+    r = dns.resolver.Resolver(configure=False)
+    r.nameservers = ["127.0.0.1"]
+    r.port = dmarcd.dns_port
+    r.lifetime = 2
+    old = dns.resolver.default_resolver
+    dns.resolver.default_resolver = r
+    try:
+        theirs = [spf.check2(i="127.0.0.1", s=snd, h="client.test",
+                             querytime=2)[0] for snd, _ in cases]
+    finally:
+        dns.resolver.default_resolver = old
+    assert ours == theirs == ["pass", "pass", "softfail", "softfail"]
