@@ -15,6 +15,8 @@ import pytest
 from conftest import Daemon, SMTPConn, wait_for
 from dnsserver import DNSServer
 
+pytestmark = pytest.mark.usefixtures("sanitizer_check")
+
 ZONES = {
     # SPF passes for the loopback client, DMARC p=reject
     "aligned.test": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
