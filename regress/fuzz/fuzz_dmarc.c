@@ -4,7 +4,8 @@
  * record and as a message header; the first line also as one From:
  * field's body.  A parsed record's values stay in their ranges, and an
  * extraction that succeeds names 1..DMARC_FROM_DOMAINS lower-case
- * domains that addr_domain_ascii takes back unchanged.
+ * domains that addr_domain_ascii takes back unchanged.  The same bytes
+ * go to the store's checks (a Q_DMARC payload, a day file).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,8 +14,16 @@
 #include "auth/dmarc.h"
 #include "lib/addr.h"
 #include "lib/util.h"
+#include "queue/dmarcstore.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+
+/* An entry the walk found whole: its payload is checked as Q_DMARC's. */
+static void
+fuzz_entry(const void *p, size_t len, void *arg)
+{
+	(void)dmarc_store_check(p, len);
+}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
@@ -51,6 +60,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 		const char *nl = memchr(s, '\n', len);
 
 		(void)dmarc_from_parse(&f, s, nl ? (size_t)(nl - s) : len);
+	}
+	{
+		int bad;
+
+		(void)dmarc_store_check(data, len);
+		(void)dmarcstore_walk(data, len, &bad, fuzz_entry, NULL);
 	}
 	free(s);
 	return 0;

@@ -10,7 +10,9 @@
 
 #include "auth/authres.h"
 #include "auth/dmarc.h"
+#include "lib/rec.h"
 #include "lib/util.h"
+#include "queue/dmarcstore.h"
 #include "regress/unit/unit.h"
 
 void test_dmarc(void);
@@ -501,6 +503,57 @@ test_ar_room(void)
 	buf_free(&b);
 }
 
+static void
+store_count(const void *p, size_t len, void *arg)
+{
+	(*(int *)arg)++;
+	CHECK(dmarc_store_check(p, len) == 0);
+}
+
+/* RFC 7489 7.2 needs every evaluation: the store's record and file. */
+static void
+test_store(void)
+{
+	struct dmarc_verdict v;
+	struct dmarc_auth au;
+	struct buf one, file;
+	int n = 0, bad;
+
+	run("From: a@reject.example\r\n\r\n", SPF_SOFTFAIL, "reject.example",
+	    NULL, 0, 0, &v);
+	memset(&au, 0, sizeof(au));
+	au.spf = SPF_SOFTFAIL;
+	au.ndkim = 1;
+	str_copy(au.dkim[0].d, "other.example", sizeof(au.dkim[0].d));
+	buf_init(&one);
+	buf_init(&file);
+	dmarc_store_encode(&one, 1700000000, "192.0.2.7", "reject.example",
+	    &au, &v, DMARC_POL_REJECT, "");
+	CHECK(dmarc_store_check(one.data, one.len) == 0);
+	dmarcstore_frame(&file, one.data, one.len);
+	dmarcstore_frame(&file, one.data, one.len);
+	CHECK(dmarcstore_walk(file.data, file.len, &bad, store_count, &n) == 2
+	    && n == 2 && !bad);
+	/* a torn last entry: the first is read, the walk says so */
+	n = 0;
+	CHECK(dmarcstore_walk(file.data, file.len - 3, &bad, store_count, &n)
+	    == 1 && bad);
+	/* a damaged byte: the CRC stops it */
+	file.data[20] ^= 1;
+	n = 0;
+	CHECK(dmarcstore_walk(file.data, file.len, &bad, store_count, &n) == 0
+	    && bad);
+	/* malformed payloads are refused */
+	CHECK(dmarc_store_check(one.data, one.len - 1) == -1);
+	buf_reset(&one);
+	rec_put_str(&one, DS_IP, "192.0.2.7");
+	CHECK(dmarc_store_check(one.data, one.len) == -1);	/* no time */
+	rec_put_str(&one, 99, "x");
+	CHECK(dmarc_store_check(one.data, one.len) == -1);
+	buf_free(&one);
+	buf_free(&file);
+}
+
 void
 test_dmarc(void)
 {
@@ -512,4 +565,5 @@ test_dmarc(void)
 	test_evaluate();
 	test_ar();
 	test_ar_room();
+	test_store();
 }
