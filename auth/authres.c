@@ -15,7 +15,14 @@
 int
 authres_empty(const struct authres *r)
 {
-	return r->spf[0] == '\0' && !r->dkim && !r->dmarc;
+	size_t i;
+
+	for (i = 0; i < AUTHRES_EXTRA; i++)
+		if (r->extra[i].room > 0)
+			return 0;
+	if (r->markroom > 0)
+		return 0;
+	return r->spf[0] == '\0' && !r->dkim;
 }
 
 /* A pvalue that is not a token (RFC 2045) goes in quotes. */
@@ -58,7 +65,11 @@ authres_dkim_entry(struct buf *b, const struct authres_dkim *d, int widest)
 		    " header.b=\"%s\"", d->b8);
 }
 
-/* The field; pad: each dkim= entry as long as its widest form. */
+/*
+ * The field; pad: each entry as long as its widest form.  widest: the
+ * longest it can be (for the room), with 6 more for a "; none" should
+ * every entry come to nothing.
+ */
 static void
 authres_build(struct buf *b, const char *id, const struct authres *r,
     int pad, int widest)
@@ -89,37 +100,31 @@ authres_build(struct buf *b, const char *id, const struct authres *r,
 		buf_free(&w);
 		n++;
 	}
-	if (r->dmarc) {
-		/* its widest form, and a mark field's: the blanks a shorter
-		   entry and a missing mark leave go before the end (CFWS) */
-		size_t tl = strnlen(r->dmarc_text, AUTHRES_DMARC_MAX - 1);
-		size_t ml = strnlen(r->mark, AUTHRES_MARK_MAX - 1);
+	for (i = 0; i < AUTHRES_EXTRA; i++) {
+		const struct authres_entry *x = &r->extra[i];
+		size_t len = strnlen(x->text, sizeof(x->text));
 
+		/* No text in the end: no entry; its room goes to the end. */
+		if (x->room == 0 || (!widest && len == 0))
+			continue;
 		buf_printf(b, ";\r\n\t");
-		if (widest)
-			for (i = 0; i < AUTHRES_DMARC_MAX - 1; i++)
-				buf_putc(b, 'x');
-		else
-			buf_append(b, r->dmarc_text, tl);
-		for (i = widest ? AUTHRES_DMARC_MAX - 1 : tl;
-		    pad && i < AUTHRES_DMARC_MAX - 1; i++)
-			buf_putc(b, ' ');
-		for (i = widest || ml == 0 ? 0 : ml + 2;
-		    pad && !widest && i < AUTHRES_MARK_MAX + 1; i++)
-			buf_putc(b, ' ');
-		buf_printf(b, "\r\n");
 		if (widest) {
-			for (i = 0; i < AUTHRES_MARK_MAX - 1; i++)
+			for (len = 0; len < x->room; len++)
 				buf_putc(b, 'x');
-			buf_printf(b, "\r\n");
-		} else if (ml > 0) {
-			buf_append(b, r->mark, ml);
-			buf_printf(b, "\r\n");
+			n++;
+			continue;
 		}
-		return;
+		if (len > x->room)
+			len = x->room;	/* more than it said: cut */
+		buf_append(b, x->text, len);
+		while (pad && len++ < x->room)
+			buf_putc(b, ' ');
+		n++;
 	}
 	if (n == 0)
 		buf_printf(b, "; none");
+	else if (widest)	/* room for a "; none" after all */
+		buf_printf(b, "xxxxxx");
 	buf_printf(b, "\r\n");
 }
 
@@ -135,6 +140,8 @@ authres_room(const struct authres *r, const char *id)
 	authres_build(&b, id, r, 0, 1);
 	n = b.len;
 	buf_free(&b);
+	if (r->markroom > 0)		/* the mark field and its CRLF */
+		n += r->markroom + 2;
 	return n;
 }
 
@@ -143,16 +150,31 @@ authres_format(struct buf *b, const char *id, const struct authres *r,
     size_t room)
 {
 	struct buf t;
+	size_t ml = r->markroom ? strnlen(r->mark, sizeof(r->mark)) : 0;
+	size_t fieldroom;
 	int rv = 0;
 
 	if (authres_empty(r))
 		return room == 0 ? 0 : -1;
+	if (ml > r->markroom)
+		ml = r->markroom;
+	/* our field takes what the mark (and its CRLF) leaves */
+	fieldroom = room == 0 ? 0 : room - (ml ? ml + 2 : 0);
 	buf_init(&t);
 	authres_build(&t, id, r, room != 0, 0);
-	if (room != 0 && t.len != room)
+	if (room != 0 && (room < (ml ? ml + 2 : 0) || t.len > fieldroom))
 		rv = -1;
-	else
-		buf_append(b, t.data, t.len);
+	else {
+		/* What is left (an entry left out), as blanks at the end. */
+		buf_append(b, t.data, t.len - 2);
+		while (room != 0 && t.len++ < fieldroom)
+			buf_putc(b, ' ');
+		buf_append(b, "\r\n", 2);
+		if (ml) {
+			buf_append(b, r->mark, ml);
+			buf_append(b, "\r\n", 2);
+		}
+	}
 	buf_free(&t);
 	return rv;
 }

@@ -1,6 +1,6 @@
 /*
  * authres: the Authentication-Results header field (RFC 8601) the MX
- * adds: our verdicts under our authserv-id (spf=, dkim=, dmarc=),
+ * adds: our verdicts under our authserv-id (spf=, dkim=, later dmarc=),
  * and the test that finds fields from outside claiming that id, which
  * the session removes.  Pure; used by the smtp process's end-of-data
  * step (smtpd/policy.c) and by ternctl check.
@@ -23,8 +23,6 @@ struct buf;
 
 #define AUTHRES_SPF_MAX		1100	/* "spf=... smtp.mailfrom=..." */
 #define AUTHRES_COMMENT_MAX	96	/* a result's comment, bytes */
-#define AUTHRES_DMARC_MAX	400	/* "dmarc=... header.from=..." */
-#define AUTHRES_MARK_MAX	300	/* a field after ours, no CRLF */
 
 /* One DKIM signature's verdict (what DMARC reads: d=, s=, result). */
 struct authres_dkim {
@@ -35,15 +33,33 @@ struct authres_dkim {
 	char		 comment[AUTHRES_COMMENT_MAX];
 };
 
+/*
+ * Another method's entry (DMARC's): its longest form's length is set
+ * where the header ends (room; 0: no entry), its text ("dmarc=pass
+ * header.from=example.org") at the end; it is padded to room.
+ */
+#define AUTHRES_EXTRA		2
+#define AUTHRES_MARK_MAX	300	/* the field after ours, no CRLF */
+#define AUTHRES_ENTRY_MAX	512
+
+struct authres_entry {
+	size_t	 room;
+	char	 text[AUTHRES_ENTRY_MAX];
+};
+
 struct authres {
 	char			 spf[AUTHRES_SPF_MAX];	/* "" : not checked */
 	int			 dkim;		/* DKIM was checked */
 	size_t			 ndkim;		/* signatures (0: dkim=none) */
 	struct authres_dkim	 dk[DKIM_VERIFY_MAX];
-	int			 dmarc;		/* DMARC is evaluated */
-	char			 dmarc_text[AUTHRES_DMARC_MAX];	/* its entry */
-	/* A field written right after ours (DMARC quarantine's mark), or
-	   "": the room always has space for one, blanks when unused. */
+	struct authres_entry	 extra[AUTHRES_EXTRA];	/* after dkim= */
+	/*
+	 * A field written right after ours (DMARC quarantine's mark,
+	 * "X-Tern-DMARC: ...", no CRLF) or "".  Its room (markroom, 0:
+	 * none) is set where the header ends; what it leaves unused goes
+	 * to the end of our field as blanks.
+	 */
+	size_t			 markroom;
 	char			 mark[AUTHRES_MARK_MAX];
 };
 

@@ -157,7 +157,7 @@ static long
 dkim_b64(const char *s, size_t len, unsigned char *out, size_t cap)
 {
 	unsigned acc = 0;
-	size_t i, o = 0;
+	size_t i, o = 0, nd = 0;
 	int bits = 0, pad = 0;
 
 	for (i = 0; i < len; i++) {
@@ -185,6 +185,7 @@ dkim_b64(const char *s, size_t len, unsigned char *out, size_t cap)
 		else
 			return -1;
 		acc = (acc << 6) | (unsigned)v;
+		nd++;
 		bits += 6;
 		if (bits >= 8) {
 			bits -= 8;
@@ -193,7 +194,9 @@ dkim_b64(const char *s, size_t len, unsigned char *out, size_t cap)
 			out[o++] = (unsigned char)(acc >> bits);
 		}
 	}
-	if (pad > 2 || bits >= 6)
+	/* Padding, if any, exactly what the last quantum needs. */
+	if ((nd % 4) == 1 || (pad != 0 && (size_t)pad != (4 - nd % 4) % 4) ||
+	    (nd % 4 == 0 && pad != 0))
 		return -1;
 	return (long)o;
 }
@@ -686,6 +689,7 @@ struct dkimv {
 	size_t			 kept;
 	int			 toolong;	/* fields left out */
 	int			 hdone;
+	int			 nosigs;	/* headers only */
 	struct dkimv_sig	 s[DKIM_VERIFY_MAX];
 	size_t			 ns;
 	struct dkim_body	 body[DKIM_VERIFY_MAX];
@@ -701,6 +705,12 @@ dkimv_new(time_t now)
 
 	v->now = now;
 	return v;
+}
+
+void
+dkimv_headers_only(struct dkimv *v)
+{
+	v->nosigs = 1;
 }
 
 void
@@ -749,13 +759,13 @@ dkimv_field_done(struct dkimv *v)
 	f.len = v->cur.len;
 	f.nlen = dkimv_name_len(v->cur.data, v->cur.len);
 	if (f.nlen == 14 && strncasecmp(v->cur.data, "DKIM-Signature", 14) ==
-	    0 && v->ns < DKIM_VERIFY_MAX) {
+	    0 && v->ns < DKIM_VERIFY_MAX && !v->nosigs) {
 		struct dkimv_sig *s = &v->s[v->ns++];
 
 		s->f.text = xstrndup(v->cur.data, v->cur.len);
 		s->f.len = f.len;
 		s->f.nlen = f.nlen;
-		if (v->curlong) {
+		if (v->curlong || f.len > DKIMV_SIGFIELD_MAX) {
 			s->bad = 1;
 			s->why = "signature field too long";
 		}
@@ -781,7 +791,7 @@ dkimv_hline(struct dkimv *v, const char *line, size_t len)
 		buf_append(&v->cur, "\r\n", 2);
 	else
 		dkimv_field_done(v);
-	if (v->cur.len + len > DKIMV_SIGFIELD_MAX)
+	if (v->cur.len + len > DKIMV_HEADER_MAX)
 		v->curlong = 1;
 	else
 		buf_append(&v->cur, line, len);

@@ -117,6 +117,8 @@ void	dkim_check_key(struct dkim_check *, int found, const char *const *txt,
 struct dkimv;
 
 struct dkimv	*dkimv_new(time_t now);
+/* Keep the header fields only (for dkimv_fields): no signature is read. */
+void		 dkimv_headers_only(struct dkimv *);
 void		 dkimv_free(struct dkimv *);
 /* A header line as it arrived (dot-unstuffed, without CRLF). */
 void		 dkimv_hline(struct dkimv *, const char *line, size_t len);

@@ -94,10 +94,11 @@ check_txt(void *arg, const char *name, struct dmarc_txt *out)
 {
 	struct buf b;
 	size_t n;
+	uint32_t ttl;
 	int r;
 
 	buf_init(&b);
-	r = spfdns_txt(arg, name, 0, &b, &n);
+	r = spfdns_txt(arg, name, 0, &b, &n, &ttl);
 	if (r == 0)
 		dmarc_txt_take(out, b.data, n);
 	buf_free(&b);
@@ -131,8 +132,8 @@ check_dmarc(struct spfdns *dns, const struct dmarc_from *from,
 	dmarc_evaluate(from, found, &au, arc4random_uniform(100), v);
 	buf_init(&b);
 	dmarc_ar_part(&b, v);
-	ar->dmarc = 1;
-	str_copy(ar->dmarc_text, b.data, sizeof(ar->dmarc_text));
+	ar->extra[0].room = sizeof(ar->extra[0].text) - 1;
+	str_copy(ar->extra[0].text, b.data, sizeof(ar->extra[0].text));
 	buf_free(&b);
 	*reply = '\0';
 	if (v->result == DMARC_RES_TEMPERROR) {
@@ -155,6 +156,11 @@ check_dmarc(struct spfdns *dns, const struct dmarc_from *from,
 		action = "quarantine";
 		snprintf(reply, cap, "DMARC quarantine for %s (%s)",
 		    v->from_domain, v->reason);
+		if (mode == DMARC_MODE_ENFORCE) {	/* the MX's mark */
+			ar->markroom = sizeof(ar->mark) - 1;
+			snprintf(ar->mark, sizeof(ar->mark), "X-Tern-DMARC: "
+			    "quarantine; header.from=%.253s", v->from_domain);
+		}
 	}
 	if (mode == DMARC_MODE_MONITOR && strcmp(action, "accept") != 0) {
 		char was[600];
@@ -179,6 +185,7 @@ check_dkim(struct dkimv *v, struct spfdns *dns, uint64_t timeout_ms,
 	struct timespec ts;
 	uint64_t dl;
 	size_t i, k, n, nt;
+	uint32_t ttl;
 	int r;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -192,7 +199,7 @@ check_dkim(struct dkimv *v, struct spfdns *dns, uint64_t timeout_ms,
 		if (dk[i].result == DKIM_NONE) {
 			dkim_check_keyname(&dk[i], name, sizeof(name));
 			buf_reset(&recs);
-			r = spfdns_txt(dns, name, dl, &recs, &nt);
+			r = spfdns_txt(dns, name, dl, &recs, &nt, &ttl);
 			for (k = 0; r == 0 && k < nt && k < 8; k++)
 				txt[k] = k == 0 ? recs.data : txt[k - 1] +
 				    strlen(txt[k - 1]) + 1;

@@ -544,7 +544,7 @@ spfdns_layer(struct spfdns *d)
 
 int
 spfdns_txt(struct spfdns *d, const char *name, uint64_t deadline_ms,
-    struct buf *out, size_t *n)
+    struct buf *out, size_t *n, uint32_t *ttl)
 {
 	struct spfdns_track t, *saved = spfdns_cur;
 	struct ub_result *res = NULL;
@@ -552,6 +552,7 @@ spfdns_txt(struct spfdns *d, const char *name, uint64_t deadline_ms,
 	int r;
 
 	*n = 0;
+	*ttl = 0;
 	/* The deadline rides on a track of our own, as SPF's does. */
 	memset(&t, 0, sizeof(t));
 	t.deadline_ms = deadline_ms;
@@ -567,6 +568,7 @@ spfdns_txt(struct spfdns *d, const char *name, uint64_t deadline_ms,
 		return -1;
 	if (res->nxdomain || (res->rcode == 0 && !res->bogus &&
 	    !res->havedata)) {
+		*ttl = res->ttl > 0 ? (uint32_t)res->ttl : 0;
 		ub_resolve_free(res);
 		return 1;
 	}
@@ -589,6 +591,7 @@ spfdns_txt(struct spfdns *d, const char *name, uint64_t deadline_ms,
 		buf_putc(out, '\0');
 		(*n)++;
 	}
+	*ttl = res->ttl > 0 ? (uint32_t)res->ttl : 0;
 	ub_resolve_free(res);
 	return *n > 0 ? 0 : 1;
 }

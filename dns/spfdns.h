@@ -65,11 +65,13 @@ void		*spfdns_layer(struct spfdns *);
  * joined, NUL-separated into out (*n of them), waiting at most until
  * deadline_ms (CLOCK_MONOTONIC; 0: libunbound's own timeouts).  0: found,
  * 1: no such record (NXDOMAIN, no data), -1: failed for now (timeout,
- * SERVFAIL, a DNSSEC-bogus answer).
+ * SERVFAIL, a DNSSEC-bogus answer).  ttl: the answer's TTL (0 when it
+ * failed).
  */
 struct buf;
 int		 spfdns_txt(struct spfdns *, const char *name,
-		    uint64_t deadline_ms, struct buf *out, size_t *n);
+		    uint64_t deadline_ms, struct buf *out, size_t *n,
+		    uint32_t *ttl);
 
 /* Watch this thread's queries into t until spfdns_track_end. */
 void		 spfdns_track_begin(struct spfdns_track *t);

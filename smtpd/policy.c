@@ -35,6 +35,9 @@
 #include "smtpd/policy.h"
 
 #define POLICY_THREADS	4	/* started with */
+/* The longest dmarc= entry: "dmarc=temperror (" a reason of at most 48
+   ", pct sampled out) header.from=" a domain " policy.dmarc=quarantine" */
+#define POLICY_DMARC_AR_ROOM	400
 #define POLICY_MAX_THREADS 32	/* grown to while checks wait */
 
 struct policy_job {
@@ -73,32 +76,125 @@ static struct {
 } pol = { .lock = PTHREAD_MUTEX_INITIALIZER,
 	  .cond = PTHREAD_COND_INITIALIZER };
 
-/* A message's signatures whose keys are needed (in a worker). */
+/*
+ * Key records looked up lately, for their TTL (at most an hour): a
+ * message whose keys are all here is checked on the loop, without a
+ * trip to the workers.  Filled by the workers, read by both: locked.
+ */
+#define POLICY_KEYS		64
+#define POLICY_KEY_TTL_MAX	3600
+
+struct policy_key {
+	char		 name[DKIM_DOMAIN_MAX + DKIM_SELECTOR_MAX + 16];
+	int		 found;		/* spfdns_txt's 0 or 1 */
+	char		*recs;		/* NUL-separated */
+	size_t		 len, n;
+	uint64_t	 until_ms;
+};
+
+static struct {
+	pthread_mutex_t		 lock;
+	struct policy_key	 k[POLICY_KEYS];
+	size_t			 next;
+} pkeys = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static uint64_t	policy_now_ms(void);
+
 static void
-policy_dkim_run(struct policy_job *j)
+policy_key_put(const char *name, int found, const struct buf *recs,
+    size_t n, uint32_t ttl)
+{
+	struct policy_key *k = NULL;
+	size_t i;
+
+	if (ttl == 0)
+		return;
+	if (ttl > POLICY_KEY_TTL_MAX)
+		ttl = POLICY_KEY_TTL_MAX;
+	pthread_mutex_lock(&pkeys.lock);
+	for (i = 0; i < POLICY_KEYS && k == NULL; i++)
+		if (strcmp(pkeys.k[i].name, name) == 0)
+			k = &pkeys.k[i];
+	if (k == NULL)
+		k = &pkeys.k[pkeys.next++ % POLICY_KEYS];
+	free(k->recs);
+	str_copy(k->name, name, sizeof(k->name));
+	k->found = found;
+	k->len = recs->len;
+	k->recs = recs->len ? xstrndup(recs->data, recs->len) : NULL;
+	k->n = n;
+	k->until_ms = policy_now_ms() + (uint64_t)ttl * 1000;
+	pthread_mutex_unlock(&pkeys.lock);
+}
+
+/* A cached answer into recs: spfdns_txt's 0 or 1, or -2 for none. */
+static int
+policy_key_get(const char *name, struct buf *recs, size_t *n)
+{
+	uint64_t now = policy_now_ms();
+	int r = -2;
+	size_t i;
+
+	pthread_mutex_lock(&pkeys.lock);
+	for (i = 0; i < POLICY_KEYS; i++) {
+		struct policy_key *k = &pkeys.k[i];
+
+		if (k->name[0] && k->until_ms > now &&
+		    strcmp(k->name, name) == 0) {
+			if (k->len)
+				buf_append(recs, k->recs, k->len);
+			*n = k->n;
+			r = k->found;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&pkeys.lock);
+	return r;
+}
+
+/*
+ * Decide one signature from its key: from the cache, or (lookup) from
+ * the DNS.  0: not in the cache and not looked up.
+ */
+static int
+policy_key_check(struct dkim_check *c, uint64_t deadline_ms, int lookup)
 {
 	char name[DKIM_DOMAIN_MAX + DKIM_SELECTOR_MAX + 16];
 	const char *txt[8];
 	struct buf recs;
-	size_t i, n, k;
+	size_t n = 0, k;
+	uint32_t ttl;
 	int r;
 
+	dkim_check_keyname(c, name, sizeof(name));
 	buf_init(&recs);
-	for (i = 0; i < j->ndk; i++) {
-		struct dkim_check *c = &j->dk[i];
-
-		if (c->result != DKIM_NONE)
-			continue;
-		dkim_check_keyname(c, name, sizeof(name));
-		buf_reset(&recs);
-		r = spfdns_txt(pol.dns, name, j->deadline_ms, &recs, &n);
-		/* The records, NUL-separated: the first few. */
-		for (k = 0; r == 0 && k < n && k < 8; k++)
-			txt[k] = k == 0 ? recs.data : txt[k - 1] +
-			    strlen(txt[k - 1]) + 1;
-		dkim_check_key(c, r, txt, r == 0 ? k : 0);
+	if ((r = policy_key_get(name, &recs, &n)) == -2) {
+		if (!lookup) {
+			buf_free(&recs);
+			return 0;
+		}
+		r = spfdns_txt(pol.dns, name, deadline_ms, &recs, &n, &ttl);
+		if (r >= 0)
+			policy_key_put(name, r, &recs, n, ttl);
 	}
+	/* The records, NUL-separated: the first few. */
+	for (k = 0; r == 0 && k < n && k < 8; k++)
+		txt[k] = k == 0 ? recs.data : txt[k - 1] + strlen(txt[k - 1]) +
+		    1;
+	dkim_check_key(c, r, txt, r == 0 ? k : 0);
 	buf_free(&recs);
+	return 1;
+}
+
+/* A message's signatures whose keys are needed (in a worker). */
+static void
+policy_dkim_run(struct policy_job *j)
+{
+	size_t i;
+
+	for (i = 0; i < j->ndk; i++)
+		if (j->dk[i].result == DKIM_NONE)
+			(void)policy_key_check(&j->dk[i], j->deadline_ms, 1);
 }
 
 /* DMARC's TXT lookups, bounded by the job's deadline (worker thread). */
@@ -108,10 +204,11 @@ policy_txt(void *arg, const char *name, struct dmarc_txt *out)
 	const struct policy_job *j = arg;
 	struct buf b;
 	size_t n;
+	uint32_t ttl;
 	int r;
 
 	buf_init(&b);
-	r = spfdns_txt(pol.dns, name, j->deadline_ms, &b, &n);
+	r = spfdns_txt(pol.dns, name, j->deadline_ms, &b, &n, &ttl);
 	if (r == 0)
 		dmarc_txt_take(out, b.data, n);
 	buf_free(&b);
@@ -551,12 +648,16 @@ policy_data(struct policy_txn *t)
 	struct policy_eod *e = &t->eod;
 
 	e->on = t->checks;
-	if (e->on && conf_dkim_verify_enabled(pol.conf, t->l)) {
+	if (!e->on)
+		return;
+	/* The header is kept for every checked message (DMARC reads its
+	 * From:); signatures are read when DKIM is verified. */
+	e->dkimv = dkimv_new(time(NULL));
+	if (conf_dkim_verify_enabled(pol.conf, t->l))
 		e->ar.dkim = 1;
-		e->dkimv = dkimv_new(time(NULL));
-	}
-	t->dmarc_mode = e->on ? conf_dmarc_mode(pol.conf, t->l) :
-	    DMARC_MODE_OFF;
+	else
+		dkimv_headers_only(e->dkimv);
+	t->dmarc_mode = conf_dmarc_mode(pol.conf, t->l);
 	if (t->dmarc_mode != DMARC_MODE_OFF) {
 		t->from = xmalloc(sizeof(*t->from));
 		dmarc_from_init(t->from);
@@ -726,7 +827,7 @@ policy_dmarc_verdict(struct policy_txn *t)
 	t->quarantine = !e->refuse && disp == DMARC_POL_QUARANTINE;
 	buf_init(&b);
 	dmarc_ar_part(&b, v);
-	str_copy(e->ar.dmarc_text, b.data, sizeof(e->ar.dmarc_text));
+	str_copy(e->ar.extra[0].text, b.data, sizeof(e->ar.extra[0].text));
 	buf_free(&b);
 	if (t->quarantine)
 		snprintf(e->ar.mark, sizeof(e->ar.mark), "X-Tern-DMARC: "
@@ -758,10 +859,13 @@ policy_hend(struct policy_txn *t, struct buf *out, int top, int64_t off)
 	if (t->from) {
 		dmarc_from_end(t->from);
 		policy_dmarc_start(t);
-		e->ar.dmarc = 1;
+		/* room for the dmarc= entry and a quarantine's mark */
+		e->ar.extra[0].room = POLICY_DMARC_AR_ROOM;
+		e->ar.markroom = AUTHRES_MARK_MAX - 1;
 	}
-	if (e->dkimv) {
+	if (e->dkimv)
 		dkimv_hend(e->dkimv);
+	if (e->dkimv && e->ar.dkim) {
 		n = dkimv_nsigs(e->dkimv);
 		e->ar.ndkim = n < DKIM_VERIFY_MAX ? n : DKIM_VERIFY_MAX;
 		for (i = 0; i < e->ar.ndkim; i++) {
@@ -809,19 +913,21 @@ policy_data_end(struct policy_txn *t, uint64_t sid)
 	size_t i, n, wait = 0;
 
 	t->step = POLICY_STEP_DATA;
+	e->sid = sid;
 	if (t->from && !t->from->done) {	/* a message that is all header */
 		dmarc_from_end(t->from);
 		policy_dmarc_start(t);
 	}
-	if (e->dkimv == NULL)
+	if (e->dkimv == NULL || !e->ar.dkim)
 		return policy_eod_wait(t);
 	dk = xcalloc(DKIM_VERIFY_MAX, sizeof(*dk));
 	n = dkimv_end(e->dkimv, dk, DKIM_VERIFY_MAX);
-	dkimv_free(e->dkimv);
-	e->dkimv = NULL;
 	for (i = 0; i < n && i < e->ar.ndkim; i++) {
 		struct authres_dkim *a = &e->ar.dk[i];
 
+		/* A key in the cache: checked here and now. */
+		if (dk[i].result == DKIM_NONE && pol.dns != NULL)
+			(void)policy_key_check(&dk[i], 0, 0);
 		a->result = dk[i].result;
 		str_copy(a->comment, dk[i].comment, sizeof(a->comment));
 		if (a->result == DKIM_NONE)
@@ -853,8 +959,9 @@ policy_data_done(struct policy_txn *t, int fd)
 	ssize_t w;
 
 	if (e->removed > 0)
-		log_info("event=authres result=removed count=%zu authserv_id=%s",
-		    e->removed, policy_authserv_id());
+		log_info("s=%016llx event=authres result=removed count=%zu "
+		    "authserv_id=<%s>", (unsigned long long)e->sid, e->removed,
+		    log_a(policy_authserv_id()));
 	if (t->from)
 		policy_dmarc_verdict(t);
 	if (e->on && e->room > 0) {

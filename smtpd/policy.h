@@ -26,7 +26,10 @@
  * Its state (struct policy_eod) holds what DMARC reads: the SPF verdict
  * and its domain (t->spf: identity "mailfrom"/"helo", domain), each DKIM
  * signature's d=, s= and result (eod.ar.dk), the From: fields
- * (policy_header_fields).
+ * (policy_header_fields), a slot for its own Authentication-Results
+ * entry (eod.ar.extra: room set before policy_hend sizes the field,
+ * text before policy_data_done writes it) and the action (eod.refuse,
+ * eod.reply).
  */
 #ifndef TERN_POLICY_H
 #define TERN_POLICY_H
@@ -53,7 +56,8 @@ enum policy_step { POLICY_STEP_MAIL, POLICY_STEP_DATA };
 struct policy_eod {
 	int			 on;		/* checks run on this message */
 	int			 done;		/* its verdicts are in */
-	struct dkimv		*dkimv;		/* DKIM verification, or NULL */
+	struct dkimv		*dkimv;		/* the header kept, DKIM
+						   verification (ar.dkim) */
 	struct authres		 ar;		/* the verdicts, for the field */
 	size_t			 room;		/* the field's room, bytes */
 	int64_t			 room_off;	/* ...at this file offset */
@@ -66,6 +70,7 @@ struct policy_eod {
 	struct buf		 held;		/* such a field, still undecided */
 	int			 dropping;	/* ...decided ours: dropped */
 	size_t			 removed;	/* fields removed */
+	uint64_t		 sid;		/* the session, for the log */
 };
 
 struct policy_txn {
@@ -151,7 +156,11 @@ int	 policy_data_end(struct policy_txn *, uint64_t sid);
  * failed (errno).
  */
 int	 policy_data_done(struct policy_txn *, int fd);
-/* The header fields named name seen in this message (DMARC's From:). */
+/*
+ * The header fields named name seen in this message (DMARC's From:),
+ * from the end of the header until the transaction is reset; checked
+ * messages only (0 otherwise).
+ */
 size_t	 policy_header_fields(const struct policy_txn *, const char *name,
 	    const char **out, size_t *lens, size_t max);
 /* Our authserv-id (knob authserv-id; unset: hostname). */

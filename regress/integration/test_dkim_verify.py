@@ -330,3 +330,96 @@ def test_slow_key_does_not_delay_another_session(mx):
         assert r == [], "A's reply came before B was delivered"
     finally:
         a.close()
+
+
+def test_our_signatures_verified_by_us(make_daemon, tmpbase):
+    """Mail our signer signed (RSA-2048 and Ed25519, smtpd/dkimsign.c),
+    as delivered, run through `ternctl check` with the keys in the DNS:
+    both signatures pass, and a changed body fails both."""
+    from test_dkim_sign import delivered as signed_delivered
+    from test_dkim_sign import make_signer, submit
+    d = make_signer(make_daemon, tmpbase)
+    zone = {name: {"TXT": txt(v)} for name, v in d.txt.items()}
+    with DNSServer(zone, port=d.dns_port):
+        submit(d, b"From: Anna <anna@example.test>\r\nTo: alice@example.test"
+                  b"\r\nSubject: signed here\r\n\r\nchecked there\r\n")
+        (got,) = signed_delivered(d)
+
+        def check(msg):
+            r = d.ctl("check", "--client-ip", "127.0.0.1", "--helo",
+                      "client.test", "--mail-from", "anna@example.test",
+                      input=msg.decode())
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+        out = check(got)
+        assert "dkim=pass d=example.test s=rsa1 reason=\"\"" in out, out
+        assert "dkim=pass d=example.test s=ed1 reason=\"\"" in out, out
+        ar = re.search(r"^Authentication-Results: mx\.example\.test;\n"
+                       r"(\t.*\n)+", out, re.M).group(0)
+        assert ar.count("dkim=pass") == 2 and "header.s=ed1" in ar, ar
+        out = check(got.replace(b"checked there", b"changed there"))
+        assert out.count("dkim=fail") == 4, out     # A-R and summary
+
+
+def test_dkim_alone_and_timeout(tmpbase):
+    """DKIM on, SPF off: the field has dkim= alone.  A key that never
+    comes is temperror once spf-timeout (here 2 s) has passed, and the
+    message is accepted."""
+    d = Daemon(tmpbase, extra="dkim-verify yes\nspf-timeout 2s")
+    with DNSServer(zones(), port=d.dns_port) as dns:
+        d.dns = dns
+        d.start()
+        try:
+            send(d, sign(MSG, "slow") + MSG)
+            ar = our_ar(delivered(d))
+            assert "spf=" not in ar, ar
+            (e,) = dkim_entries(ar)
+            assert e[0] == "temperror", e
+        finally:
+            d.stop()
+
+
+def test_large_header_field_goes_where_header_ends(mx):
+    """A header larger than the first write (64 KiB): the field cannot
+    go to the top any more, it goes where the header ends, and the
+    signature (which covers the long field) still passes."""
+    refs = b"References: " + b"\r\n ".join(
+        b"<%d.a-long-thread-message-id@sender.test>" % i
+        for i in range(2000)) + b"\r\n"
+    msg = MSG.replace(b"\r\n\r\nHello", b"\r\n" + refs + b"\r\nHello", 1)
+    assert len(msg) > 70000
+    s = sign(msg, "rsa", edit=lambda f, h: (
+        [(k, v + b":references" if k == b"h" else v) for k, v in f],
+        h + (b"references",)))
+    (e,), got = verdict(mx, s + msg)
+    assert e[0] == "pass", e
+    head = got.split(b"\r\n\r\n", 1)[0]
+    assert head.index(b"Authentication-Results: mx.example.test") > \
+        head.index(b"References:")
+
+
+def test_key_asked_once(mx):
+    """Two messages signed with one key: both pass, the key is asked of
+    the DNS once (then the cache answers, for the record's TTL)."""
+    for i in range(2):
+        send(mx, sign(MSG, "rsa") + MSG)
+        (e,) = dkim_entries(our_ar(delivered(mx, i + 1)))
+        assert e[0] == "pass", e
+    assert len(mx.dns.queries(f"rsa._domainkey.{DOM}", "TXT")) == 1
+
+
+def test_spf_alone(tmpbase):
+    """SPF on, DKIM verification off: the field has spf= alone, and a
+    forged field is removed all the same."""
+    d = Daemon(tmpbase, extra="spf yes")
+    with DNSServer(zones(), port=d.dns_port):
+        d.start()
+        try:
+            send(d, b"Authentication-Results: mx.example.test; dkim=pass\r\n"
+                 + sign(MSG, "rsa") + MSG)
+            got = delivered(d)
+            ar = our_ar(got)
+            assert "spf=pass" in ar and "dkim" not in ar, ar
+            assert got.count(b"Authentication-Results:") == 1
+        finally:
+            d.stop()

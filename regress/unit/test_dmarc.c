@@ -474,13 +474,14 @@ test_ar_room(void)
 	size_t room;
 
 	memset(&ar, 0, sizeof(ar));
-	ar.dmarc = 1;
+	ar.extra[0].room = 400;		/* as the MX reserves them */
+	ar.markroom = AUTHRES_MARK_MAX - 1;
 	str_copy(ar.spf, "spf=pass smtp.mailfrom=a@x.example", sizeof(ar.spf));
 	room = authres_room(&ar, "mx.example.test");
 	CHECK(room > 0);
 	buf_init(&b);
-	str_copy(ar.dmarc_text, "dmarc=pass header.from=x.example",
-	    sizeof(ar.dmarc_text));
+	str_copy(ar.extra[0].text, "dmarc=pass header.from=x.example",
+	    sizeof(ar.extra[0].text));
 	CHECK(authres_format(&b, "mx.example.test", &ar, room) == 0 &&
 	    b.len == room);
 	CHECK(strstr(b.data, "\tdmarc=pass header.from=x.example ") != NULL);
@@ -492,7 +493,7 @@ test_ar_room(void)
 	CHECK(b.len > 51 && strcmp(b.data + b.len - 51,
 	    "\r\nX-Tern-DMARC: quarantine; header.from=x.example\r\n") == 0);
 	/* the longest entry and mark still fit */
-	memset(ar.dmarc_text, 'd', sizeof(ar.dmarc_text) - 1);
+	memset(ar.extra[0].text, 'd', 400);
 	memset(ar.mark, 'm', sizeof(ar.mark) - 1);
 	buf_reset(&b);
 	CHECK(authres_format(&b, "mx.example.test", &ar, room) == 0 &&
