@@ -20,6 +20,8 @@ authres_empty(const struct authres *r)
 	for (i = 0; i < AUTHRES_EXTRA; i++)
 		if (r->extra[i].room > 0)
 			return 0;
+	if (r->markroom > 0)
+		return 0;
 	return r->spf[0] == '\0' && !r->dkim;
 }
 
@@ -138,6 +140,8 @@ authres_room(const struct authres *r, const char *id)
 	authres_build(&b, id, r, 0, 1);
 	n = b.len;
 	buf_free(&b);
+	if (r->markroom > 0)		/* the mark field and its CRLF */
+		n += r->markroom + 2;
 	return n;
 }
 
@@ -146,20 +150,30 @@ authres_format(struct buf *b, const char *id, const struct authres *r,
     size_t room)
 {
 	struct buf t;
+	size_t ml = r->markroom ? strnlen(r->mark, sizeof(r->mark)) : 0;
+	size_t fieldroom;
 	int rv = 0;
 
 	if (authres_empty(r))
 		return room == 0 ? 0 : -1;
+	if (ml > r->markroom)
+		ml = r->markroom;
+	/* our field takes what the mark (and its CRLF) leaves */
+	fieldroom = room == 0 ? 0 : room - (ml ? ml + 2 : 0);
 	buf_init(&t);
 	authres_build(&t, id, r, room != 0, 0);
-	if (room != 0 && t.len > room)
+	if (room != 0 && (room < (ml ? ml + 2 : 0) || t.len > fieldroom))
 		rv = -1;
 	else {
 		/* What is left (an entry left out), as blanks at the end. */
 		buf_append(b, t.data, t.len - 2);
-		while (room != 0 && t.len++ < room)
+		while (room != 0 && t.len++ < fieldroom)
 			buf_putc(b, ' ');
 		buf_append(b, "\r\n", 2);
+		if (ml) {
+			buf_append(b, r->mark, ml);
+			buf_append(b, "\r\n", 2);
+		}
 	}
 	buf_free(&t);
 	return rv;

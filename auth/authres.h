@@ -39,6 +39,7 @@ struct authres_dkim {
  * header.from=example.org") at the end; it is padded to room.
  */
 #define AUTHRES_EXTRA		2
+#define AUTHRES_MARK_MAX	300	/* the field after ours, no CRLF */
 #define AUTHRES_ENTRY_MAX	512
 
 struct authres_entry {
@@ -52,6 +53,14 @@ struct authres {
 	size_t			 ndkim;		/* signatures (0: dkim=none) */
 	struct authres_dkim	 dk[DKIM_VERIFY_MAX];
 	struct authres_entry	 extra[AUTHRES_EXTRA];	/* after dkim= */
+	/*
+	 * A field written right after ours (DMARC quarantine's mark,
+	 * "X-Tern-DMARC: ...", no CRLF) or "".  Its room (markroom, 0:
+	 * none) is set where the header ends; what it leaves unused goes
+	 * to the end of our field as blanks.
+	 */
+	size_t			 markroom;
+	char			 mark[AUTHRES_MARK_MAX];
 };
 
 /* Nothing to say: no field at all. */

@@ -156,6 +156,10 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_SPF] = { "spf", KNOB_STRING, NULL, 0, 0, 1,
 	    "yes: check SPF (RFC 7208) for MAIL FROM or HELO; unset: yes on "
 	    "mx listeners, no elsewhere" },
+	[K_DMARC] = { "dmarc", KNOB_STRING, NULL, 0, 0, 1,
+	    "enforce: apply the From: domain's DMARC policy (RFC 7489) at the "
+	    "end of data; monitor: evaluate, record and mark only; off; "
+	    "unset: enforce on mx listeners, off elsewhere" },
 	[K_SPF_TIMEOUT] = { "spf-timeout", KNOB_DURATION, "20s", 1000,
 	    300000, 0, "longest wait for an SPF verdict; then temperror" },
 	[K_AUTH_REQUIRED] = { "auth-required", KNOB_STRING, NULL, 0, 0, 1,
@@ -577,6 +581,10 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	if (id == K_SPF && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "spf: expected yes or no, got \"%s\"",
 		    word);
+	if (id == K_DMARC && strcmp(word, "enforce") &&
+	    strcmp(word, "monitor") && strcmp(word, "off"))
+		return conf_error(p, "dmarc: expected enforce, monitor or off, "
+		    "got \"%s\"", word);
 	if (id == K_DKIM_VERIFY && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "dkim-verify: expected yes or no, got "
 		    "\"%s\"", word);
@@ -1737,6 +1745,22 @@ conf_spf_enabled(const struct conf *c, const struct listener *l)
 }
 
 int
+conf_dmarc_mode(const struct conf *c, const struct listener *l)
+{
+	const char *v = NULL;
+
+	if (l && l->knobs[K_DMARC].set)
+		v = l->knobs[K_DMARC].s;
+	else if (c->v[K_DMARC].s)
+		v = c->v[K_DMARC].s;
+	if (v == NULL)
+		return l && l->role == ROLE_MX ? DMARC_MODE_ENFORCE :
+		    DMARC_MODE_OFF;
+	return strcmp(v, "enforce") == 0 ? DMARC_MODE_ENFORCE :
+	    strcmp(v, "monitor") == 0 ? DMARC_MODE_MONITOR : DMARC_MODE_OFF;
+}
+
+int
 conf_dkim_verify_enabled(const struct conf *c, const struct listener *l)
 {
 	const char *v = NULL;
@@ -2052,6 +2076,13 @@ conf_print_listener(struct buf *b, const struct conf *c,
 			buf_printf(b, " %s %s", knob_defs[i].name, (i == K_SPF ?
 			    conf_spf_enabled(c, l) : conf_dkim_verify_enabled(c,
 			    l)) ? "yes" : "no");
+			continue;
+		}
+		if (i == K_DMARC) {
+			static const char *m[] = { "off", "monitor",
+			    "enforce" };
+
+			buf_printf(b, " dmarc %s", m[conf_dmarc_mode(c, l)]);
 			continue;
 		}
 		buf_printf(b, " %s ", knob_defs[i].name);

@@ -99,6 +99,8 @@ enum knob_id {
 	K_FALLBACK_AFTER,	/* duration (ms): deferred this long: fallback */
 	K_DKIM_KEY_DIR,		/* path: where ternctl dkim keygen writes */
 	K_DKIM_SIGN_TRUSTED,	/* string yes|no: sign trusted-network mail */
+	K_DMARC,		/* string enforce|monitor|off, per listener;
+				 * unset: enforce on mx */
 	K_DKIM_VERIFY,		/* string yes|no, per listener; unset: mx yes */
 	K_AUTHSERV_ID,		/* string: Authentication-Results id; hostname */
 	K__COUNT
@@ -254,6 +256,11 @@ long long	 conf_num(const struct conf *, const struct listener *,
 int		 conf_is_local_domain(const struct conf *, const char *);
 /* Does this listener check SPF (knob spf; unset: on MX listeners)? */
 int		 conf_spf_enabled(const struct conf *, const struct listener *);
+/* DMARC on this listener (knob dmarc; unset: enforce on MX listeners). */
+#define DMARC_MODE_OFF		0
+#define DMARC_MODE_MONITOR	1
+#define DMARC_MODE_ENFORCE	2
+int		 conf_dmarc_mode(const struct conf *, const struct listener *);
 /* ...verify DKIM signatures (knob dkim-verify; unset: on MX listeners)? */
 int		 conf_dkim_verify_enabled(const struct conf *,
 		    const struct listener *);

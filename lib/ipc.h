@@ -45,6 +45,7 @@ enum ipc_type {
 	IMSG_V_THROTTLE,	/* queue -> vault: list (or clear) the AUTH
 				   throttle's entries */
 	IMSG_V_DKIM_SIGN,	/* smtp -> vault: sign DKIM digests */
+	IMSG_Q_DMARC,		/* smtp -> queue: a DMARC evaluation to keep */
 	IMSG__MAX
 };
 
@@ -82,6 +83,9 @@ enum ipc_tag {
 	T_SELECTOR,	/* a DKIM selector */
 	T_PEM,		/* parent -> vault: a DKIM private key (PEM) */
 	T_DIGEST,	/* smtp -> vault (V_DKIM_SIGN): a digest to sign */
+	T_QUARANTINE,	/* smtp -> queue (Q_COMMIT), queue -> parent (P_DELIVER),
+			 * parent -> local worker: DMARC quarantine, into the
+			 * Maildir's .Junk folder where there is one */
 	T_KNOWN,	/* parent -> vault: the auth-known-clients window
 			 * (seconds); in a T_THROTTLE account entry: the
 			 * clients known to it */

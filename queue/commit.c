@@ -307,6 +307,9 @@ commit_fill_env(struct envelope *e, struct rec_reader *rd)
 		case T_URGENT:
 			e->flags |= ENV_URGENT;
 			break;
+		case T_QUARANTINE:
+			e->flags |= ENV_QUARANTINE;
+			break;
 		}
 		if (dst) {
 			free(*dst);

@@ -60,6 +60,7 @@ struct envelope {
 #define ENV_DOUBLE	0x08	/* a notice to the postmaster: never bounced */
 #define ENV_SUSPENDED	0x10	/* held because its account is suspended */
 #define ENV_URGENT	0x20	/* first in each destination's queue */
+#define ENV_QUARANTINE	0x40	/* DMARC quarantine: Maildir .Junk */
 
 void	envelope_encode(const struct envelope *, struct buf *);
 /* 0 ok; -1 with *why ("truncated", "bad checksum", ...). */

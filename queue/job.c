@@ -276,6 +276,8 @@ job_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 	rec_put_str(&b, T_RCPT, t->rcpt);
 	rec_put_str(&b, T_ORCPT, r->addr);
 	rec_put_str(&b, T_ID, m->env.id);
+	if (m->env.flags & ENV_QUARANTINE)
+		rec_put_u64(&b, T_QUARANTINE, 1);
 	ipc_send(queue_parent(), IMSG_P_DELIVER, b.data, b.len, fd);
 	buf_free(&b);
 	return 0;

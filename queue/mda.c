@@ -219,6 +219,17 @@ mda_tmp_clean(const char *md, const char *shown, const char *qid)
  * a local worker).  On success *newdir is new/, open for that fsync.
  */
 int
+mda_junk(const char *md, char *out, size_t cap)
+{
+	struct stat st;
+
+	if ((size_t)snprintf(out, cap, "%s/.Junk", md) >= cap ||
+	    lstat(out, &st) == -1 || !S_ISDIR(st.st_mode))
+		return 0;
+	return 1;
+}
+
+int
 mda_maildir_put(int msgfd, const char *md, const char *shown,
     const char *sender, const char *rcpt, const char *qid, int *newdir,
     char *err, size_t errlen)

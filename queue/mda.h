@@ -59,6 +59,11 @@ void	mda_clean(char *dst, size_t dstlen, const char *src, size_t n);
 int	mda_maildir(int msgfd, const char *path, const char *shown,
 	    const char *sender, const char *rcpt, const char *qid, char *err,
 	    size_t errlen);
+/*
+ * DMARC quarantine: md's Maildir++ Junk folder (md/.Junk) into out when it
+ * is a directory (not a link), 1; else 0 (deliver to md itself).
+ */
+int	mda_junk(const char *md, char *out, size_t cap);
 /* mda_maildir without the fsync of new/: *newdir is new/, the caller's. */
 int	mda_maildir_put(int msgfd, const char *path, const char *shown,
 	    const char *sender, const char *rcpt, const char *qid, int *newdir,

@@ -36,6 +36,7 @@
 #include "queue/limits.h"
 #include "queue/notice.h"
 #include "queue/dest.h"
+#include "queue/dmarcstore.h"
 #include "queue/qint.h"
 #include "queue/resolve.h"
 #include "queue/sched.h"
@@ -111,6 +112,9 @@ queue_peer_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 		break;
 	case IMSG_Q_ABORT:
 		commit_abort(c, rd);
+		break;
+	case IMSG_Q_DMARC:
+		dmarcstore_append(rd);
 		break;
 	case IMSG_M_RESULT:
 		job_remote_result(c, rd);
@@ -374,6 +378,7 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	event_base_priority_init(q.base, 2);
 	q.aliases = aliases_open(conf_str(conf, K_ALIASES));
 	spool_open(q.base, conf_str(conf, K_SPOOL));
+	dmarcstore_open(conf_str(conf, K_SPOOL));
 	sched_init(q.base);
 	dest_init(q.base);
 	dest_load_signals(conf_str(conf, K_THROTTLE_REPLIES));

@@ -19,7 +19,7 @@ cracklib-runtime libidn2-dev"
 
 # Tests: the Python harness and the real peers it talks to.  swaks needs
 # Net::SSLeay (only a Recommends) for --tls and --tlsc.
-TEST_PKGS="python3 python3-pytest python3-aiosmtpd python3-dnslib python3-dkim
+TEST_PKGS="python3 python3-pytest python3-aiosmtpd python3-dnslib python3-dkim python3-authres
 python3-spf swaks libnet-ssleay-perl opendkim-tools openssl procps iproute2
 gdb"
 

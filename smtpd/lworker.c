@@ -198,6 +198,7 @@ struct lw_item {
 	uint64_t	 token;
 	int		 msgfd, dirfd, newdir;
 	char		*md, *shown, *sender, *rcpt, *qid;
+	int		 junk;
 	int		 code;
 	char		 text[LW_TEXT_MAX];
 };
@@ -255,6 +256,7 @@ lw_take(int fd, int flags, struct lw_item *it)
 		case T_SENDER: dst = &it->sender; break;
 		case T_RCPT: dst = &it->rcpt; break;
 		case T_ID: dst = &it->qid; break;
+		case T_QUARANTINE: it->junk = 1; break;
 		}
 		if (dst && (*dst != NULL || (*dst = rec_str(&r, 4096)) == NULL))
 			return -1;
@@ -274,6 +276,17 @@ lw_put(struct lw_item *it)
 		md = it->shown;		/* the full path, own rights */
 	else if (it->dirfd < 0 && chdir("/") == -1)
 		md = it->shown;
+	if (it->junk) {		/* DMARC quarantine, where .Junk exists */
+		char jmd[4200], jshown[4200];
+
+		if (mda_junk(md, jmd, sizeof(jmd)) == 1) {
+			snprintf(jshown, sizeof(jshown), "%s/.Junk", it->shown);
+			it->code = mda_maildir_put(it->msgfd, jmd, jshown,
+			    it->sender, it->rcpt, it->qid, &it->newdir,
+			    it->text, sizeof(it->text));
+			return;
+		}
+	}
 	it->code = mda_maildir_put(it->msgfd, md, it->shown, it->sender,
 	    it->rcpt, it->qid, &it->newdir, it->text, sizeof(it->text));
 }
@@ -579,6 +592,8 @@ lworker_deliver(const struct lw_account *a, const struct lw_req *q,
 	rec_put_str(&b, T_SENDER, q->sender);
 	rec_put_str(&b, T_RCPT, q->rcpt);
 	rec_put_str(&b, T_ID, q->qid);
+	if (q->junk)
+		rec_put_u64(&b, T_QUARANTINE, 1);
 	rc = b.len <= LW_MSG_MAX ?
 	    lw_send(w->fd, &b, fds, q->dirfd >= 0 ? 2 : 1, MSG_DONTWAIT) : -1;
 	buf_free(&b);

@@ -29,6 +29,7 @@ struct lw_req {
 	int		 msgfd;
 	int		 dirfd;
 	const char	*md, *shown, *sender, *rcpt, *qid;
+	int		 junk;	/* DMARC quarantine: .Junk if it is there */
 };
 
 /*

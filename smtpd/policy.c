@@ -35,6 +35,9 @@
 #include "smtpd/policy.h"
 
 #define POLICY_THREADS	4	/* started with */
+/* The longest dmarc= entry: "dmarc=temperror (" a reason of at most 48
+   ", pct sampled out) header.from=" a domain " policy.dmarc=quarantine" */
+#define POLICY_DMARC_AR_ROOM	400
 #define POLICY_MAX_THREADS 32	/* grown to while checks wait */
 
 struct policy_job {
@@ -51,6 +54,10 @@ struct policy_job {
 	uint64_t		 deadline_ms;	/* its lookups end then */
 	struct dkim_check	*dk;		/* DATA: the signatures */
 	size_t			 ndk;
+	int			 dmarc;		/* DMARC policy discovery */
+	int			 ndomains;
+	char			 (*domains)[256];
+	struct dmarc_policy_found *found;
 };
 
 static struct {
@@ -190,6 +197,32 @@ policy_dkim_run(struct policy_job *j)
 			(void)policy_key_check(&j->dk[i], j->deadline_ms, 1);
 }
 
+/* DMARC's TXT lookups, bounded by the job's deadline (worker thread). */
+static int
+policy_txt(void *arg, const char *name, struct dmarc_txt *out)
+{
+	const struct policy_job *j = arg;
+	struct buf b;
+	size_t n;
+	uint32_t ttl;
+	int r;
+
+	buf_init(&b);
+	r = spfdns_txt(pol.dns, name, j->deadline_ms, &b, &n, &ttl);
+	if (r == 0)
+		dmarc_txt_take(out, b.data, n);
+	buf_free(&b);
+	return r == 0 ? DMARC_DNS_OK : r == 1 ? DMARC_DNS_NONE : DMARC_DNS_TEMP;
+}
+
+/* DMARC policy discovery for each From: domain (worker thread). */
+static void
+policy_discover(struct policy_job *j)
+{
+	for (int i = 0; i < j->ndomains; i++)
+		dmarc_discover(policy_txt, j, j->domains[i], &j->found[i]);
+}
+
 static void *
 policy_worker(void *arg)
 {
@@ -211,6 +244,13 @@ policy_worker(void *arg)
 			pol.tail = &pol.head;
 		j->taken = 1;
 		pthread_mutex_unlock(&pol.lock);
+		if (j->dmarc) {
+			policy_discover(j);
+			if (write(pol.pipe[1], &j, sizeof(j)) != sizeof(j))
+				log_warnx("event=dmarc result=error "
+				    "reason=\"lost a verdict\"");
+			continue;
+		}
 		if (j->kind == POLICY_STEP_DATA) {
 			policy_dkim_run(j);
 			if (write(pol.pipe[1], &j, sizeof(j)) != sizeof(j))
@@ -239,6 +279,8 @@ policy_job_free(struct policy_job *j)
 		event_free(j->timer);
 	free(j->helo);
 	free(j->sender);
+	free(j->domains);
+	free(j->found);
 	free(j->dk);
 	free(j);
 }
@@ -311,6 +353,32 @@ policy_deliver(struct policy_job *j, const struct spf_verdict *v)
 	pol.cb(j->sid);
 }
 
+/* The end-of-data step's verdicts are all in (DKIM keys, DMARC policy):
+ * the waiting session is called back. */
+static void
+policy_eod_ready(struct policy_txn *t)
+{
+	struct policy_eod *e = &t->eod;
+
+	if (!e->wait || e->dkim_wait || (t->from && !t->dmarc_done))
+		return;
+	e->wait = 0;
+	e->done = 1;
+	t->step = POLICY_STEP_DATA;
+	pol.cb(t->sid);
+}
+
+/* DMARC discovery is back (found: the worker's, or ours on a timeout). */
+static void
+policy_dmarc_back(struct policy_txn *t, struct dmarc_policy_found *found)
+{
+	t->dpending = NULL;
+	free(t->found);
+	t->found = found;
+	t->dmarc_done = 1;
+	policy_eod_ready(t);
+}
+
 static void
 policy_dkim_log(uint64_t sid, const struct authres_dkim *d)
 {
@@ -344,8 +412,8 @@ policy_dkim_deliver(struct policy_job *j, const struct dkim_check *dk)
 		}
 		policy_dkim_log(j->sid, d);
 	}
-	t->eod.done = 1;
-	pol.cb(j->sid);
+	t->eod.dkim_wait = 0;
+	policy_eod_ready(t);
 }
 
 static void
@@ -359,7 +427,10 @@ policy_readcb(evutil_socket_t fd, short ev, void *arg)
 			continue;
 		}
 		evtimer_del(j->timer);
-		if (j->kind == POLICY_STEP_DATA)
+		if (j->dmarc) {
+			policy_dmarc_back(j->txn, j->found);
+			j->found = NULL;
+		} else if (j->kind == POLICY_STEP_DATA)
 			policy_dkim_deliver(j, j->dk);
 		else
 			policy_deliver(j, &j->v);
@@ -374,6 +445,23 @@ policy_timeout(evutil_socket_t fd, short ev, void *arg)
 	struct spf_verdict v;
 	const char *at;
 
+	if (j->dmarc) {
+		/* The worker may still be writing j->found: ours instead. */
+		struct dmarc_policy_found *f = xcalloc((size_t)j->ndomains,
+		    sizeof(*f));
+
+		for (int i = 0; i < j->ndomains; i++) {
+			f[i].found = DMARC_FOUND_TEMP;
+			f[i].why = j->queued ? "policy lookup timed out" :
+			    "no resolver";
+			str_copy(f[i].domain, j->domains[i],
+			    sizeof(f[i].domain));
+		}
+		policy_dmarc_back(j->txn, f);
+		if (policy_forget(j))
+			policy_job_free(j);
+		return;
+	}
 	if (j->kind == POLICY_STEP_DATA) {
 		policy_dkim_deliver(j, NULL);
 		if (policy_forget(j))
@@ -401,7 +489,9 @@ policy_fds(const struct conf *conf)
 
 	for (size_t i = 0; i < conf->nlisteners; i++)
 		on |= conf_spf_enabled(conf, &conf->listeners[i]) ||
-		    conf_dkim_verify_enabled(conf, &conf->listeners[i]);
+		    conf_dkim_verify_enabled(conf, &conf->listeners[i]) ||
+		    conf_dmarc_mode(conf, &conf->listeners[i]) !=
+		    DMARC_MODE_OFF;
 	/* Our pipe, libunbound's pipes and resolver thread (its UDP and TCP
 	 * query sockets, see spfdns_new), a socket per worker. */
 	return on ? 2 + 8 + SPFDNS_SOCKETS + 2 * POLICY_MAX_THREADS : 0;
@@ -434,6 +524,10 @@ policy_init(struct event_base *base, const struct conf *conf, policy_cb cb)
 	pol.tail = &pol.head;
 	if (policy_fds(conf) == 0)
 		return 0;
+	/* The public suffix list is read now, before the filter. */
+	if (dmarc_init(NULL) == -1)
+		log_warnx("event=start result=warn reason=\"no public suffix "
+		    "list: DMARC's relaxed alignment is exact\"");
 	pol.timeout_ms = (uint64_t)conf_num(conf, NULL, K_SPF_TIMEOUT);
 	pol.dns = spfdns_new(conf->resolvers, conf->resolverlen,
 	    conf->nresolvers, (int)pol.timeout_ms, err, sizeof(err));
@@ -462,7 +556,10 @@ policy_queue(struct policy_job *j)
 	struct timeval tv;
 	int grow;
 
-	j->txn->pending = j;
+	if (j->dmarc)
+		j->txn->dpending = j;
+	else
+		j->txn->pending = j;
 	if (pol.dns == NULL) {		/* no resolver: temperror at once */
 		j->timer = evtimer_new(pol.base, policy_timeout, j);
 		tv.tv_sec = 0;
@@ -500,6 +597,10 @@ policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
 
 	policy_txn_reset(t);
 	t->l = l;
+	t->sid = sid;
+	str_copy(t->ip, ip, sizeof(t->ip));
+	str_copy(t->mfdom, strrchr(sender, '@') ? strrchr(sender, '@') + 1 :
+	    "", sizeof(t->mfdom));
 	t->checks = !exempt && !conf_is_trusted(pol.conf,
 	    (const struct sockaddr *)ss);
 	if (!t->checks || !conf_spf_enabled(pol.conf, l))
@@ -556,6 +657,11 @@ policy_data(struct policy_txn *t)
 		e->ar.dkim = 1;
 	else
 		dkimv_headers_only(e->dkimv);
+	t->dmarc_mode = conf_dmarc_mode(pol.conf, t->l);
+	if (t->dmarc_mode != DMARC_MODE_OFF) {
+		t->from = xmalloc(sizeof(*t->from));
+		dmarc_from_init(t->from);
+	}
 }
 
 static void
@@ -607,6 +713,8 @@ policy_hline(struct policy_txn *t, const char *line, size_t len,
 
 	if (e->dkimv)
 		dkimv_hline(e->dkimv, line, len);
+	if (t->from)
+		dmarc_from_line(t->from, line, len);
 	if (len > 0 && (line[0] == ' ' || line[0] == '\t')) {
 		if (e->dropping)
 			return;
@@ -628,6 +736,117 @@ policy_hline(struct policy_txn *t, const char *line, size_t len,
 	policy_put(out, line, len);
 }
 
+/* The header has ended: DMARC discovery for each From: domain. */
+static void
+policy_dmarc_start(struct policy_txn *t)
+{
+	struct policy_job *j;
+
+	if (t->from->status != DMARC_FROM_OK || t->from->ndomains == 0) {
+		t->dmarc_done = 1;	/* nothing to look up */
+		return;
+	}
+	j = xcalloc(1, sizeof(*j));
+	j->dmarc = 1;
+	j->kind = POLICY_STEP_DATA;
+	j->sid = t->sid;
+	j->txn = t;
+	j->ndomains = t->from->ndomains;
+	j->domains = xcalloc((size_t)j->ndomains, sizeof(*j->domains));
+	j->found = xcalloc((size_t)j->ndomains, sizeof(*j->found));
+	for (int i = 0; i < j->ndomains; i++)
+		str_copy(j->domains[i], t->from->domain[i],
+		    sizeof(j->domains[i]));
+	policy_queue(j);
+}
+
+/* The end of data, DKIM done: wait for DMARC discovery if it is out. */
+static int
+policy_eod_wait(struct policy_txn *t)
+{
+	if (t->from && !t->dmarc_done) {
+		t->eod.wait = 1;
+		return 1;
+	}
+	t->eod.done = 1;
+	return 0;
+}
+
+/*
+ * The DMARC verdict (RFC 7489 6.6.2): SPF's result from MAIL, the DKIM
+ * signatures verified here, the policies discovered.  The dmarc= entry
+ * and a quarantine's mark go into the field; reject and temperror are
+ * the step's refusal, unless the mode is monitor; the evaluation is
+ * encoded for the store.
+ */
+static void
+policy_dmarc_verdict(struct policy_txn *t)
+{
+	struct policy_eod *e = &t->eod;
+	struct dmarc_verdict *v = &t->dmarc;
+	struct dmarc_auth au;
+	struct buf b;
+	const char *override = "", *act;
+	int disp;
+
+	memset(&au, 0, sizeof(au));
+	au.spf = t->spf_done ? t->spf.result : SPF_NONE;
+	/* DMARC takes SPF's MAIL FROM result (RFC 7489 4.1); for <> that
+	   is the HELO identity (RFC 7208 2.4) */
+	str_copy(au.spf_domain, t->spf_done ? t->spf.domain : "",
+	    sizeof(au.spf_domain));
+	for (size_t i = 0; i < e->ar.ndkim && i < DMARC_DKIM_MAX; i++) {
+		str_copy(au.dkim[au.ndkim].d, e->ar.dk[i].d,
+		    sizeof(au.dkim[0].d));
+		au.dkim[au.ndkim++].pass = e->ar.dk[i].result == DKIM_PASS;
+	}
+	dmarc_evaluate(t->from, t->found, &au, arc4random_uniform(100), v);
+	disp = v->result == DMARC_RES_FAIL ||
+	    v->result == DMARC_RES_PERMERROR ? v->disposition : DMARC_POL_NONE;
+	if (v->sampled_out)
+		override = "sampled_out";
+	if (t->dmarc_mode == DMARC_MODE_MONITOR &&
+	    (disp != DMARC_POL_NONE || v->result == DMARC_RES_TEMPERROR)) {
+		disp = DMARC_POL_NONE;
+		override = "local_policy";
+	} else if (v->result == DMARC_RES_TEMPERROR) {
+		e->refuse = 1;
+		snprintf(e->reply, sizeof(e->reply), "451 4.7.5 DMARC policy "
+		    "of %.80s not found for now (%s), try again later",
+		    v->from_domain, v->reason ? v->reason : "temperror");
+	} else if (disp == DMARC_POL_REJECT) {
+		e->refuse = 1;
+		if (v->result == DMARC_RES_PERMERROR)
+			snprintf(e->reply, sizeof(e->reply), "550 5.7.1 "
+			    "message refused: %s (RFC 5322 3.6)", v->reason);
+		else
+			snprintf(e->reply, sizeof(e->reply), "550 5.7.1 "
+			    "DMARC: %.100s refuses mail it has not "
+			    "authenticated (%s)", v->from_domain, v->reason);
+	}
+	t->quarantine = !e->refuse && disp == DMARC_POL_QUARANTINE;
+	buf_init(&b);
+	dmarc_ar_part(&b, v);
+	str_copy(e->ar.extra[0].text, b.data, sizeof(e->ar.extra[0].text));
+	buf_free(&b);
+	if (t->quarantine)
+		snprintf(e->ar.mark, sizeof(e->ar.mark), "X-Tern-DMARC: "
+		    "quarantine; header.from=%.253s", v->from_domain);
+	dmarc_store_encode(&t->dmarc_rec, (uint64_t)time(NULL), t->ip,
+	    t->mfdom, &au, v, e->refuse && disp == DMARC_POL_REJECT ?
+	    DMARC_POL_REJECT : e->refuse ? DMARC_POL_NONE : disp, override);
+	act = e->refuse ? (e->reply[0] == '4' ? "tempfail" : "reject") :
+	    t->quarantine ? "quarantine" : "accept";
+	log_info("s=%016llx event=dmarc result=%s from_domain=<%s> "
+	    "policy=%s disposition=%s action=%s%s%s spf=%s spf_aligned=%d "
+	    "dkim_aligned=%d client=[%s] reason=\"%s\"",
+	    (unsigned long long)t->sid, dmarc_result_name(v->result),
+	    log_a(v->from_domain), v->has_rec ? dmarc_policy_name(v->policy) :
+	    "none", dmarc_policy_name(disp), act, *override ? " override=" :
+	    "", override, spf_result_name(au.spf), v->spf_aligned,
+	    v->dkim_aligned, t->ip, log_q(v->reason ? v->reason : ""));
+}
+
 size_t
 policy_hend(struct policy_txn *t, struct buf *out, int top, int64_t off)
 {
@@ -637,6 +856,13 @@ policy_hend(struct policy_txn *t, struct buf *out, int top, int64_t off)
 	size_t i, n;
 
 	policy_held_end(t, out);
+	if (t->from) {
+		dmarc_from_end(t->from);
+		policy_dmarc_start(t);
+		/* room for the dmarc= entry and a quarantine's mark */
+		e->ar.extra[0].room = POLICY_DMARC_AR_ROOM;
+		e->ar.markroom = AUTHRES_MARK_MAX - 1;
+	}
 	if (e->dkimv)
 		dkimv_hend(e->dkimv);
 	if (e->dkimv && e->ar.dkim) {
@@ -688,10 +914,12 @@ policy_data_end(struct policy_txn *t, uint64_t sid)
 
 	t->step = POLICY_STEP_DATA;
 	e->sid = sid;
-	if (e->dkimv == NULL || !e->ar.dkim) {
-		e->done = 1;
-		return 0;
+	if (t->from && !t->from->done) {	/* a message that is all header */
+		dmarc_from_end(t->from);
+		policy_dmarc_start(t);
 	}
+	if (e->dkimv == NULL || !e->ar.dkim)
+		return policy_eod_wait(t);
 	dk = xcalloc(DKIM_VERIFY_MAX, sizeof(*dk));
 	n = dkimv_end(e->dkimv, dk, DKIM_VERIFY_MAX);
 	for (i = 0; i < n && i < e->ar.ndkim; i++) {
@@ -709,8 +937,7 @@ policy_data_end(struct policy_txn *t, uint64_t sid)
 	}
 	if (wait == 0) {
 		free(dk);
-		e->done = 1;
-		return 0;
+		return policy_eod_wait(t);
 	}
 	j = xcalloc(1, sizeof(*j));
 	j->kind = POLICY_STEP_DATA;
@@ -718,6 +945,8 @@ policy_data_end(struct policy_txn *t, uint64_t sid)
 	j->txn = t;
 	j->dk = dk;
 	j->ndk = n;
+	e->dkim_wait = 1;
+	e->wait = 1;
 	policy_queue(j);
 	return 1;
 }
@@ -733,6 +962,8 @@ policy_data_done(struct policy_txn *t, int fd)
 		log_info("s=%016llx event=authres result=removed count=%zu "
 		    "authserv_id=<%s>", (unsigned long long)e->sid, e->removed,
 		    log_a(policy_authserv_id()));
+	if (t->from)
+		policy_dmarc_verdict(t);
 	if (e->on && e->room > 0) {
 		buf_init(&b);
 		if (authres_format(&b, policy_authserv_id(), &e->ar,
@@ -788,6 +1019,20 @@ policy_txn_reset(struct policy_txn *t)
 	t->step = POLICY_STEP_MAIL;
 	t->checks = 0;
 	policy_eod_reset(&t->eod);
+	if ((j = t->dpending) != NULL) {
+		t->dpending = NULL;
+		evtimer_del(j->timer);
+		if (policy_forget(j))
+			policy_job_free(j);
+	}
+	free(t->from);
+	t->from = NULL;
+	free(t->found);
+	t->found = NULL;
+	t->dmarc_done = t->quarantine = 0;
+	t->dmarc_mode = DMARC_MODE_OFF;
+	memset(&t->dmarc, 0, sizeof(t->dmarc));
+	buf_reset(&t->dmarc_rec);
 }
 
 void
@@ -796,4 +1041,5 @@ policy_txn_free(struct policy_txn *t)
 	policy_txn_reset(t);
 	buf_free(&t->headers);
 	buf_free(&t->eod.held);
+	buf_free(&t->dmarc_rec);
 }

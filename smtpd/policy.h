@@ -4,7 +4,7 @@
  * holds its input, and is called back on the loop.  Each transaction keeps
  * its verdicts and the header fields to prepend to the message (struct
  * policy_txn).  Today: SPF at MAIL, applied at RCPT; at the end of data
- * DKIM (and, next, DMARC), whose verdicts go into one
+ * DKIM and DMARC, whose verdicts go into one
  * Authentication-Results field.
  *
  * The end-of-data step, as the session drives it:
@@ -18,6 +18,11 @@
  *                    the callback (with t->step == POLICY_STEP_DATA)
  *   policy_data_done the verdicts are in: the field is written into its
  *                    room, and the step's action (accept, or a reply)
+ * DMARC (RFC 7489) rides on the same step: the From: field is read as
+ * the header streams (policy_hline), policy discovery starts in the
+ * workers where the header ends (policy_hend), policy_data_end waits for
+ * it too, and policy_data_done makes the verdict, puts dmarc= into the
+ * field (and a quarantine's mark after it) and sets the action.
  * Its state (struct policy_eod) holds what DMARC reads: the SPF verdict
  * and its domain (t->spf: identity "mailfrom"/"helo", domain), each DKIM
  * signature's d=, s= and result (eod.ar.dk), the From: fields
@@ -34,6 +39,7 @@
 #include <sys/socket.h>
 
 #include "auth/authres.h"
+#include "auth/dmarc.h"
 #include "auth/spf.h"
 #include "lib/util.h"
 
@@ -58,6 +64,8 @@ struct policy_eod {
 	int			 refuse;	/* the action: 0 accept, else
 						   reply holds the SMTP reply */
 	char			 reply[256];
+	int			 dkim_wait;	/* the DKIM keys' job is out */
+	int			 wait;		/* the session waits for the step */
 	/* The header pass: fields claiming our authserv-id, removed. */
 	struct buf		 held;		/* such a field, still undecided */
 	int			 dropping;	/* ...decided ours: dropped */
@@ -73,7 +81,19 @@ struct policy_txn {
 	struct buf		 headers;	/* prepended, CRLF-terminated */
 	int			 checks;	/* MAIL: profile on, not exempt */
 	const struct listener	*l;
+	uint64_t		 sid;		/* the session (policy_mail) */
+	char			 ip[64];	/* ...its client */
+	char			 mfdom[256];	/* ...MAIL FROM's domain */
 	struct policy_eod	 eod;
+	/* DMARC (RFC 7489) of this message */
+	int			 dmarc_mode;	/* DMARC_MODE_* (conf/conf.h) */
+	struct dmarc_from	*from;		/* NULL: no DMARC for it */
+	struct policy_job	*dpending;	/* discovery under way */
+	int			 dmarc_done;	/* discovery is back */
+	struct dmarc_policy_found *found;	/* per From: domain */
+	struct dmarc_verdict	 dmarc;
+	int			 quarantine;	/* accepted, for the Junk folder */
+	struct buf		 dmarc_rec;	/* the evaluation, for Q_DMARC */
 };
 
 /* The answer to one step: the session id it was asked for. */

@@ -1459,6 +1459,9 @@ data_refuse(struct session *s)
 		session_reply(s, "553 5.7.1 From: <%s> is not an address of "
 		    "user %s", s->badfrom, s->authuser ? s->authuser : "?");
 	} else if (s->derr == DE_POLICY) {
+		session_log(s, "event=data result=%s reason=\"%s\"",
+		    s->pol.eod.reply[0] == '4' ? "tempfail" : "reject",
+		    log_q(s->pol.eod.reply));
 		session_reply(s, "%s", s->pol.eod.reply);
 	} else if (s->derr == DE_SIZE) {
 		session_reply(s, "552 5.3.4 message size exceeds fixed "
@@ -1479,7 +1482,8 @@ data_refuse(struct session *s)
 		session_reply(s, "554 5.6.0 message refused: NUL byte "
 		    "in DATA");
 	}
-	if (s->derr != DE_WRITE && s->derr != DE_QUEUE && s->derr != DE_DKIM)
+	if (s->derr != DE_WRITE && s->derr != DE_QUEUE && s->derr != DE_DKIM &&
+	    s->derr != DE_POLICY)
 		session_log(s, "event=data result=reject code=5xx "
 		    "reason=%s", data_err_name[s->derr]);
 	if (s->qid[0] && smtp.queue)
@@ -1538,6 +1542,8 @@ data_send_commit(struct session *s)
 		if (s->urgent)
 			rec_put_u64(&b, T_URGENT, 1);
 	}
+	if (s->pol.quarantine)
+		rec_put_u64(&b, T_QUARANTINE, 1);
 	if (r == 0)
 		r = ipc_send(smtp.queue, IMSG_Q_COMMIT, b.data, b.len, -1);
 	buf_free(&b);
@@ -1597,6 +1603,11 @@ data_commit_checked(struct session *s)
 		s->werrno = r == -1 ? errno : 0;
 		s->derr = r == -1 ? DE_WRITE : DE_POLICY;
 	}
+	/* every DMARC evaluation is kept for the aggregate reports */
+	if (s->pol.dmarc_rec.len > 0 && smtp.queue)
+		ipc_send(smtp.queue, IMSG_Q_DMARC, s->pol.dmarc_rec.data,
+		    s->pol.dmarc_rec.len, -1);
+	buf_reset(&s->pol.dmarc_rec);
 	if (s->dkim && s->derr == DE_NONE && s->msgfd >= 0) {
 		if ((r = dsign_request(s->dkim, data_dkim_done, s->id)) == 0) {
 			s->state = SS_VAULT;
@@ -2365,6 +2376,7 @@ smtp_session_new(evutil_socket_t fd, const struct listener *l,
 	str_copy(s->addr, addr, sizeof(s->addr));
 	buf_init(&s->wbuf);
 	buf_init(&s->pol.headers);
+	buf_init(&s->pol.dmarc_rec);
 	session_bev(s, fd, ssl);
 	clients_add(&s->ss);
 	s->next = smtp.sessions;

@@ -298,7 +298,7 @@ parent_mkdirs(const char *path, mode_t mode, uid_t uid, gid_t gid)
 static void
 parent_spool(const struct conf *c)
 {
-	static const char *sub[] = { "incoming", "queue", "corrupt" };
+	static const char *sub[] = { "incoming", "queue", "corrupt", "dmarc" };
 	const char *spool = conf_str(c, K_SPOOL);
 	char path[4096], *slash;
 	size_t i;
@@ -316,7 +316,7 @@ parent_spool(const struct conf *c)
 		    strerror(errno));
 	/* Others may pass through (to maildrop/), not list. */
 	chmod(spool, 0711);
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", spool, sub[i]);
 		parent_mkdirs(path, 0700, p.uid, p.gid);
 		if (p.root && chown(path, p.uid, p.gid) == -1)
@@ -654,6 +654,7 @@ enum { DS_FORWARD, DS_MAILBOX };
 struct deliver_req {
 	uint64_t	 job;
 	char		*kind, *user, *path, *sender, *rcpt, *orcpt, *id;
+	int		 junk;		/* T_QUARANTINE */
 };
 
 struct delivery {
@@ -664,6 +665,7 @@ struct delivery {
 	int		 msgfd;
 	struct target	*t;		/* from the parent's own expansion */
 	char		*sender, *orcpt, *id;
+	int		 junk;		/* Maildir: into .Junk if it is there */
 	char		 runas[64];	/* the account the worker runs as */
 	char		 home[1024];
 	uid_t		 uid;
@@ -715,6 +717,7 @@ deliver_req_parse(struct rec_reader *rd, struct deliver_req *d)
 		case T_RCPT: dst = &d->rcpt; break;
 		case T_ORCPT: dst = &d->orcpt; break;
 		case T_ID: dst = &d->id; break;
+		case T_QUARANTINE: d->junk = 1; break;
 		}
 		if (dst && (*dst != NULL || (*dst = rec_str(&r, 4000)) == NULL))
 			return -1;
@@ -945,9 +948,17 @@ worker_mailbox(const struct delivery *dl, const struct mda_job *j,
 	const struct target *t = dl->t;
 
 	switch (t->kind) {
-	case TG_MAILDIR:
+	case TG_MAILDIR: {
+		char jmd[4200], jshown[4200];
+
+		if (dl->junk && mda_junk(md, jmd, sizeof(jmd)) == 1) {
+			snprintf(jshown, sizeof(jshown), "%s/.Junk", t->path);
+			return mda_maildir(j->msgfd, jmd, jshown, j->sender,
+			    j->rcpt, j->qid, err, errlen);
+		}
 		return mda_maildir(j->msgfd, md, t->path, j->sender, j->rcpt,
 		    j->qid, err, errlen);
+	}
 	case TG_MBOX:
 		return mda_mbox(j, t->path, err, errlen);
 	case TG_FILE:
@@ -1137,6 +1148,7 @@ parent_deliver(struct rec_reader *rd, int msgfd)
 	dl->pipefd = -1;
 	dl->sender = xstrdup(d.sender);
 	dl->orcpt = xstrdup(d.orcpt);
+	dl->junk = d.junk;
 	dl->id = xstrdup(d.id);
 	buf_init(&dl->out);
 	buf_init(&dl->fwd);
@@ -1277,6 +1289,7 @@ delivery_pooled(struct delivery *dl)
 	q.sender = dl->sender;
 	q.rcpt = dl->t->rcpt;
 	q.qid = dl->id;
+	q.junk = dl->junk;
 	rc = lworker_deliver(&a, &q, (int)idle, delivery_pooled_done, dl);
 	if (q.dirfd >= 0)
 		close(q.dirfd);

@@ -82,6 +82,10 @@ class Daemon:
         # MAIL; tests that check it turn it on (test_spf.py).
         if "spf " not in extra:
             lines.append("spf no")
+        # DMARC (on by default on mx listeners) needs a DNS answer per
+        # message; tests that check it turn it on (test_dmarc.py).
+        if "dmarc " not in extra:
+            lines.append("dmarc off")
         # DKIM verification likewise (test_dkim_verify.py).
         if "dkim-verify " not in extra:
             lines.append("dkim-verify no")
