@@ -148,7 +148,8 @@ struct session {
 	struct buf		 hdr;		/* the field being read */
 	int			 hasdate, hasmsgid;
 	char			*badfrom;	/* a From: address not its own */
-	struct policy_txn	 pol;		/* verdicts, headers to prepend */
+	struct policy_txn	*pol;		/* verdicts, headers to prepend:
+					   from MAIL to the transaction's end */
 	/* BDAT: the chunk being read; DSN: each recipient's parameters */
 	int			 bdat;		/* this transaction uses BDAT */
 	int			 bok;		/* the chunk is the message's */
@@ -319,6 +320,33 @@ session_error(struct session *s, const char *fmt, ...)
 	}
 }
 
+/*
+ * A transaction's policy state (SPF's verdict, the DKIM and DMARC steps,
+ * the header fields to prepend) is several KiB: it is made at MAIL (or
+ * when the data path first needs it) and given back when the transaction
+ * ends, so an idle connection does not hold it.
+ */
+static struct policy_txn *
+session_pol(struct session *s)
+{
+	if (s->pol == NULL) {
+		s->pol = xcalloc(1, sizeof(*s->pol));
+		buf_init(&s->pol->headers);
+		buf_init(&s->pol->dmarc_rec);
+	}
+	return s->pol;
+}
+
+static void
+session_pol_free(struct session *s)
+{
+	if (s->pol) {
+		policy_txn_free(s->pol);
+		free(s->pol);
+		s->pol = NULL;
+	}
+}
+
 static void
 session_free(struct session *s)
 {
@@ -341,7 +369,7 @@ session_free(struct session *s)
 	free(s->authuser);
 	free(s->saslname);
 	free(s->badfrom);
-	policy_txn_free(&s->pol);
+	session_pol_free(s);
 	buf_free(&s->hdr);
 	buf_free(&s->wbuf);
 	buf_free(&s->bline);
@@ -408,7 +436,7 @@ session_reset(struct session *s)
 	s->hasdate = s->hasmsgid = s->urgent = 0;
 	free(s->badfrom);
 	s->badfrom = NULL;
-	policy_txn_reset(&s->pol);
+	session_pol_free(s);
 	dsign_free(s->dkim);
 	s->dkim = NULL;
 }
@@ -659,7 +687,7 @@ smtp_policy_mail(struct session *s)
 	str_copy(ip, s->addr[0] == '[' ? s->addr + 1 : s->addr, sizeof(ip));
 	if ((n = strlen(ip)) > 0 && ip[n - 1] == ']')
 		ip[n - 1] = '\0';
-	if (!policy_mail(&s->pol, s->id, s->l, &s->ss, ip, s->helo, s->sender,
+	if (!policy_mail(session_pol(s), s->id, s->l, &s->ss, ip, s->helo, s->sender,
 	    s->authed || s->local))
 		return 0;
 	s->state = SS_POLICY;
@@ -675,7 +703,7 @@ smtp_policy_done(uint64_t sid)
 
 	if (s == NULL || s->state != SS_POLICY)
 		return;
-	if (s->pol.step == POLICY_STEP_DATA) {	/* the end-of-data step */
+	if (s->pol && s->pol->step == POLICY_STEP_DATA) {	/* the end-of-data step */
 		data_commit_checked(s);
 		if (s->state == SS_CMD)
 			session_process(s);
@@ -971,10 +999,11 @@ cmd_rcpt(struct session *s, const char *arg)
 	}
 	if (rcpt_normalise(s, &p, addr, sizeof(addr)) == -1)
 		return;
-	if (policy_rcpt(&s->pol, rcpt_is_srs(&p), reply, sizeof(reply))) {
+	if (s->pol && policy_rcpt(s->pol, rcpt_is_srs(&p), reply,
+	    sizeof(reply))) {
 		session_log(s, "event=rcpt result=%s reason=\"SPF %s\" to=<%s>",
 		    reply[0] == '5' ? "reject" : "tempfail",
-		    spf_result_name(s->pol.spf.result), log_a(addr));
+		    spf_result_name(s->pol->spf.result), log_a(addr));
 		session_reply(s, "%s", reply);
 		return;
 	}
@@ -1400,7 +1429,8 @@ data_received(struct session *s)
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-	buf_append(&s->wbuf, s->pol.headers.data, s->pol.headers.len);
+	buf_append(&s->wbuf, session_pol(s)->headers.data,
+	    session_pol(s)->headers.len);
 	/* A-labels: a U-label here alone would keep it from a peer without
 	   SMTPUTF8 (queue/mta.c, mta_header8) */
 	if (s->nrcpts == 1)
@@ -1460,9 +1490,9 @@ data_refuse(struct session *s)
 		    "user %s", s->badfrom, s->authuser ? s->authuser : "?");
 	} else if (s->derr == DE_POLICY) {
 		session_log(s, "event=data result=%s reason=\"%s\"",
-		    s->pol.eod.reply[0] == '4' ? "tempfail" : "reject",
-		    log_q(s->pol.eod.reply));
-		session_reply(s, "%s", s->pol.eod.reply);
+		    s->pol->eod.reply[0] == '4' ? "tempfail" : "reject",
+		    log_q(s->pol->eod.reply));
+		session_reply(s, "%s", s->pol->eod.reply);
 	} else if (s->derr == DE_SIZE) {
 		session_reply(s, "552 5.3.4 message size exceeds fixed "
 		    "maximum of %lld bytes",
@@ -1542,7 +1572,7 @@ data_send_commit(struct session *s)
 		if (s->urgent)
 			rec_put_u64(&b, T_URGENT, 1);
 	}
-	if (s->pol.quarantine)
+	if (s->pol && s->pol->quarantine)
 		rec_put_u64(&b, T_QUARANTINE, 1);
 	if (r == 0)
 		r = ipc_send(smtp.queue, IMSG_Q_COMMIT, b.data, b.len, -1);
@@ -1585,7 +1615,7 @@ data_commit(struct session *s)
 		s->derr = DE_FROM;
 	data_write(s, 1);
 	if (s->derr == DE_NONE && s->msgfd >= 0 &&
-	    policy_data_end(&s->pol, s->id)) {
+	    policy_data_end(session_pol(s), s->id)) {
 		s->state = SS_POLICY;	/* DKIM keys: smtp_policy_done */
 		return;
 	}
@@ -1599,15 +1629,16 @@ data_commit_checked(struct session *s)
 	int r;
 
 	if (s->derr == DE_NONE && s->msgfd >= 0 &&
-	    (r = policy_data_done(&s->pol, s->msgfd)) != 0) {
+	    (r = policy_data_done(session_pol(s), s->msgfd)) != 0) {
 		s->werrno = r == -1 ? errno : 0;
 		s->derr = r == -1 ? DE_WRITE : DE_POLICY;
 	}
 	/* every DMARC evaluation is kept for the aggregate reports */
-	if (s->pol.dmarc_rec.len > 0 && smtp.queue)
-		ipc_send(smtp.queue, IMSG_Q_DMARC, s->pol.dmarc_rec.data,
-		    s->pol.dmarc_rec.len, -1);
-	buf_reset(&s->pol.dmarc_rec);
+	if (s->pol && s->pol->dmarc_rec.len > 0 && smtp.queue)
+		ipc_send(smtp.queue, IMSG_Q_DMARC, s->pol->dmarc_rec.data,
+		    s->pol->dmarc_rec.len, -1);
+	if (s->pol)
+		buf_reset(&s->pol->dmarc_rec);
 	if (s->dkim && s->derr == DE_NONE && s->msgfd >= 0) {
 		if ((r = dsign_request(s->dkim, data_dkim_done, s->id)) == 0) {
 			s->state = SS_VAULT;
@@ -1763,7 +1794,7 @@ data_hend(struct session *s)
 			s->werrno = errno;
 			s->derr = DE_WRITE;
 		} else
-			s->msgsize += policy_hend(&s->pol, &s->wbuf, off == 0,
+			s->msgsize += policy_hend(session_pol(s), &s->wbuf, off == 0,
 			    off);
 	}
 	at = s->wbuf.len;
@@ -1810,7 +1841,7 @@ data_line(struct session *s, const char *line, size_t len)
 	else if (s->dkim && s->derr == DE_NONE)
 		dsign_bline(s->dkim, line, len);
 	if (!s->inheaders && s->derr == DE_NONE)
-		policy_bline(&s->pol, line, len);
+		policy_bline(session_pol(s), line, len);
 	if (s->inheaders && s->authed)
 		hdr_line(s, line, len);
 	if (s->inheaders && len == 0) {
@@ -1833,7 +1864,7 @@ data_line(struct session *s, const char *line, size_t len)
 		return;
 	}
 	if (s->inheaders)	/* forged Authentication-Results left out */
-		policy_hline(&s->pol, line, len, &s->wbuf);
+		policy_hline(session_pol(s), line, len, &s->wbuf);
 	else {
 		buf_append(&s->wbuf, line, len);
 		buf_append(&s->wbuf, "\r\n", 2);
@@ -1906,7 +1937,7 @@ data_start(struct session *s, const char *qid, int fd)
 	s->inheaders = 1;
 	s->hops = 0;
 	data_received(s);
-	policy_data(&s->pol);
+	policy_data(session_pol(s));
 	if (s->authed || s->local || (conf_is_trusted(smtp.conf,
 	    (struct sockaddr *)&s->ss) && strcmp(conf_str(smtp.conf,
 	    K_DKIM_SIGN_TRUSTED), "yes") == 0))
@@ -2375,8 +2406,6 @@ smtp_session_new(evutil_socket_t fd, const struct listener *l,
 	s->state = ssl ? SS_HANDSHAKE : SS_PREGREET;
 	str_copy(s->addr, addr, sizeof(s->addr));
 	buf_init(&s->wbuf);
-	buf_init(&s->pol.headers);
-	buf_init(&s->pol.dmarc_rec);
 	session_bev(s, fd, ssl);
 	clients_add(&s->ss);
 	s->next = smtp.sessions;
