@@ -76,13 +76,19 @@ def _run(tmp_path, libonly):
     failures = {}
     pyspf_disagree = {}
     for desc, zones, cases in SUITE:
+        # A group whose zones never answer some query waits out the
+        # deadline in each case: 1 s keeps it short.  Elsewhere every
+        # answer comes, and a short deadline would only test the
+        # machine's speed (ptr-limit's dozen lookups under ASan).
+        drops = any(isinstance(z, dict) and z.get("behaviour")
+                    for z in zones.values())
         with spfsuite.SuiteDNS(zones) as dns:
             conf = tmp_path / "check.conf"
             conf.write_text(
                 'hostname "mx.tern.test"\n'
                 "listen mx 127.0.0.1 port 2525\n"
                 f"resolver 127.0.0.1 port {dns.port}\n"
-                "spf-timeout 1s\n")
+                f"spf-timeout {'1s' if drops else '20s'}\n")
             for case in cases:
                 got = _check(conf, case, libonly)
                 ok = got.get("spf") in case["result"]
