@@ -3,16 +3,18 @@
  * servers given, for test_dns.py (which compiles it against libtern.a).
  *
  *   dns_probe [-v] [-t timeout_ms] [-a attempts] [-r rounds] [-w wait_ms]
- *       [-C] servers ports type name...
+ *       [-K anchor] [-C] servers ports type name...
  *
  * servers and ports are comma-separated lists of equal length.  Every
  * round looks up all names at once and waits for all of them; one line
  * per answer (rounds wait_ms apart), tab-separated, tabs and newlines in values escaped:
  *
- *   round  name  type  status  ttl  why  value...
+ *   round  name  type  status  ttl  sec  why  value...
  *
  * with values "pref:host" for MX, addresses for A/AAAA, strings for TXT
- * and PTR.  The last line is "hits <n>" (cache answers).  -C (cancel)
+ * and PTR, sec "insecure", "secure" or "bogus".  -K validates DNSSEC from
+ * the trust anchor file given.  The last line is "hits <n>" (answers
+ * libunbound gave at once: cache, local data).  -C (cancel)
  * first starts and cancels every lookup, runs the loop for the longest a
  * flight can take and prints "cancelled <callbacks>"; then the rounds;
  * then lookups that come from the cache are cancelled too, printing
@@ -73,10 +75,11 @@ answer_cb(const struct dns_result *r, void *arg)
 	const char *name = arg;
 	char a[INET6_ADDRSTRLEN];
 
-	printf("%d\t%s\t%s\t%s\t%u\t", round_no, name,
+	printf("%d\t%s\t%s\t%s\t%u\t%s\t", round_no, name,
 	    qtype == DNS_MX ? "MX" : qtype == DNS_A ? "A" : qtype == DNS_AAAA ?
 	    "AAAA" : qtype == DNS_TXT ? "TXT" : "PTR", status_name(r->status),
-	    r->ttl);
+	    r->ttl, r->sec == DNS_SEC_SECURE ? "secure" :
+	    r->sec == DNS_SEC_BOGUS ? "bogus" : "insecure");
 	put_escaped(r->why ? r->why : "");
 	for (size_t i = 0; i < r->nmx; i++)
 		printf("\t%u:%s", r->mx[i].pref, r->mx[i].host);
@@ -174,7 +177,7 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: dns_probe [-vC] [-t ms] [-a attempts] "
-	    "[-r rounds] [-w ms] servers ports type name...\n");
+	    "[-r rounds] [-w ms] [-K anchor] servers ports type name...\n");
 	exit(2);
 }
 
@@ -187,8 +190,11 @@ main(int argc, char **argv)
 	int c, verbose = 0, cancel = 0, nnames;
 	char **names;
 
-	while ((c = getopt(argc, argv, "a:Cr:t:vw:")) != -1) {
+	while ((c = getopt(argc, argv, "a:CK:r:t:vw:")) != -1) {
 		switch (c) {
+		case 'K':
+			dns_trust_anchor(optarg);
+			break;
 		case 'a':
 			if (parse_ll(optarg, 1, 10, &attempts) == -1)
 				usage();
