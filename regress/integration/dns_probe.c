@@ -3,7 +3,7 @@
  * servers given, for test_dns.py (which compiles it against libtern.a).
  *
  *   dns_probe [-v] [-t timeout_ms] [-a attempts] [-r rounds] [-w wait_ms]
- *       [-K anchor] [-C] servers ports type name...
+ *       [-K anchor] [-n answers] [-C] servers ports type name...
  *
  * servers and ports are comma-separated lists of equal length.  Every
  * round looks up all names at once and waits for all of them; one line
@@ -13,7 +13,8 @@
  *
  * with values "pref:host" for MX, addresses for A/AAAA, strings for TXT
  * and PTR, sec "insecure", "secure" or "bogus".  -K validates DNSSEC from
- * the trust anchor file given.  The last line is "hits <n>" (answers
+ * the trust anchor file given.  -n ends a round once that many answers
+ * came (the rest are cancelled, "unanswered <n>").  The last line is "hits <n>" (answers
  * libunbound gave at once: cache, local data).  -C (cancel)
  * first starts and cancels every lookup, runs the loop for the longest a
  * flight can take and prints "cancelled <callbacks>"; then the rounds;
@@ -35,7 +36,7 @@
 #include "lib/util.h"
 
 static struct event_base *base;
-static int outstanding, round_no, stray;
+static int outstanding, round_no, stray, enough;
 static enum dns_type qtype;
 
 static const char *
@@ -98,7 +99,7 @@ answer_cb(const struct dns_result *r, void *arg)
 	}
 	putchar('\n');
 	fflush(stdout);
-	if (--outstanding == 0)
+	if (--outstanding == 0 || --enough == 0)
 		event_base_loopbreak(base);
 }
 
@@ -186,12 +187,17 @@ main(int argc, char **argv)
 {
 	struct dns_server srv[8];
 	size_t nsrv;
-	long long timeout = 500, attempts = 1, rounds = 2, wait = 0;
+	long long timeout = 500, attempts = 1, rounds = 2, wait = 0, want = 0;
+	struct dns_query *qs[64];
 	int c, verbose = 0, cancel = 0, nnames;
 	char **names;
 
-	while ((c = getopt(argc, argv, "a:CK:r:t:vw:")) != -1) {
+	while ((c = getopt(argc, argv, "a:CK:n:r:t:vw:")) != -1) {
 		switch (c) {
+		case 'n':
+			if (parse_ll(optarg, 1, 64, &want) == -1)
+				usage();
+			break;
 		case 'K':
 			dns_trust_anchor(optarg);
 			break;
@@ -228,6 +234,8 @@ main(int argc, char **argv)
 		usage();
 	names = argv + 3;
 	nnames = argc - 3;
+	if (nnames > 64)
+		usage();
 	log_init("dns_probe", 1, verbose);
 	if ((base = event_base_new()) == NULL ||
 	    dns_init(base, srv, nsrv, (int)timeout, (int)attempts) == -1) {
@@ -252,9 +260,11 @@ main(int argc, char **argv)
 		if (round_no > 1 && wait > 0)
 			run_for((int)wait);
 		outstanding = 0;
+		enough = want ? (int)want : -1;
 		for (int i = 0; i < nnames; i++) {
-			if (dns_lookup(names[i], qtype, answer_cb,
-			    names[i]) == NULL) {
+			qs[i] = dns_lookup(names[i], qtype, answer_cb,
+			    names[i]);
+			if (qs[i] == NULL) {
 				printf("%d\t%s\t%s\tINVALID\n", round_no,
 				    names[i], argv[2]);
 				continue;
@@ -263,6 +273,12 @@ main(int argc, char **argv)
 		}
 		if (outstanding > 0)
 			event_base_dispatch(base);
+		if (want && outstanding > 0) {
+			/* the answered ones are gone: only cancel the rest */
+			printf("unanswered\t%d\n", outstanding);
+			dns_shutdown();
+			return 0;
+		}
 	}
 	if (cancel) {
 		stray = 0;
