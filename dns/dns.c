@@ -418,8 +418,8 @@ static const char *const ub_transparent[] = {
 	"168.192.in-addr.arpa.", "2.0.192.in-addr.arpa.",
 	"100.51.198.in-addr.arpa.", "113.0.203.in-addr.arpa.",
 	"8.b.d.0.1.0.0.2.ip6.arpa.",
-	"1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0."
-	    "ip6.arpa.",
+	("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0."
+	    "ip6.arpa."),
 };
 
 /* A libunbound context on base forwarding to dns.servers, finalised. */
