@@ -3120,9 +3120,8 @@ static void
 smtp_dns_init(const struct conf *conf)
 {
 	struct dns_server *sv = xcalloc(conf->nresolvers + 1, sizeof(*sv));
-	size_t i;
-
 	const char *ta = conf_str(conf, K_DNSSEC_TRUST_ANCHOR);
+	size_t i;
 
 	for (i = 0; i < conf->nresolvers; i++) {
 		sv[i].ss = conf->resolvers[i];
