@@ -76,6 +76,7 @@ dkim_body_init(struct dkim_body *b, int relaxed)
 {
 	memset(b, 0, sizeof(*b));
 	b->relaxed = relaxed;
+	b->limit = -1;
 	if ((b->md = EVP_MD_CTX_new()) == NULL ||
 	    EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) != 1) {
 		dkim_body_free(b);
@@ -87,6 +88,15 @@ dkim_body_init(struct dkim_body *b, int relaxed)
 static void
 dkim_body_put(struct dkim_body *b, const char *p, size_t len)
 {
+	uint64_t at = b->count;
+
+	b->count += len;
+	if (b->limit >= 0) {	/* l= (RFC 6376 3.5): the first octets only */
+		if (at >= (uint64_t)b->limit)
+			return;
+		if (len > (uint64_t)b->limit - at)
+			len = (size_t)((uint64_t)b->limit - at);
+	}
 	if (len)
 		EVP_DigestUpdate(b->md, p, len);
 }

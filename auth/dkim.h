@@ -51,6 +51,8 @@ struct dkim_body {
 	int		 relaxed;
 	uint64_t	 empty;		/* empty lines held back */
 	int		 any;		/* a line has been hashed */
+	int64_t		 limit;		/* l=: octets hashed at most (-1: all) */
+	uint64_t	 count;		/* canonical octets, past limit too */
 };
 
 int	dkim_body_init(struct dkim_body *, int relaxed);

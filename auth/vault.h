@@ -42,6 +42,13 @@ typedef void (*vault_cb)(uint64_t cookie, int status, const char *a,
 
 /* The smtp process's channel to the vault (a new one replaces the old). */
 void	vault_client_channel(struct event_base *, int fd);
+/*
+ * How long a request may wait for its answer before it completes with
+ * VAULT_TEMP (vault-timeout; 0: the default).  Longer than the vault's
+ * own hold-back after failed logins (AUTHCHECK_DELAY_MAX).
+ */
+#define VAULT_TIMEOUT_MS	60000
+void	vault_client_timeout(unsigned ms);
 /* Requests: 0 sent, -1 no vault now (the callback is not called). */
 int	vault_srs_reverse(const char *addr, vault_cb, uint64_t cookie);
 int	vault_srs_forward(const char *sender, vault_cb, uint64_t cookie);

@@ -2,11 +2,17 @@
  * vault_client: the smtp process's side of the vault channel.  Each
  * request gets a number; the answer names it, and the requester's
  * callback runs with the cookie it gave.  If the channel closes, every
- * waiting request completes with VAULT_TEMP, from the event loop.
+ * waiting request completes with VAULT_TEMP, from the event loop; so does
+ * one the vault has not answered within the timeout (a stopped or
+ * wedged vault must not hold sessions for ever: the client is told to
+ * try again later, and a late answer finds nothing).
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "auth/vault.h"
 #include "lib/ipc.h"
@@ -19,6 +25,7 @@ struct vreq {
 	int		 type;
 	vault_cb	 cb;
 	uint64_t	 cookie;
+	struct timespec	 sent;		/* CLOCK_MONOTONIC */
 };
 
 static struct {
@@ -26,7 +33,9 @@ static struct {
 	struct vreq	*reqs;
 	size_t		 nreqs;
 	uint64_t	 nextid;
-} vc;
+	struct event	*timer;		/* the oldest request's deadline */
+	unsigned	 timeout_ms;
+} vc = { .timeout_ms = VAULT_TIMEOUT_MS };
 
 static struct vreq *
 vault_req_take(uint64_t id)
@@ -119,6 +128,78 @@ vault_client_fail_all(void)
 	}
 }
 
+static long long
+vault_ms_since(const struct timespec *t, const struct timespec *now)
+{
+	return (long long)(now->tv_sec - t->tv_sec) * 1000 +
+	    (now->tv_nsec - t->tv_nsec) / 1000000;
+}
+
+/* Arm the timer for the oldest waiting request, if any. */
+static void
+vault_timer_arm(void)
+{
+	struct timespec now;
+	struct timeval tv;
+	struct vreq *r, *old = NULL;
+	long long left;
+
+	if (vc.timer == NULL)
+		return;
+	for (r = vc.reqs; r; r = r->next)
+		old = r;		/* the list is newest first */
+	if (old == NULL) {
+		evtimer_del(vc.timer);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	left = (long long)vc.timeout_ms - vault_ms_since(&old->sent, &now);
+	if (left < 0)
+		left = 0;
+	tv.tv_sec = (time_t)(left / 1000);
+	tv.tv_usec = (suseconds_t)(left % 1000) * 1000;
+	evtimer_add(vc.timer, &tv);
+}
+
+/* Requests past the timeout fail as temporary (oldest are last). */
+static void
+vault_client_expire(evutil_socket_t fd, short ev, void *arg)
+{
+	struct timespec now;
+	struct vreq **pp, *r, *late = NULL;
+	size_t n = 0;
+
+	(void)fd; (void)ev; (void)arg;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	for (pp = &vc.reqs; (r = *pp) != NULL; ) {
+		if (vault_ms_since(&r->sent, &now) >= (long long)vc.timeout_ms) {
+			*pp = r->next;
+			vc.nreqs--;
+			r->next = late;
+			late = r;
+			n++;
+		} else
+			pp = &r->next;
+	}
+	if (n)
+		log_warnx("event=vault result=timeout requests=%zu "
+		    "reason=\"no answer from the vault in %ums\"", n,
+		    vc.timeout_ms);
+	/* Callbacks last: one may send a new request. */
+	while ((r = late) != NULL) {
+		late = r->next;
+		r->cb(r->cookie, VAULT_TEMP, "vault timeout", NULL);
+		free(r);
+	}
+	vault_timer_arm();
+}
+
+void
+vault_client_timeout(unsigned ms)
+{
+	vc.timeout_ms = ms ? ms : VAULT_TIMEOUT_MS;
+}
+
 static void
 vault_client_closed(struct ipc *c, void *arg)
 {
@@ -138,6 +219,8 @@ vault_client_channel(struct event_base *base, int fd)
 		vault_client_fail_all();
 	}
 	vc.ipc = ipc_new(base, fd, vault_client_msg, vault_client_closed, NULL);
+	if (vc.timer == NULL)
+		vc.timer = evtimer_new(base, vault_client_expire, NULL);
 }
 
 /* A request sent: its answer will name vc.nextid. */
@@ -150,9 +233,12 @@ vault_req_add(int type, vault_cb cb, uint64_t cookie)
 	r->type = type;
 	r->cb = cb;
 	r->cookie = cookie;
+	clock_gettime(CLOCK_MONOTONIC, &r->sent);
 	r->next = vc.reqs;
 	vc.reqs = r;
 	vc.nreqs++;
+	if (vc.timer && !evtimer_pending(vc.timer, NULL))
+		vault_timer_arm();
 }
 
 static int

@@ -133,6 +133,9 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_MAX_ACCOUNT_DELIVERIES] = { "max-account-deliveries", KNOB_INT,
 	    "4", 1, 10000, 0, "local deliveries in flight to one account; "
 	    "more wait for one of them to end" },
+	[K_VAULT_TIMEOUT] = { "vault-timeout", KNOB_DURATION, "60s", SEC,
+	    HOUR, 0, "how long a session waits for the secrets process (a "
+	    "password check, a DKIM signature) before it answers 4xx" },
 	[K_LOCAL_WORKER_TIMEOUT] = { "local-worker-timeout", KNOB_DURATION,
 	    "2m", SEC, HOUR, 0, "how long a local worker's Maildir "
 	    "delivery may take before the worker is killed" },
@@ -217,6 +220,12 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_DKIM_SIGN_TRUSTED] = { "dkim-sign-trusted", KNOB_STRING, "no",
 	    0, 0, 0, "yes: DKIM-sign mail from trusted-network clients too "
 	    "(authenticated and local submissions always are)" },
+	[K_DKIM_VERIFY] = { "dkim-verify", KNOB_STRING, NULL, 0, 0, 1,
+	    "yes: verify DKIM signatures (RFC 6376) of received mail; unset: "
+	    "yes on mx listeners, no elsewhere" },
+	[K_AUTHSERV_ID] = { "authserv-id", KNOB_STRING, NULL, 0, 0, 0,
+	    "the name in our Authentication-Results fields (RFC 8601); "
+	    "unset: hostname" },
 };
 
 const char *const conf_limit_names[LIM__COUNT] = {
@@ -571,6 +580,12 @@ conf_parse_string(struct parser *p, enum knob_id id, const char *word,
 	if (id == K_SPF && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "spf: expected yes or no, got \"%s\"",
 		    word);
+	if (id == K_DKIM_VERIFY && strcmp(word, "yes") && strcmp(word, "no"))
+		return conf_error(p, "dkim-verify: expected yes or no, got "
+		    "\"%s\"", word);
+	if (id == K_AUTHSERV_ID && (why = conf_domain_problem(word)) != NULL)
+		return conf_error(p, "authserv-id: invalid name \"%s\": %s",
+		    word, why);
 	if (id == K_AUTH_REQUIRED && strcmp(word, "yes") && strcmp(word, "no"))
 		return conf_error(p, "auth-required: expected yes or no, got "
 		    "\"%s\"", word);
@@ -1724,6 +1739,20 @@ conf_spf_enabled(const struct conf *c, const struct listener *l)
 	return l && l->role == ROLE_MX;
 }
 
+int
+conf_dkim_verify_enabled(const struct conf *c, const struct listener *l)
+{
+	const char *v = NULL;
+
+	if (l && l->knobs[K_DKIM_VERIFY].set)
+		v = l->knobs[K_DKIM_VERIFY].s;
+	else if (c->v[K_DKIM_VERIFY].s)
+		v = c->v[K_DKIM_VERIFY].s;
+	if (v)
+		return strcmp(v, "yes") == 0;
+	return l && l->role == ROLE_MX;
+}
+
 /*
  * An account's own address: a virtual account's name (with any
  * +extension), a system account at any local domain; then what
@@ -2022,9 +2051,10 @@ conf_print_listener(struct buf *b, const struct conf *c,
 			    conf_auth_required(c, l) ? "yes" : "no");
 			continue;
 		}
-		if (i == K_SPF) {
-			buf_printf(b, " spf %s", conf_spf_enabled(c, l) ?
-			    "yes" : "no");
+		if (i == K_SPF || i == K_DKIM_VERIFY) {
+			buf_printf(b, " %s %s", knob_defs[i].name, (i == K_SPF ?
+			    conf_spf_enabled(c, l) : conf_dkim_verify_enabled(c,
+			    l)) ? "yes" : "no");
 			continue;
 		}
 		buf_printf(b, " %s ", knob_defs[i].name);

@@ -64,6 +64,7 @@ enum knob_id {
 	K_LMTP,			/* string: "unix:/path" or "host:port" */
 	K_LOCAL_WORKER_IDLE,	/* duration (ms): a local worker's idle life */
 	K_MAX_ACCOUNT_DELIVERIES, /* int: local deliveries to one account */
+	K_VAULT_TIMEOUT,	/* duration (ms): a vault request's answer */
 	K_LOCAL_WORKER_TIMEOUT,	/* duration (ms): a worker's Maildir write */
 	K_LMTP_VERIFY,		/* string probe|map: RCPT of LMTP recipients */
 	K_LMTP_RECIPIENTS,	/* path: the map for lmtp-verify map */
@@ -99,6 +100,8 @@ enum knob_id {
 	K_FALLBACK_AFTER,	/* duration (ms): deferred this long: fallback */
 	K_DKIM_KEY_DIR,		/* path: where ternctl dkim keygen writes */
 	K_DKIM_SIGN_TRUSTED,	/* string yes|no: sign trusted-network mail */
+	K_DKIM_VERIFY,		/* string yes|no, per listener; unset: mx yes */
+	K_AUTHSERV_ID,		/* string: Authentication-Results id; hostname */
 	K__COUNT
 };
 
@@ -252,6 +255,9 @@ long long	 conf_num(const struct conf *, const struct listener *,
 int		 conf_is_local_domain(const struct conf *, const char *);
 /* Does this listener check SPF (knob spf; unset: on MX listeners)? */
 int		 conf_spf_enabled(const struct conf *, const struct listener *);
+/* ...verify DKIM signatures (knob dkim-verify; unset: on MX listeners)? */
+int		 conf_dkim_verify_enabled(const struct conf *,
+		    const struct listener *);
 /* Whether an authenticated account may use addr as sender or From:. */
 int		 conf_sender_allowed(const struct conf *, const char *account,
 		    const char *addr);

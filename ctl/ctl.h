@@ -13,6 +13,11 @@ int		 user_main(const struct conf *, int argc, char *argv[]);
 int		 check_main(const struct conf *, int argc, char *argv[]);
 /* ternctl dkim keygen ... (argv[0] is "dkim"). */
 int		 dkim_main(const struct conf *, int argc, char *argv[]);
+/* Print a DKIM key record in zone-file syntax (ctl/dkim.c). */
+void		 dkim_print_record(const char *domain, const char *selector,
+		    const char *txt);
+/* ternctl dns DOMAIN [--check] (argv[0] is "dns"): 0, 1 problems, 2. */
+int		 dnsctl_main(const struct conf *, int argc, char *argv[]);
 /* sendmail(1) personality: submit stdin as a message. */
 int		 sendmail_main(int argc, char *argv[], const char *confpath);
 /* First thing: the setgid drop group is kept for sendmail's maildrop

@@ -33,8 +33,9 @@ dkim_name_ok(const char *s, size_t max)
 	    "0123456789-_.") == n;
 }
 
-/* The record, its value cut into strings a zone file accepts. */
-static void
+/* The record, its value cut into strings a zone file accepts (also for
+ * ternctl dns). */
+void
 dkim_print_record(const char *domain, const char *selector, const char *txt)
 {
 	size_t i, n = strlen(txt);

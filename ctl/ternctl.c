@@ -22,6 +22,9 @@
 #define CTL_CONF	"/etc/tern/tern.conf"
 #define CTL_REPLY_MAX	(64u << 20)
 
+/* How a config error exits: ternctl dns says 2 (1 means problems). */
+static int ctl_config_status = 1;
+
 static void
 ctl_usage(void)
 {
@@ -52,7 +55,10 @@ ctl_usage(void)
 	    "  check --client-ip IP --helo NAME --mail-from ADDR < message\n"
 	    "                   the MX's checks (SPF) on a message\n"
 	    "  dkim keygen DOMAIN SELECTOR [rsa|ed25519]\n"
-	    "                   a DKIM signing key and its DNS record\n");
+	    "                   a DKIM signing key and its DNS record\n"
+	    "  dns DOMAIN [--check]\n"
+	    "                   the DNS records to publish for DOMAIN; with\n"
+	    "                   --check, what is missing, wrong or dangerous\n");
 	exit(1);
 }
 
@@ -74,7 +80,7 @@ ctl_config(const char *path, int embedded)
 	buf_free(&text);
 	if (c == NULL) {
 		fprintf(stderr, "%s\n", err);
-		exit(1);
+		exit(ctl_config_status);
 	}
 	return c;
 }
@@ -213,6 +219,8 @@ main(int argc, char *argv[])
 	}
 	argc -= optind;
 	argv += optind;
+	if (argc >= 1 && strcmp(argv[0], "dns") == 0)
+		ctl_config_status = 2;
 	c = ctl_config(path, embedded);
 	if (strcmp(name, "mailq") == 0)
 		return ctl_request(c, "queue");
@@ -265,6 +273,8 @@ main(int argc, char *argv[])
 	}
 	if (strcmp(argv[0], "check") == 0)
 		return check_main(c, argc, argv);
+	if (strcmp(argv[0], "dns") == 0)
+		return dnsctl_main(c, argc, argv);
 	if ((strcmp(argv[0], "show") == 0 || strcmp(argv[0], "remove") == 0 ||
 	    strcmp(argv[0], "hold") == 0 || strcmp(argv[0], "release") == 0) &&
 	    argc == 2) {

@@ -22,6 +22,7 @@
 #include <unbound.h>
 
 #include "auth/spf.h"
+#include "dns/dns.h"
 #include "dns/spfdns.h"
 #include "lib/util.h"
 
@@ -542,6 +543,60 @@ spfdns_layer(struct spfdns *d)
 	return &d->layer;
 }
 
+int
+spfdns_txt(struct spfdns *d, const char *name, uint64_t deadline_ms,
+    struct buf *out, size_t *n, uint32_t *ttl)
+{
+	struct spfdns_track t, *saved = spfdns_cur;
+	struct ub_result *res = NULL;
+	size_t i, k, l, len;
+	int r;
+
+	*n = 0;
+	*ttl = 0;
+	/* The deadline rides on a track of our own, as SPF's does. */
+	memset(&t, 0, sizeof(t));
+	t.deadline_ms = deadline_ms;
+	spfdns_cur = &t;
+	r = spfdns_resolve(d->ub, name, ns_t_txt, &res);
+	spfdns_cur = saved;
+	if (r == UB_SYNTAX) {
+		if (res)
+			ub_resolve_free(res);
+		return 1;
+	}
+	if (r != 0 || res == NULL)
+		return -1;
+	if (res->nxdomain || (res->rcode == 0 && !res->bogus &&
+	    !res->havedata)) {
+		*ttl = res->ttl > 0 ? (uint32_t)res->ttl : 0;
+		ub_resolve_free(res);
+		return 1;
+	}
+	if (res->rcode != 0 || res->bogus) {
+		ub_resolve_free(res);
+		return -1;
+	}
+	for (i = 0; res->data[i]; i++) {
+		const unsigned char *p = (const unsigned char *)res->data[i];
+
+		len = (size_t)res->len[i];
+		for (k = 0; k < len; k += l) {
+			l = p[k++];
+			if (l > len - k)
+				l = len - k;
+			/* A NUL inside would cut the record: made visible. */
+			for (size_t j = 0; j < l; j++)
+				buf_putc(out, p[k + j] ? p[k + j] : 0x7f);
+		}
+		buf_putc(out, '\0');
+		(*n)++;
+	}
+	*ttl = res->ttl > 0 ? (uint32_t)res->ttl : 0;
+	ub_resolve_free(res);
+	return *n > 0 ? 0 : 1;
+}
+
 void
 spfdns_track_begin(struct spfdns_track *t)
 {
@@ -560,4 +615,42 @@ spfdns_track_end(struct spfdns_track *t)
 	free(t->last_text);
 	t->last_text = NULL;
 	spfdns_cur = NULL;
+}
+
+int
+spfdns_query(struct spfdns *d, const char *name, int type,
+    struct dns_result *res)
+{
+	struct ub_result *r = NULL;
+	char qname[256];
+	const unsigned char *pkt;
+	int rv;
+
+	memset(res, 0, sizeof(*res));
+	res->status = DNS_TEMPFAIL;
+	if (dns_query_name(name, (enum dns_type)type, qname,
+	    sizeof(qname)) == -1)
+		return -1;
+	if ((rv = spfdns_resolve(d->ub, qname, type, &r)) != 0 || r == NULL ||
+	    r->answer_packet == NULL || r->answer_len < 12) {
+		/* -1: spfdns_resolve's deadline passed */
+		res->why = rv == -1 ? "timeout" : rv ? ub_strerror(rv) :
+		    "no answer";
+		if (r)
+			ub_resolve_free(r);
+		return 0;
+	}
+	pkt = r->answer_packet;
+	if (r->rcode != 0 && r->rcode != 3) {	/* neither NOERROR nor NXDOMAIN */
+		res->why = r->rcode == 2 ? "servfail" : r->rcode == 5 ?
+		    "refused" : "error answer";
+		ub_resolve_free(r);
+		return 0;
+	}
+	if (dns_parse_response(pkt, (size_t)r->answer_len,
+	    (uint16_t)(pkt[0] << 8 | pkt[1]), name, (enum dns_type)type, res,
+	    NULL) == -1)
+		res->why = "malformed answer";
+	ub_resolve_free(r);
+	return 0;
 }

@@ -60,8 +60,31 @@ void		 spfdns_free(struct spfdns *);
 /* The libspf2 layer (an SPF_dns_server_t *), one per SPF server object. */
 void		*spfdns_layer(struct spfdns *);
 
+/*
+ * TXT records of name (DKIM keys), each record's character-strings
+ * joined, NUL-separated into out (*n of them), waiting at most until
+ * deadline_ms (CLOCK_MONOTONIC; 0: libunbound's own timeouts).  0: found,
+ * 1: no such record (NXDOMAIN, no data), -1: failed for now (timeout,
+ * SERVFAIL, a DNSSEC-bogus answer).  ttl: the answer's TTL (0 when it
+ * failed).
+ */
+struct buf;
+int		 spfdns_txt(struct spfdns *, const char *name,
+		    uint64_t deadline_ms, struct buf *out, size_t *n,
+		    uint32_t *ttl);
+
 /* Watch this thread's queries into t until spfdns_track_end. */
 void		 spfdns_track_begin(struct spfdns_track *t);
 void		 spfdns_track_end(struct spfdns_track *t);
+
+/*
+ * One plain question (ternctl dns --check), answered through the same
+ * forwarder, parsed by dns/wire.c into res (free with dns_result_free):
+ * DNS_TEMPFAIL with res->why when there is no usable answer.  name is a
+ * domain, or for DNS_PTR an address literal.  -1 for a bad name.
+ */
+struct dns_result;
+int		 spfdns_query(struct spfdns *, const char *name, int type,
+		    struct dns_result *res);
 
 #endif

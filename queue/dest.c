@@ -2,7 +2,10 @@
  * dest: per-destination state, kept in one place and run by the queue
  * process: how many transactions are open to a domain, what pacing
  * learned about it, and how recent attempts went.  Destinations live as
- * long as the process.
+ * long as the process; what pacing learned is kept in the spool's
+ * "pacing" file too (written at most DEST_SAVE_SECS after a change and at
+ * a clean stop, read at start), so a restart in the middle of a throttled
+ * announcement does not start hammering the receiver again.
  *
  * Pacing.  A receiver that limits a client answers "try again later" (a
  * 421, enhanced codes 4.7.0, 4.7.28, 4.7.650, or a provider's rate-limit
@@ -33,6 +36,7 @@
  * destination refuses before accepting anything.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,10 +50,21 @@
 #include "queue/dest.h"
 #include "queue/qint.h"
 #include "queue/sched.h"
+#include "queue/spool.h"
 
 static struct dest *dests;	/* every destination seen */
 static struct event *reopen_ev;	/* wakes the scheduler when one reopens */
 static double reopen_at;
+static struct event *save_ev;	/* writes the pacing file */
+
+#define DEST_FILE	"pacing"
+#define DEST_FILE_MAGIC	"tern-pacing 1"
+#define DEST_SAVE_SECS	30
+#define DEST_KEEP_SECS	(2 * 86400.0)	/* older knowledge is dropped */
+#define DEST_FILE_MAX	20000		/* destinations read at most */
+
+static void	dest_save_later(void);
+static void	dest_save_cb(evutil_socket_t, short, void *);
 
 /* ---- reply classes ---------------------------------------------------- */
 
@@ -72,15 +87,17 @@ static const char *const builtin_pats[] = {
 	"throttle [ts03]", "throttle rp-001", "throttle 4.2.1",
 };
 
-static void
-dest_pat_add(const char *line)
+/* One line of the file: "class text".  0 taken, -1 malformed. */
+static int
+dest_pat_add(struct dest_pat **tab, size_t *n, const char *line)
 {
 	const char *sp = strchr(line, ' ');
+	struct dest_pat *p;
 	int sig;
 	size_t i;
 
 	if (sp == NULL || sp[1] == '\0')
-		return;
+		return -1;
 	if (strncmp(line, "throttle ", 9) == 0)
 		sig = DEST_SIG_THROTTLE;
 	else if (strncmp(line, "rcpts ", 6) == 0)
@@ -88,44 +105,74 @@ dest_pat_add(const char *line)
 	else if (strncmp(line, "ignore ", 7) == 0)
 		sig = DEST_SIG_NONE;
 	else
-		return;
-	pats = xreallocarray(pats, npats + 1, sizeof(*pats));
-	pats[npats].sig = sig;
-	pats[npats].text = xstrdup(sp + 1);
-	for (i = 0; pats[npats].text[i]; i++)
-		pats[npats].text[i] = (char)tolower(
-		    (unsigned char)pats[npats].text[i]);
-	npats++;
+		return -1;
+	*tab = xreallocarray(*tab, *n + 1, sizeof(**tab));
+	p = &(*tab)[(*n)++];
+	p->sig = sig;
+	p->text = xstrdup(sp + 1);
+	for (i = 0; p->text[i]; i++)
+		p->text[i] = (char)tolower((unsigned char)p->text[i]);
+	return 0;
 }
 
-void
+static void
+dest_pats_free(struct dest_pat *tab, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(tab[i].text);
+	free(tab);
+}
+
+/*
+ * Read the file into a new table; the one in force is replaced only when
+ * the file could be read.  A line that is not "throttle|rcpts|ignore
+ * TEXT" is skipped with file:line in the log.  At start a file that
+ * cannot be read leaves the built-in table; at a reload, the table in
+ * force.
+ */
+int
 dest_load_signals(const char *path)
 {
+	struct dest_pat *tab = NULL;
+	size_t i, n, ntab = 0, lineno = 0;
 	FILE *f;
 	char line[512];
-	size_t i, n;
 
-	for (i = 0; i < npats; i++)
-		free(pats[i].text);
-	npats = 0;
 	if (path == NULL || (f = fopen(path, "r")) == NULL) {
+		if (pats != NULL) {
+			log_warnx("event=reload result=warn reason=\"cannot "
+			    "read %s: %s; the throttle replies in force are "
+			    "kept\"", log_q(path ? path : "(none)"),
+			    path ? strerror(errno) : "not set");
+			return -1;
+		}
 		if (path)
 			log_warnx("event=start result=warn reason=\"cannot read "
 			    "%s: built-in throttle replies used\"", log_q(path));
 		for (i = 0; i < sizeof(builtin_pats) / sizeof(*builtin_pats);
 		    i++)
-			dest_pat_add(builtin_pats[i]);
-		return;
+			(void)dest_pat_add(&pats, &npats, builtin_pats[i]);
+		return path ? -1 : 0;
 	}
 	while (fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
 		n = strcspn(line, "\r\n");
 		line[n] = '\0';
 		while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t'))
 			line[--n] = '\0';
-		if (line[0] != '#' && line[0] != '\0')
-			dest_pat_add(line);
+		if (line[0] != '#' && line[0] != '\0' &&
+		    dest_pat_add(&tab, &ntab, line) == -1)
+			log_warnx("event=config result=warn reason=\"%s:%zu: "
+			    "not throttle, rcpts or ignore followed by a text; "
+			    "line skipped\"", log_q(path), lineno);
 	}
 	fclose(f);
+	dest_pats_free(pats, npats);
+	pats = tab;
+	npats = ntab;
+	return 0;
 }
 
 /*
@@ -213,12 +260,43 @@ pace_open(struct dest_pace *p, size_t n, double now)
 	return p->epoch;
 }
 
-static void
-pace_success(struct dest_pace *p, size_t ok, int maxconc)
+/*
+ * A first throttle that came before any transaction had ended (one
+ * refused at MAIL while another was still taking recipients) could only
+ * guess a rate, one recipient a first pause.  The first acceptances that
+ * report afterwards, whatever epoch their transaction carries, replace
+ * the guess with half of what was measured since the first transaction,
+ * as a first throttle with data would have; climbing from the guess by
+ * additive steps would take the receiver's whole window.
+ */
+static int
+pace_reestimate(struct dest_pace *p, double now)
 {
+	double el = now - p->since, r;
+
+	if (!p->guess || p->accepted == 0 || p->since <= 0 || el <= 0)
+		return 0;
+	p->guess = 0;
+	r = p->accepted / el / 2;
+	if (r <= p->rate)
+		return 0;
+	p->rate = r;
+	p->step = r / 64;
+	if (p->next_ok > now + 1.0 / r)
+		p->next_ok = now + 1.0 / r;
+	return 1;
+}
+
+static void
+pace_success(struct dest_pace *p, size_t ok, int maxconc, double now)
+{
+	int guessed;
+
 	p->accepted += (uint32_t)ok;
+	/* The recipients that made the measure do not raise it again. */
+	guessed = pace_reestimate(p, now);
 	p->streak = 0;
-	if (p->rate > 0) {
+	if (p->rate > 0 && !guessed) {
 		if (p->step > 0)
 			p->rate += p->step * (double)ok;
 		else
@@ -243,6 +321,8 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 	/* Replies to transactions that started before the last decrease
 	   say nothing new: one decrease per reopening. */
 	if (epoch != p->epoch) {
+		p->accepted += (uint32_t)ok;
+		(void)pace_reestimate(p, now);
 		if (p->next_ok < now + 1.0 / p->rate)
 			p->next_ok = now + 1.0 / p->rate;
 		return;
@@ -250,8 +330,24 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 	p->accepted += (uint32_t)ok;
 	if (p->accepted > 0 && p->since > 0 && el > 0)
 		measured = p->accepted / el;
-	if (p->rate == 0)
-		r = measured > 0 ? measured / 2 : 1.0 / (first > 0 ? first : 60);
+	if (p->rate == 0 && measured == 0) {
+		/* Nothing measured yet: pause a first pause, keep measuring
+		   from the first transaction (pace_reestimate). */
+		r = 1.0 / (first > 0 ? first : 60);
+		p->rate = r;
+		p->step = r / 64;
+		p->guess = 1;
+		p->streak++;
+		p->conc /= 2;
+		if (p->conc < 1)
+			p->conc = 1;
+		p->last_dec = now;
+		p->epoch++;
+		p->next_ok = now + 1.0 / r;
+		return;
+	}
+	if (p->rate == 0 || (p->guess && measured > 0))
+		r = measured / 2;
 	else if (p->streak > 0 || measured == 0)
 		r = p->rate / 2;
 	else {
@@ -265,6 +361,7 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 		r = 1e-9;		/* a recipient in 30 years: no lower */
 	p->rate = r;
 	p->step = r / 64;
+	p->guess = 0;
 	p->run = 0;
 	p->streak++;
 	p->conc /= 2;
@@ -290,7 +387,7 @@ pace_result(struct dest_pace *p, size_t ok, int sig, uint32_t epoch,
 	if (sig == DEST_SIG_THROTTLE)
 		pace_throttle(p, ok, epoch, now, first_pause);
 	else if (ok > 0)
-		pace_success(p, ok, maxconc);
+		pace_success(p, ok, maxconc, now);
 }
 
 /* ---- destinations -------------------------------------------------------- */
@@ -381,6 +478,7 @@ void
 dest_init(struct event_base *base)
 {
 	reopen_ev = evtimer_new(base, dest_reopened, NULL);
+	save_ev = evtimer_new(base, dest_save_cb, NULL);
 }
 
 struct dest *
@@ -553,6 +651,7 @@ dest_txn_end(struct dest *d, size_t ok, int sig, uint32_t epoch,
 		    (dest_clock() - opened) : dest_clock() - opened;
 	pace_result(&p->pace, ok, sig, epoch, dest_clock(), first,
 	    dest_limit(d));
+	dest_save_later();
 	if (sig == DEST_SIG_THROTTLE)
 		log_info("event=pace domain=%s via=%s result=throttled "
 		    "rate=%.4g conc=%d reopen=%.1fs reason=\"%s\"", d->domain,
@@ -581,4 +680,204 @@ dest_flush(const char *domain)
 			d->pace.next_ok = 0;
 			dest_paced(d)->pace.next_ok = 0;
 		}
+	dest_save_later();
+}
+
+/* ---- the pacing file ------------------------------------------------------ */
+
+/*
+ * One line a destination that learned something (a rate, a recipient
+ * limit, a throttle, its MX host), after a first line naming the format:
+ *
+ *	NAME MX RATE STEP CONC NEXT_OK RCPT_MAX THROTTLES STREAK SAVED
+ *
+ * MX is "-" when unknown; times are seconds since the epoch (pacing runs
+ * on the wall clock).  The file is the queue's own (in the spool); a line
+ * that does not read is skipped and named, never trusted in part.
+ */
+static int
+dest_worth_keeping(const struct dest *d)
+{
+	return d->pace.rate > 0 || d->pace.rcpt_max > 0 ||
+	    d->pace.throttles > 0 || d->mx[0] != '\0';
+}
+
+void
+dest_encode(struct buf *b, double now)
+{
+	const struct dest *d;
+	char line[900];
+	int n;
+
+	buf_append(b, DEST_FILE_MAGIC "\n", sizeof(DEST_FILE_MAGIC));
+	for (d = dests; d; d = d->next) {
+		if (!dest_worth_keeping(d))
+			continue;
+		n = snprintf(line, sizeof(line), "%s %s %.17g %.17g %.17g "
+		    "%.3f %d %u %u %.0f\n", d->domain, d->mx[0] ? d->mx : "-",
+		    d->pace.rate, d->pace.step, d->pace.conc, d->pace.next_ok,
+		    d->pace.rcpt_max, d->pace.throttles, d->pace.streak, now);
+		if (n > 0 && (size_t)n < sizeof(line))
+			buf_append(b, line, (size_t)n);
+	}
+}
+
+/* A name or MX as we write them: no space, no control, not empty. */
+static int
+dest_token_ok(const char *t)
+{
+	if (*t == '\0')
+		return 0;
+	for (; *t; t++)
+		if ((unsigned char)*t <= ' ' || (unsigned char)*t >= 0x7f)
+			return 0;
+	return 1;
+}
+
+static int
+dest_num_ok(double v, double max)
+{
+	return v == v && v >= 0 && v <= max;	/* v == v: not NaN */
+}
+
+/* One line into its destination: 0, or -1 with why. */
+static int
+dest_decode_line(char *line, double now, int *kept, const char **why)
+{
+	char name[256], mx[256];
+	double rate, step, conc, next_ok, saved;
+	int rcpt_max, used;
+	unsigned throttles, streak;
+	struct dest *d;
+
+	*kept = 0;
+	*why = "malformed line";
+	if (sscanf(line, "%255s %255s %lf %lf %lf %lf %d %u %u %lf%n", name,
+	    mx, &rate, &step, &conc, &next_ok, &rcpt_max, &throttles, &streak,
+	    &saved, &used) != 10 || line[used] != '\0')
+		return -1;
+	*why = "value out of range";
+	if (!dest_token_ok(name) || !dest_token_ok(mx) ||
+	    !dest_num_ok(rate, 1e9) || !dest_num_ok(step, 1e9) ||
+	    !dest_num_ok(conc, 1e6) || !dest_num_ok(next_ok, 1e11) ||
+	    rcpt_max < 0 || rcpt_max > 1000000 || !dest_num_ok(saved, 1e11))
+		return -1;
+	if (saved + DEST_KEEP_SECS < now || saved > now + 86400)
+		return 0;		/* stale, or from a clock set back */
+	d = dest_get(name);
+	d->pace.rate = rate;
+	d->pace.step = step;
+	d->pace.conc = conc < 1 ? 1 : conc;
+	/* A wait asked for long ago cannot last beyond the keeping time. */
+	d->pace.next_ok = next_ok > now + DEST_KEEP_SECS ? now : next_ok;
+	d->pace.rcpt_max = rcpt_max;
+	d->pace.throttles = throttles;
+	d->pace.streak = streak;
+	/* Measuring starts again: what was accepted before the restart is
+	   not known, and transactions in flight then are gone. */
+	d->pace.since = rate > 0 || throttles > 0 ? now : 0;
+	d->pace.accepted = 0;
+	if (strcmp(mx, "-") != 0)
+		str_copy(d->mx, mx, sizeof(d->mx));
+	*kept = 1;
+	return 0;
+}
+
+int
+dest_decode(char *text, size_t len, double now, size_t *nkept)
+{
+	char *line, *end, *stop = text + len;
+	const char *why;
+	size_t lineno = 1, n = 0;
+	struct dest *d;
+	int kept;
+
+	*nkept = 0;
+	end = memchr(text, '\n', len);
+	if (end == NULL || (size_t)(end - text) != strlen(DEST_FILE_MAGIC) ||
+	    memcmp(text, DEST_FILE_MAGIC, strlen(DEST_FILE_MAGIC)) != 0) {
+		log_warnx("event=pace result=error reason=\"%s:1: not a "
+		    "pacing file of this version; learned rates start "
+		    "again\"", DEST_FILE);
+		return -1;
+	}
+	for (line = end + 1; line < stop && n < DEST_FILE_MAX;
+	    line = end + 1, n++) {
+		lineno++;
+		if ((end = memchr(line, '\n', (size_t)(stop - line))) == NULL) {
+			log_warnx("event=pace result=warn reason=\"%s:%zu: "
+			    "cut short; line skipped\"", DEST_FILE, lineno);
+			break;
+		}
+		*end = '\0';
+		if (memchr(line, '\0', (size_t)(end - line)) != NULL ||
+		    dest_decode_line(line, now, &kept, &why) == -1)
+			log_warnx("event=pace result=warn reason=\"%s:%zu: %s; "
+			    "line skipped\"", DEST_FILE, lineno, why);
+		*nkept += (size_t)kept;
+	}
+	/* The domains' MX hosts again: shared state, as before the stop. */
+	for (d = dests; d; d = d->next)
+		if (d->mx[0] && d->via == NULL)
+			dest_set_mx(d, d->mx);
+	return 0;
+}
+
+static void
+dest_save(void)
+{
+	struct buf b;
+
+	buf_init(&b);
+	dest_encode(&b, dest_clock());
+	if (spool_write_state(DEST_FILE, &b, 0) == -1)
+		log_warnx("event=pace result=error reason=\"writing %s: %s\"",
+		    DEST_FILE, fd_strerror(errno));
+	buf_free(&b);
+}
+
+static void
+dest_save_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	dest_save();
+}
+
+static void
+dest_save_later(void)
+{
+	struct timeval tv = { DEST_SAVE_SECS, 0 };
+
+	if (save_ev && !evtimer_pending(save_ev, NULL))
+		evtimer_add(save_ev, &tv);
+}
+
+void
+dest_flush_file(void)
+{
+	if (save_ev && evtimer_pending(save_ev, NULL)) {
+		evtimer_del(save_ev);
+		dest_save();
+	}
+}
+
+void
+dest_restore(void)
+{
+	struct buf b;
+	size_t kept = 0;
+
+	buf_init(&b);
+	if (spool_read_state(DEST_FILE, &b) == -1) {
+		if (errno != ENOENT)
+			log_warnx("event=pace result=error reason=\"reading "
+			    "%s: %s\"", DEST_FILE, strerror(errno));
+	} else if (b.len > 0 && dest_decode(b.data, b.len, dest_clock(),
+	    &kept) == 0 && kept > 0) {
+		log_info("event=pace result=ok reason=\"restored what pacing "
+		    "learned about %zu destinations\"", kept);
+		/* Wake the scheduler when a restored wait ends. */
+		for (struct dest *d = dests; d; d = d->next)
+			dest_arm(d);
+	}
+	buf_free(&b);
 }

@@ -39,6 +39,7 @@ struct dest_pace {
 	uint32_t throttles;	/* throttling replies seen */
 	uint32_t epoch;		/* decreases so far */
 	uint32_t streak;	/* throttles without a success between */
+	int	 guess;		/* rate is a first pause, not a measure */
 };
 
 struct dest {
@@ -54,8 +55,12 @@ struct dest {
 	char		 lasterr[256];	/* last reply, any kind */
 };
 
-/* Reply patterns from the throttle-replies file (NULL: the built-in). */
-void		 dest_load_signals(const char *path);
+/*
+ * Reply patterns from the throttle-replies file (NULL: the built-in),
+ * at start and at every reload.  -1: the file could not be read (the
+ * built-in table at start, the one in force at a reload, stays).
+ */
+int		 dest_load_signals(const char *path);
 /* What the reply text (starting with its code) says; see DEST_SIG_*. */
 int		 dest_classify(const char *text);
 struct dest;
@@ -104,6 +109,17 @@ void		 dest_flush(const char *domain);
 /* Before any destination is used: the wake-up timer's loop. */
 struct event_base;
 void		 dest_init(struct event_base *);
+/*
+ * The pacing file in the spool: read at start (after dest_init), written
+ * a while after a change and at a clean stop (dest_flush_file).  The
+ * codec for tests: dest_decode takes a writable text and says how many
+ * destinations it kept (stale ones are dropped); -1: not such a file.
+ */
+struct buf;
+void		 dest_restore(void);
+void		 dest_flush_file(void);
+void		 dest_encode(struct buf *, double now);
+int		 dest_decode(char *text, size_t len, double now, size_t *kept);
 
 /* The rule itself, on a pace record, at time now (seconds). */
 void		 pace_init(struct dest_pace *, int conc);

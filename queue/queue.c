@@ -231,6 +231,7 @@ queue_reload(struct rec_reader *rd)
 	q.conf = c;
 	aliases_close(q.aliases);
 	q.aliases = aliases_open(conf_str(c, K_ALIASES));
+	(void)dest_load_signals(conf_str(c, K_THROTTLE_REPLIES));
 	log_info("event=reload result=ok");
 	ctl_flush(NULL);
 }
@@ -306,6 +307,7 @@ queue_stop(const char *result)
 	commit_flush_all();
 	spool_state_flush(-1, 0, NULL);
 	limits_flush();
+	dest_flush_file();
 	TAILQ_FOREACH(m, &queue_all, entry)
 		if (m->dirty)
 			spool_write_env(m);
@@ -375,6 +377,7 @@ queue_main(struct conf *conf, const char *text, size_t len, int parentfd,
 	sched_init(q.base);
 	dest_init(q.base);
 	dest_load_signals(conf_str(conf, K_THROTTLE_REPLIES));
+	dest_restore();
 	spool_recover();
 	limits_start(q.base);
 	q.parent = ipc_new(q.base, parentfd, queue_parent_msg,

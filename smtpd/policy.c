@@ -5,6 +5,12 @@
  * job goes to the workers over a mutex-guarded list, the verdict comes
  * back through a pipe the loop reads.  A verdict later than spf-timeout
  * is replaced by temperror; the worker's late answer is dropped.
+ *
+ * The end-of-data step uses the same workers: a message's DKIM
+ * signatures whose key is still needed go as one job (kind
+ * POLICY_STEP_DATA), each key lookup bounded by the same deadline; the
+ * body hashes and the signed header's digest were computed on the loop
+ * as DATA streamed (auth/dkimverify.c).
  */
 #include <arpa/inet.h>
 
@@ -19,6 +25,8 @@
 
 #include <event2/event.h>
 
+#include "auth/authres.h"
+#include "auth/dkimverify.h"
 #include "conf/conf.h"
 #include "dns/spfdns.h"
 #include "lib/addr.h"
@@ -31,6 +39,7 @@
 
 struct policy_job {
 	struct policy_job	*next;
+	enum policy_step	 kind;
 	uint64_t		 sid;
 	struct policy_txn	*txn;		/* NULL once given up */
 	char			 ip[64];
@@ -40,6 +49,8 @@ struct policy_job {
 	int			 queued;	/* in the list or a worker's */
 	int			 taken;		/* a worker's (under pol.lock) */
 	uint64_t		 deadline_ms;	/* its lookups end then */
+	struct dkim_check	*dk;		/* DATA: the signatures */
+	size_t			 ndk;
 };
 
 static struct {
@@ -57,6 +68,127 @@ static struct {
 	int			 nthreads;	/* the loop's */
 } pol = { .lock = PTHREAD_MUTEX_INITIALIZER,
 	  .cond = PTHREAD_COND_INITIALIZER };
+
+/*
+ * Key records looked up lately, for their TTL (at most an hour): a
+ * message whose keys are all here is checked on the loop, without a
+ * trip to the workers.  Filled by the workers, read by both: locked.
+ */
+#define POLICY_KEYS		64
+#define POLICY_KEY_TTL_MAX	3600
+
+struct policy_key {
+	char		 name[DKIM_DOMAIN_MAX + DKIM_SELECTOR_MAX + 16];
+	int		 found;		/* spfdns_txt's 0 or 1 */
+	char		*recs;		/* NUL-separated */
+	size_t		 len, n;
+	uint64_t	 until_ms;
+};
+
+static struct {
+	pthread_mutex_t		 lock;
+	struct policy_key	 k[POLICY_KEYS];
+	size_t			 next;
+} pkeys = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static uint64_t	policy_now_ms(void);
+
+static void
+policy_key_put(const char *name, int found, const struct buf *recs,
+    size_t n, uint32_t ttl)
+{
+	struct policy_key *k = NULL;
+	size_t i;
+
+	if (ttl == 0)
+		return;
+	if (ttl > POLICY_KEY_TTL_MAX)
+		ttl = POLICY_KEY_TTL_MAX;
+	pthread_mutex_lock(&pkeys.lock);
+	for (i = 0; i < POLICY_KEYS && k == NULL; i++)
+		if (strcmp(pkeys.k[i].name, name) == 0)
+			k = &pkeys.k[i];
+	if (k == NULL)
+		k = &pkeys.k[pkeys.next++ % POLICY_KEYS];
+	free(k->recs);
+	str_copy(k->name, name, sizeof(k->name));
+	k->found = found;
+	k->len = recs->len;
+	k->recs = recs->len ? xstrndup(recs->data, recs->len) : NULL;
+	k->n = n;
+	k->until_ms = policy_now_ms() + (uint64_t)ttl * 1000;
+	pthread_mutex_unlock(&pkeys.lock);
+}
+
+/* A cached answer into recs: spfdns_txt's 0 or 1, or -2 for none. */
+static int
+policy_key_get(const char *name, struct buf *recs, size_t *n)
+{
+	uint64_t now = policy_now_ms();
+	int r = -2;
+	size_t i;
+
+	pthread_mutex_lock(&pkeys.lock);
+	for (i = 0; i < POLICY_KEYS; i++) {
+		struct policy_key *k = &pkeys.k[i];
+
+		if (k->name[0] && k->until_ms > now &&
+		    strcmp(k->name, name) == 0) {
+			if (k->len)
+				buf_append(recs, k->recs, k->len);
+			*n = k->n;
+			r = k->found;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&pkeys.lock);
+	return r;
+}
+
+/*
+ * Decide one signature from its key: from the cache, or (lookup) from
+ * the DNS.  0: not in the cache and not looked up.
+ */
+static int
+policy_key_check(struct dkim_check *c, uint64_t deadline_ms, int lookup)
+{
+	char name[DKIM_DOMAIN_MAX + DKIM_SELECTOR_MAX + 16];
+	const char *txt[8];
+	struct buf recs;
+	size_t n = 0, k;
+	uint32_t ttl;
+	int r;
+
+	dkim_check_keyname(c, name, sizeof(name));
+	buf_init(&recs);
+	if ((r = policy_key_get(name, &recs, &n)) == -2) {
+		if (!lookup) {
+			buf_free(&recs);
+			return 0;
+		}
+		r = spfdns_txt(pol.dns, name, deadline_ms, &recs, &n, &ttl);
+		if (r >= 0)
+			policy_key_put(name, r, &recs, n, ttl);
+	}
+	/* The records, NUL-separated: the first few. */
+	for (k = 0; r == 0 && k < n && k < 8; k++)
+		txt[k] = k == 0 ? recs.data : txt[k - 1] + strlen(txt[k - 1]) +
+		    1;
+	dkim_check_key(c, r, txt, r == 0 ? k : 0);
+	buf_free(&recs);
+	return 1;
+}
+
+/* A message's signatures whose keys are needed (in a worker). */
+static void
+policy_dkim_run(struct policy_job *j)
+{
+	size_t i;
+
+	for (i = 0; i < j->ndk; i++)
+		if (j->dk[i].result == DKIM_NONE)
+			(void)policy_key_check(&j->dk[i], j->deadline_ms, 1);
+}
 
 static void *
 policy_worker(void *arg)
@@ -79,6 +211,13 @@ policy_worker(void *arg)
 			pol.tail = &pol.head;
 		j->taken = 1;
 		pthread_mutex_unlock(&pol.lock);
+		if (j->kind == POLICY_STEP_DATA) {
+			policy_dkim_run(j);
+			if (write(pol.pipe[1], &j, sizeof(j)) != sizeof(j))
+				log_warnx("event=dkim result=error "
+				    "reason=\"lost a verdict\"");
+			continue;
+		}
 		memset(&q, 0, sizeof(q));
 		q.ip = j->ip;
 		q.helo = j->helo;
@@ -100,6 +239,7 @@ policy_job_free(struct policy_job *j)
 		event_free(j->timer);
 	free(j->helo);
 	free(j->sender);
+	free(j->dk);
 	free(j);
 }
 
@@ -155,12 +295,56 @@ policy_deliver(struct policy_job *j, const struct spf_verdict *v)
 	struct spf_request q = { .ip = j->ip, .helo = j->helo,
 	    .sender = j->sender };
 
+	struct buf ar;
+
 	t->pending = NULL;
+	t->step = POLICY_STEP_MAIL;
 	t->spf = *v;
 	t->spf_done = 1;
 	spf_received_header(&t->headers, v, &q,
 	    conf_str(pol.conf, K_HOSTNAME));
+	buf_init(&ar);
+	spf_ar_part(&ar, v, &q);
+	str_copy(t->eod.ar.spf, ar.data, sizeof(t->eod.ar.spf));
+	buf_free(&ar);
 	policy_log(j, v);
+	pol.cb(j->sid);
+}
+
+static void
+policy_dkim_log(uint64_t sid, const struct authres_dkim *d)
+{
+	log_info("s=%016llx event=dkim result=%s d=<%s> s=<%s> reason=\"%s\"",
+	    (unsigned long long)sid, dkim_result_name(d->result), log_a(d->d),
+	    log_a(d->s), log_q(d->comment));
+}
+
+/* The signatures' verdicts (dk: what the worker found, or NULL: it
+ * took too long, and those still waiting are temperror). */
+static void
+policy_dkim_deliver(struct policy_job *j, const struct dkim_check *dk)
+{
+	struct policy_txn *t = j->txn;
+	size_t i;
+
+	t->pending = NULL;
+	t->step = POLICY_STEP_DATA;
+	for (i = 0; i < j->ndk && i < t->eod.ar.ndkim; i++) {
+		struct authres_dkim *d = &t->eod.ar.dk[i];
+
+		if (d->result != DKIM_NONE)
+			continue;
+		if (dk != NULL) {
+			d->result = dk[i].result;
+			str_copy(d->comment, dk[i].comment, sizeof(d->comment));
+		} else {
+			d->result = DKIM_TEMPERROR;
+			str_copy(d->comment, j->queued ? "key lookup timed out" :
+			    "no resolver", sizeof(d->comment));
+		}
+		policy_dkim_log(j->sid, d);
+	}
+	t->eod.done = 1;
 	pol.cb(j->sid);
 }
 
@@ -175,7 +359,10 @@ policy_readcb(evutil_socket_t fd, short ev, void *arg)
 			continue;
 		}
 		evtimer_del(j->timer);
-		policy_deliver(j, &j->v);
+		if (j->kind == POLICY_STEP_DATA)
+			policy_dkim_deliver(j, j->dk);
+		else
+			policy_deliver(j, &j->v);
 		policy_job_free(j);
 	}
 }
@@ -185,8 +372,15 @@ policy_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct policy_job *j = arg;
 	struct spf_verdict v;
-	const char *at = strrchr(j->sender, '@');
+	const char *at;
 
+	if (j->kind == POLICY_STEP_DATA) {
+		policy_dkim_deliver(j, NULL);
+		if (policy_forget(j))
+			policy_job_free(j);
+		return;
+	}
+	at = strrchr(j->sender, '@');
 	/* The worker may still be writing j->v: a verdict of our own. */
 	memset(&v, 0, sizeof(v));
 	v.result = SPF_TEMPERROR;
@@ -206,7 +400,8 @@ policy_fds(const struct conf *conf)
 	int on = 0;
 
 	for (size_t i = 0; i < conf->nlisteners; i++)
-		on |= conf_spf_enabled(conf, &conf->listeners[i]);
+		on |= conf_spf_enabled(conf, &conf->listeners[i]) ||
+		    conf_dkim_verify_enabled(conf, &conf->listeners[i]);
 	/* Our pipe, libunbound's pipes and resolver thread (its UDP and TCP
 	 * query sockets, see spfdns_new), a socket per worker. */
 	return on ? 2 + 8 + SPFDNS_SOCKETS + 2 * POLICY_MAX_THREADS : 0;
@@ -259,40 +454,22 @@ policy_init(struct event_base *base, const struct conf *conf, policy_cb cb)
 	return 0;
 }
 
-int
-policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
-    const struct sockaddr_storage *ss, const char *ip, const char *helo,
-    const char *sender, int exempt)
+/* A job to the workers, with its deadline (or timed out at once when
+ * there is no resolver). */
+static void
+policy_queue(struct policy_job *j)
 {
-	struct policy_job *j;
 	struct timeval tv;
-	char ascii[1024];
 	int grow;
 
-	policy_txn_reset(t);
-	if (exempt || !conf_spf_enabled(pol.conf, l) ||
-	    conf_is_trusted(pol.conf, (const struct sockaddr *)ss))
-		return 0;
-	j = xcalloc(1, sizeof(*j));
-	j->sid = sid;
-	j->txn = t;
-	str_copy(j->ip, ip, sizeof(j->ip));
-	j->helo = xstrdup(helo);
-	/* SPF names domains by their A-labels (RFC 8616 4): a U-label
-	 * sender domain is the same domain, not an unknown one. */
-	if (*sender != '\0' && addr_has8bit(sender) &&
-	    addr_ascii(sender, ascii, sizeof(ascii)) == 0)
-		sender = ascii;
-	j->sender = xstrdup(sender);
+	j->txn->pending = j;
 	if (pol.dns == NULL) {		/* no resolver: temperror at once */
-		t->pending = j;
 		j->timer = evtimer_new(pol.base, policy_timeout, j);
 		tv.tv_sec = 0;
 		tv.tv_usec = 0;
 		evtimer_add(j->timer, &tv);
-		return 1;
+		return;
 	}
-	t->pending = j;
 	j->queued = 1;
 	j->deadline_ms = policy_now_ms() + pol.timeout_ms;
 	j->timer = evtimer_new(pol.base, policy_timeout, j);
@@ -311,6 +488,34 @@ policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
 	pthread_mutex_unlock(&pol.lock);
 	if (grow)
 		(void)policy_spawn();
+}
+
+int
+policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
+    const struct sockaddr_storage *ss, const char *ip, const char *helo,
+    const char *sender, int exempt)
+{
+	struct policy_job *j;
+	char ascii[1024];
+
+	policy_txn_reset(t);
+	t->l = l;
+	t->checks = !exempt && !conf_is_trusted(pol.conf,
+	    (const struct sockaddr *)ss);
+	if (!t->checks || !conf_spf_enabled(pol.conf, l))
+		return 0;
+	j = xcalloc(1, sizeof(*j));
+	j->sid = sid;
+	j->txn = t;
+	str_copy(j->ip, ip, sizeof(j->ip));
+	j->helo = xstrdup(helo);
+	/* SPF names domains by their A-labels (RFC 8616 4): a U-label
+	 * sender domain is the same domain, not an unknown one. */
+	if (*sender != '\0' && addr_has8bit(sender) &&
+	    addr_ascii(sender, ascii, sizeof(ascii)) == 0)
+		sender = ascii;
+	j->sender = xstrdup(sender);
+	policy_queue(j);
 	return 1;
 }
 
@@ -320,6 +525,250 @@ policy_rcpt(const struct policy_txn *t, int srs, char *reply, size_t cap)
 	if (!t->spf_done || srs)
 		return 0;
 	return spf_policy(&t->spf, reply, cap) != SPF_ACCEPT;
+}
+
+/* ---- the end-of-data step ------------------------------------------------ */
+
+#define POLICY_HELD_MAX	(16 * 1024)	/* an Authentication-Results field
+					   held while its authserv-id is
+					   not yet read */
+
+const char *
+policy_authserv_id(void)
+{
+	const char *id = conf_str(pol.conf, K_AUTHSERV_ID);
+
+	return id ? id : conf_str(pol.conf, K_HOSTNAME);
+}
+
+void
+policy_data(struct policy_txn *t)
+{
+	struct policy_eod *e = &t->eod;
+
+	e->on = t->checks;
+	if (!e->on)
+		return;
+	/* The header is kept for every checked message (DMARC reads its
+	 * From:); signatures are read when DKIM is verified. */
+	e->dkimv = dkimv_new(time(NULL));
+	if (conf_dkim_verify_enabled(pol.conf, t->l))
+		e->ar.dkim = 1;
+	else
+		dkimv_headers_only(e->dkimv);
+}
+
+static void
+policy_put(struct buf *out, const char *text, size_t len)
+{
+	buf_append(out, text, len);
+	buf_append(out, "\r\n", 2);
+}
+
+/* The held field is complete, or as read as it will be: kept or not. */
+static void
+policy_held_end(struct policy_txn *t, struct buf *out)
+{
+	struct policy_eod *e = &t->eod;
+
+	if (e->held.len > 0) {
+		if (authres_claims(e->held.data, e->held.len,
+		    policy_authserv_id()) == 1)
+			e->removed++;
+		else
+			policy_put(out, e->held.data, e->held.len);
+	}
+	buf_reset(&e->held);
+	e->dropping = 0;
+}
+
+/* The held field grew: decide as soon as its authserv-id is read. */
+static void
+policy_held_try(struct policy_txn *t, struct buf *out)
+{
+	struct policy_eod *e = &t->eod;
+	int r = authres_claims(e->held.data, e->held.len, policy_authserv_id());
+
+	if (r == 1) {		/* RFC 8601 5: ours, from outside: removed */
+		e->removed++;
+		e->dropping = 1;
+		buf_reset(&e->held);
+	} else if (r == 0 || e->held.len > POLICY_HELD_MAX) {
+		policy_put(out, e->held.data, e->held.len);
+		buf_reset(&e->held);
+	}
+}
+
+void
+policy_hline(struct policy_txn *t, const char *line, size_t len,
+    struct buf *out)
+{
+	struct policy_eod *e = &t->eod;
+
+	if (e->dkimv)
+		dkimv_hline(e->dkimv, line, len);
+	if (len > 0 && (line[0] == ' ' || line[0] == '\t')) {
+		if (e->dropping)
+			return;
+		if (e->held.len == 0) {
+			policy_put(out, line, len);
+			return;
+		}
+		buf_append(&e->held, "\r\n", 2);
+		buf_append(&e->held, line, len);
+		policy_held_try(t, out);
+		return;
+	}
+	policy_held_end(t, out);
+	if (len >= 22 && strncasecmp(line, "Authentication-Results", 22) == 0) {
+		buf_append(&e->held, line, len);
+		policy_held_try(t, out);
+		return;
+	}
+	policy_put(out, line, len);
+}
+
+size_t
+policy_hend(struct policy_txn *t, struct buf *out, int top, int64_t off)
+{
+	struct policy_eod *e = &t->eod;
+	const char *d, *sel, *b8;
+	struct buf room;
+	size_t i, n;
+
+	policy_held_end(t, out);
+	if (e->dkimv)
+		dkimv_hend(e->dkimv);
+	if (e->dkimv && e->ar.dkim) {
+		n = dkimv_nsigs(e->dkimv);
+		e->ar.ndkim = n < DKIM_VERIFY_MAX ? n : DKIM_VERIFY_MAX;
+		for (i = 0; i < e->ar.ndkim; i++) {
+			dkimv_sig_ids(e->dkimv, i, &d, &sel, &b8);
+			str_copy(e->ar.dk[i].d, d, sizeof(e->ar.dk[i].d));
+			str_copy(e->ar.dk[i].s, sel, sizeof(e->ar.dk[i].s));
+			str_copy(e->ar.dk[i].b8, b8, sizeof(e->ar.dk[i].b8));
+		}
+	}
+	if (!e->on || (e->room = authres_room(&e->ar,
+	    policy_authserv_id())) == 0)
+		return 0;
+	/* Blanks until the end of data: the file is not committed before
+	 * policy_data_done writes the field over them. */
+	buf_init(&room);
+	for (i = 0; i + 2 < e->room; i++)
+		buf_putc(&room, ' ');
+	buf_append(&room, "\r\n", 2);
+	if (top) {
+		e->room_off = off;
+		buf_append(&room, out->data, out->len);
+		buf_reset(out);
+		buf_append(out, room.data, room.len);
+	} else {
+		e->room_off = off + (int64_t)out->len;
+		buf_append(out, room.data, room.len);
+	}
+	buf_free(&room);
+	return e->room;
+}
+
+void
+policy_bline(struct policy_txn *t, const char *line, size_t len)
+{
+	if (t->eod.dkimv)
+		dkimv_bline(t->eod.dkimv, line, len);
+}
+
+int
+policy_data_end(struct policy_txn *t, uint64_t sid)
+{
+	struct policy_eod *e = &t->eod;
+	struct dkim_check *dk;
+	struct policy_job *j;
+	size_t i, n, wait = 0;
+
+	t->step = POLICY_STEP_DATA;
+	e->sid = sid;
+	if (e->dkimv == NULL || !e->ar.dkim) {
+		e->done = 1;
+		return 0;
+	}
+	dk = xcalloc(DKIM_VERIFY_MAX, sizeof(*dk));
+	n = dkimv_end(e->dkimv, dk, DKIM_VERIFY_MAX);
+	for (i = 0; i < n && i < e->ar.ndkim; i++) {
+		struct authres_dkim *a = &e->ar.dk[i];
+
+		/* A key in the cache: checked here and now. */
+		if (dk[i].result == DKIM_NONE && pol.dns != NULL)
+			(void)policy_key_check(&dk[i], 0, 0);
+		a->result = dk[i].result;
+		str_copy(a->comment, dk[i].comment, sizeof(a->comment));
+		if (a->result == DKIM_NONE)
+			wait++;
+		else
+			policy_dkim_log(sid, a);
+	}
+	if (wait == 0) {
+		free(dk);
+		e->done = 1;
+		return 0;
+	}
+	j = xcalloc(1, sizeof(*j));
+	j->kind = POLICY_STEP_DATA;
+	j->sid = sid;
+	j->txn = t;
+	j->dk = dk;
+	j->ndk = n;
+	policy_queue(j);
+	return 1;
+}
+
+int
+policy_data_done(struct policy_txn *t, int fd)
+{
+	struct policy_eod *e = &t->eod;
+	struct buf b;
+	ssize_t w;
+
+	if (e->removed > 0)
+		log_info("s=%016llx event=authres result=removed count=%zu "
+		    "authserv_id=<%s>", (unsigned long long)e->sid, e->removed,
+		    log_a(policy_authserv_id()));
+	if (e->on && e->room > 0) {
+		buf_init(&b);
+		if (authres_format(&b, policy_authserv_id(), &e->ar,
+		    e->room) == -1) {
+			buf_free(&b);
+			errno = EINVAL;
+			return -1;
+		}
+		w = pwrite(fd, b.data, b.len, (off_t)e->room_off);
+		buf_free(&b);
+		if (w != (ssize_t)e->room) {
+			if (w >= 0)
+				errno = EIO;
+			return -1;
+		}
+	}
+	return e->refuse ? 1 : 0;
+}
+
+size_t
+policy_header_fields(const struct policy_txn *t, const char *name,
+    const char **out, size_t *lens, size_t max)
+{
+	return t->eod.dkimv ? dkimv_fields(t->eod.dkimv, name, out, lens,
+	    max) : 0;
+}
+
+static void
+policy_eod_reset(struct policy_eod *e)
+{
+	struct buf held = e->held;
+
+	dkimv_free(e->dkimv);
+	buf_reset(&held);
+	memset(e, 0, sizeof(*e));
+	e->held = held;
 }
 
 void
@@ -336,6 +785,9 @@ policy_txn_reset(struct policy_txn *t)
 	t->spf_done = 0;
 	memset(&t->spf, 0, sizeof(t->spf));
 	buf_reset(&t->headers);
+	t->step = POLICY_STEP_MAIL;
+	t->checks = 0;
+	policy_eod_reset(&t->eod);
 }
 
 void
@@ -343,4 +795,5 @@ policy_txn_free(struct policy_txn *t)
 {
 	policy_txn_reset(t);
 	buf_free(&t->headers);
+	buf_free(&t->eod.held);
 }

@@ -70,7 +70,7 @@ enum sstate {
 	SS_CMD,		/* reading commands */
 	SS_WAIT,	/* waiting for the queue; input is held */
 	SS_VAULT,	/* waiting for the vault (SRS); input is held */
-	SS_POLICY,	/* waiting for a policy verdict (SPF); input is held */
+	SS_POLICY,	/* waiting for a policy verdict (SPF, DKIM); input held */
 	SS_DATA,	/* reading message data */
 	SS_BDAT,	/* reading a BDAT chunk (RFC 3030) */
 	SS_STARTTLS,	/* our 220 to STARTTLS queued; TLS once it is sent */
@@ -87,11 +87,11 @@ struct rcpt_dsn {
 /* Why a message in DATA is refused at its end. */
 enum data_err {
 	DE_NONE, DE_SIZE, DE_LINE, DE_BARE, DE_NUL, DE_HOPS, DE_WRITE, DE_QUEUE,
-	DE_FROM, DE_DKIM
+	DE_FROM, DE_DKIM, DE_POLICY
 };
 static const char *const data_err_name[] = {
 	"none", "size", "line-length", "bare-cr-lf", "nul", "hops", "write",
-	"queue", "from-not-owned", "dkim-sign"
+	"queue", "from-not-owned", "dkim-sign", "policy"
 };
 
 /* A SASL exchange in progress: the next line is a response, not a verb. */
@@ -666,6 +666,8 @@ smtp_policy_mail(struct session *s)
 	return 1;
 }
 
+static void	data_commit_checked(struct session *);
+
 static void
 smtp_policy_done(uint64_t sid)
 {
@@ -673,6 +675,12 @@ smtp_policy_done(uint64_t sid)
 
 	if (s == NULL || s->state != SS_POLICY)
 		return;
+	if (s->pol.step == POLICY_STEP_DATA) {	/* the end-of-data step */
+		data_commit_checked(s);
+		if (s->state == SS_CMD)
+			session_process(s);
+		return;
+	}
 	s->state = SS_CMD;
 	session_reply(s, "250 2.1.0 sender ok");
 	session_process(s);
@@ -1450,6 +1458,8 @@ data_refuse(struct session *s)
 		    log_a(s->authuser ? s->authuser : ""), log_a(s->badfrom));
 		session_reply(s, "553 5.7.1 From: <%s> is not an address of "
 		    "user %s", s->badfrom, s->authuser ? s->authuser : "?");
+	} else if (s->derr == DE_POLICY) {
+		session_reply(s, "%s", s->pol.eod.reply);
 	} else if (s->derr == DE_SIZE) {
 		session_reply(s, "552 5.3.4 message size exceeds fixed "
 		    "maximum of %lld bytes",
@@ -1563,13 +1573,30 @@ data_dkim_done(uint64_t sid, int status, const char *sigs, const char *b)
 static void
 data_commit(struct session *s)
 {
-	int r;
-
 	if (s->inheaders && s->derr == DE_NONE)
 		data_hend(s);		/* a message that is all header */
 	if (s->badfrom != NULL && s->derr == DE_NONE)
 		s->derr = DE_FROM;
 	data_write(s, 1);
+	if (s->derr == DE_NONE && s->msgfd >= 0 &&
+	    policy_data_end(&s->pol, s->id)) {
+		s->state = SS_POLICY;	/* DKIM keys: smtp_policy_done */
+		return;
+	}
+	data_commit_checked(s);
+}
+
+/* The end-of-data verdicts are in: our header fields, then signing. */
+static void
+data_commit_checked(struct session *s)
+{
+	int r;
+
+	if (s->derr == DE_NONE && s->msgfd >= 0 &&
+	    (r = policy_data_done(&s->pol, s->msgfd)) != 0) {
+		s->werrno = r == -1 ? errno : 0;
+		s->derr = r == -1 ? DE_WRITE : DE_POLICY;
+	}
 	if (s->dkim && s->derr == DE_NONE && s->msgfd >= 0) {
 		if ((r = dsign_request(s->dkim, data_dkim_done, s->id)) == 0) {
 			s->state = SS_VAULT;
@@ -1714,9 +1741,19 @@ hdr_complete(struct session *s)
 static void
 data_hend(struct session *s)
 {
-	size_t at = s->wbuf.len;
+	size_t at;
 	off_t off;
 
+	if (s->derr == DE_NONE && s->msgfd >= 0) {
+		/* Our Authentication-Results room, at the top if it can be. */
+		if ((off = lseek(s->msgfd, 0, SEEK_CUR)) == -1) {
+			s->werrno = errno;
+			s->derr = DE_WRITE;
+		} else
+			s->msgsize += policy_hend(&s->pol, &s->wbuf, off == 0,
+			    off);
+	}
+	at = s->wbuf.len;
 	if (s->authed)
 		hdr_complete(s);
 	if (s->dkim == NULL || s->derr != DE_NONE)
@@ -1759,6 +1796,8 @@ data_line(struct session *s, const char *line, size_t len)
 		dsign_hline(s->dkim, line, len);
 	else if (s->dkim && s->derr == DE_NONE)
 		dsign_bline(s->dkim, line, len);
+	if (!s->inheaders && s->derr == DE_NONE)
+		policy_bline(&s->pol, line, len);
 	if (s->inheaders && s->authed)
 		hdr_line(s, line, len);
 	if (s->inheaders && len == 0) {
@@ -1780,8 +1819,12 @@ data_line(struct session *s, const char *line, size_t len)
 		s->derr = DE_SIZE;
 		return;
 	}
-	buf_append(&s->wbuf, line, len);
-	buf_append(&s->wbuf, "\r\n", 2);
+	if (s->inheaders)	/* forged Authentication-Results left out */
+		policy_hline(&s->pol, line, len, &s->wbuf);
+	else {
+		buf_append(&s->wbuf, line, len);
+		buf_append(&s->wbuf, "\r\n", 2);
+	}
 	data_write(s, 0);
 }
 
@@ -1850,6 +1893,7 @@ data_start(struct session *s, const char *qid, int fd)
 	s->inheaders = 1;
 	s->hops = 0;
 	data_received(s);
+	policy_data(&s->pol);
 	if (s->authed || s->local || (conf_is_trusted(smtp.conf,
 	    (struct sockaddr *)&s->ss) && strcmp(conf_str(smtp.conf,
 	    K_DKIM_SIGN_TRUSTED), "yes") == 0))
@@ -3164,6 +3208,7 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 	size_t i;
 
 	smtp.conf = conf;
+	vault_client_timeout((unsigned)conf_num(conf, NULL, K_VAULT_TIMEOUT));
 	smtp_tls_init(tls);
 	smtp_fd_budget();
 	smtp.base = event_base_new();

@@ -58,6 +58,12 @@ What it measures, all in one temp dir on one filesystem:
    ternctl dkim keygen); the median and mean time from the end of the
    data to the 250, and the difference to the unsigned run: the cost of
    hashing, the vault's signature and the write of the field.
+11. the MX's message checks on against off (--checks-clients, default
+   10; 0: skip): held-mode acceptance from a client that is not in a
+   trusted network, one daemon with `spf no` and `dkim-verify no`, one
+   with both on; the loopback DNS server publishes the sender domain's
+   SPF record and its DKIM key (RSA-2048), and every message carries a
+   dkimpy signature that passes.  Printed: both rates and on/off.
 
 Every loop is bounded in time and count; the daemon and the temp dir are
 removed on the way out, also on error or Ctrl-C.
@@ -2417,6 +2423,10 @@ def parse_args():
                     "for a short run)")
     ap.add_argument("--dkim-messages", type=int, default=0, metavar="N",
                     help="10.: messages per DKIM signing run (0: off)")
+    ap.add_argument("--checks-clients", type=int, default=10, metavar="N",
+                    help="11.: clients for the checks on/off runs (0: skip)")
+    ap.add_argument("--checks-only", action="store_true",
+                    help="run only the checks on/off comparison")
     ap.add_argument("--dkim-only", action="store_true",
                     help="run 10. (DKIM signing cost) alone")
     ap.add_argument("--keep", action="store_true",
@@ -2579,6 +2589,84 @@ def print_dkim(D):
             "%.3f" % r["cost_mean_ms"] if "cost_mean_ms" in r else "-"))
 
 
+def checks_cost(build, base, a, max_conn, daemons):
+    """11.: acceptance with SPF and DKIM verification off, then on."""
+    import base64
+    import re
+    try:
+        import dkim
+    except ImportError as e:
+        raise BenchError("checks: python3-dkim missing (%s)" % e)
+    pem = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA",
+                          "-pkeyopt", "rsa_keygen_bits:2048"],
+                         capture_output=True, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubout", "-outform", "DER"],
+                         input=pem, capture_output=True, check=True).stdout
+    p = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+    sys.path.insert(0, str(ROOT / "regress" / "integration"))
+    try:
+        from dnsserver import DNSServer
+    finally:
+        sys.path.pop(0)
+    dns = DNSServer({
+        "client.bench.test.": {"TXT": ["v=spf1 ip4:127.0.0.0/8 -all"]},
+        "b._domainkey.client.bench.test.": {
+            "TXT": [[p[i:i + 250] for i in range(0, len(p), 250)]]},
+    }).start()
+    body = make_body(a.size)
+    msg = body[:-3]                 # without the final "."
+    body = dkim.sign(msg, b"b", b"client.bench.test", pem,
+                     canonicalize=(b"relaxed", b"relaxed")) + body
+    rcpt = "%s@%s" % (SINK_ALIAS, LOCAL_DOMAIN)
+    out = {"clients": a.checks_clients, "seconds": a.seconds}
+    try:
+        for mode in ("off", "on"):
+            print("bench: checks %s, %d client(s), %.1f s ..." % (
+                mode, a.checks_clients, a.seconds), file=sys.stderr)
+            d = Daemon(build, base / ("checks-" + mode), max_conn)
+            daemons.append(d)
+            conf = d.conf.read_text().replace(
+                "trusted-network 127.0.0.0/8\n", "")
+            conf = re.sub(r"(?m)^resolver .*$", "resolver 127.0.0.1 port %d"
+                          % dns.port, conf)
+            yes = "yes" if mode == "on" else "no"
+            d.conf.write_text(conf + "spf %s\ndkim-verify %s\n" % (yes, yes))
+            d.start()
+            L = run_level(d, a.checks_clients, a.seconds, rcpt, body)
+            L.pop("_ids")
+            passed = log_counts(d.log, ["event=dkim result=pass"])[
+                "event=dkim result=pass"]
+            d.stop()
+            if L["n_errors"] or L["refused"] or (
+                    mode == "on" and passed < L["acked"]):
+                raise BenchError("checks %s: %d acknowledged, %d refused, "
+                                 "%d DKIM passes, %s" % (
+                                     mode, L["acked"], L["refused"], passed,
+                                     "; ".join(L["errors"][:2] +
+                                               L["refusal_samples"][:2])))
+            out[mode] = {"msgs_per_s": L["msgs_per_s"],
+                         "lat_ms_p50": L["lat_ms_p50"],
+                         "daemon_cpu_pct": L["daemon_cpu_pct"],
+                         "dkim_pass": passed}
+    finally:
+        dns.stop()
+    off = out["off"]["msgs_per_s"]
+    out["ratio"] = round(out["on"]["msgs_per_s"] / off, 3) if off else None
+    return out
+
+
+def print_checks(C):
+    print("11. MX checks (SPF + DKIM verification) on vs off, %d clients, "
+          "%.1f s each" % (C["clients"], C["seconds"]))
+    print("   %-6s %9s %9s %10s" % ("checks", "msg/s", "p50 ms", "cpu %"))
+    for mode in ("off", "on"):
+        r = C[mode]
+        print("   %-6s %9.1f %9s %10.1f" % (mode, r["msgs_per_s"],
+                                           r["lat_ms_p50"],
+                                           r["daemon_cpu_pct"]))
+    print("   on/off ratio: %s" % C["ratio"])
+
+
 def raise_nofile(need):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = need if hard == resource.RLIM_INFINITY else min(hard, need)
@@ -2650,6 +2738,18 @@ def main():
     daemons = []
     sink = dns = None
     status = 0
+    if a.checks_only:
+        try:
+            R["checks"] = checks_cost(build, base, a, max_conn, daemons)
+            print_checks(R["checks"])
+        except BenchError as e:
+            print("bench: error: %s" % e, file=sys.stderr)
+            status = 1
+        finally:
+            for d in daemons:
+                d.stop()
+            shutil.rmtree(base, ignore_errors=True)
+        return status
     if a.dkim_only:
         try:
             R["dkim_sign"] = dkim_sign_cost(build, base, max_conn,
@@ -2665,6 +2765,8 @@ def main():
             shutil.rmtree(base, ignore_errors=True)
         return status
     try:
+        if a.checks_clients:
+            R["checks"] = checks_cost(build, base, a, max_conn, daemons)
         if a.dkim_messages:
             R["dkim_sign"] = dkim_sign_cost(build, base, max_conn,
                                             a.dkim_messages, a.size,
@@ -2966,6 +3068,8 @@ def main():
         print_table(R)
     if "dkim_sign" in R:
         print_dkim(R["dkim_sign"])
+    if "checks" in R:
+        print_checks(R["checks"])
     return status
 
 

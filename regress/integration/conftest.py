@@ -71,6 +71,9 @@ class Daemon:
         # MAIL; tests that check it turn it on (test_spf.py).
         if "spf " not in extra:
             lines.append("spf no")
+        # DKIM verification likewise (test_dkim_verify.py).
+        if "dkim-verify " not in extra:
+            lines.append("dkim-verify no")
         # The loopback DNS server is not signed: no DNSSEC validation.
         if "dnssec-trust-anchor " not in extra:
             lines.append("dnssec-trust-anchor none")

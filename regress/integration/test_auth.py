@@ -376,3 +376,30 @@ def test_auth_known_clients_0_knows_no_client(make_daemon, tmpbase):
     assert wait_for(lambda: re.search(
         r"result=ok user=<anna@example\.test> client=\[127\.0\.0\.2\] "
         r"failures=0 delay=1s known=no", d.logtext())), d.logtext()
+
+
+# ---- a vault that does not answer ---------------------------------------------
+
+def test_stopped_vault_gives_454_not_a_hung_session(make_daemon, tmpbase):
+    # The secrets process stopped (or wedged): a password check must not
+    # hold the session until the client gives up.  After vault-timeout
+    # the client is told to try again later; once the vault runs again,
+    # the same login works (its late answer to the first one is dropped).
+    d = submission(make_daemon, tmpbase, "vault-timeout 2s\n")
+    pid = role_pids(d)["vault"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        c = raw_tls(d)
+        c.sock.settimeout(30)
+        code, text = c.cmd("AUTH PLAIN " + b64(f"\0{ANNA}\0{PASSWORD}"))
+        assert code == 454, (code, text)
+        assert "4.7.0" in text, text
+        # The session goes on: a new attempt is taken, not refused.
+        assert c.cmd("NOOP")[0] == 250
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert wait_for(lambda: "event=vault result=timeout requests=1" in
+                    d.logtext(), 10), d.logtext()[-2000:]
+    code, text = c.cmd("AUTH PLAIN " + b64(f"\0{ANNA}\0{PASSWORD}"))
+    assert code == 235, (code, text)
+    c.close()

@@ -215,7 +215,9 @@ def test_421_on_a_reused_connection_delivers_once(world):
         rr.messages = mx1.messages
         mx1.handle_MAIL = rr.handle_MAIL
         mx1.handle_EHLO = rr.handle_EHLO
-        d = make("retry-min 1s\nretry-max 2s\n")
+        # The kept connection outlives any pause a loaded machine makes
+        # between the two messages: the test is about its reuse.
+        d = make("retry-min 1s\nretry-max 2s\nconnection-idle-time 5m\n")
         send(d, ["first@remote.test"], "first")
         assert wait_for(lambda: len(mx1.messages) == 1, 20), d.logtext()
         assert wait_for(lambda: empty(d), 10)
@@ -429,3 +431,75 @@ def test_domains_sharing_an_mx_host_are_paced_together(make_daemon):
             assert r[2] == o[2] and r[6] == o[6], (r, o)
     finally:
         dns.stop()
+
+
+def test_throttle_replies_file_is_read_again_at_reload(world, tmpbase):
+    # The admin adds a receiver's own "slow down" text to throttle-replies
+    # and reloads: from then on that reply closes the destination; before,
+    # it was one recipient's deferral.  A line that is no class is named
+    # with file:line and skipped.
+    import signal
+    make, port = world
+    replies = tmpbase / "throttle-replies"
+    replies.write_text("ignore 4.7.1\n")
+    with MX("127.0.0.2", port) as mx1:
+        ref = Refuser("450 4.2.0 Slow down please, buddy")
+        mx1.handle_RCPT = ref.handle_RCPT
+        d = make(f'throttle-replies "{replies}"\n'
+                 "retry-min 1h\nretry-max 1h\n")
+        send(d, ["r0@remote.test"], "before")
+        assert wait_for(lambda: ref.refused >= 1, 20), d.logtext()
+        assert wait_for(lambda: "Slow down" in d.ctl("queue").stdout, 20)
+        assert "result=throttled" not in d.logtext()
+        replies.write_text("ignore 4.7.1\nslowdown buddy\n"
+                           "throttle slow down please\n")
+        d.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: f'{replies}:2: not throttle, rcpts or '
+                        'ignore' in d.logtext(), 10), d.logtext()[-2000:]
+        assert wait_for(lambda: "queue: event=reload result=ok" in
+                        d.logtext(), 10)
+        d.ctl("flush")
+        assert wait_for(lambda: "result=throttled" in d.logtext(), 20), \
+            d.logtext()[-3000:]
+        # A file that cannot be read keeps the table in force.
+        replies.unlink()
+        d.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "the throttle replies in force are kept"
+                        in d.logtext(), 10), d.logtext()[-2000:]
+
+
+def test_learned_pacing_survives_a_restart(world):
+    # A destination that said "try again later" is closed; the daemon is
+    # restarted (an upgrade in the middle of a throttled announcement): a
+    # new message to it still waits for the reopening instead of being
+    # refused again at once, and `ternctl destinations` shows what was
+    # learned.  A line of the file that does not read is skipped and
+    # named; the rest is kept.
+    make, port = world
+    with MX("127.0.0.2", port) as mx1:
+        ref = Refuser("451 4.7.0 Temporarily rate limited, try again later")
+        mx1.handle_RCPT = ref.handle_RCPT
+        d = make("retry-min 1h\nretry-max 1h\n")
+        send(d, ["a0@remote.test"], "before")
+        assert wait_for(lambda: ref.refused >= 1, 20), d.logtext()
+        assert wait_for(lambda: (dest_line(d, "remote.test") or
+                                 [""] * 7)[6] not in ("", "now"), 20), \
+            d.ctl("destinations").stdout
+        d.stop()
+        state = d.spool / "pacing"
+        assert "remote.test" in state.read_text(), state.read_text()
+        bad = len(state.read_text().splitlines()) + 1
+        with state.open("a") as f:
+            f.write("broken.test - nan 0 1 0 0 0 0 0\n")
+        d.start()
+        assert wait_for(lambda: "restored what pacing learned about" in
+                        d.logtext(), 10), d.logtext()[-2000:]
+        assert f"pacing:{bad}: value out of range; line skipped" in \
+            d.logtext(), d.logtext()[-2000:]
+        line = dest_line(d, "remote.test")
+        assert line is not None and line[1] != "-" and line[6] != "now", \
+            d.ctl("destinations").stdout
+        before = ref.refused
+        send(d, ["a1@remote.test"], "after")
+        assert wait_for(lambda: len(queued_ids(d)) == 2, 20)
+        assert not wait_for(lambda: ref.refused > before, 3), ref.refused

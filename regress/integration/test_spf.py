@@ -197,12 +197,13 @@ def test_ternctl_check(tmpbase):
         out = check("192.0.2.1", "mail.fail.test", "a@fail.test")
         assert out[0].startswith("Received-SPF: pass (mx.example.test: ")
         assert "Authentication-Results: mx.example.test;" in out
-        assert "\tspf=pass smtp.mailfrom=a@fail.test" in out
+        assert "\tspf=pass smtp.mailfrom=a@fail.test;" in out
+        assert "\tdkim=none" in out        # an unsigned message
         assert out[-1] == 'action=accept reason="spf ok"'
         out = check("192.0.2.2", "mail.fail.test", "a@fail.test")
         assert out[-1].startswith('action=reject reason="550 5.7.23 SPF: ')
         out = check("192.0.2.2", "helo.test", "<>")
-        assert "\tspf=fail smtp.helo=helo.test" in out
+        assert "\tspf=fail smtp.helo=helo.test;" in out
         assert out[-1].startswith('action=reject')
         out = check("::ffff:192.0.2.1", "x.test", "a@fail.test")
         assert out[-1] == 'action=accept reason="spf ok"'

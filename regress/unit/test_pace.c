@@ -133,6 +133,39 @@ pace_conf(void)
 	}
 }
 
+/*
+ * Two transactions open at once; the second is refused at MAIL and ends
+ * first, with nothing measured yet: the rate can only be guessed (a
+ * recipient a first pause).  The first then reports what it delivered
+ * (an older epoch): the guess gives way to the measure, or the
+ * destination would crawl back from one recipient a minute.
+ */
+static void
+pace_first_guess(void)
+{
+	struct dest_pace p, q;
+	uint32_t e1, e2;
+
+	pace_init(&p, 5);
+	e1 = pace_open(&p, 10, 1000.0);
+	e2 = pace_open(&p, 10, 1000.01);
+	pace_result(&p, 0, DEST_SIG_THROTTLE, e2, 1000.02, 60, 5);
+	CHECK(p.rate > 0 && p.rate < 0.02 && p.next_ok > 1060);
+	pace_result(&p, 5, DEST_SIG_THROTTLE, e1, 1000.1, 60, 5);
+	CHECK(p.rate > 24 && p.rate < 26);		/* 5 in 0.1 s, halved */
+	CHECK(p.next_ok < 1000.2);
+	/* The same with the first ending well. */
+	pace_init(&q, 5);
+	e1 = pace_open(&q, 10, 1000.0);
+	e2 = pace_open(&q, 10, 1000.01);
+	pace_result(&q, 0, DEST_SIG_THROTTLE, e2, 1000.02, 60, 5);
+	pace_result(&q, 10, DEST_SIG_NONE, e1, 1000.1, 60, 5);
+	CHECK(q.rate > 49 && q.rate < 51.5 && q.next_ok < 1000.2);
+	/* A measure, once taken, is not replaced by a later success. */
+	pace_result(&q, 1, DEST_SIG_NONE, e1, 1000.5, 60, 5);
+	CHECK(q.rate < 52);
+}
+
 void
 test_pace(void)
 {
@@ -227,4 +260,5 @@ test_pace(void)
 		CHECK(refused <= first_refused + 3 &&
 		    refused + 3 >= first_refused);
 	}
+	pace_first_guess();
 }
