@@ -56,6 +56,7 @@ enum knob_id {
 	K_TLS_VERIFY,		/* string yes|no: verify peers' certificates */
 	K_CA_FILE,		/* path: CA bundle for verification */
 	K_CA_PATH,		/* path: hashed CA directory (c_rehash) */
+	K_DNSSEC_TRUST_ANCHOR,	/* string: anchor file, absolute; none: off */
 	K_SRS_SECRET,		/* path: SRS key file (made at first start) */
 	K_SRS_DOMAIN,		/* string: domain of rewritten senders */
 	K_LOCAL_DELIVERY,	/* string maildir|mbox|lmtp: system accounts */

@@ -1,31 +1,40 @@
 /*
- * dns: the non-blocking stub resolver and its cache, on the libevent loop
- * of the smtp process, which does every lookup (MX and addresses for the
- * SMTP client; client names, and later SPF and DMARC, for the sessions).
+ * dns: lookups for the event loop of the smtp process (MX and addresses
+ * for the SMTP client, client names for the sessions) on libunbound.
  * It calls dns_init once, on its own event base, at start.
  *
- * A lookup joins the transaction ("flight") already asking for the same
- * (name, type), or starts one.  Each try of a flight uses a fresh UDP
- * socket (a new random source port, connected so the kernel drops other
- * sources) and a fresh random id; a truncated answer is asked again over
- * TCP of the same server, a failure moves on to the next server.  Only the
- * final outcome reaches the callers and, unless it is a temporary failure,
- * the cache.  Callbacks always run from the event loop, never from
- * dns_lookup, so a caller never sees its callback before its handle.
+ * libunbound runs on the same event base (ub_ctx_create_event): it sends
+ * the queries to the configured servers as forwarders (UDP, TCP on
+ * truncation, EDNS fallback, the next server when one fails), joins equal
+ * questions in flight, caches answers for their TTL and negative ones per
+ * RFC 2308, and validates DNSSEC when a trust anchor is set.  It hands
+ * back the answer packet and its security status; dns/wire.c parses the
+ * packet into a struct dns_result, as it did for our own transport.
+ *
+ * libunbound calls back from inside ub_resolve_event when it can answer
+ * at once (cache, local data), and from inside its own event handlers
+ * otherwise.  Neither is a place to run a caller's code (which may start
+ * or cancel lookups: re-entering libunbound from its callback), so every
+ * answer is parked on the query and delivered from our own event, one
+ * loop turn later.  Each query also has a deadline (timeout_ms * attempts
+ * * servers): libunbound's own retries against a black-holed server can
+ * take far longer, so past it the query is cancelled and its caller told
+ * TEMPFAIL "timeout".
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <unbound.h>
+#include <unbound-event.h>
 
 #include "dns/dns.h"
 #include "lib/log.h"
@@ -34,115 +43,40 @@
 #define MAXSERVERS	8
 #define DEF_TIMEOUT_MS	2000
 #define DEF_ATTEMPTS	2
-#define QUERY_MAX	512
-#define OPT_LEN		11	/* see dns_encode_query */
 #define RESOLV_CONF	"/etc/resolv.conf"
-
-#define CACHE_MAX	10000
-#define CACHE_BUCKETS	16384	/* a power of two */
-
-struct dns_flight;
+#define RC_SERVFAIL	2
+#define RC_REFUSED	5
 
 struct dns_query {
-	struct dns_query	 *prev, *next;
-	struct dns_query	**head;		/* list it is on; NULL: running */
-	struct dns_flight	 *flight;	/* NULL: answered from the cache */
-	struct event		 *ev;		/* cache answer delivery */
-	struct dns_result	  res;		/* cache answer */
-	dns_cb			  cb;
-	void			 *arg;
-};
-
-struct dns_flight {
-	struct dns_flight	*prev, *next;
+	struct dns_query	*prev, *next;
+	int			 listed;	/* on dns.queries */
+	int			 running;	/* libunbound has it (ubid) */
+	int			 answered;	/* res holds the outcome */
+	int			 ubid;
+	unsigned		 gen;		/* the context it runs in */
+	struct event		*ev;		/* deadline, and delivery */
+	struct dns_result	 res;
 	char			 qname[256];
 	enum dns_type		 type;
-	struct dns_query	*waiters;
-	unsigned char		 pkt[QUERY_MAX];
-	size_t			 pktlen;
-	uint16_t		 id;
-	int			 edns;
-	unsigned		 try, ntries;
-	size_t			 server;
-	int			 fd;
-	int			 tcp;
-	struct event		*ev_io;
-	struct event		*ev_timer;	/* the try's deadline */
-	unsigned char		*tbuf;		/* TCP: query out, answer in */
-	size_t			 tlen, toff;
-	unsigned char		 tlenbuf[2];
-	int			 twriting;
-	const char		*why;		/* why the last try failed */
-	struct dns_result	 res;
-};
-
-struct cache_entry {
-	struct cache_entry	*hnext;		/* bucket chain */
-	struct cache_entry	*older, *newer;
-	char			*name;
-	enum dns_type		 type;
-	uint32_t		 hash;
-	int64_t			 expires;	/* monotonic ms */
-	struct dns_result	 res;
+	dns_cb			 cb;
+	void			*arg;
 };
 
 static struct {
 	struct event_base	*base;
+	struct ub_ctx		*ub;
+	unsigned		 gen;		/* bumped per context */
 	struct dns_server	 servers[MAXSERVERS];
 	size_t			 nservers;
-	size_t			 preferred;	/* the last server that answered */
 	int			 timeout_ms;
 	int			 attempts;
-	struct dns_flight	*flights;
-	struct dns_flight	*delivering;
-	struct dns_query	*pending;	/* cache answers not yet run */
+	int			 deadline_ms;	/* per lookup */
+	char			*anchor;	/* trust anchor file, or NULL */
+	int			 validating;
+	struct dns_query	*queries;
+	struct dns_query	*calling;	/* inside ub_resolve_event */
 	size_t			 hits;
-	struct cache_entry	*buckets[CACHE_BUCKETS];
-	struct cache_entry	*oldest, *newest;
-	size_t			 ncache;
 } dns;
-
-static unsigned char udpbuf[65536];
-
-static void	flight_next(struct dns_flight *);
-static void	flight_done(struct dns_flight *);
-static void	flight_send(struct dns_flight *);
-static void	flight_tcp(struct dns_flight *);
-
-/* ---- lists ---------------------------------------------------------- */
-
-static void
-query_link(struct dns_query **head, struct dns_query *q)
-{
-	q->head = head;
-	q->prev = NULL;
-	q->next = *head;
-	if (*head)
-		(*head)->prev = q;
-	*head = q;
-}
-
-static void
-query_unlink(struct dns_query *q)
-{
-	if (q->prev)
-		q->prev->next = q->next;
-	else
-		*q->head = q->next;
-	if (q->next)
-		q->next->prev = q->prev;
-	q->head = NULL;
-	q->prev = q->next = NULL;
-}
-
-static void
-query_free(struct dns_query *q)
-{
-	if (q->ev)
-		event_free(q->ev);
-	dns_result_free(&q->res);
-	free(q);
-}
 
 static const char *
 type_name(enum dns_type t)
@@ -162,573 +96,196 @@ type_name(enum dns_type t)
 	return "?";
 }
 
-static int64_t
-now_ms(void)
+static const char *
+sec_name(enum dns_sec s)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return s == DNS_SEC_SECURE ? "secure" : s == DNS_SEC_BOGUS ? "bogus" :
+	    "insecure";
 }
 
-/* ---- cache ---------------------------------------------------------- */
+/* ---- queries -------------------------------------------------------- */
 
-static uint32_t
-cache_hash(const char *name, enum dns_type type)
+static void
+query_link(struct dns_query *q)
 {
-	uint32_t h = 2166136261U ^ (uint32_t)type;
-
-	for (; *name; name++)
-		h = (h ^ (unsigned char)*name) * 16777619U;
-	return h;
+	q->listed = 1;
+	q->prev = NULL;
+	q->next = dns.queries;
+	if (dns.queries)
+		dns.queries->prev = q;
+	dns.queries = q;
 }
 
 static void
-cache_remove(struct cache_entry *e)
+query_unlink(struct dns_query *q)
 {
-	struct cache_entry **pp = &dns.buckets[e->hash & (CACHE_BUCKETS - 1)];
-
-	while (*pp != e)
-		pp = &(*pp)->hnext;
-	*pp = e->hnext;
-	if (e->older)
-		e->older->newer = e->newer;
+	if (q->prev)
+		q->prev->next = q->next;
 	else
-		dns.oldest = e->newer;
-	if (e->newer)
-		e->newer->older = e->older;
-	else
-		dns.newest = e->older;
-	dns.ncache--;
-	dns_result_free(&e->res);
-	free(e->name);
-	free(e);
+		dns.queries = q->next;
+	if (q->next)
+		q->next->prev = q->prev;
+	q->prev = q->next = NULL;
+	q->listed = 0;
 }
 
-static struct cache_entry *
-cache_find(const char *name, enum dns_type type, int64_t now)
-{
-	uint32_t h = cache_hash(name, type);
-	struct cache_entry *e;
-
-	for (e = dns.buckets[h & (CACHE_BUCKETS - 1)]; e; e = e->hnext)
-		if (e->hash == h && e->type == type && !strcmp(e->name, name))
-			break;
-	if (e && e->expires <= now) {
-		cache_remove(e);
-		e = NULL;
-	}
-	return e;
-}
-
-/* Keep a final answer for its TTL (at least a second). */
+/* Take the query back from libunbound: its callback will not run. */
 static void
-cache_put(const char *name, enum dns_type type, const struct dns_result *res)
+query_stop(struct dns_query *q)
 {
-	int64_t now = now_ms();
-	struct cache_entry *e;
-	uint32_t ttl = res->ttl ? res->ttl : 1;
-
-	if ((e = cache_find(name, type, now)) != NULL)
-		cache_remove(e);
-	while (dns.oldest && (dns.ncache >= CACHE_MAX ||
-	    dns.oldest->expires <= now))
-		cache_remove(dns.oldest);
-	e = xcalloc(1, sizeof(*e));
-	e->name = xstrdup(name);
-	e->type = type;
-	e->hash = cache_hash(name, type);
-	e->expires = now + (int64_t)ttl * 1000;
-	dns_result_copy(&e->res, res);
-	e->hnext = dns.buckets[e->hash & (CACHE_BUCKETS - 1)];
-	dns.buckets[e->hash & (CACHE_BUCKETS - 1)] = e;
-	e->older = dns.newest;
-	if (dns.newest)
-		dns.newest->newer = e;
-	else
-		dns.oldest = e;
-	dns.newest = e;
-	dns.ncache++;
+	if (q->running && dns.ub != NULL && q->gen == dns.gen)
+		(void)ub_cancel(dns.ub, q->ubid);
+	q->running = 0;
 }
 
 static void
-cache_clear(void)
+query_free(struct dns_query *q)
 {
-	while (dns.oldest)
-		cache_remove(dns.oldest);
+	query_stop(q);
+	if (q->ev)
+		event_free(q->ev);
+	dns_result_free(&q->res);
+	free(q);
 }
 
-size_t
-dns_cache_hits(void)
-{
-	return dns.hits;
-}
-
-/* ---- one flight: tries over UDP, TCP on truncation ------------------ */
-
-static uint16_t
-random16(void)
-{
-	uint16_t v;
-	ssize_t n;
-
-	while ((n = getrandom(&v, sizeof(v), 0)) == -1 && errno == EINTR)
-		;
-	if (n != sizeof(v))
-		panicx("dns: getrandom failed");
-	return v;
-}
-
-static const struct dns_server *
-flight_server(const struct dns_flight *f)
-{
-	return &dns.servers[f->server % dns.nservers];
-}
-
-/* Close the current try's socket; the flight itself stays. */
+/* The outcome is known: deliver it from the loop, never from here. */
 static void
-flight_close(struct dns_flight *f)
+query_answered(struct dns_query *q)
 {
-	if (f->ev_io) {
-		event_free(f->ev_io);
-		f->ev_io = NULL;
-	}
-	if (f->fd != -1) {
-		close(f->fd);
-		f->fd = -1;
-	}
-	evtimer_del(f->ev_timer);
-	free(f->tbuf);
-	f->tbuf = NULL;
-	f->tlen = f->toff = 0;
-	f->tcp = f->twriting = 0;
-}
-
-/* The try failed before it got going: move on from the event loop. */
-static void
-flight_fail_soon(struct dns_flight *f, const char *why)
-{
-	struct timeval tv = { 0, 0 };
-
-	if (f->ev_io) {
-		event_free(f->ev_io);
-		f->ev_io = NULL;
-	}
-	f->why = why;
-	evtimer_add(f->ev_timer, &tv);
+	q->answered = 1;
+	evtimer_del(q->ev);
+	event_active(q->ev, EV_TIMEOUT, 1);
 }
 
 static void
-flight_arm(struct dns_flight *f)
+query_fail(struct dns_query *q, const char *why)
 {
-	struct timeval tv;
-
-	tv.tv_sec = dns.timeout_ms / 1000;
-	tv.tv_usec = (dns.timeout_ms % 1000) * 1000;
-	f->why = "timeout";
-	evtimer_add(f->ev_timer, &tv);
+	dns_result_free(&q->res);
+	memset(&q->res, 0, sizeof(q->res));
+	q->res.status = DNS_TEMPFAIL;
+	q->res.why = why;
 }
 
-static int
-flight_encode(struct dns_flight *f)
-{
-	f->id = random16();
-	if (dns_encode_query(f->id, f->qname, f->type, f->pkt, sizeof(f->pkt),
-	    &f->pktlen) == -1)
-		return -1;
-	if (!f->edns) {
-		f->pktlen -= OPT_LEN;
-		f->pkt[10] = f->pkt[11] = 0;
-	}
-	return 0;
-}
-
+/* Our event: the answer parked by ub_answer, or the deadline. */
 static void
-flight_response(struct dns_flight *f, const unsigned char *pkt, size_t len)
-{
-	struct dns_result r;
-	int tc;
-
-	if (dns_parse_response(pkt, len, f->id, f->qname, f->type, &r,
-	    &tc) == -1) {
-		log_debug("dns: name=%s type=%s id=%u event=bad-response "
-		    "len=%zu%s", f->qname, type_name(f->type), f->id, len,
-		    f->tcp ? " tcp" : "");
-		if (!f->tcp)
-			return;		/* perhaps forged: keep listening */
-		f->why = "malformed response";
-		flight_next(f);
-		return;
-	}
-	if (tc) {
-		dns_result_free(&r);
-		if (f->tcp) {
-			f->why = "truncated over tcp";
-			flight_next(f);
-		} else
-			flight_tcp(f);
-		return;
-	}
-	if (r.status == DNS_TEMPFAIL) {
-		dns_result_free(&r);
-		/* FORMERR to an EDNS query: ask the same server without */
-		if ((pkt[3] & 0xf) == 1 && f->edns) {
-			f->edns = 0;
-			flight_close(f);
-			flight_send(f);
-			return;
-		}
-		f->why = r.why;
-		flight_next(f);
-		return;
-	}
-	dns.preferred = f->server % dns.nservers;
-	f->res = r;
-	flight_done(f);
-}
-
-static void
-flight_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-	flight_next(arg);
-}
-
-static void
-udp_read_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct dns_flight *f = arg;
-	ssize_t n;
-
-	n = recv(fd, udpbuf, sizeof(udpbuf), 0);
-	if (n == -1) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return;
-		f->why = errno == ECONNREFUSED ? "connection refused" :
-		    "network error";
-		flight_next(f);
-		return;
-	}
-	flight_response(f, udpbuf, (size_t)n);
-}
-
-/* Send the query to the current server over a fresh UDP socket. */
-static void
-flight_send(struct dns_flight *f)
-{
-	const struct dns_server *s = flight_server(f);
-
-	if (flight_encode(f) == -1) {
-		flight_fail_soon(f, "encoding failed");
-		return;
-	}
-	f->fd = socket(s->ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, 0);
-	if (f->fd == -1 || connect(f->fd, (const struct sockaddr *)&s->ss,
-	    s->sslen) == -1 || send(f->fd, f->pkt, f->pktlen, 0) !=
-	    (ssize_t)f->pktlen) {
-		flight_fail_soon(f, "network error");
-		return;
-	}
-	f->ev_io = event_new(dns.base, f->fd, EV_READ | EV_PERSIST,
-	    udp_read_cb, f);
-	if (f->ev_io == NULL || event_add(f->ev_io, NULL) == -1) {
-		flight_fail_soon(f, "event error");
-		return;
-	}
-	flight_arm(f);
-	log_debug("dns: name=%s type=%s id=%u event=query try=%u%s",
-	    f->qname, type_name(f->type), f->id, f->try + 1,
-	    f->edns ? "" : " noedns");
-}
-
-static void
-tcp_read(struct dns_flight *f)
-{
-	unsigned char *p;
-	size_t want, len;
-	ssize_t n;
-
-	if (f->tbuf == NULL) {
-		want = 2 - f->toff;
-		n = recv(f->fd, f->tlenbuf + f->toff, want, 0);
-	} else
-		n = recv(f->fd, f->tbuf + f->toff, f->tlen - f->toff, 0);
-	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK ||
-	    errno == EINTR))
-		return;
-	if (n <= 0) {
-		f->why = n == 0 ? "tcp closed" : "tcp error";
-		flight_next(f);
-		return;
-	}
-	f->toff += (size_t)n;
-	if (f->tbuf == NULL) {
-		if (f->toff < 2)
-			return;
-		f->tlen = (size_t)f->tlenbuf[0] << 8 | f->tlenbuf[1];
-		f->toff = 0;
-		f->tbuf = xmalloc(f->tlen ? f->tlen : 1);
-		if (f->tlen > 0)
-			return;
-	}
-	if (f->toff < f->tlen)
-		return;
-	p = f->tbuf;
-	len = f->tlen;
-	f->tbuf = NULL;
-	flight_response(f, p, len);
-	free(p);
-}
-
-static void	tcp_cb(evutil_socket_t, short, void *);
-
-static void
-tcp_write(struct dns_flight *f)
-{
-	ssize_t n;
-	int err = 0;
-	socklen_t errlen = sizeof(err);
-
-	if (f->toff == 0 && (getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &err,
-	    &errlen) == -1 || err != 0)) {
-		f->why = err == ECONNREFUSED ? "tcp refused" : "tcp error";
-		flight_next(f);
-		return;
-	}
-	n = send(f->fd, f->tbuf + f->toff, f->tlen - f->toff, MSG_NOSIGNAL);
-	if (n == -1) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return;
-		f->why = "tcp error";
-		flight_next(f);
-		return;
-	}
-	f->toff += (size_t)n;
-	if (f->toff < f->tlen)
-		return;
-	free(f->tbuf);
-	f->tbuf = NULL;
-	f->tlen = f->toff = 0;
-	f->twriting = 0;
-	event_free(f->ev_io);
-	f->ev_io = event_new(dns.base, f->fd, EV_READ | EV_PERSIST, tcp_cb, f);
-	if (f->ev_io == NULL || event_add(f->ev_io, NULL) == -1)
-		flight_fail_soon(f, "event error");
-}
-
-static void
-tcp_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct dns_flight *f = arg;
-
-	if (f->twriting)
-		tcp_write(f);
-	else
-		tcp_read(f);
-}
-
-/* TC=1: the same question over TCP to the same server (RFC 7766). */
-static void
-flight_tcp(struct dns_flight *f)
-{
-	const struct dns_server *s = flight_server(f);
-
-	flight_close(f);
-	f->tcp = 1;
-	if (flight_encode(f) == -1) {
-		flight_fail_soon(f, "encoding failed");
-		return;
-	}
-	f->fd = socket(s->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, 0);
-	if (f->fd == -1 || (connect(f->fd, (const struct sockaddr *)&s->ss,
-	    s->sslen) == -1 && errno != EINPROGRESS)) {
-		flight_fail_soon(f, "tcp error");
-		return;
-	}
-	f->tlen = f->pktlen + 2;
-	f->tbuf = xmalloc(f->tlen);
-	f->tbuf[0] = (unsigned char)(f->pktlen >> 8);
-	f->tbuf[1] = (unsigned char)f->pktlen;
-	memcpy(f->tbuf + 2, f->pkt, f->pktlen);
-	f->toff = 0;
-	f->twriting = 1;
-	f->ev_io = event_new(dns.base, f->fd, EV_WRITE | EV_PERSIST, tcp_cb, f);
-	if (f->ev_io == NULL || event_add(f->ev_io, NULL) == -1) {
-		flight_fail_soon(f, "event error");
-		return;
-	}
-	flight_arm(f);
-	log_debug("dns: name=%s type=%s id=%u event=query tcp", f->qname,
-	    type_name(f->type), f->id);
-}
-
-/* The current try failed (f->why): the next server, or give up. */
-static void
-flight_next(struct dns_flight *f)
-{
-	log_debug("dns: name=%s type=%s event=try-failed try=%u why=\"%s\"",
-	    f->qname, type_name(f->type), f->try + 1, log_q(f->why));
-	flight_close(f);
-	if (++f->try >= f->ntries) {
-		memset(&f->res, 0, sizeof(f->res));
-		f->res.status = DNS_TEMPFAIL;
-		f->res.why = f->why;
-		flight_done(f);
-		return;
-	}
-	f->server++;
-	flight_send(f);
-}
-
-static void
-flight_unlink(struct dns_flight *f)
-{
-	if (f->prev)
-		f->prev->next = f->next;
-	else
-		dns.flights = f->next;
-	if (f->next)
-		f->next->prev = f->prev;
-	f->prev = f->next = NULL;
-}
-
-static void
-flight_free(struct dns_flight *f)
-{
-	struct dns_query *q;
-
-	flight_close(f);
-	event_free(f->ev_timer);
-	while ((q = f->waiters) != NULL) {
-		query_unlink(q);
-		query_free(q);
-	}
-	dns_result_free(&f->res);
-	free(f);
-}
-
-/* The final outcome: into the cache, then to every waiter once. */
-static void
-flight_done(struct dns_flight *f)
-{
-	struct dns_flight *outer = dns.delivering;
-	struct dns_query *q;
-
-	flight_close(f);
-	flight_unlink(f);
-	if (f->res.status != DNS_TEMPFAIL)
-		cache_put(f->qname, f->type, &f->res);
-	log_debug("dns: name=%s type=%s event=answer status=%d ttl=%u "
-	    "why=\"%s\"", f->qname, type_name(f->type), (int)f->res.status,
-	    f->res.ttl, log_q(f->res.why ? f->res.why : ""));
-	dns.delivering = f;
-	while ((q = f->waiters) != NULL) {
-		query_unlink(q);
-		q->cb(&f->res, q->arg);
-		query_free(q);
-	}
-	dns.delivering = outer;
-	flight_free(f);
-}
-
-static struct dns_flight *
-flight_start(const char *qname, enum dns_type type)
-{
-	struct dns_flight *f = xcalloc(1, sizeof(*f));
-
-	str_copy(f->qname, qname, sizeof(f->qname));
-	f->type = type;
-	f->fd = -1;
-	f->edns = 1;
-	f->server = dns.preferred;
-	f->ntries = (unsigned)dns.nservers * (unsigned)dns.attempts;
-	f->ev_timer = evtimer_new(dns.base, flight_timer_cb, f);
-	if (f->ev_timer == NULL)
-		panicx("dns: evtimer_new failed");
-	f->next = dns.flights;
-	if (dns.flights)
-		dns.flights->prev = f;
-	dns.flights = f;
-	flight_send(f);
-	return f;
-}
-
-static struct dns_flight *
-flight_find(const char *qname, enum dns_type type)
-{
-	struct dns_flight *f;
-
-	for (f = dns.flights; f; f = f->next)
-		if (f->type == type && strcmp(f->qname, qname) == 0)
-			return f;
-	return NULL;
-}
-
-/* ---- lookups -------------------------------------------------------- */
-
-static void
-cached_cb(evutil_socket_t fd, short what, void *arg)
+query_event(evutil_socket_t fd, short what, void *arg)
 {
 	struct dns_query *q = arg;
 
+	if (!q->answered) {
+		query_stop(q);
+		query_fail(q, "timeout");
+	}
+	log_debug("dns: name=%s type=%s event=answer status=%d ttl=%u "
+	    "sec=%s why=\"%s\"", q->qname, type_name(q->type),
+	    (int)q->res.status, q->res.ttl, sec_name(q->res.sec),
+	    log_q(q->res.why ? q->res.why : ""));
 	query_unlink(q);
-	event_free(q->ev);
-	q->ev = NULL;
 	q->cb(&q->res, q->arg);
 	query_free(q);
+}
+
+/*
+ * libunbound's answer: rcode is not 0 for its own failures (all servers
+ * failed or refused, out of memory), then the packet is not to be read;
+ * otherwise the packet is the answer (NXDOMAIN and NODATA included) and
+ * sec its validation status.
+ */
+static void
+ub_answer(void *arg, int rcode, void *pkt, int len, int sec, char *why_bogus,
+    int ratelimited)
+{
+	struct dns_query *q = arg;
+	const unsigned char *p = pkt;
+	int tc = 0;
+
+	q->running = 0;
+	if (q == dns.calling)
+		dns.hits++;
+	dns_result_free(&q->res);
+	if (sec == 1) {
+		log_info("dns: name=%s type=%s event=bogus why=\"%s\"",
+		    q->qname, type_name(q->type),
+		    log_q(why_bogus ? why_bogus : ""));
+		query_fail(q, "dnssec bogus");
+		q->res.sec = DNS_SEC_BOGUS;
+	} else if (rcode != 0 || p == NULL || len < 2)
+		query_fail(q, rcode == RC_REFUSED ? "refused" : "servfail");
+	else if (dns_parse_response(p, (size_t)len, (uint16_t)(p[0] << 8 |
+	    p[1]), q->qname, q->type, &q->res, &tc) == -1 || tc) {
+		log_debug("dns: name=%s type=%s event=bad-response len=%d",
+		    q->qname, type_name(q->type), len);
+		query_fail(q, "malformed response");
+	} else if (sec == 2)
+		q->res.sec = DNS_SEC_SECURE;
+	query_answered(q);
 }
 
 struct dns_query *
 dns_lookup(const char *name, enum dns_type type, dns_cb cb, void *arg)
 {
-	char qname[256];
-	struct cache_entry *e;
+	struct timeval tv;
 	struct dns_query *q;
-	int64_t now;
+	int r;
 
 	if (dns.base == NULL)
 		panicx("dns: lookup before dns_init");
 	if (type != DNS_A && type != DNS_AAAA && type != DNS_MX &&
 	    type != DNS_TXT && type != DNS_PTR)
 		return NULL;
-	if (cb == NULL || dns_query_name(name, type, qname,
-	    sizeof(qname)) == -1)
-		return NULL;
 	q = xcalloc(1, sizeof(*q));
+	if (cb == NULL || dns_query_name(name, type, q->qname,
+	    sizeof(q->qname)) == -1) {
+		free(q);
+		return NULL;
+	}
+	q->type = type;
 	q->cb = cb;
 	q->arg = arg;
-	now = now_ms();
-	if ((e = cache_find(qname, type, now)) != NULL) {
-		dns.hits++;
-		dns_result_copy(&q->res, &e->res);
-		q->res.ttl = (uint32_t)((e->expires - now + 999) / 1000);
-		q->ev = event_new(dns.base, -1, 0, cached_cb, q);
-		if (q->ev == NULL)
-			panicx("dns: event_new failed");
-		query_link(&dns.pending, q);
-		event_active(q->ev, EV_TIMEOUT, 1);
-		return q;
-	}
-	q->flight = flight_find(qname, type);
-	if (q->flight == NULL)
-		q->flight = flight_start(qname, type);
-	query_link(&q->flight->waiters, q);
+	if ((q->ev = evtimer_new(dns.base, query_event, q)) == NULL)
+		panicx("dns: evtimer_new failed");
+	query_link(q);
+	tv.tv_sec = dns.deadline_ms / 1000;
+	tv.tv_usec = (dns.deadline_ms % 1000) * 1000;
+	evtimer_add(q->ev, &tv);
+	q->running = 1;
+	q->gen = dns.gen;
+	dns.calling = q;
+	r = ub_resolve_event(dns.ub, q->qname, (int)type, 1, q, ub_answer,
+	    &q->ubid);
+	dns.calling = NULL;
+	if (r != 0) {
+		q->running = 0;
+		log_warnx("dns: name=%s type=%s event=error why=\"%s\"",
+		    q->qname, type_name(type), log_q(ub_strerror(r)));
+		if (!q->answered) {
+			query_fail(q, "resolver error");
+			query_answered(q);
+		}
+	} else if (q->running)
+		log_debug("dns: name=%s type=%s event=query", q->qname,
+		    type_name(type));
 	return q;
 }
 
 /*
- * Forget a lookup before its callback: no callback, ever.  The flight
- * goes on without it (its answer still fills the cache).  From within the
- * query's own callback this does nothing; after it, q is gone.
+ * Forget a lookup before its callback: no callback, ever.  libunbound
+ * goes on without it (its answer still fills the cache).  From within
+ * the query's own callback this does nothing; after it, q is gone.
  */
 void
 dns_cancel(struct dns_query *q)
 {
-	if (q == NULL || q->head == NULL)
+	if (q == NULL || !q->listed)
 		return;
 	query_unlink(q);
 	query_free(q);
+}
+
+size_t
+dns_cache_hits(void)
+{
+	return dns.hits;
 }
 
 /* ---- set-up --------------------------------------------------------- */
@@ -816,46 +373,169 @@ server_ok(const struct dns_server *s)
 	return 0;
 }
 
+/* "address@port" (with "%scope" for a link-local IPv6) for ub_ctx_set_fwd. */
+static int
+server_string(const struct dns_server *s, char *out, size_t outlen)
+{
+	char host[INET6_ADDRSTRLEN];
+	unsigned port;
+	int n;
+
+	if (s->ss.ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const void *)&s->ss;
+
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		port = ntohs(sin->sin_port);
+		n = snprintf(out, outlen, "%s@%u", host, port);
+	} else {
+		const struct sockaddr_in6 *sin6 = (const void *)&s->ss;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		port = ntohs(sin6->sin6_port);
+		if (sin6->sin6_scope_id)
+			n = snprintf(out, outlen, "%s%%%u@%u", host,
+			    (unsigned)sin6->sin6_scope_id, port);
+		else
+			n = snprintf(out, outlen, "%s@%u", host, port);
+	}
+	return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
+static void
+ub_ignore(void *arg, int rcode, void *pkt, int len, int sec, char *why,
+    int ratelimited)
+{
+	(*(int *)arg)++;
+}
+
+/*
+ * Unbound answers some names itself (RFC 6761 and 6303 zones); ours come
+ * from the configured servers like any other: tests use .test names and
+ * loopback, documentation and private addresses.
+ */
+static const char *const ub_transparent[] = {
+	"test.", "127.in-addr.arpa.", "10.in-addr.arpa.",
+	"168.192.in-addr.arpa.", "2.0.192.in-addr.arpa.",
+	"100.51.198.in-addr.arpa.", "113.0.203.in-addr.arpa.",
+	"8.b.d.0.1.0.0.2.ip6.arpa.",
+	("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0."
+	    "ip6.arpa."),
+};
+
+/* A libunbound context on base forwarding to dns.servers, finalised. */
+static struct ub_ctx *
+ub_setup(struct event_base *base)
+{
+	struct ub_ctx *ub;
+	char addr[INET6_ADDRSTRLEN + IF_NAMESIZE + 16];
+	int r = 0, answered = 0, id;
+
+	if ((ub = ub_ctx_create_event(base)) == NULL) {
+		log_warnx("dns: ub_ctx_create_event failed");
+		return NULL;
+	}
+	/* A loopback forwarder is what tests (and local caches) use. */
+	r |= ub_ctx_set_option(ub, "do-not-query-localhost:", "no");
+	r |= ub_ctx_set_option(ub, "outgoing-range:", "64");
+	r |= ub_ctx_set_option(ub, "outgoing-num-tcp:", "10");
+	r |= ub_ctx_set_option(ub, "num-queries-per-thread:", "4096");
+	/* A server that timed out is still tried, one query at a time,
+	 * rather than left for 15 min.  Its timeout is left to unbound:
+	 * capping it at timeout_ms would make one black-holed name mark the
+	 * server down for every other lookup (our deadline bounds the wait) */
+	r |= ub_ctx_set_option(ub, "infra-keep-probing:", "yes");
+	/* Caches for a small server's working set: at most ~4.5 MB in
+	 * all (unbound's defaults allow 13 MB), filled as answers come. */
+	r |= ub_ctx_set_option(ub, "msg-cache-size:", "1m");
+	r |= ub_ctx_set_option(ub, "rrset-cache-size:", "2m");
+	r |= ub_ctx_set_option(ub, "key-cache-size:", "1m");
+	r |= ub_ctx_set_option(ub, "neg-cache-size:", "512k");
+	/* Records in the order the server gave them. */
+	r |= ub_ctx_set_option(ub, "rrset-roundrobin:", "no");
+	r |= ub_ctx_set_option(ub, "unblock-lan-zones:", "yes");
+	r |= ub_ctx_set_option(ub, "insecure-lan-zones:", "yes");
+	for (size_t i = 0; i < sizeof(ub_transparent) /
+	    sizeof(ub_transparent[0]); i++) {
+		char zone[128];
+
+		snprintf(zone, sizeof(zone), "%s transparent",
+		    ub_transparent[i]);
+		r |= ub_ctx_set_option(ub, "local-zone:", zone);
+	}
+	r |= ub_ctx_set_option(ub, "local-data:",
+	    DNS_LOCAL_NAME ". 3600 IN A 127.0.0.1");
+	for (size_t i = 0; i < dns.nservers && r == 0; i++) {
+		if (server_string(&dns.servers[i], addr, sizeof(addr)) == -1)
+			r = UB_SYNTAX;
+		else
+			r = ub_ctx_set_fwd(ub, addr);
+	}
+	dns.validating = 0;
+	if (r == 0 && dns.anchor != NULL) {
+		if (access(dns.anchor, R_OK) == -1)
+			log_warnx("dns: trust anchor %s: %s; no DNSSEC "
+			    "validation", dns.anchor, strerror(errno));
+		else if ((r = ub_ctx_add_ta_file(ub, dns.anchor)) == 0)
+			dns.validating = 1;
+	}
+	if (r != 0) {
+		log_warnx("dns: libunbound set-up: %s", ub_strerror(r));
+		ub_ctx_delete(ub);
+		return NULL;
+	}
+	/* Finalise now (the anchor is read here), while files may be
+	 * opened: the local name is answered before the call returns. */
+	r = ub_resolve_event(ub, DNS_LOCAL_NAME, DNS_A, 1, &answered,
+	    ub_ignore, &id);
+	if (r != 0 || answered != 1) {
+		log_warnx("dns: libunbound start: %s", r ? ub_strerror(r) :
+		    "no local answer");
+		if (r == 0 && !answered)
+			(void)ub_cancel(ub, id);
+		ub_ctx_delete(ub);
+		return NULL;
+	}
+	return ub;
+}
+
 /*
  * The state of another event base, as a child inherits it from fork:
- * dropped without touching its events, whose epoll set may be the
- * parent's.
+ * dropped without touching its events or libunbound's context, whose
+ * epoll set may be the parent's (the context's memory is left).
  */
 static void
 dns_forget(void)
 {
-	struct dns_flight *f;
 	struct dns_query *q;
 
-	while ((f = dns.flights) != NULL) {
-		flight_unlink(f);
-		while ((q = f->waiters) != NULL) {
-			query_unlink(q);
-			dns_result_free(&q->res);
-			free(q);
-		}
-		if (f->fd != -1)
-			close(f->fd);
-		free(f->tbuf);
-		dns_result_free(&f->res);
-		free(f);
-	}
-	while ((q = dns.pending) != NULL) {
+	while ((q = dns.queries) != NULL) {
 		query_unlink(q);
 		dns_result_free(&q->res);
 		free(q);
 	}
-	cache_clear();
+	dns.ub = NULL;
+	dns.gen++;
+}
+
+void
+dns_trust_anchor(const char *path)
+{
+	free(dns.anchor);
+	dns.anchor = path && *path ? xstrdup(path) : NULL;
 }
 
 /*
  * Called again on the same base, this replaces the servers and timeouts
- * and keeps the cache and the lookups in flight.
+ * with a new libunbound context (and an empty cache); lookups in flight
+ * fail for now (TEMPFAIL, through the loop).
  */
 int
 dns_init(struct event_base *base, const struct dns_server *servers,
     size_t nservers, int timeout_ms, int attempts)
 {
+	struct dns_query *q;
+	struct ub_ctx *ub;
+
 	if (base == NULL || timeout_ms < 0 || attempts < 0 ||
 	    (nservers > 0 && servers == NULL))
 		return -1;
@@ -864,9 +544,7 @@ dns_init(struct event_base *base, const struct dns_server *servers,
 			return -1;
 	if (dns.base != NULL && dns.base != base)
 		dns_forget();
-	dns.base = base;
 	dns.nservers = 0;
-	dns.preferred = 0;
 	for (size_t i = 0; i < nservers && i < MAXSERVERS; i++) {
 		struct dns_server *s = &dns.servers[dns.nservers++];
 
@@ -887,31 +565,40 @@ dns_init(struct event_base *base, const struct dns_server *servers,
 		server_add("127.0.0.1", 53);
 	dns.timeout_ms = timeout_ms ? timeout_ms : DEF_TIMEOUT_MS;
 	dns.attempts = attempts ? attempts : DEF_ATTEMPTS;
+	dns.deadline_ms = dns.timeout_ms * dns.attempts * (int)dns.nservers;
+	if ((ub = ub_setup(base)) == NULL)
+		return -1;
+	for (q = dns.queries; q; q = q->next)
+		if (!q->answered) {
+			query_stop(q);
+			query_fail(q, "resolver restarted");
+			query_answered(q);
+		}
+	if (dns.ub != NULL)
+		ub_ctx_delete(dns.ub);
+	dns.ub = ub;
+	dns.gen++;
+	dns.base = base;
+	log_debug("dns: event=init servers=%zu timeout=%d attempts=%d "
+	    "dnssec=%s", dns.nservers, dns.timeout_ms, dns.attempts,
+	    dns.validating ? "yes" : "no");
 	return 0;
 }
 
-/* Drop every lookup (no callbacks) and the cache. */
+/* Drop every lookup (no callbacks) and libunbound's context. */
 void
 dns_shutdown(void)
 {
 	struct dns_query *q;
-	struct dns_flight *f;
 
-	while ((f = dns.flights) != NULL) {
-		flight_unlink(f);
-		flight_free(f);
-	}
-	if (dns.delivering) {
-		while ((q = dns.delivering->waiters) != NULL) {
-			query_unlink(q);
-			query_free(q);
-		}
-	}
-	while ((q = dns.pending) != NULL) {
+	while ((q = dns.queries) != NULL) {
 		query_unlink(q);
 		query_free(q);
 	}
-	cache_clear();
+	if (dns.ub != NULL)
+		ub_ctx_delete(dns.ub);
+	dns.ub = NULL;
+	dns.gen++;
 	dns.base = NULL;
 	dns.nservers = 0;
 }

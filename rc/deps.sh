@@ -11,11 +11,12 @@ set -eu
 
 # Build: compilers, libFuzzer (libclang-rt-dev is only a Recommends of clang,
 # and we install without recommends), libc headers (a Recommends of gcc), the
-# libraries of DESIGN.md "Dependencies", and git for `make banned`.
+# libraries of DESIGN.md "Dependencies", the root trust anchor the resolver
+# validates DNSSEC from (dns-root-data), and git for `make banned`.
 BUILD_PKGS="gcc make pkg-config clang libclang-rt-dev libc6-dev git
 libevent-dev libssl-dev libdb5.3-dev db5.3-util libspf2-dev libunbound-dev
 libpsl-dev publicsuffix libpwquality-dev libcrypt-dev libseccomp-dev
-cracklib-runtime libidn2-dev"
+cracklib-runtime libidn2-dev dns-root-data"
 
 # Tests: the Python harness and the real peers it talks to.  swaks needs
 # Net::SSLeay (only a Recommends) for --tls and --tlsc.

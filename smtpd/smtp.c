@@ -62,7 +62,7 @@
 #define SMTP_OUTMAX	(64 * 1024)	/* unread replies before we pause */
 #define SMTP_DRAIN_SECS	20		/* SIGTERM grace for transactions */
 #define SMTP_FD_RESERVE	32		/* listeners, channels, maps, spare */
-#define SMTP_FD_PER_DELIVERY 3		/* connection, message, DNS query */
+#define SMTP_FD_PER_DELIVERY 3		/* connection, message, spare */
 #define SMTP_ACCEPT_PAUSE 1		/* seconds without accept() on EMFILE */
 
 enum sstate {
@@ -2677,7 +2677,8 @@ smtp_fd_budget(void)
 {
 	long long conns = conf_num(smtp.conf, NULL, K_MAX_CONNECTIONS);
 	long long fixed = SMTP_FD_RESERVE + SMTP_FD_PER_DELIVERY *
-	    conf_num(smtp.conf, NULL, K_MAX_DELIVERIES) + policy_fds(smtp.conf);
+	    conf_num(smtp.conf, NULL, K_MAX_DELIVERIES) + policy_fds(smtp.conf) +
+	    DNS_SOCKETS;
 	long long need = 2 * conns + fixed, cur, was;
 	struct rlimit rl;
 
@@ -3206,12 +3207,14 @@ static void
 smtp_dns_init(const struct conf *conf)
 {
 	struct dns_server *sv = xcalloc(conf->nresolvers + 1, sizeof(*sv));
+	const char *ta = conf_str(conf, K_DNSSEC_TRUST_ANCHOR);
 	size_t i;
 
 	for (i = 0; i < conf->nresolvers; i++) {
 		sv[i].ss = conf->resolvers[i];
 		sv[i].sslen = conf->resolverlen[i];
 	}
+	dns_trust_anchor(ta && strcmp(ta, "none") != 0 ? ta : NULL);
 	if (dns_init(smtp.base, sv, conf->nresolvers, 0, 0) == -1)
 		fatalx("event=start result=error reason=\"resolver set-up "
 		    "failed\"");

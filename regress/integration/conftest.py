@@ -89,6 +89,9 @@ class Daemon:
         # DKIM verification likewise (test_dkim_verify.py).
         if "dkim-verify " not in extra:
             lines.append("dkim-verify no")
+        # The loopback DNS server is not signed: no DNSSEC validation.
+        if "dnssec-trust-anchor " not in extra:
+            lines.append("dnssec-trust-anchor none")
         for u in vusers:
             lines.append(f'virtual "{u}@example.test" maildir '
                          f'"{self.maildirs}/{u}/Maildir"')

@@ -3,16 +3,19 @@
  * servers given, for test_dns.py (which compiles it against libtern.a).
  *
  *   dns_probe [-v] [-t timeout_ms] [-a attempts] [-r rounds] [-w wait_ms]
- *       [-C] servers ports type name...
+ *       [-K anchor] [-n answers] [-C] servers ports type name...
  *
  * servers and ports are comma-separated lists of equal length.  Every
  * round looks up all names at once and waits for all of them; one line
  * per answer (rounds wait_ms apart), tab-separated, tabs and newlines in values escaped:
  *
- *   round  name  type  status  ttl  why  value...
+ *   round  name  type  status  ttl  sec  why  value...
  *
  * with values "pref:host" for MX, addresses for A/AAAA, strings for TXT
- * and PTR.  The last line is "hits <n>" (cache answers).  -C (cancel)
+ * and PTR, sec "insecure", "secure" or "bogus".  -K validates DNSSEC from
+ * the trust anchor file given.  -n ends a round once that many answers
+ * came (the rest are cancelled, "unanswered <n>").  The last line is "hits <n>" (answers
+ * libunbound gave at once: cache, local data).  -C (cancel)
  * first starts and cancels every lookup, runs the loop for the longest a
  * flight can take and prints "cancelled <callbacks>"; then the rounds;
  * then lookups that come from the cache are cancelled too, printing
@@ -33,7 +36,7 @@
 #include "lib/util.h"
 
 static struct event_base *base;
-static int outstanding, round_no, stray;
+static int outstanding, round_no, stray, enough;
 static enum dns_type qtype;
 
 static const char *
@@ -73,10 +76,11 @@ answer_cb(const struct dns_result *r, void *arg)
 	const char *name = arg;
 	char a[INET6_ADDRSTRLEN];
 
-	printf("%d\t%s\t%s\t%s\t%u\t", round_no, name,
+	printf("%d\t%s\t%s\t%s\t%u\t%s\t", round_no, name,
 	    qtype == DNS_MX ? "MX" : qtype == DNS_A ? "A" : qtype == DNS_AAAA ?
 	    "AAAA" : qtype == DNS_TXT ? "TXT" : "PTR", status_name(r->status),
-	    r->ttl);
+	    r->ttl, r->sec == DNS_SEC_SECURE ? "secure" :
+	    r->sec == DNS_SEC_BOGUS ? "bogus" : "insecure");
 	put_escaped(r->why ? r->why : "");
 	for (size_t i = 0; i < r->nmx; i++)
 		printf("\t%u:%s", r->mx[i].pref, r->mx[i].host);
@@ -95,7 +99,7 @@ answer_cb(const struct dns_result *r, void *arg)
 	}
 	putchar('\n');
 	fflush(stdout);
-	if (--outstanding == 0)
+	if (--outstanding == 0 || --enough == 0)
 		event_base_loopbreak(base);
 }
 
@@ -174,7 +178,7 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: dns_probe [-vC] [-t ms] [-a attempts] "
-	    "[-r rounds] [-w ms] servers ports type name...\n");
+	    "[-r rounds] [-w ms] [-K anchor] servers ports type name...\n");
 	exit(2);
 }
 
@@ -183,12 +187,20 @@ main(int argc, char **argv)
 {
 	struct dns_server srv[8];
 	size_t nsrv;
-	long long timeout = 500, attempts = 1, rounds = 2, wait = 0;
+	long long timeout = 500, attempts = 1, rounds = 2, wait = 0, want = 0;
+	struct dns_query *qs[64];
 	int c, verbose = 0, cancel = 0, nnames;
 	char **names;
 
-	while ((c = getopt(argc, argv, "a:Cr:t:vw:")) != -1) {
+	while ((c = getopt(argc, argv, "a:CK:n:r:t:vw:")) != -1) {
 		switch (c) {
+		case 'n':
+			if (parse_ll(optarg, 1, 64, &want) == -1)
+				usage();
+			break;
+		case 'K':
+			dns_trust_anchor(optarg);
+			break;
 		case 'a':
 			if (parse_ll(optarg, 1, 10, &attempts) == -1)
 				usage();
@@ -222,6 +234,8 @@ main(int argc, char **argv)
 		usage();
 	names = argv + 3;
 	nnames = argc - 3;
+	if (nnames > 64)
+		usage();
 	log_init("dns_probe", 1, verbose);
 	if ((base = event_base_new()) == NULL ||
 	    dns_init(base, srv, nsrv, (int)timeout, (int)attempts) == -1) {
@@ -246,9 +260,11 @@ main(int argc, char **argv)
 		if (round_no > 1 && wait > 0)
 			run_for((int)wait);
 		outstanding = 0;
+		enough = want ? (int)want : -1;
 		for (int i = 0; i < nnames; i++) {
-			if (dns_lookup(names[i], qtype, answer_cb,
-			    names[i]) == NULL) {
+			qs[i] = dns_lookup(names[i], qtype, answer_cb,
+			    names[i]);
+			if (qs[i] == NULL) {
 				printf("%d\t%s\t%s\tINVALID\n", round_no,
 				    names[i], argv[2]);
 				continue;
@@ -257,6 +273,12 @@ main(int argc, char **argv)
 		}
 		if (outstanding > 0)
 			event_base_dispatch(base);
+		if (want && outstanding > 0) {
+			/* the answered ones are gone: only cancel the rest */
+			printf("unanswered\t%d\n", outstanding);
+			dns_shutdown();
+			return 0;
+		}
 	}
 	if (cancel) {
 		stray = 0;

@@ -672,6 +672,8 @@ def test_flush_retries_deferred_message(make_daemon):
         m = re.search(r"attempts: (\d+)", d.ctl("show", qid).stdout)
         return int(m.group(1)) if m else 0
     assert wait_for(lambda: attempts() >= 1, 10)
+    # the first try over (its MX lookup times out): not one in flight
+    assert wait_for(lambda: "last error" in d.ctl("show", qid).stdout, 20)
     before = attempts()
     r = d.ctl("flush")
     assert r.returncode == 0, r.stderr
