@@ -114,8 +114,9 @@ const struct knob_def knob_defs[K__COUNT] = {
 	[K_CA_PATH] = { "ca-path", KNOB_PATH, "/etc/ssl/certs", 0, 0, 0,
 	    "hashed CA directory, read on demand, when ca-file is unset" },
 	[K_DNSSEC_TRUST_ANCHOR] = { "dnssec-trust-anchor", KNOB_STRING,
-	    "/usr/share/dns/root.key", 0, 0, 0, "DNSSEC trust anchor file "
-	    "(absolute path) the resolver validates from; none: no validation" },
+	    "none", 0, 0, 0, "DNSSEC trust anchor file (absolute path, e.g. "
+	    "/usr/share/dns/root.key) the resolver validates from; none (the "
+	    "default): no validation" },
 	[K_SRS_SECRET] = { "srs-secret", KNOB_PATH, "/var/lib/tern/srs.key",
 	    0, 0, 0, "SRS key file, created with a random key if missing" },
 	[K_SRS_DOMAIN] = { "srs-domain", KNOB_STRING, NULL, 0, 0, 0,
