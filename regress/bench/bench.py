@@ -60,10 +60,11 @@ What it measures, all in one temp dir on one filesystem:
    hashing, the vault's signature and the write of the field.
 11. the MX's message checks on against off (--checks-clients, default
    10; 0: skip): held-mode acceptance from a client that is not in a
-   trusted network, one daemon with `spf no` and `dkim-verify no`, one
-   with both on; the loopback DNS server publishes the sender domain's
-   SPF record and its DKIM key (RSA-2048), and every message carries a
-   dkimpy signature that passes.  Printed: both rates and on/off.
+   trusted network, one daemon with `spf no`, `dkim-verify no` and
+   `dmarc off`, one with all three on; the loopback DNS server publishes
+   the sender domain's SPF record, its DKIM key (RSA-2048) and a DMARC
+   p=reject, and every message carries a dkimpy signature that passes.
+   Printed: both rates and on/off.
 
 Every loop is bounded in time and count; the daemon and the temp dir are
 removed on the way out, also on error or Ctrl-C.
@@ -2590,7 +2591,8 @@ def print_dkim(D):
 
 
 def checks_cost(build, base, a, max_conn, daemons):
-    """11.: acceptance with SPF and DKIM verification off, then on."""
+    """11.: acceptance with SPF, DKIM verification and DMARC off, then
+    on (the sender's domain publishes p=reject; every message passes)."""
     import base64
     import re
     try:
@@ -2610,6 +2612,7 @@ def checks_cost(build, base, a, max_conn, daemons):
         sys.path.pop(0)
     dns = DNSServer({
         "client.bench.test.": {"TXT": ["v=spf1 ip4:127.0.0.0/8 -all"]},
+        "_dmarc.client.bench.test.": {"TXT": ["v=DMARC1; p=reject"]},
         "b._domainkey.client.bench.test.": {
             "TXT": [[p[i:i + 250] for i in range(0, len(p), 250)]]},
     }).start()
@@ -2630,24 +2633,29 @@ def checks_cost(build, base, a, max_conn, daemons):
             conf = re.sub(r"(?m)^resolver .*$", "resolver 127.0.0.1 port %d"
                           % dns.port, conf)
             yes = "yes" if mode == "on" else "no"
-            d.conf.write_text(conf + "spf %s\ndkim-verify %s\n" % (yes, yes))
+            d.conf.write_text(conf + "spf %s\ndkim-verify %s\ndmarc %s\n" % (
+                yes, yes, "enforce" if mode == "on" else "off"))
             d.start()
             L = run_level(d, a.checks_clients, a.seconds, rcpt, body)
             L.pop("_ids")
             passed = log_counts(d.log, ["event=dkim result=pass"])[
                 "event=dkim result=pass"]
+            dmarc = log_counts(d.log, ["event=dmarc result=pass"])[
+                "event=dmarc result=pass"]
             d.stop()
             if L["n_errors"] or L["refused"] or (
-                    mode == "on" and passed < L["acked"]):
+                    mode == "on" and (passed < L["acked"] or
+                                      dmarc < L["acked"])):
                 raise BenchError("checks %s: %d acknowledged, %d refused, "
-                                 "%d DKIM passes, %s" % (
+                                 "%d DKIM passes, %d DMARC passes, %s" % (
                                      mode, L["acked"], L["refused"], passed,
+                                     dmarc,
                                      "; ".join(L["errors"][:2] +
                                                L["refusal_samples"][:2])))
             out[mode] = {"msgs_per_s": L["msgs_per_s"],
                          "lat_ms_p50": L["lat_ms_p50"],
                          "daemon_cpu_pct": L["daemon_cpu_pct"],
-                         "dkim_pass": passed}
+                         "dkim_pass": passed, "dmarc_pass": dmarc}
     finally:
         dns.stop()
     off = out["off"]["msgs_per_s"]
@@ -2656,7 +2664,7 @@ def checks_cost(build, base, a, max_conn, daemons):
 
 
 def print_checks(C):
-    print("11. MX checks (SPF + DKIM verification) on vs off, %d clients, "
+    print("11. MX checks (SPF + DKIM verification + DMARC) on vs off, %d clients, "
           "%.1f s each" % (C["clients"], C["seconds"]))
     print("   %-6s %9s %9s %10s" % ("checks", "msg/s", "p50 ms", "cpu %"))
     for mode in ("off", "on"):
