@@ -554,6 +554,10 @@ test_conf_defaults(void)
 	CHECK(conf_num(c, NULL, K_GREETING_DELAY) == 1000);
 	CHECK(conf_num(c, NULL, K_QUEUE_LIFETIME) == 5LL * 86400000);
 	CHECK(conf_num(c, NULL, K_RETRY_MAX) == 3600000);
+	/* DNSSEC validation is asked for, never assumed: a resolver that
+	   strips signatures would hold back mail to every signed domain. */
+	CHECK(strcmp(conf_str(c, K_DNSSEC_TRUST_ANCHOR), "none") == 0);
+	CHECK(conf_num(c, NULL, K_VAULT_TIMEOUT) == 60000);
 	CHECK(conf_num(c, &c->listeners[0], K_COMMAND_TIMEOUT) == 300000);
 	CHECK(c->ndomains == 0 && c->ntrusted == 0 && c->nvusers == 0);
 	CHECK(!trusted(c, "127.0.0.1"));
