@@ -261,49 +261,100 @@ mta_text_add(struct mta_conn *c, const char *line)
 	str_copy(c->text + have, clean, sizeof(c->text) - have);
 }
 
-/* EHLO keywords, one per reply line. */
-static void
-mta_ehlo_line(struct mta_conn *c, const char *kw)
+/* AUTH's mechanisms: whole words, any case (RFC 4954 4). */
+static int
+mta_auth_mechs(const char *s)
 {
-	char up[64];
-	size_t i;
+	char w[32];
+	size_t n;
+	int ext = 0;
 
+	while (*s) {
+		while (*s == ' ' || *s == '=')	/* "AUTH=LOGIN PLAIN" too */
+			s++;
+		for (n = 0; s[n] && s[n] != ' ' && s[n] != '='; n++)
+			;
+		if (n < sizeof(w)) {
+			memcpy(w, s, n);
+			w[n] = '\0';
+			if (strcasecmp(w, "PLAIN") == 0)
+				ext |= MTA_EXT_AUTH_PLAIN;
+			else if (strcasecmp(w, "LOGIN") == 0)
+				ext |= MTA_EXT_AUTH_LOGIN;
+		}
+		s += n;
+	}
+	return ext;
+}
+
+int
+mta_ehlo_keyword(const char *kw, long long *size)
+{
+	static const struct { const char *name; int ext; } kws[] = {
+		{ "PIPELINING", MTA_EXT_PIPELINING },
+		{ "8BITMIME", MTA_EXT_8BITMIME },
+		{ "SMTPUTF8", MTA_EXT_SMTPUTF8 },
+		{ "STARTTLS", MTA_EXT_STARTTLS },
+		{ "DSN", MTA_EXT_DSN },
+		{ "CHUNKING", MTA_EXT_CHUNKING },
+		{ "BINARYMIME", MTA_EXT_BINARYMIME },
+	};
+	char up[64], *end;
+	long long v;
+	size_t i, k;
+
+	*size = 0;
 	for (i = 0; i + 1 < sizeof(up) && kw[i] && kw[i] != ' ' &&
 	    kw[i] != '='; i++)
 		up[i] = (char)((kw[i] >= 'a' && kw[i] <= 'z') ? kw[i] - 32 :
 		    kw[i]);
 	up[i] = '\0';
-	if (strcmp(up, "PIPELINING") == 0)
-		c->ext_pipe = 1;
-	else if (strcmp(up, "8BITMIME") == 0)
-		c->ext_8bit = 1;
-	else if (strcmp(up, "SMTPUTF8") == 0)
-		c->ext_utf8 = 1;
-	else if (strcmp(up, "STARTTLS") == 0)
-		c->ext_tls = 1;
-	else if (strcmp(up, "DSN") == 0)
-		c->ext_dsn = 1;
-	else if (strcmp(up, "CHUNKING") == 0)
-		c->ext_chunk = 1;
-	else if (strcmp(up, "BINARYMIME") == 0)
-		c->ext_binary = 1;
-	else if (strcmp(up, "SIZE") == 0) {
-		c->ext_size = 1;
-		c->maxsize = kw[i] == ' ' ? strtoll(kw + i + 1, NULL, 10) : 0;
-		if (c->maxsize < 0)
-			c->maxsize = 0;
-	} else if (strcmp(up, "AUTH") == 0) {
-		char tmp[256], *p;
-
-		str_copy(tmp, kw + i, sizeof(tmp));
-		for (p = tmp; *p; p++)
-			if (*p >= 'a' && *p <= 'z')
-				*p = (char)(*p - 32);
-		if (strstr(tmp, "PLAIN"))
-			c->ext_plain = 1;
-		if (strstr(tmp, "LOGIN"))
-			c->ext_login = 1;
+	for (k = 0; k < sizeof(kws) / sizeof(*kws); k++)
+		if (strcmp(up, kws[k].name) == 0)
+			return kws[k].ext;
+	if (strcmp(up, "SIZE") == 0) {
+		if (kw[i] == ' ') {
+			errno = 0;
+			v = strtoll(kw + i + 1, &end, 10);
+			if (errno == 0 && v > 0 && end != kw + i + 1)
+				*size = v;
+		}
+		return MTA_EXT_SIZE;
 	}
+	if (strcmp(up, "AUTH") == 0)
+		return mta_auth_mechs(kw + i);
+	return 0;
+}
+
+/* EHLO keywords, one per reply line. */
+static void
+mta_ehlo_line(struct mta_conn *c, const char *kw)
+{
+	long long size;
+	int ext = mta_ehlo_keyword(kw, &size);
+
+	if (ext & MTA_EXT_PIPELINING)
+		c->ext_pipe = 1;
+	if (ext & MTA_EXT_8BITMIME)
+		c->ext_8bit = 1;
+	if (ext & MTA_EXT_SMTPUTF8)
+		c->ext_utf8 = 1;
+	if (ext & MTA_EXT_STARTTLS)
+		c->ext_tls = 1;
+	if (ext & MTA_EXT_DSN)
+		c->ext_dsn = 1;
+	if (ext & MTA_EXT_CHUNKING)
+		c->ext_chunk = 1;
+	if (ext & MTA_EXT_BINARYMIME)
+		c->ext_binary = 1;
+	if (ext & MTA_EXT_SIZE) {
+		c->ext_size = 1;
+		c->maxsize = size;
+	}
+	if (ext & MTA_EXT_AUTH_PLAIN)
+		c->ext_plain = 1;
+	if (ext & MTA_EXT_AUTH_LOGIN)
+		c->ext_login = 1;
 }
 
 /* ---- sending ----------------------------------------------------------------- */

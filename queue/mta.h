@@ -40,4 +40,23 @@ void	mta_shutdown(void);
 /* Parse one SMTP reply line "250-text"; exposed for tests and fuzzing. */
 int	mta_reply_line(const char *line, size_t len, int *code, int *more);
 
+/*
+ * One line of a peer's EHLO (or LHLO) reply after its first, the text
+ * past "250-": which extension it offers (MTA_EXT_*, 0 for one we do not
+ * use) and, for SIZE, the peer's limit in *size (0: none given, never
+ * negative).  Exposed for tests and fuzzing.
+ */
+#define MTA_EXT_PIPELINING	0x001
+#define MTA_EXT_8BITMIME	0x002
+#define MTA_EXT_SMTPUTF8	0x004
+#define MTA_EXT_STARTTLS	0x008
+#define MTA_EXT_DSN		0x010
+#define MTA_EXT_CHUNKING	0x020
+#define MTA_EXT_BINARYMIME	0x040
+#define MTA_EXT_SIZE		0x080
+#define MTA_EXT_AUTH_PLAIN	0x100
+#define MTA_EXT_AUTH_LOGIN	0x200
+#define MTA_EXT_ALL		0x3ff
+int	mta_ehlo_keyword(const char *kw, long long *size);
+
 #endif

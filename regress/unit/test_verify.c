@@ -11,6 +11,33 @@
 
 void test_verify(void);
 
+/* A peer's EHLO keywords, as the SMTP client reads them. */
+static void
+mta_ehlo_cases(void)
+{
+	long long size;
+
+	CHECK(mta_ehlo_keyword("PIPELINING", &size) == MTA_EXT_PIPELINING);
+	CHECK(mta_ehlo_keyword("pipelining", &size) == MTA_EXT_PIPELINING);
+	CHECK(mta_ehlo_keyword("PIPELININGX", &size) == 0);
+	CHECK(mta_ehlo_keyword("STARTTLS", &size) == MTA_EXT_STARTTLS);
+	CHECK(mta_ehlo_keyword("SIZE 35882577", &size) == MTA_EXT_SIZE &&
+	    size == 35882577);
+	CHECK(mta_ehlo_keyword("SIZE", &size) == MTA_EXT_SIZE && size == 0);
+	CHECK(mta_ehlo_keyword("SIZE -5", &size) == MTA_EXT_SIZE && size == 0);
+	CHECK(mta_ehlo_keyword("SIZE 99999999999999999999999", &size) ==
+	    MTA_EXT_SIZE && size == 0);		/* out of range: none */
+	CHECK(mta_ehlo_keyword("SIZE junk", &size) == MTA_EXT_SIZE &&
+	    size == 0);
+	CHECK(mta_ehlo_keyword("AUTH PLAIN LOGIN", &size) ==
+	    (MTA_EXT_AUTH_PLAIN | MTA_EXT_AUTH_LOGIN));
+	CHECK(mta_ehlo_keyword("auth=login", &size) == MTA_EXT_AUTH_LOGIN);
+	CHECK(mta_ehlo_keyword("AUTH CRAM-MD5 XPLAINX", &size) == 0);
+	CHECK(mta_ehlo_keyword("AUTH GSSAPI", &size) == 0);
+	CHECK(mta_ehlo_keyword("", &size) == 0);
+	CHECK(mta_ehlo_keyword("X-UNKNOWN 1", &size) == 0);
+}
+
 void
 test_verify(void)
 {
@@ -41,4 +68,5 @@ test_verify(void)
 	CHECK(mta_reply_line("25", 2, &code, &more) == -1);
 	CHECK(mta_reply_line("650 x", 5, &code, &more) == -1);
 	CHECK(mta_reply_line("250x", 4, &code, &more) == -1);
+	mta_ehlo_cases();
 }
