@@ -196,8 +196,6 @@ spf_explain(const struct spf *s, const struct spf_request *q,
 	struct spf_macro_vals mv;
 	char sender[600], local[300], ip[80], nib[80], ts[32];
 	const char *tmpl = SPF_EXP_DEFAULT, *at;
-	struct in_addr a4;
-	struct in6_addr a6;
 	struct buf b;
 
 	if (t->last_txt && !t->last_spf && t->last_n == 1 && t->last_text)
@@ -209,25 +207,7 @@ spf_explain(const struct spf *s, const struct spf_request *q,
 	at = strrchr(sender, '@');
 	snprintf(local, sizeof(local), "%.*s", at ? (int)(at - sender) : 0,
 	    sender);
-	str_copy(ip, q->ip, sizeof(ip));
-	mv.v = "in-addr";
-	if (inet_pton(AF_INET6, q->ip, &a6) == 1) {
-		inet_ntop(AF_INET6, &a6, ip, sizeof(ip));
-		if (IN6_IS_ADDR_V4MAPPED(&a6)) {
-			memcpy(&a4, a6.s6_addr + 12, 4);
-			inet_ntop(AF_INET, &a4, ip, sizeof(ip));
-			str_copy(nib, ip, sizeof(nib));
-		} else {
-			size_t o = 0;
-
-			mv.v = "ip6";
-			for (int k = 0; k < 16; k++)
-				o += (size_t)snprintf(nib + o, sizeof(nib) - o,
-				    "%s%x.%x", k ? "." : "", a6.s6_addr[k] >> 4,
-				    a6.s6_addr[k] & 15);
-		}
-	} else
-		str_copy(nib, ip, sizeof(nib));
+	mv.v = spf_macro_ip(q->ip, ip, sizeof(ip), nib, sizeof(nib));
 	snprintf(ts, sizeof(ts), "%lld", (long long)time(NULL));
 	mv.s = sender;
 	mv.l = local[0] ? local : "postmaster";

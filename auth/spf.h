@@ -85,6 +85,13 @@ struct spf_macro_vals {
  */
 int		 spf_macro_expand(const char *s, size_t len,
 		    const struct spf_macro_vals *, int exp, struct buf *out);
+/*
+ * The client address as the c and i macros give it (RFC 7208 7.3): an
+ * IPv4-mapped IPv6 address as IPv4, IPv6 nibbles in upper case.  Returns
+ * the v macro's value, "in-addr" or "ip6".
+ */
+const char	*spf_macro_ip(const char *ip, char *c, size_t ccap, char *i,
+		    size_t icap);
 
 /*
  * An SPF record as libspf2 can evaluate it: the /0 prefixes it refuses

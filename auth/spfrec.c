@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 
 #include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "auth/spf.h"
@@ -358,6 +359,33 @@ spfrec_put_macro(struct buf *out, const char *val, long digits, int reverse,
 				buf_putc(out, c);
 		}
 	}
+}
+
+const char *
+spf_macro_ip(const char *ip, char *c, size_t ccap, char *i, size_t icap)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	size_t o = 0;
+
+	str_copy(c, ip, ccap);
+	str_copy(i, ip, icap);
+	if (inet_pton(AF_INET6, ip, &a6) != 1)
+		return "in-addr";
+	inet_ntop(AF_INET6, &a6, c, (socklen_t)ccap);
+	if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+		memcpy(&a4, a6.s6_addr + 12, 4);
+		inet_ntop(AF_INET, &a4, c, (socklen_t)ccap);
+		str_copy(i, c, icap);
+		return "in-addr";
+	}
+	/* Hex digits in a name are the same in either case (RFC 4343);
+	 * the suite's explanations (and pyspf) write them in upper case. */
+	i[0] = '\0';
+	for (int k = 0; k < 16 && o < icap; k++)
+		o += (size_t)snprintf(i + o, icap - o, "%s%X.%X",
+		    k ? "." : "", a6.s6_addr[k] >> 4, a6.s6_addr[k] & 15);
+	return "ip6";
 }
 
 int

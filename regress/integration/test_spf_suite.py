@@ -24,7 +24,6 @@ KNOWN_FAILURES = {
     "p-macro-ip6-valid",
     "p-macro-multiple",
     "ptr-case-change",
-    "v-macro-ip6",
 }
 
 # What libspf2 alone passes, measured by this test (it says so if it moves).

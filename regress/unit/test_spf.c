@@ -100,6 +100,25 @@ test_policy(void)
 	}
 }
 
+/* The c, i and v macros of a client address (RFC 7208 7.3). */
+static void
+test_macro_ip(void)
+{
+	char c[80], i[80];
+
+	CHECK(strcmp(spf_macro_ip("CAFE:BABE::1", c, sizeof(c), i,
+	    sizeof(i)), "ip6") == 0);
+	CHECK(strcmp(c, "cafe:babe::1") == 0);
+	CHECK(strcmp(i, "C.A.F.E.B.A.B.E.0.0.0.0.0.0.0.0."
+	    "0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1") == 0);
+	CHECK(strcmp(spf_macro_ip("::ffff:192.0.2.3", c, sizeof(c), i,
+	    sizeof(i)), "in-addr") == 0);
+	CHECK(strcmp(c, "192.0.2.3") == 0 && strcmp(i, "192.0.2.3") == 0);
+	CHECK(strcmp(spf_macro_ip("192.0.2.3", c, sizeof(c), i,
+	    sizeof(i)), "in-addr") == 0);
+	CHECK(strcmp(c, "192.0.2.3") == 0 && strcmp(i, "192.0.2.3") == 0);
+}
+
 void
 test_spf(void)
 {
@@ -167,5 +186,6 @@ test_spf(void)
 	    "v=spf1 a redirect=x.test"));
 	CHECK(rewrites("v=spf1 moo.cow=x ip4:1.2.3.4 exp=e.test", 0,
 	    "v=spf1 ip4:1.2.3.4 exp=e.test"));
+	test_macro_ip();
 	test_policy();
 }
