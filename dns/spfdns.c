@@ -378,6 +378,49 @@ spfdns_synthetic(SPF_dns_server_t *layer, struct spfdns *d,
 	return rr;
 }
 
+/*
+ * Whether an address lookup of domain is the ptr mechanism's (or %{p}'s)
+ * check of a name from the last PTR answer, each name once; any other
+ * lookup ends that answer's checks.  A DNS error there skips the name,
+ * and one in the PTR lookup itself fails to match (RFC 7208 5.5): neither
+ * makes the evaluation temperror.
+ */
+static int
+spfdns_ptr_check(struct spfdns_track *t, const char *domain, ns_type type)
+{
+	size_t n = strlen(domain);
+
+	if (n > 0 && domain[n - 1] == '.')
+		n--;
+	if (type == ns_t_a || type == ns_t_aaaa)
+		for (int i = 0; i < t->nptr; i++)
+			if (strncasecmp(t->ptr[i], domain, n) == 0 &&
+			    t->ptr[i][n] == '\0') {
+				t->ptr[i][0] = '\0';
+				return 1;
+			}
+	t->nptr = 0;
+	return 0;
+}
+
+/* The names of a PTR answer, for spfdns_ptr_check. */
+static void
+spfdns_note_ptr(struct spfdns_track *t, const SPF_dns_rr_t *rr)
+{
+	t->nptr = 0;
+	for (int i = 0; i < rr->num_rr && t->nptr < SPFDNS_PTRS; i++) {
+		size_t n;
+
+		if (rr->rr[i] == NULL)
+			continue;
+		str_copy(t->ptr[t->nptr], rr->rr[i]->ptr, sizeof(t->ptr[0]));
+		n = strlen(t->ptr[t->nptr]);
+		if (n > 0 && t->ptr[t->nptr][n - 1] == '.')
+			t->ptr[t->nptr][n - 1] = '\0';
+		t->nptr++;
+	}
+}
+
 static SPF_dns_rr_t *
 spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
     int should_cache)
@@ -385,10 +428,13 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 	struct spfdns *d = layer->hook;
 	struct ub_result *res = NULL;
 	SPF_dns_rr_t *rr;
-	int i, n, herr, r;
+	int i, n, herr, r, ptrerr = type == ns_t_ptr;
 
-	if (spfdns_cur)
+	if (spfdns_cur) {
 		spfdns_cur->lookups++;
+		if (spfdns_ptr_check(spfdns_cur, domain, type))
+			ptrerr = 1;
+	}
 	{
 		size_t nl = strlen(domain), tl = strlen(d->token);
 
@@ -407,7 +453,15 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 		return SPF_dns_rr_new_init(layer, domain, type, 0,
 		    HOST_NOT_FOUND);
 	}
-	if (r != 0 || res == NULL) {
+	if (r != 0 || res == NULL || (ptrerr && !res->nxdomain &&
+	    (res->rcode != 0 || res->bogus))) {
+		if (res)
+			ub_resolve_free(res);
+		/* The ptr mechanism's lookups: as no answer (above), unless
+		 * the check's deadline passed (-1). */
+		if (ptrerr && r != -1)
+			return SPF_dns_rr_new_init(layer, domain, type, 0,
+			    HOST_NOT_FOUND);
 		if (spfdns_cur)
 			spfdns_cur->temp++;
 		return SPF_dns_rr_new_init(layer, domain, type, 0, TRY_AGAIN);
@@ -447,6 +501,8 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 			spfdns_cur->voids++;
 		if (rr->herrno == TRY_AGAIN)
 			spfdns_cur->temp++;
+		if (type == ns_t_ptr)
+			spfdns_note_ptr(spfdns_cur, rr);
 		if (type == ns_t_mx && n > 10)
 			spfdns_cur->mx_over = 1;
 	}
@@ -479,6 +535,11 @@ spfdns_new(const struct sockaddr_storage *servers, const socklen_t *lens,
 	r |= ub_ctx_set_option(d->ub, "local-zone:", "test. transparent");
 	r |= ub_ctx_set_option(d->ub, "local-zone:",
 	    "127.in-addr.arpa. transparent");
+	/* Likewise the reverse zones of private and documentation ranges
+	 * (RFC 6303): a ptr mechanism needs their real PTR records
+	 * (RFC 7208 5.5), which the configured server may well have. */
+	r |= ub_ctx_set_option(d->ub, "unblock-lan-zones:", "yes");
+	r |= ub_ctx_set_option(d->ub, "insecure-lan-zones:", "yes");
 	/* An unanswered server is given up on after timeout_ms. */
 	if (timeout_ms <= 0)
 		timeout_ms = 5000;

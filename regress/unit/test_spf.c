@@ -4,10 +4,17 @@
  * examples), the rewriting of /0 prefixes and modifiers for libspf2, and
  * the default policy's replies.
  */
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "auth/spf.h"
+#include "dns/dns.h"
+#include "dns/spfdns.h"
 #include "lib/util.h"
 #include "regress/unit/unit.h"
 
@@ -119,6 +126,44 @@ test_macro_ip(void)
 	CHECK(strcmp(c, "192.0.2.3") == 0 && strcmp(i, "192.0.2.3") == 0);
 }
 
+/*
+ * A PTR name of a documentation or private range is asked of the
+ * configured server, not answered NXDOMAIN by libunbound's built-in
+ * zones (RFC 7208 5.5 needs the real PTR records).  The "server" is a
+ * loopback socket that never answers: the query must reach it.
+ */
+static void
+test_spfdns_lan_zones(void)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	socklen_t len = sizeof(*sin);
+	struct dns_result res;
+	struct spfdns *d;
+	char err[256], pkt[512];
+	int fd;
+
+	memset(&ss, 0, sizeof(ss));
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	CHECK(fd != -1);
+	CHECK(bind(fd, (struct sockaddr *)sin, len) == 0);
+	CHECK(getsockname(fd, (struct sockaddr *)sin, &len) == 0);
+	d = spfdns_new(&ss, &len, 1, 200, err, sizeof(err));
+	CHECK(d != NULL);
+	if (d == NULL) {
+		close(fd);
+		return;
+	}
+	CHECK(spfdns_query(d, "2001:db8::1", DNS_PTR, &res) == 0);
+	CHECK(res.status == DNS_TEMPFAIL);
+	CHECK(recv(fd, pkt, sizeof(pkt), MSG_DONTWAIT) > 12);
+	dns_result_free(&res);
+	spfdns_free(d);
+	close(fd);
+}
+
 void
 test_spf(void)
 {
@@ -187,5 +232,6 @@ test_spf(void)
 	CHECK(rewrites("v=spf1 moo.cow=x ip4:1.2.3.4 exp=e.test", 0,
 	    "v=spf1 ip4:1.2.3.4 exp=e.test"));
 	test_macro_ip();
+	test_spfdns_lan_zones();
 	test_policy();
 }
