@@ -22,6 +22,7 @@
 #include <spf2/spf.h>
 
 #include "auth/spf.h"
+#include "dns/dns.h"
 #include "dns/spfdns.h"
 #include "lib/util.h"
 
@@ -29,6 +30,7 @@
 
 struct spf {
 	SPF_server_t	*srv;
+	struct spfdns	*dns;
 	char		 receiver[256];
 };
 
@@ -59,6 +61,7 @@ spf_new(struct spfdns *dns, const char *receiver)
 		return NULL;
 	}
 	SPF_server_set_rec_dom(s->srv, receiver);
+	s->dns = dns;
 	str_copy(s->receiver, receiver, sizeof(s->receiver));
 	/* libspf2's default points at a web site long gone. */
 	resp = NULL;
@@ -184,6 +187,55 @@ spf_query(SPF_request_t *req, SPF_response_t **resp)
 }
 
 /*
+ * The p macro for an explanation (RFC 7208 7.3, 5.5): the client's PTR
+ * names (the first 10) whose addresses include the client, one picked by
+ * spf_macro_pick_p; "unknown" on any DNS error.  ip is the c macro's value.
+ */
+static void
+spf_ptr_name(const struct spf *s, const char *ip, const char *domain,
+    char *out, size_t cap)
+{
+	struct dns_result ptr, a;
+	struct sockaddr_storage want;
+	char *valid[10];
+	size_t n = 0;
+	int v6 = strchr(ip, ':') != NULL, fam = v6 ? AF_INET6 : AF_INET;
+
+	str_copy(out, "unknown", cap);
+	memset(&want, 0, sizeof(want));
+	if (inet_pton(fam, ip, v6 ? (void *)&((struct sockaddr_in6 *)&want)->
+	    sin6_addr : (void *)&((struct sockaddr_in *)&want)->sin_addr) != 1)
+		return;
+	if (spfdns_query(s->dns, ip, DNS_PTR, &ptr) == -1)
+		return;
+	for (size_t k = 0; ptr.status == DNS_OK && k < ptr.ntxt && k < 10;
+	    k++) {
+		int ok = 0;
+
+		if (spfdns_query(s->dns, ptr.txt[k], v6 ? DNS_AAAA : DNS_A,
+		    &a) == -1)
+			continue;
+		for (size_t j = 0; a.status == DNS_OK && j < a.naddr; j++) {
+			const struct sockaddr_storage *g = &a.addr[j];
+
+			if (g->ss_family != fam)
+				continue;
+			if (v6 ? memcmp(&((const struct sockaddr_in6 *)g)->
+			    sin6_addr, &((struct sockaddr_in6 *)&want)->
+			    sin6_addr, 16) == 0 :
+			    ((const struct sockaddr_in *)g)->sin_addr.s_addr ==
+			    ((struct sockaddr_in *)&want)->sin_addr.s_addr)
+				ok = 1;
+		}
+		dns_result_free(&a);
+		if (ok)
+			valid[n++] = ptr.txt[k];
+	}
+	str_copy(out, spf_macro_pick_p(valid, n, domain), cap);
+	dns_result_free(&ptr);
+}
+
+/*
  * The explanation of a fail, expanded here rather than taken from
  * libspf2, which turns its blanks into '%' and leaves macros unexpanded:
  * the text of the exp= lookup when there was one with a single record
@@ -194,7 +246,7 @@ spf_explain(const struct spf *s, const struct spf_request *q,
     struct spf_verdict *v, const struct spfdns_track *t)
 {
 	struct spf_macro_vals mv;
-	char sender[600], local[300], ip[80], nib[80], ts[32];
+	char sender[600], local[300], ip[80], nib[80], ts[32], pname[256];
 	const char *tmpl = SPF_EXP_DEFAULT, *at;
 	struct buf b;
 
@@ -209,6 +261,17 @@ spf_explain(const struct spf *s, const struct spf_request *q,
 	    sender);
 	mv.v = spf_macro_ip(q->ip, ip, sizeof(ip), nib, sizeof(nib));
 	snprintf(ts, sizeof(ts), "%lld", (long long)time(NULL));
+	/* The PTR lookups only when the text asks for them. */
+	mv.p = NULL;
+	for (const char *m = tmpl; (m = strchr(m, '%')) != NULL; m += 2) {
+		if (m[1] == '{' && (m[2] == 'p' || m[2] == 'P')) {
+			spf_ptr_name(s, ip, v->domain, pname, sizeof(pname));
+			mv.p = pname;
+			break;
+		}
+		if (m[1] == '\0')
+			break;
+	}
 	mv.s = sender;
 	mv.l = local[0] ? local : "postmaster";
 	mv.o = at ? at + 1 : sender;

@@ -75,9 +75,9 @@ int		 spf_record_check(const char *record, const char **why);
 int		 spf_macro_check(const char *s, size_t len, int domainspec,
 		    const char **why);
 
-/* The values macros expand to (RFC 7208 7.3); p is always "unknown". */
+/* The values macros expand to (RFC 7208 7.3); p NULL: "unknown". */
 struct spf_macro_vals {
-	const char	*s, *l, *o, *d, *i, *v, *h, *c, *r, *t;
+	const char	*s, *l, *o, *d, *i, *v, *h, *c, *r, *t, *p;
 };
 /*
  * Expand a macro-string into out; exp allows c, r and t (explanations).
@@ -90,6 +90,13 @@ int		 spf_macro_expand(const char *s, size_t len,
  * IPv4-mapped IPv6 address as IPv4, IPv6 nibbles in upper case.  Returns
  * the v macro's value, "in-addr" or "ip6".
  */
+/*
+ * The p macro's name among a client's validated PTR names (RFC 7208 7.3):
+ * domain itself, else a subdomain of it, else the first; "unknown" when
+ * there is none.
+ */
+const char	*spf_macro_pick_p(char *const *names, size_t n,
+		    const char *domain);
 const char	*spf_macro_ip(const char *ip, char *c, size_t ccap, char *i,
 		    size_t icap);
 

@@ -11,6 +11,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "auth/spf.h"
 #include "lib/util.h"
@@ -362,6 +363,24 @@ spfrec_put_macro(struct buf *out, const char *val, long digits, int reverse,
 }
 
 const char *
+spf_macro_pick_p(char *const *names, size_t n, const char *domain)
+{
+	size_t dl = strlen(domain);
+
+	for (size_t k = 0; k < n; k++)
+		if (strcasecmp(names[k], domain) == 0)
+			return names[k];
+	for (size_t k = 0; k < n; k++) {
+		size_t nl = strlen(names[k]);
+
+		if (nl > dl + 1 && names[k][nl - dl - 1] == '.' &&
+		    strcasecmp(names[k] + nl - dl, domain) == 0)
+			return names[k];
+	}
+	return n > 0 ? names[0] : "unknown";
+}
+
+const char *
 spf_macro_ip(const char *ip, char *c, size_t ccap, char *i, size_t icap)
 {
 	struct in_addr a4;
@@ -441,7 +460,7 @@ spf_macro_expand(const char *s, size_t len, const struct spf_macro_vals *mv,
 		case 'o': val = mv->o; break;
 		case 'd': val = mv->d; break;
 		case 'i': val = mv->i; break;
-		case 'p': val = "unknown"; break;
+		case 'p': val = mv->p ? mv->p : "unknown"; break;
 		case 'v': val = mv->v; break;
 		case 'h': val = mv->h; break;
 		case 'c': val = mv->c; break;

@@ -21,7 +21,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 		.s = "a-b.c@example.org", .l = "a-b.c", .o = "example.org",
 		.d = "sub.example.org", .i = "192.0.2.3", .v = "in-addr",
 		.h = "mx.example.net", .c = "192.0.2.3", .r = "mx.tern.test",
-		.t = "1700000000"
+		.t = "1700000000", .p = "mx.example.net"
 	};
 	char *s = malloc(len + 1);
 	const char *why;

@@ -19,8 +19,6 @@ KNOWN_FAILURES = {
     "domain-name-truncation",
     "include-over-limit",
     "macro-mania-in-domain",
-    "p-macro-ip4-valid",
-    "p-macro-ip6-valid",
 }
 
 # What libspf2 alone passes, measured by this test (it says so if it moves).

@@ -107,6 +107,43 @@ test_policy(void)
 	}
 }
 
+/* The p macro (RFC 7208 7.3): which validated name, and its expansion. */
+static void
+test_macro_p(void)
+{
+	char *names[] = { "mx.example.org", "a.mail.example.com",
+	    "example.com" };
+	struct spf_macro_vals mv = {
+		.s = "a@example.com", .l = "a", .o = "example.com",
+		.d = "example.com", .i = "192.0.2.3", .v = "in-addr",
+		.h = "mx.example.org", .c = "192.0.2.3", .r = "mx.tern.test",
+		.t = "1", .p = NULL
+	};
+	struct buf b;
+
+	CHECK(strcmp(spf_macro_pick_p(names, 3, "example.com"),
+	    "example.com") == 0);
+	CHECK(strcmp(spf_macro_pick_p(names, 2, "Example.COM"),
+	    "a.mail.example.com") == 0);
+	CHECK(strcmp(spf_macro_pick_p(names, 1, "example.com"),
+	    "mx.example.org") == 0);
+	CHECK(strcmp(spf_macro_pick_p(names, 0, "example.com"),
+	    "unknown") == 0);
+	/* "bexample.com" is not a subdomain of example.com */
+	names[0] = "bexample.com";
+	CHECK(strcmp(spf_macro_pick_p(names, 1, "example.com"),
+	    "bexample.com") == 0);
+	buf_init(&b);
+	CHECK(spf_macro_expand("%{p}", 4, &mv, 1, &b) == 0);
+	CHECK(b.len == 7 && memcmp(b.data, "unknown", 7) == 0);
+	buf_reset(&b);
+	mv.p = "mx.example.org";
+	CHECK(spf_macro_expand("%{p}/%{p2}", 10, &mv, 1, &b) == 0);
+	CHECK(b.len == 26 && memcmp(b.data, "mx.example.org/example.org",
+	    26) == 0);
+	buf_free(&b);
+}
+
 /* The c, i and v macros of a client address (RFC 7208 7.3). */
 static void
 test_macro_ip(void)
@@ -232,6 +269,7 @@ test_spf(void)
 	CHECK(rewrites("v=spf1 moo.cow=x ip4:1.2.3.4 exp=e.test", 0,
 	    "v=spf1 ip4:1.2.3.4 exp=e.test"));
 	test_macro_ip();
+	test_macro_p();
 	test_spfdns_lan_zones();
 	test_policy();
 }
