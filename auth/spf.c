@@ -81,23 +81,23 @@ spf_free(struct spf *s)
 	free(s);
 }
 
-/* Printable ASCII only, runs of blanks as one, at most cap-1 bytes. */
+/* Printable ASCII only, blanks as spaces (none leading or trailing: the
+ * text as published, RFC 7208 6.2), at most cap-1 bytes. */
 static void
 spf_clean(char *out, size_t cap, const char *in)
 {
-	size_t o = 0;
-	int sp = 0;
+	size_t o = 0, sp = 0;
 
 	for (; in && *in && o + 1 < cap; in++) {
 		unsigned char c = (unsigned char)*in;
 
 		if (c == ' ' || c == '\t') {
-			sp = o > 0;
+			sp += o > 0;
 			continue;
 		}
 		if (c < 0x21 || c > 0x7e)
 			c = '?';
-		if (sp && o + 2 < cap)
+		for (; sp > 0 && o + 2 < cap; sp--)
 			out[o++] = ' ';
 		sp = 0;
 		out[o++] = (char)c;
@@ -186,6 +186,30 @@ spf_query(SPF_request_t *req, SPF_response_t **resp)
 	return err;
 }
 
+/* The request's macro values but d, r, t and p (RFC 7208 7.3), in the
+ * caller's buffers: sender[600], local[300], ip[80], nib[80]. */
+static void
+spf_vals(const struct spf_request *q, struct spf_macro_vals *mv,
+    char *sender, char *local, char *ip, char *nib)
+{
+	const char *at;
+
+	memset(mv, 0, sizeof(*mv));
+	if (q->sender[0])
+		str_copy(sender, q->sender, 600);
+	else
+		snprintf(sender, 600, "postmaster@%s", q->helo);
+	at = strrchr(sender, '@');
+	snprintf(local, 300, "%.*s", at ? (int)(at - sender) : 0, sender);
+	mv->v = spf_macro_ip(q->ip, ip, 80, nib, 80);
+	mv->s = sender;
+	mv->l = local[0] ? local : "postmaster";
+	mv->o = at ? at + 1 : sender;
+	mv->i = nib;
+	mv->h = q->helo;
+	mv->c = ip;
+}
+
 /*
  * The p macro for an explanation (RFC 7208 7.3, 5.5): the client's PTR
  * names (the first 10) whose addresses include the client, one picked by
@@ -247,19 +271,12 @@ spf_explain(const struct spf *s, const struct spf_request *q,
 {
 	struct spf_macro_vals mv;
 	char sender[600], local[300], ip[80], nib[80], ts[32], pname[256];
-	const char *tmpl = SPF_EXP_DEFAULT, *at;
+	const char *tmpl = SPF_EXP_DEFAULT;
 	struct buf b;
 
 	if (t->last_txt && !t->last_spf && t->last_n == 1 && t->last_text)
 		tmpl = t->last_text;
-	if (q->sender[0])
-		str_copy(sender, q->sender, sizeof(sender));
-	else
-		snprintf(sender, sizeof(sender), "postmaster@%s", q->helo);
-	at = strrchr(sender, '@');
-	snprintf(local, sizeof(local), "%.*s", at ? (int)(at - sender) : 0,
-	    sender);
-	mv.v = spf_macro_ip(q->ip, ip, sizeof(ip), nib, sizeof(nib));
+	spf_vals(q, &mv, sender, local, ip, nib);
 	snprintf(ts, sizeof(ts), "%lld", (long long)time(NULL));
 	/* The PTR lookups only when the text asks for them. */
 	mv.p = NULL;
@@ -272,13 +289,7 @@ spf_explain(const struct spf *s, const struct spf_request *q,
 		if (m[1] == '\0')
 			break;
 	}
-	mv.s = sender;
-	mv.l = local[0] ? local : "postmaster";
-	mv.o = at ? at + 1 : sender;
 	mv.d = v->domain;
-	mv.i = nib;
-	mv.h = q->helo;
-	mv.c = ip;
 	mv.r = s->receiver;
 	mv.t = ts;
 	buf_init(&b);
@@ -344,6 +355,8 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 	SPF_response_t *resp = NULL;
 	SPF_errcode_t err;
 	struct spfdns_track t;
+	struct spf_macro_vals mv;
+	char sender[600], local[300], ip[80], nib[80];
 
 	memset(v, 0, sizeof(*v));
 	spf_identity(q, v);
@@ -372,6 +385,8 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 		SPF_request_set_env_from(req, q->sender);
 	spfdns_track_begin(&t);
 	t.fix = !q->libonly;
+	spf_vals(q, &mv, sender, local, ip, nib);
+	t.mv = &mv;
 	t.deadline_ms = q->deadline_ms;
 	t.v6 = strchr(q->ip, ':') != NULL && strchr(q->ip, '.') == NULL;
 	err = q->libonly ? SPF_request_query_mailfrom(req, &resp) :

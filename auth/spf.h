@@ -107,6 +107,15 @@ const char	*spf_macro_ip(const char *ip, char *c, size_t ccap, char *i,
  * layer answers itself; unknown modifiers left out, redirect= beside
  * "all" too.
  */
+/*
+ * rec with each domain-spec of exp=, redirect=, include: and exists:
+ * whose expansion (mv: d the record's domain) is over 253 bytes replaced
+ * by that expansion cut from the left label by label (RFC 7208 7.3), as
+ * libspf2 does not; 1 if any was.  rec is one libspf2 can parse (from
+ * spf_record_rewrite).
+ */
+int		 spf_record_truncate(const char *rec,
+		    const struct spf_macro_vals *mv, struct buf *out);
 void		 spf_record_rewrite(const char *rec, int v6, const char *token,
 		    struct buf *out);
 

@@ -632,3 +632,92 @@ spf_record_rewrite(const char *rec, int v6, const char *token,
 		    (qual ? 1 : 0));
 	}
 }
+
+/*
+ * One domain-spec expanded and, past 253 bytes, cut from the left label
+ * by label (RFC 7208 7.3), appended when that made it shorter and left
+ * plain LDH text: 1, else 0 (nothing appended).
+ */
+static int
+spfrec_truncate_spec(const char *spec, size_t len,
+    const struct spf_macro_vals *mv, struct buf *out)
+{
+	struct buf b;
+	const char *n;
+	size_t nl;
+	int r = 0;
+
+	if (memchr(spec, '%', len) == NULL)
+		return 0;
+	for (size_t k = 0; k + 2 < len; k++)
+		if (spec[k] == '%' && spec[k + 1] == '{' &&
+		    (spec[k + 2] == 'p' || spec[k + 2] == 'P'))
+			return 0;	/* libspf2 looks p up itself */
+	buf_init(&b);
+	if (spf_macro_expand(spec, len, mv, 0, &b) == -1)
+		goto done;
+	n = b.data;
+	nl = b.len;
+	if (nl > 0 && n[nl - 1] == '.')
+		nl--;
+	if (nl <= 253)
+		goto done;
+	while (nl > 253) {
+		const char *dot = memchr(n, '.', nl);
+
+		if (dot == NULL)
+			goto done;
+		nl -= (size_t)(dot + 1 - n);
+		n = dot + 1;
+	}
+	for (size_t k = 0; k < nl; k++)
+		if (!isalnum((unsigned char)n[k]) && !strchr("-._", n[k]))
+			goto done;
+	if (nl == 0 || n[0] == '.')
+		goto done;
+	buf_append(out, n, nl);
+	r = 1;
+done:
+	buf_free(&b);
+	return r;
+}
+
+int
+spf_record_truncate(const char *rec, const struct spf_macro_vals *mv,
+    struct buf *out)
+{
+	const char *p = rec;
+	int changed = 0;
+
+	while (*p) {
+		const char *t = p, *end, *spec = NULL;
+
+		while (*p && *p != ' ')
+			p++;
+		end = p;
+		if (t != rec)
+			buf_putc(out, ' ');
+		if (strchr("+-~?", *t) && t + 1 < end)
+			buf_putc(out, *t++);
+		if (end - t > 4 && strncasecmp(t, "exp=", 4) == 0)
+			spec = t + 4;
+		else if (end - t > 9 && strncasecmp(t, "redirect=", 9) == 0)
+			spec = t + 9;
+		else if (end - t > 8 && strncasecmp(t, "include:", 8) == 0)
+			spec = t + 8;
+		else if (end - t > 7 && strncasecmp(t, "exists:", 7) == 0)
+			spec = t + 7;
+		if (spec != NULL) {
+			buf_append(out, t, (size_t)(spec - t));
+			if (spfrec_truncate_spec(spec, (size_t)(end - spec), mv,
+			    out))
+				changed = 1;
+			else
+				buf_append(out, spec, (size_t)(end - spec));
+		} else
+			buf_append(out, t, (size_t)(end - t));
+		while (*p == ' ')
+			p++;
+	}
+	return changed;
+}

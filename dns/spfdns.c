@@ -237,6 +237,19 @@ spfdns_fix(const struct spfdns *d, SPF_dns_rr_t *rr, int idx)
 	buf_init(&b);
 	spf_record_rewrite(rr->rr[idx]->txt, t->v6, d->token, &b);
 	buf_putc(&b, '\0');
+	if (t->mv != NULL && strchr(b.data, '%') != NULL) {
+		struct spf_macro_vals mv = *t->mv;
+		struct buf c;
+
+		mv.d = rr->domain;
+		buf_init(&c);
+		if (spf_record_truncate(b.data, &mv, &c)) {
+			buf_reset(&b);
+			buf_append(&b, c.data, c.len);
+			buf_putc(&b, '\0');
+		}
+		buf_free(&c);
+	}
 	if (SPF_dns_rr_buf_realloc(rr, idx, b.len))
 		r = -1;
 	else

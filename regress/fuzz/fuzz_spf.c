@@ -1,6 +1,7 @@
 /*
  * fuzz_spf: the SPF record checks, the record rewriting for libspf2 and
- * macro expansion (auth/spfrec.c) on arbitrary text.  A record the check
+ * macro expansion and the cutting of long expanded names
+ * (auth/spfrec.c) on arbitrary text.  A record the check
  * accepts must still be accepted once rewritten (the rewriting only says
  * the same thing another way), and expansion never writes past its
  * buffer or a NUL it was not given.
@@ -44,6 +45,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 			buf_putc(&b, '\0');
 			if (spf_record_check(b.data, &why) != 0)
 				abort();
+			{
+				struct buf c;
+
+				buf_init(&c);
+				(void)spf_record_truncate(b.data, &mv, &c);
+				buf_free(&c);
+			}
 		}
 	}
 	buf_free(&b);

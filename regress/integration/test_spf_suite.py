@@ -16,7 +16,6 @@ from conftest import TERNCTL
 
 # Cases our handling still gets wrong (see ARCHITECTURE, Known limits).
 KNOWN_FAILURES = {
-    "domain-name-truncation",
     "include-over-limit",
     "macro-mania-in-domain",
 }

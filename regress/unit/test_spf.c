@@ -144,6 +144,47 @@ test_macro_p(void)
 	buf_free(&b);
 }
 
+/* A domain-spec expanded past 253 bytes loses labels on its left
+ * (RFC 7208 7.3). */
+static void
+test_truncate(void)
+{
+	struct spf_macro_vals mv = {
+		.s = "a@somewhat.long.exp.example.com", .l = "a",
+		.o = "somewhat.long.exp.example.com",
+		.d = "somewhat.long.exp.example.com", .i = "192.0.2.3",
+		.v = "in-addr", .h = "mx.example.org", .c = "192.0.2.3",
+		.r = "mx.tern.test", .t = "1"
+	};
+	const char *o8 = "%{o}.%{o}.%{o}.%{o}.%{o}.%{o}.%{o}.%{o}";
+	char rec[512], want[512];
+	struct buf b;
+
+	snprintf(rec, sizeof(rec), "v=spf1 -all exp=foobar.%s.example.com",
+	    o8);
+	str_copy(want, "v=spf1 -all exp=", sizeof(want));
+	for (int k = 0; k < 8; k++)
+		snprintf(want + strlen(want), sizeof(want) - strlen(want),
+		    "%s.", mv.o);
+	snprintf(want + strlen(want), sizeof(want) - strlen(want),
+	    "example.com");
+	buf_init(&b);
+	CHECK(spf_record_truncate(rec, &mv, &b) == 1);
+	buf_putc(&b, '\0');
+	CHECK(strcmp(b.data, want) == 0);
+	CHECK(strlen(want) - strlen("v=spf1 -all exp=") == 251);
+	/* Short enough, or with p (libspf2's): left alone. */
+	buf_reset(&b);
+	CHECK(spf_record_truncate("v=spf1 ~include:%{o} exists:%{d}.x", &mv,
+	    &b) == 0);
+	buf_putc(&b, '\0');
+	CHECK(strcmp(b.data, "v=spf1 ~include:%{o} exists:%{d}.x") == 0);
+	snprintf(rec, sizeof(rec), "v=spf1 redirect=%%{p}.%s", o8);
+	buf_reset(&b);
+	CHECK(spf_record_truncate(rec, &mv, &b) == 0);
+	buf_free(&b);
+}
+
 /* The c, i and v macros of a client address (RFC 7208 7.3). */
 static void
 test_macro_ip(void)
@@ -270,6 +311,7 @@ test_spf(void)
 	    "v=spf1 ip4:1.2.3.4 exp=e.test"));
 	test_macro_ip();
 	test_macro_p();
+	test_truncate();
 	test_spfdns_lan_zones();
 	test_policy();
 }
