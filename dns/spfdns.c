@@ -461,7 +461,7 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 		 * one): it exists nowhere. */
 		if (res)
 			ub_resolve_free(res);
-		if (spfdns_cur)
+		if (spfdns_cur && !ptrerr)
 			spfdns_cur->voids++;
 		return SPF_dns_rr_new_init(layer, domain, type, 0,
 		    HOST_NOT_FOUND);
@@ -504,13 +504,21 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 		}
 		n++;
 	}
+	/* Past 10 PTR names the rest are ignored (RFC 7208 4.6.4); libspf2
+	 * makes the evaluation permerror when the first 10 do not match. */
+	if (type == ns_t_ptr && n > SPFDNS_PTRS)
+		n = SPFDNS_PTRS;
 	rr->num_rr = n;
 	if (herr == NETDB_SUCCESS && n == 0)
 		rr->herrno = NO_DATA;
 	if (spfdns_cur && type == ns_t_txt)
 		spfdns_note_txt(rr);
 	if (spfdns_cur) {
-		if (rr->herrno == HOST_NOT_FOUND || rr->herrno == NO_DATA)
+		/* The PTR records, and their names' addresses, are the
+		 * client's, not the record's (RFC 7208 4.6.4 limits what a
+		 * record makes one ask in vain). */
+		if ((rr->herrno == HOST_NOT_FOUND || rr->herrno == NO_DATA) &&
+		    !ptrerr)
 			spfdns_cur->voids++;
 		if (rr->herrno == TRY_AGAIN)
 			spfdns_cur->temp++;

@@ -8,9 +8,14 @@
 
 #include <netinet/in.h>
 
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <spf2/spf.h>
+#include <spf2/spf_dns.h>
 
 #include "auth/spf.h"
 #include "dns/dns.h"
@@ -242,6 +247,111 @@ test_spfdns_lan_zones(void)
 	close(fd);
 }
 
+/* A loopback "server" that answers a few queries: those for a name
+ * starting "4." with 11 PTR records, the others NXDOMAIN. */
+static void *
+nx_server(void *arg)
+{
+	int fd = ((int *)arg)[0], stop = ((int *)arg)[1];
+
+	for (int k = 0; k < 8; k++) {
+		struct pollfd pfd[2] = { { .fd = fd, .events = POLLIN },
+		    { .fd = stop, .events = POLLIN } };
+		struct sockaddr_storage from;
+		socklen_t fl = sizeof(from);
+		unsigned char pkt[512];
+		ssize_t n;
+
+		if (poll(pfd, 2, 5000) < 1 || pfd[1].revents)
+			break;
+		n = recvfrom(fd, pkt, sizeof(pkt), 0, (struct sockaddr *)&from,
+		    &fl);
+		if (n < 12)
+			continue;
+		pkt[2] |= 0x80;			/* QR */
+		pkt[3] = (unsigned char)((pkt[3] & 0x70) | 0x80 | 3);
+		memset(pkt + 6, 0, 6);		/* no answers */
+		if (pkt[12] == 1 && pkt[13] == '4') {
+			size_t o = 12;
+
+			while (o < (size_t)n && pkt[o] != 0)	/* the question */
+				o += (size_t)pkt[o] + 1;
+			o += 5;		/* root label, type, class; no OPT */
+
+			pkt[3] &= 0xf0;		/* NOERROR */
+			pkt[7] = 11;
+			for (int r = 0; r < 11 && o + 32 < sizeof(pkt); r++) {
+				static const unsigned char rr[] = { 0xc0, 12,
+				    0, 12, 0, 1, 0, 0, 0, 60, 0, 17, 3, 'p',
+				    't', 'r', 7, 'e', 'x', 'a', 'm', 'p', 'l',
+				    'e', 3, 'c', 'o', 'm', 0 };
+
+				memcpy(pkt + o, rr, sizeof(rr));
+				pkt[o + 13] = (unsigned char)('a' + r);
+				o += sizeof(rr);
+			}
+			n = (ssize_t)o;
+		}
+		(void)sendto(fd, pkt, (size_t)n, 0, (struct sockaddr *)&from,
+		    fl);
+	}
+	return NULL;
+}
+
+/* A PTR lookup that finds nothing is not a void lookup of the record's
+ * (RFC 7208 4.6.4, 5.5): the PTR records are the client's; one that
+ * finds more than 10 names gives the first 10. */
+static void
+test_spfdns_ptr_not_void(void)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	socklen_t len = sizeof(*sin);
+	struct spfdns_track t;
+	SPF_dns_rr_t *rr;
+	struct spfdns *d;
+	pthread_t th;
+	char err[256];
+	int fd, p[2], fds[2];
+
+	memset(&ss, 0, sizeof(ss));
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	CHECK(fd != -1);
+	CHECK(bind(fd, (struct sockaddr *)sin, len) == 0);
+	CHECK(getsockname(fd, (struct sockaddr *)sin, &len) == 0);
+	CHECK(pipe(p) == 0);
+	fds[0] = fd;
+	fds[1] = p[0];
+	CHECK(pthread_create(&th, NULL, nx_server, fds) == 0);
+	d = spfdns_new(&ss, &len, 1, 2000, err, sizeof(err));
+	CHECK(d != NULL);
+	if (d != NULL) {
+		spfdns_track_begin(&t);
+		rr = SPF_dns_lookup(spfdns_layer(d),
+		    "3.2.0.192.in-addr.arpa", ns_t_ptr, 0);
+		CHECK(rr != NULL && rr->herrno == HOST_NOT_FOUND);
+		CHECK(t.voids == 0 && t.temp == 0);
+		if (rr)
+			SPF_dns_rr_free(rr);
+		/* Past 10 PTR names the rest are ignored (RFC 7208 4.6.4). */
+		rr = SPF_dns_lookup(spfdns_layer(d),
+		    "4.2.0.192.in-addr.arpa", ns_t_ptr, 0);
+		CHECK(rr != NULL && rr->herrno == NETDB_SUCCESS &&
+		    rr->num_rr == 10);
+		if (rr)
+			SPF_dns_rr_free(rr);
+		spfdns_track_end(&t);
+		spfdns_free(d);
+	}
+	CHECK(write(p[1], "x", 1) == 1);
+	pthread_join(th, NULL);
+	close(p[0]);
+	close(p[1]);
+	close(fd);
+}
+
 void
 test_spf(void)
 {
@@ -313,5 +423,6 @@ test_spf(void)
 	test_macro_p();
 	test_truncate();
 	test_spfdns_lan_zones();
+	test_spfdns_ptr_not_void();
 	test_policy();
 }
