@@ -22,6 +22,7 @@
 #include <spf2/spf.h>
 
 #include "auth/spf.h"
+#include "dns/dns.h"
 #include "dns/spfdns.h"
 #include "lib/util.h"
 
@@ -29,6 +30,7 @@
 
 struct spf {
 	SPF_server_t	*srv;
+	struct spfdns	*dns;
 	char		 receiver[256];
 };
 
@@ -59,6 +61,7 @@ spf_new(struct spfdns *dns, const char *receiver)
 		return NULL;
 	}
 	SPF_server_set_rec_dom(s->srv, receiver);
+	s->dns = dns;
 	str_copy(s->receiver, receiver, sizeof(s->receiver));
 	/* libspf2's default points at a web site long gone. */
 	resp = NULL;
@@ -78,23 +81,23 @@ spf_free(struct spf *s)
 	free(s);
 }
 
-/* Printable ASCII only, runs of blanks as one, at most cap-1 bytes. */
+/* Printable ASCII only, blanks as spaces (none leading or trailing: the
+ * text as published, RFC 7208 6.2), at most cap-1 bytes. */
 static void
 spf_clean(char *out, size_t cap, const char *in)
 {
-	size_t o = 0;
-	int sp = 0;
+	size_t o = 0, sp = 0;
 
 	for (; in && *in && o + 1 < cap; in++) {
 		unsigned char c = (unsigned char)*in;
 
 		if (c == ' ' || c == '\t') {
-			sp = o > 0;
+			sp += o > 0;
 			continue;
 		}
 		if (c < 0x21 || c > 0x7e)
 			c = '?';
-		if (sp && o + 2 < cap)
+		for (; sp > 0 && o + 2 < cap; sp--)
 			out[o++] = ' ';
 		sp = 0;
 		out[o++] = (char)c;
@@ -183,6 +186,79 @@ spf_query(SPF_request_t *req, SPF_response_t **resp)
 	return err;
 }
 
+/* The request's macro values but d, r, t and p (RFC 7208 7.3), in the
+ * caller's buffers: sender[600], local[300], ip[80], nib[80]. */
+static void
+spf_vals(const struct spf_request *q, struct spf_macro_vals *mv,
+    char *sender, char *local, char *ip, char *nib)
+{
+	const char *at;
+
+	memset(mv, 0, sizeof(*mv));
+	if (q->sender[0])
+		str_copy(sender, q->sender, 600);
+	else
+		snprintf(sender, 600, "postmaster@%s", q->helo);
+	at = strrchr(sender, '@');
+	snprintf(local, 300, "%.*s", at ? (int)(at - sender) : 0, sender);
+	mv->v = spf_macro_ip(q->ip, ip, 80, nib, 80);
+	mv->s = sender;
+	mv->l = local[0] ? local : "postmaster";
+	mv->o = at ? at + 1 : sender;
+	mv->i = nib;
+	mv->h = q->helo;
+	mv->c = ip;
+}
+
+/*
+ * The p macro for an explanation (RFC 7208 7.3, 5.5): the client's PTR
+ * names (the first 10) whose addresses include the client, one picked by
+ * spf_macro_pick_p; "unknown" on any DNS error.  ip is the c macro's value.
+ */
+static void
+spf_ptr_name(const struct spf *s, const char *ip, const char *domain,
+    char *out, size_t cap)
+{
+	struct dns_result ptr, a;
+	struct sockaddr_storage want;
+	char *valid[10];
+	size_t n = 0;
+	int v6 = strchr(ip, ':') != NULL, fam = v6 ? AF_INET6 : AF_INET;
+
+	str_copy(out, "unknown", cap);
+	memset(&want, 0, sizeof(want));
+	if (inet_pton(fam, ip, v6 ? (void *)&((struct sockaddr_in6 *)&want)->
+	    sin6_addr : (void *)&((struct sockaddr_in *)&want)->sin_addr) != 1)
+		return;
+	if (spfdns_query(s->dns, ip, DNS_PTR, &ptr) == -1)
+		return;
+	for (size_t k = 0; ptr.status == DNS_OK && k < ptr.ntxt && k < 10;
+	    k++) {
+		int ok = 0;
+
+		if (spfdns_query(s->dns, ptr.txt[k], v6 ? DNS_AAAA : DNS_A,
+		    &a) == -1)
+			continue;
+		for (size_t j = 0; a.status == DNS_OK && j < a.naddr; j++) {
+			const struct sockaddr_storage *g = &a.addr[j];
+
+			if (g->ss_family != fam)
+				continue;
+			if (v6 ? memcmp(&((const struct sockaddr_in6 *)g)->
+			    sin6_addr, &((struct sockaddr_in6 *)&want)->
+			    sin6_addr, 16) == 0 :
+			    ((const struct sockaddr_in *)g)->sin_addr.s_addr ==
+			    ((struct sockaddr_in *)&want)->sin_addr.s_addr)
+				ok = 1;
+		}
+		dns_result_free(&a);
+		if (ok)
+			valid[n++] = ptr.txt[k];
+	}
+	str_copy(out, spf_macro_pick_p(valid, n, domain), cap);
+	dns_result_free(&ptr);
+}
+
 /*
  * The explanation of a fail, expanded here rather than taken from
  * libspf2, which turns its blanks into '%' and leaves macros unexpanded:
@@ -194,48 +270,26 @@ spf_explain(const struct spf *s, const struct spf_request *q,
     struct spf_verdict *v, const struct spfdns_track *t)
 {
 	struct spf_macro_vals mv;
-	char sender[600], local[300], ip[80], nib[80], ts[32];
-	const char *tmpl = SPF_EXP_DEFAULT, *at;
-	struct in_addr a4;
-	struct in6_addr a6;
+	char sender[600], local[300], ip[80], nib[80], ts[32], pname[256];
+	const char *tmpl = SPF_EXP_DEFAULT;
 	struct buf b;
 
 	if (t->last_txt && !t->last_spf && t->last_n == 1 && t->last_text)
 		tmpl = t->last_text;
-	if (q->sender[0])
-		str_copy(sender, q->sender, sizeof(sender));
-	else
-		snprintf(sender, sizeof(sender), "postmaster@%s", q->helo);
-	at = strrchr(sender, '@');
-	snprintf(local, sizeof(local), "%.*s", at ? (int)(at - sender) : 0,
-	    sender);
-	str_copy(ip, q->ip, sizeof(ip));
-	mv.v = "in-addr";
-	if (inet_pton(AF_INET6, q->ip, &a6) == 1) {
-		inet_ntop(AF_INET6, &a6, ip, sizeof(ip));
-		if (IN6_IS_ADDR_V4MAPPED(&a6)) {
-			memcpy(&a4, a6.s6_addr + 12, 4);
-			inet_ntop(AF_INET, &a4, ip, sizeof(ip));
-			str_copy(nib, ip, sizeof(nib));
-		} else {
-			size_t o = 0;
-
-			mv.v = "ip6";
-			for (int k = 0; k < 16; k++)
-				o += (size_t)snprintf(nib + o, sizeof(nib) - o,
-				    "%s%x.%x", k ? "." : "", a6.s6_addr[k] >> 4,
-				    a6.s6_addr[k] & 15);
-		}
-	} else
-		str_copy(nib, ip, sizeof(nib));
+	spf_vals(q, &mv, sender, local, ip, nib);
 	snprintf(ts, sizeof(ts), "%lld", (long long)time(NULL));
-	mv.s = sender;
-	mv.l = local[0] ? local : "postmaster";
-	mv.o = at ? at + 1 : sender;
+	/* The PTR lookups only when the text asks for them. */
+	mv.p = NULL;
+	for (const char *m = tmpl; (m = strchr(m, '%')) != NULL; m += 2) {
+		if (m[1] == '{' && (m[2] == 'p' || m[2] == 'P')) {
+			spf_ptr_name(s, ip, v->domain, pname, sizeof(pname));
+			mv.p = pname;
+			break;
+		}
+		if (m[1] == '\0')
+			break;
+	}
 	mv.d = v->domain;
-	mv.i = nib;
-	mv.h = q->helo;
-	mv.c = ip;
 	mv.r = s->receiver;
 	mv.t = ts;
 	buf_init(&b);
@@ -301,6 +355,8 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 	SPF_response_t *resp = NULL;
 	SPF_errcode_t err;
 	struct spfdns_track t;
+	struct spf_macro_vals mv;
+	char sender[600], local[300], ip[80], nib[80];
 
 	memset(v, 0, sizeof(*v));
 	spf_identity(q, v);
@@ -329,6 +385,8 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 		SPF_request_set_env_from(req, q->sender);
 	spfdns_track_begin(&t);
 	t.fix = !q->libonly;
+	spf_vals(q, &mv, sender, local, ip, nib);
+	t.mv = &mv;
 	t.deadline_ms = q->deadline_ms;
 	t.v6 = strchr(q->ip, ':') != NULL && strchr(q->ip, '.') == NULL;
 	err = q->libonly ? SPF_request_query_mailfrom(req, &resp) :

@@ -75,9 +75,9 @@ int		 spf_record_check(const char *record, const char **why);
 int		 spf_macro_check(const char *s, size_t len, int domainspec,
 		    const char **why);
 
-/* The values macros expand to (RFC 7208 7.3); p is always "unknown". */
+/* The values macros expand to (RFC 7208 7.3); p NULL: "unknown". */
 struct spf_macro_vals {
-	const char	*s, *l, *o, *d, *i, *v, *h, *c, *r, *t;
+	const char	*s, *l, *o, *d, *i, *v, *h, *c, *r, *t, *p;
 };
 /*
  * Expand a macro-string into out; exp allows c, r and t (explanations).
@@ -85,6 +85,20 @@ struct spf_macro_vals {
  */
 int		 spf_macro_expand(const char *s, size_t len,
 		    const struct spf_macro_vals *, int exp, struct buf *out);
+/*
+ * The client address as the c and i macros give it (RFC 7208 7.3): an
+ * IPv4-mapped IPv6 address as IPv4, IPv6 nibbles in upper case.  Returns
+ * the v macro's value, "in-addr" or "ip6".
+ */
+/*
+ * The p macro's name among a client's validated PTR names (RFC 7208 7.3):
+ * domain itself, else a subdomain of it, else the first; "unknown" when
+ * there is none.
+ */
+const char	*spf_macro_pick_p(char *const *names, size_t n,
+		    const char *domain);
+const char	*spf_macro_ip(const char *ip, char *c, size_t ccap, char *i,
+		    size_t icap);
 
 /*
  * An SPF record as libspf2 can evaluate it: the /0 prefixes it refuses
@@ -93,6 +107,15 @@ int		 spf_macro_expand(const char *s, size_t len,
  * layer answers itself; unknown modifiers left out, redirect= beside
  * "all" too.
  */
+/*
+ * rec with each domain-spec of exp=, redirect=, include: and exists:
+ * whose expansion (mv: d the record's domain) is over 253 bytes replaced
+ * by that expansion cut from the left label by label (RFC 7208 7.3), as
+ * libspf2 does not; 1 if any was.  rec is one libspf2 can parse (from
+ * spf_record_rewrite).
+ */
+int		 spf_record_truncate(const char *rec,
+		    const struct spf_macro_vals *mv, struct buf *out);
 void		 spf_record_rewrite(const char *rec, int v6, const char *token,
 		    struct buf *out);
 

@@ -9,7 +9,9 @@
 #include <arpa/inet.h>
 
 #include <ctype.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "auth/spf.h"
 #include "lib/util.h"
@@ -360,6 +362,51 @@ spfrec_put_macro(struct buf *out, const char *val, long digits, int reverse,
 	}
 }
 
+const char *
+spf_macro_pick_p(char *const *names, size_t n, const char *domain)
+{
+	size_t dl = strlen(domain);
+
+	for (size_t k = 0; k < n; k++)
+		if (strcasecmp(names[k], domain) == 0)
+			return names[k];
+	for (size_t k = 0; k < n; k++) {
+		size_t nl = strlen(names[k]);
+
+		if (nl > dl + 1 && names[k][nl - dl - 1] == '.' &&
+		    strcasecmp(names[k] + nl - dl, domain) == 0)
+			return names[k];
+	}
+	return n > 0 ? names[0] : "unknown";
+}
+
+const char *
+spf_macro_ip(const char *ip, char *c, size_t ccap, char *i, size_t icap)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	size_t o = 0;
+
+	str_copy(c, ip, ccap);
+	str_copy(i, ip, icap);
+	if (inet_pton(AF_INET6, ip, &a6) != 1)
+		return "in-addr";
+	inet_ntop(AF_INET6, &a6, c, (socklen_t)ccap);
+	if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+		memcpy(&a4, a6.s6_addr + 12, 4);
+		inet_ntop(AF_INET, &a4, c, (socklen_t)ccap);
+		str_copy(i, c, icap);
+		return "in-addr";
+	}
+	/* Hex digits in a name are the same in either case (RFC 4343);
+	 * the suite's explanations (and pyspf) write them in upper case. */
+	i[0] = '\0';
+	for (int k = 0; k < 16 && o < icap; k++)
+		o += (size_t)snprintf(i + o, icap - o, "%s%X.%X",
+		    k ? "." : "", a6.s6_addr[k] >> 4, a6.s6_addr[k] & 15);
+	return "ip6";
+}
+
 int
 spf_macro_expand(const char *s, size_t len, const struct spf_macro_vals *mv,
     int exp, struct buf *out)
@@ -413,7 +460,7 @@ spf_macro_expand(const char *s, size_t len, const struct spf_macro_vals *mv,
 		case 'o': val = mv->o; break;
 		case 'd': val = mv->d; break;
 		case 'i': val = mv->i; break;
-		case 'p': val = "unknown"; break;
+		case 'p': val = mv->p ? mv->p : "unknown"; break;
 		case 'v': val = mv->v; break;
 		case 'h': val = mv->h; break;
 		case 'c': val = mv->c; break;
@@ -584,4 +631,93 @@ spf_record_rewrite(const char *rec, int v6, const char *token,
 		buf_append(out, qual ? t - 1 : t, (size_t)(end - t) +
 		    (qual ? 1 : 0));
 	}
+}
+
+/*
+ * One domain-spec expanded and, past 253 bytes, cut from the left label
+ * by label (RFC 7208 7.3), appended when that made it shorter and left
+ * plain LDH text: 1, else 0 (nothing appended).
+ */
+static int
+spfrec_truncate_spec(const char *spec, size_t len,
+    const struct spf_macro_vals *mv, struct buf *out)
+{
+	struct buf b;
+	const char *n;
+	size_t nl;
+	int r = 0;
+
+	if (memchr(spec, '%', len) == NULL)
+		return 0;
+	for (size_t k = 0; k + 2 < len; k++)
+		if (spec[k] == '%' && spec[k + 1] == '{' &&
+		    (spec[k + 2] == 'p' || spec[k + 2] == 'P'))
+			return 0;	/* libspf2 looks p up itself */
+	buf_init(&b);
+	if (spf_macro_expand(spec, len, mv, 0, &b) == -1)
+		goto done;
+	n = b.data;
+	nl = b.len;
+	if (nl > 0 && n[nl - 1] == '.')
+		nl--;
+	if (nl <= 253)
+		goto done;
+	while (nl > 253) {
+		const char *dot = memchr(n, '.', nl);
+
+		if (dot == NULL)
+			goto done;
+		nl -= (size_t)(dot + 1 - n);
+		n = dot + 1;
+	}
+	for (size_t k = 0; k < nl; k++)
+		if (!isalnum((unsigned char)n[k]) && !strchr("-._", n[k]))
+			goto done;
+	if (nl == 0 || n[0] == '.')
+		goto done;
+	buf_append(out, n, nl);
+	r = 1;
+done:
+	buf_free(&b);
+	return r;
+}
+
+int
+spf_record_truncate(const char *rec, const struct spf_macro_vals *mv,
+    struct buf *out)
+{
+	const char *p = rec;
+	int changed = 0;
+
+	while (*p) {
+		const char *t = p, *end, *spec = NULL;
+
+		while (*p && *p != ' ')
+			p++;
+		end = p;
+		if (t != rec)
+			buf_putc(out, ' ');
+		if (strchr("+-~?", *t) && t + 1 < end)
+			buf_putc(out, *t++);
+		if (end - t > 4 && strncasecmp(t, "exp=", 4) == 0)
+			spec = t + 4;
+		else if (end - t > 9 && strncasecmp(t, "redirect=", 9) == 0)
+			spec = t + 9;
+		else if (end - t > 8 && strncasecmp(t, "include:", 8) == 0)
+			spec = t + 8;
+		else if (end - t > 7 && strncasecmp(t, "exists:", 7) == 0)
+			spec = t + 7;
+		if (spec != NULL) {
+			buf_append(out, t, (size_t)(spec - t));
+			if (spfrec_truncate_spec(spec, (size_t)(end - spec), mv,
+			    out))
+				changed = 1;
+			else
+				buf_append(out, spec, (size_t)(end - spec));
+		} else
+			buf_append(out, t, (size_t)(end - t));
+		while (*p == ' ')
+			p++;
+	}
+	return changed;
 }

@@ -237,6 +237,19 @@ spfdns_fix(const struct spfdns *d, SPF_dns_rr_t *rr, int idx)
 	buf_init(&b);
 	spf_record_rewrite(rr->rr[idx]->txt, t->v6, d->token, &b);
 	buf_putc(&b, '\0');
+	if (t->mv != NULL && strchr(b.data, '%') != NULL) {
+		struct spf_macro_vals mv = *t->mv;
+		struct buf c;
+
+		mv.d = rr->domain;
+		buf_init(&c);
+		if (spf_record_truncate(b.data, &mv, &c)) {
+			buf_reset(&b);
+			buf_append(&b, c.data, c.len);
+			buf_putc(&b, '\0');
+		}
+		buf_free(&c);
+	}
 	if (SPF_dns_rr_buf_realloc(rr, idx, b.len))
 		r = -1;
 	else
@@ -378,6 +391,49 @@ spfdns_synthetic(SPF_dns_server_t *layer, struct spfdns *d,
 	return rr;
 }
 
+/*
+ * Whether an address lookup of domain is the ptr mechanism's (or %{p}'s)
+ * check of a name from the last PTR answer, each name once; any other
+ * lookup ends that answer's checks.  A DNS error there skips the name,
+ * and one in the PTR lookup itself fails to match (RFC 7208 5.5): neither
+ * makes the evaluation temperror.
+ */
+static int
+spfdns_ptr_check(struct spfdns_track *t, const char *domain, ns_type type)
+{
+	size_t n = strlen(domain);
+
+	if (n > 0 && domain[n - 1] == '.')
+		n--;
+	if (type == ns_t_a || type == ns_t_aaaa)
+		for (int i = 0; i < t->nptr; i++)
+			if (strncasecmp(t->ptr[i], domain, n) == 0 &&
+			    t->ptr[i][n] == '\0') {
+				t->ptr[i][0] = '\0';
+				return 1;
+			}
+	t->nptr = 0;
+	return 0;
+}
+
+/* The names of a PTR answer, for spfdns_ptr_check. */
+static void
+spfdns_note_ptr(struct spfdns_track *t, const SPF_dns_rr_t *rr)
+{
+	t->nptr = 0;
+	for (int i = 0; i < rr->num_rr && t->nptr < SPFDNS_PTRS; i++) {
+		size_t n;
+
+		if (rr->rr[i] == NULL)
+			continue;
+		str_copy(t->ptr[t->nptr], rr->rr[i]->ptr, sizeof(t->ptr[0]));
+		n = strlen(t->ptr[t->nptr]);
+		if (n > 0 && t->ptr[t->nptr][n - 1] == '.')
+			t->ptr[t->nptr][n - 1] = '\0';
+		t->nptr++;
+	}
+}
+
 static SPF_dns_rr_t *
 spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
     int should_cache)
@@ -385,10 +441,13 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 	struct spfdns *d = layer->hook;
 	struct ub_result *res = NULL;
 	SPF_dns_rr_t *rr;
-	int i, n, herr, r;
+	int i, n, herr, r, ptrerr = type == ns_t_ptr;
 
-	if (spfdns_cur)
+	if (spfdns_cur) {
 		spfdns_cur->lookups++;
+		if (spfdns_ptr_check(spfdns_cur, domain, type))
+			ptrerr = 1;
+	}
 	{
 		size_t nl = strlen(domain), tl = strlen(d->token);
 
@@ -402,12 +461,20 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 		 * one): it exists nowhere. */
 		if (res)
 			ub_resolve_free(res);
-		if (spfdns_cur)
+		if (spfdns_cur && !ptrerr)
 			spfdns_cur->voids++;
 		return SPF_dns_rr_new_init(layer, domain, type, 0,
 		    HOST_NOT_FOUND);
 	}
-	if (r != 0 || res == NULL) {
+	if (r != 0 || res == NULL || (ptrerr && !res->nxdomain &&
+	    (res->rcode != 0 || res->bogus))) {
+		if (res)
+			ub_resolve_free(res);
+		/* The ptr mechanism's lookups: as no answer (above), unless
+		 * the check's deadline passed (-1). */
+		if (ptrerr && r != -1)
+			return SPF_dns_rr_new_init(layer, domain, type, 0,
+			    HOST_NOT_FOUND);
 		if (spfdns_cur)
 			spfdns_cur->temp++;
 		return SPF_dns_rr_new_init(layer, domain, type, 0, TRY_AGAIN);
@@ -437,16 +504,26 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 		}
 		n++;
 	}
+	/* Past 10 PTR names the rest are ignored (RFC 7208 4.6.4); libspf2
+	 * makes the evaluation permerror when the first 10 do not match. */
+	if (type == ns_t_ptr && n > SPFDNS_PTRS)
+		n = SPFDNS_PTRS;
 	rr->num_rr = n;
 	if (herr == NETDB_SUCCESS && n == 0)
 		rr->herrno = NO_DATA;
 	if (spfdns_cur && type == ns_t_txt)
 		spfdns_note_txt(rr);
 	if (spfdns_cur) {
-		if (rr->herrno == HOST_NOT_FOUND || rr->herrno == NO_DATA)
+		/* The PTR records, and their names' addresses, are the
+		 * client's, not the record's (RFC 7208 4.6.4 limits what a
+		 * record makes one ask in vain). */
+		if ((rr->herrno == HOST_NOT_FOUND || rr->herrno == NO_DATA) &&
+		    !ptrerr)
 			spfdns_cur->voids++;
 		if (rr->herrno == TRY_AGAIN)
 			spfdns_cur->temp++;
+		if (type == ns_t_ptr)
+			spfdns_note_ptr(spfdns_cur, rr);
 		if (type == ns_t_mx && n > 10)
 			spfdns_cur->mx_over = 1;
 	}
@@ -479,6 +556,11 @@ spfdns_new(const struct sockaddr_storage *servers, const socklen_t *lens,
 	r |= ub_ctx_set_option(d->ub, "local-zone:", "test. transparent");
 	r |= ub_ctx_set_option(d->ub, "local-zone:",
 	    "127.in-addr.arpa. transparent");
+	/* Likewise the reverse zones of private and documentation ranges
+	 * (RFC 6303): a ptr mechanism needs their real PTR records
+	 * (RFC 7208 5.5), which the configured server may well have. */
+	r |= ub_ctx_set_option(d->ub, "unblock-lan-zones:", "yes");
+	r |= ub_ctx_set_option(d->ub, "insecure-lan-zones:", "yes");
 	/* An unanswered server is given up on after timeout_ms. */
 	if (timeout_ms <= 0)
 		timeout_ms = 5000;

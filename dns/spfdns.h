@@ -20,8 +20,11 @@
 #include <sys/socket.h>
 
 #define SPFDNS_RECORDS	16	/* records kept per evaluation */
+#define SPFDNS_PTRS	10	/* PTR names checked (RFC 7208 4.6.4) */
 #define SPFDNS_SOCKETS	74	/* query sockets of the resolver thread
 				   (outgoing-range 64, outgoing-num-tcp 10) */
+
+struct spf_macro_vals;
 
 struct spfdns_track {
 	int	 fix;		/* rewrite records for libspf2 (auth/spf.c) */
@@ -43,6 +46,12 @@ struct spfdns_track {
 	int	 last_n;	/* ...with this many records */
 	char	*last_text;	/* ...the first of them (malloc'd) */
 	uint64_t deadline_ms;	/* CLOCK_MONOTONIC ms: no lookup after (0: none) */
+	/* The request's macro values (d unset): for spf_record_truncate. */
+	const struct spf_macro_vals *mv;
+	/* The names of the last PTR answer not yet looked up: a DNS error
+	 * in their address lookups skips the name (RFC 7208 5.5). */
+	int	 nptr;
+	char	 ptr[SPFDNS_PTRS][256];
 };
 
 struct spfdns;

@@ -1,6 +1,7 @@
 /*
  * fuzz_spf: the SPF record checks, the record rewriting for libspf2 and
- * macro expansion (auth/spfrec.c) on arbitrary text.  A record the check
+ * macro expansion and the cutting of long expanded names
+ * (auth/spfrec.c) on arbitrary text.  A record the check
  * accepts must still be accepted once rewritten (the rewriting only says
  * the same thing another way), and expansion never writes past its
  * buffer or a NUL it was not given.
@@ -21,7 +22,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 		.s = "a-b.c@example.org", .l = "a-b.c", .o = "example.org",
 		.d = "sub.example.org", .i = "192.0.2.3", .v = "in-addr",
 		.h = "mx.example.net", .c = "192.0.2.3", .r = "mx.tern.test",
-		.t = "1700000000"
+		.t = "1700000000", .p = "mx.example.net"
 	};
 	char *s = malloc(len + 1);
 	const char *why;
@@ -44,6 +45,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 			buf_putc(&b, '\0');
 			if (spf_record_check(b.data, &why) != 0)
 				abort();
+			{
+				struct buf c;
+
+				buf_init(&c);
+				(void)spf_record_truncate(b.data, &mv, &c);
+				buf_free(&c);
+			}
 		}
 	}
 	buf_free(&b);

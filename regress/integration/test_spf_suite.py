@@ -16,19 +16,12 @@ from conftest import TERNCTL
 
 # Cases our handling still gets wrong (see ARCHITECTURE, Known limits).
 KNOWN_FAILURES = {
-    "bytes-bug",
-    "domain-name-truncation",
     "include-over-limit",
     "macro-mania-in-domain",
-    "p-macro-ip4-valid",
-    "p-macro-ip6-valid",
-    "p-macro-multiple",
-    "ptr-case-change",
-    "v-macro-ip6",
 }
 
 # What libspf2 alone passes, measured by this test (it says so if it moves).
-LIBSPF2_ALONE = 126
+LIBSPF2_ALONE = 129
 
 SUITE = spfsuite.load()
 pytestmark = [

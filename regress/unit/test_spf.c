@@ -4,10 +4,22 @@
  * examples), the rewriting of /0 prefixes and modifiers for libspf2, and
  * the default policy's replies.
  */
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <spf2/spf.h>
+#include <spf2/spf_dns.h>
 
 #include "auth/spf.h"
+#include "dns/dns.h"
+#include "dns/spfdns.h"
 #include "lib/util.h"
 #include "regress/unit/unit.h"
 
@@ -100,6 +112,246 @@ test_policy(void)
 	}
 }
 
+/* The p macro (RFC 7208 7.3): which validated name, and its expansion. */
+static void
+test_macro_p(void)
+{
+	char *names[] = { "mx.example.org", "a.mail.example.com",
+	    "example.com" };
+	struct spf_macro_vals mv = {
+		.s = "a@example.com", .l = "a", .o = "example.com",
+		.d = "example.com", .i = "192.0.2.3", .v = "in-addr",
+		.h = "mx.example.org", .c = "192.0.2.3", .r = "mx.tern.test",
+		.t = "1", .p = NULL
+	};
+	struct buf b;
+
+	CHECK(strcmp(spf_macro_pick_p(names, 3, "example.com"),
+	    "example.com") == 0);
+	CHECK(strcmp(spf_macro_pick_p(names, 2, "Example.COM"),
+	    "a.mail.example.com") == 0);
+	CHECK(strcmp(spf_macro_pick_p(names, 1, "example.com"),
+	    "mx.example.org") == 0);
+	CHECK(strcmp(spf_macro_pick_p(names, 0, "example.com"),
+	    "unknown") == 0);
+	/* "bexample.com" is not a subdomain of example.com */
+	names[0] = "bexample.com";
+	CHECK(strcmp(spf_macro_pick_p(names, 1, "example.com"),
+	    "bexample.com") == 0);
+	buf_init(&b);
+	CHECK(spf_macro_expand("%{p}", 4, &mv, 1, &b) == 0);
+	CHECK(b.len == 7 && memcmp(b.data, "unknown", 7) == 0);
+	buf_reset(&b);
+	mv.p = "mx.example.org";
+	CHECK(spf_macro_expand("%{p}/%{p2}", 10, &mv, 1, &b) == 0);
+	CHECK(b.len == 26 && memcmp(b.data, "mx.example.org/example.org",
+	    26) == 0);
+	buf_free(&b);
+}
+
+/* A domain-spec expanded past 253 bytes loses labels on its left
+ * (RFC 7208 7.3). */
+static void
+test_truncate(void)
+{
+	struct spf_macro_vals mv = {
+		.s = "a@somewhat.long.exp.example.com", .l = "a",
+		.o = "somewhat.long.exp.example.com",
+		.d = "somewhat.long.exp.example.com", .i = "192.0.2.3",
+		.v = "in-addr", .h = "mx.example.org", .c = "192.0.2.3",
+		.r = "mx.tern.test", .t = "1"
+	};
+	const char *o8 = "%{o}.%{o}.%{o}.%{o}.%{o}.%{o}.%{o}.%{o}";
+	char rec[512], want[512];
+	struct buf b;
+
+	snprintf(rec, sizeof(rec), "v=spf1 -all exp=foobar.%s.example.com",
+	    o8);
+	str_copy(want, "v=spf1 -all exp=", sizeof(want));
+	for (int k = 0; k < 8; k++)
+		snprintf(want + strlen(want), sizeof(want) - strlen(want),
+		    "%s.", mv.o);
+	snprintf(want + strlen(want), sizeof(want) - strlen(want),
+	    "example.com");
+	buf_init(&b);
+	CHECK(spf_record_truncate(rec, &mv, &b) == 1);
+	buf_putc(&b, '\0');
+	CHECK(strcmp(b.data, want) == 0);
+	CHECK(strlen(want) - strlen("v=spf1 -all exp=") == 251);
+	/* Short enough, or with p (libspf2's): left alone. */
+	buf_reset(&b);
+	CHECK(spf_record_truncate("v=spf1 ~include:%{o} exists:%{d}.x", &mv,
+	    &b) == 0);
+	buf_putc(&b, '\0');
+	CHECK(strcmp(b.data, "v=spf1 ~include:%{o} exists:%{d}.x") == 0);
+	snprintf(rec, sizeof(rec), "v=spf1 redirect=%%{p}.%s", o8);
+	buf_reset(&b);
+	CHECK(spf_record_truncate(rec, &mv, &b) == 0);
+	buf_free(&b);
+}
+
+/* The c, i and v macros of a client address (RFC 7208 7.3). */
+static void
+test_macro_ip(void)
+{
+	char c[80], i[80];
+
+	CHECK(strcmp(spf_macro_ip("CAFE:BABE::1", c, sizeof(c), i,
+	    sizeof(i)), "ip6") == 0);
+	CHECK(strcmp(c, "cafe:babe::1") == 0);
+	CHECK(strcmp(i, "C.A.F.E.B.A.B.E.0.0.0.0.0.0.0.0."
+	    "0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1") == 0);
+	CHECK(strcmp(spf_macro_ip("::ffff:192.0.2.3", c, sizeof(c), i,
+	    sizeof(i)), "in-addr") == 0);
+	CHECK(strcmp(c, "192.0.2.3") == 0 && strcmp(i, "192.0.2.3") == 0);
+	CHECK(strcmp(spf_macro_ip("192.0.2.3", c, sizeof(c), i,
+	    sizeof(i)), "in-addr") == 0);
+	CHECK(strcmp(c, "192.0.2.3") == 0 && strcmp(i, "192.0.2.3") == 0);
+}
+
+/*
+ * A PTR name of a documentation or private range is asked of the
+ * configured server, not answered NXDOMAIN by libunbound's built-in
+ * zones (RFC 7208 5.5 needs the real PTR records).  The "server" is a
+ * loopback socket that never answers: the query must reach it.
+ */
+static void
+test_spfdns_lan_zones(void)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	socklen_t len = sizeof(*sin);
+	struct dns_result res;
+	struct spfdns *d;
+	char err[256], pkt[512];
+	int fd;
+
+	memset(&ss, 0, sizeof(ss));
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	CHECK(fd != -1);
+	CHECK(bind(fd, (struct sockaddr *)sin, len) == 0);
+	CHECK(getsockname(fd, (struct sockaddr *)sin, &len) == 0);
+	d = spfdns_new(&ss, &len, 1, 200, err, sizeof(err));
+	CHECK(d != NULL);
+	if (d == NULL) {
+		close(fd);
+		return;
+	}
+	CHECK(spfdns_query(d, "2001:db8::1", DNS_PTR, &res) == 0);
+	CHECK(res.status == DNS_TEMPFAIL);
+	CHECK(recv(fd, pkt, sizeof(pkt), MSG_DONTWAIT) > 12);
+	dns_result_free(&res);
+	spfdns_free(d);
+	close(fd);
+}
+
+/* A loopback "server" that answers a few queries: those for a name
+ * starting "4." with 11 PTR records, the others NXDOMAIN. */
+static void *
+nx_server(void *arg)
+{
+	int fd = ((int *)arg)[0], stop = ((int *)arg)[1];
+
+	for (int k = 0; k < 8; k++) {
+		struct pollfd pfd[2] = { { .fd = fd, .events = POLLIN },
+		    { .fd = stop, .events = POLLIN } };
+		struct sockaddr_storage from;
+		socklen_t fl = sizeof(from);
+		unsigned char pkt[512];
+		ssize_t n;
+
+		if (poll(pfd, 2, 5000) < 1 || pfd[1].revents)
+			break;
+		n = recvfrom(fd, pkt, sizeof(pkt), 0, (struct sockaddr *)&from,
+		    &fl);
+		if (n < 12)
+			continue;
+		pkt[2] |= 0x80;			/* QR */
+		pkt[3] = (unsigned char)((pkt[3] & 0x70) | 0x80 | 3);
+		memset(pkt + 6, 0, 6);		/* no answers */
+		if (pkt[12] == 1 && pkt[13] == '4') {
+			size_t o = 12;
+
+			while (o < (size_t)n && pkt[o] != 0)	/* the question */
+				o += (size_t)pkt[o] + 1;
+			o += 5;		/* root label, type, class; no OPT */
+
+			pkt[3] &= 0xf0;		/* NOERROR */
+			pkt[7] = 11;
+			for (int r = 0; r < 11 && o + 32 < sizeof(pkt); r++) {
+				static const unsigned char rr[] = { 0xc0, 12,
+				    0, 12, 0, 1, 0, 0, 0, 60, 0, 17, 3, 'p',
+				    't', 'r', 7, 'e', 'x', 'a', 'm', 'p', 'l',
+				    'e', 3, 'c', 'o', 'm', 0 };
+
+				memcpy(pkt + o, rr, sizeof(rr));
+				pkt[o + 13] = (unsigned char)('a' + r);
+				o += sizeof(rr);
+			}
+			n = (ssize_t)o;
+		}
+		(void)sendto(fd, pkt, (size_t)n, 0, (struct sockaddr *)&from,
+		    fl);
+	}
+	return NULL;
+}
+
+/* A PTR lookup that finds nothing is not a void lookup of the record's
+ * (RFC 7208 4.6.4, 5.5): the PTR records are the client's; one that
+ * finds more than 10 names gives the first 10. */
+static void
+test_spfdns_ptr_not_void(void)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	socklen_t len = sizeof(*sin);
+	struct spfdns_track t;
+	SPF_dns_rr_t *rr;
+	struct spfdns *d;
+	pthread_t th;
+	char err[256];
+	int fd, p[2], fds[2];
+
+	memset(&ss, 0, sizeof(ss));
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	CHECK(fd != -1);
+	CHECK(bind(fd, (struct sockaddr *)sin, len) == 0);
+	CHECK(getsockname(fd, (struct sockaddr *)sin, &len) == 0);
+	CHECK(pipe(p) == 0);
+	fds[0] = fd;
+	fds[1] = p[0];
+	CHECK(pthread_create(&th, NULL, nx_server, fds) == 0);
+	d = spfdns_new(&ss, &len, 1, 2000, err, sizeof(err));
+	CHECK(d != NULL);
+	if (d != NULL) {
+		spfdns_track_begin(&t);
+		rr = SPF_dns_lookup(spfdns_layer(d),
+		    "3.2.0.192.in-addr.arpa", ns_t_ptr, 0);
+		CHECK(rr != NULL && rr->herrno == HOST_NOT_FOUND);
+		CHECK(t.voids == 0 && t.temp == 0);
+		if (rr)
+			SPF_dns_rr_free(rr);
+		/* Past 10 PTR names the rest are ignored (RFC 7208 4.6.4). */
+		rr = SPF_dns_lookup(spfdns_layer(d),
+		    "4.2.0.192.in-addr.arpa", ns_t_ptr, 0);
+		CHECK(rr != NULL && rr->herrno == NETDB_SUCCESS &&
+		    rr->num_rr == 10);
+		if (rr)
+			SPF_dns_rr_free(rr);
+		spfdns_track_end(&t);
+		spfdns_free(d);
+	}
+	CHECK(write(p[1], "x", 1) == 1);
+	pthread_join(th, NULL);
+	close(p[0]);
+	close(p[1]);
+	close(fd);
+}
+
 void
 test_spf(void)
 {
@@ -167,5 +419,10 @@ test_spf(void)
 	    "v=spf1 a redirect=x.test"));
 	CHECK(rewrites("v=spf1 moo.cow=x ip4:1.2.3.4 exp=e.test", 0,
 	    "v=spf1 ip4:1.2.3.4 exp=e.test"));
+	test_macro_ip();
+	test_macro_p();
+	test_truncate();
+	test_spfdns_lan_zones();
+	test_spfdns_ptr_not_void();
 	test_policy();
 }
