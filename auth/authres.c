@@ -9,6 +9,9 @@
 #include "auth/authres.h"
 #include "lib/util.h"
 
+/* What a field with no verdict says (RFC 8601 2.2). */
+#define AUTHRES_NONE	"; none"
+
 #define AUTHRES_NAME	"Authentication-Results:"
 #define AUTHRES_RESULT_MAX	9	/* "temperror", "permerror" */
 
@@ -122,9 +125,9 @@ authres_build(struct buf *b, const char *id, const struct authres *r,
 		n++;
 	}
 	if (n == 0)
-		buf_printf(b, "; none");
-	else if (widest)	/* room for a "; none" after all */
-		buf_printf(b, "xxxxxx");
+		buf_printf(b, "%s", AUTHRES_NONE);
+	else if (widest)	/* room for a "; none" after all: its length */
+		buf_printf(b, "%*s", (int)(sizeof(AUTHRES_NONE) - 1), "");
 	buf_printf(b, "\r\n");
 }
 
