@@ -316,6 +316,7 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
     double first)
 {
 	double el = now - p->since, measured = 0, r;
+	int guess;
 
 	p->throttles++;
 	/* Replies to transactions that started before the last decrease
@@ -330,23 +331,12 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 	p->accepted += (uint32_t)ok;
 	if (p->accepted > 0 && p->since > 0 && el > 0)
 		measured = p->accepted / el;
-	if (p->rate == 0 && measured == 0) {
-		/* Nothing measured yet: pause a first pause, keep measuring
-		   from the first transaction (pace_reestimate). */
+	/* Nothing measured yet: a first pause's guess, and the measure
+	   goes on from the first transaction (pace_reestimate). */
+	guess = p->rate == 0 && measured == 0;
+	if (guess)
 		r = 1.0 / (first > 0 ? first : 60);
-		p->rate = r;
-		p->step = r / 64;
-		p->guess = 1;
-		p->streak++;
-		p->conc /= 2;
-		if (p->conc < 1)
-			p->conc = 1;
-		p->last_dec = now;
-		p->epoch++;
-		p->next_ok = now + 1.0 / r;
-		return;
-	}
-	if (p->rate == 0 || (p->guess && measured > 0))
+	else if (p->rate == 0 || (p->guess && measured > 0))
 		r = measured / 2;
 	else if (p->streak > 0 || measured == 0)
 		r = p->rate / 2;
@@ -361,7 +351,7 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 		r = 1e-9;		/* a recipient in 30 years: no lower */
 	p->rate = r;
 	p->step = r / 64;
-	p->guess = 0;
+	p->guess = guess;
 	p->run = 0;
 	p->streak++;
 	p->conc /= 2;
@@ -369,8 +359,10 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 		p->conc = 1;
 	p->last_dec = now;
 	p->epoch++;
-	p->since = now;
-	p->accepted = 0;
+	if (!guess) {
+		p->since = now;
+		p->accepted = 0;
+	}
 	p->next_ok = now + 1.0 / r;
 }
 
