@@ -426,7 +426,8 @@ commit_inject(const char *to, const struct buf *content, uint64_t flags)
 
 	if ((fd = spool_create(id)) == -1)
 		return -1;
-	if (fd_write_all(fd, content->data, content->len) == -1) {
+	if (fd_write_all(fd, content->data, content->len) == -1 ||
+	    ftruncate(fd, (off_t)content->len) == -1) {	/* a reused file */
 		log_warnx("event=dsn result=error reason=\"%s\"",
 		    fd_strerror(errno));
 		close(fd);

@@ -13,6 +13,18 @@
  *   queue/ID.msg     committed message
  *   queue/ID.env     committed envelope: its presence is the commit point
  *   corrupt/         envelopes that failed to decode, kept for the admin
+ *   free/            spent files, emptied, waiting to be used again
+ *
+ * Files are reused: a removed message's files are emptied and moved to
+ * free/, and a new one is made by moving one back.  A file made and
+ * removed per message costs the filesystem an inode allocation and a
+ * release each time (on ext4 without a journal, every allocation skips
+ * the inodes released in the last minutes, which made creating a file
+ * the queue's largest cost); a rename costs neither.  A message file is
+ * reused only when nobody else has it open (a write lease, which the
+ * kernel grants only then, proves it): a delivery agent still reading it
+ * must never see another message's bytes.  Envelopes never leave this
+ * process.
  */
 #include <sys/queue.h>
 #include <sys/random.h>
@@ -37,9 +49,134 @@
 #include "queue/spool.h"
 
 static struct {
-	int		 spoolfd, incfd, qfd;
+	int		 spoolfd, incfd, qfd, freefd;
 	struct event	*stateev;	/* lazy envelope updates */
+	struct {			/* free/ files by kind: */
+		uint64_t	 name[SPOOL_POOL_MAX];
+		size_t		 n;
+	}		 pool[2];	/* SPOOL_MSG, SPOOL_ENV */
+	uint64_t	 nextfree;	/* the next name given to a free file */
+	int		 noleases;	/* the kernel refused one: no reuse of
+					   message files */
 } spool;
+
+/* ---- reused files -------------------------------------------------------- */
+
+/* Message files and envelopes are kept apart: sizes alike, blocks kept. */
+enum { SPOOL_MSG, SPOOL_ENV };
+static const char spool_kind[2] = { 'M', 'E' };
+
+static void
+spool_free_name(char *out, size_t len, int kind, uint64_t n)
+{
+	snprintf(out, len, "%c%016llX", spool_kind[kind],
+	    (unsigned long long)n);
+}
+
+/*
+ * A file for dir/name, new or reused, opened for writing; name must not
+ * exist (EEXIST).  -1 with errno.
+ */
+static int
+spool_take(int dirfd, const char *name, int kind)
+{
+	char f[24];
+	int fd;
+
+	while (spool.pool[kind].n > 0) {
+		spool_free_name(f, sizeof(f), kind,
+		    spool.pool[kind].name[--spool.pool[kind].n]);
+		if (renameat2(spool.freefd, f, dirfd, name,
+		    RENAME_NOREPLACE) == -1) {
+			if (errno == EEXIST)
+				return -1;
+			continue;	/* gone meanwhile: the next one */
+		}
+		/* Not truncated: its blocks are written over, and the writer
+		   cuts the file where its content ends. */
+		if ((fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC |
+		    O_NOFOLLOW)) != -1)
+			return fd;
+		unlinkat(dirfd, name, 0);
+		break;
+	}
+	return openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+	    0600);
+}
+
+/*
+ * Retire dir/name: moved to free/ when the pool has room, else unlinked.
+ * Its blocks stay with it, to be written over (a message file over
+ * SPOOL_REUSE_MAX is unlinked: the pool holds little disk).  A file that
+ * others may hold open (a message file) is reused only when a write
+ * lease shows nobody does.  Either way the name is gone when this
+ * returns, unless unlinking it failed too.
+ */
+static void
+spool_give(int dirfd, const char *name, int kind)
+{
+	int shared = kind == SPOOL_MSG;
+	struct stat st;
+	char f[24];
+	int fd, ok;
+
+	if (spool.pool[kind].n >= SPOOL_POOL_MAX ||
+	    (shared && spool.noleases))
+		goto unlink;
+	if (shared) {
+		if ((fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC |
+		    O_NOFOLLOW)) == -1)
+			goto unlink;
+		ok = fstat(fd, &st) == 0 && st.st_size <= SPOOL_REUSE_MAX;
+		if (ok && fcntl(fd, F_SETLEASE, F_WRLCK) == -1) {
+			ok = 0;
+			if (errno != EAGAIN && errno != EBUSY) {
+				/* Leases off (fs.leases-enable) or not ours. */
+				log_info("event=spool result=warn reason=\"no "
+				    "write lease (%s): message files are not "
+				    "reused\"", strerror(errno));
+				spool.noleases = 1;
+			}
+		} else if (ok)
+			fcntl(fd, F_SETLEASE, F_UNLCK);
+		close(fd);
+		if (!ok)
+			goto unlink;
+	}
+	spool_free_name(f, sizeof(f), kind, spool.nextfree++);
+	if (renameat2(dirfd, name, spool.freefd, f, RENAME_NOREPLACE) == 0) {
+		spool.pool[kind].name[spool.pool[kind].n++] =
+		    spool.nextfree - 1;
+		return;
+	}
+unlink:
+	unlinkat(dirfd, name, 0);
+}
+
+/* free/ at start: its files join the pool, as many as it holds. */
+static int
+spool_recover_free(int dirfd, const char *name)
+{
+	unsigned long long n;
+	char f[24], *end;
+	int kind;
+
+	for (kind = 0; kind < 2; kind++) {
+		if (name[0] != spool_kind[kind] || strlen(name) != 17)
+			continue;
+		n = strtoull(name + 1, &end, 16);
+		spool_free_name(f, sizeof(f), kind, n);
+		if (*end != '\0' || strcmp(f, name) != 0 ||
+		    spool.pool[kind].n >= SPOOL_POOL_MAX)
+			break;
+		spool.pool[kind].name[spool.pool[kind].n++] = n;
+		if (n >= spool.nextfree)
+			spool.nextfree = n + 1;
+		return 1;
+	}
+	unlinkat(dirfd, name, 0);
+	return 0;
+}
 
 /* ---- files --------------------------------------------------------------- */
 
@@ -61,8 +198,7 @@ spool_create(char id[QID_LEN + 1])
 
 	for (tries = 0; tries < 10; tries++) {
 		spool_newid(id);
-		fd = openat(spool.incfd, id, O_WRONLY | O_CREAT | O_EXCL |
-		    O_CLOEXEC, 0600);
+		fd = spool_take(spool.incfd, id, SPOOL_MSG);
 		if (fd >= 0 || errno != EEXIST)
 			return fd;
 	}
@@ -93,16 +229,23 @@ spool_valid_id(const char *id)
 	return 1;
 }
 
-/* Write all of b to a new file name in dir; 0 or -1 with errno. */
+/* Write all of b to a new file name in dir (a reused one with reuse);
+   0 or -1 with errno. */
 static int
-spool_write_file(int dirfd, const char *name, const struct buf *b, int sync)
+spool_write_file(int dirfd, const char *name, const struct buf *b, int sync,
+    int reuse)
 {
-	int fd, e;
+	int fd = -1, e;
 
-	fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (reuse)
+		fd = spool_take(dirfd, name, SPOOL_ENV);
+	if (fd == -1)
+		fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC |
+		    O_CLOEXEC, 0600);
 	if (fd == -1)
 		return -1;
-	if (fd_write_all(fd, b->data, b->len) == -1)
+	if (fd_write_all(fd, b->data, b->len) == -1 ||
+	    (reuse && ftruncate(fd, (off_t)b->len) == -1))
 		goto fail;
 	if (sync && fsync(fd) == -1)
 		goto fail;
@@ -124,7 +267,7 @@ fail:
 int
 spool_write_incoming(const char *name, const struct buf *b)
 {
-	return spool_write_file(spool.incfd, name, b, 0);
+	return spool_write_file(spool.incfd, name, b, 0, 1);
 }
 
 int
@@ -189,9 +332,23 @@ spool_remove(const char *id)
 
 	/* The envelope goes first: an orphan .msg is cleaned at start. */
 	snprintf(name, sizeof(name), "%s.env", id);
-	unlinkat(spool.qfd, name, 0);
+	spool_give(spool.qfd, name, SPOOL_ENV);
 	snprintf(name, sizeof(name), "%s.msg", id);
-	unlinkat(spool.qfd, name, 0);
+	spool_give(spool.qfd, name, SPOOL_MSG);
+}
+
+/*
+ * A new envelope queue/tmp takes the place of queue/name in one step; the
+ * old one's file is reused.  0 or -1 with errno.
+ */
+static int
+spool_replace(const char *tmp, const char *name)
+{
+	if (renameat2(spool.qfd, tmp, spool.qfd, name, RENAME_EXCHANGE) == 0) {
+		spool_give(spool.qfd, tmp, SPOOL_ENV);
+		return 0;
+	}
+	return renameat(spool.qfd, tmp, spool.qfd, name);
 }
 
 /* ---- envelope updates ---------------------------------------------------- */
@@ -218,7 +375,7 @@ spool_state_flush(evutil_socket_t fd, short ev, void *arg)
 		buf_reset(&b);
 		envelope_encode(&m->env, &b);
 		snprintf(tmp, sizeof(tmp), "%s.env.tmp", m->env.id);
-		if (spool_write_file(spool.qfd, tmp, &b, 0) == -1) {
+		if (spool_write_file(spool.qfd, tmp, &b, 0, 1) == -1) {
 			log_warnx("q=%s event=update result=error reason=\"%s\"",
 			    m->env.id, fd_strerror(errno));
 			continue;
@@ -237,7 +394,7 @@ spool_state_flush(evutil_socket_t fd, short ev, void *arg)
 			continue;
 		snprintf(tmp, sizeof(tmp), "%s.env.tmp", m->env.id);
 		snprintf(name, sizeof(name), "%s.env", m->env.id);
-		if (renameat(spool.qfd, tmp, spool.qfd, name) == 0)
+		if (spool_replace(tmp, name) == 0)
 			m->dirty = 0;
 		else
 			m->dirty = 1;
@@ -264,8 +421,8 @@ spool_write_env(struct qmsg *m)
 	snprintf(tmp, sizeof(tmp), "%s.env.tmp", m->env.id);
 	snprintf(name, sizeof(name), "%s.env", m->env.id);
 	/* fsync before rename: the old envelope stays until the new is whole. */
-	if (spool_write_file(spool.qfd, tmp, &b, 1) == 0 &&
-	    renameat(spool.qfd, tmp, spool.qfd, name) == 0)
+	if (spool_write_file(spool.qfd, tmp, &b, 1, 1) == 0 &&
+	    spool_replace(tmp, name) == 0)
 		m->dirty = 0;
 	else
 		log_warnx("q=%s event=update result=error reason=\"%s\"",
@@ -425,6 +582,7 @@ spool_recover(void)
 	int removed, orphans, loaded;
 	struct qmsg *m;
 
+	spool_scan(spool.freefd, spool_recover_free);
 	removed = spool_scan(spool.incfd, spool_recover_incoming);
 	if ((loaded = spool_scan(spool.qfd, spool_recover_env)) == -1)
 		fatalx("event=start result=error reason=\"spool unreadable\"");
@@ -452,7 +610,7 @@ spool_write_state(const char *name, const struct buf *b, int sync)
 	char tmp[128];
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-	if (spool_write_file(spool.spoolfd, tmp, b, sync) == -1)
+	if (spool_write_file(spool.spoolfd, tmp, b, sync, 0) == -1)
 		return -1;
 	if (renameat(spool.spoolfd, tmp, spool.spoolfd, name) == -1) {
 		unlinkat(spool.spoolfd, tmp, 0);
@@ -488,6 +646,7 @@ spool_open(struct event_base *base, const char *path)
 		    log_q(path), strerror(errno));
 	spool.incfd = spool_open_dir(spool.spoolfd, "incoming");
 	spool.qfd = spool_open_dir(spool.spoolfd, "queue");
+	spool.freefd = spool_open_dir(spool.spoolfd, "free");
 	spool.stateev = evtimer_new(base, spool_state_flush, NULL);
 	event_priority_set(spool.stateev, 1);
 }

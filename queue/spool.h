@@ -11,6 +11,10 @@
 
 #include "queue/envelope.h"
 
+/* Spent files kept in free/ to be used again. */
+#define SPOOL_POOL_MAX	512
+#define SPOOL_REUSE_MAX	(128 * 1024)	/* a larger message file is unlinked */
+
 struct buf;
 struct event_base;
 struct qmsg;
