@@ -153,12 +153,18 @@ unlink:
 	unlinkat(dirfd, name, 0);
 }
 
-/* free/ at start: its files join the pool, as many as it holds. */
+/*
+ * free/ at start: its files join the pool, as many as it holds.  A file
+ * with another name too is not taken: a crash in the middle of a move
+ * can leave both names on a filesystem without a journal (fsck keeps
+ * both), and the other may be a message.
+ */
 static int
 spool_recover_free(int dirfd, const char *name)
 {
 	unsigned long long n;
 	char f[24], *end;
+	struct stat st;
 	int kind;
 
 	for (kind = 0; kind < 2; kind++) {
@@ -167,7 +173,9 @@ spool_recover_free(int dirfd, const char *name)
 		n = strtoull(name + 1, &end, 16);
 		spool_free_name(f, sizeof(f), kind, n);
 		if (*end != '\0' || strcmp(f, name) != 0 ||
-		    spool.pool[kind].n >= SPOOL_POOL_MAX)
+		    spool.pool[kind].n >= SPOOL_POOL_MAX ||
+		    fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
+		    !S_ISREG(st.st_mode) || st.st_nlink != 1)
 			break;
 		spool.pool[kind].name[spool.pool[kind].n++] = n;
 		if (n >= spool.nextfree)

@@ -20,6 +20,12 @@ def free_files(d, kind):
     return sorted(n for n in os.listdir(d.spool / "free") if n[0] == kind)
 
 
+def recovered(d, n):
+    """The queue process has read the spool n times (its starts)."""
+    return wait_for(lambda: d.logtext().count("event=recover result=ok")
+                    >= n, 15)
+
+
 def queued_ids(d):
     return sorted(n[:-4] for n in d.queue_files() if n.endswith(".env"))
 
@@ -119,8 +125,34 @@ def test_pool_is_picked_up_after_a_restart(make_daemon):
     assert kept
     (d.spool / "free" / "junk-name").write_bytes(b"not ours")
     d.start()
+    assert recovered(d, 2)
     assert not (d.spool / "free" / "junk-name").exists()
     send(d, ["someone@remote.example"], b"Subject: after\r\n\r\ny\r\n")
     ids = queued_ids(d)
     assert os.stat(d.spool / "queue" / (ids[0] + ".msg")).st_ino in kept
     assert os.stat(d.spool / "queue" / (ids[0] + ".env")).st_ino in kept
+
+
+def test_a_free_name_that_is_also_a_message_is_not_taken(make_daemon):
+    """A crash in the middle of a move can leave a file under two names
+    (fsck keeps both on a filesystem without a journal): a free/ name of
+    a queued message's file must not be written over."""
+    d = make_daemon(RELAY).start()
+    send(d, ["someone@remote.example"],
+         b"Subject: queued\r\n\r\nmust stay as it is\r\n")
+    ids = queued_ids(d)
+    assert len(ids) == 1
+    msg = d.spool / "queue" / (ids[0] + ".msg")
+    before = msg.read_bytes()
+    d.stop()
+    for n in os.listdir(d.spool / "free"):
+        os.unlink(d.spool / "free" / n)
+    os.link(msg, d.spool / "free" / "M0000000000000FFF")
+    d.start()
+    assert recovered(d, 2)
+    assert not (d.spool / "free" / "M0000000000000FFF").exists()
+    for i in range(3):
+        send(d, ["demo@example.test"],
+             b"Subject: new %d\r\n\r\nanother\r\n" % i)
+    assert d.wait_mail("demo", 3)
+    assert msg.read_bytes() == before
