@@ -1,22 +1,25 @@
 /*
  * spool: the queue process's spool on disk, of which it is the only
  * writer.  It holds the spool's directories and makes every file in them:
- * the files in incoming/ that the smtp process writes messages into, their
- * publication into queue/ (the group commit calls it, partly from its
+ * the message files the smtp process writes into, the publication of
+ * their envelopes into queue/ (the group commit calls it, partly from its
  * thread), the message files deliveries and notices read, the envelope
  * updates (at once, or lazily in groups), the removals, and the recovery
  * at start.
  *
  * Spool layout (see docs/ARCHITECTURE.md):
- *   incoming/ID      message being received (smtp writes it)
- *   incoming/ID.env  envelope written at commit, before the sync
- *   queue/ID.msg     committed message
+ *   queue/ID.msg     a message; from its first byte (smtp writes it), but
+ *                    without its envelope it is not one
  *   queue/ID.env     committed envelope: its presence is the commit point
+ *   free/ENNN        an envelope written at commit, before the sync; the
+ *                    commit renames it to queue/ID.env
+ *   incoming/        empty (spools of earlier versions), emptied at start
  *   corrupt/         envelopes that failed to decode, kept for the admin
- *   free/            spent files, emptied, waiting to be used again
+ *   free/            spent files, waiting to be used again
  *
- * Files are reused: a removed message's files are emptied and moved to
- * free/, and a new one is made by moving one back.  A file made and
+ * Files are reused: a removed message's files are moved to free/, and a
+ * new message's file is made by moving one back (its envelope is written
+ * in place there), written over and cut to its length.  A file made and
  * removed per message costs the filesystem an inode allocation and a
  * release each time (on ext4 without a journal, every allocation skips
  * the inodes released in the last minutes, which made creating a file
@@ -172,7 +175,7 @@ spool_recover_free(int dirfd, const char *name)
 			continue;
 		n = strtoull(name + 1, &end, 16);
 		spool_free_name(f, sizeof(f), kind, n);
-		if (*end != '\0' || strcmp(f, name) != 0 ||
+		if (*end != '\0' || strcmp(f, name) != 0 || n == 0 ||
 		    spool.pool[kind].n >= SPOOL_POOL_MAX ||
 		    fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
 		    !S_ISREG(st.st_mode) || st.st_nlink != 1)
@@ -199,28 +202,44 @@ spool_newid(char id[QID_LEN + 1])
 	return 0;
 }
 
+static const char *
+spool_msgname(char name[QID_LEN + 8], const char *id)
+{
+	snprintf(name, QID_LEN + 8, "%s.msg", id);
+	return name;
+}
+
+/*
+ * A new message's file is queue/ID.msg from the start: without its
+ * envelope it is nothing (recovery removes it), and the commit then has
+ * one rename less to do.
+ */
 int
 spool_create(char id[QID_LEN + 1])
 {
+	char name[QID_LEN + 8];
 	int fd, tries;
 
 	for (tries = 0; tries < 10; tries++) {
 		spool_newid(id);
-		fd = spool_take(spool.incfd, id, SPOOL_MSG);
+		fd = spool_take(spool.qfd, spool_msgname(name, id), SPOOL_MSG);
 		if (fd >= 0 || errno != EEXIST)
 			return fd;
 	}
 	return -1;
 }
 
+/* A message that was not committed: its file, and its envelope if any. */
 void
-spool_unlink_incoming(const char *id)
+spool_unlink_incoming(const char *id, uint64_t env)
 {
-	char env[QID_LEN + 8];
+	char name[QID_LEN + 8], f[24];
 
-	unlinkat(spool.incfd, id, 0);
-	snprintf(env, sizeof(env), "%s.env", id);
-	unlinkat(spool.incfd, env, 0);
+	unlinkat(spool.qfd, spool_msgname(name, id), 0);
+	if (env != 0) {
+		spool_free_name(f, sizeof(f), SPOOL_ENV, env);
+		unlinkat(spool.freefd, f, 0);
+	}
 }
 
 static int
@@ -271,38 +290,78 @@ fail:
 	return -1;
 }
 
-/* A message's envelope in incoming/, before the commit; as above. */
+/*
+ * A message's envelope before the commit, written in place into a free/
+ * file (reused, or new); *env is its number there, which the commit's
+ * rename publishes.  0 or -1 with errno (nothing left behind).
+ */
 int
-spool_write_incoming(const char *name, const struct buf *b)
+spool_write_incoming(const struct buf *b, uint64_t *env)
 {
-	return spool_write_file(spool.incfd, name, b, 0, 1);
-}
+	char f[24];
+	int fd = -1, e;
 
-int
-spool_publish(const char *id)
-{
-	char from[QID_LEN + 8], to[QID_LEN + 8];
-
-	snprintf(to, sizeof(to), "%s.msg", id);
-	if (renameat(spool.incfd, id, spool.qfd, to) == -1)
+	*env = 0;
+	while (fd == -1 && spool.pool[SPOOL_ENV].n > 0) {
+		*env = spool.pool[SPOOL_ENV].name[--spool.pool[SPOOL_ENV].n];
+		spool_free_name(f, sizeof(f), SPOOL_ENV, *env);
+		fd = openat(spool.freefd, f, O_WRONLY | O_CLOEXEC |
+		    O_NOFOLLOW);
+	}
+	if (fd == -1) {
+		*env = spool.nextfree++;
+		spool_free_name(f, sizeof(f), SPOOL_ENV, *env);
+		fd = openat(spool.freefd, f, O_WRONLY | O_CREAT | O_EXCL |
+		    O_CLOEXEC, 0600);
+	}
+	if (fd == -1) {
+		*env = 0;
 		return -1;
-	snprintf(from, sizeof(from), "%s.env", id);
-	snprintf(to, sizeof(to), "%s.env", id);
-	if (renameat(spool.incfd, from, spool.qfd, to) == -1) {
-		snprintf(to, sizeof(to), "%s.msg", id);
-		renameat(spool.qfd, to, spool.incfd, id);
+	}
+	if (fd_write_all(fd, b->data, b->len) == -1 ||
+	    ftruncate(fd, (off_t)b->len) == -1) {
+		e = errno;	/* 0: a short write that said nothing */
+		close(fd);
+		unlinkat(spool.freefd, f, 0);
+		*env = 0;
+		errno = e;
+		return -1;
+	}
+	if (close(fd) == -1) {
+		e = errno;
+		unlinkat(spool.freefd, f, 0);
+		*env = 0;
+		errno = e;
 		return -1;
 	}
 	return 0;
 }
 
-/* fdatasync of one file of incoming/; 0 or errno. */
+/* The commit point: the envelope takes its name in queue/. */
 int
-spool_sync_incoming(const char *name)
+spool_publish(const char *id, uint64_t env)
 {
+	char f[24], to[QID_LEN + 8];
+
+	spool_free_name(f, sizeof(f), SPOOL_ENV, env);
+	snprintf(to, sizeof(to), "%s.env", id);
+	return renameat2(spool.freefd, f, spool.qfd, to, RENAME_NOREPLACE);
+}
+
+/* fdatasync of a message's file (env 0) or of its envelope; 0 or errno. */
+int
+spool_sync_incoming(const char *id, uint64_t env)
+{
+	char name[QID_LEN + 8];
 	int fd, e = 0;
 
-	if ((fd = openat(spool.incfd, name, O_RDONLY | O_CLOEXEC)) == -1)
+	if (env != 0) {
+		spool_free_name(name, sizeof(name), SPOOL_ENV, env);
+		fd = openat(spool.freefd, name, O_RDONLY | O_CLOEXEC);
+	} else
+		fd = openat(spool.qfd, spool_msgname(name, id),
+		    O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
 		return errno;
 	if (fdatasync(fd) == -1)
 		e = errno;
@@ -655,6 +714,7 @@ spool_open(struct event_base *base, const char *path)
 	spool.incfd = spool_open_dir(spool.spoolfd, "incoming");
 	spool.qfd = spool_open_dir(spool.spoolfd, "queue");
 	spool.freefd = spool_open_dir(spool.spoolfd, "free");
+	spool.nextfree = 1;		/* 0 names no file */
 	spool.stateev = evtimer_new(base, spool_state_flush, NULL);
 	event_priority_set(spool.stateev, 1);
 }
