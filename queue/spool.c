@@ -91,8 +91,10 @@ spool_take(int dirfd, const char *name, int kind)
 		    spool.pool[kind].name[--spool.pool[kind].n]);
 		if (renameat2(spool.freefd, f, dirfd, name,
 		    RENAME_NOREPLACE) == -1) {
-			if (errno == EEXIST)
+			if (errno == EEXIST) {	/* still free: back */
+				spool.pool[kind].n++;
 				return -1;
+			}
 			continue;	/* gone meanwhile: the next one */
 		}
 		/* Not truncated: its blocks are written over, and the writer
