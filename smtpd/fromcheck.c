@@ -28,6 +28,7 @@ struct token {
 	const char	*s;		/* as written */
 	size_t		 n;
 	char		 ch;		/* TK_SPECIAL: which */
+	int		 lit;		/* a domain literal [...] */
 };
 
 struct fc {
@@ -95,7 +96,7 @@ fc_skip_comment(struct lex *l)
 static struct token
 fc_next(struct lex *l)
 {
-	struct token t = { TK_BAD, NULL, 0, 0 };
+	struct token t = { TK_BAD, NULL, 0, 0, 0 };
 
 	for (;;) {
 		while (l->p < l->end && fc_wsp(*l->p))
@@ -111,7 +112,8 @@ fc_next(struct lex *l)
 		return t;
 	}
 	if (*l->p == '"' || *l->p == '[') {
-		if (!fc_skip_quoted(l, *l->p == '"' ? '"' : ']'))
+		t.lit = *l->p == '[';
+		if (!fc_skip_quoted(l, t.lit ? ']' : '"'))
 			return t;
 		t.type = TK_WORD;
 	} else if (fc_special(*l->p)) {
@@ -148,7 +150,7 @@ fc_bad(struct fc *f, const char *s, size_t n)
 struct fc_addr {
 	char	 s[FROM_ADDR_MAX];
 	size_t	 n;
-	int	 toolong, adjacent, ats, lastword, any;
+	int	 toolong, adjacent, badlit, ats, lastword, lastat, any;
 };
 
 static void
@@ -158,6 +160,11 @@ fc_addr_add(struct fc_addr *a, const struct token *t)
 
 	if (word && a->lastword)
 		a->adjacent = 1;
+	/* [...] anywhere but after '@' (a reader may find an address in
+	   a display name's brackets) */
+	if (t->lit && !a->lastat)
+		a->badlit = 1;
+	a->lastat = t->type == TK_SPECIAL && t->ch == '@';
 	if (t->type == TK_SPECIAL && t->ch == '@')
 		a->ats++;
 	a->lastword = word;
@@ -185,7 +192,7 @@ fc_check(struct fc *f, struct fc_addr *a, const char *from, const char *to)
 		fc_bad(f, from, (size_t)(to - from));
 		return FROM_TOO_LONG;
 	}
-	if (a->adjacent || a->ats != 1) {
+	if (a->adjacent || a->badlit || a->ats != 1) {
 		fc_bad(f, from, (size_t)(to - from));
 		return FROM_MALFORMED;
 	}
@@ -252,7 +259,8 @@ fromcheck_field(const struct conf *conf, const char *account, const char *v,
 			}
 			break;
 		}
-		if (t.type == TK_BAD || (t.type == TK_SPECIAL && t.ch == '>')) {
+		if (t.type == TK_BAD || (t.type == TK_SPECIAL && t.ch == '>') ||
+		    a.badlit) {
 			fc_bad(&f, from, (size_t)(l.p - from));
 			return FROM_MALFORMED;
 		}

@@ -106,6 +106,9 @@ static const struct {
 	    FROM_OK, NULL },
 	{ "anna@example.org", " J. R. \"Anna\" Doe <anna@example.org>",
 	    FROM_OK, NULL },
+	{ "anna@example.org", " [<bob@evil.example>] <anna@example.org>",
+	    FROM_MALFORMED, NULL },
+	{ "anna@example.org", " [x]anna@example.org", FROM_MALFORMED, NULL },
 	/* groups (RFC 6854): each member counts */
 	{ "anna@example.org", " Team: anna@example.org, board@league.test;",
 	    FROM_OK, NULL },
