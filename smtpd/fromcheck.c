@@ -286,7 +286,10 @@ fromcheck_field(const struct conf *conf, const char *account, const char *v,
 			ingroup = 0;
 			t = fc_next(&l);
 		}
-		if (t.type == TK_END && !ingroup)
+		/* A group never closed reads as one too: "Re: Anna <a@b>"
+		   is how some programs write a display name, and every
+		   address in it has been checked either way. */
+		if (t.type == TK_END)
 			return FROM_OK;
 		if (t.type == TK_SPECIAL && t.ch == ',')
 			continue;
