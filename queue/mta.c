@@ -37,11 +37,10 @@
 #include "lib/esmtp.h"
 #include "lib/log.h"
 #include "queue/mta.h"
+#include "queue/reply.h"
 #include "lib/rec.h"
 #include "lib/util.h"
 
-#define MTA_LINE_MAX	4096		/* longest reply line we read */
-#define MTA_REPLY_LINES	200		/* lines of one multi-line reply */
 #define MTA_CHUNK	(64 * 1024)	/* message bytes read per refill */
 #define MTA_TEXT	400
 
@@ -98,9 +97,9 @@ struct mta_conn {
 	long long		 maxsize;
 	int			 msgs;
 	int			 dirty;		/* needs RSET before reuse */
-	int			 code;		/* reply being read */
-	int			 lines;
+	int			 code;		/* the last reply's */
 	char			 text[MTA_TEXT];
+	struct reply		 rd;		/* the reply being read */
 	/* transaction */
 	int			 mail_code;
 	size_t			 replies;	/* replies read in this txn */
@@ -247,20 +246,6 @@ mta_reply_line(const char *line, size_t len, int *code, int *more)
 	return 0;
 }
 
-static void
-mta_text_add(struct mta_conn *c, const char *line)
-{
-	size_t have = strlen(c->text);
-	char clean[MTA_TEXT];
-
-	if (have + 2 >= sizeof(c->text))
-		return;
-	log_sanitize(clean, line, sizeof(clean));
-	if (have)
-		c->text[have++] = ' ';
-	str_copy(c->text + have, clean, sizeof(c->text) - have);
-}
-
 /* AUTH's mechanisms: whole words, any case (RFC 4954 4). */
 static int
 mta_auth_mechs(const char *s)
@@ -326,13 +311,10 @@ mta_ehlo_keyword(const char *kw, long long *size)
 	return 0;
 }
 
-/* EHLO keywords, one per reply line. */
+/* EHLO keywords, gathered from the reply's lines. */
 static void
-mta_ehlo_line(struct mta_conn *c, const char *kw)
+mta_ehlo_ext(struct mta_conn *c, int ext, long long size)
 {
-	long long size;
-	int ext = mta_ehlo_keyword(kw, &size);
-
 	if (ext & MTA_EXT_PIPELINING)
 		c->ext_pipe = 1;
 	if (ext & MTA_EXT_8BITMIME)
@@ -1299,47 +1281,32 @@ mta_readcb(struct bufferevent *bev, void *arg)
 {
 	struct mta_conn *c = arg;
 	struct evbuffer *in;
-	char *line;
-	size_t len;
-	int code, more, guard;
+	struct evbuffer_iovec v;
+	enum reply_status st;
+	size_t used;
 
-	for (guard = 0; guard < 1000; guard++) {
+	for (;;) {
 		/* STARTTLS may have replaced the bufferevent: ask each time. */
 		in = bufferevent_get_input(c->bev);
-		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
-		if (line == NULL) {
-			if (evbuffer_get_length(in) > MTA_LINE_MAX) {
-				if (c->job)
-					mta_conn_abandon(c, 1, "reply line from "
-					    "%s too long", c->host);
-				else
-					mta_conn_free(c);
-			}
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
 			return;
-		}
-		if (mta_reply_line(line, len, &code, &more) == -1 ||
-		    (c->lines > 0 && code != c->code) ||
-		    ++c->lines > MTA_REPLY_LINES || len > MTA_LINE_MAX) {
-			free(line);
+		st = reply_feed(&c->rd, v.iov_base, v.iov_len, &used);
+		evbuffer_drain(in, used);
+		if (st == REPLY_MORE)
+			continue;
+		if (st != REPLY_DONE) {
 			if (c->job)
-				mta_conn_abandon(c, 1, "malformed reply from %s",
-				    c->host);
+				mta_conn_abandon(c, 1, st == REPLY_ELONG ?
+				    "reply line from %s too long" :
+				    "malformed reply from %s", c->host);
 			else
 				mta_conn_free(c);
 			return;
 		}
-		if (c->lines == 1) {
-			c->code = code;
-			c->text[0] = '\0';
-		}
-		if (c->st == C_EHLO && c->lines > 1 && len > 4)
-			mta_ehlo_line(c, line + 4);
-		if (c->lines <= 3)
-			mta_text_add(c, line);
-		free(line);
-		if (more)
-			continue;
-		c->lines = 0;
+		c->code = c->rd.code;
+		str_copy(c->text, c->rd.text, sizeof(c->text));
+		if (c->st == C_EHLO)
+			mta_ehlo_ext(c, c->rd.ext, c->rd.size);
 		/* Pipelined replies come together: go on while c lives. */
 		mta.inreply = c;
 		mta_reply(c);

@@ -48,6 +48,7 @@
 #include "smtpd/clients.h"
 #include "smtpd/policy.h"
 #include "smtpd/dkimsign.h"
+#include "smtpd/fromcheck.h"
 #include "smtpd/sasl.h"
 #include "smtpd/smtp_parse.h"
 #include "smtpd/tls.h"
@@ -148,6 +149,7 @@ struct session {
 	struct buf		 hdr;		/* the field being read */
 	int			 hasdate, hasmsgid;
 	char			*badfrom;	/* a From: address not its own */
+	int			 hdrcut;	/* hdr lost some of its field */
 	struct policy_txn	*pol;		/* verdicts, headers to prepend:
 					   from MAIL to the transaction's end */
 	/* BDAT: the chunk being read; DSN: each recipient's parameters */
@@ -433,6 +435,7 @@ session_reset(struct session *s)
 	s->derr = DE_NONE;
 	s->werrno = 0;
 	buf_reset(&s->hdr);
+	s->hdrcut = 0;
 	s->hasdate = s->hasmsgid = s->urgent = 0;
 	free(s->badfrom);
 	s->badfrom = NULL;
@@ -1677,76 +1680,13 @@ data_commit_end(struct session *s)
 	s->state = SS_WAIT;
 }
 
-/*
- * The addresses of a From: field body, comments and display names left
- * out; each is checked against what the account may send as.  Returns
- * the first address it may not use (copied to bad), or 0.
- */
-static int
-hdr_from_check(struct session *s, const char *v, char *bad, size_t badlen)
-{
-	char one[512];
-	size_t n = 0;
-	int depth = 0, quoted = 0, angle = 0, inangle = 0, count = 0, cut = 0;
-
-	for (;; v++) {
-		char ch = *v;
-
-		if (ch == '\0' || (ch == ',' && !quoted && !depth && !angle)) {
-			one[n] = '\0';
-			/* trim, and take <...> if there was one */
-			while (n > 0 && one[n - 1] == ' ')
-				one[--n] = '\0';
-			if (n > 0 || inangle) {
-				const char *a = one + strspn(one, " ");
-
-				if (++count > 20 || cut || !conf_sender_allowed(
-				    smtp.conf, s->authuser, a)) {
-					str_copy(bad, a, badlen);
-					return 1;
-				}
-			}
-			n = 0;
-			inangle = cut = 0;
-			if (ch == '\0')
-				return 0;
-			continue;
-		}
-		if (quoted) {
-			if (ch == '"')
-				quoted = 0;
-			else if (ch == '\\' && v[1])
-				v++;
-			continue;
-		}
-		if (depth) {
-			depth += ch == '(' ? 1 : ch == ')' ? -1 : 0;
-			continue;
-		}
-		if (ch == '(') {
-			depth = 1;
-		} else if (ch == '"' && !angle) {
-			quoted = 1;
-		} else if (ch == '<') {
-			angle = inangle = 1;
-			n = cut = 0;	/* the display name is not the address */
-		} else if (ch == '>') {
-			angle = 0;
-		} else if (inangle && !angle) {
-			;		/* after <...>: nothing counts */
-		} else if (n + 1 < sizeof(one) && (ch != ' ' || n > 0))
-			one[n++] = ch;
-		else if (ch != ' ' || n > 0)
-			cut = 1;	/* too long to check: not its own */
-	}
-}
-
 /* One whole header field of an authenticated submission is read. */
 static void
 hdr_field_done(struct session *s)
 {
-	char bad[512];
+	char bad[FROM_ADDR_MAX];
 	const char *v;
+	size_t n;
 
 	if (s->hdr.len == 0)
 		return;
@@ -1758,10 +1698,13 @@ hdr_field_done(struct session *s)
 	else if (strncasecmp(v, "Priority:", 9) == 0 && strcasestr(v + 9,
 	    "non-urgent") == NULL && strcasestr(v + 9, "urgent") != NULL)
 		s->urgent = 1;	/* RFC 2156: goes first at each destination */
-	else if (strncasecmp(v, "From:", 5) == 0 && s->badfrom == NULL &&
-	    hdr_from_check(s, v + 5, bad, sizeof(bad)))
-		s->badfrom = xstrdup(bad);
+	else if ((n = fromcheck_name(v, s->hdr.len)) > 0 && s->badfrom == NULL &&
+	    (s->hdrcut || fromcheck_field(smtp.conf, s->authuser, v + n,
+	    s->hdr.len - n, bad, sizeof(bad)) != FROM_OK))
+		s->badfrom = xstrdup(s->hdrcut ? "(a From: field too long to "
+		    "check)" : bad);
 	buf_reset(&s->hdr);
+	s->hdrcut = 0;
 }
 
 /* The header ends: what a mail program left out, a submission gets. */
@@ -1828,13 +1771,15 @@ hdr_line(struct session *s, const char *line, size_t len)
 		if (s->hdr.len + len < SMTP_HDR_MAX) {
 			buf_putc(&s->hdr, ' ');
 			buf_append(&s->hdr, line + 1, len - 1);
-		}
+		} else
+			s->hdrcut = 1;	/* never checked as if whole */
 		return;
 	}
 	hdr_field_done(s);
 	if (len > 0)
 		buf_append(&s->hdr, line, len < SMTP_HDR_MAX ? len :
 		    SMTP_HDR_MAX);
+	s->hdrcut = len > SMTP_HDR_MAX;
 }
 
 static void

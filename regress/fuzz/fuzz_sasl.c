@@ -3,7 +3,8 @@
  * sasl_decode accepts must re-encode to the very same text (canonical
  * base64, nothing else), fit the buffer it was given, and end in a NUL;
  * a PLAIN split must stay inside the decoded bytes and give an authzid
- * that is empty or the user.
+ * that is empty or the user; a name or password taken (PLAIN's parts,
+ * LOGIN's answers decoded whole) is 1..max bytes without a control byte.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,6 +15,19 @@
 #include "smtpd/sasl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+
+/* A name or password taken: 1..max bytes, no control character. */
+static void
+check_text(const char *s, size_t len, size_t max)
+{
+	if (!sasl_text_ok(s, len, max))
+		return;
+	if (len == 0 || len > max)
+		abort();
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			abort();
+}
 
 static void
 check_plain(const char *buf, size_t len)
@@ -29,8 +43,8 @@ check_plain(const char *buf, size_t len)
 	zl = (size_t)(u - 1 - buf);
 	if (zl != 0 && (zl != ul || memcmp(buf, u, ul) != 0))
 		abort();
-	(void)sasl_text_ok(u, ul, 255);
-	(void)sasl_text_ok(p, pl, 1024);
+	check_text(u, ul, 255);
+	check_text(p, pl, 1024);
 }
 
 int
@@ -57,5 +71,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	if (r < 0 || (size_t)r != strlen(in) || memcmp(back, in, (size_t)r))
 		abort();
 	check_plain(out, n);
+	check_text(out, n, 255);	/* LOGIN's user name, decoded whole */
 	return 0;
 }

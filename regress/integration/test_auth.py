@@ -223,6 +223,40 @@ def test_long_from_address_is_not_cut_to_an_owned_one(sub):
             assert code == 553 and b"5.7.1" in text, text
 
 
+def test_from_forms_that_hid_another_sender_are_refused(sub):
+    # Each field names bob in a way a reader sees and the old check did
+    # not: an escaped parenthesis that opens no comment, a second <...>,
+    # an unclosed quote, the obsolete "From :" form, and a folded line
+    # the kept copy of the field had no room for.
+    pad = b" (" + b"x" * 4100 + b")"
+    fields = (b"From: (\\() bob@example.test\r\n",
+              b"From: <bob@example.test> <anna@example.test>\r\n",
+              b"From: \"bob@example.test\r\n",
+              b"From : bob@example.test\r\n",
+              b"From: anna@example.test\r\n ,bob@example.test" + pad +
+              b"\r\n")
+    with tls_session(sub) as c:
+        c.login(ANNA, PASSWORD)
+        passed = []
+        for field in fields:
+            c.mail(ANNA)
+            c.rcpt("alice@example.test")
+            code, text = c.data(b"Subject: hidden\r\n" + field +
+                                b"\r\nx\r\n")
+            if code != 553 or b"5.7.1" not in text:
+                passed.append((field[:60], code))
+        assert not passed, passed
+        # Forms a mail program writes still pass.
+        c.mail(ANNA)
+        c.rcpt("alice@example.test")
+        code, text = c.data(b"Subject: ok\r\nFrom: \"Anna (home)\" "
+                            b"<anna@example.test> (Anna),\r\n Board: "
+                            b"board@example.test;\r\n\r\nx\r\n")
+        assert code == 250, text
+    assert sub.wait_mail("alice"), sub.logtext()
+    assert len(sub.maildir("alice")) == 1
+
+
 def test_relay_refused_without_auth_on_every_listener(sub):
     with Client(sub.port) as c:                 # MX, even inside TLS
         c.ehlo()
