@@ -217,6 +217,22 @@ forward_parse(const struct conf *c, const char *text, size_t len,
 	return 0;
 }
 
+const char *
+forward_unsafe(const struct stat *st, uid_t uid)
+{
+	if (S_ISLNK(st->st_mode))
+		return "a symbolic link";
+	if (!S_ISREG(st->st_mode))
+		return "not a regular file";
+	if (st->st_uid != uid && st->st_uid != 0)
+		return "owned by another user";
+	if (st->st_mode & (S_IWGRP | S_IWOTH))
+		return "group or world writable";
+	if (st->st_size > FORWARD_MAX_FILE)
+		return "larger than 64 KiB";
+	return NULL;
+}
+
 /*
  * Read ~/.forward.  1 read, 0 none (or ignored: note says why), -1 a
  * temporary failure (err set).
@@ -249,14 +265,8 @@ forward_read(const char *home, struct buf *text, char *note, size_t notelen,
 	}
 	if (fstat(fd, &st) == -1)
 		why = strerror(errno);
-	else if (!S_ISREG(st.st_mode))
-		why = "not a regular file";
-	else if (st.st_uid != getuid() && st.st_uid != 0)
-		why = "owned by another user";
-	else if (st.st_mode & (S_IWGRP | S_IWOTH))
-		why = "group or world writable";
-	else if (st.st_size > FORWARD_MAX_FILE)
-		why = "larger than 64 KiB";
+	else
+		why = forward_unsafe(&st, getuid());
 	while (why == NULL && (n = read(fd, tmp, sizeof(tmp))) != 0) {
 		if (n == -1 && errno == EINTR)
 			continue;

@@ -48,6 +48,8 @@ struct job {
 	struct ipc	*peer;		/* remote: the smtp process doing it */
 	char		*domain;	/* remote: the destination */
 	char		*account;	/* local: the account it runs as */
+	struct target	*mailbox;	/* a ~/.forward stage: the LMTP
+					   delivery to the own mailbox next */
 	time_t		 start;
 };
 
@@ -256,16 +258,18 @@ job_account_full(const char *user)
 	return 0;
 }
 
-static int
+static struct job *
 job_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 {
 	struct env_rcpt *r = &m->env.rcpts[ri];
+	struct job *j;
 	struct buf b;
 	int fd;
 
 	if ((fd = spool_msg_fd(m)) == -1)
-		return -1;
-	job_new(m, ri, t, ++jobs.nextjob)->account = xstrdup(t->user);
+		return NULL;
+	j = job_new(m, ri, t, ++jobs.nextjob);
+	j->account = xstrdup(t->user);
 	jobs.nlocal++;
 	buf_init(&b);
 	rec_put_u64(&b, T_JOB, jobs.nextjob);
@@ -280,7 +284,7 @@ job_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 		rec_put_u64(&b, T_QUARANTINE, 1);
 	ipc_send(queue_parent(), IMSG_P_DELIVER, b.data, b.len, fd);
 	buf_free(&b);
-	return 0;
+	return j;
 }
 
 /* ---- remote transactions ------------------------------------------------- */
@@ -476,6 +480,64 @@ job_flush_remote(struct qmsg *m)
 	job_pend_clear();
 }
 
+static struct target *
+job_target_dup(const struct target *t)
+{
+	struct target *c = xcalloc(1, sizeof(*c));
+
+	*c = *t;
+	c->key = xstrdup(t->key);
+	c->rcpt = xstrdup(t->rcpt);
+	c->user = xstrdup(t->user);
+	c->path = xstrdup(t->path);
+	return c;
+}
+
+/*
+ * A system account's mailbox under local-delivery lmtp: its ~/.forward
+ * comes first, carried out by the parent's worker as the account exactly
+ * as before a Maildir (a P_DELIVER of the LMTP target: the parent runs
+ * the .forward stage only and says whether the own mailbox is wanted);
+ * the LMTP delivery follows in job_delivered.  The stage is a target of
+ * its own ("forward:" and the mailbox's key), so a retry of the mailbox
+ * alone runs no .forward command again.  1 started, 0 not now (waits, or
+ * another recipient's stage serves this account), -1 done already.
+ */
+static int
+job_forward_stage(struct qmsg *m, size_t ri, const struct target *t)
+{
+	struct env_rcpt *r = &m->env.rcpts[ri];
+	struct rround *rr = job_rr(m, ri);
+	struct target st = *t;
+	struct job *j;
+	struct buf key;
+	int rc = 0;
+
+	buf_init(&key);
+	buf_printf(&key, "forward:%s", t->key);
+	st.key = key.data;
+	if (envelope_rcpt_done(r, key.data))
+		rc = -1;
+	else if (job_target_covered(m, ri, key.data)) {
+		/* The account reached twice: one stage decides for both. */
+		envelope_mark_done(r, key.data);
+		envelope_mark_done(r, t->key);
+		m->dirty = 1;
+	} else if (job_account_full(t->user)) {
+		rr->wait = 1;
+		str_copy(rr->waitacct, t->user, sizeof(rr->waitacct));
+	} else if ((j = job_dispatch(m, ri, &st)) != NULL) {
+		j->mailbox = job_target_dup(t);
+		rc = 1;
+	} else {
+		rr->temp = 1;
+		snprintf(rr->err, sizeof(rr->err), "cannot open the queued "
+		    "message: %s", strerror(errno));
+	}
+	buf_free(&key);
+	return rc;
+}
+
 /*
  * Try one recipient: expand it with the current aliases and config, hand
  * every target not yet served to its agent, and note what cannot be
@@ -516,6 +578,13 @@ job_try_rcpt(struct qmsg *m, size_t ri)
 			envelope_mark_done(r, t[i].key);
 			continue;
 		}
+		if (t[i].kind == TG_LMTP && t[i].account && t[i].uid != 0) {
+			int k = job_forward_stage(m, ri, &t[i]);
+
+			started += k > 0;
+			if (k >= 0)
+				continue;	/* else the stage is done */
+		}
 		if (t[i].kind == TG_REMOTE || t[i].kind == TG_LMTP) {
 			/* Through an alias or .forward: the copy is forwarded;
 			   LMTP goes through the SMTP client, many at once. */
@@ -539,7 +608,7 @@ job_try_rcpt(struct qmsg *m, size_t ri)
 			str_copy(rr->waitacct, t[i].user, sizeof(rr->waitacct));
 			continue;
 		}
-		if (job_dispatch(m, ri, &t[i]) == 0)
+		if (job_dispatch(m, ri, &t[i]) != NULL)
 			started++;
 		else {
 			/* Not delivered, so not done: retried later. */
@@ -669,6 +738,8 @@ job_free(struct job *j)
 	free(j->desc);
 	free(j->domain);
 	free(j->account);
+	if (j->mailbox)
+		resolve_free(j->mailbox, 1);
 	free(j);
 }
 
@@ -727,12 +798,38 @@ job_forward(struct qmsg *m, size_t ri, struct rec_reader *rd)
 	}
 }
 
+/*
+ * The ~/.forward stage kept a copy for the own mailbox (or there is no
+ * .forward): the stage is done, and the mailbox goes to the LMTP server
+ * now, in this round.  Stopping, it waits for the next start instead.
+ */
+static void
+job_stage_self(struct job *j, const char *text)
+{
+	struct qmsg *m = j->msg;
+	struct rround *rr = job_rr(m, j->rcpt);
+
+	if (text && text[0])
+		log_info("q=%s event=forward orig_to=<%s> result=mailbox "
+		    "reason=\"%s\"", m->env.id, log_a(m->env.rcpts[j->rcpt].addr),
+		    log_q(text));
+	envelope_mark_done(&m->env.rcpts[j->rcpt], j->target);
+	rr->served = 1;
+	m->dirty = 1;
+	if (sched_stopping()) {
+		rr->wait = 1;
+		return;
+	}
+	job_pend_add(j->rcpt, j->mailbox, 0);
+	job_flush_remote(m);
+}
+
 void
 job_delivered(struct rec_reader *rd)
 {
 	struct rec r;
 	struct rec_reader fwd = *rd;
-	uint64_t jid = 0, status = 1;
+	uint64_t jid = 0, status = 1, self = 0;
 	char *text = NULL;
 	struct job *j;
 	struct qmsg *m;
@@ -742,6 +839,8 @@ job_delivered(struct rec_reader *rd)
 			rec_u64(&r, &jid);
 		else if (r.tag == T_STATUS)
 			rec_u64(&r, &status);
+		else if (r.tag == T_SELF)
+			rec_u64(&r, &self);
 		else if (r.tag == T_TEXT && text == NULL)
 			text = rec_str(&r, 1024);
 	}
@@ -751,12 +850,22 @@ job_delivered(struct rec_reader *rd)
 	}
 	jobs.nlocal--;
 	m = j->msg;
-	job_target_result(j, status > 2 ? 1 : (int)status, text, "local", NULL);
-	if (status == 0) {
-		notice_add(m, j->rcpt, j->desc, text, "local",
-		    NOTICE_DELIVERED);
-		job_forward(m, j->rcpt, &fwd);
+	if (j->mailbox && status == 0 && self)
+		job_stage_self(j, text);
+	else {
+		job_target_result(j, status > 2 ? 1 : (int)status, text,
+		    "local", NULL);
+		/* A .forward stage that served the account ends its mailbox
+		   too: the .forward kept no copy, or failed for good. */
+		if (j->mailbox && status != 1)
+			envelope_mark_done(&m->env.rcpts[j->rcpt],
+			    j->mailbox->key);
+		if (status == 0)
+			notice_add(m, j->rcpt, j->desc, text, "local",
+			    NOTICE_DELIVERED);
 	}
+	if (status == 0)
+		job_forward(m, j->rcpt, &fwd);
 	job_free(j);
 	queue_settle(m);
 	free(text);

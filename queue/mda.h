@@ -15,6 +15,7 @@
 
 struct conf;
 struct buf;
+struct stat;
 
 #define MDA_OK		0
 #define MDA_PERM	69	/* EX_UNAVAILABLE */
@@ -103,6 +104,11 @@ int	forward_parse(const struct conf *, const char *text, size_t len,
 	    const char *self, const char *domain, struct fwd_target **,
 	    size_t *, char *why, size_t whylen);
 void	forward_free(struct fwd_target *, size_t);
+/*
+ * The checks a ~/.forward with these facts (fstat of the open file, or
+ * lstat) must pass to be read for the account uid: NULL, or why not.
+ */
+const char *forward_unsafe(const struct stat *, uid_t uid);
 /*
  * The account's ~/.forward, run by a worker as the account: deliver its
  * commands and files, and say whether the own mailbox is wanted (*self)

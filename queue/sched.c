@@ -306,3 +306,9 @@ sched_stop(void)
 {
 	sched.stopping = 1;
 }
+
+int
+sched_stopping(void)
+{
+	return sched.stopping;
+}
