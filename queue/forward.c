@@ -233,6 +233,41 @@ forward_unsafe(const struct stat *st, uid_t uid)
 	return NULL;
 }
 
+int
+forward_query_parse(const void *data, size_t len, uint64_t *id,
+    char *user, size_t userlen)
+{
+	struct rec_reader rd;
+	struct rec r;
+	const unsigned char *u;
+	char *name = NULL;
+	int n, bad = 0;
+
+	*id = 0;
+	if (userlen > 0)
+		user[0] = '\0';
+	rec_reader_init(&rd, data, len);
+	while ((n = rec_next(&rd, &r)) == 1)
+		if (r.tag == T_JOB && rec_u64(&r, id) == -1)
+			bad = 1;
+		else if (r.tag == T_USER && (name != NULL ||
+		    (name = rec_str(&r, 64)) == NULL))
+			bad = 1;
+	/* An account's name: printable, no '/', not empty. */
+	for (u = (const unsigned char *)name; u && *u && !bad; u++)
+		if (*u <= ' ' || *u == 0x7f || *u == '/' || *u >= 0x80)
+			bad = 1;
+	if (n == -1 || bad || name == NULL || name[0] == '\0' ||
+	    str_copy(user, name, userlen) >= userlen) {
+		free(name);
+		if (userlen > 0)
+			user[0] = '\0';
+		return -1;
+	}
+	free(name);
+	return 0;
+}
+
 /*
  * Read ~/.forward.  1 read, 0 none (or ignored: note says why), -1 a
  * temporary failure (err set).

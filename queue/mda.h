@@ -10,6 +10,7 @@
 #define TERN_MDA_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -109,6 +110,13 @@ void	forward_free(struct fwd_target *, size_t);
  * lstat) must pass to be read for the account uid: NULL, or why not.
  */
 const char *forward_unsafe(const struct stat *, uid_t uid);
+/*
+ * The smtp process's question to the parent (IMSG_P_FORWARD, untrusted):
+ * its id and the account's name, printable, without '/' or blanks.  0, or
+ * -1 (user then empty).
+ */
+int	forward_query_parse(const void *, size_t, uint64_t *id, char *user,
+	    size_t userlen);
 /*
  * The account's ~/.forward, run by a worker as the account: deliver its
  * commands and files, and say whether the own mailbox is wanted (*self)

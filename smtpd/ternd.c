@@ -1783,26 +1783,20 @@ parent_creds_notice(void)
 static void
 parent_forward_query(struct ipc *c, struct rec_reader *rd)
 {
-	char path[4096], *user = NULL;
+	char path[4096], user[65];
 	struct passwd *pw;
 	struct stat st;
-	struct rec r;
 	struct buf b;
-	uint64_t id = 0;
+	uint64_t id;
 	int yes = 0;
 
-	while (rec_next(rd, &r) == 1)
-		if (r.tag == T_JOB)
-			rec_u64(&r, &id);
-		else if (r.tag == T_USER && user == NULL)
-			user = rec_str(&r, 64);
-	if (user && deliver_plain(user, 64) && strchr(user, '/') == NULL &&
+	if (forward_query_parse(rd->p + rd->off, rd->len - rd->off, &id, user,
+	    sizeof(user)) == 0 &&
 	    (pw = getpwnam(user)) != NULL && pw->pw_uid != 0 &&
 	    pw->pw_dir && snprintf(path, sizeof(path), "%s/.forward",
 	    pw->pw_dir) < (int)sizeof(path) && lstat(path, &st) == 0 &&
 	    forward_unsafe(&st, pw->pw_uid) == NULL && st.st_size > 0)
 		yes = 1;
-	free(user);
 	buf_init(&b);
 	rec_put_u64(&b, T_JOB, id);
 	rec_put_u64(&b, T_STATUS, (uint64_t)yes);

@@ -246,6 +246,48 @@ test_resolve_forward_unsafe(void)
 	}
 }
 
+/* The smtp process's question to the parent: one plain account name. */
+static int
+query(const char *user, const char *user2, char *out, size_t outlen)
+{
+	struct buf b;
+	uint64_t id;
+	int r;
+
+	buf_init(&b);
+	rec_put_u64(&b, T_JOB, 42);
+	if (user)
+		rec_put_str(&b, T_USER, user);
+	if (user2)
+		rec_put_str(&b, T_USER, user2);
+	r = forward_query_parse(b.data, b.len, &id, out, outlen);
+	if (r == 0 && id != 42)
+		r = 99;
+	buf_free(&b);
+	return r;
+}
+
+static void
+test_resolve_forward_query(void)
+{
+	static const char *bad[] = {
+	    "", "../root", "a/b", "a b", "a\tb", "caf\xc3\xa9", "x\x7f",
+	};
+	char u[65], small[4];
+	size_t i;
+
+	CHECK(query("alice", NULL, u, sizeof(u)) == 0 &&
+	    strcmp(u, "alice") == 0);
+	CHECK(query("a.b-c_d", NULL, u, sizeof(u)) == 0);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(query(bad[i], NULL, u, sizeof(u)) == -1 && u[0] == '\0');
+	CHECK(query(NULL, NULL, u, sizeof(u)) == -1);
+	CHECK(query("bob", "eve", u, sizeof(u)) == -1);	/* two names */
+	CHECK(query("alice", NULL, small, sizeof(small)) == -1);
+	CHECK(forward_query_parse("\x11\x00\x00", 3, &(uint64_t){ 0 }, u,
+	    sizeof(u)) == -1);
+}
+
 /*
  * Under local-delivery lmtp a system account's mailbox is an LMTP target
  * marked as the account's (its ~/.forward is read first); the parent
@@ -427,6 +469,7 @@ test_resolve(void)
 	test_resolve_check();
 	test_resolve_forward();
 	test_resolve_forward_unsafe();
+	test_resolve_forward_query();
 	test_resolve_lmtp_account();
 	test_resolve_store();
 }
