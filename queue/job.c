@@ -480,6 +480,18 @@ job_flush_remote(struct qmsg *m)
 	job_pend_clear();
 }
 
+/* ~/.forward stages of m's LMTP mailboxes in flight. */
+static int
+job_stages_busy(const struct qmsg *m)
+{
+	const struct job *j;
+
+	for (j = jobs.list; j; j = j->next)
+		if (j->msg == m && j->mailbox != NULL)
+			return 1;
+	return 0;
+}
+
 static struct target *
 job_target_dup(const struct target *t)
 {
@@ -584,6 +596,12 @@ job_try_rcpt(struct qmsg *m, size_t ri)
 			started += k > 0;
 			if (k >= 0)
 				continue;	/* else the stage is done */
+			if (job_stages_busy(m)) {
+				/* The last stage to answer wakes the message:
+				   the copies go in one transaction. */
+				rr->wait = 1;
+				continue;
+			}
 		}
 		if (t[i].kind == TG_REMOTE || t[i].kind == TG_LMTP) {
 			/* Through an alias or .forward: the copy is forwarded;
@@ -800,8 +818,11 @@ job_forward(struct qmsg *m, size_t ri, struct rec_reader *rd)
 
 /*
  * The ~/.forward stage kept a copy for the own mailbox (or there is no
- * .forward): the stage is done, and the mailbox goes to the LMTP server
- * now, in this round.  Stopping, it waits for the next start instead.
+ * .forward): the stage is done, and the recipient is due again at once
+ * (job_free wakes the message), as after a wait for a slot, so the copy
+ * goes to the LMTP server in one transaction with the other recipients
+ * whose stages have answered by then.  Stopping, no run comes: the copy
+ * waits for the next start.
  */
 static void
 job_stage_self(struct job *j, const char *text)
@@ -815,13 +836,8 @@ job_stage_self(struct job *j, const char *text)
 		    log_q(text));
 	envelope_mark_done(&m->env.rcpts[j->rcpt], j->target);
 	rr->served = 1;
+	rr->wait = 1;
 	m->dirty = 1;
-	if (sched_stopping()) {
-		rr->wait = 1;
-		return;
-	}
-	job_pend_add(j->rcpt, j->mailbox, 0);
-	job_flush_remote(m);
 }
 
 void

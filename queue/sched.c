@@ -306,9 +306,3 @@ sched_stop(void)
 {
 	sched.stopping = 1;
 }
-
-int
-sched_stopping(void)
-{
-	return sched.stopping;
-}

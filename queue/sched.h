@@ -24,7 +24,5 @@ void	sched_unblock(void);
 void	sched_forget(struct qmsg *m);
 /* SIGTERM: start no more deliveries. */
 void	sched_stop(void);
-/* Whether sched_stop() was called. */
-int	sched_stopping(void);
 
 #endif

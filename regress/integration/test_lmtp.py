@@ -421,3 +421,36 @@ def test_map_takes_account_whose_forward_takes_the_mail(
     codes, (code, _t) = post(d, [rcpt])
     assert codes[rcpt][0] == 250, codes
     assert d.wait_mail("bob", 1, 20), d.logtext()[-3000:]
+
+
+def test_accounts_copies_after_their_stages_in_one_transaction(
+        make_daemon, lmtp_tcp, tmpbase):
+    """Three system accounts of one message, one with a .forward that
+    keeps a copy: each account's .forward stage comes first, and the three
+    LMTP copies still go in one transaction."""
+    import os
+    import pwd
+    import subprocess
+    names = [f"tj{os.getpid() % 10000}x{i}" for i in range(3)]
+    try:
+        for n in names:
+            subprocess.run(["userdel", "-r", n], capture_output=True)
+            subprocess.run(["useradd", "-m", "-s", "/usr/sbin/nologin", n],
+                           check=True, capture_output=True)
+        write_forward(pwd.getpwnam(names[0]),
+                      f"\\{names[0]}, bob@example.test\n")
+        store = Store()
+        port = lmtp_tcp(store)
+        d = make_daemon(f'local-delivery lmtp\nlmtp "127.0.0.1:{port}"\n'
+                        ).start()
+        rcpts = [f"{n}@localhost" for n in names]
+        codes, (code, _t) = post(d, rcpts)
+        assert code == 250
+        assert wait_for(lambda: d.queue_files() == [], 20), \
+            (d.ctl("queue").stdout, d.logtext()[-3000:])
+        assert len(store.txns) == 1, store.txns
+        assert sorted(store.txns[0][1]) == sorted(rcpts)
+        assert len(d.maildir("bob")) == 1
+    finally:
+        for n in names:
+            subprocess.run(["userdel", "-r", n], capture_output=True)
