@@ -762,22 +762,6 @@ deliver_req_valid(const struct deliver_req *d)
 	return NULL;
 }
 
-static void	deliver_reply(uint64_t, int, const char *, const struct buf *);
-
-/* The .forward stage of an LMTP mailbox is done; the own mailbox next. */
-static void
-deliver_reply_self(uint64_t job, const char *text, const struct buf *fwd)
-{
-	struct buf b;
-
-	buf_init(&b);
-	rec_put_u64(&b, T_SELF, 1);
-	if (fwd && fwd->len)
-		buf_append(&b, fwd->data, fwd->len);
-	deliver_reply(job, 0, text, &b);
-	buf_free(&b);
-}
-
 static void
 deliver_reply(uint64_t job, int status, const char *text,
     const struct buf *fwd)
@@ -793,6 +777,27 @@ deliver_reply(uint64_t job, int status, const char *text,
 	if (fwd && fwd->len)
 		buf_append(&b, fwd->data, fwd->len);
 	ipc_send(p.queue.ipc, IMSG_P_DELIVERED, b.data, b.len, -1);
+	buf_free(&b);
+}
+
+/*
+ * The .forward stage of an LMTP mailbox is done; the own mailbox next.
+ * The message is closed before the report, as after any delivery.
+ */
+static void
+deliver_reply_self(struct delivery *dl, const char *text,
+    const struct buf *fwd)
+{
+	struct buf b;
+
+	if (dl->msgfd >= 0)
+		close(dl->msgfd);
+	dl->msgfd = -1;
+	buf_init(&b);
+	rec_put_u64(&b, T_SELF, 1);
+	if (fwd && fwd->len)
+		buf_append(&b, fwd->data, fwd->len);
+	deliver_reply(dl->job, 0, text, &b);
 	buf_free(&b);
 }
 
@@ -1183,7 +1188,7 @@ parent_deliver(struct rec_reader *rd, int msgfd)
 	if (bad == NULL && (r = delivery_start(dl, why, sizeof(why))) == -1)
 		bad = why;
 	if (bad == NULL && r == 1) {
-		deliver_reply_self(d.job, "", NULL);
+		deliver_reply_self(dl, "", NULL);
 		delivery_free(dl);
 		goto out;
 	}
@@ -1246,7 +1251,7 @@ delivery_next(struct delivery *dl, int st, const char *text, int self,
 	if (dl->stage != DS_FORWARD || st != 0 || !self)
 		return 0;
 	if (dl->t->kind == TG_LMTP) {
-		deliver_reply_self(dl->job, text, fwd);
+		deliver_reply_self(dl, text, fwd);
 		return -1;
 	}
 	str_copy(dl->note, text, sizeof(dl->note));
