@@ -46,6 +46,8 @@ enum ipc_type {
 				   throttle's entries */
 	IMSG_V_DKIM_SIGN,	/* smtp -> vault: sign DKIM digests */
 	IMSG_Q_DMARC,		/* smtp -> queue: a DMARC evaluation to keep */
+	IMSG_P_FORWARD,		/* smtp -> parent: has this account a usable
+				   ~/.forward?  parent -> smtp: the answer */
 	IMSG__MAX
 };
 
@@ -56,7 +58,8 @@ enum ipc_tag {
 	T_USER, T_UID, T_GID, T_PATH, T_STATUS, T_CONF, T_HOME, T_ORCPT,
 	T_AUTH, T_DOMAIN, T_RELAY, T_TLS, T_DSN,
 	T_FORWARD,	/* an address a ~/.forward sends the message on to */
-	T_SELF,		/* worker -> parent: ~/.forward keeps a copy */
+	T_SELF,		/* worker -> parent -> queue: ~/.forward keeps
+			   a copy */
 	T_KEY,		/* parent -> vault: the SRS key; -> smtp: TLS key */
 	T_PASS,		/* parent -> vault, vault -> smtp: a route password */
 	T_FLAGS,	/* parent -> role: ROLE_F_* */

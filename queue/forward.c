@@ -217,6 +217,57 @@ forward_parse(const struct conf *c, const char *text, size_t len,
 	return 0;
 }
 
+const char *
+forward_unsafe(const struct stat *st, uid_t uid)
+{
+	if (S_ISLNK(st->st_mode))
+		return "a symbolic link";
+	if (!S_ISREG(st->st_mode))
+		return "not a regular file";
+	if (st->st_uid != uid && st->st_uid != 0)
+		return "owned by another user";
+	if (st->st_mode & (S_IWGRP | S_IWOTH))
+		return "group or world writable";
+	if (st->st_size > FORWARD_MAX_FILE)
+		return "larger than 64 KiB";
+	return NULL;
+}
+
+int
+forward_query_parse(const void *data, size_t len, uint64_t *id,
+    char *user, size_t userlen)
+{
+	struct rec_reader rd;
+	struct rec r;
+	const unsigned char *u;
+	char *name = NULL;
+	int n, bad = 0;
+
+	*id = 0;
+	if (userlen > 0)
+		user[0] = '\0';
+	rec_reader_init(&rd, data, len);
+	while ((n = rec_next(&rd, &r)) == 1)
+		if (r.tag == T_JOB && rec_u64(&r, id) == -1)
+			bad = 1;
+		else if (r.tag == T_USER && (name != NULL ||
+		    (name = rec_str(&r, 64)) == NULL))
+			bad = 1;
+	/* An account's name: printable, no '/', not empty. */
+	for (u = (const unsigned char *)name; u && *u && !bad; u++)
+		if (*u <= ' ' || *u == 0x7f || *u == '/' || *u >= 0x80)
+			bad = 1;
+	if (n == -1 || bad || name == NULL || name[0] == '\0' ||
+	    str_copy(user, name, userlen) >= userlen) {
+		free(name);
+		if (userlen > 0)
+			user[0] = '\0';
+		return -1;
+	}
+	free(name);
+	return 0;
+}
+
 /*
  * Read ~/.forward.  1 read, 0 none (or ignored: note says why), -1 a
  * temporary failure (err set).
@@ -249,14 +300,8 @@ forward_read(const char *home, struct buf *text, char *note, size_t notelen,
 	}
 	if (fstat(fd, &st) == -1)
 		why = strerror(errno);
-	else if (!S_ISREG(st.st_mode))
-		why = "not a regular file";
-	else if (st.st_uid != getuid() && st.st_uid != 0)
-		why = "owned by another user";
-	else if (st.st_mode & (S_IWGRP | S_IWOTH))
-		why = "group or world writable";
-	else if (st.st_size > FORWARD_MAX_FILE)
-		why = "larger than 64 KiB";
+	else
+		why = forward_unsafe(&st, getuid());
 	while (why == NULL && (n = read(fd, tmp, sizeof(tmp))) != 0) {
 		if (n == -1 && errno == EINTR)
 			continue;

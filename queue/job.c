@@ -48,6 +48,8 @@ struct job {
 	struct ipc	*peer;		/* remote: the smtp process doing it */
 	char		*domain;	/* remote: the destination */
 	char		*account;	/* local: the account it runs as */
+	struct target	*mailbox;	/* a ~/.forward stage: the LMTP
+					   delivery to the own mailbox next */
 	time_t		 start;
 };
 
@@ -256,16 +258,18 @@ job_account_full(const char *user)
 	return 0;
 }
 
-static int
+static struct job *
 job_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 {
 	struct env_rcpt *r = &m->env.rcpts[ri];
+	struct job *j;
 	struct buf b;
 	int fd;
 
 	if ((fd = spool_msg_fd(m)) == -1)
-		return -1;
-	job_new(m, ri, t, ++jobs.nextjob)->account = xstrdup(t->user);
+		return NULL;
+	j = job_new(m, ri, t, ++jobs.nextjob);
+	j->account = xstrdup(t->user);
 	jobs.nlocal++;
 	buf_init(&b);
 	rec_put_u64(&b, T_JOB, jobs.nextjob);
@@ -280,7 +284,7 @@ job_dispatch(struct qmsg *m, size_t ri, const struct target *t)
 		rec_put_u64(&b, T_QUARANTINE, 1);
 	ipc_send(queue_parent(), IMSG_P_DELIVER, b.data, b.len, fd);
 	buf_free(&b);
-	return 0;
+	return j;
 }
 
 /* ---- remote transactions ------------------------------------------------- */
@@ -476,6 +480,76 @@ job_flush_remote(struct qmsg *m)
 	job_pend_clear();
 }
 
+/* ~/.forward stages of m's LMTP mailboxes in flight. */
+static int
+job_stages_busy(const struct qmsg *m)
+{
+	const struct job *j;
+
+	for (j = jobs.list; j; j = j->next)
+		if (j->msg == m && j->mailbox != NULL)
+			return 1;
+	return 0;
+}
+
+static struct target *
+job_target_dup(const struct target *t)
+{
+	struct target *c = xcalloc(1, sizeof(*c));
+
+	*c = *t;
+	c->key = xstrdup(t->key);
+	c->rcpt = xstrdup(t->rcpt);
+	c->user = xstrdup(t->user);
+	c->path = xstrdup(t->path);
+	return c;
+}
+
+/*
+ * A system account's mailbox under local-delivery lmtp: its ~/.forward
+ * comes first, carried out by the parent's worker as the account exactly
+ * as before a Maildir (a P_DELIVER of the LMTP target: the parent runs
+ * the .forward stage only and says whether the own mailbox is wanted);
+ * the LMTP delivery follows in job_delivered.  The stage is a target of
+ * its own ("forward:" and the mailbox's key), so a retry of the mailbox
+ * alone runs no .forward command again.  1 started, 0 not now (waits, or
+ * another recipient's stage serves this account), -1 done already.
+ */
+static int
+job_forward_stage(struct qmsg *m, size_t ri, const struct target *t)
+{
+	struct env_rcpt *r = &m->env.rcpts[ri];
+	struct rround *rr = job_rr(m, ri);
+	struct target st = *t;
+	struct job *j;
+	struct buf key;
+	int rc = 0;
+
+	buf_init(&key);
+	buf_printf(&key, "forward:%s", t->key);
+	st.key = key.data;
+	if (envelope_rcpt_done(r, key.data))
+		rc = -1;
+	else if (job_target_covered(m, ri, key.data)) {
+		/* The account reached twice: one stage decides for both. */
+		envelope_mark_done(r, key.data);
+		envelope_mark_done(r, t->key);
+		m->dirty = 1;
+	} else if (job_account_full(t->user)) {
+		rr->wait = 1;
+		str_copy(rr->waitacct, t->user, sizeof(rr->waitacct));
+	} else if ((j = job_dispatch(m, ri, &st)) != NULL) {
+		j->mailbox = job_target_dup(t);
+		rc = 1;
+	} else {
+		rr->temp = 1;
+		snprintf(rr->err, sizeof(rr->err), "cannot open the queued "
+		    "message: %s", strerror(errno));
+	}
+	buf_free(&key);
+	return rc;
+}
+
 /*
  * Try one recipient: expand it with the current aliases and config, hand
  * every target not yet served to its agent, and note what cannot be
@@ -516,6 +590,19 @@ job_try_rcpt(struct qmsg *m, size_t ri)
 			envelope_mark_done(r, t[i].key);
 			continue;
 		}
+		if (t[i].kind == TG_LMTP && t[i].account && t[i].uid != 0) {
+			int k = job_forward_stage(m, ri, &t[i]);
+
+			started += k > 0;
+			if (k >= 0)
+				continue;	/* else the stage is done */
+			if (job_stages_busy(m)) {
+				/* The last stage to answer wakes the message:
+				   the copies go in one transaction. */
+				rr->wait = 1;
+				continue;
+			}
+		}
 		if (t[i].kind == TG_REMOTE || t[i].kind == TG_LMTP) {
 			/* Through an alias or .forward: the copy is forwarded;
 			   LMTP goes through the SMTP client, many at once. */
@@ -539,7 +626,7 @@ job_try_rcpt(struct qmsg *m, size_t ri)
 			str_copy(rr->waitacct, t[i].user, sizeof(rr->waitacct));
 			continue;
 		}
-		if (job_dispatch(m, ri, &t[i]) == 0)
+		if (job_dispatch(m, ri, &t[i]) != NULL)
 			started++;
 		else {
 			/* Not delivered, so not done: retried later. */
@@ -669,6 +756,8 @@ job_free(struct job *j)
 	free(j->desc);
 	free(j->domain);
 	free(j->account);
+	if (j->mailbox)
+		resolve_free(j->mailbox, 1);
 	free(j);
 }
 
@@ -727,12 +816,36 @@ job_forward(struct qmsg *m, size_t ri, struct rec_reader *rd)
 	}
 }
 
+/*
+ * The ~/.forward stage kept a copy for the own mailbox (or there is no
+ * .forward): the stage is done, and the recipient is due again at once
+ * (job_free wakes the message), as after a wait for a slot, so the copy
+ * goes to the LMTP server in one transaction with the other recipients
+ * whose stages have answered by then.  Stopping, no run comes: the copy
+ * waits for the next start.
+ */
+static void
+job_stage_self(struct job *j, const char *text)
+{
+	struct qmsg *m = j->msg;
+	struct rround *rr = job_rr(m, j->rcpt);
+
+	if (text && text[0])
+		log_info("q=%s event=forward orig_to=<%s> result=mailbox "
+		    "reason=\"%s\"", m->env.id, log_a(m->env.rcpts[j->rcpt].addr),
+		    log_q(text));
+	envelope_mark_done(&m->env.rcpts[j->rcpt], j->target);
+	rr->served = 1;
+	rr->wait = 1;
+	m->dirty = 1;
+}
+
 void
 job_delivered(struct rec_reader *rd)
 {
 	struct rec r;
 	struct rec_reader fwd = *rd;
-	uint64_t jid = 0, status = 1;
+	uint64_t jid = 0, status = 1, self = 0;
 	char *text = NULL;
 	struct job *j;
 	struct qmsg *m;
@@ -742,6 +855,8 @@ job_delivered(struct rec_reader *rd)
 			rec_u64(&r, &jid);
 		else if (r.tag == T_STATUS)
 			rec_u64(&r, &status);
+		else if (r.tag == T_SELF)
+			rec_u64(&r, &self);
 		else if (r.tag == T_TEXT && text == NULL)
 			text = rec_str(&r, 1024);
 	}
@@ -751,12 +866,22 @@ job_delivered(struct rec_reader *rd)
 	}
 	jobs.nlocal--;
 	m = j->msg;
-	job_target_result(j, status > 2 ? 1 : (int)status, text, "local", NULL);
-	if (status == 0) {
-		notice_add(m, j->rcpt, j->desc, text, "local",
-		    NOTICE_DELIVERED);
-		job_forward(m, j->rcpt, &fwd);
+	if (j->mailbox && status == 0 && self)
+		job_stage_self(j, text);
+	else {
+		job_target_result(j, status > 2 ? 1 : (int)status, text,
+		    "local", NULL);
+		/* A .forward stage that served the account ends its mailbox
+		   too: the .forward kept no copy, or failed for good. */
+		if (j->mailbox && status != 1)
+			envelope_mark_done(&m->env.rcpts[j->rcpt],
+			    j->mailbox->key);
+		if (status == 0)
+			notice_add(m, j->rcpt, j->desc, text, "local",
+			    NOTICE_DELIVERED);
 	}
+	if (status == 0)
+		job_forward(m, j->rcpt, &fwd);
 	job_free(j);
 	queue_settle(m);
 	free(text);

@@ -10,11 +10,13 @@
 #define TERN_MDA_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
 
 struct conf;
 struct buf;
+struct stat;
 
 #define MDA_OK		0
 #define MDA_PERM	69	/* EX_UNAVAILABLE */
@@ -103,6 +105,18 @@ int	forward_parse(const struct conf *, const char *text, size_t len,
 	    const char *self, const char *domain, struct fwd_target **,
 	    size_t *, char *why, size_t whylen);
 void	forward_free(struct fwd_target *, size_t);
+/*
+ * The checks a ~/.forward with these facts (fstat of the open file, or
+ * lstat) must pass to be read for the account uid: NULL, or why not.
+ */
+const char *forward_unsafe(const struct stat *, uid_t uid);
+/*
+ * The smtp process's question to the parent (IMSG_P_FORWARD, untrusted):
+ * its id and the account's name, printable, without '/' or blanks.  0, or
+ * -1 (user then empty).
+ */
+int	forward_query_parse(const void *, size_t, uint64_t *id, char *user,
+	    size_t userlen);
 /*
  * The account's ~/.forward, run by a worker as the account: deliver its
  * commands and files, and say whether the own mailbox is wanted (*self)

@@ -3062,6 +3062,12 @@ smtp_parent_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
 		log_info("event=ipc result=ok reason=\"new vault channel\"");
 		return;
 	}
+	if (type == IMSG_P_FORWARD) {
+		if (fd >= 0)
+			close(fd);
+		verify_forward_answer(rd);
+		return;
+	}
 	if (type == IMSG_P_ACCOUNTS) {
 		int r = resolve_accounts_msg(rd->p, rd->len);
 
@@ -3218,6 +3224,7 @@ smtp_main(struct conf *conf, struct lsock *ls, size_t nls, int submitfd,
 	smtp.nextid = ((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8);
 	smtp.parent = ipc_new(smtp.base, parentfd, smtp_parent_msg,
 	    smtp_parent_closed, NULL);
+	verify_parent(smtp.parent);
 	if (queuefd >= 0)
 		smtp.queue = ipc_new(smtp.base, queuefd, smtp_queue_msg,
 		    smtp_queue_closed, NULL);

@@ -644,7 +644,10 @@ parent_safe_fork(void)
  * delivery has two workers: the first, as the account, carries out its
  * ~/.forward; the second delivers to its mailbox, if the .forward keeps a
  * copy (or there is none): Maildir as the account, mbox as the account
- * with the mail group when mbox-dir needs it, LMTP as virtual-user.
+ * with the mail group when mbox-dir needs it.  An LMTP mailbox is the
+ * SMTP client's: for it the parent runs the .forward stage alone and
+ * answers with T_SELF when the own mailbox is wanted; the queue then
+ * hands the mailbox to the smtp process.
  */
 
 #define DELIVER_LIMIT_SECS	540	/* commands, LMTP: under the watchdog */
@@ -774,6 +777,27 @@ deliver_reply(uint64_t job, int status, const char *text,
 	if (fwd && fwd->len)
 		buf_append(&b, fwd->data, fwd->len);
 	ipc_send(p.queue.ipc, IMSG_P_DELIVERED, b.data, b.len, -1);
+	buf_free(&b);
+}
+
+/*
+ * The .forward stage of an LMTP mailbox is done; the own mailbox next.
+ * The message is closed before the report, as after any delivery.
+ */
+static void
+deliver_reply_self(struct delivery *dl, const char *text,
+    const struct buf *fwd)
+{
+	struct buf b;
+
+	if (dl->msgfd >= 0)
+		close(dl->msgfd);
+	dl->msgfd = -1;
+	buf_init(&b);
+	rec_put_u64(&b, T_SELF, 1);
+	if (fwd && fwd->len)
+		buf_append(&b, fwd->data, fwd->len);
+	deliver_reply(dl->job, 0, text, &b);
 	buf_free(&b);
 }
 
@@ -1080,6 +1104,7 @@ delivery_no_forward(struct delivery *dl)
 	return 1;
 }
 
+/* 0 a worker runs, 1 nothing to run here (an LMTP mailbox), -1 why. */
 static int
 delivery_start(struct delivery *dl, char *why, size_t whylen)
 {
@@ -1093,6 +1118,8 @@ delivery_start(struct delivery *dl, char *why, size_t whylen)
 		str_copy(why, bad, whylen);
 		return -1;
 	}
+	if (dl->stage == DS_MAILBOX && dl->t->kind == TG_LMTP)
+		return 1;	/* the smtp process's: nothing to run here */
 	if (delivery_pooled(dl) == 0)
 		return 0;
 	if (pipe2(pfd, O_CLOEXEC | O_NONBLOCK) == -1) {
@@ -1136,6 +1163,7 @@ parent_deliver(struct rec_reader *rd, int msgfd)
 	struct delivery *dl = NULL;
 	char why[1024];
 	const char *bad;
+	int r = 0;
 
 	if (deliver_req_parse(rd, &d) == -1) {
 		log_warnx("event=deliver result=error reason=\"malformed "
@@ -1157,8 +1185,13 @@ parent_deliver(struct rec_reader *rd, int msgfd)
 		bad = "no message";
 	else
 		bad = deliver_check(&d, dl, why, sizeof(why));
-	if (bad == NULL && delivery_start(dl, why, sizeof(why)) == -1)
+	if (bad == NULL && (r = delivery_start(dl, why, sizeof(why))) == -1)
 		bad = why;
+	if (bad == NULL && r == 1) {
+		deliver_reply_self(dl, "", NULL);
+		delivery_free(dl);
+		goto out;
+	}
 	if (bad) {
 		log_warnx("q=%s event=deliver result=refused reason=\"%s\" "
 		    "kind=\"%s\" user=\"%s\"", d.id, log_q(bad), log_q(d.kind),
@@ -1217,6 +1250,10 @@ delivery_next(struct delivery *dl, int st, const char *text, int self,
 
 	if (dl->stage != DS_FORWARD || st != 0 || !self)
 		return 0;
+	if (dl->t->kind == TG_LMTP) {
+		deliver_reply_self(dl, text, fwd);
+		return -1;
+	}
 	str_copy(dl->note, text, sizeof(dl->note));
 	buf_reset(&dl->fwd);
 	buf_append(&dl->fwd, fwd->data ? fwd->data : "", fwd->len);
@@ -1740,11 +1777,50 @@ parent_creds_notice(void)
 	evtimer_add(p.credev, &tv);
 }
 
+/*
+ * The smtp process asks, at RCPT of a system account whose mailbox is
+ * over LMTP, whether a ~/.forward takes its mail (smtpd/verify.c): the
+ * account's home is often closed to it.  The parent looks as root but
+ * reads nothing: lstat, and the checks the worker makes on the file it
+ * opens (forward_unsafe); an empty file keeps the mail in the mailbox.
+ * The name is untrusted: one account, never root's.
+ */
+static void
+parent_forward_query(struct ipc *c, struct rec_reader *rd)
+{
+	char path[4096], user[65];
+	struct passwd *pw;
+	struct stat st;
+	struct buf b;
+	uint64_t id;
+	int yes = 0;
+
+	if (forward_query_parse(rd->p + rd->off, rd->len - rd->off, &id, user,
+	    sizeof(user)) == 0 &&
+	    (pw = getpwnam(user)) != NULL && pw->pw_uid != 0 &&
+	    pw->pw_dir && snprintf(path, sizeof(path), "%s/.forward",
+	    pw->pw_dir) < (int)sizeof(path) && lstat(path, &st) == 0 &&
+	    forward_unsafe(&st, pw->pw_uid) == NULL && st.st_size > 0)
+		yes = 1;
+	buf_init(&b);
+	rec_put_u64(&b, T_JOB, id);
+	rec_put_u64(&b, T_STATUS, (uint64_t)yes);
+	ipc_send(c, IMSG_P_FORWARD, b.data, b.len, -1);
+	buf_free(&b);
+}
+
 static void
 parent_child_msg(struct ipc *c, int type, struct rec_reader *rd, int fd,
     void *arg)
 {
 	struct child *ch = arg;
+
+	if (ch == &p.smtp && type == IMSG_P_FORWARD) {
+		if (fd >= 0)
+			close(fd);
+		parent_forward_query(c, rd);
+		return;
+	}
 
 	if (ch == &p.queue && type == IMSG_P_DELIVER) {
 		parent_deliver(rd, fd);

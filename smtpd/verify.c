@@ -8,6 +8,13 @@
  * The server's replies are untrusted input: lines are bounded, codes
  * checked, text sanitised.  Probes of one address share one dialogue;
  * answers are cached (yes and no apart), temporary failures never.
+ *
+ * A system account's mailbox under local-delivery lmtp has its ~/.forward
+ * read first at delivery, as before a Maildir; so here, before the
+ * server or the map is asked, the parent (root: homes are often closed
+ * to this process) says whether the account has a ~/.forward that will
+ * be read.  If so the forward takes the mail and the recipient is taken,
+ * as Postfix's local(8) expands .forward before its mailbox_transport.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -30,6 +37,7 @@
 
 #include "conf/conf.h"
 #include "lib/addr.h"
+#include "lib/ipc.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "queue/resolve.h"
@@ -44,6 +52,7 @@
 #define VERIFY_LINES_MAX	100	/* lines of one reply */
 #define VERIFY_MAP_MAX		(8 * 1024 * 1024)
 #define VERIFY_TEXT		300
+#define VERIFY_ASKS_MAX		1024	/* ~/.forward questions in flight */
 
 struct vcache {
 	char	*key;		/* server "|" address */
@@ -53,6 +62,15 @@ struct vcache {
 };
 
 struct vwaiter {
+	uint64_t	 sid;
+	verify_cb	 cb;
+};
+
+/* A question to the parent: has the account a ~/.forward to read? */
+struct vask {
+	struct vask	*next;
+	uint64_t	 id;
+	char		*addr;
 	uint64_t	 sid;
 	verify_cb	 cb;
 };
@@ -86,6 +104,10 @@ static struct {
 	struct timespec		 mapmtime;
 	ino_t			 mapino;
 	int			 maploaded;
+	struct ipc		*parent;
+	struct vask		*asks;
+	size_t			 nasks;
+	uint64_t		 nextask;
 } vf;
 
 void
@@ -99,19 +121,29 @@ verify_init(struct event_base *base, const struct conf *conf,
 
 /* ---- which server, which address ------------------------------------------- */
 
+void
+verify_parent(struct ipc *parent)
+{
+	vf.parent = parent;
+}
+
 /*
  * Whether addr is delivered over LMTP, to which server (*route) and as
- * which address (out).  1 yes, 0 no, -1 temporary (aliases unreadable).
+ * which address (out), and the system account whose mailbox it is, if
+ * any (acct; root's .forward is never read).  1 yes, 0 no, -1 temporary
+ * (aliases unreadable).
  */
 static int
 verify_target(const char *addr, const struct route **route,
-    struct route *local, char *out, size_t outlen)
+    struct route *local, char *out, size_t outlen, char *acct,
+    size_t acctlen)
 {
 	char lp[256], dom[256];
 	struct target *t;
 	size_t n;
 	int r = 0;
 
+	acct[0] = '\0';
 	if (resolve_split(addr, lp, sizeof(lp), dom, sizeof(dom)) == -1)
 		return 0;
 	if ((*route = conf_lmtp_route(vf.conf, dom)) != NULL) {
@@ -128,6 +160,8 @@ verify_target(const char *addr, const struct route **route,
 		return -1;
 	if (n == 1 && t[0].kind == TG_LMTP) {
 		resolve_lmtp_addr(&t[0], out, outlen);
+		if (t[0].account && t[0].uid != 0)
+			str_copy(acct, t[0].user, acctlen);
 		memset(local, 0, sizeof(*local));
 		local->lmtp = 1;
 		if (conf_lmtp_spec(conf_str(vf.conf, K_LMTP), local) == 0)
@@ -537,15 +571,89 @@ verify_probe_start(const struct route *r, const char *key, const char *addr,
 	return p;
 }
 
+/* ---- the account's ~/.forward ------------------------------------------------------ */
+
+static int
+verify_ask(const char *addr, const char *acct, uint64_t sid, verify_cb cb,
+    char *text, size_t textlen)
+{
+	struct vask *a;
+	struct buf b;
+
+	if (vf.nasks >= VERIFY_ASKS_MAX) {
+		snprintf(text, textlen, "too many recipient checks at once");
+		return VERIFY_TEMP;
+	}
+	a = xcalloc(1, sizeof(*a));
+	a->id = ++vf.nextask;
+	a->addr = xstrdup(addr);
+	a->sid = sid;
+	a->cb = cb;
+	a->next = vf.asks;
+	vf.asks = a;
+	vf.nasks++;
+	buf_init(&b);
+	rec_put_u64(&b, T_JOB, a->id);
+	rec_put_str(&b, T_USER, acct);
+	ipc_send(vf.parent, IMSG_P_FORWARD, b.data, b.len, -1);
+	buf_free(&b);
+	return VERIFY_WAIT;
+}
+
+static int	verify_check(const char *, uint64_t, verify_cb, char *, size_t,
+		    int);
+
+void
+verify_forward_answer(struct rec_reader *rd)
+{
+	struct vask **pp, *a;
+	char text[VERIFY_TEXT];
+	uint64_t id = 0, yes = 0;
+	struct rec r;
+	int v;
+
+	while (rec_next(rd, &r) == 1)
+		if (r.tag == T_JOB)
+			rec_u64(&r, &id);
+		else if (r.tag == T_STATUS)
+			rec_u64(&r, &yes);
+	for (pp = &vf.asks; (a = *pp) != NULL; pp = &a->next)
+		if (a->id == id)
+			break;
+	if (a == NULL)
+		return;
+	*pp = a->next;
+	vf.nasks--;
+	if (yes) {
+		str_copy(text, "~/.forward takes the mail", sizeof(text));
+		log_info("event=verify result=ok to=<%s> reason=\"%s\"",
+		    log_a(a->addr), text);
+		v = VERIFY_OK;
+	} else
+		v = verify_check(a->addr, a->sid, a->cb, text, sizeof(text), 1);
+	if (v != VERIFY_WAIT)
+		a->cb(a->sid, v, text);
+	free(a->addr);
+	free(a);
+}
+
 /* ---- the check ------------------------------------------------------------------ */
 
 int
 verify_rcpt(const char *addr, uint64_t sid, verify_cb cb, char *text,
     size_t textlen)
 {
+	return verify_check(addr, sid, cb, text, textlen, 0);
+}
+
+/* asked: the parent said already that no ~/.forward takes the mail. */
+static int
+verify_check(const char *addr, uint64_t sid, verify_cb cb, char *text,
+    size_t textlen, int asked)
+{
 	const struct route *r = NULL;
 	struct route local;
-	char laddr[600], server[160];
+	char laddr[600], server[160], acct[64];
 	struct vcache *c;
 	struct vprobe *p;
 	struct buf key;
@@ -553,14 +661,19 @@ verify_rcpt(const char *addr, uint64_t sid, verify_cb cb, char *text,
 
 	text[0] = '\0';
 	memset(&local, 0, sizeof(local));
-	if ((t = verify_target(addr, &r, &local, laddr, sizeof(laddr))) != 1) {
+	if ((t = verify_target(addr, &r, &local, laddr, sizeof(laddr), acct,
+	    sizeof(acct))) != 1) {
 		verify_route_free(&local);
 		if (t == -1)
 			snprintf(text, textlen, "temporary lookup failure");
 		return t == -1 ? VERIFY_TEMP : VERIFY_SKIP;
 	}
+	if (asked || vf.parent == NULL)
+		acct[0] = '\0';
 	if (strcmp(conf_str(vf.conf, K_LMTP_VERIFY), "map") == 0) {
 		verify_route_free(&local);
+		if (acct[0])
+			return verify_ask(addr, acct, sid, cb, text, textlen);
 		if (verify_map_load() == -1) {
 			snprintf(text, textlen, "lmtp-recipients map unreadable");
 			return VERIFY_TEMP;
@@ -579,6 +692,11 @@ verify_rcpt(const char *addr, uint64_t sid, verify_cb cb, char *text,
 		buf_free(&key);
 		verify_route_free(&local);
 		return c->result;
+	}
+	if (acct[0]) {
+		buf_free(&key);
+		verify_route_free(&local);
+		return verify_ask(addr, acct, sid, cb, text, textlen);
 	}
 	for (p = vf.probes; p; p = p->next)
 		if (strcmp(p->key, key.data) == 0 && p->done == NULL)

@@ -6,6 +6,8 @@
  * and its answer kept for lmtp-verify-cache (yes) or
  * lmtp-verify-negative-cache (no); a server that does not answer fails
  * closed, for now.  With lmtp-verify map, the lmtp-recipients file decides.
+ * Either way a system account whose ~/.forward will be read is taken
+ * first: the forward takes its mail (the parent looks, see verify.c).
  */
 #ifndef TERN_VERIFY_H
 #define TERN_VERIFY_H
@@ -16,6 +18,8 @@
 struct aliases;
 struct conf;
 struct event_base;
+struct ipc;
+struct rec_reader;
 
 #define VERIFY_SKIP	0	/* not delivered over LMTP: the usual checks */
 #define VERIFY_OK	1	/* the server (or the map) takes it */
@@ -34,6 +38,12 @@ void	verify_init(struct event_base *, const struct conf *,
  */
 int	verify_rcpt(const char *addr, uint64_t sid, verify_cb cb, char *text,
 	    size_t textlen);
+/*
+ * The channel to the parent, which says whether a system account has a
+ * ~/.forward that takes its mail (IMSG_P_FORWARD), and its answer.
+ */
+void	verify_parent(struct ipc *);
+void	verify_forward_answer(struct rec_reader *);
 /* Recipients the map (text, one address or @domain a line) holds. */
 int	verify_map_has(const char *text, size_t len, const char *addr);
 

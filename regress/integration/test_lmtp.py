@@ -333,3 +333,124 @@ def test_probe_names_u_label_domain_as_delivery_does(make_daemon):
         ctl.stop()
     assert r[0] == 250, r
     assert store.rcpts_seen == ["a@xn--bcher-kva.example.test"]
+
+
+# ---- a system account's ~/.forward under local-delivery lmtp ------------------------
+
+@pytest.fixture
+def sysuser():
+    import os
+    import pwd
+    import subprocess
+    name = f"tk{os.getpid() % 100000}"
+    subprocess.run(["userdel", "-r", name], capture_output=True)
+    r = subprocess.run(["useradd", "-m", "-s", "/usr/sbin/nologin", name],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"useradd failed: {r.stderr}")
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", "-r", name], capture_output=True)
+
+
+def write_forward(pw, text):
+    import os
+    p = os.path.join(pw.pw_dir, ".forward")
+    with open(p, "w") as f:
+        f.write(text)
+    os.chown(p, pw.pw_uid, pw.pw_gid)
+    os.chmod(p, 0o644)
+
+
+class DeferOnce(Store):
+    """Knows everyone at RCPT; the first transaction's recipients get 452
+    after the data, later ones 250."""
+
+    async def handle_DATA(self, server, session, envelope):
+        self.txns.append((envelope.mail_from, list(envelope.rcpt_tos),
+                          envelope.original_content))
+        code = "452 4.2.2 over quota" if len(self.txns) == 1 else \
+            "250 2.0.0 saved"
+        return "\r\n".join(code for _ in envelope.rcpt_tos)
+
+
+def test_forward_stage_not_run_again_when_mailbox_deferred(
+        make_daemon, lmtp_tcp, sysuser, tmpbase):
+    """The ~/.forward stage is a delivery of its own: when the LMTP server
+    defers the copy the .forward kept, the retry delivers that copy and
+    runs the .forward's command and forward no second time."""
+    import os
+    pw = sysuser
+    out = tmpbase / "out"
+    out.mkdir()
+    os.chmod(out, 0o1777)
+    cmd = tmpbase / "rec.sh"
+    cmd.write_text(f"#!/bin/sh\ncat > {out}/run.$$\n")
+    os.chmod(cmd, 0o755)
+    write_forward(pw, f"\\{pw.pw_name}, |{cmd}, bob@example.test\n")
+    store = DeferOnce()
+    port = lmtp_tcp(store)
+    d = make_daemon(f'local-delivery lmtp\nlmtp "127.0.0.1:{port}"\n'
+                    'retry-min 1s\nretry-max 2s\n').start()
+    rcpt = f"{pw.pw_name}@localhost"
+    codes, (code, _t) = post(d, [rcpt])
+    assert code == 250
+    assert wait_for(lambda: d.queue_files() == [], 30), \
+        (d.ctl("queue").stdout, d.logtext()[-3000:])
+    assert len(store.txns) == 2, store.txns
+    assert all(t[1] == [rcpt] for t in store.txns)
+    assert len(list(out.glob("run.*"))) == 1
+    assert len(d.maildir("bob")) == 1
+    assert len(log_lines(d, f"to=<{rcpt}>", "status=deferred")) == 1
+    assert len(log_lines(d, f"to=<{rcpt}>", "status=sent")) == 1
+
+
+def test_map_takes_account_whose_forward_takes_the_mail(
+        make_daemon, tmpbase, sysuser):
+    """lmtp-verify map: an account not in the map is refused, unless its
+    ~/.forward takes its mail."""
+    m = tmpbase / "lmtp-recipients"
+    m.write_text("dove@localhost\n")
+    d = make_daemon(f'local-delivery lmtp\nlmtp "unix:{tmpbase}/none.sock"\n'
+                    f'lmtp-verify map\nlmtp-recipients "{m}"\n').start()
+    rcpt = f"{sysuser.pw_name}@localhost"
+    codes, _r = post(d, [rcpt])
+    assert codes[rcpt][0] == 550, codes
+    write_forward(sysuser, "bob@example.test\n")
+    codes, (code, _t) = post(d, [rcpt])
+    assert codes[rcpt][0] == 250, codes
+    assert d.wait_mail("bob", 1, 20), d.logtext()[-3000:]
+
+
+def test_accounts_copies_after_their_stages_in_one_transaction(
+        make_daemon, lmtp_tcp, tmpbase):
+    """Three system accounts of one message, one with a .forward that
+    keeps a copy: each account's .forward stage comes first, and the three
+    LMTP copies still go in one transaction."""
+    import os
+    import pwd
+    import subprocess
+    names = [f"tj{os.getpid() % 10000}x{i}" for i in range(3)]
+    try:
+        for n in names:
+            subprocess.run(["userdel", "-r", n], capture_output=True)
+            subprocess.run(["useradd", "-m", "-s", "/usr/sbin/nologin", n],
+                           check=True, capture_output=True)
+        write_forward(pwd.getpwnam(names[0]),
+                      f"\\{names[0]}, bob@example.test\n")
+        store = Store()
+        port = lmtp_tcp(store)
+        d = make_daemon(f'local-delivery lmtp\nlmtp "127.0.0.1:{port}"\n'
+                        ).start()
+        rcpts = [f"{n}@localhost" for n in names]
+        codes, (code, _t) = post(d, rcpts)
+        assert code == 250
+        assert wait_for(lambda: d.queue_files() == [], 20), \
+            (d.ctl("queue").stdout, d.logtext()[-3000:])
+        assert len(store.txns) == 1, store.txns
+        assert sorted(store.txns[0][1]) == sorted(rcpts)
+        assert len(d.maildir("bob")) == 1
+    finally:
+        for n in names:
+            subprocess.run(["userdel", "-r", n], capture_output=True)

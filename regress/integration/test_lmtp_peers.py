@@ -137,6 +137,177 @@ def test_dovecot_lmtp_users_and_one_transaction(make_daemon, dovecot):
     assert dlog.count("saved mail to INBOX") == 2, dlog[-2000:]
 
 
+# ---- Dovecot and a system account's ~/.forward ----------------------------------------
+# Under local-delivery lmtp a system account's ~/.forward is read first,
+# as under Maildir delivery; only the copy it keeps for the account goes
+# to Dovecot.  These accounts' homes are 0700 (Debian 12's default), so
+# only root can see their .forward: the parent answers the RCPT check.
+
+@pytest.fixture
+def sysusers():
+    """Factory of system accounts (useradd -m, home 0700), removed after."""
+    made = []
+
+    def make():
+        name = f"tl{os.getpid() % 100000}x{len(made)}"
+        subprocess.run(["userdel", "-r", name], capture_output=True)
+        r = subprocess.run(["useradd", "-m", "-s", "/usr/sbin/nologin", name],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.fail(f"useradd failed: {r.stderr}")
+        made.append(name)
+        pw = pwd.getpwnam(name)
+        os.chmod(pw.pw_dir, 0o700)
+        return pw
+    yield make
+    for name in made:
+        subprocess.run(["userdel", "-r", name], capture_output=True)
+
+
+def write_forward(pw, text, mode=0o644):
+    p = os.path.join(pw.pw_dir, ".forward")
+    with open(p, "w") as f:
+        f.write(text)
+    os.chown(p, pw.pw_uid, pw.pw_gid)
+    os.chmod(p, mode)
+
+
+def dovecot_knows(base, *pws):
+    """Dovecot's passwd-file userdb is read again when it changes."""
+    with open(base / "users", "a") as f:
+        for pw in pws:
+            f.write(f"{pw.pw_name}@localhost::::::\n")
+
+
+def dovecot_box(base, name):
+    new = base / "mail" / name / "Maildir" / "new"
+    return sorted(new.iterdir()) if new.is_dir() else []
+
+
+def lmtp_daemon(make_daemon, port, extra=""):
+    return make_daemon(f'local-delivery lmtp\nlmtp "127.0.0.1:{port}"\n'
+                       + extra).start()
+
+
+def post(d, rcpt, subject):
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as s:
+        s.ehlo("client.example.org")
+        s.mail("someone@example.org")
+        code, text = s.rcpt(rcpt)
+        assert code == 250, (rcpt, code, text, d.logtext()[-2000:])
+        code, text = s.data(b"Subject: " + subject.encode() +
+                            b"\r\n\r\nhello\r\n")
+        assert code == 250, text
+    return text.decode().split()[-1]
+
+
+def settle(d, timeout=20):
+    assert wait_for(lambda: d.queue_files() == [], timeout), \
+        (d.ctl("queue").stdout, d.logtext()[-3000:])
+
+
+def rcpt_code(d, rcpt):
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as s:
+        s.ehlo("client.example.org")
+        s.mail("someone@example.org")
+        return s.rcpt(rcpt)
+
+
+def test_dovecot_forward_elsewhere_taken_without_mailbox(make_daemon,
+                                                         dovecot, sysusers):
+    """An account Dovecot does not know, whose ~/.forward sends its mail
+    elsewhere: accepted at RCPT (the forward takes the mail) and
+    forwarded; nothing reaches Dovecot."""
+    port, base = dovecot
+    pw, plain = sysusers(), sysusers()
+    write_forward(pw, "bob@example.test\n")
+    d = lmtp_daemon(make_daemon, port)
+    # Without a .forward, Dovecot's word decides, as before.
+    assert rcpt_code(d, f"{plain.pw_name}@localhost")[0] == 550
+    qid = post(d, f"{pw.pw_name}@localhost", "away")
+    assert d.wait_mail("bob", 1, 20), d.logtext()[-3000:]
+    settle(d)
+    assert b"Subject: away" in d.maildir("bob")[0].read_bytes()
+    assert dovecot_box(base, pw.pw_name) == []
+    assert log_lines(d, "event=verify", "result=ok", pw.pw_name,
+                     "~/.forward takes the mail")
+    assert log_lines(d, qid, "event=forward", "to=<bob@example.test>",
+                     "result=ok")
+    assert not log_lines(d, "status=bounced")
+
+
+def test_dovecot_forward_self_and_other_both(make_daemon, dovecot, sysusers):
+    """"\\user" plus an address: one copy in the account's Dovecot
+    mailbox, one forwarded; a forward back to the account adds none."""
+    port, base = dovecot
+    pw = sysusers()
+    dovecot_knows(base, pw)
+    d = lmtp_daemon(make_daemon, port)
+    d.write_aliases(f"postmaster: alice\nback: {pw.pw_name}\n")
+    write_forward(pw, f"\\{pw.pw_name}, bob@example.test, back@localhost\n")
+    qid = post(d, f"{pw.pw_name}@localhost", "both")
+    assert wait_for(lambda: dovecot_box(base, pw.pw_name) and
+                    d.maildir("bob"), 20), \
+        (d.logtext()[-3000:], (base / "dovecot.log").read_text())
+    settle(d)
+    assert len(dovecot_box(base, pw.pw_name)) == 1
+    assert len(d.maildir("bob")) == 1
+    assert b"Subject: both" in dovecot_box(base, pw.pw_name)[0].read_bytes()
+    sent = log_lines(d, qid, f"to=<{pw.pw_name}@localhost>", "status=sent")
+    assert len(sent) == 1 and "127.0.0.1" in sent[0], sent
+    assert not log_lines(d, "status=bounced")
+
+
+def test_dovecot_forward_command_runs_as_account(make_daemon, dovecot,
+                                                 sysusers, tmpbase):
+    """A |command in ~/.forward runs as the account; with no "\\user" the
+    Dovecot mailbox gets nothing."""
+    port, base = dovecot
+    pw = sysusers()
+    dovecot_knows(base, pw)
+    out = tmpbase / "out"
+    out.mkdir()
+    os.chmod(out, 0o1777)
+    cmd = tmpbase / "rec.sh"
+    cmd.write_text(f'#!/bin/sh\n{{ id -u; cat; }} > {out}/run.$$\n')
+    os.chmod(cmd, 0o755)
+    write_forward(pw, f"|{cmd}\n")
+    d = lmtp_daemon(make_daemon, port)
+    post(d, f"{pw.pw_name}@localhost", "piped")
+    settle(d)
+    runs = list(out.glob("run.*"))
+    assert len(runs) == 1, d.logtext()[-3000:]
+    uid, body = runs[0].read_text().split("\n", 1)
+    assert int(uid) == pw.pw_uid
+    assert "Subject: piped" in body
+    assert dovecot_box(base, pw.pw_name) == []
+
+
+def test_dovecot_missing_or_unsafe_forward_as_maildir(make_daemon, dovecot,
+                                                      sysusers):
+    """No ~/.forward: Dovecot's mailbox.  A group- or world-writable one is
+    ignored (logged), as under Maildir delivery: Dovecot's mailbox, no
+    forward; and at RCPT it is no reason to take an account Dovecot does
+    not know."""
+    port, base = dovecot
+    none, unsafe, stranger = sysusers(), sysusers(), sysusers()
+    dovecot_knows(base, none, unsafe)
+    write_forward(unsafe, "bob@example.test\n", mode=0o666)
+    write_forward(stranger, "bob@example.test\n", mode=0o620)
+    d = lmtp_daemon(make_daemon, port)
+    assert rcpt_code(d, f"{stranger.pw_name}@localhost")[0] == 550
+    post(d, f"{none.pw_name}@localhost", "plain")
+    qid = post(d, f"{unsafe.pw_name}@localhost", "unsafe")
+    assert wait_for(lambda: dovecot_box(base, none.pw_name) and
+                    dovecot_box(base, unsafe.pw_name), 20), \
+        (d.logtext()[-3000:], (base / "dovecot.log").read_text())
+    settle(d)
+    assert d.maildir("bob") == []
+    assert log_lines(d, qid, "event=forward", "result=mailbox",
+                     "~/.forward ignored: group or world writable")
+    assert not log_lines(d, "status=bounced")
+
+
 # ---- Mailman 3 -------------------------------------------------------------------
 
 MEMBERS = [f"m{i}@example.test" for i in range(30)]

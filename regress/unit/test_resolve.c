@@ -204,6 +204,131 @@ test_resolve_forward(void)
 	conf_free(c);
 }
 
+/*
+ * The checks a ~/.forward must pass, the same whether the worker makes
+ * them on its open file or the parent on an lstat (RCPT of an LMTP
+ * mailbox): a regular file of the account or root, nobody else may
+ * write it, at most 64 KiB.
+ */
+static void
+test_resolve_forward_unsafe(void)
+{
+	static const struct {
+		mode_t	 mode;
+		uid_t	 uid;
+		off_t	 size;
+		int	 ok;
+	} cases[] = {
+		{ S_IFREG | 0644, 1000, 10, 1 },
+		{ S_IFREG | 0600, 1000, 10, 1 },
+		{ S_IFREG | 0644, 0, 10, 1 },		/* root's */
+		{ S_IFREG | 0644, 1000, FORWARD_MAX_FILE, 1 },
+		{ S_IFREG | 0644, 1001, 10, 0 },	/* another user's */
+		{ S_IFREG | 0664, 1000, 10, 0 },	/* group writable */
+		{ S_IFREG | 0646, 1000, 10, 0 },	/* world writable */
+		{ S_IFREG | 0644, 1000, FORWARD_MAX_FILE + 1, 0 },
+		{ S_IFLNK | 0777, 1000, 10, 0 },	/* lstat of a link */
+		{ S_IFDIR | 0755, 1000, 10, 0 },
+		{ S_IFIFO | 0600, 1000, 0, 0 },
+	};
+	struct stat st;
+	const char *why;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(&st, 0, sizeof(st));
+		st.st_mode = cases[i].mode;
+		st.st_uid = cases[i].uid;
+		st.st_size = cases[i].size;
+		why = forward_unsafe(&st, 1000);
+		CHECK((why == NULL) == cases[i].ok);
+		CHECK(why == NULL || why[0] != '\0');
+	}
+}
+
+/* The smtp process's question to the parent: one plain account name. */
+static int
+query(const char *user, const char *user2, char *out, size_t outlen)
+{
+	struct buf b;
+	uint64_t id;
+	int r;
+
+	buf_init(&b);
+	rec_put_u64(&b, T_JOB, 42);
+	if (user)
+		rec_put_str(&b, T_USER, user);
+	if (user2)
+		rec_put_str(&b, T_USER, user2);
+	r = forward_query_parse(b.data, b.len, &id, out, outlen);
+	if (r == 0 && id != 42)
+		r = 99;
+	buf_free(&b);
+	return r;
+}
+
+static void
+test_resolve_forward_query(void)
+{
+	static const char *bad[] = {
+	    "", "../root", "a/b", "a b", "a\tb", "caf\xc3\xa9", "x\x7f",
+	};
+	char u[65], small[4];
+	size_t i;
+
+	CHECK(query("alice", NULL, u, sizeof(u)) == 0 &&
+	    strcmp(u, "alice") == 0);
+	CHECK(query("a.b-c_d", NULL, u, sizeof(u)) == 0);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(query(bad[i], NULL, u, sizeof(u)) == -1 && u[0] == '\0');
+	CHECK(query(NULL, NULL, u, sizeof(u)) == -1);
+	CHECK(query("bob", "eve", u, sizeof(u)) == -1);	/* two names */
+	CHECK(query("alice", NULL, small, sizeof(small)) == -1);
+	CHECK(forward_query_parse("\x11\x00\x00", 3, &(uint64_t){ 0 }, u,
+	    sizeof(u)) == -1);
+}
+
+/*
+ * Under local-delivery lmtp a system account's mailbox is an LMTP target
+ * marked as the account's (its ~/.forward is read first); the parent
+ * runs that .forward stage only for the account the config gives.
+ */
+static void
+test_resolve_lmtp_account(void)
+{
+	static const char ctext[] = "listen mx 127.0.0.1 port 25\n"
+	    "local-domain example.org\nlocal-delivery lmtp\n"
+	    "lmtp \"unix:/run/dovecot/lmtp\"\n";
+	const char *other = getuid() == 0 ? "daemon" : "root";
+	struct passwd *me = getpwuid(getuid());
+	struct target *t;
+	struct aliases *a = aliases_open("/nonexistent/aliases");
+	struct conf *c;
+	char err[512], addr[300];
+	size_t n;
+
+	c = conf_parse("t.conf", ctext, strlen(ctext), "/", err, sizeof(err));
+	CHECK(c != NULL && me != NULL);
+	if (c == NULL || me == NULL)
+		return;
+	snprintf(addr, sizeof(addr), "%s@example.org", me->pw_name);
+	CHECK(resolve_expand(c, a, addr, &t, &n, err, sizeof(err)) == 0);
+	CHECK(n == 1 && t[0].kind == TG_LMTP && t[0].account == 1 &&
+	    t[0].uid == me->pw_uid && strcmp(t[0].user, me->pw_name) == 0);
+	if (n == 1)
+		CHECK(check(c, a, addr, "lmtp", me->pw_name, t[0].path) == 0 &&
+		    check(c, a, addr, "lmtp", other, t[0].path) == 1 &&
+		    check(c, a, addr, "maildir", me->pw_name, t[0].path) == 1);
+	resolve_free(t, n);
+	/* The LMTP server's own users: no account, no .forward. */
+	CHECK(resolve_expand(c, a, "nosuchuser-xyz@example.org", &t, &n, err,
+	    sizeof(err)) == 0);
+	CHECK(n == 1 && t[0].kind == TG_LMTP && t[0].account == 0);
+	resolve_free(t, n);
+	aliases_close(a);
+	conf_free(c);
+}
+
 static int
 accounts_msg(const char *const *names, size_t n, int more)
 {
@@ -343,5 +468,8 @@ test_resolve(void)
 	test_resolve_split();
 	test_resolve_check();
 	test_resolve_forward();
+	test_resolve_forward_unsafe();
+	test_resolve_forward_query();
+	test_resolve_lmtp_account();
 	test_resolve_store();
 }
