@@ -206,6 +206,21 @@ class World:
             self.thread.join(10)
 
 
+def start_world(burst, rate, hour, tries=5):
+    """The MX hosts on a port free on all 40 addresses: a port free on
+    127.0.0.1 may be taken on another (a test running beside the bench),
+    so a bind that fails is tried again on another port, a few times."""
+    for k in range(tries):
+        world = World(free_port(), burst, rate, hour)
+        try:
+            world.start()
+            return world
+        except OSError:
+            world.stop()
+            if k == tries - 1:
+                raise
+
+
 def zones():
     z = {f"{ISP}.": {"MX": [(10, f"mx.{ISP}.")]},
          f"mx.{ISP}.": {"A": [ISP_ADDR]}}
@@ -264,7 +279,8 @@ def run_one(build, base_hour, hour, burst, rate_h, pacing, cap_factor,
     conftest.TERNCTL = pathlib.Path(build) / "ternctl"
     rate = rate_h / hour                      # recipients per real second
     tmin = (160 - burst) / rate
-    port = free_port()
+    world = start_world(burst, rate, hour)
+    port = world.port
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="tern-bench-pacing-"))
     os.chmod(tmp, 0o755)
     m = base_hour / 60                        # ternd's simulated minute
@@ -276,11 +292,9 @@ def run_one(build, base_hour, hour, burst, rate_h, pacing, cap_factor,
              f"queue-sweep {max(1, round(5 * m))}s\n"
              "delay-warning 0\n"
              f"pacing {'yes' if pacing else 'no'}\n")
-    world = World(port, burst, rate, hour)
     d = Daemon(tmp, extra)
     dns = None
     try:
-        world.start()
         dns = DNSServer(zones(), port=d.dns_port).start()
         d.start()
         rcpts = recipients()
