@@ -20,20 +20,27 @@
  *   goes out as fast as the connection limits allow;
  * - a throttling reply lowers the rate multiplicatively.  The estimate is
  *   what the receiver accepted since the previous throttling reply divided
- *   by the time between them (both replies mean its bucket was empty), or
- *   half the rate, whichever is more; with no success in between, half;
- *   the destination reopens after one recipient's worth of time at the
- *   new rate; concurrency halves too;
+ *   by the time between them (both replies mean its bucket was empty),
+ *   times 0.95, kept between half and 0.95 of the rate; half of it at the first
+ *   reply (what the receiver took then is its burst, an upper bound);
+ *   with nothing accepted in between (throttles in a row), half the rate.
+ *   Transactions that were in flight at the decrease report into its
+ *   measure, which may raise the rate again (pace_late).  The
+ *   destination reopens after one recipient's worth of time at the new
+ *   rate; concurrency halves too;
  * - a success raises the rate: by 1/8 a recipient until the first decrease
  *   (the receiver's limit is not known yet), then additively by a step of
  *   1/64 of the rate at the last decrease a recipient, so the agent settles
  *   just under the receiver's limit and probes it gently; the step doubles
  *   every 8 recipients accepted in a row, so a rate far below the limit
  *   (the limit rose, or a decrease overshot) recovers in a few dozen;
+ * - a transaction carries what the pacing clock allows (pace_clock: one
+ *   recipient every 1/rate, and what waited longer goes in the next);
  * - a 452 or 4.5.3 is about recipients per transaction: the next ones
  *   carry no more than the receiver took.
  * Nothing in it is in seconds except the first pause (retry-min) when a
- * destination refuses before accepting anything.
+ * destination refuses before accepting anything; every other time comes
+ * from the receiver's replies and from when mail waited.
  */
 #include <ctype.h>
 #include <errno.h>

@@ -28,7 +28,11 @@ in would show it.  Figures in simulated minutes.
 
 Reported per run: the ISP's last delivery against the theoretical minimum
 (160 - BURST) / RATE, refusals provoked (the 421s and 4.7.0s), penalties,
-the other domains' completion, and lost and duplicated recipients.  A run
+lost and duplicated recipients, and for the other domains each
+recipient's delay from its message's 250 to its arrival (max and p99, on
+the base hour's clock: the figure the goal is judged on) and, as before,
+when the last of them arrived since the submission began.  --keep DIR
+keeps ternd's log, the ISP's events and every recipient's times.  A run
 ends when every recipient arrived or at a time cap (then what is missing
 is "not delivered by the cap", not lost: it is still queued).
 
@@ -391,8 +395,8 @@ def report(r):
           f"{r['others_wait_max_s'] * bm:.2f} sim-min, p99 "
           f"{r['others_wait_p99_s'] * bm:.2f} sim-min "
           f"({r['others_wait_max_s']:.2f}s, {r['others_wait_p99_s']:.2f}s "
-          f"real, {r['others_waits']} recipients) [the goal's figure: "
-          f"within 1 sim-min]; all "
+          f"real, {r['others_waits']} recipients) [the goal is judged on "
+          f"this one: within 1 sim-min]; all "
           f"{'done' if r['others_done'] else 'NOT done'} "
           f"{r['others_last_s'] * bm:.2f} sim-min after the submission "
           f"began ({r['others_last_s']:.1f}s real, the submission itself "
