@@ -20,20 +20,27 @@
  *   goes out as fast as the connection limits allow;
  * - a throttling reply lowers the rate multiplicatively.  The estimate is
  *   what the receiver accepted since the previous throttling reply divided
- *   by the time between them (both replies mean its bucket was empty), or
- *   half the rate, whichever is more; with no success in between, half;
- *   the destination reopens after one recipient's worth of time at the
- *   new rate; concurrency halves too;
+ *   by the time between them (both replies mean its bucket was empty),
+ *   times 0.95, kept between half and 0.95 of the rate; half of it at the first
+ *   reply (what the receiver took then is its burst, an upper bound);
+ *   with nothing accepted in between (throttles in a row), half the rate.
+ *   Transactions that were in flight at the decrease report into its
+ *   measure, which may raise the rate again (pace_late).  The
+ *   destination reopens after one recipient's worth of time at the new
+ *   rate; concurrency halves too;
  * - a success raises the rate: by 1/8 a recipient until the first decrease
  *   (the receiver's limit is not known yet), then additively by a step of
  *   1/64 of the rate at the last decrease a recipient, so the agent settles
  *   just under the receiver's limit and probes it gently; the step doubles
  *   every 8 recipients accepted in a row, so a rate far below the limit
  *   (the limit rose, or a decrease overshot) recovers in a few dozen;
+ * - a transaction carries what the pacing clock allows (pace_clock: one
+ *   recipient every 1/rate, and what waited longer goes in the next);
  * - a 452 or 4.5.3 is about recipients per transaction: the next ones
  *   carry no more than the receiver took.
  * Nothing in it is in seconds except the first pause (retry-min) when a
- * destination refuses before accepting anything.
+ * destination refuses before accepting anything; every other time comes
+ * from the receiver's replies and from when mail waited.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -249,54 +256,132 @@ pace_open_now(const struct dest_pace *p, int active, int maxconc,
 	return active < conc && now >= p->next_ok;
 }
 
+/*
+ * The pacing clock: recipients are due one every 1/rate from next_ok,
+ * and by now 1 + (now - next_ok) * rate may go, but only for time that
+ * mail spent waiting for the destination (from when a recipient first
+ * found it closed, p->waiting): after a pause with nothing to send, the
+ * receiver's bucket may be smaller than what the pause would let
+ * through, and right after a reopening one recipient goes.  What waited
+ * longer than the rate asked (the transaction before took longer than
+ * 1/rate, or the scheduler was busy) goes in the next transaction, so
+ * neither the round trips nor a busy queue lower the rate.  A
+ * transaction moves the clock by what it took, from where the clock
+ * stood, not from now: what waited is charged once.
+ */
+static double
+pace_clock(const struct dest_pace *p, double now)
+{
+	double from = p->waiting > 0 && p->waiting < now ? p->waiting : now;
+
+	return p->next_ok > from ? p->next_ok : from;
+}
+
+double
+pace_allow(const struct dest_pace *p, double now)
+{
+	double can;
+
+	if (p->rate <= 0)
+		return 0;
+	can = 1 + (now - pace_clock(p, now)) * p->rate;
+	return can < 1 ? 1 : can;
+}
+
+void
+pace_wait(struct dest_pace *p, double now)
+{
+	if (p->waiting == 0)
+		p->waiting = now;
+}
+
 uint32_t
 pace_open(struct dest_pace *p, size_t n, double now)
 {
 	if (p->since == 0)
 		p->since = now;
 	if (p->rate > 0)
-		p->next_ok = (p->next_ok > now ? p->next_ok : now) +
-		    (double)n / p->rate;
+		p->next_ok = pace_clock(p, now) + (double)n / p->rate;
+	p->waiting = 0;
 	return p->epoch;
 }
 
 /*
- * A first throttle that came before any transaction had ended (one
- * refused at MAIL while another was still taking recipients) could only
- * guess a rate, one recipient a first pause.  The first acceptances that
- * report afterwards, whatever epoch their transaction carries, replace
- * the guess with half of what was measured since the first transaction,
- * as a first throttle with data would have; climbing from the guess by
- * additive steps would take the receiver's whole window.
+ * The rate a decrease sets, from the rate before it (prev, a guess or
+ * not), the throttles in a row before it (streak), the measure (what the
+ * receiver accepted over the interval, a second) and the first pause.
+ * *guess: nothing measured yet, a recipient a first pause.
  */
-static int
-pace_reestimate(struct dest_pace *p, double now)
+static double
+pace_estimate(double prev, int prev_guess, uint32_t streak, double measured,
+    double first, int *guess)
 {
-	double el = now - p->since, r;
+	double r;
 
-	if (!p->guess || p->accepted == 0 || p->since <= 0 || el <= 0)
-		return 0;
+	*guess = prev == 0 && measured == 0;
+	if (*guess)
+		r = 1.0 / (first > 0 ? first : 60);
+	else if (prev == 0 || (prev_guess && measured > 0))
+		r = measured / 2;
+	else if (streak > 0 || measured == 0)
+		r = prev / 2;
+	else {
+		r = measured * 0.95;
+		if (r < prev / 2)
+			r = prev / 2;
+		if (r > prev * 0.95)
+			r = prev * 0.95;
+	}
+	return r < 1e-9 ? 1e-9 : r;	/* a recipient in 30 years: no lower */
+}
+
+/*
+ * A transaction that started before the last decrease reports now: what
+ * it delivered was taken from the receiver's bucket before that decrease
+ * (the bucket ran dry in it), so it belongs to that decrease's measure,
+ * not the next.  Transactions that were in flight together (the first
+ * ones, all opened before anything was known) report one by one: the
+ * first to end alone would set the rate from its own recipients, a
+ * fraction of what the receiver took, and climbing back by additive
+ * steps takes dozens of recipients' time.  The measure runs to the last
+ * such report; the decrease is computed again, and raises the rate if it
+ * comes out higher (a late report never lowers it).  A first decrease
+ * that had nothing to measure (refused at MAIL while the others still
+ * took recipients) was a guess, and is replaced the same way.
+ */
+static void
+pace_late(struct dest_pace *p, size_t ok, double now, double first)
+{
+	double el = now - p->m_since, r;
+	int guess;
+
+	p->m_acc += (uint32_t)ok;
+	if (p->m_acc == 0 || p->m_since <= 0 || el <= 0)
+		return;
+	r = pace_estimate(p->m_prev, p->m_prev_guess, p->m_streak,
+	    p->m_acc / el, first, &guess);
+	if (guess)
+		return;
 	p->guess = 0;
-	r = p->accepted / el / 2;
 	if (r <= p->rate)
-		return 0;
+		return;
 	p->rate = r;
 	p->step = r / 64;
 	if (p->next_ok > now + 1.0 / r)
 		p->next_ok = now + 1.0 / r;
-	return 1;
 }
 
 static void
-pace_success(struct dest_pace *p, size_t ok, int maxconc, double now)
+pace_success(struct dest_pace *p, size_t ok, uint32_t epoch, int maxconc,
+    double now, double first)
 {
-	int guessed;
-
-	p->accepted += (uint32_t)ok;
-	/* The recipients that made the measure do not raise it again. */
-	guessed = pace_reestimate(p, now);
+	/* The recipients that made a measure do not raise it again. */
+	if (epoch != p->epoch)
+		pace_late(p, ok, now, first);
+	else
+		p->accepted += (uint32_t)ok;
 	p->streak = 0;
-	if (p->rate > 0 && !guessed) {
+	if (p->rate > 0 && epoch == p->epoch) {
 		if (p->step > 0)
 			p->rate += p->step * (double)ok;
 		else
@@ -322,8 +407,7 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 	/* Replies to transactions that started before the last decrease
 	   say nothing new: one decrease per reopening. */
 	if (epoch != p->epoch) {
-		p->accepted += (uint32_t)ok;
-		(void)pace_reestimate(p, now);
+		pace_late(p, ok, now, first);
 		if (p->next_ok < now + 1.0 / p->rate)
 			p->next_ok = now + 1.0 / p->rate;
 		return;
@@ -331,24 +415,20 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 	p->accepted += (uint32_t)ok;
 	if (p->accepted > 0 && p->since > 0 && el > 0)
 		measured = p->accepted / el;
-	/* Nothing measured yet: a first pause's guess, and the measure
-	   goes on from the first transaction (pace_reestimate). */
-	guess = p->rate == 0 && measured == 0;
-	if (guess)
-		r = 1.0 / (first > 0 ? first : 60);
-	else if (p->rate == 0 || (p->guess && measured > 0))
-		r = measured / 2;
-	else if (p->streak > 0 || measured == 0)
-		r = p->rate / 2;
-	else {
-		r = measured * 0.95;
-		if (r < p->rate / 2)
-			r = p->rate / 2;
-		if (r > p->rate * 0.95)
-			r = p->rate * 0.95;
-	}
-	if (r < 1e-9)
-		r = 1e-9;		/* a recipient in 30 years: no lower */
+	/* Refused after taking some: the receiver accepted recipients
+	   since its last refusal, so this one is not in a row with it and
+	   the measure says how many (halving blindly would drop a rate at
+	   the limit to half of it, and climbing back takes dozens). */
+	if (ok > 0)
+		p->streak = 0;
+	r = pace_estimate(p->rate, p->guess, p->streak, measured, first,
+	    &guess);
+	/* What the decrease came from, for the reports still in flight. */
+	p->m_since = p->since;
+	p->m_acc = p->accepted;
+	p->m_prev = p->rate;
+	p->m_prev_guess = p->guess;
+	p->m_streak = p->streak;
 	p->rate = r;
 	p->step = r / 64;
 	p->guess = guess;
@@ -359,10 +439,8 @@ pace_throttle(struct dest_pace *p, size_t ok, uint32_t epoch, double now,
 		p->conc = 1;
 	p->last_dec = now;
 	p->epoch++;
-	if (!guess) {
-		p->since = now;
-		p->accepted = 0;
-	}
+	p->since = now;
+	p->accepted = 0;
 	p->next_ok = now + 1.0 / r;
 }
 
@@ -379,7 +457,7 @@ pace_result(struct dest_pace *p, size_t ok, int sig, uint32_t epoch,
 	if (sig == DEST_SIG_THROTTLE)
 		pace_throttle(p, ok, epoch, now, first_pause);
 	else if (ok > 0)
-		pace_success(p, ok, maxconc, now);
+		pace_success(p, ok, epoch, maxconc, now, first_pause);
 }
 
 /* ---- destinations -------------------------------------------------------- */
@@ -548,7 +626,7 @@ dest_rcpt_max(const struct dest *d)
 	    K_MAX_TXN_RECIPIENTS);
 	const struct shape *s = dest_shape(d);
 	const struct dest_pace *p = &dest_paced(d)->pace;
-	double now = dest_clock(), can;
+	double can;
 
 	if (s && s->rcpts && (size_t)s->rcpts < max)
 		max = (size_t)s->rcpts;
@@ -556,18 +634,8 @@ dest_rcpt_max(const struct dest *d)
 		return max;
 	if (p->rcpt_max > 0 && (size_t)p->rcpt_max < max)
 		max = (size_t)p->rcpt_max;
-	if (p->rate > 0) {
-		/* What the rate allows by now, or what it allows while one
-		   transaction takes (so a fast receiver's rate is not lost to
-		   the round trips), whichever is more. */
-		can = 1 + (now - p->next_ok) * p->rate;
-		if (can < p->rate * p->rtt)
-			can = p->rate * p->rtt;
-		if (can < 1)
-			can = 1;
-		if (can < (double)max)
-			max = (size_t)can;
-	}
+	if (p->rate > 0 && (can = pace_allow(p, dest_clock())) < (double)max)
+		max = (size_t)can;
 	return max;
 }
 
@@ -575,18 +643,23 @@ int
 dest_full(const struct dest *d)
 {
 	double now = dest_clock();
-	const struct dest *p;
+	struct dest *p = dest_paced(d);
 
 	if (d->static_next > now) {
+		pace_wait(&p->pace, now);
 		dest_arm(d);
 		return 1;
 	}
-	if (!dest_pacing() || d->active >= dest_limit(d))
-		return d->active >= dest_limit(d);
-	p = dest_paced(d);
+	if (!dest_pacing() || d->active >= dest_limit(d)) {
+		if (d->active < dest_limit(d))
+			return 0;
+		pace_wait(&p->pace, now);
+		return 1;
+	}
 	if (pace_open_now(&p->pace, dest_active(p), p == d ? dest_limit(d) :
 	    dest_limit(p), now))
 		return 0;
+	pace_wait(&p->pace, now);
 	dest_arm(d);
 	return 1;
 }

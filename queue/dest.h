@@ -36,10 +36,18 @@ struct dest_pace {
 	uint32_t run;		/* accepted since the step last grew */
 	int	 rcpt_max;	/* recipients per transaction; 0: no limit */
 	double	 rtt;		/* how long a transaction takes (average) */
+	double	 waiting;	/* mail has waited since; 0: none waits */
 	uint32_t throttles;	/* throttling replies seen */
 	uint32_t epoch;		/* decreases so far */
 	uint32_t streak;	/* throttles without a success between */
 	int	 guess;		/* rate is a first pause, not a measure */
+	/* The last decrease's measure, which reports of transactions in
+	   flight then still join (pace_late). */
+	double	 m_since;	/* its start */
+	uint32_t m_acc;		/* recipients accepted in it */
+	double	 m_prev;	/* the rate before the decrease */
+	int	 m_prev_guess;	/* ... and whether it was a guess */
+	uint32_t m_streak;	/* throttles in a row before it */
 };
 
 struct dest {
@@ -129,5 +137,9 @@ void		 pace_result(struct dest_pace *, size_t ok, int sig,
 		    uint32_t epoch, double now, double first_pause, int maxconc);
 int		 pace_open_now(const struct dest_pace *, int active,
 		    int maxconc, double now);
+/* Recipients the rate lets go by now (at least 1); 0: not paced. */
+double		 pace_allow(const struct dest_pace *, double now);
+/* Mail found the destination closed (the first time since it opened). */
+void		 pace_wait(struct dest_pace *, double now);
 
 #endif
