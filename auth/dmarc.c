@@ -202,7 +202,6 @@ dmarc_record_parse(const char *txt, struct dmarc_record *r, const char **why)
 {
 	struct taglist_iter it;
 	struct taglist_tag tag;
-	const char *bad;
 	int p = DMARC_POL_UNSET, p_seen = 0, sp_bad = 0, rua_good = 0, rc;
 	unsigned seen = 0;
 
@@ -213,8 +212,8 @@ dmarc_record_parse(const char *txt, struct dmarc_record *r, const char **why)
 		return 0;
 	}
 	taglist_begin(&it, txt, strlen(txt), DMARC_TAGLIST);
-	(void)taglist_next(&it, &tag, &bad);	/* v=DMARC1 */
-	while ((rc = taglist_next(&it, &tag, &bad)) != 0) {
+	(void)taglist_next(&it, &tag, NULL);	/* v=DMARC1 */
+	while ((rc = taglist_next(&it, &tag, NULL)) != 0) {
 		const char *name = tag.name, *val = tag.val;
 		size_t nlen = tag.nlen, vlen = tag.vlen;
 		unsigned bit = 0;

@@ -179,13 +179,13 @@ dnsrec_dkim_key(const struct taglist_tag *p, struct dnsrec_dkim *d,
 int
 dnsrec_dkim_parse(const char *txt, struct dnsrec_dkim *d, const char **why)
 {
-	struct taglist_tag tags[DNSREC_TAGS];
+	struct taglist_tag tags[TAGLIST_MAX];
 	const struct taglist_tag *t;
 	size_t n;
 
 	memset(d, 0, sizeof(*d));
 	d->alg = DKIM_ALG_RSA;
-	if (taglist_parse(txt, strlen(txt), DNSREC_DKIM, tags, DNSREC_TAGS,
+	if (taglist_parse(txt, strlen(txt), DNSREC_DKIM, tags, TAGLIST_MAX,
 	    &n, why) == -1)
 		return -1;
 	if ((t = dnsrec_tag_find(tags, n, "v")) != NULL &&
@@ -285,7 +285,7 @@ dnsrec_number(const struct taglist_tag *t, long max, long *v)
 int
 dnsrec_dmarc_parse(const char *txt, struct dnsrec_dmarc *m, const char **why)
 {
-	struct taglist_tag tags[DNSREC_TAGS];
+	struct taglist_tag tags[TAGLIST_MAX];
 	const struct taglist_tag *t;
 	size_t n;
 	long v;
@@ -295,7 +295,7 @@ dnsrec_dmarc_parse(const char *txt, struct dnsrec_dmarc *m, const char **why)
 	m->pct = 100;
 	if (!dnsrec_is_dmarc(txt))
 		return dnsrec_fail(why, "does not start with v=DMARC1");
-	if (taglist_parse(txt, strlen(txt), DNSREC_DMARC, tags, DNSREC_TAGS,
+	if (taglist_parse(txt, strlen(txt), DNSREC_DMARC, tags, TAGLIST_MAX,
 	    &n, why) == -1)
 		return -1;
 	if ((t = dnsrec_dmarc_find(tags, n, "p")) == NULL)

@@ -16,8 +16,6 @@
 
 struct buf;
 
-#define DNSREC_TAGS		32	/* tags of one record at most */
-
 /* A DKIM key record (the TXT value, strings joined). */
 struct dnsrec_dkim {
 	int	alg;		/* DKIM_ALG_* */
