@@ -1,7 +1,7 @@
 /*
  * test_dkimverify: DKIM verification's parsers (DKIM-Signature, key
- * record; their tag-lists are test_taglist's) against tables of accepted and refused inputs; the body
- * hash with l=; a round trip through our signer (auth/dkim.c) and our
+ * record; their tag-lists are test_taglist's) against tables of accepted
+ * and refused inputs; the body hash with l=; a round trip through our signer (auth/dkim.c) and our
  * verifier with a fresh key of each type, and the tampered, wrong-key,
  * revoked and truncated cases; and the Authentication-Results field:
  * fields claiming our authserv-id found, the field written exactly as

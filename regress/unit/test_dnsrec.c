@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "auth/dkim.h"
+#include "auth/dkimverify.h"
 #include "auth/dnsrec.h"
 #include "lib/util.h"
 #include "regress/unit/unit.h"
@@ -56,6 +57,30 @@ test_dkim_key(int alg, int bits)
 	buf_free(&pem);
 	buf_free(&txt);
 	buf_free(&b);
+}
+
+/* The check and the verifier take and refuse the same key records. */
+static void
+test_dkim_agree(void)
+{
+	static const char *const recs[] = {
+		"v=DKIM1; k=rsa;\np=", "v=DKIM1; k=rsa\r; p=", "p=\r\n",
+		"v=DKIM1;\r\n k=rsa;\r\n\tp=", "v=DKIM1; p=; p=", "k=rsa; ;p=",
+		"v=DKIM1; a_very_long_unknown_tag_name_of_40_chars=x; p=",
+		"v=DKIM1; k=rsa; p=;", "v=DKIM1; k=rsa; p= ; ", "", ";",
+		"v=DKIM1; n=caf\xc3\xa9; p=", "v=DKIM1; P=", "P=; p=",
+	};
+	struct dnsrec_dkim d;
+	struct dkim_keyrec k;
+	const char *why;
+
+	for (size_t i = 0; i < sizeof(recs) / sizeof(recs[0]); i++) {
+		int a = dnsrec_dkim_parse(recs[i], &d, &why);
+
+		dnsrec_dkim_free(&d);
+		CHECK(a == dkim_keyrec_parse(recs[i], strlen(recs[i]), &k,
+		    &why));
+	}
 }
 
 static void
@@ -110,6 +135,7 @@ test_dkim(void)
 	dnsrec_dkim_free(&d);
 	/* tag names are case-sensitive in DKIM: P= is not p= */
 	CHECK(dkim_why("v=DKIM1; P=", "no p= tag"));
+	test_dkim_agree();
 }
 
 static int
