@@ -16,6 +16,7 @@
 
 #include "auth/dkim.h"
 #include "auth/dkimverify.h"
+#include "auth/taglist.h"
 #include "lib/util.h"
 
 #define DKIMV_FIELDS_MAX	1000	/* header fields kept */
@@ -39,111 +40,16 @@ dkimv_wsp(char c)
 	return c == ' ' || c == '\t';
 }
 
-/* Folding white space at s[i]: its length (0: none). */
-static size_t
-dkimv_fws(const char *s, size_t len, size_t i)
+/* Tag names are case-sensitive (RFC 6376 3.2). */
+static const struct taglist_tag *
+dkim_tag_find(const struct taglist_tag *t, size_t n, const char *name)
 {
-	size_t j = i;
-
-	for (;;) {
-		if (j < len && dkimv_wsp(s[j]))
-			j++;
-		else if (j + 2 < len && s[j] == '\r' && s[j + 1] == '\n' &&
-		    dkimv_wsp(s[j + 2]))
-			j += 3;
-		else
-			return j - i;
-	}
-}
-
-/* ---- tag-list ----------------------------------------------------------- */
-
-int
-dkim_tags_parse(const char *s, size_t len, struct dkim_tag *tags, size_t max,
-    size_t *np, const char **why)
-{
-	size_t i = 0, n = 0, k;
-
-	*np = 0;
-	for (;;) {
-		struct dkim_tag *t;
-		size_t vs, ve, last;
-
-		i += dkimv_fws(s, len, i);
-		if (i >= len) {
-			if (n == 0) {
-				*why = "empty tag-list";
-				return -1;
-			}
-			break;
-		}
-		if (!isalpha((unsigned char)s[i])) {
-			*why = "tag name expected";
-			return -1;
-		}
-		if (n >= max) {
-			*why = "too many tags";
-			return -1;
-		}
-		t = &tags[n];
-		t->name = s + i;
-		while (i < len && (isalnum((unsigned char)s[i]) || s[i] == '_'))
-			i++;
-		t->nlen = (size_t)(s + i - t->name);
-		i += dkimv_fws(s, len, i);
-		if (i >= len || s[i] != '=') {
-			*why = "\"=\" expected after a tag name";
-			return -1;
-		}
-		t->voff = ++i;
-		i += dkimv_fws(s, len, i);
-		vs = ve = last = i;
-		while (i < len && s[i] != ';') {
-			if ((k = dkimv_fws(s, len, i)) > 0) {
-				i += k;
-				continue;
-			}
-			if ((unsigned char)s[i] < 0x21 ||
-			    (unsigned char)s[i] > 0x7e) {
-				*why = "a tag value holds a character it may not";
-				return -1;
-			}
-			ve = ++i;
-			last = i;
-		}
-		(void)last;
-		t->val = s + vs;
-		t->vlen = ve > vs ? ve - vs : 0;
-		t->vend = i;
-		for (k = 0; k < n; k++)
-			if (tags[k].nlen == t->nlen &&
-			    memcmp(tags[k].name, t->name, t->nlen) == 0) {
-				*why = "a tag given twice";
-				return -1;
-			}
-		n++;
-		if (i >= len)
-			break;
-		i++;			/* the ";" */
-	}
-	*np = n;
-	return 0;
-}
-
-static const struct dkim_tag *
-dkim_tag_find(const struct dkim_tag *t, size_t n, const char *name)
-{
-	size_t i, l = strlen(name);
-
-	for (i = 0; i < n; i++)
-		if (t[i].nlen == l && memcmp(t[i].name, name, l) == 0)
-			return &t[i];
-	return NULL;
+	return taglist_find(t, n, name, 0);
 }
 
 /* A value equal to word (case matters per the caller's word). */
 static int
-dkim_tag_is(const struct dkim_tag *t, const char *word)
+dkim_tag_is(const struct taglist_tag *t, const char *word)
 {
 	return t->vlen == strlen(word) && strncasecmp(t->val, word, t->vlen)
 	    == 0;
@@ -227,7 +133,7 @@ dkim_domain_ok(const char *d, size_t len)
 
 /* digits only, at most 18 of them: the value, or -1. */
 static long long
-dkim_num(const struct dkim_tag *t)
+dkim_num(const struct taglist_tag *t)
 {
 	long long v = 0;
 	size_t i;
@@ -254,7 +160,7 @@ dkim_copy_lower(char *out, const char *s, size_t len)
 
 /* h=: names separated by ":" with FWS around them; "from" required. */
 static int
-dkim_sig_hlist(const struct dkim_tag *t, struct dkim_sigtags *g,
+dkim_sig_hlist(const struct taglist_tag *t, struct dkim_sigtags *g,
     const char **why)
 {
 	size_t i = 0, o = 0, start;
@@ -297,7 +203,7 @@ dkim_sig_hlist(const struct dkim_tag *t, struct dkim_sigtags *g,
 }
 
 static int
-dkim_sig_canon(const struct dkim_tag *t, struct dkim_sigtags *g)
+dkim_sig_canon(const struct taglist_tag *t, struct dkim_sigtags *g)
 {
 	const char *slash;
 	size_t hl;
@@ -323,7 +229,7 @@ dkim_sig_canon(const struct dkim_tag *t, struct dkim_sigtags *g)
 
 /* q=: a list that must hold dns/txt. */
 static int
-dkim_sig_q(const struct dkim_tag *t)
+dkim_sig_q(const struct taglist_tag *t)
 {
 	size_t i = 0, s;
 
@@ -344,14 +250,14 @@ int
 dkim_sig_parse(const char *val, size_t len, struct dkim_sigtags *g,
     const char **why)
 {
-	struct dkim_tag tags[DKIM_TAGS_MAX];
-	const struct dkim_tag *t;
+	struct taglist_tag tags[DKIM_TAGS_MAX];
+	const struct taglist_tag *t;
 	size_t n, i;
 	long r;
 
 	memset(g, 0, sizeof(*g));
 	g->l = g->t = g->x = -1;
-	if (dkim_tags_parse(val, len, tags, DKIM_TAGS_MAX, &n, why) == -1)
+	if (taglist_parse(val, len, 0, tags, DKIM_TAGS_MAX, &n, why) == -1)
 		return -1;
 	/* What the result names, before anything can fail. */
 	if ((t = dkim_tag_find(tags, n, "d")) != NULL && dkim_domain_ok(t->val,
@@ -464,7 +370,7 @@ dkim_sig_parse(const char *val, size_t len, struct dkim_sigtags *g,
 
 /* A list of a ":"-separated words: does it hold word? */
 static int
-dkim_list_has(const struct dkim_tag *t, const char *word)
+dkim_list_has(const struct taglist_tag *t, const char *word)
 {
 	size_t i = 0, s, e, wl = strlen(word);
 
@@ -489,14 +395,14 @@ int
 dkim_keyrec_parse(const char *txt, size_t len, struct dkim_keyrec *k,
     const char **why)
 {
-	struct dkim_tag tags[DKIM_TAGS_MAX];
-	const struct dkim_tag *t;
+	struct taglist_tag tags[DKIM_TAGS_MAX];
+	const struct taglist_tag *t;
 	size_t n;
 	long r;
 
 	memset(k, 0, sizeof(*k));
 	k->alg = DKIM_ALG_RSA;
-	if (dkim_tags_parse(txt, len, tags, DKIM_TAGS_MAX, &n, why) == -1)
+	if (taglist_parse(txt, len, 0, tags, DKIM_TAGS_MAX, &n, why) == -1)
 		return -1;
 	/* v=, when present, is the first tag and is DKIM1 (3.6.1). */
 	if ((t = dkim_tag_find(tags, n, "v")) != NULL && (t != &tags[0] ||
@@ -871,13 +777,13 @@ dkimv_bline(struct dkimv *v, const char *line, size_t len)
 static int
 dkimv_strip_b(const struct dkimv_field *f, struct buf *out)
 {
-	struct dkim_tag tags[DKIM_TAGS_MAX];
-	const struct dkim_tag *t;
+	struct taglist_tag tags[DKIM_TAGS_MAX];
+	const struct taglist_tag *t;
 	const char *why, *val = (const char *)memchr(f->text, ':', f->len) + 1;
 	size_t n, vlen = f->len - (size_t)(val - f->text), at;
 
-	if (dkim_tags_parse(val, vlen, tags, DKIM_TAGS_MAX, &n, &why) == -1 ||
-	    (t = dkim_tag_find(tags, n, "b")) == NULL)
+	if (taglist_parse(val, vlen, 0, tags, DKIM_TAGS_MAX, &n, &why) ==
+	    -1 || (t = dkim_tag_find(tags, n, "b")) == NULL)
 		return -1;
 	at = (size_t)(val - f->text);
 	buf_append(out, f->text, at + t->voff);

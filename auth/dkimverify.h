@@ -9,8 +9,8 @@
  * the signature check (dkim_check_key) run where blocking is allowed: the
  * smtp process's policy workers (smtpd/policy.c) or ternctl check.
  *
- * The parsers (tag-list, DKIM-Signature, key record) are exposed for the
- * unit tests and the fuzz target.
+ * The parsers (DKIM-Signature, key record) are exposed for the unit
+ * tests and the fuzz target; their tag-lists are auth/taglist.c's.
  */
 #ifndef TERN_DKIMVERIFY_H
 #define TERN_DKIMVERIFY_H
@@ -22,7 +22,7 @@
 #include "auth/dkim.h"
 
 #define DKIM_VERIFY_MAX		5	/* signatures verified; more ignored */
-#define DKIM_TAGS_MAX		32	/* tags of one tag-list */
+#define DKIM_TAGS_MAX		32	/* tags of one tag-list kept */
 #define DKIM_KEY_BITS_MIN	1024	/* RFC 8301 3.2 */
 #define DKIM_FUTURE_SLOP	300	/* seconds t= may be ahead of us */
 
@@ -32,22 +32,6 @@ enum dkim_result {
 	DKIM_TEMPERROR, DKIM_PERMERROR
 };
 const char	*dkim_result_name(enum dkim_result);
-
-/* ---- tag-list (RFC 6376 3.2) ---- */
-
-struct dkim_tag {
-	const char	*name, *val;	/* into the parsed text, not NUL-ended */
-	size_t		 nlen, vlen;	/* the value without surrounding FWS */
-	size_t		 voff, vend;	/* offsets of what follows "=" up to
-					   the ";" (or the end) */
-};
-
-/*
- * Strict: tag names ALPHA *(ALPHA / DIGIT / "_"), values of VALCHAR and
- * FWS only, no tag twice, a trailing ";" allowed.  0, or -1 with why.
- */
-int	dkim_tags_parse(const char *s, size_t len, struct dkim_tag *tags,
-	    size_t max, size_t *n, const char **why);
 
 /* ---- a DKIM-Signature field's value (RFC 6376 3.5) ---- */
 

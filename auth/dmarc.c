@@ -15,6 +15,7 @@
 #include <libpsl.h>
 
 #include "auth/dmarc.h"
+#include "auth/taglist.h"
 #include "lib/addr.h"
 #include "lib/rec.h"
 #include "lib/util.h"
@@ -23,37 +24,26 @@ static const psl_ctx_t *dmarc_psl;
 
 /* ---- the record (RFC 7489 6.3, 6.4) ---- */
 
+/*
+ * A record's tag-list as it is applied: tag names without case (6.4's
+ * ABNF strings), blanks (and the CR or LF a TXT record should not have,
+ * but may) around names and values, a tag-spec that is not tag=value
+ * ignored like an unknown tag.
+ */
+#define DMARC_TAGLIST	(TAGLIST_LOOSE | TAGLIST_NOCASE)
+
 static int
 dmarc_wsp(int c)
 {
 	return c == ' ' || c == '\t';
 }
 
-/* Skip WSP (and folding a TXT record should not have, but may). */
-static const char *
-dmarc_skip(const char *s)
-{
-	while (dmarc_wsp((unsigned char)*s) || *s == '\r' || *s == '\n')
-		s++;
-	return s;
-}
-
 int
 dmarc_record_is_dmarc(const char *txt)
 {
-	const char *s = dmarc_skip(txt);
-
 	/* dmarc-version = "v" *WSP "=" *WSP %x44 %x4d %x41 %x52 %x43 %x31 */
-	if (*s != 'v' && *s != 'V')
-		return 0;
-	s = dmarc_skip(s + 1);
-	if (*s != '=')
-		return 0;
-	s = dmarc_skip(s + 1);
-	if (strncmp(s, "DMARC1", 6) != 0)
-		return 0;
-	s = dmarc_skip(s + 6);
-	return *s == '\0' || *s == ';';
+	return taglist_first_is(txt, strlen(txt), DMARC_TAGLIST, "v",
+	    "DMARC1");
 }
 
 static int
@@ -210,8 +200,9 @@ dmarc_copy(char *dst, size_t cap, const char *v, size_t n)
 int
 dmarc_record_parse(const char *txt, struct dmarc_record *r, const char **why)
 {
-	const char *s;
-	int p = DMARC_POL_UNSET, p_seen = 0, sp_bad = 0, rua_good = 0;
+	struct taglist_iter it;
+	struct taglist_tag tag;
+	int p = DMARC_POL_UNSET, p_seen = 0, sp_bad = 0, rua_good = 0, rc;
 	unsigned seen = 0;
 
 	dmarc_record_defaults(r);
@@ -220,29 +211,15 @@ dmarc_record_parse(const char *txt, struct dmarc_record *r, const char **why)
 		*why = "not a DMARC record";
 		return 0;
 	}
-	s = strchr(txt, ';');
-	while (s != NULL && *s == ';') {
-		const char *name, *val, *end, *next;
-		size_t nlen, vlen;
+	taglist_begin(&it, txt, strlen(txt), DMARC_TAGLIST);
+	(void)taglist_next(&it, &tag, NULL);	/* v=DMARC1 */
+	while ((rc = taglist_next(&it, &tag, NULL)) != 0) {
+		const char *name = tag.name, *val = tag.val;
+		size_t nlen = tag.nlen, vlen = tag.vlen;
 		unsigned bit = 0;
 
-		name = dmarc_skip(s + 1);
-		next = strchr(name, ';');
-		end = next ? next : name + strlen(name);
-		s = next;
-		if (name == end)
-			continue;	/* an empty tag-spec: the final ";" */
-		val = memchr(name, '=', (size_t)(end - name));
-		if (val == NULL)
+		if (rc == -1)
 			continue;	/* not a tag: ignored as unknown */
-		nlen = (size_t)(val - name);
-		while (nlen > 0 && dmarc_wsp((unsigned char)name[nlen - 1]))
-			nlen--;
-		val = dmarc_skip(val + 1);
-		vlen = (size_t)(end - val);
-		while (vlen > 0 && (dmarc_wsp((unsigned char)val[vlen - 1]) ||
-		    val[vlen - 1] == '\r' || val[vlen - 1] == '\n'))
-			vlen--;
 #define TAG(t)	(nlen == sizeof(t) - 1 && strncasecmp(name, t, nlen) == 0)
 		if (TAG("p"))
 			bit = 1;

@@ -12,6 +12,7 @@
 
 #include "auth/dkim.h"
 #include "auth/dnsrec.h"
+#include "auth/taglist.h"
 #include "lib/util.h"
 
 static int
@@ -38,91 +39,30 @@ dnsrec_trim(const char **s, const char **e)
 		(*e)--;
 }
 
-static int
-dnsrec_tag_one(const char *s, const char *e, struct dnsrec_tag *t,
-    const char **why)
-{
-	const char *eq = memchr(s, '=', (size_t)(e - s)), *ne, *v;
-	size_t n;
+/*
+ * Tag names: with case in DKIM key records (RFC 6376 3.2), without in
+ * DMARC records (RFC 7489 6.4's ABNF strings, as auth/dmarc.c reads
+ * them).
+ */
+#define DNSREC_DKIM	0
+#define DNSREC_DMARC	TAGLIST_NOCASE
 
-	if (eq == NULL)
-		return dnsrec_fail(why, "a tag without '='");
-	ne = eq;
-	dnsrec_trim(&s, &ne);
-	n = (size_t)(ne - s);
-	if (n == 0 || n >= DNSREC_TAG_NAME || !isalpha((unsigned char)*s))
-		return dnsrec_fail(why, "bad tag name");
-	for (size_t i = 1; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && s[i] != '_')
-			return dnsrec_fail(why, "bad tag name");
-	memcpy(t->name, s, n);
-	t->name[n] = '\0';
-	v = eq + 1;
-	dnsrec_trim(&v, &e);
-	for (const char *p = v; p < e; p++)
-		if (!dnsrec_ws((unsigned char)*p) &&
-		    ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e))
-			return dnsrec_fail(why, "a character outside ASCII "
-			    "in a tag value");
-	t->val = v;
-	t->len = (size_t)(e - v);
-	return 0;
+static const struct taglist_tag *
+dnsrec_tag_find(const struct taglist_tag *t, size_t n, const char *name)
+{
+	return taglist_find(t, n, name, DNSREC_DKIM);
 }
 
-int
-dnsrec_tags(const char *s, struct dnsrec_tag *tags, size_t max, size_t *n,
-    const char **why)
+static const struct taglist_tag *
+dnsrec_dmarc_find(const struct taglist_tag *t, size_t n, const char *name)
 {
-	const char *end = s + strlen(s);
-
-	*n = 0;
-	while (s <= end) {
-		const char *semi = memchr(s, ';', (size_t)(end - s));
-		const char *e = semi ? semi : end, *b = s;
-
-		dnsrec_trim(&b, &e);
-		if (b == e) {
-			/* Only the last spec may be empty (a final ';'). */
-			if (semi != NULL && *n == 0)
-				return dnsrec_fail(why, "empty tag-spec");
-			if (semi != NULL) {
-				const char *r = semi + 1, *re = end;
-
-				dnsrec_trim(&r, &re);
-				if (r != re)
-					return dnsrec_fail(why,
-					    "empty tag-spec");
-			}
-			break;
-		}
-		if (*n >= max)
-			return dnsrec_fail(why, "too many tags");
-		if (dnsrec_tag_one(b, e, &tags[*n], why) == -1)
-			return -1;
-		for (size_t i = 0; i < *n; i++)
-			if (strcmp(tags[i].name, tags[*n].name) == 0)
-				return dnsrec_fail(why, "a tag appears twice");
-		(*n)++;
-		if (semi == NULL)
-			break;
-		s = semi + 1;
-	}
-	return 0;
-}
-
-static const struct dnsrec_tag *
-dnsrec_tag_find(const struct dnsrec_tag *t, size_t n, const char *name)
-{
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(t[i].name, name) == 0)
-			return &t[i];
-	return NULL;
+	return taglist_find(t, n, name, DNSREC_DMARC);
 }
 
 static int
-dnsrec_val_is(const struct dnsrec_tag *t, const char *want)
+dnsrec_val_is(const struct taglist_tag *t, const char *want)
 {
-	return t->len == strlen(want) && strncmp(t->val, want, t->len) == 0;
+	return t->vlen == strlen(want) && strncmp(t->val, want, t->vlen) == 0;
 }
 
 /* Does a colon-separated list hold item (blanks around items allowed)? */
@@ -208,7 +148,7 @@ dnsrec_key_bits(int alg, const unsigned char *der, long len)
 }
 
 static int
-dnsrec_dkim_key(const struct dnsrec_tag *p, struct dnsrec_dkim *d,
+dnsrec_dkim_key(const struct taglist_tag *p, struct dnsrec_dkim *d,
     const char **why)
 {
 	struct buf b;
@@ -216,7 +156,7 @@ dnsrec_dkim_key(const struct dnsrec_tag *p, struct dnsrec_dkim *d,
 	long n;
 
 	buf_init(&b);
-	for (size_t i = 0; i < p->len; i++)
+	for (size_t i = 0; i < p->vlen; i++)
 		if (!dnsrec_ws((unsigned char)p->val[i]))
 			buf_putc(&b, p->val[i]);
 	buf_putc(&b, '\0');
@@ -239,13 +179,14 @@ dnsrec_dkim_key(const struct dnsrec_tag *p, struct dnsrec_dkim *d,
 int
 dnsrec_dkim_parse(const char *txt, struct dnsrec_dkim *d, const char **why)
 {
-	struct dnsrec_tag tags[DNSREC_TAGS];
-	const struct dnsrec_tag *t;
+	struct taglist_tag tags[TAGLIST_MAX];
+	const struct taglist_tag *t;
 	size_t n;
 
 	memset(d, 0, sizeof(*d));
 	d->alg = DKIM_ALG_RSA;
-	if (dnsrec_tags(txt, tags, DNSREC_TAGS, &n, why) == -1)
+	if (taglist_parse(txt, strlen(txt), DNSREC_DKIM, tags, TAGLIST_MAX,
+	    &n, why) == -1)
 		return -1;
 	if ((t = dnsrec_tag_find(tags, n, "v")) != NULL &&
 	    (t != &tags[0] || !dnsrec_val_is(t, "DKIM1")))
@@ -257,14 +198,14 @@ dnsrec_dkim_parse(const char *txt, struct dnsrec_dkim *d, const char **why)
 			return dnsrec_fail(why, "unknown key type k=");
 	}
 	if ((t = dnsrec_tag_find(tags, n, "h")) != NULL &&
-	    !dnsrec_list_has(t->val, t->len, ':', "sha256"))
+	    !dnsrec_list_has(t->val, t->vlen, ':', "sha256"))
 		return dnsrec_fail(why, "h= does not allow sha256");
 	if ((t = dnsrec_tag_find(tags, n, "s")) != NULL &&
-	    !dnsrec_list_has(t->val, t->len, ':', "*") &&
-	    !dnsrec_list_has(t->val, t->len, ':', "email"))
+	    !dnsrec_list_has(t->val, t->vlen, ':', "*") &&
+	    !dnsrec_list_has(t->val, t->vlen, ':', "email"))
 		return dnsrec_fail(why, "s= does not allow email");
 	if ((t = dnsrec_tag_find(tags, n, "t")) != NULL &&
-	    dnsrec_list_has(t->val, t->len, ':', "y"))
+	    dnsrec_list_has(t->val, t->vlen, ':', "y"))
 		d->testing = 1;
 	if ((t = dnsrec_tag_find(tags, n, "p")) == NULL)
 		return dnsrec_fail(why, "no p= tag");
@@ -282,32 +223,17 @@ dnsrec_dkim_free(struct dnsrec_dkim *d)
 int
 dnsrec_is_dmarc(const char *s)
 {
-	while (*s == ' ' || *s == '\t')
-		s++;
-	if (*s++ != 'v')
-		return 0;
-	while (*s == ' ' || *s == '\t')
-		s++;
-	if (*s++ != '=')
-		return 0;
-	while (*s == ' ' || *s == '\t')
-		s++;
-	if (strncmp(s, "DMARC1", 6) != 0)
-		return 0;
-	s += 6;
-	while (*s == ' ' || *s == '\t')
-		s++;
-	return *s == ';' || *s == '\0';
+	return taglist_first_is(s, strlen(s), DNSREC_DMARC, "v", "DMARC1");
 }
 
 static int
-dnsrec_policy(const struct dnsrec_tag *t, char *out, size_t cap)
+dnsrec_policy(const struct taglist_tag *t, char *out, size_t cap)
 {
 	static const char *const ok[] = { "none", "quarantine", "reject" };
 
 	for (size_t i = 0; i < 3; i++)
-		if (t->len == strlen(ok[i]) &&
-		    strncasecmp(t->val, ok[i], t->len) == 0) {
+		if (t->vlen == strlen(ok[i]) &&
+		    strncasecmp(t->val, ok[i], t->vlen) == 0) {
 			str_copy(out, ok[i], cap);
 			return 0;
 		}
@@ -316,9 +242,9 @@ dnsrec_policy(const struct dnsrec_tag *t, char *out, size_t cap)
 
 /* rua=/ruf=: comma-separated URIs, each mailto: (what receivers send). */
 static int
-dnsrec_uris(const struct dnsrec_tag *t, int *count, const char **why)
+dnsrec_uris(const struct taglist_tag *t, int *count, const char **why)
 {
-	const char *s = t->val, *end = t->val + t->len;
+	const char *s = t->val, *end = t->val + t->vlen;
 
 	*count = 0;
 	while (s <= end) {
@@ -339,13 +265,13 @@ dnsrec_uris(const struct dnsrec_tag *t, int *count, const char **why)
 }
 
 static int
-dnsrec_number(const struct dnsrec_tag *t, long max, long *v)
+dnsrec_number(const struct taglist_tag *t, long max, long *v)
 {
 	long x = 0;
 
-	if (t->len == 0 || t->len > 10)
+	if (t->vlen == 0 || t->vlen > 10)
 		return -1;
-	for (size_t i = 0; i < t->len; i++) {
+	for (size_t i = 0; i < t->vlen; i++) {
 		if (!isdigit((unsigned char)t->val[i]))
 			return -1;
 		x = x * 10 + (t->val[i] - '0');
@@ -359,8 +285,8 @@ dnsrec_number(const struct dnsrec_tag *t, long max, long *v)
 int
 dnsrec_dmarc_parse(const char *txt, struct dnsrec_dmarc *m, const char **why)
 {
-	struct dnsrec_tag tags[DNSREC_TAGS];
-	const struct dnsrec_tag *t;
+	struct taglist_tag tags[TAGLIST_MAX];
+	const struct taglist_tag *t;
 	size_t n;
 	long v;
 	int nruf;
@@ -369,33 +295,34 @@ dnsrec_dmarc_parse(const char *txt, struct dnsrec_dmarc *m, const char **why)
 	m->pct = 100;
 	if (!dnsrec_is_dmarc(txt))
 		return dnsrec_fail(why, "does not start with v=DMARC1");
-	if (dnsrec_tags(txt, tags, DNSREC_TAGS, &n, why) == -1)
+	if (taglist_parse(txt, strlen(txt), DNSREC_DMARC, tags, TAGLIST_MAX,
+	    &n, why) == -1)
 		return -1;
-	if ((t = dnsrec_tag_find(tags, n, "p")) == NULL)
+	if ((t = dnsrec_dmarc_find(tags, n, "p")) == NULL)
 		return dnsrec_fail(why, "no p= tag");
 	if (dnsrec_policy(t, m->p, sizeof(m->p)) == -1)
 		return dnsrec_fail(why, "p= is not none, quarantine or reject");
-	if ((t = dnsrec_tag_find(tags, n, "sp")) != NULL &&
+	if ((t = dnsrec_dmarc_find(tags, n, "sp")) != NULL &&
 	    dnsrec_policy(t, m->sp, sizeof(m->sp)) == -1)
 		return dnsrec_fail(why, "sp= is not none, quarantine or "
 		    "reject");
-	if ((t = dnsrec_tag_find(tags, n, "pct")) != NULL) {
+	if ((t = dnsrec_dmarc_find(tags, n, "pct")) != NULL) {
 		if (dnsrec_number(t, 100, &v) == -1)
 			return dnsrec_fail(why, "pct= is not 0 to 100");
 		m->pct = (int)v;
 	}
-	if ((t = dnsrec_tag_find(tags, n, "ri")) != NULL &&
+	if ((t = dnsrec_dmarc_find(tags, n, "ri")) != NULL &&
 	    dnsrec_number(t, 4294967295L, &v) == -1)
 		return dnsrec_fail(why, "ri= is not a number");
-	if (((t = dnsrec_tag_find(tags, n, "adkim")) != NULL &&
+	if (((t = dnsrec_dmarc_find(tags, n, "adkim")) != NULL &&
 	    !dnsrec_val_is(t, "r") && !dnsrec_val_is(t, "s")) ||
-	    ((t = dnsrec_tag_find(tags, n, "aspf")) != NULL &&
+	    ((t = dnsrec_dmarc_find(tags, n, "aspf")) != NULL &&
 	    !dnsrec_val_is(t, "r") && !dnsrec_val_is(t, "s")))
 		return dnsrec_fail(why, "adkim= or aspf= is not r or s");
-	if ((t = dnsrec_tag_find(tags, n, "rua")) != NULL &&
+	if ((t = dnsrec_dmarc_find(tags, n, "rua")) != NULL &&
 	    dnsrec_uris(t, &m->nrua, why) == -1)
 		return -1;
-	if ((t = dnsrec_tag_find(tags, n, "ruf")) != NULL &&
+	if ((t = dnsrec_dmarc_find(tags, n, "ruf")) != NULL &&
 	    dnsrec_uris(t, &nruf, why) == -1)
 		return -1;
 	return 0;

@@ -5,8 +5,9 @@
  * 6.3), and the terms of an SPF record that cost DNS lookups (RFC 7208
  * 4.6.4), with the include: and redirect= targets to follow.  Pure
  * functions on strings the DNS supplied; run in ternctl and under the
- * fuzz target fuzz_dnsrec.  They judge what an admin published; they are
- * not the verifier's or the DMARC evaluator's parsers.
+ * fuzz target fuzz_dnsrec.  They judge what an admin published; they
+ * are not the verifier's or the DMARC evaluator's parsers, but read the
+ * tag-lists with the same code (auth/taglist.c).
  */
 #ifndef TERN_DNSREC_H
 #define TERN_DNSREC_H
@@ -14,23 +15,6 @@
 #include <stddef.h>
 
 struct buf;
-
-#define DNSREC_TAGS		32	/* tags of one record at most */
-#define DNSREC_TAG_NAME		32
-
-/* One tag=value of a tag-list: the value trimmed, not a copy. */
-struct dnsrec_tag {
-	char		 name[DNSREC_TAG_NAME];	/* as written */
-	const char	*val;
-	size_t		 len;
-};
-
-/*
- * A tag-list (RFC 6376 3.2): tag-spec *(";" tag-spec) [";"], names
- * ALPHA *(ALPHA / DIGIT / "_"), no name twice.  0, or -1 with *why.
- */
-int	dnsrec_tags(const char *s, struct dnsrec_tag *tags, size_t max,
-	    size_t *n, const char **why);
 
 /* A DKIM key record (the TXT value, strings joined). */
 struct dnsrec_dkim {

@@ -164,6 +164,12 @@ test_records(void)
 	/* 6.3: pct=0 is valid */
 	CHECK(dmarc_record_parse("v=DMARC1; p=reject; pct=0", &r, &why) == 1
 	    && r.pct == 0);
+	/*
+	 * RFC 7489 6.3 takes DKIM's tag-list (RFC 6376 3.2): a fold (CRLF
+	 * then a blank) may stand between a tag's name and its "=".
+	 */
+	CHECK(dmarc_record_parse("v=DMARC1; p\r\n =reject", &r, &why) == 1 &&
+	    r.p == DMARC_POL_REJECT);
 	/* repeated tag: the first counts */
 	CHECK(dmarc_record_parse("v=DMARC1; p=none; p=reject", &r, &why) == 1
 	    && r.p == DMARC_POL_NONE);
