@@ -584,32 +584,6 @@ dkim_check_pkey(const struct dkim_keyrec *k)
 	return NULL;
 }
 
-static int
-dkim_check_crypto(const struct dkim_check *c, EVP_PKEY *pk)
-{
-	EVP_PKEY_CTX *pc = NULL;
-	EVP_MD_CTX *md = NULL;
-	int ok = 0;
-
-	if (c->alg == DKIM_ALG_ED25519) {
-		/* RFC 8463 3: PureEdDSA over the SHA-256 of the header. */
-		ok = (md = EVP_MD_CTX_new()) != NULL &&
-		    EVP_DigestVerifyInit(md, NULL, NULL, NULL, pk) == 1 &&
-		    EVP_DigestVerify(md, c->sig, c->siglen, c->digest,
-		    DKIM_DIGEST_LEN) == 1;
-		EVP_MD_CTX_free(md);
-		return ok;
-	}
-	ok = (pc = EVP_PKEY_CTX_new(pk, NULL)) != NULL &&
-	    EVP_PKEY_verify_init(pc) == 1 &&
-	    EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING) == 1 &&
-	    EVP_PKEY_CTX_set_signature_md(pc, dkim_sha256()) == 1 &&
-	    EVP_PKEY_verify(pc, c->sig, c->siglen, c->digest,
-	    DKIM_DIGEST_LEN) == 1;
-	EVP_PKEY_CTX_free(pc);
-	return ok;
-}
-
 /*
  * A key lookup's answer, read once: the first record that reads as a
  * key (3.6.2.2), its EVP_PKEY parsed; or why there is none.  What does
@@ -624,7 +598,57 @@ struct dkim_key {
 	int		 alg, testing, strict, revoked, nosha256;
 	EVP_PKEY	*pk;		/* NULL: unreadable (or revoked) */
 	int		 bits;
+	EVP_PKEY_CTX	*vctx;		/* RSA: set up to verify, copied for
+					   each check (no fetch each time) */
 };
+
+/* The RSA verification context every check copies; NULL: made each time. */
+static EVP_PKEY_CTX *
+dkim_key_vctx(EVP_PKEY *pk)
+{
+	EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new(pk, NULL);
+
+	if (pc != NULL && EVP_PKEY_verify_init(pc) == 1 &&
+	    EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING) == 1 &&
+	    EVP_PKEY_CTX_set_signature_md(pc, dkim_sha256()) == 1)
+		return pc;
+	EVP_PKEY_CTX_free(pc);
+	return NULL;
+}
+
+static int
+dkim_check_crypto(const struct dkim_check *c, const struct dkim_key *k)
+{
+	EVP_PKEY *pk = k->pk;
+	EVP_PKEY_CTX *pc = NULL;
+	EVP_MD_CTX *md = NULL;
+	int ok = 0;
+
+	if (c->alg == DKIM_ALG_ED25519) {
+		/* RFC 8463 3: PureEdDSA over the SHA-256 of the header. */
+		ok = (md = EVP_MD_CTX_new()) != NULL &&
+		    EVP_DigestVerifyInit(md, NULL, NULL, NULL, pk) == 1 &&
+		    EVP_DigestVerify(md, c->sig, c->siglen, c->digest,
+		    DKIM_DIGEST_LEN) == 1;
+		EVP_MD_CTX_free(md);
+		return ok;
+	}
+	if (k->vctx != NULL) {
+		ok = (pc = EVP_PKEY_CTX_dup(k->vctx)) != NULL &&
+		    EVP_PKEY_verify(pc, c->sig, c->siglen, c->digest,
+		    DKIM_DIGEST_LEN) == 1;
+		EVP_PKEY_CTX_free(pc);
+		return ok;
+	}
+	ok = (pc = EVP_PKEY_CTX_new(pk, NULL)) != NULL &&
+	    EVP_PKEY_verify_init(pc) == 1 &&
+	    EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING) == 1 &&
+	    EVP_PKEY_CTX_set_signature_md(pc, dkim_sha256()) == 1 &&
+	    EVP_PKEY_verify(pc, c->sig, c->siglen, c->digest,
+	    DKIM_DIGEST_LEN) == 1;
+	EVP_PKEY_CTX_free(pc);
+	return ok;
+}
 
 struct dkim_key *
 dkim_key_new(int found, const char *const *txt, size_t ntxt)
@@ -651,6 +675,8 @@ dkim_key_new(int found, const char *const *txt, size_t ntxt)
 	key->nosha256 = k.nosha256;
 	if (!k.revoked && (key->pk = dkim_check_pkey(&k)) != NULL)
 		key->bits = EVP_PKEY_get_bits(key->pk);
+	if (key->pk != NULL && k.alg == DKIM_ALG_RSA)
+		key->vctx = dkim_key_vctx(key->pk);
 	return key;
 }
 
@@ -667,6 +693,7 @@ dkim_key_unref(struct dkim_key *key)
 	if (key == NULL || __atomic_sub_fetch(&key->refs, 1,
 	    __ATOMIC_ACQ_REL) > 0)
 		return;
+	EVP_PKEY_CTX_free(key->vctx);
 	EVP_PKEY_free(key->pk);
 	free(key);
 }
@@ -676,7 +703,7 @@ dkim_key_size(const struct dkim_key *key)
 {
 	/* the struct, and an RSA key's modulus and exponent with
 	   OpenSSL's own bookkeeping, roughly */
-	return sizeof(*key) + (key->pk ? 512 + (size_t)key->bits / 4 : 0);
+	return sizeof(*key) + (key->pk ? 1024 + (size_t)key->bits / 4 : 0);
 }
 
 void
@@ -712,7 +739,7 @@ dkim_check_with(struct dkim_check *c, const struct dkim_key *k)
 		dkim_check_set(c, DKIM_POLICY, "RSA key under 1024 bits");
 		return;
 	}
-	if (dkim_check_crypto(c, k->pk))
+	if (dkim_check_crypto(c, k))
 		dkim_check_set(c, DKIM_PASS, k->testing ? "key in testing mode" :
 		    NULL);
 	else
