@@ -875,8 +875,10 @@ policy_hend(struct policy_txn *t, struct buf *out, int top, int64_t off)
 	/* Blanks until the end of data: the file is not committed before
 	 * policy_data_done writes the field over them. */
 	buf_init(&room);
-	for (i = 0; i + 2 < e->room; i++)
-		buf_putc(&room, ' ');
+	n = e->room > 2 ? e->room - 2 : 0;
+	buf_reserve(&room, n + 2);
+	memset(room.data, ' ', n);
+	room.len = n;
 	buf_append(&room, "\r\n", 2);
 	if (top) {
 		e->room_off = off;
