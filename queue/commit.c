@@ -42,6 +42,7 @@ struct incoming {
 	struct envelope	 env;
 	uint64_t	 rejected;	/* recipients refused at RCPT */
 	int		 batched;
+	uint64_t	 envfile;	/* its envelope in free/ (0: none yet) */
 	char		*resv;		/* the account its limits hold for it */
 	uint64_t	 resvrcpts;
 };
@@ -194,7 +195,7 @@ commit_drop(struct incoming *in)
 			break;
 		}
 	if (in->batched != 2)		/* published files are not here */
-		spool_unlink_incoming(in->id);
+		spool_unlink_incoming(in->id, in->envfile);
 	if (in->resv)		/* counted by now if it was committed */
 		limits_unreserve(in->resv, (size_t)in->resvrcpts);
 	free(in->resv);
@@ -355,21 +356,19 @@ commit_request(struct ipc *peer, struct rec_reader *rd)
 }
 
 /*
- * Write the envelope next to the message in incoming/ and join the batch
- * the next flush makes durable.  0, or -1 with errno (files left for the
- * caller to drop).
+ * Write the envelope (into free/, published by the commit) and join the
+ * batch the next flush makes durable.  0, or -1 with errno (files left
+ * for the caller to drop).
  */
 static int
 commit_add(struct incoming *in)
 {
-	char envname[QID_LEN + 8];
 	struct buf b;
 	int r;
 
 	buf_init(&b);
 	envelope_encode(&in->env, &b);
-	snprintf(envname, sizeof(envname), "%s.env", in->id);
-	r = spool_write_incoming(envname, &b);
+	r = spool_write_incoming(&b, &in->envfile);
 	buf_free(&b);
 	if (r == -1)
 		return -1;
@@ -415,7 +414,7 @@ commit_forget(struct ipc *c)
 
 /*
  * Queue a message we wrote ourselves (a DSN) the same way a received one
- * is queued: files in incoming/, then the group commit publishes them.
+ * is queued: its file and envelope, then the group commit publishes them.
  */
 int
 commit_inject(const char *to, const struct buf *content, uint64_t flags)
@@ -426,11 +425,12 @@ commit_inject(const char *to, const struct buf *content, uint64_t flags)
 
 	if ((fd = spool_create(id)) == -1)
 		return -1;
-	if (fd_write_all(fd, content->data, content->len) == -1) {
+	if (fd_write_all(fd, content->data, content->len) == -1 ||
+	    ftruncate(fd, (off_t)content->len) == -1) {	/* a reused file */
 		log_warnx("event=dsn result=error reason=\"%s\"",
 		    fd_strerror(errno));
 		close(fd);
-		spool_unlink_incoming(id);
+		spool_unlink_incoming(id, 0);
 		return -1;
 	}
 	close(fd);
@@ -498,7 +498,6 @@ commit_us_since(const struct timespec *t0)
 static void
 commit_sync(struct incoming **batch, size_t n, int *res)
 {
-	char env[QID_LEN + 8];
 	struct timespec t0;
 	size_t i, published = 0;
 	int err = 0, each;
@@ -511,11 +510,11 @@ commit_sync(struct incoming **batch, size_t n, int *res)
 		each = !each;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (each) {
-		for (i = 0; i < n; i++) {
-			snprintf(env, sizeof(env), "%s.env", batch[i]->id);
-			if ((res[i] = spool_sync_incoming(batch[i]->id)) == 0)
-				res[i] = spool_sync_incoming(env);
-		}
+		for (i = 0; i < n; i++)
+			if ((res[i] = spool_sync_incoming(batch[i]->id, 0)) ==
+			    0)
+				res[i] = spool_sync_incoming(batch[i]->id,
+				    batch[i]->envfile);
 		qc.fsync_us = qc.fsync_us == 0 ? commit_us_since(&t0) /
 		    (2.0 * (double)n) : 0.8 * qc.fsync_us + 0.2 *
 		    commit_us_since(&t0) / (2.0 * (double)n);
@@ -528,7 +527,8 @@ commit_sync(struct incoming **batch, size_t n, int *res)
 		    0.8 * qc.syncfs_us + 0.2 * commit_us_since(&t0);
 	}
 	for (i = 0; i < n; i++) {
-		if (res[i] == 0 && spool_publish(batch[i]->id) == -1)
+		if (res[i] == 0 &&
+		    spool_publish(batch[i]->id, batch[i]->envfile) == -1)
 			res[i] = errno;
 		if (res[i] == 0)
 			published++;

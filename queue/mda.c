@@ -213,11 +213,7 @@ mda_tmp_clean(const char *md, const char *shown, const char *qid)
 		    "dir=\"%s/tmp\"", qid, removed, log_q(shown));
 }
 
-/*
- * tmp/, fsync, link into new/: everything but the fsync of new/, which
- * the caller does (once for several deliveries into the same Maildir, in
- * a local worker).  On success *newdir is new/, open for that fsync.
- */
+/* DMARC quarantine: md/.Junk when it is a directory of its own. */
 int
 mda_junk(const char *md, char *out, size_t cap)
 {
@@ -229,20 +225,25 @@ mda_junk(const char *md, char *out, size_t cap)
 	return 1;
 }
 
+/*
+ * The first half of a Maildir delivery: the message written to tmp/,
+ * not yet synced; put holds the file and its names for mda_maildir_link.
+ */
 int
-mda_maildir_put(int msgfd, const char *md, const char *shown,
-    const char *sender, const char *rcpt, const char *qid, int *newdir,
-    char *err, size_t errlen)
+mda_maildir_write(int msgfd, const char *md, const char *shown,
+    const char *sender, const char *rcpt, const char *qid,
+    struct mda_put *put, char *err, size_t errlen)
 {
 	static unsigned int seq;	/* a worker delivers many */
 	static char host[256];		/* a worker delivers many */
-	char name[512], tmp[4096], new[4096];
-	char final[4200], hdr[2048];
+	char name[512], final[4200], hdr[2048];
 	struct timeval tv;
 	size_t size;
-	int fd, dfd, rc;
+	int fd;
 
-	*newdir = -1;
+	put->fd = -1;
+	put->md = md;
+	put->shown = shown;
 	/* tmp/ is looked at first: made only when it is not there. */
 	mda_tmp_clean(md, shown, qid);
 	if (host[0] == '\0') {
@@ -256,15 +257,17 @@ mda_maildir_put(int msgfd, const char *md, const char *shown,
 	snprintf(name, sizeof(name), "%lld.M%06ldP%dN%uQ%s.%s",
 	    (long long)tv.tv_sec, (long)tv.tv_usec, (int)getpid(), ++seq, qid,
 	    host);
-	if (snprintf(tmp, sizeof(tmp), "%s/tmp/%s", md, name) >= (int)sizeof(tmp)) {
+	if (snprintf(put->tmp, sizeof(put->tmp), "%s/tmp/%s", md, name) >=
+	    (int)sizeof(put->tmp)) {
 		snprintf(err, errlen, "maildir path too long");
 		return EX_CANTCREAT_;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	fd = open(put->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd == -1 && errno == ENOENT) {
 		if (mda_prepare(md, err, errlen) == -1)
 			return EX_TEMPFAIL_;
-		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		fd = open(put->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+		    0600);
 	}
 	if (fd == -1) {
 		snprintf(err, errlen, "cannot create %s/tmp/%s: %s", shown, name,
@@ -273,38 +276,86 @@ mda_maildir_put(int msgfd, const char *md, const char *shown,
 	}
 	snprintf(hdr, sizeof(hdr), "Return-Path: <%s>\nDelivered-To: %s\n",
 	    sender, rcpt);
-	if (mda_copy(msgfd, fd, hdr, &size) == -1 || fsync(fd) == -1) {
+	if (mda_copy(msgfd, fd, hdr, &size) == -1) {
 		snprintf(err, errlen, "write %s/tmp/%s: %s", shown, name,
 		    fd_strerror(errno));
 		close(fd);
-		unlink(tmp);
+		unlink(put->tmp);
 		return EX_TEMPFAIL_;
 	}
-	close(fd);
 	snprintf(final, sizeof(final), "%s,S=%zu", name, size);
-	if (snprintf(new, sizeof(new), "%s/new/%s", md, final) >= (int)sizeof(new)) {
+	if (snprintf(put->new, sizeof(put->new), "%s/new/%s", md, final) >=
+	    (int)sizeof(put->new)) {
 		snprintf(err, errlen, "maildir path too long");
-		unlink(tmp);
+		close(fd);
+		unlink(put->tmp);
 		return EX_CANTCREAT_;
 	}
-	rc = link(tmp, new);
-	if (rc == -1 && errno == ENOENT && mda_prepare(md, err, errlen) == 0)
-		rc = link(tmp, new);	/* new/ was gone: made again */
-	if (rc == -1 && rename(tmp, new) == -1) {
-		snprintf(err, errlen, "link %s/new/%s: %s", shown, final,
-		    strerror(errno));
-		unlink(tmp);
+	put->fd = fd;
+	return EX_OK_;
+}
+
+/*
+ * The second half: unless the caller has synced the file already (one
+ * syncfs for a batch), fsync it; then link it into new/.  Everything but
+ * the fsync of new/, which the caller does (once for several deliveries
+ * into the same Maildir, in a local worker); on success *newdir is new/,
+ * open for that fsync.  The file is closed either way.
+ */
+int
+mda_maildir_link(struct mda_put *put, int synced, int *newdir, char *err,
+    size_t errlen)
+{
+	char dir[4096];
+	int dfd, rc;
+
+	*newdir = -1;
+	if (!synced && fsync(put->fd) == -1) {
+		snprintf(err, errlen, "write %s: %s", put->tmp,
+		    fd_strerror(errno));
+		close(put->fd);
+		put->fd = -1;
+		unlink(put->tmp);
 		return EX_TEMPFAIL_;
 	}
-	unlink(tmp);
-	(void)!snprintf(tmp, sizeof(tmp), "%s/new", md);
-	if ((dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
-		snprintf(err, errlen, "fsync %s/new: %s", shown, strerror(errno));
+	close(put->fd);
+	put->fd = -1;
+	rc = link(put->tmp, put->new);
+	if (rc == -1 && errno == ENOENT &&
+	    mda_prepare(put->md, err, errlen) == 0)
+		rc = link(put->tmp, put->new);	/* new/ was gone: made again */
+	if (rc == -1 && rename(put->tmp, put->new) == -1) {
+		snprintf(err, errlen, "link %s/new/%s: %s", put->shown,
+		    strrchr(put->new, '/') + 1, strerror(errno));
+		unlink(put->tmp);
+		return EX_TEMPFAIL_;
+	}
+	unlink(put->tmp);
+	(void)!snprintf(dir, sizeof(dir), "%s/new", put->md);
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "fsync %s/new: %s", put->shown,
+		    strerror(errno));
 		return EX_TEMPFAIL_;
 	}
 	*newdir = dfd;
-	snprintf(err, errlen, "delivered to maildir %s", shown);
+	snprintf(err, errlen, "delivered to maildir %s", put->shown);
 	return EX_OK_;
+}
+
+/* Both halves for one message. */
+int
+mda_maildir_put(int msgfd, const char *md, const char *shown,
+    const char *sender, const char *rcpt, const char *qid, int *newdir,
+    char *err, size_t errlen)
+{
+	struct mda_put put;
+	int code;
+
+	*newdir = -1;
+	code = mda_maildir_write(msgfd, md, shown, sender, rcpt, qid, &put,
+	    err, errlen);
+	return code != EX_OK_ ? code : mda_maildir_link(&put, 0, newdir, err,
+	    errlen);
 }
 
 int

@@ -65,6 +65,17 @@ int	mda_maildir(int msgfd, const char *path, const char *shown,
  */
 int	mda_junk(const char *md, char *out, size_t cap);
 /* mda_maildir without the fsync of new/: *newdir is new/, the caller's. */
+struct mda_put {
+	const char	*md, *shown;
+	char		 tmp[4096], new[4200];
+	int		 fd;		/* the file in tmp/, written */
+};
+/* ... in two halves: written to tmp/, then (synced and) linked. */
+int	mda_maildir_write(int msgfd, const char *path, const char *shown,
+	    const char *sender, const char *rcpt, const char *qid,
+	    struct mda_put *, char *err, size_t errlen);
+int	mda_maildir_link(struct mda_put *, int synced, int *newdir,
+	    char *err, size_t errlen);
 int	mda_maildir_put(int msgfd, const char *path, const char *shown,
 	    const char *sender, const char *rcpt, const char *qid, int *newdir,
 	    char *err, size_t errlen);

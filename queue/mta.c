@@ -422,6 +422,11 @@ mta_job_done(struct mta_job *j)
 	struct buf b;
 	size_t i;
 
+	/* Closed before the report: the queue reuses a message's file only
+	   when nobody holds it open any more. */
+	if (j->fd >= 0)
+		close(j->fd);
+	j->fd = -1;
 	buf_init(&b);
 	rec_put_u64(&b, T_JOB, j->id);
 	rec_put_str(&b, T_RELAY, j->relay[0] ? j->relay : "none");

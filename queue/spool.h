@@ -7,9 +7,15 @@
 #ifndef TERN_SPOOL_H
 #define TERN_SPOOL_H
 
+#include <stdint.h>
+
 #include <event2/util.h>
 
 #include "queue/envelope.h"
+
+/* Spent files kept in free/ to be used again. */
+#define SPOOL_POOL_MAX	512
+#define SPOOL_REUSE_MAX	(128 * 1024)	/* a larger message file is unlinked */
 
 struct buf;
 struct event_base;
@@ -19,17 +25,19 @@ struct qmsg;
 void	spool_open(struct event_base *, const char *path);
 void	spool_recover(void);
 
-/* incoming/: a new message file under a new id, its fd or -1 (errno). */
+/* queue/ID.msg for a new message under a new id: its fd, or -1 (errno).
+   Without its envelope it is not a message. */
 int	spool_create(char id[QID_LEN + 1]);
-/* An envelope in incoming/ (not synced); 0 or -1 with errno. */
-int	spool_write_incoming(const char *name, const struct buf *);
-/* Remove incoming/ID and incoming/ID.env. */
-void	spool_unlink_incoming(const char *id);
+/* Its envelope written (not synced) into free/; *env names it there.
+   0 or -1 with errno. */
+int	spool_write_incoming(const struct buf *, uint64_t *env);
+/* A message never committed: its file, and its envelope if env != 0. */
+void	spool_unlink_incoming(const char *id, uint64_t env);
 
-/* The group commit: sync, publish into queue/, sync queue/. */
-int	spool_sync_incoming(const char *name);	/* 0 or errno */
+/* The group commit: sync, publish the envelope into queue/, sync queue/. */
+int	spool_sync_incoming(const char *id, uint64_t env); /* 0 or errno */
 int	spool_syncfs(void);			/* 0 or -1 with errno */
-int	spool_publish(const char *id);		/* 0 or -1 with errno */
+int	spool_publish(const char *id, uint64_t env);	/* 0 or -1, errno */
 int	spool_sync_queue(void);			/* 0 or -1 with errno */
 
 /* queue/ID.msg, opened for reading; -1 with errno. */

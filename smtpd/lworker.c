@@ -197,6 +197,7 @@ fail:
 struct lw_item {
 	uint64_t	 token;
 	int		 msgfd, dirfd, newdir;
+	struct mda_put	 put;		/* written to tmp/, not yet linked */
 	char		*md, *shown, *sender, *rcpt, *qid;
 	int		 junk;
 	int		 code;
@@ -212,13 +213,17 @@ lw_item_clear(struct lw_item *it)
 		close(it->dirfd);
 	if (it->newdir >= 0)
 		close(it->newdir);
+	if (it->put.fd >= 0) {		/* never linked: not delivered */
+		close(it->put.fd);
+		unlink(it->put.tmp);
+	}
 	free(it->md);
 	free(it->shown);
 	free(it->sender);
 	free(it->rcpt);
 	free(it->qid);
 	memset(it, 0, sizeof(*it));
-	it->msgfd = it->dirfd = it->newdir = -1;
+	it->msgfd = it->dirfd = it->newdir = it->put.fd = -1;
 }
 
 /* 1: a request, 0: none (EOF, or nothing waiting), -1: a broken one. */
@@ -233,7 +238,7 @@ lw_take(int fd, int flags, struct lw_item *it)
 	ssize_t n;
 
 	memset(it, 0, sizeof(*it));
-	it->msgfd = it->dirfd = it->newdir = -1;
+	it->msgfd = it->dirfd = it->newdir = it->put.fd = -1;
 	if ((n = lw_recv(fd, b, sizeof(b), fds, &nfd, flags)) <= 0)
 		return n == 0 || errno == EAGAIN ? 0 : -1;
 	if (nfd < 1)
@@ -267,28 +272,85 @@ lw_take(int fd, int flags, struct lw_item *it)
 	return 1;
 }
 
+/* Into the Maildir's directory (the walk the parent did); its name. */
+static const char *
+lw_enter(struct lw_item *it)
+{
+	if (it->dirfd >= 0 && fchdir(it->dirfd) == -1)
+		return it->shown;	/* the full path, own rights */
+	if (it->dirfd < 0 && chdir("/") == -1)
+		return it->shown;
+	return it->md;
+}
+
+/* The first half of a delivery: the message in tmp/, not yet synced. */
 static void
 lw_put(struct lw_item *it)
 {
-	const char *md = it->md;
+	const char *md = lw_enter(it);
 
-	if (it->dirfd >= 0 && fchdir(it->dirfd) == -1)
-		md = it->shown;		/* the full path, own rights */
-	else if (it->dirfd < 0 && chdir("/") == -1)
-		md = it->shown;
 	if (it->junk) {		/* DMARC quarantine, where .Junk exists */
-		char jmd[4200], jshown[4200];
+		char jmd[4200];
+		static char jshown[4200];
 
 		if (mda_junk(md, jmd, sizeof(jmd)) == 1) {
 			snprintf(jshown, sizeof(jshown), "%s/.Junk", it->shown);
-			it->code = mda_maildir_put(it->msgfd, jmd, jshown,
-			    it->sender, it->rcpt, it->qid, &it->newdir,
-			    it->text, sizeof(it->text));
-			return;
+			free(it->shown);
+			it->shown = xstrdup(jshown);
+			free(it->md);
+			it->md = xstrdup(jmd);
+			md = it->md;
 		}
 	}
-	it->code = mda_maildir_put(it->msgfd, md, it->shown, it->sender,
-	    it->rcpt, it->qid, &it->newdir, it->text, sizeof(it->text));
+	it->code = mda_maildir_write(it->msgfd, md, it->shown, it->sender,
+	    it->rcpt, it->qid, &it->put, it->text, sizeof(it->text));
+}
+
+/*
+ * The written files made durable: with several, one syncfs per
+ * filesystem (cheaper than a flush per file); with one, its own fsync.
+ * Then each is linked into new/.
+ */
+static void
+lw_link(struct lw_item *items, size_t n)
+{
+	struct stat st[LW_BATCH];
+	int res[LW_BATCH], synced;
+	size_t i, j, nput = 0;
+
+	for (i = 0; i < n; i++)
+		nput += items[i].put.fd >= 0;
+	for (i = 0; i < n; i++) {
+		res[i] = -1;
+		if (nput < 2 || items[i].put.fd < 0)
+			continue;
+		if (fstat(items[i].put.fd, &st[i]) == -1) {
+			res[i] = errno;
+			continue;
+		}
+		for (j = 0; j < i; j++)
+			if (res[j] != -1 && items[j].put.fd >= 0 &&
+			    st[j].st_dev == st[i].st_dev) {
+				res[i] = res[j];
+				break;
+			}
+		if (j == i)
+			res[i] = syncfs(items[i].put.fd) == -1 ? errno : 0;
+	}
+	for (i = 0; i < n; i++) {
+		if (items[i].put.fd < 0)
+			continue;
+		if (res[i] > 0) {
+			items[i].code = MDA_TEMP;
+			snprintf(items[i].text, sizeof(items[i].text),
+			    "sync %s: %s", items[i].put.tmp, strerror(res[i]));
+			continue;	/* lw_item_clear removes it */
+		}
+		synced = res[i] == 0;
+		(void)lw_enter(&items[i]);
+		items[i].code = mda_maildir_link(&items[i].put, synced,
+		    &items[i].newdir, items[i].text, sizeof(items[i].text));
+	}
 }
 
 /* One fsync per distinct new/ of the batch; its outcome for all of it. */
@@ -348,8 +410,14 @@ lw_serve(int fd)
 				break;
 		if (r == -1)
 			_exit(MDA_TEMP);
-		for (i = 0; i < n; i++)
+		for (i = 0; i < n; i++) {
 			lw_put(&items[i]);
+			/* Closed before the answer: the queue reuses a
+			   message's file only when nobody holds it open. */
+			close(items[i].msgfd);
+			items[i].msgfd = -1;
+		}
+		lw_link(items, n);
 		lw_sync(items, n);
 		for (i = 0; i < n; i++) {
 			buf_reset(&out);

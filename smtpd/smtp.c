@@ -1653,6 +1653,16 @@ data_commit_checked(struct session *s)
 static void
 data_commit_end(struct session *s)
 {
+	off_t end;
+
+	/* The file may be a reused one, longer than this message: it ends
+	   where the message does. */
+	if (s->derr == DE_NONE && s->msgfd >= 0 &&
+	    ((end = lseek(s->msgfd, 0, SEEK_CUR)) == -1 ||
+	    ftruncate(s->msgfd, end) == -1)) {
+		s->werrno = errno;
+		s->derr = DE_WRITE;
+	}
 	if (s->msgfd >= 0)
 		close(s->msgfd);
 	s->msgfd = -1;

@@ -298,7 +298,8 @@ parent_mkdirs(const char *path, mode_t mode, uid_t uid, gid_t gid)
 static void
 parent_spool(const struct conf *c)
 {
-	static const char *sub[] = { "incoming", "queue", "corrupt", "dmarc" };
+	static const char *sub[] = { "incoming", "queue", "corrupt", "dmarc",
+	    "free" };
 	const char *spool = conf_str(c, K_SPOOL);
 	char path[4096], *slash;
 	size_t i;
@@ -1243,6 +1244,11 @@ delivery_end(struct delivery *dl, int st, const char *text, int self,
 	if ((next = delivery_next(dl, st, text, self, fwd)) == 1)
 		return;		/* the mailbox worker runs now */
 	if (next == 0) {
+		/* Closed before the report: the queue reuses a message's
+		   file only when nobody holds it open any more. */
+		if (dl->msgfd >= 0)
+			close(dl->msgfd);
+		dl->msgfd = -1;
 		if (dl->stage == DS_MAILBOX && dl->note[0])
 			snprintf(all, sizeof(all), "%s; %s", text[0] ? text :
 			    "delivery failed", dl->note);

@@ -181,6 +181,14 @@ class Daemon:
     def wait_mail(self, user, count=1, timeout=15):
         return wait_for(lambda: len(self.maildir(user)) >= count, timeout)
 
+    def unfinished(self):
+        """Files of messages that were never committed: anything in
+        incoming/, and a queue/ID.msg without its ID.env (a message's file
+        is written there from its first byte)."""
+        q = self.queue_files("queue")
+        return self.queue_files("incoming") + sorted(
+            n for n in q if n.endswith(".msg") and n[:-4] + ".env" not in q)
+
     def queue_files(self, sub="queue"):
         d = self.spool / sub
         return sorted(p.name for p in d.iterdir()) if d.is_dir() else []

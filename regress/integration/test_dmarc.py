@@ -162,7 +162,7 @@ def s(ent, tag):
 
 def nothing_queued(d):
     return (d.queue_files("queue") == [] and
-            d.queue_files("incoming") == [] and
+            d.unfinished() == [] and
             "event=queued" not in d.logtext())
 
 

@@ -291,7 +291,7 @@ def test_full_spool_452_names_the_cause(make_daemon, tmpbase, tmpfs):
     assert re.search(r"code=452 esc=4\.3\.1 reason=\"[^\"]*No space left "
                      r"on device\"", d.logtext()), d.logtext()[-2000:]
     assert "File exists" not in d.logtext()
-    assert wait_for(lambda: d.queue_files("incoming") == [], 10)
+    assert wait_for(lambda: d.unfinished() == [], 10)
 
 
 def test_full_maildir_deferred_with_the_cause(make_daemon, tmpbase, tmpfs):

@@ -47,8 +47,8 @@ def nothing_delivered(d, users=("demo", "alice", "bob")):
     assert d.queue_files() == []
     # The smtp child refuses at once; the queue child removes the file it
     # had handed out for the message when the abort reaches it.
-    assert wait_for(lambda: d.queue_files("incoming") == [], 10), \
-        d.queue_files("incoming")
+    assert wait_for(lambda: d.unfinished() == [], 10), \
+        d.unfinished()
 
 
 def set_knob(d, name, value):

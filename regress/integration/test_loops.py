@@ -43,7 +43,7 @@ def test_too_many_hops_refused_in_dialogue(daemon):
     assert "hops" in text
     time.sleep(0.3)
     assert len(daemon.maildir("demo")) == 1
-    assert daemon.queue_files("incoming") == []
+    assert daemon.unfinished() == []
     assert "reason=hops" in daemon.logtext()
 
 

@@ -549,7 +549,7 @@ def test_unknown_local_user_550_nothing_queued(daemon):
         assert code in (503, 554), text
         assert c.cmd("NOOP")[0] == 250
     assert daemon.queue_files() == []
-    assert daemon.queue_files("incoming") == []
+    assert daemon.unfinished() == []
     assert "Mail queue is empty" in daemon.ctl("queue", check=True).stdout
 
 
