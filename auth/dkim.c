@@ -4,6 +4,7 @@
  * holds no key and does no I/O.  The body is hashed line by line as DATA
  * streams in; only the header fields it signs are kept, bounded.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,22 @@ dkim_canon_header(int relaxed, const char *f, size_t len, struct buf *out)
 	buf_append(out, "\r\n", 2);
 }
 
+static EVP_MD *dkim_md;
+static pthread_once_t dkim_md_once = PTHREAD_ONCE_INIT;
+
+static void
+dkim_md_fetch(void)
+{
+	dkim_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+const EVP_MD *
+dkim_sha256(void)
+{
+	pthread_once(&dkim_md_once, dkim_md_fetch);
+	return dkim_md ? dkim_md : EVP_sha256();
+}
+
 int
 dkim_body_init(struct dkim_body *b, int relaxed)
 {
@@ -78,7 +95,7 @@ dkim_body_init(struct dkim_body *b, int relaxed)
 	b->relaxed = relaxed;
 	b->limit = -1;
 	if ((b->md = EVP_MD_CTX_new()) == NULL ||
-	    EVP_DigestInit_ex(b->md, EVP_sha256(), NULL) != 1) {
+	    EVP_DigestInit_ex(b->md, dkim_sha256(), NULL) != 1) {
 		dkim_body_free(b);
 		return -1;
 	}
@@ -614,7 +631,7 @@ dkim_sign_digest(const struct buf *hdrs, const struct buf *self,
 	unsigned int dl = DKIM_DIGEST_LEN;
 	int ok;
 
-	ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+	ok = md != NULL && EVP_DigestInit_ex(md, dkim_sha256(), NULL) == 1 &&
 	    EVP_DigestUpdate(md, hdrs->data ? hdrs->data : "", hdrs->len) == 1 &&
 	    EVP_DigestUpdate(md, self->data, self->len) == 1 &&
 	    EVP_DigestFinal_ex(md, out, &dl) == 1;

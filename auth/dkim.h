@@ -55,6 +55,11 @@ struct dkim_body {
 	uint64_t	 count;		/* canonical octets, past limit too */
 };
 
+/* SHA-256, fetched from the provider once for the process (an
+   EVP_sha256() in each EVP_DigestInit_ex is fetched again each time). */
+struct evp_md_st;
+const struct evp_md_st *dkim_sha256(void);
+
 int	dkim_body_init(struct dkim_body *, int relaxed);
 void	dkim_body_line(struct dkim_body *, const char *line, size_t len);
 /* The body hash; the state is freed. */

@@ -490,9 +490,42 @@ dkim_check_pkey(const struct dkim_keyrec *k)
 	return NULL;
 }
 
-static int
-dkim_check_crypto(const struct dkim_check *c, EVP_PKEY *pk)
+/*
+ * A key lookup's answer, read once: the first record that reads as a
+ * key (3.6.2.2), its EVP_PKEY parsed; or why there is none.  What does
+ * not depend on the signature is decided here, the rest (a=, t=s
+ * against i=, the signature itself) in dkim_check_with.
+ */
+struct dkim_key {
+	int		 refs;		/* atomic */
+	int		 found;		/* the lookup's 0, 1 or -1 */
+	int		 have;		/* a record read as a key */
+	const char	*why;		/* !have: a static reason */
+	int		 alg, testing, strict, revoked, nosha256;
+	EVP_PKEY	*pk;		/* NULL: unreadable (or revoked) */
+	int		 bits;
+	EVP_PKEY_CTX	*vctx;		/* RSA: set up to verify, copied for
+					   each check (no fetch each time) */
+};
+
+/* The RSA verification context every check copies; NULL: made each time. */
+static EVP_PKEY_CTX *
+dkim_key_vctx(EVP_PKEY *pk)
 {
+	EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new(pk, NULL);
+
+	if (pc != NULL && EVP_PKEY_verify_init(pc) == 1 &&
+	    EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING) == 1 &&
+	    EVP_PKEY_CTX_set_signature_md(pc, dkim_sha256()) == 1)
+		return pc;
+	EVP_PKEY_CTX_free(pc);
+	return NULL;
+}
+
+static int
+dkim_check_crypto(const struct dkim_check *c, const struct dkim_key *k)
+{
+	EVP_PKEY *pk = k->pk;
 	EVP_PKEY_CTX *pc = NULL;
 	EVP_MD_CTX *md = NULL;
 	int ok = 0;
@@ -506,68 +539,130 @@ dkim_check_crypto(const struct dkim_check *c, EVP_PKEY *pk)
 		EVP_MD_CTX_free(md);
 		return ok;
 	}
+	if (k->vctx != NULL) {
+		ok = (pc = EVP_PKEY_CTX_dup(k->vctx)) != NULL &&
+		    EVP_PKEY_verify(pc, c->sig, c->siglen, c->digest,
+		    DKIM_DIGEST_LEN) == 1;
+		EVP_PKEY_CTX_free(pc);
+		return ok;
+	}
 	ok = (pc = EVP_PKEY_CTX_new(pk, NULL)) != NULL &&
 	    EVP_PKEY_verify_init(pc) == 1 &&
 	    EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING) == 1 &&
-	    EVP_PKEY_CTX_set_signature_md(pc, EVP_sha256()) == 1 &&
+	    EVP_PKEY_CTX_set_signature_md(pc, dkim_sha256()) == 1 &&
 	    EVP_PKEY_verify(pc, c->sig, c->siglen, c->digest,
 	    DKIM_DIGEST_LEN) == 1;
 	EVP_PKEY_CTX_free(pc);
 	return ok;
 }
 
+struct dkim_key *
+dkim_key_new(int found, const char *const *txt, size_t ntxt)
+{
+	struct dkim_key *key = xcalloc(1, sizeof(*key));
+	struct dkim_keyrec k;
+	const char *why = "no key record";
+	size_t i;
+
+	key->refs = 1;
+	key->found = found;
+	for (i = 0; found == 0 && i < ntxt && !key->have; i++)
+		key->have = dkim_keyrec_parse(txt[i], strlen(txt[i]), &k,
+		    &why) == 0;
+	if (!key->have) {
+		key->why = found == 0 && ntxt > 0 ? why :
+		    "no key for signature";
+		return key;
+	}
+	key->alg = k.alg;
+	key->testing = k.testing;
+	key->strict = k.strict;
+	key->revoked = k.revoked;
+	key->nosha256 = k.nosha256;
+	if (!k.revoked && (key->pk = dkim_check_pkey(&k)) != NULL)
+		key->bits = EVP_PKEY_get_bits(key->pk);
+	if (key->pk != NULL && k.alg == DKIM_ALG_RSA)
+		key->vctx = dkim_key_vctx(key->pk);
+	return key;
+}
+
+struct dkim_key *
+dkim_key_ref(struct dkim_key *key)
+{
+	__atomic_add_fetch(&key->refs, 1, __ATOMIC_RELAXED);
+	return key;
+}
+
+void
+dkim_key_unref(struct dkim_key *key)
+{
+	if (key == NULL || __atomic_sub_fetch(&key->refs, 1,
+	    __ATOMIC_ACQ_REL) > 0)
+		return;
+	EVP_PKEY_CTX_free(key->vctx);
+	EVP_PKEY_free(key->pk);
+	free(key);
+}
+
+size_t
+dkim_key_size(const struct dkim_key *key)
+{
+	/* the struct, and an RSA key's modulus and exponent with
+	   OpenSSL's own bookkeeping, roughly */
+	return sizeof(*key) + (key->pk ? 1024 + (size_t)key->bits / 4 : 0);
+}
+
+void
+dkim_check_with(struct dkim_check *c, const struct dkim_key *k)
+{
+	if (c->result != DKIM_NONE)
+		return;
+	if (k->found < 0) {
+		dkim_check_set(c, DKIM_TEMPERROR, "key lookup failed");
+		return;
+	}
+	if (!k->have) {
+		dkim_check_set(c, DKIM_PERMERROR, k->why);
+		return;
+	}
+	if (k->revoked) {	/* 6.1.2: a failed signature check */
+		dkim_check_set(c, DKIM_FAIL, "key revoked");
+		return;
+	}
+	if (k->alg != c->alg || k->nosha256) {
+		dkim_check_set(c, DKIM_PERMERROR, "key unsuitable for a=");
+		return;
+	}
+	if (k->strict && c->isub) {
+		dkim_check_set(c, DKIM_PERMERROR, "i= below d= and key t=s");
+		return;
+	}
+	if (k->pk == NULL) {
+		dkim_check_set(c, DKIM_PERMERROR, "key unreadable");
+		return;
+	}
+	if (c->alg == DKIM_ALG_RSA && k->bits < DKIM_KEY_BITS_MIN) {
+		dkim_check_set(c, DKIM_POLICY, "RSA key under 1024 bits");
+		return;
+	}
+	if (dkim_check_crypto(c, k))
+		dkim_check_set(c, DKIM_PASS, k->testing ? "key in testing mode" :
+		    NULL);
+	else
+		dkim_check_set(c, DKIM_FAIL, "signature did not verify");
+}
+
 void
 dkim_check_key(struct dkim_check *c, int found, const char *const *txt,
     size_t ntxt)
 {
-	struct dkim_keyrec k;
-	const char *why = "no key record";
-	EVP_PKEY *pk;
-	size_t i;
-	int have = 0;
+	struct dkim_key *k;
 
 	if (c->result != DKIM_NONE)
 		return;
-	if (found < 0) {
-		dkim_check_set(c, DKIM_TEMPERROR, "key lookup failed");
-		return;
-	}
-	/* Several records: the first that reads as a key (3.6.2.2). */
-	for (i = 0; found == 0 && i < ntxt && !have; i++)
-		have = dkim_keyrec_parse(txt[i], strlen(txt[i]), &k, &why) == 0;
-	if (!have) {
-		dkim_check_set(c, DKIM_PERMERROR, found == 0 && ntxt > 0 ?
-		    why : "no key for signature");
-		return;
-	}
-	if (k.revoked) {	/* 6.1.2: a failed signature check */
-		dkim_check_set(c, DKIM_FAIL, "key revoked");
-		return;
-	}
-	if (k.alg != c->alg || k.nosha256) {
-		dkim_check_set(c, DKIM_PERMERROR, "key unsuitable for a=");
-		return;
-	}
-	if (k.strict && c->isub) {
-		dkim_check_set(c, DKIM_PERMERROR, "i= below d= and key t=s");
-		return;
-	}
-	if ((pk = dkim_check_pkey(&k)) == NULL) {
-		dkim_check_set(c, DKIM_PERMERROR, "key unreadable");
-		return;
-	}
-	if (c->alg == DKIM_ALG_RSA && EVP_PKEY_get_bits(pk) <
-	    DKIM_KEY_BITS_MIN) {
-		EVP_PKEY_free(pk);
-		dkim_check_set(c, DKIM_POLICY, "RSA key under 1024 bits");
-		return;
-	}
-	if (dkim_check_crypto(c, pk))
-		dkim_check_set(c, DKIM_PASS, k.testing ? "key in testing mode" :
-		    NULL);
-	else
-		dkim_check_set(c, DKIM_FAIL, "signature did not verify");
-	EVP_PKEY_free(pk);
+	k = dkim_key_new(found, txt, ntxt);
+	dkim_check_with(c, k);
+	dkim_key_unref(k);
 }
 
 /* ---- the verifier ---------------------------------------------------------- */
@@ -827,7 +922,7 @@ dkimv_header_digest(const struct dkimv *v, const struct dkimv_sig *s,
 	dkim_canon_header(s->g.hrelaxed, self.data, self.len, &canon);
 	canon.len -= 2;			/* hashed without its CRLF */
 	ok = (md = EVP_MD_CTX_new()) != NULL &&
-	    EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestInit_ex(md, dkim_sha256(), NULL) == 1 &&
 	    EVP_DigestUpdate(md, canon.data, canon.len) == 1 &&
 	    EVP_DigestFinal_ex(md, out, &dl) == 1;
 	EVP_MD_CTX_free(md);

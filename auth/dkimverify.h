@@ -96,6 +96,19 @@ void	dkim_check_keyname(const struct dkim_check *, char *out, size_t cap);
 void	dkim_check_key(struct dkim_check *, int found, const char *const *txt,
 	    size_t ntxt);
 
+/*
+ * The same in two steps, so a key read once serves many messages: a key
+ * lookup's answer parsed (its EVP_PKEY included), refcounted, immutable
+ * once made (threads may share it), and a check decided by it.
+ * dkim_key_size: about what it holds in memory, for a cache's bound.
+ */
+struct dkim_key;
+struct dkim_key	*dkim_key_new(int found, const char *const *txt, size_t ntxt);
+struct dkim_key	*dkim_key_ref(struct dkim_key *);
+void		 dkim_key_unref(struct dkim_key *);
+size_t		 dkim_key_size(const struct dkim_key *);
+void		 dkim_check_with(struct dkim_check *, const struct dkim_key *);
+
 /* ---- the verifier: one message ---- */
 
 struct dkimv;

@@ -34,6 +34,7 @@ struct spf {
 	char		 receiver[256];
 };
 
+#define SPF_TTL_NODNS	3600	/* a verdict that read no DNS */
 #define SPF_EXP_DEFAULT	"%{o} does not designate %{c} as permitted sender"
 
 static const char *const spf_names[] = {
@@ -369,6 +370,7 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 			v->result = SPF_NONE;
 			str_copy(v->reason, "not a domain name",
 			    sizeof(v->reason));
+			v->ttl = SPF_TTL_NODNS;
 			return;
 		}
 	}
@@ -418,6 +420,12 @@ spf_check(struct spf *s, const struct spf_request *q, struct spf_verdict *v)
 		if (v->result == SPF_FAIL)
 			spf_explain(s, q, v, &t);
 	}
+	/* How long the same request gets the same verdict: while every
+	 * answer read holds.  Not a failure for now, nor a fail (its
+	 * explanation may name the time), nor one a lookup failed in. */
+	if (!q->libonly && !t.failed && t.temp == 0 &&
+	    v->result != SPF_TEMPERROR && v->result != SPF_FAIL)
+		v->ttl = t.ttl_seen ? t.ttl_min : SPF_TTL_NODNS;
 	spfdns_track_end(&t);
 	if (resp)
 		SPF_response_free(resp);

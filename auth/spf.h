@@ -38,6 +38,10 @@ struct spf_verdict {
 	char		 reason[256];	/* for the log and the header comment */
 	char		 exp[SPF_EXP_MAX];	/* fail: explanation, printable
 						   ASCII only; may be empty */
+	uint32_t	 ttl;		/* seconds the verdict holds for the
+					   same request: the least TTL of the
+					   answers it read (auth/spfcache.h);
+					   0: not to be reused */
 };
 
 struct spf	*spf_new(struct spfdns *, const char *receiver);

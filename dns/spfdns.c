@@ -258,6 +258,20 @@ spfdns_fix(const struct spfdns *d, SPF_dns_rr_t *rr, int idx)
 	return r;
 }
 
+/* An answer the evaluation used: its verdict holds no longer. */
+static void
+spfdns_note_ttl(const struct ub_result *res)
+{
+	struct spfdns_track *t = spfdns_cur;
+	uint32_t ttl = res->ttl > 0 ? (uint32_t)res->ttl : 0;
+
+	if (t == NULL)
+		return;
+	if (!t->ttl_seen || ttl < t->ttl_min)
+		t->ttl_min = ttl;
+	t->ttl_seen = 1;
+}
+
 /* Remember an SPF record libspf2 fetched, for auth/spf.c's checks. */
 static void
 spfdns_note_record(const char *domain, const char *txt)
@@ -306,10 +320,15 @@ spfdns_has(struct spfdns *d, const char *name, int type, struct ub_result **out)
 	if (spfdns_resolve(d->ub, name, type, &res) != 0 || res == NULL) {
 		if (res)
 			ub_resolve_free(res);
+		if (spfdns_cur)
+			spfdns_cur->failed = 1;
 		return -1;
 	}
 	r = res->havedata && res->rcode == 0 && !res->bogus ? 1 :
 	    res->nxdomain || (res->rcode == 0 && !res->bogus) ? 0 : -1;
+	if (r == -1 && spfdns_cur)
+		spfdns_cur->failed = 1;
+	spfdns_note_ttl(res);
 	if (out)
 		*out = res;
 	else
@@ -470,6 +489,8 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 	    (res->rcode != 0 || res->bogus))) {
 		if (res)
 			ub_resolve_free(res);
+		if (spfdns_cur)
+			spfdns_cur->failed = 1;
 		/* The ptr mechanism's lookups: as no answer (above), unless
 		 * the check's deadline passed (-1). */
 		if (ptrerr && r != -1)
@@ -487,6 +508,9 @@ spfdns_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
 		herr = NO_DATA;
 	else
 		herr = NETDB_SUCCESS;
+	if (herr == TRY_AGAIN && spfdns_cur)
+		spfdns_cur->failed = 1;
+	spfdns_note_ttl(res);
 	rr = SPF_dns_rr_new_init(layer, domain, type,
 	    herr == NETDB_SUCCESS ? res->ttl : 0, herr);
 	if (rr == NULL) {

@@ -36,6 +36,10 @@ struct spfdns_track {
 	int	 lookups;	/* queries made */
 	int	 voids;		/* NXDOMAIN or no data */
 	int	 temp;		/* queries that failed for now */
+	int	 failed;	/* a query had no usable answer (even one
+				   the evaluation took as none) */
+	int	 ttl_seen;	/* an answer came from DNS... */
+	uint32_t ttl_min;	/* ...and the least TTL of them */
 	int	 nrec;
 	char	*rec[SPFDNS_RECORDS];	/* "v=spf1" records seen (malloc'd) */
 	char	*recdom[SPFDNS_RECORDS];	/* ...and the name they came from */

@@ -27,6 +27,8 @@
 
 #include "auth/authres.h"
 #include "auth/dkimverify.h"
+#include "auth/spfcache.h"
+#include "auth/txtcache.h"
 #include "conf/conf.h"
 #include "dns/spfdns.h"
 #include "lib/addr.h"
@@ -76,108 +78,45 @@ static struct {
 } pol = { .lock = PTHREAD_MUTEX_INITIALIZER,
 	  .cond = PTHREAD_COND_INITIALIZER };
 
-/*
- * Key records looked up lately, for their TTL (at most an hour): a
- * message whose keys are all here is checked on the loop, without a
- * trip to the workers.  Filled by the workers, read by both: locked.
- */
-#define POLICY_KEYS		64
-#define POLICY_KEY_TTL_MAX	3600
-
-struct policy_key {
-	char		 name[DKIM_DOMAIN_MAX + DKIM_SELECTOR_MAX + 16];
-	int		 found;		/* spfdns_txt's 0 or 1 */
-	char		*recs;		/* NUL-separated */
-	size_t		 len, n;
-	uint64_t	 until_ms;
-};
-
-static struct {
-	pthread_mutex_t		 lock;
-	struct policy_key	 k[POLICY_KEYS];
-	size_t			 next;
-} pkeys = { .lock = PTHREAD_MUTEX_INITIALIZER };
-
 static uint64_t	policy_now_ms(void);
 
-static void
-policy_key_put(const char *name, int found, const struct buf *recs,
-    size_t n, uint32_t ttl)
-{
-	struct policy_key *k = NULL;
-	size_t i;
-
-	if (ttl == 0)
-		return;
-	if (ttl > POLICY_KEY_TTL_MAX)
-		ttl = POLICY_KEY_TTL_MAX;
-	pthread_mutex_lock(&pkeys.lock);
-	for (i = 0; i < POLICY_KEYS && k == NULL; i++)
-		if (strcmp(pkeys.k[i].name, name) == 0)
-			k = &pkeys.k[i];
-	if (k == NULL)
-		k = &pkeys.k[pkeys.next++ % POLICY_KEYS];
-	free(k->recs);
-	str_copy(k->name, name, sizeof(k->name));
-	k->found = found;
-	k->len = recs->len;
-	k->recs = recs->len ? xstrndup(recs->data, recs->len) : NULL;
-	k->n = n;
-	k->until_ms = policy_now_ms() + (uint64_t)ttl * 1000;
-	pthread_mutex_unlock(&pkeys.lock);
-}
-
-/* A cached answer into recs: spfdns_txt's 0 or 1, or -2 for none. */
-static int
-policy_key_get(const char *name, struct buf *recs, size_t *n)
-{
-	uint64_t now = policy_now_ms();
-	int r = -2;
-	size_t i;
-
-	pthread_mutex_lock(&pkeys.lock);
-	for (i = 0; i < POLICY_KEYS; i++) {
-		struct policy_key *k = &pkeys.k[i];
-
-		if (k->name[0] && k->until_ms > now &&
-		    strcmp(k->name, name) == 0) {
-			if (k->len)
-				buf_append(recs, k->recs, k->len);
-			*n = k->n;
-			r = k->found;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&pkeys.lock);
-	return r;
-}
-
 /*
- * Decide one signature from its key: from the cache, or (lookup) from
- * the DNS.  0: not in the cache and not looked up.
+ * Decide one signature from its key: from the cache (auth/txtcache.h:
+ * the record read as a key once, for its TTL), or (lookup) from the
+ * DNS.  0: not in the cache and not looked up.
  */
 static int
 policy_key_check(struct dkim_check *c, uint64_t deadline_ms, int lookup)
 {
 	char name[DKIM_DOMAIN_MAX + DKIM_SELECTOR_MAX + 16];
 	const char *txt[8];
+	struct dkim_key *key = NULL;
 	struct buf recs;
 	size_t n = 0, k;
 	uint32_t ttl;
 	int r;
 
 	dkim_check_keyname(c, name, sizeof(name));
-	buf_init(&recs);
-	if ((r = policy_key_get(name, &recs, &n)) == -2) {
-		if (!lookup) {
-			buf_free(&recs);
-			return 0;
-		}
-		r = spfdns_txt(pol.dns, name, deadline_ms, &recs, &n, &ttl);
-		if (r >= 0)
-			policy_key_put(name, r, &recs, n, ttl);
+	if (txtcache_key(name, policy_now_ms(), &key) == 0) {
+		dkim_check_with(c, key);
+		dkim_key_unref(key);
+		return 1;
 	}
-	/* The records, NUL-separated: the first few. */
+	if (!lookup)
+		return 0;
+	buf_init(&recs);
+	r = spfdns_txt(pol.dns, name, deadline_ms, &recs, &n, &ttl);
+	if (r >= 0) {
+		txtcache_put(name, r, recs.data, recs.len, n, ttl,
+		    policy_now_ms());
+		if (txtcache_key(name, policy_now_ms(), &key) == 0) {
+			dkim_check_with(c, key);
+			dkim_key_unref(key);
+			buf_free(&recs);
+			return 1;
+		}
+	}
+	/* Not kept (a TTL of 0, a failure): read for this message. */
 	for (k = 0; r == 0 && k < n && k < 8; k++)
 		txt[k] = k == 0 ? recs.data : txt[k - 1] + strlen(txt[k - 1]) +
 		    1;
@@ -209,7 +148,28 @@ policy_txt(void *arg, const char *name, struct dmarc_txt *out)
 
 	buf_init(&b);
 	r = spfdns_txt(pol.dns, name, j->deadline_ms, &b, &n, &ttl);
+	if (r >= 0)
+		txtcache_put(name, r, b.data, b.len, n, ttl, policy_now_ms());
 	if (r == 0)
+		dmarc_txt_take(out, b.data, n);
+	buf_free(&b);
+	return r == 0 ? DMARC_DNS_OK : r == 1 ? DMARC_DNS_NONE : DMARC_DNS_TEMP;
+}
+
+/* DMARC's TXT lookups from the cache alone (on the loop): a name not
+ * there sets *miss, and the discovery is left to a worker. */
+static int
+policy_txt_cached(void *arg, const char *name, struct dmarc_txt *out)
+{
+	int *miss = arg;
+	struct buf b;
+	size_t n = 0;
+	int r;
+
+	buf_init(&b);
+	if ((r = txtcache_get(name, policy_now_ms(), &b, &n)) == -2)
+		*miss = 1;
+	else if (r == 0)
 		dmarc_txt_take(out, b.data, n);
 	buf_free(&b);
 	return r == 0 ? DMARC_DNS_OK : r == 1 ? DMARC_DNS_NONE : DMARC_DNS_TEMP;
@@ -264,6 +224,8 @@ policy_worker(void *arg)
 		q.sender = j->sender;
 		q.deadline_ms = j->deadline_ms;
 		spf_check(spf, &q, &j->v);
+		spfcache_put(j->ip, j->helo, j->sender, &j->v,
+		    policy_now_ms());
 		/* The pointer itself: a pipe write this small is atomic. */
 		if (write(pol.pipe[1], &j, sizeof(j)) != sizeof(j))
 			log_warnx("event=spf result=error reason=\"lost a "
@@ -321,35 +283,42 @@ policy_now_ms(void)
 }
 
 static void
-policy_log(const struct policy_job *j, const struct spf_verdict *v)
+policy_log(uint64_t sid, const char *ip, const struct spf_verdict *v)
 {
 	log_info("s=%016llx event=spf result=%s identity=%s "
 	    "domain=<%s> client=[%s] reason=\"%s\"",
-	    (unsigned long long)j->sid, spf_result_name(v->result),
-	    v->identity, log_a(v->domain), j->ip, log_q(v->reason));
+	    (unsigned long long)sid, spf_result_name(v->result),
+	    v->identity, log_a(v->domain), ip, log_q(v->reason));
 }
 
 /* A verdict for the session's transaction; its header to prepend. */
 static void
-policy_deliver(struct policy_job *j, const struct spf_verdict *v)
+policy_spf_set(struct policy_txn *t, const struct spf_request *q,
+    const struct spf_verdict *v)
 {
-	struct policy_txn *t = j->txn;
-	struct spf_request q = { .ip = j->ip, .helo = j->helo,
-	    .sender = j->sender };
-
 	struct buf ar;
 
-	t->pending = NULL;
 	t->step = POLICY_STEP_MAIL;
 	t->spf = *v;
 	t->spf_done = 1;
-	spf_received_header(&t->headers, v, &q,
+	spf_received_header(&t->headers, v, q,
 	    conf_str(pol.conf, K_HOSTNAME));
 	buf_init(&ar);
-	spf_ar_part(&ar, v, &q);
+	spf_ar_part(&ar, v, q);
 	str_copy(t->eod.ar.spf, ar.data, sizeof(t->eod.ar.spf));
 	buf_free(&ar);
-	policy_log(j, v);
+	policy_log(t->sid, q->ip, v);
+}
+
+/* A worker's verdict (or the timeout's): the session is called back. */
+static void
+policy_deliver(struct policy_job *j, const struct spf_verdict *v)
+{
+	struct spf_request q = { .ip = j->ip, .helo = j->helo,
+	    .sender = j->sender };
+
+	j->txn->pending = NULL;
+	policy_spf_set(j->txn, &q, v);
 	pol.cb(j->sid);
 }
 
@@ -593,6 +562,7 @@ policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
     const char *sender, int exempt)
 {
 	struct policy_job *j;
+	struct spf_verdict v;
 	char ascii[1024];
 
 	policy_txn_reset(t);
@@ -605,16 +575,25 @@ policy_mail(struct policy_txn *t, uint64_t sid, const struct listener *l,
 	    (const struct sockaddr *)ss);
 	if (!t->checks || !conf_spf_enabled(pol.conf, l))
 		return 0;
-	j = xcalloc(1, sizeof(*j));
-	j->sid = sid;
-	j->txn = t;
-	str_copy(j->ip, ip, sizeof(j->ip));
-	j->helo = xstrdup(helo);
 	/* SPF names domains by their A-labels (RFC 8616 4): a U-label
 	 * sender domain is the same domain, not an unknown one. */
 	if (*sender != '\0' && addr_has8bit(sender) &&
 	    addr_ascii(sender, ascii, sizeof(ascii)) == 0)
 		sender = ascii;
+	/* The same request lately: its verdict, here and now. */
+	if (pol.dns != NULL && spfcache_get(ip, helo, sender, policy_now_ms(),
+	    &v) == 0) {
+		struct spf_request q = { .ip = ip, .helo = helo,
+		    .sender = sender };
+
+		policy_spf_set(t, &q, &v);
+		return 0;
+	}
+	j = xcalloc(1, sizeof(*j));
+	j->sid = sid;
+	j->txn = t;
+	str_copy(j->ip, ip, sizeof(j->ip));
+	j->helo = xstrdup(helo);
 	j->sender = xstrdup(sender);
 	policy_queue(j);
 	return 1;
@@ -742,10 +721,25 @@ policy_dmarc_start(struct policy_txn *t)
 {
 	struct policy_job *j;
 
+	struct dmarc_policy_found *f;
+	int miss = 0;
+
 	if (t->from->status != DMARC_FROM_OK || t->from->ndomains == 0) {
 		t->dmarc_done = 1;	/* nothing to look up */
 		return;
 	}
+	/* Every record in the cache: discovered here and now. */
+	f = xcalloc((size_t)t->from->ndomains, sizeof(*f));
+	for (int i = 0; i < t->from->ndomains && !miss; i++)
+		dmarc_discover(policy_txt_cached, &miss, t->from->domain[i],
+		    &f[i]);
+	if (!miss) {
+		free(t->found);
+		t->found = f;
+		t->dmarc_done = 1;
+		return;
+	}
+	free(f);
 	j = xcalloc(1, sizeof(*j));
 	j->dmarc = 1;
 	j->kind = POLICY_STEP_DATA;
@@ -881,8 +875,10 @@ policy_hend(struct policy_txn *t, struct buf *out, int top, int64_t off)
 	/* Blanks until the end of data: the file is not committed before
 	 * policy_data_done writes the field over them. */
 	buf_init(&room);
-	for (i = 0; i + 2 < e->room; i++)
-		buf_putc(&room, ' ');
+	n = e->room > 2 ? e->room - 2 : 0;
+	buf_reserve(&room, n + 2);
+	memset(room.data, ' ', n);
+	room.len = n;
 	buf_append(&room, "\r\n", 2);
 	if (top) {
 		e->room_off = off;
