@@ -20,8 +20,13 @@ KNOWN_FAILURES = {
     "macro-mania-in-domain",
 }
 
-# What libspf2 alone passes, measured by this test (it says so if it moves).
+# What libspf2 alone passes, measured by this test (it says so if it
+# moves), among the cases whose outcome with libspf2 alone does not
+# depend on the order of an answer's records, which the resolver varies:
+# mx-limit passes or fails with the order of its MX records (so libspf2
+# alone passes 129 or 130 of 203).
 LIBSPF2_ALONE = 129
+LIBSPF2_ORDER_DEPENDENT = {"mx-limit"}
 
 SUITE = spfsuite.load()
 pytestmark = [
@@ -115,5 +120,7 @@ def test_rfc7208_suite(tmp_path):
     # pyspf passes the suite on its own DNS: our loopback zones are right.
     assert len(py) <= 3, py
     if LIBSPF2_ALONE is not None:
-        assert total - len(lib_fail) == LIBSPF2_ALONE
+        steady = set(lib_fail) - LIBSPF2_ORDER_DEPENDENT
+        assert total - len(LIBSPF2_ORDER_DEPENDENT) - len(steady) == \
+            LIBSPF2_ALONE, sorted(lib_fail)
     assert set(ours_fail) == KNOWN_FAILURES
