@@ -407,8 +407,10 @@ def report(r):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="obj/normal")
-    ap.add_argument("--hour", type=float, default=20.0,
-                    help="real seconds in a simulated hour (base)")
+    ap.add_argument("--hour", type=float, default=60.0,
+                    help="real seconds in a simulated hour (base); at 60 a "
+                    "simulated minute is a real second, long enough for the "
+                    "other domains' deliveries to be judged in it")
     ap.add_argument("--rate", type=int, default=60,
                     help="the ISP's hidden rate, recipients an hour")
     ap.add_argument("--burst", type=int, default=5)
